@@ -1,0 +1,142 @@
+// Batched autoregressive generation with the KV cache.
+//  - prompts of different lengths are left-padded; the attention mask hides the padding and position ids count real tokens
+//  - one prefill pass, then one token per step through the cache (no re-running of the prefix)
+//  - greedy (argmax, first index on ties) or sampling with temperature, top-k, top-p from a seeded torch.Generator
+//  - logprobs are those of the sampled token under softmax(logits / temperature), before top-k/top-p (as TRL computes them)
+//  - a sequence stops at an EOS id, at a stop string (checked on the decoded completion), or at max_new_tokens (truncated)
+using static TorchSharp.torch;
+
+namespace Workbook.Model;
+
+public sealed record GenerationOptions
+{
+    public int MaxNewTokens { get; init; } = 64;
+    public bool Greedy { get; init; }
+    public double Temperature { get; init; } = 1.0;
+    public double TopP { get; init; } = 1.0;
+    public int TopK { get; init; }            // 0 = off
+    public int[] EosTokenIds { get; init; } = [];
+    public int PadTokenId { get; init; } = 151643;
+    public string[] StopStrings { get; init; } = [];
+    public long Seed { get; init; } = 0;
+
+    public void Validate()
+    {
+        if (MaxNewTokens < 0) throw new WorkbookException($"max_new_tokens must be >= 0 (got {MaxNewTokens})");
+        if (!Greedy && !(Temperature > 0)) throw new WorkbookException($"temperature must be > 0 (got {Temperature}); use greedy for argmax decoding");
+        if (!(TopP > 0 && TopP <= 1)) throw new WorkbookException($"top_p must be in (0, 1] (got {TopP})");
+        if (TopK < 0) throw new WorkbookException($"top_k must be >= 0 (got {TopK})");
+    }
+}
+
+public sealed record Completion(int[] Tokens, float[] LogProbs, bool Truncated, string? StopReason);
+
+public static class Generation
+{
+    /// <param name="decode">turns completion tokens into text, needed only for stop strings</param>
+    public static List<Completion> Generate(Qwen3ForCausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions opt,
+        Generator? rng = null, Func<int[], string>? decode = null)
+    {
+        opt.Validate();
+        if (prompts.Count == 0) return [];
+        if (prompts.Any(p => p.Length == 0)) throw new WorkbookException("every prompt needs at least one token");
+        if (opt.StopStrings.Length > 0 && decode is null) throw new ArgumentException("stop strings need a decode function");
+        int B = prompts.Count, P = prompts.Max(p => p.Length);
+        int vocab = model.Config.VocabSize;
+        foreach (var p in prompts) foreach (var id in p)
+            if (id < 0 || id >= vocab) throw new WorkbookException($"token id {id} is outside the model's vocabulary [0, {vocab})");
+        var ownRng = rng is null && !opt.Greedy ? new Generator((ulong)opt.Seed) : null;
+        rng ??= ownRng;
+
+        var ids = new long[B * P];
+        var mask = new long[B * P];
+        for (int b = 0; b < B; b++)
+        {
+            int off = P - prompts[b].Length;
+            for (int t = 0; t < P; t++)
+            {
+                ids[b * P + t] = t < off ? opt.PadTokenId : prompts[b][t - off];
+                mask[b * P + t] = t < off ? 0 : 1;
+            }
+        }
+        var outTokens = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
+        var outLogps = Enumerable.Range(0, B).Select(_ => new List<float>()).ToArray();
+        var done = new bool[B];
+        var reason = new string?[B];
+        var eos = opt.EosTokenIds.ToHashSet();
+
+        bool wasTraining = model.training;
+        model.eval();
+        using var grad = no_grad();
+        using var cache = model.NewCache(B, P + Math.Max(opt.MaxNewTokens, 1));
+        var fullMask = new List<long[]>();
+        Tensor maskT = tensor(mask, [B, P], dtype: ScalarType.Int64).DetachFromDisposeScope();
+        Tensor next = tensor(ids, [B, P], dtype: ScalarType.Int64).DetachFromDisposeScope();
+        try
+        {
+            for (int step = 0; step < opt.MaxNewTokens; step++)
+            {
+                long[] chosen; float[] logps;
+                using (var scope = NewDisposeScope())
+                {
+                    var logits = model.Forward(next, maskT, cache: cache, lastOnly: true).to(ScalarType.Float32).cpu();   // [B, V]
+                    (chosen, logps) = Pick(logits, opt, rng);
+                }
+                for (int b = 0; b < B; b++)
+                {
+                    if (done[b]) { chosen[b] = opt.PadTokenId; continue; }
+                    outTokens[b].Add((int)chosen[b]);
+                    outLogps[b].Add(logps[b]);
+                    if (eos.Contains((int)chosen[b])) { done[b] = true; reason[b] = "eos"; }
+                    else if (opt.StopStrings.Length > 0)
+                    {
+                        var text = decode!(outTokens[b].ToArray());
+                        if (opt.StopStrings.Any(text.Contains)) { done[b] = true; reason[b] = "stop_string"; }
+                    }
+                }
+                if (done.All(d => d)) break;
+                var newMask = cat([maskT, ones(B, 1, dtype: ScalarType.Int64)], 1).DetachFromDisposeScope();
+                maskT.Dispose(); maskT = newMask;
+                next.Dispose();
+                next = tensor(chosen, [B, 1], dtype: ScalarType.Int64).DetachFromDisposeScope();
+            }
+        }
+        finally
+        {
+            maskT.Dispose(); next.Dispose(); ownRng?.Dispose();
+            if (wasTraining) model.train();
+        }
+        return Enumerable.Range(0, B).Select(b => new Completion(outTokens[b].ToArray(), outLogps[b].ToArray(), !done[b], reason[b])).ToList();
+    }
+
+    /// <summary>Chooses one token per row of float32 logits [B, V]; returns the ids and their log-probabilities.</summary>
+    public static (long[] ids, float[] logps) Pick(Tensor logits, GenerationOptions opt, Generator? rng)
+    {
+        using var scope = NewDisposeScope();
+        var scaled = opt.Greedy ? logits : logits / opt.Temperature;
+        var logp = scaled.log_softmax(-1);
+        Tensor chosen;
+        if (opt.Greedy) chosen = logits.argmax(-1);
+        else
+        {
+            var filtered = scaled.clone();
+            if (opt.TopK > 0 && opt.TopK < filtered.shape[1])
+            {
+                var kth = filtered.topk(opt.TopK, -1).values.narrow(-1, opt.TopK - 1, 1);
+                filtered = filtered.masked_fill(filtered.lt(kth), float.NegativeInfinity);
+            }
+            if (opt.TopP < 1.0)
+            {
+                var (sorted, idx) = filtered.sort(-1, descending: true);
+                var probs = sorted.softmax(-1);
+                var before = probs.cumsum(-1) - probs;            // mass strictly above each token
+                var drop = before.gt(opt.TopP);                     // keep the smallest prefix whose mass reaches top_p
+                var dropOrig = zeros_like(drop).scatter(-1, idx, drop);
+                filtered = filtered.masked_fill(dropOrig, float.NegativeInfinity);
+            }
+            chosen = filtered.softmax(-1).multinomial(1, false, rng).squeeze(-1);
+        }
+        var lp = logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1);
+        return (chosen.data<long>().ToArray(), lp.data<float>().ToArray());
+    }
+}

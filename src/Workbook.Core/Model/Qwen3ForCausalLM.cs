@@ -1,0 +1,279 @@
+// Qwen3 decoder-only transformer with Hugging Face semantics (transformers' modeling_qwen3.py):
+//  - pre-norm residual blocks: h += attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h))
+//  - RMSNorm computed in float32 and cast back before the weight multiply; per-head q_norm/k_norm BEFORE RoPE
+//  - rotate-half RoPE (theta over head_dim), grouped-query attention (query head j uses KV head j / (H/KV)),
+//    scale 1/sqrt(head_dim), softmax in float32, additive causal + padding mask
+//  - SwiGLU MLP down(silu(gate(x)) * up(x)); final norm; lm_head tied to embed_tokens or its own matrix
+// Module fields carry the Hugging Face state-dict names (model.layers.0.self_attn.q_proj.weight, ...) so checkpoints load by name.
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Workbook.Model;
+
+#pragma warning disable IDE1006 // field names are the Hugging Face state-dict keys
+
+public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
+{
+    public Parameter weight;
+    readonly double eps;
+
+    public Qwen3RMSNorm(long dim, double eps, ScalarType dtype, Device device) : base("Qwen3RMSNorm")
+    {
+        weight = new Parameter(ones(dim, dtype: dtype, device: device));
+        this.eps = eps;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var xf = x.to(ScalarType.Float32);
+        var normed = xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + eps);
+        return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Qwen3MLP : nn.Module<Tensor, Tensor>
+{
+    public Linear gate_proj, up_proj, down_proj;
+
+    public Qwen3MLP(Qwen3Config c, ScalarType dtype, Device device) : base("Qwen3MLP")
+    {
+        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
+        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
+        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return down_proj.forward(F.silu(gate_proj.forward(x)) * up_proj.forward(x)).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Qwen3Attention : nn.Module
+{
+    public Linear q_proj, k_proj, v_proj, o_proj;
+    public Qwen3RMSNorm q_norm, k_norm;
+    readonly int heads, kvHeads, headDim;
+    readonly double scale;
+
+    public Qwen3Attention(Qwen3Config c, ScalarType dtype, Device device) : base("Qwen3Attention")
+    {
+        heads = c.NumAttentionHeads; kvHeads = c.NumKeyValueHeads; headDim = c.HeadDim; scale = 1.0 / Math.Sqrt(headDim);
+        q_proj = nn.Linear(c.HiddenSize, heads * headDim, hasBias: c.AttentionBias, device: device, dtype: dtype);
+        k_proj = nn.Linear(c.HiddenSize, kvHeads * headDim, hasBias: c.AttentionBias, device: device, dtype: dtype);
+        v_proj = nn.Linear(c.HiddenSize, kvHeads * headDim, hasBias: c.AttentionBias, device: device, dtype: dtype);
+        o_proj = nn.Linear(heads * headDim, c.HiddenSize, hasBias: c.AttentionBias, device: device, dtype: dtype);
+        q_norm = new Qwen3RMSNorm(headDim, c.RmsNormEps, dtype, device);
+        k_norm = new Qwen3RMSNorm(headDim, c.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+
+    static Tensor RotateHalf(Tensor x)
+    {
+        var half = x.shape[^1] / 2;
+        return cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);
+    }
+
+    /// <param name="h">[B, T, hidden]</param><param name="cos">[B, 1, T, head_dim]</param>
+    /// <param name="mask">additive float32 [B, 1, T, S]</param><param name="cache">this layer's KV cache, or null</param>
+    public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, KVCache? cache, int layer)
+    {
+        using var scope = NewDisposeScope();
+        long B = h.shape[0], T = h.shape[1];
+        var q = q_norm.forward(q_proj.forward(h).view(B, T, heads, headDim)).transpose(1, 2);
+        var k = k_norm.forward(k_proj.forward(h).view(B, T, kvHeads, headDim)).transpose(1, 2);
+        var v = v_proj.forward(h).view(B, T, kvHeads, headDim).transpose(1, 2);
+        q = q * cos + RotateHalf(q) * sin;
+        k = k * cos + RotateHalf(k) * sin;
+        if (cache is not null) (k, v) = cache.Append(layer, k, v);
+        int groups = heads / kvHeads;
+        if (groups > 1) { k = k.repeat_interleave(groups, dim: 1); v = v.repeat_interleave(groups, dim: 1); }
+        var scores = matmul(q, k.transpose(2, 3)) * scale;
+        var probs = F.softmax(scores.to(ScalarType.Float32) + mask, -1).to(q.dtype);
+        var ctx = matmul(probs, v).transpose(1, 2).reshape(B, T, heads * headDim);
+        return o_proj.forward(ctx).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Qwen3DecoderLayer : nn.Module
+{
+    public Qwen3Attention self_attn;
+    public Qwen3MLP mlp;
+    public Qwen3RMSNorm input_layernorm, post_attention_layernorm;
+
+    public Qwen3DecoderLayer(Qwen3Config c, ScalarType dtype, Device device) : base("Qwen3DecoderLayer")
+    {
+        self_attn = new Qwen3Attention(c, dtype, device);
+        mlp = new Qwen3MLP(c, dtype, device);
+        input_layernorm = new Qwen3RMSNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        post_attention_layernorm = new Qwen3RMSNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+
+    public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, KVCache? cache, int layer)
+    {
+        using var scope = NewDisposeScope();
+        h = h + self_attn.forward(input_layernorm.forward(h), cos, sin, mask, cache, layer);
+        h = h + mlp.forward(post_attention_layernorm.forward(h));
+        return h.MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class Qwen3Model : nn.Module
+{
+    public Embedding embed_tokens;
+    public ModuleList<Qwen3DecoderLayer> layers;
+    public Qwen3RMSNorm norm;
+
+    public Qwen3Model(Qwen3Config c, ScalarType dtype, Device device) : base("Qwen3Model")
+    {
+        embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize, device: device, dtype: dtype);
+        layers = nn.ModuleList(Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new Qwen3DecoderLayer(c, dtype, device)).ToArray());
+        norm = new Qwen3RMSNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+}
+
+/// <summary>The causal language model. <see cref="Forward"/> returns logits [B, T, V] (or [B, V] with lastOnly).</summary>
+public sealed class Qwen3ForCausalLM : nn.Module
+{
+    public Qwen3Model model;
+    public Linear? lm_head;   // null when tied: logits use model.embed_tokens.weight
+
+    public Qwen3Config Config { get; }
+    public ScalarType DType { get; }
+    public Device Device { get; }
+    readonly Tensor invFreq;   // float32 [head_dim/2], not a parameter
+
+    public Qwen3ForCausalLM(Qwen3Config config, ScalarType dtype = ScalarType.Float32, Device? device = null, long? seed = null) : base("Qwen3ForCausalLM")
+    {
+        config.Validate();
+        Config = config; DType = dtype; Device = device ?? CPU;
+        using (no_grad())
+        {
+            model = new Qwen3Model(config, dtype, Device);
+            if (!config.TieWordEmbeddings)
+                lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: Device, dtype: dtype);
+        }
+        RegisterComponents();
+        var exps = arange(0, config.HeadDim, 2, dtype: ScalarType.Float64) / config.HeadDim;
+        invFreq = (1.0 / pow(config.RopeTheta, exps)).to(ScalarType.Float32).to(Device).DetachFromDisposeScope();
+        InitWeights(seed);
+    }
+
+    /// <summary>HF initialisation: every matrix N(0, initializer_range), norms 1. Deterministic given the seed.</summary>
+    public void InitWeights(long? seed)
+    {
+        var gen = seed is { } s ? new Generator((ulong)s) : null;
+        using var _ = no_grad();
+        foreach (var (name, p) in named_parameters())
+        {
+            if (p.dim() == 2)
+            {
+                var w = normal(0.0, Config.InitializerRange, p.shape, dtype: ScalarType.Float32, generator: gen);
+                p.copy_(w.to(p.dtype));
+                w.Dispose();
+            }
+            else if (name.EndsWith("norm.weight") || name.EndsWith("layernorm.weight")) p.fill_(1.0);
+            else p.zero_();
+        }
+        gen?.Dispose();
+    }
+
+    public Tensor LmHeadWeight => lm_head?.weight ?? model.embed_tokens.weight!;
+
+    /// <summary>
+    /// Forward pass. <paramref name="attentionMask"/> is [B, past+T] with 1 for real tokens and 0 for padding (left padding for
+    /// generation); <paramref name="positionIds"/> defaults to the count of real tokens before each position. With a
+    /// <paramref name="cache"/>, keys/values of this call are appended and attention covers the cached prefix.
+    /// </summary>
+    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null, bool lastOnly = false)
+    {
+        using var scope = NewDisposeScope();
+        var h = HiddenStates(inputIds, attentionMask, positionIds, cache);
+        if (lastOnly) h = h.select(1, -1);
+        return F.linear(h, LmHeadWeight).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.</summary>
+    public Tensor HiddenStates(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null)
+    {
+        using var scope = NewDisposeScope();
+        if (inputIds.dim() != 2) throw new ArgumentException($"input_ids must be [batch, seq], got [{string.Join(",", inputIds.shape)}]");
+        long B = inputIds.shape[0], T = inputIds.shape[1], past = cache?.Length ?? 0, S = past + T;
+        var dev = Device;
+        Tensor keyMask = attentionMask is null ? ones(B, S, dtype: ScalarType.Bool, device: dev) : attentionMask.to(ScalarType.Bool).to(dev);
+        if (keyMask.shape[1] != S) throw new ArgumentException($"attention_mask must cover past+current = {S} positions, got {keyMask.shape[1]}");
+        positionIds ??= (keyMask.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0).narrow(1, past, T);
+        positionIds = positionIds.to(dev);
+
+        // RoPE tables [B, 1, T, head_dim] in float32, cast to the compute dtype (as transformers does).
+        var freqs = positionIds.to(ScalarType.Float32).unsqueeze(-1) * invFreq;
+        var emb = cat([freqs, freqs], -1);
+        var cos = emb.cos().unsqueeze(1).to(DType);
+        var sin = emb.sin().unsqueeze(1).to(DType);
+
+        // Additive mask [B, 1, T, S]: query i (absolute past+i) sees key j <= past+i that is not padding.
+        var qi = arange(past, S, device: dev).unsqueeze(1);
+        var kj = arange(0, S, device: dev).unsqueeze(0);
+        var allowed = kj.le(qi).unsqueeze(0).unsqueeze(0) & keyMask.unsqueeze(1).unsqueeze(1);
+        var mask = zeros(allowed.shape, dtype: ScalarType.Float32, device: dev).masked_fill(allowed.logical_not(), -1e30f);
+
+        var h = model.embed_tokens.forward(inputIds.to(dev));
+        for (int i = 0; i < model.layers.Count; i++)
+            h = model.layers[i].forward(h, cos, sin, mask, cache, i);
+        cache?.Advance(T);
+        return model.norm.forward(h).MoveToOuterDisposeScope();
+    }
+
+    public KVCache NewCache(long batch, long capacity) => new(Config, batch, capacity, DType, Device);
+
+    public long ParameterCount() => parameters().Sum(p => p.numel());
+}
+
+/// <summary>
+/// Preallocated per-layer key/value buffers [B, kv_heads, capacity, head_dim]. Appending writes in place, so the cost of a
+/// decoding step does not grow with position beyond attention itself.
+/// </summary>
+public sealed class KVCache : IDisposable
+{
+    readonly Tensor[] keys, values;
+    public long Length { get; private set; }
+    public long Capacity { get; }
+
+    public KVCache(Qwen3Config c, long batch, long capacity, ScalarType dtype, Device device)
+    {
+        Capacity = capacity;
+        keys = new Tensor[c.NumHiddenLayers]; values = new Tensor[c.NumHiddenLayers];
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+        {
+            keys[i] = zeros([batch, c.NumKeyValueHeads, capacity, c.HeadDim], dtype: dtype, device: device).DetachFromDisposeScope();
+            values[i] = zeros([batch, c.NumKeyValueHeads, capacity, c.HeadDim], dtype: dtype, device: device).DetachFromDisposeScope();
+        }
+    }
+
+    internal (Tensor k, Tensor v) Append(int layer, Tensor k, Tensor v)
+    {
+        long T = k.shape[2];
+        if (Length + T > Capacity) throw new InvalidOperationException($"KV cache full: {Length}+{T} > capacity {Capacity}");
+        using (no_grad())
+        {
+            keys[layer].narrow(2, Length, T).copy_(k);
+            values[layer].narrow(2, Length, T).copy_(v);
+        }
+        return (keys[layer].narrow(2, 0, Length + T), values[layer].narrow(2, 0, Length + T));
+    }
+
+    internal void Advance(long t) => Length += t;
+
+    public void Dispose()
+    {
+        foreach (var t in keys) t.Dispose();
+        foreach (var t in values) t.Dispose();
+    }
+}
