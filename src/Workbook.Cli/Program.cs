@@ -1,6 +1,23 @@
-using TorchSharp;
-using System.Reflection;
-foreach (var t in new[]{typeof(torch.Tensor), typeof(torch)}) {
- foreach (var m in t.GetMethods(BindingFlags.Public|BindingFlags.Instance|BindingFlags.Static).Where(m => new[]{"bytes","view","frombuffer","as_tensor","from_array","scaled_dot","repeat_interleave","multinomial","manual_seed","get_rng_state","set_rng_state","Generator","tensor","WriteBytesToStream","data"}.Any(k => m.Name.Contains(k))).Select(m => m.ToString()).Distinct().Take(60)) Console.WriteLine(t.Name+": "+m);
- foreach (var p in t.GetProperties().Where(p=>p.Name.Contains("bytes"))) Console.WriteLine("prop "+p);
-}
+using Spectre.Console;
+using Spectre.Console.Cli;
+using Workbook;
+using Workbook.Cli;
+
+var app = new CommandApp();
+app.Configure(c =>
+{
+    c.SetApplicationName("workbook");
+    c.UseStrictParsing();
+    c.AddCommand<ScoreCommand>("score").WithDescription("Per-position argmax, logsumexp, top-K and next-token log-probability of a sequence.");
+    c.AddCommand<GenerateCommand>("generate").WithDescription("Generate from a prompt (greedy or sampled) with the KV cache.");
+    c.AddCommand<InfoCommand>("info").WithDescription("Print versions, device and the model presets.");
+    c.SetExceptionHandler((ex, _) =>
+    {
+        if (ex is WorkbookException or CommandAppException)
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {ex.Message}");
+        else
+            AnsiConsole.WriteException(ex, ExceptionFormats.ShortenPaths);
+        return ex is WorkbookException or CommandAppException ? 2 : 1;
+    });
+});
+return app.Run(args);

@@ -1,0 +1,66 @@
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Text.Json;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using Workbook.Model;
+
+namespace Workbook.Cli;
+
+public sealed class GenerateCommand : Command<GenerateCommand.Settings>
+{
+    public sealed class Settings : ModelSettings
+    {
+        [CommandOption("--prompt <TEXT>")][Description("Prompt text (needs a tokenizer in the model folder)")]
+        public string? Prompt { get; init; }
+
+        [CommandOption("--max-new-tokens <N>")][DefaultValue(32)]
+        public int MaxNewTokens { get; init; } = 32;
+
+        [CommandOption("--greedy")][Description("Argmax decoding")]
+        public bool Greedy { get; init; }
+
+        [CommandOption("--temperature <T>")][DefaultValue(1.0)]
+        public double Temperature { get; init; } = 1.0;
+
+        [CommandOption("--top-p <P>")][DefaultValue(1.0)]
+        public double TopP { get; init; } = 1.0;
+
+        [CommandOption("--top-k <K>")][DefaultValue(0)]
+        public int TopK { get; init; }
+
+        public override ValidationResult Validate()
+        {
+            if (Ids is null == Prompt is null) return ValidationResult.Error("give exactly one of --ids or --prompt");
+            if (MaxNewTokens < 1) return ValidationResult.Error("--max-new-tokens must be >= 1");
+            return base.Validate();
+        }
+    }
+
+    public override int Execute(CommandContext context, Settings s)
+    {
+        if (s.Prompt is not null) throw new WorkbookException("--prompt needs the Qwen3 tokenizer, which is not built yet; use --ids");
+        var ids = ModelSettings.ParseIds(s.Ids!, "--ids");
+        using var model = s.LoadModel();
+        var opt = new GenerationOptions
+        {
+            MaxNewTokens = s.MaxNewTokens, Greedy = s.Greedy, Temperature = s.Temperature, TopP = s.TopP, TopK = s.TopK,
+            Seed = s.Seed, EosTokenIds = model.Config.EosTokenIds,
+        };
+        var sw = Stopwatch.StartNew();
+        var c = Generation.Generate(model, [ids], opt)[0];
+        sw.Stop();
+        if (s.Json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                prompt_ids = ids, ids = c.Tokens, logprobs = c.LogProbs, truncated = c.Truncated, stop_reason = c.StopReason,
+                tokens_per_second = c.Tokens.Length / sw.Elapsed.TotalSeconds,
+            }, ModelSettings.JsonOut));
+            return 0;
+        }
+        AnsiConsole.MarkupLineInterpolated($"[bold]ids:[/] {string.Join(",", c.Tokens)}");
+        AnsiConsole.MarkupLineInterpolated($"[grey]{c.Tokens.Length} tokens in {sw.Elapsed.TotalSeconds:F2}s; {(c.Truncated ? "truncated at max_new_tokens" : "stopped: " + c.StopReason)}[/]");
+        return 0;
+    }
+}
