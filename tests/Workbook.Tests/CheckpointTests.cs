@@ -37,7 +37,7 @@ public class CheckpointTests
         var m2 = Checkpoint.Load(dir, ScalarType.Float32);
         var sd1 = m.state_dict(); var sd2 = m2.state_dict();
         foreach (var (k, v) in sd1) Assert.True(v.to(ScalarType.Float32).equal(sd2[k]).all().item<bool>(), k);
-        Assert.False(Directory.GetFiles(dir).Any(f => f.EndsWith(".tmp")));
+        Assert.DoesNotContain(Directory.GetFiles(dir), f => f.EndsWith(".tmp"));
     }
 
     [Fact]
