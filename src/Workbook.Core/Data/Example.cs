@@ -1,0 +1,15 @@
+using Workbook.Text;
+
+namespace Workbook.Data;
+
+/// <summary>
+/// One task row, as every trainer sees it: the prompt conversation (rendered with the chat template, generation prompt
+/// added), the expert response used by SFT, and the reference the verifier checks against.
+/// </summary>
+public sealed record Example(IReadOnlyList<ChatMessage> Prompt, string Expert, string Reference, string Source = "")
+{
+    public string PromptText => Prompt[^1].Content;
+}
+
+/// <summary>Rows that were skipped with --skip-bad, with the first few reasons.</summary>
+public sealed record LoadReport(int Loaded, int Skipped, IReadOnlyList<string> FirstProblems);
