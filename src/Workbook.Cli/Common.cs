@@ -26,6 +26,9 @@ public class ModelSettings : CommandSettings
     [CommandOption("--ids <IDS>")][Description("Comma-separated token ids")]
     public string? Ids { get; init; }
 
+    [CommandOption("--tokenizer <DIR_OR_FILE>")][Description("tokenizer.json (or its folder); default: the model folder, else the cached Qwen3 tokenizer")]
+    public string? Tokenizer { get; init; }
+
     [CommandOption("--json")][Description("Machine-readable JSON output")]
     public bool Json { get; init; }
 
@@ -43,6 +46,13 @@ public class ModelSettings : CommandSettings
         return new Qwen3ForCausalLM(Qwen3Config.Preset(Preset!), dtype, device, Seed);
     }
 
+    public Workbook.Text.Qwen3Tokenizer LoadTokenizer()
+    {
+        if (Tokenizer is not null) return Workbook.Text.Qwen3Tokenizer.Load(Tokenizer);
+        if (Model is not null && File.Exists(Path.Combine(Model, "tokenizer.json"))) return Workbook.Text.Qwen3Tokenizer.Load(Model);
+        return Workbook.Text.Qwen3Tokenizer.Load(Workbook.Text.TokenizerFiles.EnsureDefault(m => Console.Error.WriteLine(m)));
+    }
+
     public static int[] ParseIds(string s, string option)
     {
         try { return s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray(); }
@@ -50,5 +60,5 @@ public class ModelSettings : CommandSettings
         catch (OverflowException) { throw new WorkbookException($"{option}: id out of range in '{s}'"); }
     }
 
-    public static readonly JsonSerializerOptions JsonOut = new() { WriteIndented = false };
+    public static readonly JsonSerializerOptions JsonOut = new() { WriteIndented = false, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 }

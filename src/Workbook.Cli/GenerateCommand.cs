@@ -11,8 +11,14 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 {
     public sealed class Settings : ModelSettings
     {
-        [CommandOption("--prompt <TEXT>")][Description("Prompt text (needs a tokenizer in the model folder)")]
+        [CommandOption("--prompt <TEXT>")][Description("A user message, rendered with the Qwen3 chat template (generation prompt added)")]
         public string? Prompt { get; init; }
+
+        [CommandOption("--thinking")][Description("With --prompt: leave thinking on (default off: the template pre-fills an empty think block)")]
+        public bool Thinking { get; init; }
+
+        [CommandOption("--stop <TEXT>")][Description("Stop string (repeatable)")]
+        public string[] Stop { get; init; } = [];
 
         [CommandOption("--max-new-tokens <N>")][DefaultValue(32)]
         public int MaxNewTokens { get; init; } = 32;
@@ -39,28 +45,38 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s)
     {
-        if (s.Prompt is not null) throw new WorkbookException("--prompt needs the Qwen3 tokenizer, which is not built yet; use --ids");
-        var ids = ModelSettings.ParseIds(s.Ids!, "--ids");
+        var tok = s.Prompt is not null || s.Stop.Length > 0 || !s.Json ? TryTokenizer(s) : null;
+        if (s.Prompt is not null && tok is null) throw new WorkbookException("--prompt needs a tokenizer (--tokenizer DIR)");
+        var ids = s.Prompt is not null
+            ? Workbook.Text.ChatTemplate.Tokenize(tok!, [Workbook.Text.ChatMessage.User(s.Prompt)], true, s.Thinking ? null : false).Ids
+            : ModelSettings.ParseIds(s.Ids!, "--ids");
         using var model = s.LoadModel();
         var opt = new GenerationOptions
         {
             MaxNewTokens = s.MaxNewTokens, Greedy = s.Greedy, Temperature = s.Temperature, TopP = s.TopP, TopK = s.TopK,
-            Seed = s.Seed, EosTokenIds = model.Config.EosTokenIds,
+            Seed = s.Seed, EosTokenIds = model.Config.EosTokenIds, StopStrings = s.Stop,
         };
         var sw = Stopwatch.StartNew();
-        var c = Generation.Generate(model, [ids], opt)[0];
+        var c = Generation.Generate(model, [ids], opt, decode: tok is null ? null : t => tok.Decode(t))[0];
         sw.Stop();
         if (s.Json)
         {
             Console.WriteLine(JsonSerializer.Serialize(new
             {
-                prompt_ids = ids, ids = c.Tokens, logprobs = c.LogProbs, truncated = c.Truncated, stop_reason = c.StopReason,
+                prompt_ids = ids, ids = c.Tokens, text = tok?.Decode(c.Tokens), logprobs = c.LogProbs, truncated = c.Truncated, stop_reason = c.StopReason,
                 tokens_per_second = c.Tokens.Length / sw.Elapsed.TotalSeconds,
             }, ModelSettings.JsonOut));
             return 0;
         }
+        if (tok is not null) AnsiConsole.MarkupLineInterpolated($"[bold]text:[/] {tok.Decode(c.Tokens)}");
         AnsiConsole.MarkupLineInterpolated($"[bold]ids:[/] {string.Join(",", c.Tokens)}");
         AnsiConsole.MarkupLineInterpolated($"[grey]{c.Tokens.Length} tokens in {sw.Elapsed.TotalSeconds:F2}s; {(c.Truncated ? "truncated at max_new_tokens" : "stopped: " + c.StopReason)}[/]");
         return 0;
+    }
+
+    static Workbook.Text.Qwen3Tokenizer? TryTokenizer(Settings s)
+    {
+        try { return s.LoadTokenizer(); }
+        catch (WorkbookException) when (s.Prompt is null && s.Stop.Length == 0) { return null; }   // ids in, ids out
     }
 }

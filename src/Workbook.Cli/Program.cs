@@ -10,6 +10,8 @@ app.Configure(c =>
     c.UseStrictParsing();
     c.AddCommand<ScoreCommand>("score").WithDescription("Per-position argmax, logsumexp, top-K and next-token log-probability of a sequence.");
     c.AddCommand<GenerateCommand>("generate").WithDescription("Generate from a prompt (greedy or sampled) with the KV cache.");
+    c.AddCommand<TokenizeCommand>("tokenize").WithDescription("Encode text to Qwen3 ids, decode ids, or tokenize a JSONL file.");
+    c.AddCommand<VerifyCommand>("verify").WithDescription("Score JSONL completions against references with a rule-based verifier.");
     c.AddCommand<InfoCommand>("info").WithDescription("Print versions, device and the model presets.");
     c.SetExceptionHandler((ex, _) =>
     {

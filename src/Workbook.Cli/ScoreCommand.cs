@@ -26,8 +26,7 @@ public sealed class ScoreCommand : Command<ScoreCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s)
     {
-        if (s.Text is not null) throw new WorkbookException("--text needs the Qwen3 tokenizer, which is not built yet; use --ids");
-        var ids = ModelSettings.ParseIds(s.Ids!, "--ids");
+        var ids = s.Text is not null ? s.LoadTokenizer().Encode(s.Text) : ModelSettings.ParseIds(s.Ids!, "--ids");
         if (ids.Length == 0) throw new WorkbookException("--ids: no ids given");
         using var model = s.LoadModel();
         foreach (var id in ids)

