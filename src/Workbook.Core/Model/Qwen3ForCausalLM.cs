@@ -192,16 +192,17 @@ public sealed class Qwen3ForCausalLM : nn.Module
     /// generation); <paramref name="positionIds"/> defaults to the count of real tokens before each position. With a
     /// <paramref name="cache"/>, keys/values of this call are appended and attention covers the cached prefix.
     /// </summary>
-    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null, bool lastOnly = false)
+    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null, bool lastOnly = false, Tensor? segmentIds = null)
     {
         using var scope = NewDisposeScope();
-        var h = HiddenStates(inputIds, attentionMask, positionIds, cache);
+        var h = HiddenStates(inputIds, attentionMask, positionIds, cache, segmentIds);
         if (lastOnly) h = h.select(1, -1);
         return F.linear(h, LmHeadWeight).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.</summary>
-    public Tensor HiddenStates(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null)
+    /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.
+    /// <paramref name="segmentIds"/> [B, T] (packed rows, no cache): a token only attends to earlier tokens of its own segment.</summary>
+    public Tensor HiddenStates(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null, Tensor? segmentIds = null)
     {
         using var scope = NewDisposeScope();
         if (inputIds.dim() != 2) throw new ArgumentException($"input_ids must be [batch, seq], got [{string.Join(",", inputIds.shape)}]");
@@ -222,6 +223,12 @@ public sealed class Qwen3ForCausalLM : nn.Module
         var qi = arange(past, S, device: dev).unsqueeze(1);
         var kj = arange(0, S, device: dev).unsqueeze(0);
         var allowed = kj.le(qi).unsqueeze(0).unsqueeze(0) & keyMask.unsqueeze(1).unsqueeze(1);
+        if (segmentIds is not null)
+        {
+            if (past != 0) throw new ArgumentException("segment ids (packing) cannot be combined with a KV cache");
+            var seg = segmentIds.to(dev);
+            allowed = allowed & seg.unsqueeze(2).eq(seg.unsqueeze(1)).unsqueeze(1);
+        }
         var mask = zeros(allowed.shape, dtype: ScalarType.Float32, device: dev).masked_fill(allowed.logical_not(), -1e30f);
 
         var h = model.embed_tokens.forward(inputIds.to(dev));

@@ -1,0 +1,81 @@
+// Evaluation on held-out expert data, the quantities the paper tracks:
+//  - eval_sft_loss: token-mean cross-entropy of the expert responses under the policy (the SFT loss);
+//  - eval_rewards/<verifier>/mean: mean reward of the policy's own samples (temperature sampling with a fixed seed, so
+//    two evaluations differ only because the policy differs), for every evaluation verifier (strict and lenient);
+//  - eval_completions/mean_length.
+using Workbook.Data;
+using Workbook.Model;
+using Workbook.Verifiers;
+
+namespace Workbook.Training;
+
+public sealed record EvalOptions
+{
+    public int MaxNewTokens { get; init; } = 64;
+    public double Temperature { get; init; } = 1.0;
+    public double TopP { get; init; } = 1.0;
+    public int TopK { get; init; }
+    public int GenerationBatchSize { get; init; } = 64;
+    public int MaxLength { get; init; } = 1024;
+    public long Seed { get; init; } = 1234;
+    /// <summary>Skip sampling (SFT loss only): for cheap evaluations inside SFT-only stages.</summary>
+    public bool LossOnly { get; init; }
+}
+
+public sealed class Evaluator
+{
+    readonly Codec codec;
+    readonly IReadOnlyList<Example> examples;
+    readonly IReadOnlyList<SftSequence> sequences;
+    readonly int[][] prompts;
+    readonly IVerifier[] verifiers;
+    public EvalOptions Options { get; }
+
+    public Evaluator(Codec codec, IReadOnlyList<Example> examples, IVerifier[] verifiers, EvalOptions? options = null)
+    {
+        this.codec = codec; this.examples = examples; this.verifiers = verifiers; Options = options ?? new EvalOptions();
+        sequences = examples.Select(e => codec.Sft(e)).ToList();
+        prompts = examples.Select(codec.Prompt).ToArray();
+    }
+
+    public Dictionary<string, double> Run(Qwen3ForCausalLM model, bool lossOnly = false)
+    {
+        var m = new Dictionary<string, double>();
+        var (loss, acc, _) = Losses.EvaluateSft(model, sequences, codec.PadId, Options.MaxLength);
+        m["eval_sft_loss"] = loss;
+        m["eval_mean_token_accuracy"] = acc;
+        if (lossOnly || Options.LossOnly) return m;
+        var opt = new GenerationOptions
+        {
+            MaxNewTokens = Options.MaxNewTokens, Temperature = Options.Temperature, TopP = Options.TopP, TopK = Options.TopK,
+            EosTokenIds = [codec.EosId], PadTokenId = codec.PadId,
+        };
+        var sums = new double[verifiers.Length];
+        double length = 0;
+        using var rng = new TorchSharp.torch.Generator((ulong)Options.Seed);
+        for (int i = 0; i < prompts.Length; i += Options.GenerationBatchSize)
+        {
+            var batch = prompts.Skip(i).Take(Options.GenerationBatchSize).ToList();
+            var outs = Generation.Generate(model, batch, opt, rng);
+            for (int j = 0; j < outs.Count; j++)
+            {
+                var e = examples[i + j];
+                var text = codec.Decode(outs[j].Tokens);
+                length += outs[j].Tokens.Length;
+                for (int k = 0; k < verifiers.Length; k++) sums[k] += verifiers[k].Score(e.PromptText, text, e.Reference).Reward ?? 0;
+            }
+        }
+        for (int k = 0; k < verifiers.Length; k++) m[$"eval_rewards/{verifiers[k].Name}/mean"] = sums[k] / prompts.Length;
+        m["eval_completions/mean_length"] = length / prompts.Length;
+        return m;
+    }
+
+    /// <summary>A few decoded samples (for logs and reports).</summary>
+    public List<(string Prompt, string Completion, string Reference)> Samples(Qwen3ForCausalLM model, int n, long seed)
+    {
+        var opt = new GenerationOptions { MaxNewTokens = Options.MaxNewTokens, Temperature = Options.Temperature, EosTokenIds = [codec.EosId], PadTokenId = codec.PadId };
+        using var rng = new TorchSharp.torch.Generator((ulong)seed);
+        var outs = Generation.Generate(model, prompts.Take(n).ToList(), opt, rng);
+        return outs.Select((o, i) => (examples[i].PromptText, codec.Decode(o.Tokens), examples[i].Reference)).ToList();
+    }
+}

@@ -1,0 +1,217 @@
+// Group Relative Policy Optimization, following TRL's GRPOTrainer:
+//  1. rollout: for each of per_device_train_batch_size / G prompts, sample G completions with the KV cache
+//     (temperature / top-p / top-k, stop at <|im_end|>, cut at max_completion_length), seeded from (seed, step);
+//  2. reward = the weighted verifiers on the decoded completion; advantage = reward - group mean, divided by the group's
+//     (or batch's) std + 1e-4 unless scale_rewards = none;
+//  3. per-token loss -min(ρA, clip(ρ, 1-ε, 1+ε_high)·A) + β·KL_k3(π‖π_ref), ρ = π/π_old (≡ 1 when num_iterations = 1),
+//     aggregated per loss_type (grpo: per-sequence mean; dr_grpo: sum / (N·max_completion_length); dapo/bnpo: token mean);
+//  4. num_iterations optimizer steps reuse the same rollouts. The reference is the policy as GRPO started (β > 0 only).
+using System.Diagnostics;
+using Workbook.Data;
+using Workbook.Model;
+using Workbook.Verifiers;
+using static TorchSharp.torch;
+
+namespace Workbook.Training;
+
+public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
+{
+    readonly Codec codec;
+    readonly IReadOnlyList<Example> prompts;
+    readonly int[][] promptIds;
+    readonly WeightedReward reward;
+    Qwen3ForCausalLM? reference;
+
+    protected override string TrainerName => "grpo";
+    protected override int DatasetSize => prompts.Count;
+
+    public GrpoTrainer(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> prompts, WeightedReward reward, GrpoOptions options, string outDir, Evaluator? evaluator = null)
+        : base(model, options, outDir, evaluator)
+    {
+        this.codec = codec; this.prompts = prompts; this.reward = reward;
+        promptIds = prompts.Select(codec.Prompt).ToArray();
+    }
+
+    public GrpoTrainer(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> prompts, IVerifier verifier, GrpoOptions options, string outDir, Evaluator? evaluator = null)
+        : this(model, codec, prompts, new WeightedReward([(verifier, 1.0)]), options, outDir, evaluator) { }
+
+    protected override void OnResume()
+    {
+        if (Opt.Beta <= 0) return;
+        // the reference is the policy at GRPO's start, kept on disk so that a resumed run uses the same one
+        var refDir = Path.Combine(OutDir, "reference");
+        if (State.Step == 0 && !File.Exists(Path.Combine(refDir, Checkpoint.WeightsFile))) Checkpoint.Save(Model, refDir);
+        reference = Checkpoint.Load(refDir, Model.DType, Model.Device);
+        reference.eval();
+        foreach (var p in reference.parameters()) p.requires_grad = false;
+    }
+
+    /// <summary>Group-relative advantages (public for tests).</summary>
+    public static double[] Advantages(double[] rewards, int groupSize, string scale)
+    {
+        int n = rewards.Length;
+        var adv = new double[n];
+        double batchMean = rewards.Average();
+        double batchStd = Std(rewards, batchMean);
+        for (int g = 0; g < n / groupSize; g++)
+        {
+            var grp = rewards.Skip(g * groupSize).Take(groupSize).ToArray();
+            double mean = grp.Average(), std = Std(grp, mean);
+            for (int i = 0; i < groupSize; i++)
+            {
+                double a = grp[i] - mean;
+                adv[g * groupSize + i] = scale switch { "group" => a / (std + 1e-4), "batch" => a / (batchStd + 1e-4), _ => a };
+            }
+        }
+        return adv;
+    }
+
+    /// <summary>Sample standard deviation (torch.std's default, as TRL uses).</summary>
+    static double Std(double[] x, double mean) => x.Length < 2 ? 0 : Math.Sqrt(x.Sum(v => (v - mean) * (v - mean)) / (x.Length - 1));
+
+    /// <summary>The GRPO loss of one batch (public for the gradient tests).</summary>
+    public static (Tensor Loss, Tensor PerToken, Tensor? Kl) Loss(Tensor logps, Tensor oldLogps, Tensor? refLogps, Tensor advantages, Tensor completionMask, GrpoOptions o)
+    {
+        using var scope = NewDisposeScope();
+        var ratio = (logps - oldLogps).exp();
+        var a = advantages.unsqueeze(1);
+        var clipped = ratio.clamp(1 - o.Epsilon, 1 + (o.EpsilonHigh ?? o.Epsilon));
+        var perTok = -minimum(ratio * a, clipped * a);
+        Tensor? kl = null;
+        if (o.Beta > 0 && refLogps is not null)
+        {
+            var d = refLogps - logps;
+            kl = d.exp() - d - 1;
+            perTok = perTok + o.Beta * kl;
+        }
+        var cm = completionMask;
+        var loss = o.LossType switch
+        {
+            "grpo" => ((perTok * cm).sum(1) / cm.sum(1).clamp_min(1)).mean(),
+            "dr_grpo" => (perTok * cm).sum() / (cm.shape[0] * (double)o.MaxCompletionLength),
+            _ => (perTok * cm).sum() / cm.sum().clamp_min(1),
+        };
+        return (loss.MoveToOuterDisposeScope(), perTok.MoveToOuterDisposeScope(), kl?.MoveToOuterDisposeScope());
+    }
+
+    protected override Dictionary<string, double> TrainStep(long step, double lr)
+    {
+        int G = Opt.NumGenerations, nPrompts = Opt.PerDeviceTrainBatchSize / G;
+        var m = new Dictionary<string, double>();
+
+        // 1. rollout
+        var sw = Stopwatch.StartNew();
+        var idx = Order.Next(nPrompts);
+        var expanded = idx.SelectMany(i => Enumerable.Repeat(promptIds[i], G)).ToList();
+        var genOpt = new GenerationOptions
+        {
+            MaxNewTokens = Opt.MaxCompletionLength, Temperature = Opt.Temperature, TopP = Opt.TopP, TopK = Opt.TopK,
+            EosTokenIds = [codec.EosId], PadTokenId = codec.PadId,
+        };
+        List<Completion> outs;
+        using (var rng = new Generator((ulong)(Opt.Seed * 1_000_003 + step)))
+            outs = Generation.Generate(Model, expanded, genOpt, rng);
+        Model.train();
+        m["timing/rollout"] = sw.Elapsed.TotalSeconds;
+
+        // 2. rewards and advantages
+        int N = outs.Count;
+        var total = new double[N];
+        var per = new double[reward.Parts.Count, N];
+        for (int j = 0; j < N; j++)
+        {
+            var e = prompts[idx[j / G]];
+            var (t, each) = reward.Score(e.PromptText, codec.Decode(outs[j].Tokens), e.Reference);
+            total[j] = t;
+            for (int k = 0; k < each.Length; k++) per[k, j] = each[k].Reward ?? 0;
+        }
+        var adv = Advantages(total, G, Opt.ScaleRewards);
+        double[] groupStd = Enumerable.Range(0, nPrompts).Select(g => { var x = total.Skip(g * G).Take(G).ToArray(); return Std(x, x.Average()); }).ToArray();
+        m["reward"] = total.Average();
+        m["reward_std"] = groupStd.Average();
+        m["frac_reward_zero_std"] = groupStd.Count(s => s < 1e-8) / (double)nPrompts;
+        for (int k = 0; k < reward.Parts.Count; k++)
+        {
+            var r = Enumerable.Range(0, N).Select(j => per[k, j]).ToArray();
+            var mean = r.Average();
+            m[$"rewards/{reward.Parts[k].Verifier.Name}/mean"] = mean;
+            m[$"rewards/{reward.Parts[k].Verifier.Name}/std"] = Std(r, mean);
+        }
+        var lens = outs.Select(o => o.Tokens.Length).ToArray();
+        m["completions/mean_length"] = lens.Average();
+        m["completions/min_length"] = lens.Min();
+        m["completions/max_length"] = lens.Max();
+        m["completions/clipped_ratio"] = outs.Count(o => o.Truncated) / (double)N;
+        var term = outs.Where(o => !o.Truncated).Select(o => o.Tokens.Length).ToArray();
+        m["completions/mean_terminated_length"] = term.Length > 0 ? term.Average() : 0;
+
+        // 3. sequences: left-padded prompt | right-padded completion
+        int P = expanded.Max(p => p.Length), C = Math.Max(1, lens.Max()), L = P + C;
+        var ids = new long[N * L]; var mask = new long[N * L]; var cm = new float[N * C];
+        for (int j = 0; j < N; j++)
+        {
+            var p = expanded[j]; int off = P - p.Length;
+            for (int t = 0; t < P; t++) { ids[j * L + t] = t < off ? codec.PadId : p[t - off]; mask[j * L + t] = t < off ? 0 : 1; }
+            var c = outs[j].Tokens;
+            bool keep = !(Opt.MaskTruncatedCompletions && outs[j].Truncated);
+            for (int t = 0; t < C; t++)
+            {
+                bool real = t < c.Length;
+                ids[j * L + P + t] = real ? c[t] : codec.PadId;
+                mask[j * L + P + t] = real ? 1 : 0;
+                cm[j * C + t] = real && keep ? 1 : 0;
+            }
+        }
+        var idsT = tensor(ids, [N, L]); var maskT = tensor(mask, [N, L]);
+        var cmT = tensor(cm, [N, C]).to(Model.Device);
+        var advT = tensor(adv.Select(a => (float)a).ToArray()).to(Model.Device);
+        Tensor? old = null, refLp = null;
+        using (no_grad())
+        {
+            if (Opt.NumIterations > 1) old = Losses.CompletionLogProbs(Model, idsT, maskT, P, Opt.Temperature).LogProbs;
+            if (reference is not null) refLp = Losses.CompletionLogProbs(reference, idsT, maskT, P, Opt.Temperature).LogProbs;
+        }
+
+        // 4. update(s)
+        sw.Restart();
+        double lossSum = 0, gnSum = 0, ent = 0, klSum = 0, low = 0, high = 0, region = 0;
+        double eh = Opt.EpsilonHigh ?? Opt.Epsilon;
+        double denom = Math.Max(1, cm.Sum());
+        for (int it = 0; it < Opt.NumIterations; it++)
+        {
+            Optimizer.ZeroGrad();
+            var (lp, entropy) = Losses.CompletionLogProbs(Model, idsT, maskT, P, Opt.Temperature);
+            var (loss, _, kl) = Loss(lp, old ?? lp.detach(), refLp, advT, cmT, Opt);
+            loss.backward();
+            var lv = loss.item<float>();
+            gnSum += Update(lr, lv, step);
+            lossSum += lv;
+            using (no_grad())
+            {
+                ent += (entropy * cmT).sum().item<float>() / denom;
+                if (kl is not null) klSum += (kl * cmT).sum().item<float>() / denom;
+                var ratio = (lp - (old ?? lp)).exp();
+                var a = advT.unsqueeze(1);
+                var isLow = ratio.lt(1 - Opt.Epsilon) & a.lt(0);
+                var isHigh = ratio.gt(1 + eh) & a.gt(0);
+                low += (isLow.to(ScalarType.Float32) * cmT).sum().item<float>() / denom;
+                high += (isHigh.to(ScalarType.Float32) * cmT).sum().item<float>() / denom;
+                region += ((isLow | isHigh).to(ScalarType.Float32) * cmT).sum().item<float>() / denom;
+            }
+        }
+        int mu = Opt.NumIterations;
+        m["loss"] = lossSum / mu;
+        m["grad_norm"] = gnSum / mu;
+        m["entropy"] = ent / mu;
+        if (reference is not null) m["kl"] = klSum / mu;
+        m["clip_ratio/low_mean"] = low / mu;
+        m["clip_ratio/high_mean"] = high / mu;
+        m["clip_ratio/region_mean"] = region / mu;
+        m["timing/update"] = sw.Elapsed.TotalSeconds;
+        long stepTokens = mask.Sum();
+        State = State with { NumTokens = State.NumTokens + stepTokens };
+        m["num_tokens"] = State.NumTokens;
+        m["tokens_per_second"] = lens.Sum() / Math.Max(1e-9, m["timing/rollout"]);
+        return m;
+    }
+}

@@ -1,0 +1,146 @@
+// The loop both trainers share, top to bottom: resume from the last complete checkpoint (or refuse to overwrite an
+// existing run), evaluate at step 0, then per step: one TrainStep in its own dispose scope, the non-finite guard, the
+// optimizer update, logging, periodic evaluation and checkpoints; a final evaluation and checkpoint at the end.
+// Data order and sampling randomness derive from (seed, epoch) and (seed, step), so a resumed run needs no RNG state.
+using System.Diagnostics;
+using Workbook.Model;
+using static TorchSharp.torch;
+
+namespace Workbook.Training;
+
+public abstract class TrainerBase<TOptions> where TOptions : TrainOptions
+{
+    protected readonly Qwen3ForCausalLM Model;
+    protected readonly TOptions Opt;
+    protected readonly string OutDir;
+    protected readonly Evaluator? Eval;
+    protected AdamW Optimizer = null!;
+    protected TrainerState State = null!;
+    public MetricsLog? Log { get; private set; }
+    public event Action<long, IReadOnlyDictionary<string, double>>? OnLog;
+    /// <summary>Called after every step (tests use it to stop a run midway).</summary>
+    public Action<long>? AfterStep { get; set; }
+    /// <summary>Extra fields written on every metrics line (for instance the experiment stage).</summary>
+    public Dictionary<string, object> LogFields { get; } = new();
+
+    protected abstract string TrainerName { get; }
+    protected abstract int DatasetSize { get; }
+
+    protected TrainerBase(Qwen3ForCausalLM model, TOptions options, string outDir, Evaluator? evaluator)
+    {
+        options.Validate();
+        Model = model; Opt = options; OutDir = outDir; Eval = evaluator;
+    }
+
+    protected DataOrder Order = null!;
+
+    public TrainerState Train(bool resume = false)
+    {
+        Directory.CreateDirectory(OutDir);
+        Optimizer = new AdamW(Model.named_parameters(), Opt.AdamBeta1, Opt.AdamBeta2, Opt.AdamEpsilon, Opt.WeightDecay);
+        State = new TrainerState(0, 0, 0, 0, Opt.Seed, TrainerName);
+        TrainerCheckpoint.CleanTemp(OutDir);
+        if (resume && TrainerCheckpoint.Latest(OutDir) is { } ckpt)
+        {
+            State = TrainerCheckpoint.Load(ckpt, Model, Optimizer);
+            if (State.Trainer != TrainerName) throw new WorkbookException($"{ckpt}: a {State.Trainer} checkpoint cannot resume a {TrainerName} run");
+        }
+        else if (File.Exists(Path.Combine(OutDir, "metrics.jsonl")) && !resume)
+            throw new WorkbookException($"{OutDir} already holds a run; use --resume to continue it or choose another --out");
+        AtomicFile.WriteAllText(Path.Combine(OutDir, "options.json"), Opt.ToJson());
+        Order = new DataOrder(DatasetSize, Opt.Seed, State.Epoch, State.Cursor);
+        OnResume();
+        using var log = Log = new MetricsLog(OutDir, truncateAfterStep: resume ? State.Step : null);
+        log.Logged += (s, m) => OnLog?.Invoke(s, m);
+        Model.train();
+        if (State.Step == 0) Evaluate(0);
+        long warmup = (long)Math.Ceiling(Opt.WarmupRatio * Opt.MaxSteps);
+        for (long step = State.Step; step < Opt.MaxSteps; step++)
+        {
+            var sw = Stopwatch.StartNew();
+            var lr = LrSchedule.At(Opt.LrSchedulerType, Opt.LearningRate, step, Opt.MaxSteps, warmup);
+            Dictionary<string, double> metrics;
+            using (NewDisposeScope()) metrics = TrainStep(step, lr);
+            metrics["learning_rate"] = lr;
+            metrics["step_time"] = sw.Elapsed.TotalSeconds;
+            State = State with { Step = step + 1, Epoch = Order.Epoch, Cursor = Order.Cursor };
+            metrics["epoch"] = Order.Epoch + Order.Cursor / (double)Math.Max(1, DatasetSize);
+            log.Log(step + 1, metrics, LogFields);
+            bool last = step + 1 == Opt.MaxSteps;
+            if (Opt.EvalSteps > 0 && (step + 1) % Opt.EvalSteps == 0 && !last) Evaluate(step + 1);
+            if ((Opt.SaveSteps > 0 && (step + 1) % Opt.SaveSteps == 0) || last) SaveCheckpoint();
+            AfterStep?.Invoke(step + 1);
+        }
+        if (State.Step == Opt.MaxSteps && Opt.MaxSteps > 0 && !EvaluatedAt(Opt.MaxSteps)) Evaluate(Opt.MaxSteps);
+        Optimizer.Dispose();
+        return State;
+    }
+
+    long lastEval = -1;
+    bool EvaluatedAt(long step) => lastEval == step;
+
+    protected void Evaluate(long step)
+    {
+        if (Eval is null) return;
+        var m = Eval.Run(Model);
+        Model.train();
+        Log!.Log(step, m, LogFields);
+        lastEval = step;
+    }
+
+    protected void SaveCheckpoint() => TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit);
+
+    protected virtual void OnResume() { }
+
+    /// <summary>One optimizer step's work: forward/backward (and the update, through <see cref="Update"/>); returns metrics.</summary>
+    protected abstract Dictionary<string, double> TrainStep(long step, double lr);
+
+    /// <summary>Clip, check for non-finite values (then stop without applying the update), and step the optimizer.</summary>
+    protected double Update(double lr, double lossValue, long step)
+    {
+        var gn = Optimizer.ClipGradNorm(Opt.MaxGradNorm);
+        if (!double.IsFinite(lossValue) || !double.IsFinite(gn))
+        {
+            var last = TrainerCheckpoint.Latest(OutDir);
+            throw new WorkbookException($"non-finite {(double.IsFinite(lossValue) ? "gradient norm" : "loss")} at step {step + 1} (loss {lossValue}, grad_norm {gn}); " +
+                $"the update was not applied and the run stopped. Last good checkpoint: {last ?? "none yet"}. Lower the learning rate or check the data, then --resume.");
+        }
+        Optimizer.StepWith(lr);
+        return gn;
+    }
+}
+
+/// <summary>Epoch-wise shuffled order over a dataset: epoch e is the permutation drawn from (seed, e).</summary>
+public sealed class DataOrder
+{
+    readonly int n; readonly long seed;
+    int[] perm;
+    public int Epoch { get; private set; }
+    public int Cursor { get; private set; }
+
+    public DataOrder(int n, long seed, int epoch = 0, int cursor = 0)
+    {
+        if (n <= 0) throw new WorkbookException("the training set is empty");
+        this.n = n; this.seed = seed; Epoch = epoch; Cursor = cursor;
+        perm = Permutation(epoch);
+    }
+
+    int[] Permutation(int epoch)
+    {
+        var r = new Random(unchecked((int)(seed * 1_000_003 + epoch * 7919)));
+        var p = Enumerable.Range(0, n).ToArray();
+        for (int i = n - 1; i > 0; i--) { int j = r.Next(i + 1); (p[i], p[j]) = (p[j], p[i]); }
+        return p;
+    }
+
+    public int[] Next(int count)
+    {
+        var r = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            if (Cursor == n) { Epoch++; Cursor = 0; perm = Permutation(Epoch); }
+            r[i] = perm[Cursor++];
+        }
+        return r;
+    }
+}

@@ -1,0 +1,146 @@
+// Options records, one per trainer, with TRL's field names (snake_case in JSON) and TRL's defaults unless noted.
+// Loaded from a JSON file; unknown keys are errors. `--set key=value` overrides apply before validation.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace Workbook.Training;
+
+public record TrainOptions
+{
+    /// <summary>Peak learning rate after warmup.</summary>
+    public double LearningRate { get; init; } = 2e-5;
+    /// <summary>Optimizer steps to run.</summary>
+    public int MaxSteps { get; init; } = 100;
+    public double WarmupRatio { get; init; } = 0.0;
+    /// <summary>linear | cosine | constant.</summary>
+    public string LrSchedulerType { get; init; } = "linear";
+    public double WeightDecay { get; init; } = 0.0;
+    public double AdamBeta1 { get; init; } = 0.9;
+    public double AdamBeta2 { get; init; } = 0.999;
+    public double AdamEpsilon { get; init; } = 1e-8;
+    /// <summary>Gradient clipping threshold on the global L2 norm (0 = off).</summary>
+    public double MaxGradNorm { get; init; } = 1.0;
+    /// <summary>Evaluate every N steps (0 = only at the start and the end).</summary>
+    public int EvalSteps { get; init; }
+    /// <summary>Checkpoint every N steps (0 = only at the end).</summary>
+    public int SaveSteps { get; init; }
+    public int SaveTotalLimit { get; init; } = 2;
+    /// <summary>Print a progress line every N steps.</summary>
+    public int LoggingSteps { get; init; } = 10;
+    public long Seed { get; init; } = 42;
+    /// <summary>Compute dtype of the trained model: f32 or bf16 (bf16 keeps float32 master weights in the optimizer).</summary>
+    public string Dtype { get; init; } = "f32";
+
+    public virtual void Validate()
+    {
+        if (!(LearningRate > 0)) Fail("learning_rate", $"must be > 0 (got {LearningRate})");
+        if (MaxSteps < 0) Fail("max_steps", $"must be >= 0 (got {MaxSteps})");
+        if (WarmupRatio is < 0 or > 1) Fail("warmup_ratio", "must be in [0, 1]");
+        if (LrSchedulerType is not ("linear" or "cosine" or "constant")) Fail("lr_scheduler_type", $"'{LrSchedulerType}' is not linear, cosine or constant");
+        if (MaxGradNorm < 0) Fail("max_grad_norm", "must be >= 0");
+        if (EvalSteps < 0 || SaveSteps < 0) Fail("eval_steps/save_steps", "must be >= 0");
+        if (AdamBeta1 is < 0 or >= 1 || AdamBeta2 is < 0 or >= 1) Fail("adam_beta1/adam_beta2", "must be in [0, 1)");
+        Devices.ParseDType(Dtype);
+    }
+
+    protected static void Fail(string field, string why) => throw new WorkbookException($"option {field}: {why}");
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
+
+    /// <summary>Reads options from a JSON file (or defaults) and applies key=value overrides.</summary>
+    public static T Load<T>(string? path, IEnumerable<string>? overrides = null) where T : TrainOptions, new()
+    {
+        JsonObject node;
+        if (path is null) node = new JsonObject();
+        else
+        {
+            if (!File.Exists(path)) throw new WorkbookException($"{path}: config file not found");
+            try { node = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new JsonException("empty"); }
+            catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new WorkbookException($"{path}: not a JSON object ({e.Message})"); }
+        }
+        foreach (var kv in overrides ?? [])
+        {
+            var eq = kv.IndexOf('=');
+            if (eq <= 0) throw new WorkbookException($"--set '{kv}': expected key=value");
+            var (k, v) = (kv[..eq].Trim(), kv[(eq + 1)..].Trim());
+            JsonNode? value;
+            try { value = JsonNode.Parse(v); } catch (JsonException) { value = JsonValue.Create(v); }   // bare strings
+            node[k] = value;
+        }
+        T opts;
+        try { opts = node.Deserialize<T>(Json) ?? new T(); }
+        catch (JsonException e) { throw new WorkbookException($"{path ?? "options"}: {e.Message.Split(". Path")[0]} (at {e.Path})"); }
+        opts.Validate();
+        return opts;
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, GetType(), Json);
+}
+
+public sealed record SftOptions : TrainOptions
+{
+    public int PerDeviceTrainBatchSize { get; init; } = 8;
+    public int GradientAccumulationSteps { get; init; } = 1;
+    /// <summary>Longest sequence (prompt + response) in tokens; longer ones are truncated at the end.</summary>
+    public int MaxLength { get; init; } = 1024;
+    /// <summary>Loss on the assistant's reply only (TRL's completion_only_loss / assistant_only_loss).</summary>
+    public bool CompletionOnlyLoss { get; init; } = true;
+    /// <summary>Pack several examples into one row of max_length tokens (attention stays within each example).</summary>
+    public bool Packing { get; init; }
+
+    public override void Validate()
+    {
+        base.Validate();
+        if (PerDeviceTrainBatchSize < 1) Fail("per_device_train_batch_size", "must be >= 1");
+        if (GradientAccumulationSteps < 1) Fail("gradient_accumulation_steps", "must be >= 1");
+        if (MaxLength < 2) Fail("max_length", "must be >= 2");
+    }
+}
+
+public sealed record GrpoOptions : TrainOptions
+{
+    public GrpoOptions() { LearningRate = 1e-6; }
+
+    /// <summary>Completions per optimizer step (TRL semantics): prompts per step = this / num_generations.</summary>
+    public int PerDeviceTrainBatchSize { get; init; } = 8;
+    /// <summary>G: completions sampled per prompt; advantages are relative to the group.</summary>
+    public int NumGenerations { get; init; } = 8;
+    public int MaxCompletionLength { get; init; } = 256;
+    public double Temperature { get; init; } = 1.0;
+    public double TopP { get; init; } = 1.0;
+    public int TopK { get; init; }
+    /// <summary>KL coefficient to the frozen reference (the policy at the start of GRPO), k3 estimator. 0 = no reference.</summary>
+    public double Beta { get; init; } = 0.0;
+    public double Epsilon { get; init; } = 0.2;
+    /// <summary>Upper clip bound (DAPO's clip-higher); null = epsilon.</summary>
+    public double? EpsilonHigh { get; init; }
+    /// <summary>μ: optimizer steps per batch of rollouts (the clipped ratio only matters when μ > 1).</summary>
+    public int NumIterations { get; init; } = 1;
+    /// <summary>group | batch | none: divide advantages by the group's std, the batch's std, or not at all.</summary>
+    public string ScaleRewards { get; init; } = "group";
+    /// <summary>grpo (per-sequence mean), dr_grpo (sum / (N·max_completion_length)), dapo / bnpo (token mean over the batch).</summary>
+    public string LossType { get; init; } = "dapo";
+    /// <summary>Exclude completions cut at max_completion_length from the loss.</summary>
+    public bool MaskTruncatedCompletions { get; init; }
+
+    public override void Validate()
+    {
+        base.Validate();
+        if (NumGenerations < 2) Fail("num_generations", $"must be >= 2 for group-relative advantages (got {NumGenerations})");
+        if (PerDeviceTrainBatchSize < NumGenerations || PerDeviceTrainBatchSize % NumGenerations != 0)
+            Fail("per_device_train_batch_size", $"{PerDeviceTrainBatchSize} must be a positive multiple of num_generations {NumGenerations}");
+        if (MaxCompletionLength < 1) Fail("max_completion_length", "must be >= 1");
+        if (!(Temperature > 0)) Fail("temperature", "must be > 0");
+        if (!(TopP > 0 && TopP <= 1)) Fail("top_p", "must be in (0, 1]");
+        if (Beta < 0) Fail("beta", $"must be >= 0 (got {Beta})");
+        if (Epsilon < 0 || EpsilonHigh < 0) Fail("epsilon", "must be >= 0");
+        if (NumIterations < 1) Fail("num_iterations", "must be >= 1");
+        if (ScaleRewards is not ("group" or "batch" or "none")) Fail("scale_rewards", $"'{ScaleRewards}' is not group, batch or none");
+        if (LossType is not ("grpo" or "dr_grpo" or "dapo" or "bnpo")) Fail("loss_type", $"'{LossType}' is not grpo, dr_grpo, dapo or bnpo");
+    }
+}
