@@ -29,7 +29,7 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var xf = x.to(ScalarType.Float32);
+        var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);   // float32 at least (float64 for gradient checks)
         var normed = xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + eps);
         return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
@@ -73,6 +73,8 @@ public sealed class Qwen3Attention : nn.Module
         RegisterComponents();
     }
 
+    internal static ScalarType AccumulateType(ScalarType t) => t == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+
     static Tensor RotateHalf(Tensor x)
     {
         var half = x.shape[^1] / 2;
@@ -94,7 +96,7 @@ public sealed class Qwen3Attention : nn.Module
         int groups = heads / kvHeads;
         if (groups > 1) { k = k.repeat_interleave(groups, dim: 1); v = v.repeat_interleave(groups, dim: 1); }
         var scores = matmul(q, k.transpose(2, 3)) * scale;
-        var probs = F.softmax(scores.to(ScalarType.Float32) + mask, -1).to(q.dtype);
+        var probs = F.softmax(scores.to(AccumulateType(q.dtype)) + mask.to(AccumulateType(q.dtype)), -1).to(q.dtype);
         var ctx = matmul(probs, v).transpose(1, 2).reshape(B, T, heads * headDim);
         return o_proj.forward(ctx).MoveToOuterDisposeScope();
     }
@@ -214,7 +216,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
         positionIds = positionIds.to(dev);
 
         // RoPE tables [B, 1, T, head_dim] in float32, cast to the compute dtype (as transformers does).
-        var freqs = positionIds.to(ScalarType.Float32).unsqueeze(-1) * invFreq;
+        var freqs = positionIds.to(Qwen3Attention.AccumulateType(DType)).unsqueeze(-1) * invFreq.to(Qwen3Attention.AccumulateType(DType));
         var emb = cat([freqs, freqs], -1);
         var cos = emb.cos().unsqueeze(1).to(DType);
         var sin = emb.sin().unsqueeze(1).to(DType);

@@ -44,7 +44,7 @@ public sealed class AdamW : IDisposable
         using var _ = no_grad();
         var grads = ps.Where(p => p.grad is not null).Select(p => p.grad!).ToList();
         if (grads.Count == 0) return 0;
-        var total = stack(grads.Select(g => g.to(ScalarType.Float32).pow(2).sum()).ToArray()).sum().sqrt().item<float>();
+        var total = stack(grads.Select(g => g.to(ScalarType.Float32).pow(2).sum()).ToArray()).sum().sqrt().Value();
         if (maxNorm > 0 && total > maxNorm)
         {
             var coef = maxNorm / (total + 1e-6);

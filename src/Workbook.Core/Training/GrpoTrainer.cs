@@ -183,20 +183,20 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             var (lp, entropy) = Losses.CompletionLogProbs(Model, idsT, maskT, P, Opt.Temperature);
             var (loss, _, kl) = Loss(lp, old ?? lp.detach(), refLp, advT, cmT, Opt);
             loss.backward();
-            var lv = loss.item<float>();
+            var lv = loss.Value();
             gnSum += Update(lr, lv, step);
             lossSum += lv;
             using (no_grad())
             {
-                ent += (entropy * cmT).sum().item<float>() / denom;
-                if (kl is not null) klSum += (kl * cmT).sum().item<float>() / denom;
+                ent += (entropy * cmT).sum().Value() / denom;
+                if (kl is not null) klSum += (kl * cmT).sum().Value() / denom;
                 var ratio = (lp - (old ?? lp)).exp();
                 var a = advT.unsqueeze(1);
                 var isLow = ratio.lt(1 - Opt.Epsilon) & a.lt(0);
                 var isHigh = ratio.gt(1 + eh) & a.gt(0);
-                low += (isLow.to(ScalarType.Float32) * cmT).sum().item<float>() / denom;
-                high += (isHigh.to(ScalarType.Float32) * cmT).sum().item<float>() / denom;
-                region += ((isLow | isHigh).to(ScalarType.Float32) * cmT).sum().item<float>() / denom;
+                low += (isLow.to(ScalarType.Float32) * cmT).sum().Value() / denom;
+                high += (isHigh.to(ScalarType.Float32) * cmT).sum().Value() / denom;
+                region += ((isLow | isHigh).to(ScalarType.Float32) * cmT).sum().Value() / denom;
             }
         }
         int mu = Opt.NumIterations;

@@ -50,12 +50,13 @@ public static class Losses
     {
         using var scope = NewDisposeScope();
         var dev = model.Device;
-        var logits = model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev)).to(ScalarType.Float32);
+        var logits = model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev));
+        if (logits.dtype != ScalarType.Float64) logits = logits.to(ScalarType.Float32);
         var logp = logits.log_softmax(-1);
         var tgt = b.Targets.to(dev);
-        var lm = b.LossMask.to(dev);
+        var lm = b.LossMask.to(dev).to(logits.dtype);
         var nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1);
-        var correct = (logits.argmax(-1).eq(tgt).to(ScalarType.Float32) * lm).sum();
+        var correct = (logits.argmax(-1).eq(tgt).to(logits.dtype) * lm).sum();
         return ((nll * lm).sum().MoveToOuterDisposeScope(), correct.MoveToOuterDisposeScope());
     }
 
@@ -71,7 +72,7 @@ public static class Losses
                 using var scope = NewDisposeScope();
                 var b = MakeSftBatch(seqs.Skip(i).Take(batchSize).ToList(), padId, maxLength, packing: false);
                 var (s, c) = SftNll(model, b);
-                nll += s.item<float>(); correct += c.item<float>(); tokens += b.Tokens;
+                nll += s.Value(); correct += c.Value(); tokens += b.Tokens;
             }
         if (wasTraining) model.train();
         return (tokens > 0 ? nll / tokens : double.NaN, tokens > 0 ? correct / tokens : double.NaN, tokens);
@@ -83,7 +84,9 @@ public static class Losses
         using var scope = NewDisposeScope();
         var dev = model.Device;
         long L = ids.shape[1], C = L - promptLength;
-        var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C).to(ScalarType.Float32) / temperature;
+        var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C);
+        if (logits.dtype != ScalarType.Float64) logits = logits.to(ScalarType.Float32);
+        logits = logits / temperature;
         var logp = logits.log_softmax(-1);
         var tok = ids.to(dev).narrow(1, promptLength, C);
         var lp = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1);

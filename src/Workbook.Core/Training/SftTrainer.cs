@@ -38,7 +38,7 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
         {
             var (s, c) = Losses.SftNll(Model, b);
             (s / tokens).backward();   // token-mean over the whole accumulated step
-            nll += s.item<float>(); correct += c.item<float>();
+            nll += s.Value(); correct += c.Value();
         }
         var loss = nll / tokens;
         var gn = Update(lr, loss, step);

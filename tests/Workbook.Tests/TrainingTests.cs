@@ -1,0 +1,259 @@
+using System.Text.Json.Nodes;
+using Workbook.Data;
+using Workbook.Model;
+using Workbook.Text;
+using Workbook.Training;
+using static TorchSharp.torch;
+
+namespace Workbook.Tests;
+
+public class TrainingFixture
+{
+    public Qwen3Tokenizer Tok { get; } = Qwen3Tokenizer.Load(Path.Combine(TestData.Golden, "tiny-qwen3-bf16"));
+    public TaskData Task { get; }
+    public Codec Codec { get; }
+
+    public TrainingFixture()
+    {
+        Task = TaskRegistry.Create("grammar", 1, new TaskOptions { TrainSize = 400, EvalSize = 32 });
+        Codec = new Codec(Tok, TaskVocabulary.Build(Tok, Task));
+    }
+
+    public Qwen3ForCausalLM NewModel(long seed = 1, ScalarType dtype = ScalarType.Float32) =>
+        new(Qwen3Config.Tiny(Codec.Vocab.Size), dtype, CPU, seed);
+}
+
+public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
+{
+    [Fact]
+    public void Grpo_gradient_matches_the_closed_form_on_a_softmax_bandit()
+    {
+        // one prompt, K actions, policy softmax(theta); G sampled actions with rewards; μ = 1 so ratio ≡ 1.
+        var theta = tensor(new double[] { 0.3, -0.2, 0.9, 0.1 }, requires_grad: true);
+        int[] actions = [2, 0, 2, 3, 1, 2];
+        double[] rewards = [1, 0, 1, 0, 0, 1];
+        var adv = GrpoTrainer.Advantages(rewards, actions.Length, "group");
+        var logp = theta.log_softmax(0);
+        var lp = stack(actions.Select(a => logp[a]).ToArray()).unsqueeze(1);   // [G, 1]: one token each
+        var mask = ones(actions.Length, 1, dtype: ScalarType.Float64);
+        var (loss, _, _) = GrpoTrainer.Loss(lp, lp.detach(), null, tensor(adv), mask, new GrpoOptions { LossType = "dapo" });
+        loss.backward();
+        var p = logp.exp().data<double>().ToArray();
+        var g = theta.grad!.data<double>().ToArray();
+        for (int k = 0; k < 4; k++)
+        {
+            // d/dθk of -(1/G) Σ A_i log p(a_i) = -(1/G) Σ A_i (1[a_i = k] - p_k)
+            double expected = -actions.Select((a, i) => adv[i] * ((a == k ? 1 : 0) - p[k])).Sum() / actions.Length;
+            Assert.Equal(expected, g[k], 12);
+        }
+        // the KL term alone: d/dlogp of β(e^{ref-lp} - (ref-lp) - 1) = β(1 - e^{ref-lp})
+        var lp2 = tensor(new double[,] { { -1.0 }, { -0.5 } }, requires_grad: true);
+        var refLp = tensor(new double[,] { { -0.7 }, { -0.9 } });
+        var (l2, _, kl) = GrpoTrainer.Loss(lp2, lp2.detach(), refLp, zeros(2, dtype: ScalarType.Float64), ones(2, 1, dtype: ScalarType.Float64), new GrpoOptions { Beta = 0.1 });
+        l2.backward();
+        var gk = lp2.grad!.data<double>().ToArray();
+        Assert.Equal(0.1 * (1 - Math.Exp(-0.7 + 1.0)) / 2, gk[0], 12);
+        Assert.Equal(0.1 * (1 - Math.Exp(-0.9 + 0.5)) / 2, gk[1], 12);
+        Assert.Equal(Math.Exp(0.3) - 0.3 - 1, kl!.data<double>()[0], 12);
+    }
+
+    [Fact]
+    public void With_one_iteration_and_no_kl_the_ratio_is_1_and_the_loss_is_what_trl_logs()
+    {
+        var lp = tensor(new double[,] { { -1, -2, -3 }, { -0.5, -0.1, 0 } });
+        var mask = tensor(new double[,] { { 1, 1, 1 }, { 1, 1, 0 } });
+        var adv = tensor(new double[] { 0.7, -0.7 });
+        // dapo: -(Σ_i A_i·len_i) / Σ len_i ; grpo: mean_i(-A_i) ; dr_grpo: -(Σ A_i len_i) / (N·max_completion_length)
+        Assert.Equal(-(0.7 * 3 - 0.7 * 2) / 5, GrpoTrainer.Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "dapo" }).Loss.Value(), 12);
+        Assert.Equal(0.0, GrpoTrainer.Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "grpo" }).Loss.Value(), 12);
+        Assert.Equal(-(0.7 * 3 - 0.7 * 2) / (2.0 * 10), GrpoTrainer.Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "dr_grpo", MaxCompletionLength = 10 }).Loss.Value(), 12);
+    }
+
+    [Fact]
+    public void Clipping_stops_the_gradient_outside_the_trust_region()
+    {
+        // ratio 1.5 > 1+ε with A > 0: clipped, zero gradient; ratio 1.5 with A < 0: min picks the unclipped term
+        var lp = tensor(new double[,] { { Math.Log(1.5) }, { Math.Log(1.5) } }, requires_grad: true);
+        var old = zeros(2, 1, dtype: ScalarType.Float64);
+        var (loss, _, _) = GrpoTrainer.Loss(lp, old, null, tensor(new double[] { 1, -1 }), ones(2, 1, dtype: ScalarType.Float64), new GrpoOptions());
+        loss.backward();
+        var g = lp.grad!.data<double>().ToArray();
+        Assert.Equal(0.0, g[0], 12);
+        Assert.Equal(1.5 / 2, g[1], 12);   // d/dlp of -(ratio·A)/2 with A = -1 is ratio/2
+    }
+
+    [Fact]
+    public void Grpo_loss_gradient_matches_finite_differences_on_a_tiny_model()
+    {
+        var model = fx.NewModel(3, ScalarType.Float64);
+        var ex = fx.Task.Train.Take(2).ToList();
+        var seqs = ex.Select(e => fx.Codec.Sft(e)).ToList();
+        int P = seqs.Max(s => s.Ids.Length) - 6, C = 6;
+        // two rows: last 6 tokens are the "completion"; left-pad prompts to P
+        var rows = seqs.Select(s => (prompt: s.Ids[..^C], comp: s.Ids[^C..])).ToList();
+        int Pm = rows.Max(r => r.prompt.Length);
+        var ids = new long[2 * (Pm + C)]; var mask = new long[2 * (Pm + C)];
+        for (int j = 0; j < 2; j++)
+        {
+            int off = Pm - rows[j].prompt.Length;
+            for (int t = 0; t < Pm; t++) { ids[j * (Pm + C) + t] = t < off ? fx.Codec.PadId : rows[j].prompt[t - off]; mask[j * (Pm + C) + t] = t < off ? 0 : 1; }
+            for (int t = 0; t < C; t++) { ids[j * (Pm + C) + Pm + t] = rows[j].comp[t]; mask[j * (Pm + C) + Pm + t] = 1; }
+        }
+        var idsT = tensor(ids, [2, Pm + C]); var maskT = tensor(mask, [2, Pm + C]);
+        var cm = tensor(new double[,] { { 1, 1, 1, 1, 1, 1 }, { 1, 1, 1, 1, 0, 0 } });
+        var adv = tensor(new double[] { 0.8, -1.2 });
+        var o = new GrpoOptions { Beta = 0.05, NumIterations = 2, Epsilon = 0.2 };
+        Tensor old, refLp;
+        using (no_grad())
+        {
+            var l0 = Losses.CompletionLogProbs(model, idsT, maskT, Pm, 1.0).LogProbs;
+            old = l0 + 0.05 * sin(arange(12, dtype: ScalarType.Float64).reshape(2, 6));   // ratios around 1, some clipped
+            refLp = l0 - 0.1;
+        }
+        double LossAt() { using var _ = no_grad(); var lp = Losses.CompletionLogProbs(model, idsT, maskT, Pm, 1.0).LogProbs; return GrpoTrainer.Loss(lp, old, refLp, adv, cm, o).Loss.Value(); }
+        var lpg = Losses.CompletionLogProbs(model, idsT, maskT, Pm, 1.0).LogProbs;
+        GrpoTrainer.Loss(lpg, old, refLp, adv, cm, o).Loss.backward();
+        var named = model.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        foreach (var name in new[] { "model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.k_norm.weight", "model.embed_tokens.weight" })
+        {
+            var p = named[name];
+            var flatGrad = p.grad!.flatten();
+            long idx = flatGrad.abs().argmax().Value() is var d ? (long)d : 0;   // the most sensitive coordinate
+            double analytic = flatGrad[idx].Value();
+            double h = 1e-6, orig;
+            using (no_grad()) { orig = p.flatten()[idx].Value(); p.flatten()[idx] = tensor(orig + h); }
+            double up = LossAt();
+            using (no_grad()) p.flatten()[idx] = tensor(orig - h);
+            double down = LossAt();
+            using (no_grad()) p.flatten()[idx] = tensor(orig);
+            double fd = (up - down) / (2 * h);
+            Assert.True(Math.Abs(fd - analytic) <= 1e-6 + 1e-5 * Math.Abs(fd), $"{name}[{idx}]: finite difference {fd} vs autograd {analytic}");
+            Assert.True(Math.Abs(analytic) > 1e-8, $"{name}: zero gradient, the check would be vacuous");
+        }
+    }
+
+    [Fact]
+    public void Sft_loss_counts_only_assistant_tokens_and_ignores_padding()
+    {
+        var model = fx.NewModel();
+        var a = fx.Codec.Sft(fx.Task.Train[0]); var b = fx.Codec.Sft(fx.Task.Train[5]);
+        Assert.True(a.LossMask.Count(x => x) < a.Ids.Length / 2);   // prompt tokens are masked out
+        Assert.Equal(fx.Codec.EosId, a.Ids[Array.FindLastIndex(a.LossMask, x => x)]);   // <|im_end|> is supervised
+        using var _ = no_grad();
+        double Nll(IReadOnlyList<SftSequence> s, bool packing = false) { var batch = Losses.MakeSftBatch(s, fx.Codec.PadId, 1024, packing); return Losses.SftNll(model, batch).NllSum.Value(); }
+        var both = Nll([a, b]);
+        Assert.Equal(Nll([a]) + Nll([b]), both, 4);   // padding in the batch changes nothing
+        Assert.Equal(both, Nll([a, b], packing: true), 4);   // packing keeps examples apart
+        var batchAB = Losses.MakeSftBatch([a, b], fx.Codec.PadId, 1024, false);
+        Assert.Equal(a.LossMask.Skip(1).Count(x => x) + b.LossMask.Skip(1).Count(x => x), batchAB.Tokens);
+    }
+
+    [Fact]
+    public void Sft_drives_the_loss_near_zero_on_a_memorisable_set()
+    {
+        var model = fx.NewModel(2);
+        var dir = TestData.TempDir();
+        var tr = new SftTrainer(model, fx.Codec, fx.Task.Train.Take(8).ToList(), new SftOptions { LearningRate = 1e-2, MaxSteps = 80, PerDeviceTrainBatchSize = 8, LrSchedulerType = "constant" }, dir);
+        tr.Train();
+        var last = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Last(o => o.ContainsKey("loss"));
+        Assert.True(last["loss"]!.GetValue<double>() < 0.05, $"final loss {last["loss"]}");
+        Assert.True(last["mean_token_accuracy"]!.GetValue<double>() > 0.99);
+    }
+
+    [Fact]
+    public void Grpo_raises_the_reward_on_the_embedded_task()
+    {
+        var model = fx.NewModel(4);
+        var root = TestData.TempDir();
+        // a short SFT on the terse answers gives a starting point with non-zero reward
+        new SftTrainer(model, fx.Codec, fx.Task.Base, new SftOptions { LearningRate = 3e-3, MaxSteps = 60, PerDeviceTrainBatchSize = 32, LrSchedulerType = "constant" }, Path.Combine(root, "base")).Train();
+        var dir = Path.Combine(root, "grpo");
+        var tr = new GrpoTrainer(model, fx.Codec, fx.Task.Train, fx.Task.Reward, new GrpoOptions
+        {
+            LearningRate = 2e-3, MaxSteps = 40, PerDeviceTrainBatchSize = 32, NumGenerations = 8, MaxCompletionLength = 12, LrSchedulerType = "constant",
+        }, dir);
+        tr.Train();
+        var rewards = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("reward")).Select(o => o["reward"]!.GetValue<double>()).ToList();
+        double first = rewards.Take(8).Average(), last = rewards.TakeLast(8).Average();
+        Assert.True(last > first + 0.15, $"reward {first:F3} -> {last:F3}");
+    }
+
+    static List<Dictionary<string, double>> Comparable(string dir) =>
+        MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Select(o => o.Where(kv => kv.Value is JsonValue v && v.TryGetValue<double>(out _)
+            && !kv.Key.StartsWith("timing/") && kv.Key is not ("step_time" or "tokens_per_second")).ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())).ToList();
+
+    [Theory]
+    [InlineData("sft")]
+    [InlineData("grpo")]
+    public void A_run_stopped_midway_and_resumed_logs_the_same_metrics_as_an_uninterrupted_run(string kind)
+    {
+        void Run(string dir, bool resume, long? stopAt)
+        {
+            var model = fx.NewModel(5);
+            dynamic tr = kind == "sft"
+                ? new SftTrainer(model, fx.Codec, fx.Task.Train, new SftOptions { LearningRate = 3e-3, MaxSteps = 12, PerDeviceTrainBatchSize = 8, SaveSteps = 5, WarmupRatio = 0.2 }, dir)
+                : new GrpoTrainer(model, fx.Codec, fx.Task.Train, fx.Task.Reward, new GrpoOptions { LearningRate = 1e-3, MaxSteps = 12, PerDeviceTrainBatchSize = 16, NumGenerations = 4, MaxCompletionLength = 8, SaveSteps = 5, NumIterations = 2, Beta = 0.02 }, dir);
+            if (stopAt is { } s2) tr.AfterStep = (Action<long>)(step => { if (step == s2) throw new OperationCanceledException("simulated crash"); });
+            tr.Train(resume);
+        }
+        var full = TestData.TempDir(); var broken = TestData.TempDir();
+        Run(full, false, null);
+        Assert.Throws<OperationCanceledException>(() => Run(broken, false, 8));   // dies after step 8; last checkpoint is step 5
+        Assert.Equal("step-000005", Path.GetFileName(TrainerCheckpoint.Latest(broken)));
+        Run(broken, true, null);
+        var a = Comparable(full); var b = Comparable(broken);
+        Assert.Equal(a.Count, b.Count);
+        for (int i = 0; i < a.Count; i++)
+        {
+            Assert.Equal(a[i].Keys.Order(), b[i].Keys.Order());
+            foreach (var k in a[i].Keys) Assert.True(a[i][k] == b[i][k], $"line {i} {k}: {a[i][k]} vs {b[i][k]}");
+        }
+    }
+
+    [Fact]
+    public void A_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint()
+    {
+        var model = fx.NewModel(6);
+        var dir = TestData.TempDir();
+        var tr = new SftTrainer(model, fx.Codec, fx.Task.Train, new SftOptions { LearningRate = 1e-3, MaxSteps = 10, PerDeviceTrainBatchSize = 4, SaveSteps = 2 }, dir);
+        tr.AfterStep = step => { if (step == 3) using (no_grad()) model.model.norm.weight.fill_(double.NaN); };
+        var e = Assert.Throws<WorkbookException>(() => tr.Train());
+        Assert.Contains("non-finite loss at step 4", e.Message);
+        Assert.Contains("step-000002", e.Message);
+        Assert.Equal("step-000002", Path.GetFileName(TrainerCheckpoint.Latest(dir)));
+        var reloaded = Checkpoint.Load(TrainerCheckpoint.Latest(dir)!);
+        Assert.True(reloaded.parameters().All(p => p.isfinite().all().item<bool>()));
+    }
+
+    [Fact]
+    public void An_existing_run_is_never_overwritten()
+    {
+        var dir = TestData.TempDir();
+        var o = new SftOptions { LearningRate = 1e-3, MaxSteps = 1, PerDeviceTrainBatchSize = 2 };
+        new SftTrainer(fx.NewModel(), fx.Codec, fx.Task.Train, o, dir).Train();
+        Assert.Contains("already holds a run", Assert.Throws<WorkbookException>(() => new SftTrainer(fx.NewModel(), fx.Codec, fx.Task.Train, o, dir).Train()).Message);
+    }
+
+    [Theory]
+    [InlineData("{\"num_generations\": 1}", "num_generations")]
+    [InlineData("{\"beta\": -0.1}", "beta")]
+    [InlineData("{\"learning_rate\": 0}", "learning_rate")]
+    [InlineData("{\"per_device_train_batch_size\": 12, \"num_generations\": 8}", "per_device_train_batch_size")]
+    [InlineData("{\"loss_type\": \"ppo\"}", "loss_type")]
+    [InlineData("{\"no_such_option\": 1}", "no_such_option")]
+    public void Bad_grpo_options_are_clear_errors(string json, string field)
+    {
+        var p = Path.Combine(TestData.TempDir(), "grpo.json");
+        File.WriteAllText(p, json);
+        Assert.Contains(field, Assert.Throws<WorkbookException>(() => TrainOptions.Load<GrpoOptions>(p)).Message);
+    }
+
+    [Fact]
+    public void Options_load_from_json_with_cli_overrides()
+    {
+        var p = Path.Combine(TestData.TempDir(), "grpo.json");
+        File.WriteAllText(p, "{\"beta\": 0.04, \"num_generations\": 4, \"per_device_train_batch_size\": 16}");
+        var o = TrainOptions.Load<GrpoOptions>(p, ["beta=0.1", "loss_type=grpo"]);
+        Assert.Equal((0.1, 4, "grpo", 1e-6), (o.Beta, o.NumGenerations, o.LossType, o.LearningRate));
+    }
+}
