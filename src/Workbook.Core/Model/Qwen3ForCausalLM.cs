@@ -155,6 +155,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
     public Qwen3ForCausalLM(Qwen3Config config, ScalarType dtype = ScalarType.Float32, Device? device = null, long? seed = null) : base("Qwen3ForCausalLM")
     {
         config.Validate();
+        Memory.ForLargeModel(config.ParameterCount());
         Config = config; DType = dtype; Device = device ?? CPU;
         using (no_grad())
         {

@@ -41,8 +41,9 @@ public sealed class Evaluator
     public Dictionary<string, double> Run(Qwen3ForCausalLM model, bool lossOnly = false)
     {
         var m = new Dictionary<string, double>();
-        var (loss, acc, _) = Losses.EvaluateSft(model, sequences, codec.PadId, Options.MaxLength);
+        var (loss, acc, _, perSeq) = Losses.EvaluateSft(model, sequences, codec.PadId, Options.MaxLength);
         m["eval_sft_loss"] = loss;
+        m["eval_sft_nll_per_response"] = perSeq;   // the theorem's L_SFT: summed over a response's tokens
         m["eval_mean_token_accuracy"] = acc;
         if (lossOnly || Options.LossOnly) return m;
         var opt = new GenerationOptions
@@ -68,6 +69,33 @@ public sealed class Evaluator
         for (int k = 0; k < verifiers.Length; k++) m[$"eval_rewards/{verifiers[k].Name}/mean"] = sums[k] / prompts.Length;
         m["eval_completions/mean_length"] = length / prompts.Length;
         return m;
+    }
+
+    /// <summary>
+    /// Monte-Carlo estimate of Theorem 3.1's C1(β) = E_x[log Z_β(x) − E_{p_data} r/β], Z_β(x) = E_{y~p}[e^{r/β}], with p the
+    /// current (SFT) policy, k samples per held-out prompt and the held-out expert response as the p_data sample.
+    /// It is the SFT-loss increase (nats per response) that the exact KL-regularised RL optimum would cause.
+    /// </summary>
+    public double EstimateC1(Qwen3ForCausalLM model, IVerifier reward, double beta, int k, long seed)
+    {
+        if (!(beta > 0)) throw new ArgumentException("C1 needs beta > 0");
+        var opt = new GenerationOptions { MaxNewTokens = Options.MaxNewTokens, Temperature = 1.0, EosTokenIds = [codec.EosId], PadTokenId = codec.PadId };
+        using var rng = new TorchSharp.torch.Generator((ulong)seed);
+        double total = 0;
+        for (int i = 0; i < prompts.Length; i += Math.Max(1, Options.GenerationBatchSize / k))
+        {
+            var idx = Enumerable.Range(i, Math.Min(Math.Max(1, Options.GenerationBatchSize / k), prompts.Length - i)).ToList();
+            var outs = Generation.Generate(model, idx.SelectMany(j => Enumerable.Repeat(prompts[j], k)).ToList(), opt, rng);
+            for (int a = 0; a < idx.Count; a++)
+            {
+                var e = examples[idx[a]];
+                var rs = Enumerable.Range(0, k).Select(b => (reward.Score(e.PromptText, codec.Decode(outs[a * k + b].Tokens), e.Reference).Reward ?? 0) / beta).ToArray();
+                double mx = rs.Max();
+                double logZ = mx + Math.Log(rs.Average(r => Math.Exp(r - mx)));
+                total += logZ - (reward.Score(e.PromptText, e.Expert, e.Reference).Reward ?? 0) / beta;
+            }
+        }
+        return total / prompts.Length;
     }
 
     /// <summary>A few decoded samples (for logs and reports).</summary>

@@ -68,6 +68,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
 
     /// <summary>Sample standard deviation (torch.std's default, as TRL uses).</summary>
     static double Std(double[] x, double mean) => x.Length < 2 ? 0 : Math.Sqrt(x.Sum(v => (v - mean) * (v - mean)) / (x.Length - 1));
+    internal static double Std(double[] x) => Std(x, x.Average());
 
     /// <summary>The GRPO loss of one batch (public for the gradient tests).</summary>
     public static (Tensor Loss, Tensor PerToken, Tensor? Kl) Loss(Tensor logps, Tensor oldLogps, Tensor? refLogps, Tensor advantages, Tensor completionMask, GrpoOptions o)
@@ -96,22 +97,65 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
 
     protected override Dictionary<string, double> TrainStep(long step, double lr)
     {
-        int G = Opt.NumGenerations, nPrompts = Opt.PerDeviceTrainBatchSize / G;
-        var m = new Dictionary<string, double>();
+        var batch = GrpoRollout.Sample(Model, reference, codec, prompts, promptIds, reward, Opt, Order, step);
+        var m = batch.Metrics;
+        var sw = Stopwatch.StartNew();
+        var acc = new GrpoRollout.Accumulator();
+        for (int it = 0; it < Opt.NumIterations; it++)
+        {
+            Optimizer.ZeroGrad();
+            var loss = batch.Loss(Model, acc);
+            loss.backward();
+            var lv = loss.Value();
+            acc.Add("loss", lv);
+            acc.Add("grad_norm", Update(lr, lv, step));
+        }
+        foreach (var (k, v) in acc.Means()) m[k] = v;
+        m["timing/update"] = sw.Elapsed.TotalSeconds;
+        State = State with { NumTokens = State.NumTokens + batch.Tokens };
+        m["num_tokens"] = State.NumTokens;
+        return m;
+    }
+}
+
+/// <summary>One batch of rollouts: sampled completions, rewards, advantages and the tensors the loss needs.</summary>
+public sealed class GrpoRollout
+{
+    public Dictionary<string, double> Metrics { get; } = new();
+    public long Tokens { get; private set; }
+    Tensor ids = null!, mask = null!, cm = null!, adv = null!;
+    Tensor? old, refLp;
+    int promptLength;
+    GrpoOptions opt = null!;
+
+    /// <summary>Running means of per-iteration metrics.</summary>
+    public sealed class Accumulator
+    {
+        readonly Dictionary<string, (double sum, int n)> d = new();
+        public void Add(string k, double v) { d.TryGetValue(k, out var x); d[k] = (x.sum + v, x.n + 1); }
+        public IEnumerable<(string, double)> Means() => d.Select(kv => (kv.Key, kv.Value.sum / kv.Value.n));
+    }
+
+    public static GrpoRollout Sample(Qwen3ForCausalLM model, Qwen3ForCausalLM? reference, Codec codec, IReadOnlyList<Example> prompts,
+        int[][] promptIds, WeightedReward reward, GrpoOptions o, DataOrder order, long step)
+    {
+        var r = new GrpoRollout { opt = o };
+        var m = r.Metrics;
+        int G = o.NumGenerations, nPrompts = o.PerDeviceTrainBatchSize / G;
 
         // 1. rollout
         var sw = Stopwatch.StartNew();
-        var idx = Order.Next(nPrompts);
+        var idx = order.Next(nPrompts);
         var expanded = idx.SelectMany(i => Enumerable.Repeat(promptIds[i], G)).ToList();
         var genOpt = new GenerationOptions
         {
-            MaxNewTokens = Opt.MaxCompletionLength, Temperature = Opt.Temperature, TopP = Opt.TopP, TopK = Opt.TopK,
+            MaxNewTokens = o.MaxCompletionLength, Temperature = o.Temperature, TopP = o.TopP, TopK = o.TopK,
             EosTokenIds = [codec.EosId], PadTokenId = codec.PadId,
         };
         List<Completion> outs;
-        using (var rng = new Generator((ulong)(Opt.Seed * 1_000_003 + step)))
-            outs = Generation.Generate(Model, expanded, genOpt, rng);
-        Model.train();
+        using (var rng = new Generator((ulong)(o.Seed * 1_000_003 + step)))
+            outs = Generation.Generate(model, expanded, genOpt, rng);
+        model.train();
         m["timing/rollout"] = sw.Elapsed.TotalSeconds;
 
         // 2. rewards and advantages
@@ -125,25 +169,25 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             total[j] = t;
             for (int k = 0; k < each.Length; k++) per[k, j] = each[k].Reward ?? 0;
         }
-        var adv = Advantages(total, G, Opt.ScaleRewards);
-        double[] groupStd = Enumerable.Range(0, nPrompts).Select(g => { var x = total.Skip(g * G).Take(G).ToArray(); return Std(x, x.Average()); }).ToArray();
+        var adv = GrpoTrainer.Advantages(total, G, o.ScaleRewards);
+        double[] groupStd = Enumerable.Range(0, nPrompts).Select(g => GrpoTrainer.Std(total.Skip(g * G).Take(G).ToArray())).ToArray();
         m["reward"] = total.Average();
         m["reward_std"] = groupStd.Average();
         m["frac_reward_zero_std"] = groupStd.Count(s => s < 1e-8) / (double)nPrompts;
         for (int k = 0; k < reward.Parts.Count; k++)
         {
-            var r = Enumerable.Range(0, N).Select(j => per[k, j]).ToArray();
-            var mean = r.Average();
-            m[$"rewards/{reward.Parts[k].Verifier.Name}/mean"] = mean;
-            m[$"rewards/{reward.Parts[k].Verifier.Name}/std"] = Std(r, mean);
+            var x = Enumerable.Range(0, N).Select(j => per[k, j]).ToArray();
+            m[$"rewards/{reward.Parts[k].Verifier.Name}/mean"] = x.Average();
+            m[$"rewards/{reward.Parts[k].Verifier.Name}/std"] = GrpoTrainer.Std(x);
         }
-        var lens = outs.Select(o => o.Tokens.Length).ToArray();
+        var lens = outs.Select(c => c.Tokens.Length).ToArray();
         m["completions/mean_length"] = lens.Average();
         m["completions/min_length"] = lens.Min();
         m["completions/max_length"] = lens.Max();
-        m["completions/clipped_ratio"] = outs.Count(o => o.Truncated) / (double)N;
-        var term = outs.Where(o => !o.Truncated).Select(o => o.Tokens.Length).ToArray();
+        m["completions/clipped_ratio"] = outs.Count(c => c.Truncated) / (double)N;
+        var term = outs.Where(c => !c.Truncated).Select(c => c.Tokens.Length).ToArray();
         m["completions/mean_terminated_length"] = term.Length > 0 ? term.Average() : 0;
+        m["tokens_per_second"] = lens.Sum() / Math.Max(1e-9, m["timing/rollout"]);
 
         // 3. sequences: left-padded prompt | right-padded completion
         int P = expanded.Max(p => p.Length), C = Math.Max(1, lens.Max()), L = P + C;
@@ -153,7 +197,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             var p = expanded[j]; int off = P - p.Length;
             for (int t = 0; t < P; t++) { ids[j * L + t] = t < off ? codec.PadId : p[t - off]; mask[j * L + t] = t < off ? 0 : 1; }
             var c = outs[j].Tokens;
-            bool keep = !(Opt.MaskTruncatedCompletions && outs[j].Truncated);
+            bool keep = !(o.MaskTruncatedCompletions && outs[j].Truncated);
             for (int t = 0; t < C; t++)
             {
                 bool real = t < c.Length;
@@ -162,56 +206,39 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
                 cm[j * C + t] = real && keep ? 1 : 0;
             }
         }
-        var idsT = tensor(ids, [N, L]); var maskT = tensor(mask, [N, L]);
-        var cmT = tensor(cm, [N, C]).to(Model.Device);
-        var advT = tensor(adv.Select(a => (float)a).ToArray()).to(Model.Device);
-        Tensor? old = null, refLp = null;
+        r.promptLength = P;
+        r.Tokens = mask.Sum();
+        r.ids = tensor(ids, [N, L]);
+        r.mask = tensor(mask, [N, L]);
+        r.cm = tensor(cm, [N, C]).to(model.Device);
+        r.adv = tensor(adv.Select(a => (float)a).ToArray()).to(model.Device);
         using (no_grad())
         {
-            if (Opt.NumIterations > 1) old = Losses.CompletionLogProbs(Model, idsT, maskT, P, Opt.Temperature).LogProbs;
-            if (reference is not null) refLp = Losses.CompletionLogProbs(reference, idsT, maskT, P, Opt.Temperature).LogProbs;
+            if (o.NumIterations > 1) r.old = Losses.CompletionLogProbs(model, r.ids, r.mask, P, o.Temperature).LogProbs;
+            if (reference is not null) r.refLp = Losses.CompletionLogProbs(reference, r.ids, r.mask, P, o.Temperature).LogProbs;
         }
+        return r;
+    }
 
-        // 4. update(s)
-        sw.Restart();
-        double lossSum = 0, gnSum = 0, ent = 0, klSum = 0, low = 0, high = 0, region = 0;
-        double eh = Opt.EpsilonHigh ?? Opt.Epsilon;
-        double denom = Math.Max(1, cm.Sum());
-        for (int it = 0; it < Opt.NumIterations; it++)
+    /// <summary>The GRPO loss of this batch under the current policy; adds entropy, kl and clip metrics to the accumulator.</summary>
+    public Tensor Loss(Qwen3ForCausalLM model, Accumulator acc)
+    {
+        var (lp, entropy) = Losses.CompletionLogProbs(model, ids, mask, promptLength, opt.Temperature);
+        var oldLp = old ?? lp.detach();
+        var (loss, _, kl) = GrpoTrainer.Loss(lp, oldLp, refLp, adv, cm, opt);
+        using (no_grad())
         {
-            Optimizer.ZeroGrad();
-            var (lp, entropy) = Losses.CompletionLogProbs(Model, idsT, maskT, P, Opt.Temperature);
-            var (loss, _, kl) = Loss(lp, old ?? lp.detach(), refLp, advT, cmT, Opt);
-            loss.backward();
-            var lv = loss.Value();
-            gnSum += Update(lr, lv, step);
-            lossSum += lv;
-            using (no_grad())
-            {
-                ent += (entropy * cmT).sum().Value() / denom;
-                if (kl is not null) klSum += (kl * cmT).sum().Value() / denom;
-                var ratio = (lp - (old ?? lp)).exp();
-                var a = advT.unsqueeze(1);
-                var isLow = ratio.lt(1 - Opt.Epsilon) & a.lt(0);
-                var isHigh = ratio.gt(1 + eh) & a.gt(0);
-                low += (isLow.to(ScalarType.Float32) * cmT).sum().Value() / denom;
-                high += (isHigh.to(ScalarType.Float32) * cmT).sum().Value() / denom;
-                region += ((isLow | isHigh).to(ScalarType.Float32) * cmT).sum().Value() / denom;
-            }
+            double denom = Math.Max(1, cm.sum().Value());
+            acc.Add("entropy", (entropy * cm).sum().Value() / denom);
+            if (kl is not null) acc.Add("kl", (kl * cm).sum().Value() / denom);
+            var ratio = (lp - oldLp).exp();
+            var a = adv.unsqueeze(1);
+            var isLow = ratio.lt(1 - opt.Epsilon) & a.lt(0);
+            var isHigh = ratio.gt(1 + (opt.EpsilonHigh ?? opt.Epsilon)) & a.gt(0);
+            acc.Add("clip_ratio/low_mean", (isLow.to(cm.dtype) * cm).sum().Value() / denom);
+            acc.Add("clip_ratio/high_mean", (isHigh.to(cm.dtype) * cm).sum().Value() / denom);
+            acc.Add("clip_ratio/region_mean", ((isLow | isHigh).to(cm.dtype) * cm).sum().Value() / denom);
         }
-        int mu = Opt.NumIterations;
-        m["loss"] = lossSum / mu;
-        m["grad_norm"] = gnSum / mu;
-        m["entropy"] = ent / mu;
-        if (reference is not null) m["kl"] = klSum / mu;
-        m["clip_ratio/low_mean"] = low / mu;
-        m["clip_ratio/high_mean"] = high / mu;
-        m["clip_ratio/region_mean"] = region / mu;
-        m["timing/update"] = sw.Elapsed.TotalSeconds;
-        long stepTokens = mask.Sum();
-        State = State with { NumTokens = State.NumTokens + stepTokens };
-        m["num_tokens"] = State.NumTokens;
-        m["tokens_per_second"] = lens.Sum() / Math.Max(1e-9, m["timing/rollout"]);
-        return m;
+        return loss;
     }
 }

@@ -61,7 +61,7 @@ public static class Losses
     }
 
     /// <summary>Mean SFT loss (per token) over a set of sequences, without gradients.</summary>
-    public static (double Loss, double Accuracy, long Tokens) EvaluateSft(Qwen3ForCausalLM model, IReadOnlyList<SftSequence> seqs, int padId, int maxLength, int batchSize = 32)
+    public static (double Loss, double Accuracy, long Tokens, double NllPerSequence) EvaluateSft(Qwen3ForCausalLM model, IReadOnlyList<SftSequence> seqs, int padId, int maxLength, int batchSize = 32)
     {
         bool wasTraining = model.training;
         model.eval();
@@ -75,7 +75,7 @@ public static class Losses
                 nll += s.Value(); correct += c.Value(); tokens += b.Tokens;
             }
         if (wasTraining) model.train();
-        return (tokens > 0 ? nll / tokens : double.NaN, tokens > 0 ? correct / tokens : double.NaN, tokens);
+        return (tokens > 0 ? nll / tokens : double.NaN, tokens > 0 ? correct / tokens : double.NaN, tokens, seqs.Count > 0 ? nll / seqs.Count : double.NaN);
     }
 
     /// <summary>Log-probabilities and entropies of the completion tokens ids[:, P:] (given ids[:, :P] as left-padded prompts).</summary>

@@ -1,0 +1,92 @@
+// report.html from a run folder's summary.json: the design and why it produces each effect, the predictions and whether
+// they held, a results table, loss and reward curves per pipeline (seed bands, stage boundaries), config, versions.
+// Self-contained: plotly.js is inlined, so the file renders offline. Written atomically.
+using System.Globalization;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Workbook.Charts;
+
+namespace Workbook.Experiments;
+
+public static class Report
+{
+    public static string Write(string runDir)
+    {
+        var summaryPath = Path.Combine(runDir, "summary.json");
+        if (!File.Exists(summaryPath)) throw new WorkbookException($"{runDir}: no summary.json (the run has not finished; resume it with --resume)");
+        JsonObject s;
+        try { s = JsonNode.Parse(File.ReadAllText(summaryPath))!.AsObject(); }
+        catch (JsonException e) { throw new WorkbookException($"{summaryPath}: unreadable ({e.Message})"); }
+        var html = Render(s, Path.GetFileName(runDir.TrimEnd('/')));
+        var path = Path.Combine(runDir, "report.html");
+        AtomicFile.WriteAllText(path, html);
+        return path;
+    }
+
+    static string E(string? x) => WebUtility.HtmlEncode(x ?? "");
+
+    static string Cell(JsonNode? stat)
+    {
+        if (stat is null) return "<td>–</td>";
+        string F(JsonNode? n) => n is null ? "n/a" : n.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture);
+        var ci = stat["ci95"]!.AsArray();
+        return $"<td>{F(stat["mean"])} <span class=ci>[{F(ci[0])}, {F(ci[1])}]</span></td>";
+    }
+
+    public static string Render(JsonObject s, string title)
+    {
+        var sb = new StringBuilder();
+        sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>").Append(E(title)).Append("</title><style>")
+          .Append("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}")
+          .Append("table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}")
+          .Append("td:first-child{text-align:left}.ci{color:#777;font-size:90%}.held{color:#176a17;font-weight:600}.not{color:#a33;font-weight:600}")
+          .Append("pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:85%}.charts{display:flex;flex-wrap:wrap;gap:8px}</style>")
+          .Append(CurveCharts.PlotlyScriptTag()).Append("</head><body>");
+        sb.Append("<h1>SFT and RL do not decouple: ").Append(E(title)).Append("</h1>");
+        sb.Append("<p>Reproduction of <i>On the Non-decoupling of Supervised Fine-tuning and Reinforcement Learning in Post-training</i> (arXiv 2601.07389): ")
+          .Append("RL after SFT raises the SFT loss (Theorem 3.1: by C1(β) = E<sub>x</sub> KL(p<sub>data</sub>‖p<sub>RL</sub>) for an SFT-optimal start), and SFT after RL lowers the reward RL reached.</p>");
+        sb.Append("<h2>Predictions</h2><ul>");
+        var held = s["prediction_held"]?.AsObject() ?? new JsonObject();
+        foreach (var (name, st) in s["statements"]?.AsObject() ?? new JsonObject())
+        {
+            bool ok = held[name]?.GetValue<bool>() == true;
+            sb.Append($"<li><b>{E(name)}</b>: <span class={(ok ? "held" : "not")}>{(ok ? "held" : "not shown")}</span>. {E(st?.GetValue<string>())}</li>");
+        }
+        sb.Append("</ul>");
+        sb.Append("<h2>Design</h2><p>").Append(E(s["design"]?.GetValue<string>())).Append("</p><p>").Append(E(s["seed_selection"]?.GetValue<string>())).Append("</p>");
+
+        var pipes = s["pipelines"]!.AsObject();
+        sb.Append("<h2>Results</h2><p>Mean over seeds with a 95% Student-t interval. Changes are measured between the first and last evaluation of the stage.</p><table><tr><th>quantity</th>");
+        foreach (var (name, _) in pipes) sb.Append($"<th>{E(name)}</th>");
+        sb.Append("</tr>");
+        foreach (var (key, label) in new[] {
+            ("sft_loss_change_during_rl", "Δ SFT loss during RL (nats/token)"), ("sft_nll_per_response_change_during_rl", "Δ SFT loss during RL (nats/response)"),
+            ("c1_estimate", "C1(β) estimate (nats/response)"), ("reward_change_during_rl", "Δ strict reward during RL"),
+            ("reward_change_during_sft", "Δ strict reward during SFT"), ("lenient_reward_change_during_sft", "Δ lenient reward during SFT"),
+            ("sft_loss_change_during_sft", "Δ SFT loss during SFT"), ("final_sft_loss", "final SFT loss"), ("final_reward", "final strict reward"),
+            ("final_lenient_reward", "final lenient reward") })
+        {
+            if (!pipes.Any(p => p.Value![key] is not null)) continue;
+            sb.Append($"<tr><td>{E(label)}</td>");
+            foreach (var (_, p) in pipes) sb.Append(Cell(p![key]));
+            sb.Append("</tr>");
+        }
+        sb.Append("</table>");
+        if (pipes["sft-then-rl"]?["c1_estimate"] is not null)
+            sb.Append("<p>C1(β) is the theorem's SFT-loss increase at the exact KL-regularised optimum from an SFT-optimal start, estimated by Monte Carlo from the SFT policy's samples. ")
+              .Append("A finite GRPO run is far from that optimum and the SFT model is not exactly p<sub>data</sub>, so the measured rise is expected to be smaller: the sign is the prediction, the size is an upper reference.</p>");
+
+        sb.Append("<h2>Curves</h2>");
+        foreach (var (name, _) in pipes)
+        {
+            var (loss, reward) = CurveCharts.Pipeline(s, name);
+            sb.Append($"<h3>{E(name)}</h3><div class=charts>").Append(CurveCharts.Html(loss)).Append(CurveCharts.Html(reward)).Append("</div>");
+        }
+        sb.Append("<h2>Configuration</h2><pre>").Append(E(s["config"]?.ToJsonString(new JsonSerializerOptions { WriteIndented = true }))).Append("</pre>");
+        sb.Append("<h2>Versions</h2><pre>").Append(E(s["versions"]?.ToJsonString(new JsonSerializerOptions { WriteIndented = true }))).Append("</pre>");
+        sb.Append("</body></html>");
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,86 @@
+// The "joint" baseline: one objective, L = L_SFT + λ·L_GRPO, optimised by one AdamW. Every step takes an SFT batch; every
+// `rl_every`-th step also samples a GRPO batch and adds its loss, so a joint run of N_sft steps with rl_every = N_sft/N_rl
+// sees the same data and rollouts as the two-stage pipelines (N_sft SFT steps + N_rl GRPO steps).
+using System.Diagnostics;
+using Workbook.Data;
+using Workbook.Model;
+using Workbook.Verifiers;
+
+namespace Workbook.Training;
+
+public sealed record JointOptions : TrainOptions
+{
+    public SftOptions Sft { get; init; } = new();
+    public GrpoOptions Grpo { get; init; } = new();
+    /// <summary>λ: weight of the GRPO loss.</summary>
+    public double RlWeight { get; init; } = 1.0;
+    /// <summary>Add the GRPO loss every N steps.</summary>
+    public int RlEvery { get; init; } = 1;
+
+    public override void Validate()
+    {
+        base.Validate(); Sft.Validate(); Grpo.Validate();
+        if (RlWeight < 0) Fail("rl_weight", "must be >= 0");
+        if (RlEvery < 1) Fail("rl_every", "must be >= 1");
+    }
+}
+
+public sealed class JointTrainer : TrainerBase<JointOptions>
+{
+    readonly Codec codec;
+    readonly IReadOnlyList<Example> train;
+    readonly List<SftSequence> data;
+    readonly int[][] promptIds;
+    readonly WeightedReward reward;
+    DataOrder rlOrder = null!;
+
+    protected override string TrainerName => "joint";
+    protected override int DatasetSize => data.Count;
+
+    public JointTrainer(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> train, IVerifier verifier, JointOptions options, string outDir, Evaluator? evaluator = null)
+        : base(model, options, outDir, evaluator)
+    {
+        this.codec = codec; this.train = train;
+        data = train.Select(e => codec.Sft(e, options.Sft.CompletionOnlyLoss)).ToList();
+        promptIds = train.Select(codec.Prompt).ToArray();
+        reward = new WeightedReward([(verifier, 1.0)]);
+    }
+
+    protected override void OnResume()
+    {
+        // the RL prompt order is a second stream over the same rows; its position is a function of the step
+        long rlSteps = State.Step / Opt.RlEvery;
+        rlOrder = new DataOrder(train.Count, Opt.Seed + 1);
+        rlOrder.Next((int)(rlSteps * (Opt.Grpo.PerDeviceTrainBatchSize / Opt.Grpo.NumGenerations)));
+    }
+
+    protected override Dictionary<string, double> TrainStep(long step, double lr)
+    {
+        Optimizer.ZeroGrad();
+        var m = new Dictionary<string, double>();
+        var batch = Losses.MakeSftBatch(Order.Next(Opt.Sft.PerDeviceTrainBatchSize).Select(i => data[i]).ToList(), codec.PadId, Opt.Sft.MaxLength, Opt.Sft.Packing);
+        var (nll, correct) = Losses.SftNll(Model, batch);
+        var sft = nll / Math.Max(1, batch.Tokens);
+        sft.backward();
+        double total = sft.Value();
+        m["sft_loss"] = total;
+        m["mean_token_accuracy"] = correct.Value() / Math.Max(1, batch.Tokens);
+        if (step % Opt.RlEvery == 0)
+        {
+            var rl = GrpoRollout.Sample(Model, null, codec, train, promptIds, reward, Opt.Grpo with { Seed = Opt.Seed }, rlOrder, step);
+            var acc = new GrpoRollout.Accumulator();
+            var sw = Stopwatch.StartNew();
+            var loss = rl.Loss(Model, acc);
+            (loss * Opt.RlWeight).backward();
+            var lv = loss.Value();
+            total += Opt.RlWeight * lv;
+            foreach (var (k, v) in rl.Metrics) m[k] = v;
+            foreach (var (k, v) in acc.Means()) m[k] = v;
+            m["grpo_loss"] = lv;
+            m["timing/update"] = sw.Elapsed.TotalSeconds;
+        }
+        m["loss"] = total;
+        m["grad_norm"] = Update(lr, total, step);
+        return m;
+    }
+}
