@@ -14,21 +14,24 @@ public static class CurveCharts
 
     /// <summary>A curve over steps for several seeds: mean, min-max band and the individual seeds.</summary>
     public static GenericChart Curves(string title, string yTitle, IReadOnlyList<(string label, IReadOnlyList<(double step, double value)[]> seeds)> series,
-        IReadOnlyList<double>? boundaries = null)
+        IReadOnlyList<double>? boundaries = null, bool logY = false)
     {
         var traces = new List<GenericChart>();
         double lo = double.MaxValue, hi = double.MinValue;
         for (int s = 0; s < series.Count; s++)
         {
             var (label, seeds) = series[s];
-            var color = Color.fromString(Palette[s % Palette.Length]);
+            var hex = Palette[s % Palette.Length];
+            var color = Color.fromString(hex);
+            var band = Color.fromString($"rgba({Convert.ToInt32(hex[1..3], 16)},{Convert.ToInt32(hex[3..5], 16)},{Convert.ToInt32(hex[5..7], 16)},0.18)");
             var steps = seeds.SelectMany(x => x.Select(p => p.step)).Distinct().Order().ToArray();
-            double[] Agg(Func<IEnumerable<double>, double> f) => steps.Select(st => f(seeds.Select(x => x.FirstOrDefault(p => p.step == st)).Where(p => p != default).Select(p => p.value))).ToArray();
+            var bySeed = seeds.Select(x => x.GroupBy(p => p.step).ToDictionary(g => g.Key, g => g.Last().value)).ToList();
+            double[] Agg(Func<IEnumerable<double>, double> f) => steps.Select(st => f(bySeed.Where(d => d.ContainsKey(st)).Select(d => d[st]))).ToArray();
             var mean = Agg(v => v.Average()); var min = Agg(v => v.Min()); var max = Agg(v => v.Max());
             lo = Math.Min(lo, min.DefaultIfEmpty(0).Min()); hi = Math.Max(hi, max.DefaultIfEmpty(0).Max());
-            traces.Add(Chart.Line<double, double, string>(steps, min, Name: $"{label} min", ShowLegend: false, LineColor: color, LineWidth: 0.0, Opacity: 0.25));
-            traces.Add(Chart.Line<double, double, string>(steps, max, Name: $"{label} seed range", ShowLegend: false, LineColor: color, LineWidth: 0.0,
-                Fill: StyleParam.Fill.ToNext_y, FillColor: color, Opacity: 0.25));
+            traces.Add(Chart.Line<double, double, string>(steps, min, Name: $"{label} min", ShowLegend: false, LineColor: band, LineWidth: 0.0));
+            traces.Add(Chart.Line<double, double, string>(steps, max, Name: $"{label} seed range", ShowLegend: false, LineColor: band, LineWidth: 0.0,
+                Fill: StyleParam.Fill.ToNext_y, FillColor: band));
             for (int k = 0; k < seeds.Count; k++)
                 traces.Add(Chart.Line<double, double, string>(seeds[k].Select(p => p.step), seeds[k].Select(p => p.value), Name: $"{label} seed {k + 1}",
                     ShowLegend: false, LineColor: color, LineWidth: 0.8, Opacity: 0.45));
@@ -40,7 +43,7 @@ public static class CurveCharts
                     LineColor: Color.fromString("#888888"), LineDash: StyleParam.DrawingStyle.Dash, LineWidth: 1.0));
         var chart = Chart.Combine(traces)
             .WithXAxisStyle<double, double, string>(TitleText: "optimizer step")
-            .WithYAxisStyle<double, double, string>(TitleText: yTitle)
+            .WithYAxisStyle<double, double, string>(TitleText: yTitle, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear)
             .WithSize(760, 380);
         return Plotly.NET.Chart.withTitle(title, null).Invoke(chart);
     }
@@ -54,7 +57,7 @@ public static class CurveCharts
         IReadOnlyList<(double, double)[]> Seeds(string key) => p["curves"]!.AsArray().Select(c => c!["points"]!.AsArray()
             .Where(pt => pt!["metrics"]![key] is not null).Select(pt => (pt!["step"]!.GetValue<double>(), pt!["metrics"]![key]!.GetValue<double>())).ToArray()).ToList();
         var bounds = p["stages"]!.AsArray().Skip(1).Select(s => s!["Start"]!.GetValue<double>()).ToList();
-        var loss = Curves($"{pipeline}: SFT loss on held-out expert data", "cross-entropy (nats/token)", [("eval SFT loss", Seeds(lossKey))], bounds);
+        var loss = Curves($"{pipeline}: SFT loss on held-out expert data", "cross-entropy (nats/token, log scale)", [("eval SFT loss", Seeds(lossKey))], bounds, logY: true);
         var reward = Curves($"{pipeline}: reward on held-out prompts", "mean reward", [("strict format", Seeds(strict)), ("lenient (last label)", Seeds(lenient))], bounds);
         return (loss, reward);
     }

@@ -52,7 +52,9 @@ public static class Report
         foreach (var (name, st) in s["statements"]?.AsObject() ?? new JsonObject())
         {
             bool ok = held[name]?.GetValue<bool>() == true;
-            sb.Append($"<li><b>{E(name)}</b>: <span class={(ok ? "held" : "not")}>{(ok ? "held" : "not shown")}</span>. {E(st?.GetValue<string>())}</li>");
+            var text = st?.GetValue<string>() ?? "";
+            foreach (var prefix in new[] { "Held: ", "Not shown: " }) if (text.StartsWith(prefix)) text = char.ToUpperInvariant(text[prefix.Length]) + text[(prefix.Length + 1)..];
+            sb.Append($"<li><b>{E(name)}</b>: <span class={(ok ? "held" : "not")}>{(ok ? "held" : "not shown")}</span>. {E(text)}</li>");
         }
         sb.Append("</ul>");
         sb.Append("<h2>Design</h2><p>").Append(E(s["design"]?.GetValue<string>())).Append("</p><p>").Append(E(s["seed_selection"]?.GetValue<string>())).Append("</p>");

@@ -1,0 +1,124 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Workbook.Experiments;
+
+namespace Workbook.Tests;
+
+public class ExperimentTests
+{
+    /// <summary>A complete experiment in seconds: the real pipelines with budgets far too small to show anything.</summary>
+    public static ExperimentConfig Tiny => ExperimentConfig.Load(null, [
+        "task.train_size=200", "task.eval_size=8", "hidden_size=32", "num_hidden_layers=1", "intermediate_size=64", "seeds=2",
+        "base.max_steps=6", "sft.max_steps=4", "sft.per_device_train_batch_size=8", "grpo.max_steps=2", "grpo.per_device_train_batch_size=8",
+        "grpo.num_generations=4", "grpo.max_completion_length=8", "evals_per_stage=1", "interleave_rounds=2", "c1_samples=2"]);
+
+    [Fact]
+    public void Confidence_intervals_use_the_t_distribution()
+    {
+        var s = Stat.Of([1.0, 2.0, 3.0]);
+        Assert.Equal(2.0, s.Mean, 12);
+        // sd = 1, n = 3: half-width t_{0.975,2} / sqrt(3) = 4.303 / 1.732
+        Assert.Equal(2.0 - 4.303 / Math.Sqrt(3), s.Ci95[0], 6);
+        Assert.True(Stat.Of([0.2, 0.25, 0.3]).AboveZero);
+        Assert.False(Stat.Of([-0.1, 0.3, 0.2]).AboveZero);
+        Assert.True(Stat.Of([-0.4, -0.5, -0.3]).BelowZero);
+        Assert.True(double.IsNaN(Stat.Of([1.0]).Ci95[0]));
+    }
+
+    [Theory]
+    [InlineData("grpo.num_generations=1", "num_generations")]
+    [InlineData("grpo.beta=-0.5", "beta")]
+    [InlineData("sft.learning_rate=0", "learning_rate")]
+    [InlineData("seeds=0", "seeds")]
+    [InlineData("no_such_key=1", "no_such_key")]
+    [InlineData("model=\"/no/such/model\"", "model folder not found")]
+    public void Bad_configs_fail_before_anything_is_created(string set, string expect)
+    {
+        var e = Assert.Throws<WorkbookException>(() => ExperimentConfig.Load(null, [set]));
+        Assert.Contains(expect, e.Message);
+    }
+
+    [Fact]
+    public void A_dataset_that_does_not_load_fails_before_the_run_folder_exists()
+    {
+        var root = TestData.TempDir();
+        var bad = Path.Combine(root, "bad.tsv");
+        File.WriteAllText(bad, "x\t3\t\tBad label.\n");
+        var runDir = Path.Combine(root, "run");
+        var cfg = Tiny with { Dataset = $"cola:{bad}" };
+        var e = Assert.Throws<WorkbookException>(() => new ExperimentRunner(cfg, runDir, root));
+        Assert.Contains("bad.tsv:1", e.Message);
+        Assert.False(Directory.Exists(runDir));
+        Assert.Throws<WorkbookException>(() => new ExperimentRunner(Tiny with { Dataset = "imagenet" }, runDir, root));
+        var ok = new ExperimentRunner(Tiny, runDir, root);
+        Assert.Throws<WorkbookException>(() => ok.Run(["sft-then-rl", "bogus"]));
+        Assert.False(Directory.Exists(runDir));
+    }
+
+    [Fact]
+    public void A_tiny_experiment_writes_the_summary_schema_and_a_resumed_run_skips_finished_stages()
+    {
+        var root = TestData.TempDir();
+        var runDir = ExperimentRunner.NewRunDir(root, "tiny");
+        var runner = new ExperimentRunner(Tiny, runDir, root);
+        var results = runner.Run(ExperimentConfig.Pipelines);
+        var summary = Summary.Build(Tiny, results, runner.StrictKey, runner.LenientKey, runner.Task.Design, ExperimentRunner.Versions(), runner.SeedList);
+        Summary.Save(runDir, summary);
+
+        var s = JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, "summary.json")))!;
+        foreach (var key in new[] { "sft_loss_change_during_rl", "reward_change_during_rl", "c1_estimate" })
+            Assert.Equal(2, s["pipelines"]!["sft-then-rl"]![key]!["per_seed"]!.AsArray().Count);
+        Assert.Equal(2, s["pipelines"]!["rl-then-sft"]!["reward_change_during_sft"]!["ci95"]!.AsArray().Count);
+        Assert.NotNull(s["pipelines"]!["rl-then-sft"]!["sft_loss_change_during_sft"]!["mean"]);
+        Assert.Equal(new long[] { 1000, 1001 }, s["seeds"]!.AsArray().Select(x => x!.GetValue<long>()));
+        Assert.NotNull(s["prediction_held"]!["sft-then-rl"]);
+        Assert.NotNull(s["prediction_held"]!["rl-then-sft"]);
+        foreach (var f in new[] { "config.json", "versions.json", "seeds.json", "vocab.json" }) Assert.True(File.Exists(Path.Combine(runDir, f)), f);
+        var stage = Path.Combine(runDir, "interleaved", "seed-1000", "4-round2-rl");
+        Assert.True(File.Exists(Path.Combine(stage, "metrics.jsonl")) && File.Exists(Path.Combine(stage, "done.json")));
+        Assert.NotEmpty(Directory.GetDirectories(Path.Combine(stage, "tensorboard")).Concat(Directory.GetFiles(Path.Combine(stage, "tensorboard"))));
+        // the base model is cached and reused
+        Assert.Equal(2, Directory.GetDirectories(Path.Combine(root, ".cache", "base")).SelectMany(Directory.GetDirectories).Count());
+
+        // resuming a finished run retrains nothing and gives the same curves
+        var metrics = Path.Combine(runDir, "sft-then-rl", "seed-1001", "2-rl", "metrics.jsonl");
+        var before = File.GetLastWriteTimeUtc(metrics);
+        var again = new ExperimentRunner(Tiny, runDir, root).Run(ExperimentConfig.Pipelines);
+        Assert.Equal(before, File.GetLastWriteTimeUtc(metrics));
+        Assert.Equal(results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]), again["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]));
+
+        // the report is self-contained (plotly.js inline, no CDN) and has a chart per pipeline and metric
+        var report = Report.Write(runDir);
+        var html = File.ReadAllText(report);
+        Assert.DoesNotMatch("<script[^>]+src=\"https?://", html);   // nothing loaded from a CDN
+        Assert.Contains("Plotly.newPlot", html);
+        Assert.True(html.Length > 3_000_000, "plotly.js must be embedded");
+        int inLibrary = System.Text.RegularExpressions.Regex.Matches(Workbook.Charts.CurveCharts.PlotlyJs(), "Plotly.newPlot").Count;
+        Assert.Equal(8, System.Text.RegularExpressions.Regex.Matches(html, "Plotly.newPlot").Count - inLibrary);   // 4 pipelines x (loss, reward)
+        ChromiumRender.AssertChartsRender(report, minCharts: 8);
+    }
+}
+
+/// <summary>Opens an HTML file in headless Chromium (Debian's chromium, installed by .ci/run) and checks that plotly drew SVG.</summary>
+public static class ChromiumRender
+{
+    public static string Browser => new[] { "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome" }.FirstOrDefault(File.Exists)
+        ?? throw new InvalidOperationException("headless Chromium is needed for this test: apt-get install chromium (.ci/run does)");
+
+    public static void AssertChartsRender(string htmlPath, int minCharts)
+    {
+        var profile = TestData.TempDir();
+        var psi = new ProcessStartInfo(Browser, ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={profile}",
+            "--virtual-time-budget=10000", "--dump-dom", "file://" + Path.GetFullPath(htmlPath)])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        var dom = p.StandardOutput.ReadToEnd();
+        p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(120_000), "chromium did not finish");
+        int svgs = System.Text.RegularExpressions.Regex.Matches(dom, "<svg class=\"main-svg\"").Count;
+        int lines = System.Text.RegularExpressions.Regex.Matches(dom, "class=\"js-line\"").Count;
+        Assert.True(svgs >= minCharts, $"expected at least {minCharts} rendered plotly charts, found {svgs} main-svg elements");
+        Assert.True(lines >= minCharts, $"the charts have no drawn lines ({lines} js-line paths)");
+    }
+}
