@@ -10,6 +10,7 @@ app.Configure(c =>
     c.UseStrictParsing();
     c.AddCommand<RunCommand>("run").WithDescription("Run the coupling experiments (the main job): sft-then-rl, rl-then-sft, interleaved, joint or all.");
     c.AddCommand<TrainCommand>("train").WithDescription("Train with one trainer: sft or grpo (options file with TRL names; resumable).");
+    c.AddCommand<NotebooksCommand>("notebooks").WithDescription("Run the notebooks headless (dotnet repl) and render them to reports/notebooks/*.html.");
     c.AddCommand<ReportCommand>("report").WithDescription("Re-render report.html of a run folder.");
     c.AddCommand<ScoreCommand>("score").WithDescription("Per-position argmax, logsumexp, top-K and next-token log-probability of a sequence.");
     c.AddCommand<GenerateCommand>("generate").WithDescription("Generate from a prompt (greedy or sampled) with the KV cache.");

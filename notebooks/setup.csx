@@ -1,0 +1,15 @@
+// Shared first cell of every notebook (#load "setup.csx"): loads the built core from the CLI's build output and makes
+// Plotly.NET charts render inline and offline (plotly.js is inlined once; no CDN). Build first: ./workbook info
+#r "../src/Workbook.Cli/bin/Release/net10.0/Workbook.Core.dll"
+#r "../src/Workbook.Cli/bin/Release/net10.0/Plotly.NET.dll"
+#r "../src/Workbook.Cli/bin/Release/net10.0/Plotly.NET.CSharp.dll"
+using Microsoft.DotNet.Interactive.Formatting;
+using static Microsoft.DotNet.Interactive.Kernel;
+using Plotly.NET;
+using Workbook.Charts;
+using Workbook.Experiments;
+using Workbook.Theory;
+
+display(HTML(CurveCharts.PlotlyScriptTag()));
+Formatter.Register<GenericChart>(c => CurveCharts.Html(c), "text/html");
+Console.WriteLine($"Workbook core loaded; quick mode: {Workbench.Quick}; runs folder: {Workbench.RunsRoot}");

@@ -1,0 +1,90 @@
+// One-call entry points for notebooks (and scripts): each is also one CLI command away (`workbook run ...`).
+// Quick mode (WORKBOOK_QUICK=1, set by `workbook notebooks run --quick`) uses the CI budgets.
+using System.Text.Json.Nodes;
+using Plotly.NET;
+using Workbook.Charts;
+using Workbook.Data;
+using Workbook.Model;
+using Workbook.Text;
+using Workbook.Training;
+using static TorchSharp.torch;
+
+namespace Workbook.Experiments;
+
+public static class Workbench
+{
+    public static bool Quick => Environment.GetEnvironmentVariable("WORKBOOK_QUICK") == "1";
+
+    /// <summary>WORKBOOK_RUNS, else ../runs (notebooks run in notebooks/).</summary>
+    public static string RunsRoot => Environment.GetEnvironmentVariable("WORKBOOK_RUNS") is { Length: > 0 } r ? r : Path.GetFullPath(Path.Combine("..", "runs"));
+
+    /// <summary>Runs pipelines with the default config (or the quick one) and returns summary.json; report.html is written too.
+    /// The same as `./workbook run &lt;pipeline&gt; [--quick] [--set ...]`.</summary>
+    public static JsonObject Run(string[] pipelines, params string[] overrides)
+    {
+        var cfg = ExperimentConfig.Load(null, overrides);
+        if (Quick) cfg = cfg.Quick();
+        var name = (Quick ? "quick-" : "") + (pipelines.Length == ExperimentConfig.Pipelines.Length ? "all" : string.Join("+", pipelines));
+        var runDir = ExperimentRunner.NewRunDir(RunsRoot, name);
+        var runner = new ExperimentRunner(cfg, runDir, RunsRoot, Console.WriteLine);
+        var results = runner.Run(pipelines);
+        var summary = Summary.Build(cfg, results, runner.StrictKey, runner.LenientKey, runner.Task.Design, ExperimentRunner.Versions(), runner.SeedList);
+        Summary.Save(runDir, summary);
+        Report.Write(runDir);
+        Console.WriteLine($"run folder: {runDir}");
+        return summary;
+    }
+
+    public static GenericChart LossChart(JsonObject summary, string pipeline) => CurveCharts.Pipeline(summary, pipeline).loss;
+    public static GenericChart RewardChart(JsonObject summary, string pipeline) => CurveCharts.Pipeline(summary, pipeline).reward;
+
+    /// <summary>The plain-words statements of a summary, one per line.</summary>
+    public static string Statements(JsonObject summary) =>
+        string.Join("\n", summary["statements"]!.AsObject().Select(kv => $"{kv.Key}: {kv.Value}"));
+
+    /// <summary>Mean and 95% CI of one summary field, e.g. ("sft-then-rl", "sft_loss_change_during_rl").</summary>
+    public static string Field(JsonObject summary, string pipeline, string field)
+    {
+        var s = summary["pipelines"]![pipeline]![field]!;
+        var ci = s["ci95"]!.AsArray();
+        return $"{field}: {s["mean"]} (95% CI [{ci[0]}, {ci[1]}]; per seed {s["per_seed"]!.ToJsonString()})";
+    }
+
+    /// <summary>
+    /// The paper's model at CPU scale: builds Qwen3-0.6B (596,049,920 parameters; random init in bf16) or loads a real
+    /// folder, and runs one AdamW step of SFT on one CoLA-format example with the real Qwen3 tokenizer and the full
+    /// vocabulary. Returns what happened (parameters, loss before/after, seconds, RSS), so a reader sees the real model run.
+    /// </summary>
+    public static Dictionary<string, object> PaperScaleStep(string? modelDir = null, double learningRate = 1e-5)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var tok = modelDir is not null && File.Exists(Path.Combine(modelDir, "tokenizer.json")) ? Qwen3Tokenizer.Load(modelDir) : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault());
+        using var model = modelDir is not null ? Checkpoint.Load(modelDir, ScalarType.BFloat16) : new Qwen3ForCausalLM(Qwen3Config.Qwen3_0_6B, ScalarType.BFloat16, CPU, seed: 1);
+        double build = sw.Elapsed.TotalSeconds;
+        var codec = new Codec(tok, TaskVocabulary.Identity(model.Config.VocabSize));
+        var example = GrammarTask.Create(0, new TaskOptions { TrainSize = 1, EvalSize = 1 }).Train[0];
+        var batch = Losses.MakeSftBatch([codec.Sft(example)], codec.PadId, 1024, packing: false);
+        double Loss() { using var _ = no_grad(); using var scope = NewDisposeScope(); return Losses.SftNll(model, batch).NllSum.Value() / batch.Tokens; }
+        double before = Loss();
+        using var opt = new AdamW(model.named_parameters());
+        sw.Restart();
+        using (var scope = NewDisposeScope())
+        {
+            var (nll, _) = Losses.SftNll(model, batch);
+            (nll / batch.Tokens).backward();
+            opt.ClipGradNorm(1.0);
+            opt.StepWith(learningRate);
+        }
+        double step = sw.Elapsed.TotalSeconds;
+        double after = Loss();
+        using var proc = System.Diagnostics.Process.GetCurrentProcess();
+        return new()
+        {
+            ["model"] = modelDir ?? "Qwen3-0.6B shape, random init (no weights here)", ["parameters"] = model.ParameterCount(),
+            ["tokens"] = batch.Ids.shape[1], ["loss_tokens"] = batch.Tokens, ["build_seconds"] = Math.Round(build, 1),
+            ["sft_loss_before"] = Math.Round(before, 4), ["sft_loss_after_one_step"] = Math.Round(after, 4),
+            ["step_seconds"] = Math.Round(step, 1), ["rss_gb"] = Math.Round(proc.WorkingSet64 / 1e9, 2),
+            ["device"] = model.Device.type.ToString(),
+        };
+    }
+}
