@@ -14,7 +14,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<WHAT>")][Description("train, generate or all")] public string What { get; init; } = "";
+        [CommandArgument(0, "<WHAT>")][Description("train, generate, tokenizer or all")] public string What { get; init; } = "";
         [CommandOption("--preset <NAME>")][Description("small (default: 4 layers, hidden 256, vocab 4096), tiny, qwen3-0.6b")][DefaultValue("small")] public string Preset { get; init; } = "small";
         [CommandOption("--dtype <DTYPE>")][DefaultValue("bf16")] public string DType { get; init; } = "bf16";
         [CommandOption("--batch <N>")][DefaultValue(8)] public int Batch { get; init; } = 8;
@@ -23,7 +23,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--memory-steps <N>")][Description("Extra steps to measure RSS growth (0 = skip)")][DefaultValue(0)] public int MemorySteps { get; init; }
         [CommandOption("--out <FILE>")][Description("Also write the JSON here (atomically)")] public string? Out { get; init; }
         [CommandOption("--json")] public bool Json { get; init; }
-        public override ValidationResult Validate() => What is "train" or "generate" or "all" ? ValidationResult.Success() : ValidationResult.Error("expected train, generate or all");
+        public override ValidationResult Validate() => What is "train" or "generate" or "tokenizer" or "all" ? ValidationResult.Success() : ValidationResult.Error("expected train, generate, tokenizer or all");
     }
 
     public override int Execute(CommandContext context, Settings s)
@@ -44,6 +44,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             foreach (var (k, v) in Benchmarks.Grpo(Qwen3Config.Small(codec.Vocab.Size), dtype, codec, task, 4)) r[k] = v;
         }
         if (s.What is "generate" or "all") foreach (var (k, v) in Benchmarks.Generate(cfg, dtype)) r[k] = v;
+        if (s.What is "tokenizer" or "all") foreach (var (k, v) in Benchmarks.Tokenizer(TokenizerFiles.EnsureDefault())) r[k] = v;
         var json = JsonSerializer.Serialize(r, new JsonSerializerOptions { WriteIndented = true });
         if (s.Out is not null) AtomicFile.WriteAllText(s.Out, json);
         if (s.Json) Console.WriteLine(json);

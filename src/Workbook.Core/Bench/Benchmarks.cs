@@ -132,4 +132,40 @@ public static class Benchmarks
         Directory.Delete(dir, true);
         return new() { ["grpo_rollout_seconds_median"] = Median(rollout), ["grpo_update_seconds_median"] = Median(update), ["grpo_completions_per_step"] = 64 };
     }
+
+    /// <summary>Encode speed on English text the tokenizer has not seen (a fresh instance: no word cache), then the same
+    /// text again (warm). One thread: the tokenizer is single-threaded.</summary>
+    public static Dictionary<string, object> Tokenizer(string tokenizerPath, int chars = 300_000)
+    {
+        string[] words = ["the", "of", "and", "a", "to", "in", "is", "was", "that", "for", "on", "with", "as", "by", "at", "from", "his", "her",
+            "river", "mountain", "quietly", "announced", "government", "through", "between", "children", "remarkable", "experiment", "afternoon",
+            "structure", "language", "because", "however", "measured", "distance", "thousand", "engineers", "yesterday", "carefully", "window"];
+        var rng = new Random(17);
+        var sb = new System.Text.StringBuilder();
+        while (sb.Length < chars)
+        {
+            int n = rng.Next(6, 18);
+            for (int i = 0; i < n; i++)
+            {
+                var w = words[rng.Next(words.Length)];
+                // vary words so most are new to the cache: suffixes, capitals, numbers
+                w = rng.Next(4) switch { 0 => w, 1 => char.ToUpperInvariant(w[0]) + w[1..], 2 => w + (char)('a' + rng.Next(26)) + (char)('a' + rng.Next(26)), _ => w + rng.Next(1000) };
+                sb.Append(i == 0 ? "" : " ").Append(w);
+            }
+            sb.Append(". ");
+        }
+        var text = sb.ToString();
+        var tok = Text.Qwen3Tokenizer.Load(tokenizerPath);
+        var sw = Stopwatch.StartNew();
+        int n1 = tok.Encode(text).Length;
+        double cold = sw.Elapsed.TotalSeconds;
+        sw.Restart();
+        tok.Encode(text);
+        double warm = sw.Elapsed.TotalSeconds;
+        return new()
+        {
+            ["tokenizer_chars"] = text.Length, ["tokenizer_tokens"] = n1,
+            ["tokenizer_cold_tokens_per_second"] = n1 / cold, ["tokenizer_warm_tokens_per_second"] = n1 / warm,
+        };
+    }
 }

@@ -55,12 +55,16 @@ public static class CurveCharts
         var keys = summary["metric_keys"]!.AsObject();
         string lossKey = keys["sft_loss"]!.GetValue<string>(), strict = keys["reward"]!.GetValue<string>(), lenient = keys["lenient_reward"]!.GetValue<string>();
         IReadOnlyList<(double, double)[]> Seeds(string key) => p["curves"]!.AsArray().Select(c => c!["points"]!.AsArray()
-            .Where(pt => pt!["metrics"]![key] is not null).Select(pt => (pt!["step"]!.GetValue<double>(), pt!["metrics"]![key]!.GetValue<double>())).ToArray()).ToList();
-        var bounds = p["stages"]!.AsArray().Skip(1).Select(s => s!["Start"]!.GetValue<double>()).ToList();
+            .Where(pt => pt!["metrics"]![key] is not null).Select(pt => (Num(pt!["step"]!), Num(pt!["metrics"]![key]!))).ToArray()).ToList();
+        var bounds = p["stages"]!.AsArray().Skip(1).Select(s => Num(s!["Start"]!)).ToList();
         var loss = Curves($"{pipeline}: SFT loss on held-out expert data", "cross-entropy (nats/token, log scale)", [("eval SFT loss", Seeds(lossKey))], bounds, logY: true);
         var reward = Curves($"{pipeline}: reward on held-out prompts", "mean reward", [("strict format", Seeds(strict)), ("lenient (last label)", Seeds(lenient))], bounds);
         return (loss, reward);
     }
+
+    /// <summary>A JSON number as double, whether the node was parsed from text or built in memory from a long.</summary>
+    static double Num(JsonNode n) => n.AsValue().TryGetValue<double>(out var d) ? d : n.AsValue().TryGetValue<long>(out var l) ? l
+        : double.Parse(n.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture);
 
     public static string PlotlyJs()
     {
