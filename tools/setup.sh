@@ -9,6 +9,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v jupyter-nbconvert >/dev/null 2>&1 || need+=(jupyter-nbconvert)
+[[ -f /usr/share/javascript/mathjax/MathJax.js ]] || need+=(libjs-mathjax)   # LaTeX in exported notebooks, offline
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
   echo "setup: installing ${need[*]} (Debian packages)"

@@ -74,7 +74,11 @@ public sealed class NotebookRunner(string repoRoot, Action<string>? log = null)
         string? html = null;
         if (File.Exists(executed))
         {
-            var (c2, o2) = Exec("jupyter-nbconvert", ["--to", "html", executed, "--output", name + ".html", "--output-dir", ReportsDir], repoRoot);
+            // MathJax from Debian's libjs-mathjax when present (renders the LaTeX offline); nbconvert's default is a CDN
+            const string LocalMathJax = "/usr/share/javascript/mathjax/MathJax.js";
+            List<string> args = ["--to", "html", executed, "--output", name + ".html", "--output-dir", ReportsDir];
+            if (File.Exists(LocalMathJax)) args.Add($"--HTMLExporter.mathjax_url=file://{LocalMathJax}?config=TeX-AMS_CHTML-full,Safe");
+            var (c2, o2) = Exec("jupyter-nbconvert", args, repoRoot);
             if (c2 == 0) html = Path.Combine(ReportsDir, name + ".html");
             else error ??= $"jupyter-nbconvert failed: {o2.Trim()}";
         }
