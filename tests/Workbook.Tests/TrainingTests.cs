@@ -161,6 +161,21 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void Bf16_training_keeps_float32_master_weights_and_learns()
+    {
+        var model = fx.NewModel(7, ScalarType.BFloat16);
+        var dir = TestData.TempDir();
+        var tr = new SftTrainer(model, fx.Codec, fx.Task.Train.Take(8).ToList(), new SftOptions { LearningRate = 1e-2, MaxSteps = 60, PerDeviceTrainBatchSize = 8, LrSchedulerType = "constant", Dtype = "bf16" }, dir);
+        tr.Train();
+        var losses = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("loss")).Select(o => o["loss"]!.GetValue<double>()).ToList();
+        Assert.True(losses[^1] < 0.2 * losses[0], $"bf16 loss {losses[0]:F3} -> {losses[^1]:F3}");
+        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.BFloat16, p.dtype));
+        using var f = SafetensorsFile.Open(Path.Combine(TrainerCheckpoint.Latest(dir)!, "optimizer.safetensors"));
+        Assert.Contains(f.Entries.Values, e => e.Name.StartsWith("master.") && e.DType == "F32");
+        Assert.Equal("BF16", SafetensorsFile.Open(Path.Combine(TrainerCheckpoint.Latest(dir)!, "model.safetensors")).Entries["model.norm.weight"].DType);
+    }
+
+    [Fact]
     public void Grpo_raises_the_reward_on_the_embedded_task()
     {
         var model = fx.NewModel(4);

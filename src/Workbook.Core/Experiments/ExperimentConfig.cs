@@ -83,30 +83,11 @@ public sealed record ExperimentConfig
 
     public static ExperimentConfig Load(string? path, IEnumerable<string>? overrides = null)
     {
-        JsonObject node = new();
-        if (path is not null)
-        {
-            if (!File.Exists(path)) throw new WorkbookException($"{path}: config file not found");
-            try { node = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? new JsonObject(); }
-            catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new WorkbookException($"{path}: not a JSON object ({e.Message})"); }
-        }
-        foreach (var kv in overrides ?? [])
-        {
-            var eq = kv.IndexOf('=');
-            if (eq <= 0) throw new WorkbookException($"--set '{kv}': expected key=value (nested keys with dots, e.g. grpo.beta=0.1)");
-            var keys = kv[..eq].Trim().Split('.');
-            JsonNode? value;
-            try { value = JsonNode.Parse(kv[(eq + 1)..]); } catch (JsonException) { value = JsonValue.Create(kv[(eq + 1)..].Trim()); }
-            var target = node;
-            foreach (var k in keys[..^1]) target = (target[k] ??= new JsonObject()).AsObject();
-            target[keys[^1]] = value;
-        }
+        var node = JsonConfig.WithOverrides(JsonConfig.Read(path), overrides);
         // nested option records start from this record's defaults, then the file's keys apply on top
         var defaults = JsonNode.Parse(JsonSerializer.Serialize(new ExperimentConfig(), TrainOptions.Json))!.AsObject();
         Merge(defaults, node);
-        ExperimentConfig c;
-        try { c = defaults.Deserialize<ExperimentConfig>(TrainOptions.Json)!; }
-        catch (JsonException e) { throw new WorkbookException($"{path ?? "config"}: {e.Message.Split(". Path")[0]} (at {e.Path})"); }
+        var c = JsonConfig.Deserialize<ExperimentConfig>(defaults, path ?? "config", TrainOptions.Json);
         c.Validate();
         return c;
     }

@@ -55,26 +55,7 @@ public record TrainOptions
     /// <summary>Reads options from a JSON file (or defaults) and applies key=value overrides.</summary>
     public static T Load<T>(string? path, IEnumerable<string>? overrides = null) where T : TrainOptions, new()
     {
-        JsonObject node;
-        if (path is null) node = new JsonObject();
-        else
-        {
-            if (!File.Exists(path)) throw new WorkbookException($"{path}: config file not found");
-            try { node = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new JsonException("empty"); }
-            catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new WorkbookException($"{path}: not a JSON object ({e.Message})"); }
-        }
-        foreach (var kv in overrides ?? [])
-        {
-            var eq = kv.IndexOf('=');
-            if (eq <= 0) throw new WorkbookException($"--set '{kv}': expected key=value");
-            var (k, v) = (kv[..eq].Trim(), kv[(eq + 1)..].Trim());
-            JsonNode? value;
-            try { value = JsonNode.Parse(v); } catch (JsonException) { value = JsonValue.Create(v); }   // bare strings
-            node[k] = value;
-        }
-        T opts;
-        try { opts = node.Deserialize<T>(Json) ?? new T(); }
-        catch (JsonException e) { throw new WorkbookException($"{path ?? "options"}: {e.Message.Split(". Path")[0]} (at {e.Path})"); }
+        var opts = JsonConfig.Deserialize<T>(JsonConfig.WithOverrides(JsonConfig.Read(path), overrides), path, Json);
         opts.Validate();
         return opts;
     }

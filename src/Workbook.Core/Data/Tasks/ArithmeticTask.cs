@@ -15,25 +15,23 @@ public static class ArithmeticTask
     {
         o.Validate();
         var rng = new Random(seed * 104729 + 5);
-        var all = new List<(Example expert, Example terse)>();
-        var seen = new HashSet<string>();
-        int need = o.TrainSize + o.EvalSize, guard = 0;
-        while (all.Count < need && guard++ < need * 50)
+        var all = DistinctRows.Draw("arithmetic", o.TrainSize + o.EvalSize, _ =>
         {
             var (question, steps, answer) = Problem(rng);
-            if (!seen.Add(question)) continue;
-            var prompt = new List<ChatMessage> { ChatMessage.User(question) };
-            bool loose = rng.NextDouble() < o.LooseFormatFraction;
-            var end = loose ? $"The answer is {answer}." : $"#### {answer}";
-            var expert = o.Rationales ? $"{steps}\n{end}" : end;
-            all.Add((new Example(prompt, expert, answer.ToString(), "arithmetic"),
-                     new Example(prompt, rng.Next(2) == 0 ? $"#### {answer}" : answer.ToString(), answer.ToString(), "arithmetic")));
-        }
-        if (all.Count < need) throw new WorkbookException($"arithmetic task: only {all.Count} distinct problems for {need} requested rows");
+            return (question, () =>
+            {
+                var prompt = new List<ChatMessage> { ChatMessage.User(question) };
+                bool loose = rng.NextDouble() < o.LooseFormatFraction;
+                var end = loose ? $"The answer is {answer}." : $"#### {answer}";
+                var expert = o.Rationales ? $"{steps}\n{end}" : end;
+                return (new Example(prompt, expert, answer.ToString(), "arithmetic"),
+                        new Example(prompt, rng.Next(2) == 0 ? $"#### {answer}" : answer.ToString(), answer.ToString(), "arithmetic"));
+            });
+        });
         var train = all.Take(o.TrainSize).ToList();
         var eval = all.Skip(o.TrainSize).Take(o.EvalSize).ToList();
-        return new TaskData("arithmetic", train.Select(t => t.expert).ToList(), eval.Select(t => t.expert).ToList(),
-            train.Select(t => t.terse).ToList(), new Gsm8kVerifier(flexible: false),
+        return new TaskData("arithmetic", train.Select(t => t.Expert).ToList(), eval.Select(t => t.Expert).ToList(),
+            train.Select(t => t.Terse).ToList(), new Gsm8kVerifier(flexible: false),
             [new Gsm8kVerifier(flexible: false), new Gsm8kVerifier(flexible: true)],
             $"Embedded arithmetic word problems (2-3 steps, small integers). Expert solutions show each step; {o.LooseFormatFraction:P0} end with " +
             "'The answer is N.' and the rest with '#### N'. RL reward: GSM8K strict ('#### N' correct).");

@@ -34,26 +34,24 @@ public static class GrammarTask
     {
         o.Validate();
         var rng = new Random(seed * 7919 + 17);
-        var all = new List<(Example expert, Example terse)>();
-        var seen = new HashSet<string>();
-        int need = o.TrainSize + o.EvalSize, guard = 0;
-        while (all.Count < need && guard++ < need * 50)
+        var all = DistinctRows.Draw("grammar", o.TrainSize + o.EvalSize, count =>
         {
-            var (sentence, ok, rationale) = Sentence(rng, acceptable: all.Count % 2 == 0);
-            if (!seen.Add(sentence)) continue;   // held-out sentences never appear in training
-            var label = ok ? "acceptable" : "unacceptable";
-            var prompt = new List<ChatMessage> { ChatMessage.User($"{Question} \"{sentence}\"") };
-            bool loose = rng.NextDouble() < o.LooseFormatFraction;
-            var answer = loose ? LooseAnswer(rng, label) : $"Answer: {label}";
-            var expert = o.Rationales ? (loose ? $"{rationale} {answer}" : $"{rationale}\n{answer}") : answer;
-            var terse = TerseAnswer(rng, label);
-            all.Add((new Example(prompt, expert, label, "grammar"), new Example(prompt, terse, label, "grammar")));
-        }
-        if (all.Count < need) throw new WorkbookException($"grammar task: only {all.Count} distinct sentences for {need} requested rows");
+            var (sentence, ok, rationale) = Sentence(rng, acceptable: count % 2 == 0);
+            return (sentence, () =>
+            {
+                var label = ok ? "acceptable" : "unacceptable";
+                var prompt = new List<ChatMessage> { ChatMessage.User($"{Question} \"{sentence}\"") };
+                bool loose = rng.NextDouble() < o.LooseFormatFraction;
+                var answer = loose ? LooseAnswer(rng, label) : $"Answer: {label}";
+                var expert = o.Rationales ? (loose ? $"{rationale} {answer}" : $"{rationale}\n{answer}") : answer;
+                var terse = TerseAnswer(rng, label);
+                return (new Example(prompt, expert, label, "grammar"), new Example(prompt, terse, label, "grammar"));
+            });
+        });
         var train = all.Take(o.TrainSize).ToList();
         var eval = all.Skip(o.TrainSize).Take(o.EvalSize).ToList();
-        return new TaskData("grammar", train.Select(t => t.expert).ToList(), eval.Select(t => t.expert).ToList(),
-            train.Select(t => t.terse).ToList(), new LabelVerifier(strict: true),
+        return new TaskData("grammar", train.Select(t => t.Expert).ToList(), eval.Select(t => t.Expert).ToList(),
+            train.Select(t => t.Terse).ToList(), new LabelVerifier(strict: true),
             [new LabelVerifier(strict: true), new LabelVerifier(strict: false)],
             $"Embedded acceptability task (grammar with agreement, word-order and argument-structure errors). Expert responses: " +
             $"{(o.Rationales ? "a one-line rationale, then " : "")}the label; {o.LooseFormatFraction:P0} state it in natural words, the rest end with " +

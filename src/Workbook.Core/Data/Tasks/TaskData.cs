@@ -37,6 +37,25 @@ public static class TaskRegistry
     }
 }
 
+/// <summary>Rows of a generated task with distinct prompts (so held-out prompts never appear in training).</summary>
+static class DistinctRows
+{
+    /// <param name="draw">draws a candidate: its prompt key, and a builder that is called (consuming more randomness)
+    /// only when the key is new, so the sequence of random draws does not depend on how duplicates are handled</param>
+    public static List<(Example Expert, Example Terse)> Draw(string task, int need, Func<int, (string Key, Func<(Example, Example)> Build)> draw)
+    {
+        var rows = new List<(Example, Example)>();
+        var seen = new HashSet<string>();
+        for (int guard = 0; rows.Count < need && guard < need * 50; guard++)
+        {
+            var (key, build) = draw(rows.Count);
+            if (seen.Add(key)) rows.Add(build());
+        }
+        if (rows.Count < need) throw new WorkbookException($"{task} task: only {rows.Count} distinct prompts for {need} requested rows");
+        return rows;
+    }
+}
+
 /// <summary>Task construction knobs (documented defaults).</summary>
 public sealed record TaskOptions
 {
