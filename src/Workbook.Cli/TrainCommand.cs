@@ -76,13 +76,22 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {dir}  [grey]({model.ParameterCount():N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]");
         string[] keys = s.Trainer == "sft" ? ["loss", "mean_token_accuracy", "grad_norm", "learning_rate", "eval_sft_loss"]
             : ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length", "eval_sft_loss", $"eval_rewards/{task.Reward.Name}/mean"];
-        Action<long, IReadOnlyDictionary<string, double>> show = (step, m) =>
-        {
-            if (step % Math.Max(1, opt.LoggingSteps) == 0 || m.Keys.Any(k => k.StartsWith("eval_")))
-                AnsiConsole.MarkupLineInterpolated($"step {step,5}/{opt.MaxSteps}  {MetricsLog.Format(m, keys)}");
-        };
-        trainer.OnLog += show;
-        trainer.Train(s.Resume is not null);
+        // a progress bar with the key numbers; evaluation lines are printed above it
+        AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var bar = ctx.AddTask($"{s.Trainer} step 0/{opt.MaxSteps}", maxValue: Math.Max(1, opt.MaxSteps));
+                Action<long, IReadOnlyDictionary<string, double>> show = (step, m) =>
+                {
+                    if (m.Keys.Any(k => k.StartsWith("eval_"))) { AnsiConsole.MarkupLineInterpolated($"[grey]eval @ {step}:[/] {MetricsLog.Format(m, m.Keys.Where(k => k.StartsWith("eval_")).ToArray())}"); return; }
+                    bar.Value = step;
+                    bar.Description = Markup.Escape($"{s.Trainer} step {step}/{opt.MaxSteps}  {MetricsLog.Format(m, keys)}");
+                };
+                trainer.OnLog += show;
+                trainer.Train(s.Resume is not null);
+                bar.Value = bar.MaxValue;
+            });
         AnsiConsole.MarkupLineInterpolated($"[bold]done:[/] metrics {Path.Combine(dir, "metrics.jsonl")}, last checkpoint {TrainerCheckpoint.Latest(dir)}");
         return 0;
     }
