@@ -21,6 +21,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--seq <N>")][DefaultValue(256)] public int Seq { get; init; } = 256;
         [CommandOption("--steps <N>")][Description("Timed SFT steps")][DefaultValue(10)] public int Steps { get; init; } = 10;
         [CommandOption("--memory-steps <N>")][Description("Extra steps to measure RSS growth (0 = skip)")][DefaultValue(0)] public int MemorySteps { get; init; }
+        [CommandOption("--text <FILE>")][Description("tokenizer: also measure on this text file")] public string? Text { get; init; }
         [CommandOption("--out <FILE>")][Description("Also write the JSON here (atomically)")] public string? Out { get; init; }
         [CommandOption("--json")] public bool Json { get; init; }
         public override ValidationResult Validate() => What is "train" or "generate" or "tokenizer" or "all" ? ValidationResult.Success() : ValidationResult.Error("expected train, generate, tokenizer or all");
@@ -44,7 +45,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             foreach (var (k, v) in Benchmarks.Grpo(Qwen3Config.Small(codec.Vocab.Size), dtype, codec, task, 4)) r[k] = v;
         }
         if (s.What is "generate" or "all") foreach (var (k, v) in Benchmarks.Generate(cfg, dtype)) r[k] = v;
-        if (s.What is "tokenizer" or "all") foreach (var (k, v) in Benchmarks.Tokenizer(TokenizerFiles.EnsureDefault())) r[k] = v;
+        if (s.What is "tokenizer" or "all") foreach (var (k, v) in Benchmarks.Tokenizer(TokenizerFiles.EnsureDefault(), s.Text)) r[k] = v;
         var json = JsonSerializer.Serialize(r, new JsonSerializerOptions { WriteIndented = true });
         if (s.Out is not null) AtomicFile.WriteAllText(s.Out, json);
         if (s.Json) Console.WriteLine(json);

@@ -141,39 +141,63 @@ public static class Benchmarks
         return new() { ["grpo_rollout_seconds_median"] = Median(rollout), ["grpo_update_seconds_median"] = Median(update), ["grpo_completions_per_step"] = 64 };
     }
 
-    /// <summary>Encode speed on English text the tokenizer has not seen (a fresh instance: no word cache), then the same
-    /// text again (warm). One thread: the tokenizer is single-threaded.</summary>
-    public static Dictionary<string, object> Tokenizer(string tokenizerPath, int chars = 300_000)
+    static readonly string[] CommonWords = ("the of and to a in is it you that he was for on are with as I his they be at one have this from or had by " +
+        "word but what some we can out other were all there when up use your how said an each she which do their time if will way about many then them " +
+        "write would like so these her long make thing see him two has look more day could go come did number sound no most people my over know water " +
+        "than call first who may down side been now find any new work part take get place made live where after back little only round man year came " +
+        "show every good me give our under name very through just form sentence great think say help low line differ turn cause much mean before move " +
+        "right boy old too same tell does set three want air well also play small end put home read hand port large spell add even land here must big " +
+        "high such follow act why ask men change went light kind off need house picture try us again animal point mother world near build self earth " +
+        "father head stand own page should country found answer school grow study still learn plant cover food sun four between state keep eye never " +
+        "last let thought city tree cross farm hard start might story saw far sea draw left late run while press close night real life few north").Split(' ');
+
+    /// <summary>Encode speed of a fresh tokenizer instance (empty word cache) on (a) English-like prose: common words drawn
+    /// with Zipf frequencies, punctuation and numbers, as real text repeats words; (b) adversarial text where nearly every
+    /// word is new (random suffixes); (c) optionally a real text file. One thread: the tokenizer is single-threaded.</summary>
+    public static Dictionary<string, object> Tokenizer(string tokenizerPath, string? textFile = null, int chars = 300_000)
     {
-        string[] words = ["the", "of", "and", "a", "to", "in", "is", "was", "that", "for", "on", "with", "as", "by", "at", "from", "his", "her",
-            "river", "mountain", "quietly", "announced", "government", "through", "between", "children", "remarkable", "experiment", "afternoon",
-            "structure", "language", "because", "however", "measured", "distance", "thousand", "engineers", "yesterday", "carefully", "window"];
         var rng = new Random(17);
-        var sb = new System.Text.StringBuilder();
-        while (sb.Length < chars)
+        string Prose(bool adversarial)
         {
-            int n = rng.Next(6, 18);
-            for (int i = 0; i < n; i++)
+            var sb = new System.Text.StringBuilder();
+            double h = CommonWords.Select((_, i) => 1.0 / (i + 1)).Sum();
+            while (sb.Length < chars)
             {
-                var w = words[rng.Next(words.Length)];
-                // vary words so most are new to the cache: suffixes, capitals, numbers
-                w = rng.Next(4) switch { 0 => w, 1 => char.ToUpperInvariant(w[0]) + w[1..], 2 => w + (char)('a' + rng.Next(26)) + (char)('a' + rng.Next(26)), _ => w + rng.Next(1000) };
-                sb.Append(i == 0 ? "" : " ").Append(w);
+                int n = rng.Next(6, 18);
+                for (int i = 0; i < n; i++)
+                {
+                    double u = rng.NextDouble() * h; int k = 0;
+                    while (k < CommonWords.Length - 1 && (u -= 1.0 / (k + 1)) > 0) k++;
+                    var w = CommonWords[k];
+                    if (i == 0) w = char.ToUpperInvariant(w[0]) + w[1..];
+                    if (adversarial) w += (char)('a' + rng.Next(26)) + rng.Next(1000).ToString();
+                    else if (rng.Next(40) == 0) w = rng.Next(2, 2000).ToString();
+                    sb.Append(i == 0 ? "" : rng.Next(15) == 0 ? ", " : " ").Append(w);
+                }
+                sb.Append(rng.Next(8) == 0 ? "?\n" : ". ");
             }
-            sb.Append(". ");
+            return sb.ToString();
         }
-        var text = sb.ToString();
-        var tok = Text.Qwen3Tokenizer.Load(tokenizerPath);
-        var sw = Stopwatch.StartNew();
-        int n1 = tok.Encode(text).Length;
-        double cold = sw.Elapsed.TotalSeconds;
-        sw.Restart();
-        tok.Encode(text);
-        double warm = sw.Elapsed.TotalSeconds;
-        return new()
+        Text.Qwen3Tokenizer.Load(tokenizerPath).Encode("warm up the JIT: 12 words, once.");
+        double Rate(string text, out int tokens)
         {
-            ["tokenizer_chars"] = text.Length, ["tokenizer_tokens"] = n1,
-            ["tokenizer_cold_tokens_per_second"] = n1 / cold, ["tokenizer_warm_tokens_per_second"] = n1 / warm,
+            var tok = Text.Qwen3Tokenizer.Load(tokenizerPath);   // fresh instance: nothing cached
+            var sw = Stopwatch.StartNew();
+            tokens = tok.Encode(text).Length;
+            return tokens / sw.Elapsed.TotalSeconds;
+        }
+        var r = new Dictionary<string, object>
+        {
+            ["tokenizer_prose_tokens_per_second"] = Rate(Prose(false), out var n1), ["tokenizer_prose_tokens"] = n1,
+            ["tokenizer_adversarial_tokens_per_second"] = Rate(Prose(true), out var n2), ["tokenizer_adversarial_tokens"] = n2,
         };
+        if (textFile is not null)
+        {
+            if (!File.Exists(textFile)) throw new WorkbookException($"{textFile}: file not found");
+            r["tokenizer_file"] = textFile;
+            r["tokenizer_file_tokens_per_second"] = Rate(File.ReadAllText(textFile), out var n3);
+            r["tokenizer_file_tokens"] = n3;
+        }
+        return r;
     }
 }
