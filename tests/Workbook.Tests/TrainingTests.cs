@@ -133,6 +133,61 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void Gradient_alignment_predicts_how_an_rl_step_changes_the_sft_loss()
+    {
+        var model = fx.NewModel(8, ScalarType.Float64);
+        var sftBatch = Losses.MakeSftBatch(fx.Task.Train.Skip(10).Take(6).Select(e => fx.Codec.Sft(e)).ToList(), fx.Codec.PadId, 1024, false);
+        // a GRPO loss on fixed sequences (ratio 1): the last 5 tokens of other examples are the "completions"
+        var rows = fx.Task.Train.Skip(20).Take(4).Select(e => fx.Codec.Sft(e).Ids).ToList();
+        int C = 5, P = rows.Max(r => r.Length) - C;
+        var ids = new long[4 * (P + C)]; var mask = new long[4 * (P + C)];
+        for (int j = 0; j < 4; j++)
+        {
+            var r = rows[j]; int off = P - (r.Length - C);
+            for (int t = 0; t < P + C; t++) { bool real = t >= off; ids[j * (P + C) + t] = real ? r[t - off] : fx.Codec.PadId; mask[j * (P + C) + t] = real ? 1 : 0; }
+        }
+        var idsT = tensor(ids, [4, P + C]); var maskT = tensor(mask, [4, P + C]);
+        var adv = tensor(new double[] { 1.2, -0.4, 0.9, -1.7 });
+        var cm = ones(4, C, dtype: ScalarType.Float64);
+        Tensor SftLoss() { var (nll, _) = Losses.SftNll(model, sftBatch); return nll / sftBatch.Tokens; }
+        Tensor RlLoss() { var lp = Losses.CompletionLogProbs(model, idsT, maskT, P, 1.0).LogProbs; return GrpoTrainer.Loss(lp, lp.detach(), null, adv, cm, new GrpoOptions()).Loss; }
+        var (gs, gr) = GrpoTrainer.GradientPair(model, SftLoss, RlLoss);
+        double cos = GrpoTrainer.Cosine(gr, gs);
+        Assert.InRange(cos, -1, 1);
+        double before; using (no_grad()) before = SftLoss().Value();
+        double eps = 1e-4;
+        using (no_grad())
+        {
+            int o = 0;
+            foreach (var p in model.parameters())
+            {
+                var n = (int)p.numel();
+                p.add_(tensor(gr.Skip(o).Take(n).Select(x => -eps * x).ToArray()).reshape(p.shape));   // one RL step: ascent on J
+                o += n;
+            }
+        }
+        double after; using (no_grad()) after = SftLoss().Value();
+        double predicted = -eps * gs.Zip(gr).Sum(z => z.First * z.Second);   // first order
+        Assert.True(Math.Abs(predicted) > 1e-9);
+        Assert.True(Math.Abs((after - before) - predicted) <= 0.01 * Math.Abs(predicted), $"ΔL_SFT {after - before} vs first-order {predicted}");
+        Assert.Equal(Math.Sign(predicted), -Math.Sign(cos));   // cos(∇J, −∇L_SFT) < 0 ⇔ the RL step raises the SFT loss
+    }
+
+    [Fact]
+    public void The_grpo_trainer_logs_the_gradient_alignment_when_asked()
+    {
+        var dir = TestData.TempDir();
+        new GrpoTrainer(fx.NewModel(9), fx.Codec, fx.Task.Train, fx.Task.Reward, new GrpoOptions
+        {
+            LearningRate = 1e-3, MaxSteps = 3, PerDeviceTrainBatchSize = 16, NumGenerations = 4, MaxCompletionLength = 8, GradientAlignmentSteps = 2, GradientAlignmentExamples = 8,
+        }, dir).Train();
+        var lines = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("reward")).ToList();
+        Assert.True(lines[0].ContainsKey("diagnostics/cos_rl_sft") && !lines[1].ContainsKey("diagnostics/cos_rl_sft") && lines[2].ContainsKey("diagnostics/cos_rl_sft"));
+        Assert.InRange(lines[0]["diagnostics/cos_rl_sft"]!.GetValue<double>(), -1, 1);
+        Assert.True(lines[0]["diagnostics/sft_grad_norm"]!.GetValue<double>() > 0);
+    }
+
+    [Fact]
     public void Sft_loss_counts_only_assistant_tokens_and_ignores_padding()
     {
         var model = fx.NewModel();

@@ -46,6 +46,47 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         foreach (var p in reference.parameters()) p.requires_grad = false;
     }
 
+    /// <summary>cos(∇J, −∇L_SFT) and the norms, from this step's rollouts and an expert batch drawn from (seed, step).
+    /// ∇J is −∇ of the GRPO loss; an expert batch is the SFT loss on the same prompts' expert responses.</summary>
+    Dictionary<string, double> GradientAlignment(GrpoRollout batch, long step)
+    {
+        var rng = new Random(unchecked((int)(Opt.Seed * 31 + step)));
+        var expert = Enumerable.Range(0, Opt.GradientAlignmentExamples).Select(_ => codec.Sft(prompts[rng.Next(prompts.Count)])).ToList();
+        var sftBatch = Losses.MakeSftBatch(expert, codec.PadId, 4096, packing: false);
+        var (sftGrad, rlGrad) = GradientPair(Model, () => { var (nll, _) = Losses.SftNll(Model, sftBatch); return nll / Math.Max(1, sftBatch.Tokens); },
+                                                    () => batch.Loss(Model, new GrpoRollout.Accumulator()));
+        Optimizer.ZeroGrad();
+        // ∇J = −∇(GRPO loss); −∇L_SFT is the SFT descent direction: cos(∇J, −∇L_SFT) = cos(∇loss_rl, ∇L_SFT)
+        return new()
+        {
+            ["diagnostics/cos_rl_sft"] = Cosine(rlGrad, sftGrad),
+            ["diagnostics/sft_grad_norm"] = Math.Sqrt(sftGrad.Sum(x => x * x)),
+            ["diagnostics/rl_grad_norm"] = Math.Sqrt(rlGrad.Sum(x => x * x)),
+        };
+    }
+
+    /// <summary>The flattened parameter gradients of two losses (public for tests).</summary>
+    public static (double[] A, double[] B) GradientPair(Qwen3ForCausalLM model, Func<Tensor> lossA, Func<Tensor> lossB)
+    {
+        double[] Grad(Func<Tensor> loss)
+        {
+            using var scope = NewDisposeScope();
+            foreach (var p in model.parameters()) p.grad?.zero_();
+            loss().backward();
+            return cat(model.parameters().Select(p => (p.grad ?? zeros_like(p)).flatten().to(ScalarType.Float64)).ToArray()).data<double>().ToArray();
+        }
+        var a = Grad(lossA); var b = Grad(lossB);
+        foreach (var p in model.parameters()) p.grad?.zero_();
+        return (a, b);
+    }
+
+    public static double Cosine(double[] a, double[] b)
+    {
+        double ab = 0, aa = 0, bb = 0;
+        for (int i = 0; i < a.Length; i++) { ab += a[i] * b[i]; aa += a[i] * a[i]; bb += b[i] * b[i]; }
+        return aa == 0 || bb == 0 ? 0 : ab / Math.Sqrt(aa * bb);
+    }
+
     /// <summary>Group-relative advantages (public for tests).</summary>
     public static double[] Advantages(double[] rewards, int groupSize, string scale)
     {
@@ -99,6 +140,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     {
         var batch = GrpoRollout.Sample(Model, reference, codec, prompts, promptIds, reward, Opt, Order, step);
         var m = batch.Metrics;
+        if (Opt.GradientAlignmentSteps > 0 && step % Opt.GradientAlignmentSteps == 0)
+            foreach (var (k, v) in GradientAlignment(batch, step)) m[k] = v;
         var sw = Stopwatch.StartNew();
         var acc = new GrpoRollout.Accumulator();
         for (int it = 0; it < Opt.NumIterations; it++)

@@ -108,6 +108,12 @@ public sealed record GrpoOptions : TrainOptions
     public string LossType { get; init; } = "dapo";
     /// <summary>Exclude completions cut at max_completion_length from the loss.</summary>
     public bool MaskTruncatedCompletions { get; init; }
+    /// <summary>Every N steps (0 = off), log the alignment of the RL and SFT gradients before the update:
+    /// diagnostics/cos_rl_sft = cos(∇J, −∇L_SFT) on this step's rollouts and an expert batch (negative: the RL step raises
+    /// the SFT loss), and both gradient norms. Costs one extra forward/backward pass of each.</summary>
+    public int GradientAlignmentSteps { get; init; }
+    /// <summary>Expert examples in the SFT batch of the alignment diagnostic.</summary>
+    public int GradientAlignmentExamples { get; init; } = 32;
 
     public override void Validate()
     {
@@ -123,5 +129,6 @@ public sealed record GrpoOptions : TrainOptions
         if (NumIterations < 1) Fail("num_iterations", "must be >= 1");
         if (ScaleRewards is not ("group" or "batch" or "none")) Fail("scale_rewards", $"'{ScaleRewards}' is not group, batch or none");
         if (LossType is not ("grpo" or "dr_grpo" or "dapo" or "bnpo")) Fail("loss_type", $"'{LossType}' is not grpo, dr_grpo, dapo or bnpo");
+        if (GradientAlignmentSteps < 0 || GradientAlignmentExamples < 1) Fail("gradient_alignment_steps/examples", "must be >= 0 / >= 1");
     }
 }
