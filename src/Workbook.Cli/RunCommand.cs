@@ -59,9 +59,8 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             runDir = ExperimentRunner.NewRunDir(s.Runs, (s.Quick ? "quick-" : "") + s.Experiment);
         }
         var sw = Stopwatch.StartNew();
-        ExperimentRunner runner;
-        try { runner = new ExperimentRunner(cfg, runDir, Path.GetDirectoryName(Path.GetFullPath(runDir))!, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")); }
-        catch when (s.Resume is null && Directory.Exists(runDir) && !Directory.EnumerateFileSystemEntries(runDir).Any()) { Directory.Delete(runDir); throw; }
+        // the runner validates the config and loads the data before anything is written: bad input leaves no run folder
+        var runner = new ExperimentRunner(cfg, runDir, Path.GetDirectoryName(Path.GetFullPath(runDir))!, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
         AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {runDir}");
         runner.OnMetrics += (stage, step, m) =>
         {

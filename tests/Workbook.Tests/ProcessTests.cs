@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json.Nodes;
 using Workbook.Training;
 
 namespace Workbook.Tests;
@@ -23,9 +22,7 @@ public class ProcessTests
         ["train", "sft", "--preset", "tiny", "--train-size", "300", resume ? "--resume" : "--out", dir,
          "--set", "max_steps=40", "--set", "save_steps=5", "--set", "per_device_train_batch_size=8", "--set", "learning_rate=1e-3", "--set", "seed=3"];
 
-    static List<Dictionary<string, double>> Metrics(string dir) =>
-        MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Select(o => o.Where(kv => kv.Value is JsonValue v && v.TryGetValue<double>(out _)
-            && kv.Key is not ("step_time" or "tokens_per_second") && !kv.Key.StartsWith("timing/")).ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())).ToList();
+    static List<Dictionary<string, double>> Metrics(string dir) => TrainingTests.Comparable(dir);
 
     [Fact]
     public void A_training_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run()

@@ -248,7 +248,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.True(last > first + 0.15, $"reward {first:F3} -> {last:F3}");
     }
 
-    static List<Dictionary<string, double>> Comparable(string dir) =>
+    /// <summary>The numeric metrics of a run, without wall-clock timings (which differ between any two runs).</summary>
+    internal static List<Dictionary<string, double>> Comparable(string dir) =>
         MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Select(o => o.Where(kv => kv.Value is JsonValue v && v.TryGetValue<double>(out _)
             && !kv.Key.StartsWith("timing/") && kv.Key is not ("step_time" or "tokens_per_second")).ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())).ToList();
 

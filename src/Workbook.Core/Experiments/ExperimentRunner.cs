@@ -97,7 +97,6 @@ public sealed class ExperimentRunner
         if (!File.Exists(cfgPath)) AtomicFile.WriteAllText(cfgPath, cfg.ToJson());
         AtomicFile.WriteAllText(Path.Combine(runDir, "versions.json"), JsonSerializer.Serialize(Versions(), new JsonSerializerOptions { WriteIndented = true }));
         AtomicFile.WriteAllText(Path.Combine(runDir, "seeds.json"), JsonSerializer.Serialize(new { seeds = SeedList, pipelines, dataset_seed = cfg.DatasetSeed }));
-        task.Eval.Count.ToString();
         codec.Vocab.Save(Path.Combine(runDir, "vocab.json"));
     }
 

@@ -78,7 +78,8 @@ public static class Report
         sb.Append("</table>");
         if (pipes["sft-then-rl"]?["c1_estimate"] is not null)
             sb.Append("<p>C1(β) is the theorem's SFT-loss increase at the exact KL-regularised optimum from an SFT-optimal start, estimated by Monte Carlo from the SFT policy's samples. ")
-              .Append("A finite GRPO run is far from that optimum and the SFT model is not exactly p<sub>data</sub>, so the measured rise is expected to be smaller: the sign is the prediction, the size is an upper reference.</p>");
+              .Append("A finite GRPO run is far from that optimum and the SFT model is not exactly p<sub>data</sub>, so the measured rise is expected to be smaller: the sign is the prediction, the size is an upper reference. ")
+              .Append("The Monte-Carlo log Z is biased low (Jensen) with few samples per prompt, and the estimate can even be negative when the policy rarely earns the reward.</p>");
 
         sb.Append("<h2>Curves</h2>");
         foreach (var (name, _) in pipes)
