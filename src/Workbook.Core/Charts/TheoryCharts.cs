@@ -29,4 +29,31 @@ public static class TheoryCharts
         .WithSize(760, 420);
         return Plotly.NET.Chart.withTitle("Theorem 3.1: RL raises the SFT loss by C1(β)", null).Invoke(chart);
     }
+
+    /// <summary>RL from the SFT optimum on the softmax-linear model: the SFT gap with its smoothness upper bound, and the
+    /// RL objective gap with the PL contraction bound (log scale).</summary>
+    public static (GenericChart sft, GenericChart rl, GenericChart tradeoff) Landscape(SoftmaxLinear m, LandscapeResult r)
+    {
+        var t = r.Trajectory.Select(p => (double)p.T).ToArray();
+        var sft = Chart.Combine([
+            Chart.Line<double, double, string>(t, r.Trajectory.Select(p => p.SftGap), Name: "L_S(W_T) − L_S*  (measured)", LineWidth: 3.0),
+            Chart.Line<double, double, string>(t, r.Trajectory.Select(p => p.SftUpperBound), Name: "ℓ_S/2 · dist²  (upper bound, rigorous)", LineDash: StyleParam.DrawingStyle.Dash),
+            Chart.Line<double, double, string>(t, r.Trajectory.Select(p => p.SftQuadraticGrowth), Name: "μ_S/2 · dist²  (μ_S from this trajectory)", LineDash: StyleParam.DrawingStyle.Dot),
+        ]).WithXAxisStyle<double, double, string>(TitleText: "RL step T").WithYAxisStyle<double, double, string>(TitleText: "SFT gap").WithSize(760, 380);
+        var j0 = r.Trajectory[0].ObjectiveGap;
+        var rl = Chart.Combine([
+            Chart.Line<double, double, string>(t, r.Trajectory.Select(p => Math.Max(p.ObjectiveGap, 1e-16)), Name: "J* − J(W_T)  (measured)", LineWidth: 3.0),
+            Chart.Line<double, double, string>(t, t.Select(x => Math.Pow(1 - r.Kappa, x) * j0), Name: "(1−κ)^T (J* − J(W_0))  (PL bound)", LineDash: StyleParam.DrawingStyle.Dash),
+        ]).WithXAxisStyle<double, double, string>(TitleText: "RL step T").WithYAxisStyle<double, double, string>(TitleText: "RL objective gap", AxisType: StyleParam.AxisType.Log).WithSize(760, 380);
+        double sStar = r.Trajectory[0].SftGap;
+        var phi = r.Trajectory.Select(p => (j0 - p.ObjectiveGap) - r.Lambda * p.SftGap).ToArray();
+        var trade = Chart.Combine([
+            Chart.Line<double, double, string>(t, phi, Name: $"Φ(T) = ΔJ − {r.Lambda}·ΔL_S", LineWidth: 3.0),
+            Chart.Line<double, double, string>(new[] { (double)r.MeasuredTStar, r.MeasuredTStar }, new[] { phi.Min(), phi.Max() }, Name: $"measured T* = {r.MeasuredTStar}", LineDash: StyleParam.DrawingStyle.Dash),
+            Chart.Line<double, double, string>(new[] { r.PredictedTStar, r.PredictedTStar }, new[] { phi.Min(), phi.Max() }, Name: $"predicted T* = {r.PredictedTStar:F1}", LineDash: StyleParam.DrawingStyle.Dot),
+        ]).WithXAxisStyle<double, double, string>(TitleText: "RL step T").WithYAxisStyle<double, double, string>(TitleText: "Φ(T)").WithSize(760, 380);
+        return (Plotly.NET.Chart.withTitle("SFT loss under RL (landscape view)", null).Invoke(sft),
+                Plotly.NET.Chart.withTitle("RL converges linearly under PL", null).Invoke(rl),
+                Plotly.NET.Chart.withTitle("Optimal RL duration", null).Invoke(trade));
+    }
 }
