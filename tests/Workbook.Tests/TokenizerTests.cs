@@ -136,3 +136,17 @@ public class TokenizerFetchTests
         Assert.Empty(Directory.GetDirectories(Path.Combine(cache, "tmp")));
     }
 }
+
+public class TokenizerFetchConcurrencyTests
+{
+    [Fact]
+    public void Concurrent_first_fetches_all_succeed_and_leave_one_complete_folder()
+    {
+        var cache = TestData.TempDir();
+        var dirs = new string[3];
+        Parallel.For(0, 3, i => dirs[i] = Workbook.Text.TokenizerFiles.EnsureDefault(cacheRoot: cache));
+        Assert.Single(dirs.Distinct());
+        Assert.Equal(151669, Workbook.Text.Qwen3Tokenizer.Load(dirs[0]).VocabularySize);
+        Assert.Empty(Directory.GetDirectories(Path.Combine(cache, "tmp")));
+    }
+}

@@ -131,8 +131,10 @@ public sealed class ExperimentRunner
         }
         Directory.Delete(Path.Combine(work, "train"), true);
         File.WriteAllText(Path.Combine(work, "done.json"), key);
-        if (Directory.Exists(dir)) Directory.Delete(dir, true);
-        Directory.Move(work, dir);
+        // one rename publishes the complete model; if another run published it meanwhile, keep theirs
+        if (Directory.Exists(dir) && !File.Exists(Path.Combine(dir, "done.json"))) Directory.Delete(dir, true);
+        try { Directory.Move(work, dir); }
+        catch (IOException) when (File.Exists(Path.Combine(dir, "done.json"))) { Directory.Delete(work, true); }
         return dir;
     }
 

