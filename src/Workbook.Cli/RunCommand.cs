@@ -67,10 +67,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             if (m.ContainsKey("eval_sft_loss"))
                 AnsiConsole.MarkupLineInterpolated($"  {stage} step {step}: {MetricsLog.Format(m, "eval_sft_loss", runner.StrictKey, runner.LenientKey)}  [grey]({sw.Elapsed:mm\\:ss})[/]");
         };
-        var results = runner.Run(pipelines);
-        var summary = Summary.Build(cfg, results, runner.StrictKey, runner.LenientKey, runner.Task.Design, ExperimentRunner.Versions(), runner.SeedList);
-        Summary.Save(runDir, summary);
-        var report = Report.Write(runDir);
+        var (summary, report) = runner.RunAndReport(pipelines);
         AnsiConsole.WriteLine();
         foreach (var (name, st) in summary["statements"]!.AsObject()) AnsiConsole.MarkupLineInterpolated($"[bold]{name}[/]: {st!.GetValue<string>()}");
         AnsiConsole.MarkupLineInterpolated($"[bold]summary:[/] {Path.Combine(runDir, "summary.json")}");

@@ -91,6 +91,16 @@ public sealed class ExperimentRunner
         return results;
     }
 
+    /// <summary>Runs the pipelines, then writes summary.json and report.html into the run folder. Returns the summary and
+    /// the report's path.</summary>
+    public (JsonObject Summary, string Report) RunAndReport(IReadOnlyList<string> pipelines)
+    {
+        var results = Run(pipelines);
+        var summary = Summary.Build(cfg, results, StrictKey, LenientKey, task.Design, Versions(), SeedList);
+        Summary.Save(runDir, summary);
+        return (summary, Report.Write(runDir));
+    }
+
     void WriteRunFiles(IReadOnlyList<string> pipelines)
     {
         var cfgPath = Path.Combine(runDir, "config.json");

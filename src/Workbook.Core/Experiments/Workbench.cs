@@ -26,11 +26,7 @@ public static class Workbench
         if (Quick) cfg = cfg.Quick();
         var name = (Quick ? "quick-" : "") + (pipelines.Length == ExperimentConfig.Pipelines.Length ? "all" : string.Join("+", pipelines));
         var runDir = ExperimentRunner.NewRunDir(RunsRoot, name);
-        var runner = new ExperimentRunner(cfg, runDir, RunsRoot, Console.WriteLine);
-        var results = runner.Run(pipelines);
-        var summary = Summary.Build(cfg, results, runner.StrictKey, runner.LenientKey, runner.Task.Design, ExperimentRunner.Versions(), runner.SeedList);
-        Summary.Save(runDir, summary);
-        Report.Write(runDir);
+        var (summary, _) = new ExperimentRunner(cfg, runDir, RunsRoot, Console.WriteLine).RunAndReport(pipelines);
         Console.WriteLine($"run folder: {runDir}");
         return summary;
     }

@@ -69,7 +69,6 @@ public static class Generation
         model.eval();
         using var grad = no_grad();
         using var cache = model.NewCache(B, P + Math.Max(opt.MaxNewTokens, 1));
-        var fullMask = new List<long[]>();
         Tensor maskT = tensor(mask, [B, P], dtype: ScalarType.Int64).DetachFromDisposeScope();
         Tensor next = tensor(ids, [B, P], dtype: ScalarType.Int64).DetachFromDisposeScope();
         try
