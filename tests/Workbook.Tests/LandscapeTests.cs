@@ -76,3 +76,50 @@ public class LandscapeTests
         return g;
     }
 }
+
+/// <summary>Power iteration on per-example gradients and the misalignment lemma in parameter space.</summary>
+public class SpectralTests
+{
+    static List<double[]> Vectors(Random rng, int n, int d, double spread)
+    {
+        var dir = Enumerable.Range(0, d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+        return Enumerable.Range(0, n).Select(_ =>
+        {
+            double c = rng.NextDouble() * 2 - 1;
+            return dir.Select(x => c * x + spread * (rng.NextDouble() - 0.5)).ToArray();
+        }).ToList();
+    }
+
+    [Fact]
+    public void Power_iteration_finds_the_top_eigenvalue_of_the_gram_matrix()
+    {
+        var rng = new Random(5);
+        for (int trial = 0; trial < 20; trial++)
+        {
+            var g = Vectors(rng, 6, 40, 0.3 + trial * 0.05);
+            // the nonzero spectrum of Σ g gᵀ (d×d) is that of the Gram matrix (n×n), diagonalised by Jacobi
+            var K = new double[6, 6];
+            for (int i = 0; i < 6; i++) for (int j = 0; j < 6; j++) K[i, j] = g[i].Zip(g[j]).Sum(z => z.First * z.Second);
+            double top = Linalg.SymmetricEigen(K).values.Max();
+            var (lam, u, _) = Spectral.TopEigen(g, maxIterations: 2000, tol: 1e-14, seed: trial);
+            Assert.Equal(top, lam, 8);
+            Assert.Equal(1.0, Math.Sqrt(u.Sum(x => x * x)), 12);
+        }
+    }
+
+    [Fact]
+    public void The_cosine_bound_from_concentration_holds_and_is_tight_when_concentrated()
+    {
+        var rng = new Random(8);
+        int informative = 0;
+        for (int trial = 0; trial < 300; trial++)
+        {
+            var g = Vectors(rng, 8, 30, Math.Exp(rng.NextDouble() * 5 - 5));
+            var s = Spectral.Estimate(g.Take(4).ToList(), g.Skip(4).ToList(), seed: trial);
+            Assert.True(Math.Abs(s.Cos) >= s.CosBound - 1e-12, $"trial {trial}: |cos| {s.Cos} < bound {s.CosBound}");
+            Assert.InRange(s.TopFraction, 1.0 / 8 - 1e-12, 1 + 1e-12);
+            if (s.CosBound > 0.9) informative++;
+        }
+        Assert.True(informative > 50, $"only {informative} concentrated instances");
+    }
+}

@@ -185,6 +185,48 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.True(lines[0].ContainsKey("diagnostics/cos_rl_sft") && !lines[1].ContainsKey("diagnostics/cos_rl_sft") && lines[2].ContainsKey("diagnostics/cos_rl_sft"));
         Assert.InRange(lines[0]["diagnostics/cos_rl_sft"]!.GetValue<double>(), -1, 1);
         Assert.True(lines[0]["diagnostics/sft_grad_norm"]!.GetValue<double>() > 0);
+        foreach (var l in new[] { lines[0], lines[2] })
+        {
+            Assert.InRange(l["diagnostics/spectral_top_fraction"]!.GetValue<double>(), 0, 1);
+            Assert.True(Math.Abs(l["diagnostics/cos_rl_sft"]!.GetValue<double>()) >= l["diagnostics/cos_bound"]!.GetValue<double>() - 1e-9);
+        }
+    }
+
+    [Theory]
+    [InlineData("dapo", 0.04)]
+    [InlineData("grpo", 0.0)]
+    [InlineData("dr_grpo", 0.04)]
+    public void Gradient_pieces_sum_to_the_batch_gradients_and_the_spectral_bound_holds(string lossType, double beta)
+    {
+        var model = fx.NewModel(11, ScalarType.Float64);
+        var o = new GrpoOptions { PerDeviceTrainBatchSize = 12, NumGenerations = 4, MaxCompletionLength = 6, LossType = lossType, Beta = beta, Seed = 3 };
+        var prompts = fx.Task.Train.Take(20).ToList();
+        using var reference = beta > 0 ? fx.NewModel(12, ScalarType.Float64) : null;
+        var batch = GrpoRollout.Sample(model, reference, fx.Codec, prompts, prompts.Select(fx.Codec.Prompt).ToArray(),
+            new Verifiers.WeightedReward([(new LengthReward(), 1.0)]), o, new DataOrder(prompts.Count, 3), 0);
+        var expert = prompts.Take(7).Select(e => fx.Codec.Sft(e)).ToList();
+        var (sftParts, rlParts) = GrpoTrainer.GradientPieces(model, expert, fx.Codec.PadId, batch, o.NumGenerations);
+        Assert.Equal(3, rlParts.Count);
+        Assert.Equal(3, sftParts.Count);   // 7 examples in chunks of 3, 3, 1
+        var sftBatch = Losses.MakeSftBatch(expert, fx.Codec.PadId, 4096, false);
+        var (gs, gr) = GrpoTrainer.GradientPair(model, () => Losses.SftNll(model, sftBatch).NllSum / sftBatch.Tokens,
+            () => batch.Loss(model, new GrpoRollout.Accumulator()));
+        double[] Sum(List<double[]> parts) => Enumerable.Range(0, parts[0].Length).Select(k => parts.Sum(p => p[k])).ToArray();
+        var (ss, sr) = (Sum(sftParts), Sum(rlParts));
+        Assert.True(gr.Any(x => x != 0));
+        Assert.All(Enumerable.Range(0, gs.Length), k => Assert.True(Math.Abs(ss[k] - gs[k]) <= 1e-10 + 1e-8 * Math.Abs(gs[k])));
+        Assert.All(Enumerable.Range(0, gr.Length), k => Assert.True(Math.Abs(sr[k] - gr[k]) <= 1e-10 + 1e-8 * Math.Abs(gr[k])));
+        var s = Theory.Spectral.Estimate(sftParts, rlParts);
+        Assert.Equal(GrpoTrainer.Cosine(gr, gs), s.Cos, 10);
+        Assert.True(Math.Abs(s.Cos) >= s.CosBound - 1e-12, $"|cos| {s.Cos} below the bound {s.CosBound}");
+        Assert.InRange(s.TopFraction, 1.0 / 6 - 1e-12, 1 + 1e-12);   // λ_1 ≥ tr/n for n pieces
+    }
+
+    /// <summary>A reward that varies within groups even for an untrained model, so that advantages are nonzero.</summary>
+    sealed class LengthReward : Verifiers.IVerifier
+    {
+        public string Name => "length";
+        public Verifiers.VerifierResult Score(string prompt, string completion, string reference) => new(completion.Length % 3, null, true);
     }
 
     [Fact]

@@ -9,6 +9,7 @@
 using System.Diagnostics;
 using Workbook.Data;
 using Workbook.Model;
+using Workbook.Theory;
 using Workbook.Verifiers;
 using static TorchSharp.torch;
 
@@ -46,38 +47,63 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         foreach (var p in reference.parameters()) p.requires_grad = false;
     }
 
-    /// <summary>cos(∇J, −∇L_SFT) and the norms, from this step's rollouts and an expert batch drawn from (seed, step).
-    /// ∇J is −∇ of the GRPO loss; an expert batch is the SFT loss on the same prompts' expert responses.</summary>
+    /// <summary>cos(∇J, −∇L_SFT) and the norms, from this step's rollouts and an expert batch drawn from (seed, step), and
+    /// the spectral concentration of the pieces that sum to the two gradients: one per prompt group of the rollouts and
+    /// as many chunks of the expert batch (Theory/Spectral.cs). ∇J is −∇ of the GRPO loss.</summary>
     Dictionary<string, double> GradientAlignment(GrpoRollout batch, long step)
     {
         var rng = new Random(unchecked((int)(Opt.Seed * 31 + step)));
         var expert = Enumerable.Range(0, Opt.GradientAlignmentExamples).Select(_ => codec.Sft(prompts[rng.Next(prompts.Count)])).ToList();
-        var sftBatch = Losses.MakeSftBatch(expert, codec.PadId, 4096, packing: false);
-        var (sftGrad, rlGrad) = GradientPair(Model, () => { var (nll, _) = Losses.SftNll(Model, sftBatch); return nll / Math.Max(1, sftBatch.Tokens); },
-                                                    () => batch.Loss(Model, new GrpoRollout.Accumulator()));
+        var (sftParts, rlParts) = GradientPieces(Model, expert, codec.PadId, batch, Opt.NumGenerations);
         Optimizer.ZeroGrad();
-        // ∇J = −∇(GRPO loss); −∇L_SFT is the SFT descent direction: cos(∇J, −∇L_SFT) = cos(∇loss_rl, ∇L_SFT)
+        var s = Spectral.Estimate(sftParts, rlParts, seed: (int)step);
+        double Norm(IReadOnlyList<double[]> parts) { var g = new double[parts[0].Length]; foreach (var p in parts) for (int k = 0; k < g.Length; k++) g[k] += p[k]; return Math.Sqrt(g.Sum(x => x * x)); }
+        // −∇L_SFT is the SFT descent direction: cos(∇J, −∇L_SFT) = cos(∇loss_rl, ∇L_SFT)
         return new()
         {
-            ["diagnostics/cos_rl_sft"] = Cosine(rlGrad, sftGrad),
-            ["diagnostics/sft_grad_norm"] = Math.Sqrt(sftGrad.Sum(x => x * x)),
-            ["diagnostics/rl_grad_norm"] = Math.Sqrt(rlGrad.Sum(x => x * x)),
+            ["diagnostics/cos_rl_sft"] = s.Cos,
+            ["diagnostics/sft_grad_norm"] = Norm(sftParts),
+            ["diagnostics/rl_grad_norm"] = Norm(rlParts),
+            ["diagnostics/spectral_top_fraction"] = s.TopFraction,
+            ["diagnostics/spectral_epsilon"] = s.Epsilon,
+            ["diagnostics/cos_bound"] = s.CosBound,
         };
     }
 
-    /// <summary>The flattened parameter gradients of two losses (public for tests).</summary>
-    public static (double[] A, double[] B) GradientPair(Qwen3ForCausalLM model, Func<Tensor> lossA, Func<Tensor> lossB)
+    /// <summary>Gradient pieces that sum exactly to ∇L_SFT (token mean over the expert batch) and to ∇(GRPO loss): one
+    /// piece per prompt group of the rollouts and as many chunks of the expert examples (public for tests).</summary>
+    public static (List<double[]> Sft, List<double[]> Rl) GradientPieces(Qwen3ForCausalLM model, IReadOnlyList<SftSequence> expert, int padId, GrpoRollout batch, int groupSize)
     {
-        double[] Grad(Func<Tensor> loss)
+        int groups = (int)(batch.Sequences / groupSize);
+        long sftTokens = Losses.MakeSftBatch(expert, padId, 4096, packing: false).Tokens;
+        int chunk = (expert.Count + groups - 1) / groups;
+        var sft = new List<double[]>(); var rl = new List<double[]>();
+        for (int i = 0; i < expert.Count; i += chunk)
         {
-            using var scope = NewDisposeScope();
-            foreach (var p in model.parameters()) p.grad?.zero_();
-            loss().backward();
-            return cat(model.parameters().Select(p => (p.grad ?? zeros_like(p)).flatten().to(ScalarType.Float64)).ToArray()).data<double>().ToArray();
+            var part = Losses.MakeSftBatch(expert.Skip(i).Take(chunk).ToList(), padId, 4096, packing: false);
+            sft.Add(FlatGradient(model, () => Losses.SftNll(model, part).NllSum / Math.Max(1, sftTokens)));
         }
-        var a = Grad(lossA); var b = Grad(lossB);
+        for (int g = 0; g < groups; g++)
+        {
+            var rows = Enumerable.Range(g * groupSize, groupSize).Select(r => (long)r).ToArray();
+            rl.Add(FlatGradient(model, () => batch.Loss(model, new GrpoRollout.Accumulator(), rows)));
+        }
+        return (sft, rl);
+    }
+
+    /// <summary>The flattened parameter gradients of two losses (public for tests).</summary>
+    public static (double[] A, double[] B) GradientPair(Qwen3ForCausalLM model, Func<Tensor> lossA, Func<Tensor> lossB) =>
+        (FlatGradient(model, lossA), FlatGradient(model, lossB));
+
+    /// <summary>The gradient of one loss as a flat double vector; leaves the parameters' .grad zeroed.</summary>
+    public static double[] FlatGradient(Qwen3ForCausalLM model, Func<Tensor> loss)
+    {
+        using var scope = NewDisposeScope();
         foreach (var p in model.parameters()) p.grad?.zero_();
-        return (a, b);
+        loss().backward();
+        var g = cat(model.parameters().Select(p => (p.grad ?? zeros_like(p)).flatten().to(ScalarType.Float64)).ToArray()).data<double>().ToArray();
+        foreach (var p in model.parameters()) p.grad?.zero_();
+        return g;
     }
 
     public static double Cosine(double[] a, double[] b)
@@ -112,7 +138,10 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     internal static double Std(double[] x) => Std(x, x.Average());
 
     /// <summary>The GRPO loss of one batch (public for the gradient tests).</summary>
-    public static (Tensor Loss, Tensor PerToken, Tensor? Kl) Loss(Tensor logps, Tensor oldLogps, Tensor? refLogps, Tensor advantages, Tensor completionMask, GrpoOptions o)
+    /// <param name="batchSequences">With <paramref name="batchTokens"/>: the normalisers of the whole batch when these rows are
+    /// a slice of it, so that the slices' losses sum to the batch loss (default: the rows are the batch).</param>
+    public static (Tensor Loss, Tensor PerToken, Tensor? Kl) Loss(Tensor logps, Tensor oldLogps, Tensor? refLogps, Tensor advantages, Tensor completionMask, GrpoOptions o,
+        long? batchSequences = null, Tensor? batchTokens = null)
     {
         using var scope = NewDisposeScope();
         var ratio = (logps - oldLogps).exp();
@@ -127,11 +156,12 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             perTok = perTok + o.Beta * kl;
         }
         var cm = completionMask;
+        long n = batchSequences ?? cm.shape[0];
         var loss = o.LossType switch
         {
-            "grpo" => ((perTok * cm).sum(1) / cm.sum(1).clamp_min(1)).mean(),
-            "dr_grpo" => (perTok * cm).sum() / (cm.shape[0] * (double)o.MaxCompletionLength),
-            _ => (perTok * cm).sum() / cm.sum().clamp_min(1),
+            "grpo" => batchSequences is null ? ((perTok * cm).sum(1) / cm.sum(1).clamp_min(1)).mean() : ((perTok * cm).sum(1) / cm.sum(1).clamp_min(1)).sum() / n,
+            "dr_grpo" => (perTok * cm).sum() / (n * (double)o.MaxCompletionLength),
+            _ => (perTok * cm).sum() / (batchTokens ?? cm.sum()).clamp_min(1),
         };
         return (loss.MoveToOuterDisposeScope(), perTok.MoveToOuterDisposeScope(), kl?.MoveToOuterDisposeScope());
     }
@@ -264,11 +294,20 @@ public sealed class GrpoRollout
     }
 
     /// <summary>The GRPO loss of this batch under the current policy; adds entropy, kl and clip metrics to the accumulator.</summary>
-    public Tensor Loss(Qwen3ForCausalLM model, Accumulator acc)
+    /// <summary>Sequences in the batch.</summary>
+    public long Sequences => ids.shape[0];
+
+    /// <summary>The GRPO loss of this batch under the current policy; adds entropy, kl and clip metrics to the accumulator.
+    /// With <paramref name="rows"/>: those rows' share of the batch loss (the shares of a partition sum to the loss).</summary>
+    public Tensor Loss(Qwen3ForCausalLM model, Accumulator acc, long[]? rows = null)
     {
+        Tensor Pick(Tensor t) => rows is null ? t : t.index_select(0, tensor(rows, device: t.device));
+        Tensor ids = Pick(this.ids), mask = Pick(this.mask), cm = Pick(this.cm), adv = Pick(this.adv);
+        Tensor? old = this.old is null ? null : Pick(this.old), refLp = this.refLp is null ? null : Pick(this.refLp);
         var (lp, entropy) = Losses.CompletionLogProbs(model, ids, mask, promptLength, opt.Temperature);
         var oldLp = old ?? lp.detach();
-        var (loss, _, kl) = GrpoTrainer.Loss(lp, oldLp, refLp, adv, cm, opt);
+        var (loss, _, kl) = rows is null ? GrpoTrainer.Loss(lp, oldLp, refLp, adv, cm, opt)
+            : GrpoTrainer.Loss(lp, oldLp, refLp, adv, cm, opt, this.ids.shape[0], this.cm.sum());
         using (no_grad())
         {
             double denom = Math.Max(1, cm.sum().Value());
