@@ -16,6 +16,7 @@ app.Configure(c =>
     c.AddCommand<GenerateCommand>("generate").WithDescription("Generate from a prompt (greedy or sampled) with the KV cache.");
     c.AddCommand<TokenizeCommand>("tokenize").WithDescription("Encode text to Qwen3 ids, decode ids, or tokenize a JSONL file.");
     c.AddCommand<VerifyCommand>("verify").WithDescription("Score JSONL completions against references with a rule-based verifier.");
+    c.AddCommand<LandscapeCommand>("landscape").WithDescription("Landscape constants (smoothness, PL, T*, threshold, misalignment) measured on the small transformer.");
     c.AddCommand<BenchCommand>("bench").WithDescription("Measure speed (JSON): SFT tokens/s and MFU, GRPO rollout/update, generation.");
     c.AddCommand<InfoCommand>("info").WithDescription("Print versions, device and the model presets.");
     c.SetExceptionHandler((ex, _) =>

@@ -39,6 +39,7 @@ public sealed class ExperimentRunner
     public string StrictKey => $"eval_rewards/{task.Reward.Name}/mean";
     public string LenientKey => $"eval_rewards/{task.EvalVerifiers[^1].Name}/mean";
     public TaskData Task => task;
+    public Codec Codec => codec;
     public string RunDir => runDir;
     public event Action<string, long, IReadOnlyDictionary<string, double>>? OnMetrics;
 
@@ -124,7 +125,8 @@ public sealed class ExperimentRunner
     Qwen3ForCausalLM LoadModel(string dir) => Checkpoint.Load(dir, dtype, device);
 
     /// <summary>The model every pipeline of this seed starts from (HF folder).</summary>
-    string BaseModel(long seed)
+    /// <summary>The base model's folder for a seed: the cached one, or trained now and cached.</summary>
+    public string BaseModel(long seed)
     {
         if (cfg.Model is not null) return cfg.Model;
         var key = JsonSerializer.Serialize(new { cfg.Dataset, cfg.DatasetSeed, cfg.Task, shape = cfg.ModelConfig(codec.Vocab.Size), cfg.Base, vocab = codec.Vocab.QwenIds, cfg.Dtype }, TrainOptions.Json);

@@ -46,6 +46,34 @@ public static class Workbench
         return $"{field}: {s["mean"]} (95% CI [{ci[0]}, {ci[1]}]; per seed {s["per_seed"]!.ToJsonString()})";
     }
 
+    /// <summary>The landscape constants measured on the small transformer (Theory/TransformerLandscape.cs): the base model of
+    /// the default config (cached; trained if missing), in float64, SFT then RL on a candidate set with exact objectives.
+    /// Writes landscape.json (with config and versions) into a new run folder. The same as `./workbook landscape [--quick]`.</summary>
+    public static Theory.TransformerLandscapeResult TransformerLandscape(Theory.TransformerLandscapeOptions? options = null, string? runsRoot = null, Action<string>? log = null)
+    {
+        runsRoot ??= RunsRoot; log ??= Console.WriteLine;
+        var cfg = ExperimentConfig.Load(null, []);
+        if (Quick) cfg = cfg.Quick();
+        var o = options ?? (Quick ? new Theory.TransformerLandscapeOptions().Quick() : new Theory.TransformerLandscapeOptions());
+        var runDir = ExperimentRunner.NewRunDir(runsRoot, (Quick ? "quick-" : "") + "landscape");
+        var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);
+        long seed = cfg.SeedBase;
+        using var model = Checkpoint.Load(runner.BaseModel(seed), ScalarType.Float64, CPU);
+        var result = Theory.TransformerLandscape.Run(model, runner.Codec, runner.Task.Eval, runner.Task.Reward, o, log);
+        Directory.CreateDirectory(runDir);
+        var jo = new System.Text.Json.JsonSerializerOptions(TrainOptions.Json) { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+        var json = new JsonObject
+        {
+            ["options"] = System.Text.Json.JsonSerializer.SerializeToNode(o, jo),
+            ["experiment_config"] = System.Text.Json.JsonSerializer.SerializeToNode(cfg, jo),
+            ["base_seed"] = seed, ["versions"] = System.Text.Json.JsonSerializer.SerializeToNode(ExperimentRunner.Versions()),
+            ["result"] = System.Text.Json.JsonSerializer.SerializeToNode(result, jo),
+        };
+        AtomicFile.WriteAllText(Path.Combine(runDir, "landscape.json"), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        log($"landscape: {Path.Combine(runDir, "landscape.json")}");
+        return result;
+    }
+
     /// <summary>
     /// The paper's model at CPU scale: builds Qwen3-0.6B (596,049,920 parameters; random init in bf16) or loads a real
     /// folder, and runs one AdamW step of SFT on one CoLA-format example with the real Qwen3 tokenizer and the full
