@@ -56,4 +56,32 @@ public static class TheoryCharts
                 Plotly.NET.Chart.withTitle("RL converges linearly under PL", null).Invoke(rl),
                 Plotly.NET.Chart.withTitle("Optimal RL duration", null).Invoke(trade));
     }
+
+    /// <summary>The transformer measurements: SFT rise with its bounds, the RL gap against the PL bound, and the one-step
+    /// threshold (SFT gap at each snapshot against the gap the sufficient condition needs).</summary>
+    public static (GenericChart sft, GenericChart rl, GenericChart threshold) TransformerLandscape(TransformerLandscapeResult r)
+    {
+        var t = r.Trajectory.Select(p => (double)p.T).ToArray();
+        var sft = Chart.Combine([
+            Chart.Line<double, double, string>(t, r.Trajectory.Select(p => p.SftLoss - r.SftLossStart), Name: "L_S(θ_T) − L_S(θ_0)  (measured)", LineWidth: 3.0),
+            Chart.Line<double, double, string>(t, r.Trajectory.Select(p => p.RiseUpperBound), Name: "⟨∇L_S(θ_0), Δ⟩ + ℓ_S/2 ‖Δ‖²  (bound, ℓ_S estimated)", LineDash: StyleParam.DrawingStyle.Dash),
+            Chart.Line<double, double, string>(new[] { t[0], t[^1] }, new[] { r.PredictedFinalRise, r.PredictedFinalRise }, Name: "rise at the tilted optimum (Thm 3.1)", LineDash: StyleParam.DrawingStyle.Dot),
+        ]).WithXAxisStyle<double, double, string>(TitleText: "RL step T").WithYAxisStyle<double, double, string>(TitleText: "SFT loss rise", AxisType: StyleParam.AxisType.Log).WithSize(760, 380);
+        var g0 = r.JStar - r.Trajectory[0].Objective;
+        var rl = Chart.Combine([
+            Chart.Line<double, double, string>(t, r.Trajectory.Select(p => Math.Max(r.JStar - p.Objective, 1e-16)), Name: "J* − J(θ_T)  (measured)", LineWidth: 3.0),
+            Chart.Line<double, double, string>(t, t.Select(x => Math.Pow(1 - r.Kappa, x) * g0), Name: "(1−κ)^T (J* − J(θ_0))  (μ_R from this path)", LineDash: StyleParam.DrawingStyle.Dash),
+        ]).WithXAxisStyle<double, double, string>(TitleText: "RL step T").WithYAxisStyle<double, double, string>(TitleText: "RL objective gap", AxisType: StyleParam.AxisType.Log).WithSize(760, 380);
+        var th = r.Threshold;
+        var x = th.Select(p => Math.Max(p.SftGap, 1e-12)).ToArray();
+        var thr = Chart.Combine([
+            Chart.Point<double, double, string>(th.Where(p => p.SftDecreased).Select(p => Math.Max(p.SftGap, 1e-12)), th.Where(p => p.SftDecreased).Select(p => Math.Min(p.GapNeeded, 1e6)), Name: "RL step lowered L_S"),
+            Chart.Point<double, double, string>(th.Where(p => !p.SftDecreased).Select(p => Math.Max(p.SftGap, 1e-12)), th.Where(p => !p.SftDecreased).Select(p => Math.Min(p.GapNeeded, 1e6)), Name: "RL step raised L_S"),
+            Chart.Line<double, double, string>(new[] { x.Min(), x.Max() }, new[] { x.Min(), x.Max() }, Name: "gap = needed gap", LineDash: StyleParam.DrawingStyle.Dash),
+        ]).WithXAxisStyle<double, double, string>(TitleText: "SFT gap L_S − H(p_data) at the snapshot", AxisType: StyleParam.AxisType.Log)
+          .WithYAxisStyle<double, double, string>(TitleText: "gap the sufficient condition needs (10⁶ = cos ≤ 0)", AxisType: StyleParam.AxisType.Log).WithSize(760, 420);
+        return (Plotly.NET.Chart.withTitle("Transformer: SFT loss under RL", null).Invoke(sft),
+                Plotly.NET.Chart.withTitle("Transformer: RL objective gap", null).Invoke(rl),
+                Plotly.NET.Chart.withTitle("Transformer: when can one RL step lower the SFT loss?", null).Invoke(thr));
+    }
 }

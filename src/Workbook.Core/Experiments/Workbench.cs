@@ -70,7 +70,15 @@ public static class Workbench
             ["result"] = System.Text.Json.JsonSerializer.SerializeToNode(result, jo),
         };
         AtomicFile.WriteAllText(Path.Combine(runDir, "landscape.json"), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
-        log($"landscape: {Path.Combine(runDir, "landscape.json")}");
+        var (sft, rl, thr) = TheoryCharts.TransformerLandscape(result);
+        var html = new System.Text.StringBuilder("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>landscape</title>")
+            .Append("<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}</style>")
+            .Append(CurveCharts.PlotlyScriptTag()).Append("</head><body><h1>The landscape view on the small transformer</h1>")
+            .Append("<p><b>Provenance.</b> The statements checked here are our reconstruction of the paper's v2 PL results (notes/paper.md §3), not quotations.</p><ul>");
+        foreach (var line in Theory.TransformerLandscape.Describe(result)) html.Append("<li>").Append(System.Net.WebUtility.HtmlEncode(line)).Append("</li>");
+        html.Append("</ul>").Append(CurveCharts.Html(sft)).Append(CurveCharts.Html(rl)).Append(CurveCharts.Html(thr)).Append("</body></html>");
+        AtomicFile.WriteAllText(Path.Combine(runDir, "landscape.html"), html.ToString());
+        log($"landscape: {Path.Combine(runDir, "landscape.json")} and landscape.html");
         return result;
     }
 
