@@ -9,14 +9,15 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<ACTION>")][Description("run")] public string Action { get; init; } = "";
-        [CommandArgument(1, "[NAMES]")][Description("Notebook names (default: all), e.g. 01-theorems")] public string[] Names { get; init; } = [];
+        [CommandArgument(0, "<ACTION>")][Description("run, or fix-kernel (fix FSharp.Core in the installed .NET notebook kernels)")] public string Action { get; init; } = "";
+        [CommandArgument(1, "[NAMES]")][Description("run: notebook names (default: all), e.g. 01-theorems; fix-kernel: extra kernel tool folders")] public string[] Names { get; init; } = [];
         [CommandOption("--quick")][Description("Small budgets (WORKBOOK_QUICK=1)")] public bool Quick { get; init; }
-        public override ValidationResult Validate() => Action == "run" ? ValidationResult.Success() : ValidationResult.Error($"unknown action '{Action}': expected run");
+        public override ValidationResult Validate() => Action is "run" or "fix-kernel" ? ValidationResult.Success() : ValidationResult.Error($"unknown action '{Action}': expected run or fix-kernel");
     }
 
     public override int Execute(CommandContext context, Settings s)
     {
+        if (s.Action == "fix-kernel") return FixKernels(s.Names);
         var root = FindRoot();
         var runner = new NotebookRunner(root, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
         runner.Prepare();
@@ -31,6 +32,17 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
         }
         AnsiConsole.MarkupLineInterpolated($"{names.Length - failed} notebook(s) ok, {failed} failed; executed notebooks and HTML in {runner.ReportsDir}");
         return failed == 0 ? 0 : 1;
+    }
+
+    /// <summary>dotnet-interactive (VS Code's Polyglot Notebooks kernel, the Jupyter .NET kernel) and dotnet-repl, wherever
+    /// they are installed, plus folders given on the command line.</summary>
+    static int FixKernels(string[] extra)
+    {
+        var dirs = NotebookRunner.KernelFolders().Concat(extra.Select(Path.GetFullPath)).Distinct().ToList();
+        if (dirs.Count == 0) { AnsiConsole.MarkupLine("no .NET notebook kernel found (install dotnet-interactive, or pass its tools/net10.0/any folder)"); return 1; }
+        foreach (var d in dirs)
+            if (!NotebookRunner.FixKernel(d, m => AnsiConsole.MarkupLineInterpolated($"{m}"))) AnsiConsole.MarkupLineInterpolated($"already fine: {d}");
+        return 0;
     }
 
     static string FindRoot()

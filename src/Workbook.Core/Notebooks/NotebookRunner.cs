@@ -1,7 +1,8 @@
 // Runs the notebooks headless and renders them to HTML:
 //  1. `dotnet tool restore` (dotnet-repl from the repository's tool manifest);
 //  2. the kernel fix: dotnet-repl 0.3.259 ships FSharp.Core 10.0 while Plotly.NET 6 needs 10.1, so Plotly fails in the
-//     kernel; the tool's copy is replaced by the (binary-compatible) one this build uses — idempotent, said when done;
+//     kernel; the tool's copy is replaced by the (binary-compatible) one this build uses — idempotent, said when done.
+//     dotnet-interactive 1.0.712001 (VS Code's Polyglot kernel) has the same clash: `notebooks fix-kernel` fixes it;
 //  3. `dotnet repl --run notebooks/N.ipynb --exit-after-run` per notebook (exit code 2 = a cell failed; output cells
 //     are checked for errors too), WORKBOOK_QUICK=1 in quick mode;
 //  4. `jupyter-nbconvert --to html` of the executed notebook into reports/notebooks/N.html (charts are offline: the setup
@@ -33,24 +34,57 @@ public sealed class NotebookRunner(string repoRoot, Action<string>? log = null)
         return (p.ExitCode, stdout.Result + stderr.Result);
     }
 
+    static string NugetRoot => Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } n ? n
+        : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+
+    /// <summary>The FSharp.Core Plotly.NET was built against (the one in this build's output).</summary>
+    static string OurFSharpCore => Path.Combine(Path.GetDirectoryName(typeof(Plotly.NET.GenericChart).Assembly.Location)!, "FSharp.Core.dll");
+
     public void Prepare()
     {
         var (code, output) = Exec("dotnet", ["tool", "restore"], repoRoot);
         if (code != 0) throw new WorkbookException($"dotnet tool restore failed: {output.Trim()}");
-        var nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } n ? n
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        var toolDir = Path.Combine(nuget, "dotnet-repl", "0.3.259", "tools", "net10.0", "any");
-        var ours = Path.Combine(Path.GetDirectoryName(typeof(Plotly.NET.GenericChart).Assembly.Location)!, "FSharp.Core.dll");
-        var theirs = Path.Combine(toolDir, "FSharp.Core.dll");
-        if (!File.Exists(theirs)) throw new WorkbookException($"dotnet-repl 0.3.259 not found at {toolDir}");
-        if (!File.ReadAllBytes(theirs).AsSpan().SequenceEqual(File.ReadAllBytes(ours)))
-        {
-            File.Copy(ours, theirs + ".tmp", true);
-            File.Move(theirs + ".tmp", theirs, true);
-            log($"notebook kernel: replaced dotnet-repl's FSharp.Core 10.0 with {System.Diagnostics.FileVersionInfo.GetVersionInfo(ours).FileVersion} (Plotly.NET 6 needs 10.1)");
-        }
+        var toolDir = Path.Combine(NugetRoot, "dotnet-repl", "0.3.259", "tools", "net10.0", "any");
+        if (!File.Exists(Path.Combine(toolDir, "FSharp.Core.dll"))) throw new WorkbookException($"dotnet-repl 0.3.259 not found at {toolDir}");
+        FixKernel(toolDir, log);
         if (Exec("jupyter-nbconvert", ["--version"], repoRoot).code != 0)
             throw new WorkbookException("jupyter-nbconvert is not installed: apt-get install jupyter-nbconvert (tools/setup.sh does)");
+    }
+
+    /// <summary>The notebook kernels installed on this machine: dotnet-repl and dotnet-interactive (the kernel of VS Code's
+    /// Polyglot Notebooks and of the Jupyter .NET kernel) as local tools (NuGet cache) or global tools (~/.dotnet/tools).</summary>
+    public static IReadOnlyList<string> KernelFolders()
+    {
+        var found = new List<string>();
+        void Add(string root, string pattern)
+        {
+            if (!Directory.Exists(root)) return;
+            foreach (var f in Directory.EnumerateFiles(root, "FSharp.Core.dll", SearchOption.AllDirectories))
+                if (System.Text.RegularExpressions.Regex.IsMatch(f.Replace('\\', '/'), pattern)) found.Add(Path.GetDirectoryName(f)!);
+        }
+        foreach (var tool in new[] { "dotnet-repl", "microsoft.dotnet-interactive" })
+        {
+            Add(Path.Combine(NugetRoot, tool), "/tools/net[^/]+/any/FSharp.Core.dll$");
+            Add(Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".dotnet", "tools", ".store", tool), "/tools/net[^/]+/any/FSharp.Core.dll$");
+        }
+        return found.Distinct().Order().ToList();
+    }
+
+    /// <summary>Plotly.NET 6 needs FSharp.Core 10.1; dotnet-repl 0.3.259 and dotnet-interactive 1.0.712001 ship 10.0, so a
+    /// chart cell fails with MissingMethodException. Replaces the kernel's FSharp.Core with ours when it is older (same
+    /// assembly version, binary compatible); never downgrades; idempotent; says when it acts. Returns whether it replaced.</summary>
+    public static bool FixKernel(string toolDir, Action<string> log)
+    {
+        var theirs = Path.Combine(toolDir, "FSharp.Core.dll");
+        if (!File.Exists(theirs)) throw new WorkbookException($"{toolDir}: no FSharp.Core.dll (not a .NET notebook kernel folder)");
+        var ours = OurFSharpCore;
+        var vOurs = Version.Parse(FileVersionInfo.GetVersionInfo(ours).FileVersion!);
+        var vTheirs = Version.Parse(FileVersionInfo.GetVersionInfo(theirs).FileVersion!);
+        if (vTheirs >= vOurs) return false;
+        File.Copy(ours, theirs + ".tmp", true);
+        File.Move(theirs + ".tmp", theirs, true);
+        log($"notebook kernel: replaced FSharp.Core {vTheirs} with {vOurs} in {toolDir} (Plotly.NET 6 needs 10.1)");
+        return true;
     }
 
     public NotebookResult Run(string name, bool quick)
