@@ -196,7 +196,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     [InlineData("dapo", 0.04)]
     [InlineData("grpo", 0.0)]
     [InlineData("dr_grpo", 0.04)]
-    public void Gradient_pieces_sum_to_the_batch_gradients_and_the_spectral_bound_holds(string lossType, double beta)
+    public void Per_example_gradients_sum_to_the_batch_gradients_and_the_spectral_bound_holds(string lossType, double beta)
     {
         var model = fx.NewModel(11, ScalarType.Float64);
         var o = new GrpoOptions { PerDeviceTrainBatchSize = 12, NumGenerations = 4, MaxCompletionLength = 6, LossType = lossType, Beta = beta, Seed = 3 };
@@ -205,9 +205,9 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var batch = GrpoRollout.Sample(model, reference, fx.Codec, prompts, prompts.Select(fx.Codec.Prompt).ToArray(),
             new Verifiers.WeightedReward([(new LengthReward(), 1.0)]), o, new DataOrder(prompts.Count, 3), 0);
         var expert = prompts.Take(7).Select(e => fx.Codec.Sft(e)).ToList();
-        var (sftParts, rlParts) = GrpoTrainer.GradientPieces(model, expert, fx.Codec.PadId, batch, o.NumGenerations);
-        Assert.Equal(3, rlParts.Count);
-        Assert.Equal(3, sftParts.Count);   // 7 examples in chunks of 3, 3, 1
+        var (sftParts, rlParts) = GrpoTrainer.GradientPieces(model, expert, fx.Codec.PadId, batch);
+        Assert.Equal(12, rlParts.Count);   // one per rollout sequence
+        Assert.Equal(7, sftParts.Count);   // one per expert example
         var sftBatch = Losses.MakeSftBatch(expert, fx.Codec.PadId, 4096, false);
         var (gs, gr) = GrpoTrainer.GradientPair(model, () => Losses.SftNll(model, sftBatch).NllSum / sftBatch.Tokens,
             () => batch.Loss(model, new GrpoRollout.Accumulator()));
@@ -219,7 +219,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var s = Theory.Spectral.Estimate(sftParts, rlParts);
         Assert.Equal(GrpoTrainer.Cosine(gr, gs), s.Cos, 10);
         Assert.True(Math.Abs(s.Cos) >= s.CosBound - 1e-12, $"|cos| {s.Cos} below the bound {s.CosBound}");
-        Assert.InRange(s.TopFraction, 1.0 / 6 - 1e-12, 1 + 1e-12);   // λ_1 ≥ tr/n for n pieces
+        Assert.InRange(s.TopFraction, 1.0 / 19 - 1e-12, 1 + 1e-12);   // λ_1 ≥ tr/n for n pieces
     }
 
     /// <summary>A reward that varies within groups even for an untrained model, so that advantages are nonzero.</summary>

@@ -48,13 +48,13 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     }
 
     /// <summary>cos(∇J, −∇L_SFT) and the norms, from this step's rollouts and an expert batch drawn from (seed, step), and
-    /// the spectral concentration of the pieces that sum to the two gradients: one per prompt group of the rollouts and
-    /// as many chunks of the expert batch (Theory/Spectral.cs). ∇J is −∇ of the GRPO loss.</summary>
+    /// the spectral concentration of the per-example gradients that sum to the two (Theory/Spectral.cs). ∇J is −∇ of the
+    /// GRPO loss.</summary>
     Dictionary<string, double> GradientAlignment(GrpoRollout batch, long step)
     {
         var rng = new Random(unchecked((int)(Opt.Seed * 31 + step)));
         var expert = Enumerable.Range(0, Opt.GradientAlignmentExamples).Select(_ => codec.Sft(prompts[rng.Next(prompts.Count)])).ToList();
-        var (sftParts, rlParts) = GradientPieces(Model, expert, codec.PadId, batch, Opt.NumGenerations);
+        var (sftParts, rlParts) = GradientPieces(Model, expert, codec.PadId, batch);
         Optimizer.ZeroGrad();
         var s = Spectral.Estimate(sftParts, rlParts, seed: (int)step);
         double Norm(IReadOnlyList<double[]> parts) { var g = new double[parts[0].Length]; foreach (var p in parts) for (int k = 0; k < g.Length; k++) g[k] += p[k]; return Math.Sqrt(g.Sum(x => x * x)); }
@@ -70,24 +70,19 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         };
     }
 
-    /// <summary>Gradient pieces that sum exactly to ∇L_SFT (token mean over the expert batch) and to ∇(GRPO loss): one
-    /// piece per prompt group of the rollouts and as many chunks of the expert examples (public for tests).</summary>
-    public static (List<double[]> Sft, List<double[]> Rl) GradientPieces(Qwen3ForCausalLM model, IReadOnlyList<SftSequence> expert, int padId, GrpoRollout batch, int groupSize)
+    /// <summary>Per-example gradients that sum exactly to ∇L_SFT (token mean over the expert batch) and to ∇(GRPO loss):
+    /// one per expert example and one per rollout sequence, each with the batch's normalisers (public for tests).</summary>
+    public static (List<double[]> Sft, List<double[]> Rl) GradientPieces(Qwen3ForCausalLM model, IReadOnlyList<SftSequence> expert, int padId, GrpoRollout batch)
     {
-        int groups = (int)(batch.Sequences / groupSize);
         long sftTokens = Losses.MakeSftBatch(expert, padId, 4096, packing: false).Tokens;
-        int chunk = (expert.Count + groups - 1) / groups;
         var sft = new List<double[]>(); var rl = new List<double[]>();
-        for (int i = 0; i < expert.Count; i += chunk)
+        foreach (var e in expert)
         {
-            var part = Losses.MakeSftBatch(expert.Skip(i).Take(chunk).ToList(), padId, 4096, packing: false);
-            sft.Add(FlatGradient(model, () => Losses.SftNll(model, part).NllSum / Math.Max(1, sftTokens)));
+            var one = Losses.MakeSftBatch([e], padId, 4096, packing: false);
+            sft.Add(FlatGradient(model, () => Losses.SftNll(model, one).NllSum / Math.Max(1, sftTokens)));
         }
-        for (int g = 0; g < groups; g++)
-        {
-            var rows = Enumerable.Range(g * groupSize, groupSize).Select(r => (long)r).ToArray();
-            rl.Add(FlatGradient(model, () => batch.Loss(model, new GrpoRollout.Accumulator(), rows)));
-        }
+        for (long j = 0; j < batch.Sequences; j++)
+            rl.Add(FlatGradient(model, () => batch.Loss(model, new GrpoRollout.Accumulator(), [j])));
         return (sft, rl);
     }
 

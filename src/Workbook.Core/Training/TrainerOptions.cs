@@ -110,9 +110,9 @@ public sealed record GrpoOptions : TrainOptions
     public bool MaskTruncatedCompletions { get; init; }
     /// <summary>Every N steps (0 = off), log the alignment of the RL and SFT gradients before the update:
     /// diagnostics/cos_rl_sft = cos(∇J, −∇L_SFT) on this step's rollouts and an expert batch (negative: the RL step raises
-    /// the SFT loss), both gradient norms, and the spectral concentration of per-group / per-chunk gradient pieces
-    /// (diagnostics/spectral_top_fraction, spectral_epsilon, cos_bound = 1 − 2ε; Theory/Spectral.cs). Costs about one extra
-    /// forward/backward pass of each, in pieces.</summary>
+    /// the SFT loss), both gradient norms, and the spectral concentration of the per-example gradients (each expert example,
+    /// each rollout sequence): diagnostics/spectral_top_fraction, spectral_epsilon, cos_bound = 1 − 2ε (Theory/Spectral.cs).
+    /// Costs one forward/backward pass per example.</summary>
     public int GradientAlignmentSteps { get; init; }
     /// <summary>Expert examples in the SFT batch of the alignment diagnostic.</summary>
     public int GradientAlignmentExamples { get; init; } = 32;
