@@ -152,7 +152,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Tensor SftLoss() { var (nll, _) = Losses.SftNll(model, sftBatch); return nll / sftBatch.Tokens; }
         Tensor RlLoss() { var lp = Losses.CompletionLogProbs(model, idsT, maskT, P, 1.0).LogProbs; return GrpoTrainer.Loss(lp, lp.detach(), null, adv, cm, new GrpoOptions()).Loss; }
         var (gs, gr) = GrpoTrainer.GradientPair(model, SftLoss, RlLoss);
-        double cos = GrpoTrainer.Cosine(gr, gs);
+        double cos = Theory.Curvature.Cosine(gr, gs);
         Assert.InRange(cos, -1, 1);
         double before; using (no_grad()) before = SftLoss().Value();
         double eps = 1e-4;
@@ -217,7 +217,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.All(Enumerable.Range(0, gs.Length), k => Assert.True(Math.Abs(ss[k] - gs[k]) <= 1e-10 + 1e-8 * Math.Abs(gs[k])));
         Assert.All(Enumerable.Range(0, gr.Length), k => Assert.True(Math.Abs(sr[k] - gr[k]) <= 1e-10 + 1e-8 * Math.Abs(gr[k])));
         var s = Theory.Spectral.Estimate(sftParts, rlParts);
-        Assert.Equal(GrpoTrainer.Cosine(gr, gs), s.Cos, 10);
+        Assert.Equal(Theory.Curvature.Cosine(gr, gs), s.Cos, 10);
         Assert.True(Math.Abs(s.Cos) >= s.CosBound - 1e-12, $"|cos| {s.Cos} below the bound {s.CosBound}");
         Assert.InRange(s.TopFraction, 1.0 / 19 - 1e-12, 1 + 1e-12);   // λ_1 ≥ tr/n for n pieces
     }

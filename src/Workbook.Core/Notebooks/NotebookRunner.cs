@@ -56,17 +56,12 @@ public sealed class NotebookRunner(string repoRoot, Action<string>? log = null)
     public static IReadOnlyList<string> KernelFolders()
     {
         var found = new List<string>();
-        void Add(string root, string pattern)
-        {
-            if (!Directory.Exists(root)) return;
-            foreach (var f in Directory.EnumerateFiles(root, "FSharp.Core.dll", SearchOption.AllDirectories))
-                if (System.Text.RegularExpressions.Regex.IsMatch(f.Replace('\\', '/'), pattern)) found.Add(Path.GetDirectoryName(f)!);
-        }
+        var globalStore = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".dotnet", "tools", ".store");
         foreach (var tool in new[] { "dotnet-repl", "microsoft.dotnet-interactive" })
-        {
-            Add(Path.Combine(NugetRoot, tool), "/tools/net[^/]+/any/FSharp.Core.dll$");
-            Add(Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".dotnet", "tools", ".store", tool), "/tools/net[^/]+/any/FSharp.Core.dll$");
-        }
+            foreach (var root in new[] { Path.Combine(NugetRoot, tool), Path.Combine(globalStore, tool) })
+                if (Directory.Exists(root))
+                    foreach (var f in Directory.EnumerateFiles(root, "FSharp.Core.dll", SearchOption.AllDirectories))
+                        if (System.Text.RegularExpressions.Regex.IsMatch(f.Replace('\\', '/'), "/tools/net[^/]+/any/FSharp.Core.dll$")) found.Add(Path.GetDirectoryName(f)!);
         return found.Distinct().Order().ToList();
     }
 

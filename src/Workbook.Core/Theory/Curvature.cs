@@ -83,12 +83,21 @@ public static class Curvature
         return (lam, maxIterations);
     }
 
-    static double[] Flat(Tensor[] ps, IList<Tensor> g) =>
+    /// <summary>Gradients of the parameters (as autograd.grad returns them; unused ones undefined) as one flat vector.</summary>
+    internal static double[] Flat(Tensor[] ps, IList<Tensor> g) =>
         cat(ps.Select((p, i) => g[i] is null || g[i].Handle == IntPtr.Zero ? zeros(p.numel(), dtype: ScalarType.Float64) : g[i].flatten().to(ScalarType.Float64)).ToArray())
             .data<double>().ToArray();
 
     public static double Dot(double[] a, double[] b) { double s = 0; for (int k = 0; k < a.Length; k++) s += a[k] * b[k]; return s; }
     public static double Norm(double[] a) => Math.Sqrt(Dot(a, a));
+    /// <summary>cos(a, b); 0 when either is zero.</summary>
+    public static double Cosine(double[] a, double[] b) { double na = Norm(a), nb = Norm(b); return na == 0 || nb == 0 ? 0 : Dot(a, b) / (na * nb); }
+    public static double[] Sum(IReadOnlyList<double[]> vs)
+    {
+        var r = new double[vs.Count > 0 ? vs[0].Length : 0];
+        foreach (var v in vs) for (int k = 0; k < r.Length; k++) r[k] += v[k];
+        return r;
+    }
     static void Normalize(double[] a) { var n = Norm(a); for (int k = 0; k < a.Length; k++) a[k] /= n; }
     public static double[] Axpy(double[] x, double[] y, double a) { var r = (double[])x.Clone(); for (int k = 0; k < r.Length; k++) r[k] += a * y[k]; return r; }
 }

@@ -23,7 +23,7 @@ public static class Spectral
         for (int k = 0; k < d; k++) v[k] = rng.NextDouble() - 0.5;
         // start inside the span (the top eigenvector lives there): one application removes the null-space part
         v = Apply(vectors, v);
-        double norm = Norm(v);
+        double norm = Curvature.Norm(v);
         if (norm == 0) return (0, v, 0);
         Scale(v, 1 / norm);
         double lam = 0;
@@ -31,7 +31,7 @@ public static class Spectral
         for (it = 1; it <= maxIterations; it++)
         {
             var w = Apply(vectors, v);
-            double next = Dot(v, w), n = Norm(w);
+            double next = Curvature.Dot(v, w), n = Curvature.Norm(w);
             if (n == 0) return (0, v, it);
             Scale(w, 1 / n);
             v = w;
@@ -46,30 +46,19 @@ public static class Spectral
     {
         var all = sft.Concat(rl).ToList();
         var (lam, u, its) = TopEigen(all, maxIterations, seed: seed);
-        double trace = all.Sum(g => Dot(g, g));
-        var gs = Sum(sft); var gr = Sum(rl);
-        double Share(double[] g) { double n2 = Dot(g, g); return n2 == 0 ? 0 : Math.Pow(Dot(u, g), 2) / n2; }
+        double trace = all.Sum(g => Curvature.Dot(g, g));
+        var gs = Curvature.Sum(sft); var gr = Curvature.Sum(rl);
+        double Share(double[] g) { double n2 = Curvature.Dot(g, g); return n2 == 0 ? 0 : Math.Pow(Curvature.Dot(u, g), 2) / n2; }
         double fs = Share(gs), fr = Share(gr), eps = 1 - Math.Min(fs, fr);
-        double ns = Norm(gs), nr = Norm(gr);
-        double cos = ns == 0 || nr == 0 ? 0 : Dot(gs, gr) / (ns * nr);
-        return new SpectralEstimate(lam, trace, trace == 0 ? 0 : lam / trace, fs, fr, eps, 1 - 2 * eps, cos, its);
+        return new SpectralEstimate(lam, trace, trace == 0 ? 0 : lam / trace, fs, fr, eps, 1 - 2 * eps, Curvature.Cosine(gs, gr), its);
     }
 
     static double[] Apply(IReadOnlyList<double[]> g, double[] v)
     {
         var r = new double[v.Length];
-        foreach (var gi in g) { double c = Dot(gi, v); for (int k = 0; k < r.Length; k++) r[k] += c * gi[k]; }
+        foreach (var gi in g) { double c = Curvature.Dot(gi, v); for (int k = 0; k < r.Length; k++) r[k] += c * gi[k]; }
         return r;
     }
 
-    static double[] Sum(IReadOnlyList<double[]> g)
-    {
-        var r = new double[g.Count > 0 ? g[0].Length : 0];
-        foreach (var gi in g) for (int k = 0; k < r.Length; k++) r[k] += gi[k];
-        return r;
-    }
-
-    internal static double Dot(double[] a, double[] b) { double s = 0; for (int k = 0; k < a.Length; k++) s += a[k] * b[k]; return s; }
-    internal static double Norm(double[] a) => Math.Sqrt(Dot(a, a));
     static void Scale(double[] a, double s) { for (int k = 0; k < a.Length; k++) a[k] *= s; }
 }

@@ -165,8 +165,7 @@ public sealed class CandidatePolicy
         var flat = z.flatten();
         for (int i = 0; i < n; i++)
         {
-            var g = autograd.grad([flat[i]], ps, retain_graph: true, allow_unused: true);
-            rows[i] = cat(g.Select((t, j) => t is null || t.Handle == IntPtr.Zero ? zeros(ps[j].numel(), dtype: ScalarType.Float64) : t.flatten().to(ScalarType.Float64)).ToArray()).data<double>().ToArray();
+            rows[i] = Curvature.Flat(ps, autograd.grad([flat[i]], ps, retain_graph: true, allow_unused: true));
         }
         var M = new double[n, n];
         for (int i = 0; i < n; i++) for (int j = i; j < n; j++) M[i, j] = M[j, i] = Curvature.Dot(rows[i], rows[j]);
@@ -174,7 +173,7 @@ public sealed class CandidatePolicy
         // the parameter-space gradients G = J_θᵀ g, directly
         var GS = new double[rows[0].Length]; var GR = new double[rows[0].Length];
         for (int i = 0; i < n; i++) for (int k = 0; k < GS.Length; k++) { GS[k] += a[i] * rows[i][k]; GR[k] += b[i] * rows[i][k]; }
-        double cos = Curvature.Dot(GS, GR) / (Curvature.Norm(GS) * Curvature.Norm(GR));
+        double cos = Curvature.Cosine(GS, GR);
         var (cosM, eps, bound) = Landscape.SpectralConcentration(M, a, b);
         double trace = 0; for (int i = 0; i < n; i++) trace += M[i, i];
         double top = Linalg.SymmetricEigen(M).values.Max();
@@ -261,6 +260,12 @@ public static class TransformerLandscape
         double muR = Enumerable.Range(0, obj.Count).Where(t => jStar - obj[t] > 1e-12)
             .Select(t => 0.5 * Curvature.Dot(gJs[t], gJs[t]) / (jStar - obj[t])).DefaultIfEmpty(0).Min();
         double kappa = eta * muR * (2 - ellR * eta);
+        // one RL step lowers L_S whenever cos(∇J, −∇L_S) exceeds ℓ_S η ‖∇J‖ / (2‖∇L_S‖)
+        (double Cos, double Needed) Condition(double[] gs, double[] gj)
+        {
+            double nS = Curvature.Norm(gs);
+            return (-Curvature.Cosine(gj, gs), nS > 0 ? ellS * eta * Curvature.Norm(gj) / (2 * nS) : double.PositiveInfinity);
+        }
         var steps = new List<TransformerStep>();
         int taylorV = 0, riseV = 0, contrV = 0, held = 0, heldButUp = 0, lowered = 0;
         double inner = 0, sq = 0;
@@ -275,8 +280,8 @@ public static class TransformerLandscape
             double gapBound = Math.Pow(1 - kappa, t) * (jStar - obj[0]);
             if (jStar - obj[t] > gapBound * (1 + 1e-6) + 1e-12) contrV++;
             double nS = Curvature.Norm(gSs[t]), nJ = Curvature.Norm(gJs[t]);
-            double cos = nS == 0 || nJ == 0 ? 0 : -Curvature.Dot(gJs[t], gSs[t]) / (nS * nJ);   // cos(∇J, −∇L_S)
-            bool suff = nS > 0 && cos > ellS * eta * nJ / (2 * nS);
+            var (cos, needed) = Condition(gSs[t], gJs[t]);
+            bool suff = cos > needed;
             bool decreased = t + 1 < sft.Count && sft[t + 1] < sft[t];
             if (t + 1 < sft.Count)
             {
@@ -303,8 +308,8 @@ public static class TransformerLandscape
             var (_, gj) = Curvature.Gradient(model, () => pol.Objective());
             Curvature.Set(model, Curvature.Axpy(th, gj, eta));
             double after; using (no_grad()) after = pol.SftLoss().item<double>();
-            double nS = Curvature.Norm(gs), nJ = Curvature.Norm(gj);
-            double cos = -Curvature.Dot(gj, gs) / (nS * nJ), needed = ellS * eta * nJ / (2 * nS);
+            double nJ = Curvature.Norm(gj);
+            var (cos, needed) = Condition(gs, gj);
             threshold.Add(new ThresholdPoint(step, ls - pol.DataEntropy, cos, needed, cos > needed, after < ls,
                 cos > 0 ? ellS * eta * eta * nJ * nJ / (8 * cos * cos) : double.PositiveInfinity));
         }

@@ -54,16 +54,14 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     {
         var rng = new Random(unchecked((int)(Opt.Seed * 31 + step)));
         var expert = Enumerable.Range(0, Opt.GradientAlignmentExamples).Select(_ => codec.Sft(prompts[rng.Next(prompts.Count)])).ToList();
-        var (sftParts, rlParts) = GradientPieces(Model, expert, codec.PadId, batch);
-        Optimizer.ZeroGrad();
+        var (sftParts, rlParts) = GradientPieces(Model, expert, codec.PadId, batch);   // autograd.grad: .grad untouched
         var s = Spectral.Estimate(sftParts, rlParts, seed: (int)step);
-        double Norm(IReadOnlyList<double[]> parts) { var g = new double[parts[0].Length]; foreach (var p in parts) for (int k = 0; k < g.Length; k++) g[k] += p[k]; return Math.Sqrt(g.Sum(x => x * x)); }
         // −∇L_SFT is the SFT descent direction: cos(∇J, −∇L_SFT) = cos(∇loss_rl, ∇L_SFT)
         return new()
         {
             ["diagnostics/cos_rl_sft"] = s.Cos,
-            ["diagnostics/sft_grad_norm"] = Norm(sftParts),
-            ["diagnostics/rl_grad_norm"] = Norm(rlParts),
+            ["diagnostics/sft_grad_norm"] = Curvature.Norm(Curvature.Sum(sftParts)),
+            ["diagnostics/rl_grad_norm"] = Curvature.Norm(Curvature.Sum(rlParts)),
             ["diagnostics/spectral_top_fraction"] = s.TopFraction,
             ["diagnostics/spectral_epsilon"] = s.Epsilon,
             ["diagnostics/cos_bound"] = s.CosBound,
@@ -79,34 +77,16 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         foreach (var e in expert)
         {
             var one = Losses.MakeSftBatch([e], padId, 4096, packing: false);
-            sft.Add(FlatGradient(model, () => Losses.SftNll(model, one).NllSum / Math.Max(1, sftTokens)));
+            sft.Add(Curvature.Gradient(model, () => Losses.SftNll(model, one).NllSum / Math.Max(1, sftTokens)).Grad);
         }
         for (long j = 0; j < batch.Sequences; j++)
-            rl.Add(FlatGradient(model, () => batch.Loss(model, new GrpoRollout.Accumulator(), [j])));
+            rl.Add(Curvature.Gradient(model, () => batch.Loss(model, new GrpoRollout.Accumulator(), [j])).Grad);
         return (sft, rl);
     }
 
     /// <summary>The flattened parameter gradients of two losses (public for tests).</summary>
     public static (double[] A, double[] B) GradientPair(Qwen3ForCausalLM model, Func<Tensor> lossA, Func<Tensor> lossB) =>
-        (FlatGradient(model, lossA), FlatGradient(model, lossB));
-
-    /// <summary>The gradient of one loss as a flat double vector; leaves the parameters' .grad zeroed.</summary>
-    public static double[] FlatGradient(Qwen3ForCausalLM model, Func<Tensor> loss)
-    {
-        using var scope = NewDisposeScope();
-        foreach (var p in model.parameters()) p.grad?.zero_();
-        loss().backward();
-        var g = cat(model.parameters().Select(p => (p.grad ?? zeros_like(p)).flatten().to(ScalarType.Float64)).ToArray()).data<double>().ToArray();
-        foreach (var p in model.parameters()) p.grad?.zero_();
-        return g;
-    }
-
-    public static double Cosine(double[] a, double[] b)
-    {
-        double ab = 0, aa = 0, bb = 0;
-        for (int i = 0; i < a.Length; i++) { ab += a[i] * b[i]; aa += a[i] * a[i]; bb += b[i] * b[i]; }
-        return aa == 0 || bb == 0 ? 0 : ab / Math.Sqrt(aa * bb);
-    }
+        (Curvature.Gradient(model, lossA).Grad, Curvature.Gradient(model, lossB).Grad);
 
     /// <summary>Group-relative advantages (public for tests).</summary>
     public static double[] Advantages(double[] rewards, int groupSize, string scale)
