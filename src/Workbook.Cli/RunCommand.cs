@@ -11,7 +11,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<EXPERIMENT>")][Description("sft-then-rl, rl-then-sft, interleaved, joint or all")]
+        [CommandArgument(0, "<EXPERIMENT>")][Description("sft-then-rl, rl-then-sft, interleaved, joint, a control (lenient-reward, no-format-mix, fresh-optimizer) or all")]
         public string Experiment { get; init; } = "";
         [CommandOption("--config <FILE>")][Description("Experiment config (JSON, snake_case keys); defaults are the embedded default")]
         public string? Config { get; init; }
@@ -35,9 +35,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s)
     {
-        var pipelines = s.Experiment == "all" ? ExperimentConfig.Pipelines : [s.Experiment];
-        foreach (var p in pipelines)
-            if (!ExperimentConfig.Pipelines.Contains(p)) throw new WorkbookException($"unknown experiment '{s.Experiment}': expected {string.Join(", ", ExperimentConfig.Pipelines)} or all");
+        var pipelines = ExperimentConfig.Resolve(s.Experiment);
         ExperimentConfig cfg;
         string runDir;
         if (s.Resume is not null)

@@ -67,12 +67,13 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         {
             MaxNewTokens = opt is GrpoOptions g ? g.MaxCompletionLength : 64, LossOnly = s.Trainer == "sft",
         });
-        dynamic trainer = opt switch
+        ITrainer trainer = opt switch
         {
             SftOptions so => new SftTrainer(model, codec, s.Terse ? task.Base : task.Train, so, dir, ev),
             GrpoOptions go => new GrpoTrainer(model, codec, task.Train, task.Reward, go, dir, ev),
             _ => throw new InvalidOperationException(),
         };
+        if (trainer is GrpoTrainer gt && opt is GrpoOptions { GradientAlignmentSteps: > 0 } ga) Theory.GradientAlignment.Attach(gt, ga);
         AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {dir}  [grey]({model.ParameterCount():N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]");
         string[] keys = s.Trainer == "sft" ? ["loss", "mean_token_accuracy", "grad_norm", "learning_rate", "eval_sft_loss"]
             : ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length", "eval_sft_loss", $"eval_rewards/{task.Reward.Name}/mean"];

@@ -10,7 +10,7 @@ public class ExperimentTests
     public static ExperimentConfig Tiny => ExperimentConfig.Load(null, [
         "task.train_size=200", "task.eval_size=8", "hidden_size=32", "num_hidden_layers=1", "intermediate_size=64", "seeds=2",
         "base.max_steps=6", "sft.max_steps=4", "sft.per_device_train_batch_size=8", "grpo.max_steps=2", "grpo.per_device_train_batch_size=8",
-        "grpo.num_generations=4", "grpo.max_completion_length=8", "evals_per_stage=1", "interleave_rounds=2", "c1_samples=2"]);
+        "grpo.num_generations=4", "grpo.max_completion_length=8", "evals_per_stage=1", "interleave_rounds=2", "c1_samples=16"]);
 
     [Fact]
     public void Confidence_intervals_use_the_t_distribution()

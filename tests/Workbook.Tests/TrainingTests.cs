@@ -151,7 +151,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var cm = ones(4, C, dtype: ScalarType.Float64);
         Tensor SftLoss() { var (nll, _) = Losses.SftNll(model, sftBatch); return nll / sftBatch.Tokens; }
         Tensor RlLoss() { var lp = Losses.CompletionLogProbs(model, idsT, maskT, P, 1.0).LogProbs; return GrpoTrainer.Loss(lp, lp.detach(), null, adv, cm, new GrpoOptions()).Loss; }
-        var (gs, gr) = GrpoTrainer.GradientPair(model, SftLoss, RlLoss);
+        var (gs, gr) = Theory.GradientAlignment.Pair(model, SftLoss, RlLoss);
         double cos = Theory.Curvature.Cosine(gr, gs);
         Assert.InRange(cos, -1, 1);
         double before; using (no_grad()) before = SftLoss().Value();
@@ -177,10 +177,17 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     public void The_grpo_trainer_logs_the_gradient_alignment_when_asked()
     {
         var dir = TestData.TempDir();
-        new GrpoTrainer(fx.NewModel(9), fx.Codec, fx.Task.Train, fx.Task.Reward, new GrpoOptions
+        var o = new GrpoOptions
         {
-            LearningRate = 1e-3, MaxSteps = 3, PerDeviceTrainBatchSize = 16, NumGenerations = 4, MaxCompletionLength = 8, GradientAlignmentSteps = 2, GradientAlignmentExamples = 8,
-        }, dir).Train();
+            LearningRate = 1e-3, MaxSteps = 3, PerDeviceTrainBatchSize = 16, NumGenerations = 4, MaxCompletionLength = 8,
+            GradientAlignmentSteps = 2, GradientAlignmentExamples = 8,
+        };
+        var tr = new GrpoTrainer(fx.NewModel(9), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir);
+        Assert.Throws<WorkbookException>(() => tr.Train());   // the option without the diagnostic attached is refused
+        dir = TestData.TempDir();
+        tr = new GrpoTrainer(fx.NewModel(9), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir);
+        Theory.GradientAlignment.Attach(tr, o);
+        tr.Train();
         var lines = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("reward")).ToList();
         Assert.True(lines[0].ContainsKey("diagnostics/cos_rl_sft") && !lines[1].ContainsKey("diagnostics/cos_rl_sft") && lines[2].ContainsKey("diagnostics/cos_rl_sft"));
         Assert.InRange(lines[0]["diagnostics/cos_rl_sft"]!.GetValue<double>(), -1, 1);
@@ -202,15 +209,15 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var o = new GrpoOptions { PerDeviceTrainBatchSize = 12, NumGenerations = 4, MaxCompletionLength = 6, LossType = lossType, Beta = beta, Seed = 3 };
         var prompts = fx.Task.Train.Take(20).ToList();
         using var reference = beta > 0 ? fx.NewModel(12, ScalarType.Float64) : null;
-        var batch = GrpoRollout.Sample(model, reference, fx.Codec, prompts, prompts.Select(fx.Codec.Prompt).ToArray(),
+        var batch = GrpoBatch.GenerateAndScore(model, reference, fx.Codec, prompts, prompts.Select(fx.Codec.Prompt).ToArray(),
             new Verifiers.WeightedReward([(new LengthReward(), 1.0)]), o, new DataOrder(prompts.Count, 3), 0);
         var expert = prompts.Take(7).Select(e => fx.Codec.Sft(e)).ToList();
-        var (sftParts, rlParts) = GrpoTrainer.GradientPieces(model, expert, fx.Codec.PadId, batch);
+        var (sftParts, rlParts) = Theory.GradientAlignment.Pieces(model, expert, fx.Codec.PadId, batch);
         Assert.Equal(12, rlParts.Count);   // one per rollout sequence
         Assert.Equal(7, sftParts.Count);   // one per expert example
         var sftBatch = Losses.MakeSftBatch(expert, fx.Codec.PadId, 4096, false);
-        var (gs, gr) = GrpoTrainer.GradientPair(model, () => Losses.SftNll(model, sftBatch).NllSum / sftBatch.Tokens,
-            () => batch.Loss(model, new GrpoRollout.Accumulator()));
+        var (gs, gr) = Theory.GradientAlignment.Pair(model, () => Losses.SftNll(model, sftBatch).NllSum / sftBatch.Tokens,
+            () => batch.Loss(model, new GrpoBatch.Accumulator()));
         double[] Sum(List<double[]> parts) => Enumerable.Range(0, parts[0].Length).Select(k => parts.Sum(p => p[k])).ToArray();
         var (ss, sr) = (Sum(sftParts), Sum(rlParts));
         Assert.True(gr.Any(x => x != 0));
@@ -303,10 +310,10 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         void Run(string dir, bool resume, long? stopAt)
         {
             var model = fx.NewModel(5);
-            dynamic tr = kind == "sft"
-                ? new SftTrainer(model, fx.Codec, fx.Task.Train, new SftOptions { LearningRate = 3e-3, MaxSteps = 12, PerDeviceTrainBatchSize = 8, SaveSteps = 5, WarmupRatio = 0.2 }, dir)
+            ITrainer tr = kind == "sft"
+                ? (ITrainer)new SftTrainer(model, fx.Codec, fx.Task.Train, new SftOptions { LearningRate = 3e-3, MaxSteps = 12, PerDeviceTrainBatchSize = 8, SaveSteps = 5, WarmupRatio = 0.2 }, dir)
                 : new GrpoTrainer(model, fx.Codec, fx.Task.Train, fx.Task.Reward, new GrpoOptions { LearningRate = 1e-3, MaxSteps = 12, PerDeviceTrainBatchSize = 16, NumGenerations = 4, MaxCompletionLength = 8, SaveSteps = 5, NumIterations = 2, Beta = 0.02 }, dir);
-            if (stopAt is { } s2) tr.AfterStep = (Action<long>)(step => { if (step == s2) throw new OperationCanceledException("simulated crash"); });
+            if (stopAt is { } s2) tr.AfterStep = step => { if (step == s2) throw new OperationCanceledException("simulated crash"); };
             tr.Train(resume);
         }
         var full = TestData.TempDir(); var broken = TestData.TempDir();

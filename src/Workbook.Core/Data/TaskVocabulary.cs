@@ -31,6 +31,7 @@ public sealed class TaskVocabulary
         {
             ids.UnionWith(ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids);
         }
+        foreach (var text in task.ExtraVocabularyText) ids.UnionWith(tok.Encode(text));
         // ASCII printable single-byte tokens, so that generation can spell anything short
         foreach (var c in Enumerable.Range(32, 95)) ids.UnionWith(tok.Encode(((char)c).ToString()));
         ids.UnionWith(tok.Encode("\n"));

@@ -15,6 +15,7 @@ using System.Text.Json.Nodes;
 using Workbook.Data;
 using Workbook.Model;
 using Workbook.Text;
+using Workbook.Theory;
 using Workbook.Training;
 using static TorchSharp.torch;
 
@@ -24,7 +25,11 @@ public sealed record EvalPoint(long GlobalStep, int Stage, string Kind, Dictiona
 
 public sealed record StageInfo(string Name, string Kind, long Start, long Steps);
 
-public sealed record SeedResult(long Seed, List<StageInfo> Stages, List<EvalPoint> Curve, double? C1);
+public sealed record SeedResult(long Seed, List<StageInfo> Stages, List<EvalPoint> Curve, double? C1)
+{
+    /// <summary>The predicted SFT-loss rise during this pipeline's RL stage (SFT then RL pipelines only).</summary>
+    public C1Prediction? Prediction { get; init; }
+}
 
 public sealed class ExperimentRunner
 {
@@ -75,8 +80,9 @@ public sealed class ExperimentRunner
 
     public Dictionary<string, List<SeedResult>> Run(IReadOnlyList<string> pipelines)
     {
-        foreach (var p in pipelines)
-            if (!ExperimentConfig.Pipelines.Contains(p)) throw new WorkbookException($"unknown experiment '{p}': expected {string.Join(", ", ExperimentConfig.Pipelines)} or all");
+        foreach (var p in pipelines) ExperimentConfig.Resolve(p);
+        // stages shared with sft-then-rl are reused when it runs first
+        pipelines = pipelines.OrderBy(p => p == "sft-then-rl" ? 0 : 1).ToList();
         Directory.CreateDirectory(runDir);
         WriteRunFiles(pipelines);
         var results = pipelines.ToDictionary(p => p, _ => new List<SeedResult>());
@@ -123,13 +129,20 @@ public sealed class ExperimentRunner
     };
 
     Qwen3ForCausalLM LoadModel(string dir) => Checkpoint.Load(dir, dtype, device);
+    /// <summary>A model folder (base model or checkpoint) in the run's dtype and device.</summary>
+    public Qwen3ForCausalLM LoadBase(string dir) => LoadModel(dir);
+    /// <summary>Mean reward of a task's held-out expert responses under its RL reward.</summary>
+    public double ExpertReward(TaskData t) => EvaluatorFor(t).ExpertReward(t.Reward);
 
     /// <summary>The model every pipeline of this seed starts from (HF folder).</summary>
     /// <summary>The base model's folder for a seed: the cached one, or trained now and cached.</summary>
     public string BaseModel(long seed)
     {
         if (cfg.Model is not null) return cfg.Model;
-        var key = JsonSerializer.Serialize(new { cfg.Dataset, cfg.DatasetSeed, cfg.Task, shape = cfg.ModelConfig(codec.Vocab.Size), cfg.Base, vocab = codec.Vocab.QwenIds, cfg.Dtype }, TrainOptions.Json);
+        // the base stage sees only the terse data: key on it (not on the expert mix), so task variants share base models
+        var terseText = string.Join("\u0001", task.Base.Select(e => string.Join("\u0002", e.Prompt.Select(m => m.Content)) + "\u0003" + e.Expert));
+        var terse = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(terseText)))[..16];
+        var key = JsonSerializer.Serialize(new { cfg.Dataset, cfg.DatasetSeed, terse, shape = cfg.ModelConfig(codec.Vocab.Size), cfg.Base, vocab = codec.Vocab.QwenIds, cfg.Dtype }, TrainOptions.Json);
         var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)))[..12];
         var dir = Path.Combine(cacheRoot, "base", hash, $"seed-{seed}");
         if (File.Exists(Path.Combine(dir, "done.json"))) { log($"base model (cached): {dir}"); return dir; }
@@ -150,21 +163,64 @@ public sealed class ExperimentRunner
         return dir;
     }
 
-    List<(string name, string kind, int steps)> Plan(string pipeline)
+    /// <summary>One stage of a pipeline: what it trains, for how long, on which task and reward; ShareFrom names a
+    /// stage of another pipeline that is the same computation (same seed, data and options), reused when it is done.</summary>
+    public sealed record StagePlan(string Name, string Kind, int Steps, TaskData Task, string? ShareFrom = null);
+
+    List<StagePlan> Plan(string pipeline)
     {
         int nS = cfg.Sft.MaxSteps, nR = cfg.Grpo.MaxSteps, R = cfg.InterleaveRounds;
+        var sharedSft = new StagePlan("sft", "sft", nS, task, "sft-then-rl");
         return pipeline switch
         {
-            "sft-then-rl" => [("sft", "sft", nS), ("rl", "grpo", nR)],
-            "rl-then-sft" => [("rl", "grpo", nR), ("sft", "sft", nS)],
-            "interleaved" => Enumerable.Range(0, R).SelectMany(r => new[]
+            "sft-then-rl" => [new("sft", "sft", nS, task), new("rl", "grpo", nR, task)],
+            "rl-then-sft" => [new("rl", "grpo", nR, task), new("sft", "sft", nS, task)],
+            "interleaved" => Enumerable.Range(0, R).SelectMany(r => new StagePlan[]
             {
-                ($"round{r + 1}-sft", "sft", nS / R + (r == R - 1 ? nS % R : 0)),
-                ($"round{r + 1}-rl", "grpo", nR / R + (r == R - 1 ? nR % R : 0)),
+                new($"round{r + 1}-sft", "sft", nS / R + (r == R - 1 ? nS % R : 0), task),
+                new($"round{r + 1}-rl", "grpo", nR / R + (r == R - 1 ? nR % R : 0), task),
             }).ToList(),
-            "joint" => [("joint", "joint", nS)],
+            "joint" => [new("joint", "joint", nS, task)],
+            "lenient-reward" => [sharedSft, new("rl", "grpo", nR, LenientTask)],
+            "no-format-mix" => [new("sft", "sft", nS, NoMixTask), new("rl", "grpo", nR, NoMixTask)],
+            "fresh-optimizer" => [sharedSft, new("sft-more", "sft", nR, task)],
             _ => throw new WorkbookException($"unknown pipeline '{pipeline}'"),
         };
+    }
+
+    TaskData? lenientTask, noMixTask;
+    public ExperimentConfig Config => cfg;
+    /// <summary>The task with the lenient verifier as the RL reward (the same data).</summary>
+    TaskData LenientTask => lenientTask ??= task with
+    {
+        Reward = task.EvalVerifiers[^1], ExpertReward = task.ExpertReward is null ? null : 1.0,
+    };
+    /// <summary>The task with every expert response in the strict form (same prompts, labels and rationales).</summary>
+    TaskData NoMixTask => noMixTask ??= TaskWithLooseFraction(0);
+
+    readonly Dictionary<double, TaskData> variants = new();
+    /// <summary>The task with another share of natural-words expert responses (same prompts, labels and rationales).</summary>
+    public TaskData TaskWithLooseFraction(double f)
+    {
+        if (f == cfg.Task.LooseFormatFraction) return task;
+        if (!variants.TryGetValue(f, out var t))
+        {
+            t = TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task with { LooseFormatFraction = f });
+            // the codec's vocabulary was built from the main task: check it covers the variant's text
+            foreach (var e in t.Train.Concat(t.Eval).Take(400)) codec.Sft(e);
+            variants[f] = t;
+        }
+        return t;
+    }
+
+    readonly Dictionary<TaskData, Evaluator> evaluators = new(ReferenceEqualityComparer.Instance);
+    /// <summary>Held-out evaluation on the task's own expert data (same prompts for every variant of the task).</summary>
+    Evaluator EvaluatorFor(TaskData t)
+    {
+        if (t.Eval == task.Eval) return evaluator;
+        if (!evaluators.TryGetValue(t, out var e))
+            evaluators[t] = e = new Evaluator(codec, t.Eval, t.EvalVerifiers, evaluator.Options);
+        return e;
     }
 
     SeedResult RunPipeline(string pipeline, long seed, string baseDir)
@@ -175,61 +231,82 @@ public sealed class ExperimentRunner
         var model = LoadModel(baseDir);
         var stages = new List<StageInfo>();
         var curve = new List<EvalPoint>();
-        double? c1 = null;
+        C1Prediction? predicted = null;
         long global = 0;
         for (int i = 0; i < plan.Count; i++)
         {
-            var (name, kind, steps) = plan[i];
-            var dir = Path.Combine(seedDir, $"{i + 1}-{name}");
-            long stageSeed = seed * 100 + i;
-            if (pipeline == "sft-then-rl" && kind == "grpo" && cfg.Grpo.Beta > 0 && cfg.C1Samples > 0)
-                c1 = CachedC1(seedDir, model, seed);
-            if (File.Exists(Path.Combine(dir, "done.json")))
-            {
-                model.Dispose();
-                model = LoadModel(TrainerCheckpoint.Latest(dir) ?? throw new WorkbookException($"{dir}: marked done but has no checkpoint"));
-            }
-            else
-            {
-                bool resume = File.Exists(Path.Combine(dir, "metrics.jsonl"));
-                // interleaved phases are short: evaluate at their ends only
-                int evalEvery = pipeline == "interleaved" ? steps : Math.Max(1, steps / cfg.EvalsPerStage);
-                dynamic trainer = kind switch
-                {
-                    "sft" => new SftTrainer(model, codec, task.Train, cfg.Sft with { MaxSteps = steps, Seed = stageSeed, EvalSteps = evalEvery }, dir, evaluator),
-                    "grpo" => new GrpoTrainer(model, codec, task.Train, task.Reward, cfg.Grpo with { MaxSteps = steps, Seed = stageSeed, EvalSteps = evalEvery }, dir, evaluator),
-                    _ => new JointTrainer(model, codec, task.Train, task.Reward, new JointOptions
-                    {
-                        LearningRate = cfg.Sft.LearningRate, MaxSteps = steps, WarmupRatio = cfg.Sft.WarmupRatio, LrSchedulerType = cfg.Sft.LrSchedulerType,
-                        MaxGradNorm = cfg.Sft.MaxGradNorm, Seed = stageSeed, EvalSteps = evalEvery, Sft = cfg.Sft, Grpo = cfg.Grpo,
-                        RlWeight = cfg.JointRlWeight, RlEvery = Math.Max(1, cfg.Sft.MaxSteps / Math.Max(1, cfg.Grpo.MaxSteps)),
-                    }, dir, evaluator),
-                };
-                ((Dictionary<string, object>)trainer.LogFields)["stage"] = name;
-                var stageName = $"{pipeline}/seed-{seed}/{name}";
-                Action<long, IReadOnlyDictionary<string, double>> relay = (s, m) => OnMetrics?.Invoke(stageName, s, m);
-                trainer.OnLog += relay;
-                trainer.Train(resume);
-                File.WriteAllText(Path.Combine(dir, "done.json"), JsonSerializer.Serialize(new { steps, kind }));
-            }
-            stages.Add(new StageInfo(name, kind, global, steps));
-            foreach (var o in MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("eval_sft_loss")))
-            {
-                var m = o.Where(kv => kv.Key.StartsWith("eval_") && kv.Value is JsonValue).ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>());
-                curve.Add(new EvalPoint(global + o["step"]!.GetValue<long>(), i, kind, m));
-            }
-            global += steps;
+            var st = plan[i];
+            var dir = Path.Combine(seedDir, $"{i + 1}-{st.Name}");
+            var shared = st.ShareFrom is null ? null : Path.Combine(runDir, st.ShareFrom, $"seed-{seed}", $"{i + 1}-{st.Name}");
+            if (shared is not null && File.Exists(Path.Combine(shared, "done.json"))) dir = shared;
+            // the prediction for an RL stage that follows SFT: from the SFT policy (GRPO's reference) and the stage's reward
+            if (i > 0 && st.Kind == "grpo" && plan[i - 1].Kind == "sft" && plan.Count == 2 && cfg.Grpo.Beta > 0 && cfg.C1Samples > 0)
+                predicted = CachedPrediction(seedDir, model, st.Task, cfg.Grpo.Beta, seed);
+            model = RunStage(model, dir, st, pipeline, seed * 100 + i, pipeline == "interleaved" ? st.Steps
+                : Math.Max(1, st.Steps / cfg.EvalsPerStage), $"{pipeline}/seed-{seed}/{st.Name}");
+            stages.Add(new StageInfo(st.Name, st.Kind, global, st.Steps));
+            foreach (var (step, m) in EvalPoints(dir)) curve.Add(new EvalPoint(global + step, i, st.Kind, m));
+            global += st.Steps;
         }
         model.Dispose();
-        return new SeedResult(seed, stages, curve, c1);
+        return new SeedResult(seed, stages, curve, predicted?.Mean) { Prediction = predicted };
     }
 
-    double CachedC1(string seedDir, Qwen3ForCausalLM model, long seed)
+    /// <summary>Trains one stage into <paramref name="dir"/> (or resumes it, or loads it when done) and returns the model
+    /// at its end. Public for the sweep, which runs stages of its own.</summary>
+    public Qwen3ForCausalLM RunStage(Qwen3ForCausalLM model, string dir, StagePlan st, string pipeline, long stageSeed,
+        int evalEvery, string label, GrpoOptions? grpo = null)
     {
-        var path = Path.Combine(seedDir, "c1.json");
-        if (File.Exists(path)) return JsonNode.Parse(File.ReadAllText(path))!["c1"]!.GetValue<double>();
-        var c1 = evaluator.EstimateC1(model, task.Reward, cfg.Grpo.Beta, cfg.C1Samples, seed);
-        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(new { c1, beta = cfg.Grpo.Beta, samples_per_prompt = cfg.C1Samples, units = "nats per response" }));
-        return c1;
+        if (File.Exists(Path.Combine(dir, "done.json")))
+        {
+            model.Dispose();
+            return LoadModel(TrainerCheckpoint.Latest(dir) ?? throw new WorkbookException($"{dir}: marked done but has no checkpoint"));
+        }
+        bool resume = File.Exists(Path.Combine(dir, "metrics.jsonl"));
+        var ev = EvaluatorFor(st.Task);
+        var g = (grpo ?? cfg.Grpo) with { MaxSteps = st.Steps, Seed = stageSeed, EvalSteps = evalEvery };
+        ITrainer trainer = st.Kind switch
+        {
+            "sft" => new SftTrainer(model, codec, st.Task.Train, cfg.Sft with { MaxSteps = st.Steps, Seed = stageSeed, EvalSteps = evalEvery },
+                dir, ev),
+            "grpo" => new GrpoTrainer(model, codec, st.Task.Train, st.Task.Reward, g, dir, ev),
+            _ => new JointTrainer(model, codec, st.Task.Train, st.Task.Reward, new JointOptions
+            {
+                LearningRate = cfg.Sft.LearningRate, MaxSteps = st.Steps, WarmupRatio = cfg.Sft.WarmupRatio,
+                LrSchedulerType = cfg.Sft.LrSchedulerType, MaxGradNorm = cfg.Sft.MaxGradNorm, Seed = stageSeed,
+                EvalSteps = evalEvery, Sft = cfg.Sft, Grpo = cfg.Grpo, RlWeight = cfg.JointRlWeight,
+                RlEvery = Math.Max(1, cfg.Sft.MaxSteps / Math.Max(1, cfg.Grpo.MaxSteps)),
+            }, dir, ev),
+        };
+        if (trainer is GrpoTrainer gt && g.GradientAlignmentSteps > 0) Theory.GradientAlignment.Attach(gt, g);
+        trainer.LogFields["stage"] = st.Name;
+        trainer.OnLog += (s, m) => OnMetrics?.Invoke(label, s, m);
+        trainer.Train(resume);
+        File.WriteAllText(Path.Combine(dir, "done.json"), JsonSerializer.Serialize(new { steps = st.Steps, kind = st.Kind }));
+        return model;
     }
+
+    /// <summary>The evaluation rows of a stage folder: (step within the stage, eval_* metrics).</summary>
+    public static IEnumerable<(long Step, Dictionary<string, double> Metrics)> EvalPoints(string dir) =>
+        MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("eval_sft_loss")).Select(o =>
+            (o["step"]!.GetValue<long>(), o.Where(kv => kv.Key.StartsWith("eval_") && kv.Value is JsonValue)
+                .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())));
+
+    /// <summary>Theorem 3.1's predicted SFT-loss rise (nats per response) for RL with <paramref name="t"/>'s reward from
+    /// <paramref name="model"/>, cached in the pipeline's seed folder.</summary>
+    public C1Prediction CachedPrediction(string seedDir, Qwen3ForCausalLM model, TaskData t, double beta, long seed)
+    {
+        var path = Path.Combine(seedDir, $"prediction-beta{beta.ToString(System.Globalization.CultureInfo.InvariantCulture)}.json");
+        if (File.Exists(path)) return JsonSerializer.Deserialize<C1Prediction>(File.ReadAllText(path), TrainOptions.Json)!;
+        var ev = EvaluatorFor(t);
+        var counts = ev.SuccessCounts(model, t.Reward, cfg.C1Samples, seed * 7 + 1);
+        var (dataReward, source) = t.ExpertReward is { } known
+            ? (known, "known exactly from the task's expert mix")
+            : (ev.ExpertReward(t.Reward), $"measured on the {t.Eval.Count} held-out expert responses");
+        var p = C1Predictor.FromCounts(counts, cfg.C1Samples, beta, dataReward, source, seed: (int)seed);
+        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(p, TrainOptions.Json));
+        return p;
+    }
+
+
 }

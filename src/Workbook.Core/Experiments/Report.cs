@@ -93,3 +93,40 @@ public static class Report
         return sb.ToString();
     }
 }
+
+public static class SweepReport
+{
+    /// <summary>sweep.html beside sweep.json: the charts, the computed statements and a table per point.</summary>
+    public static string Write(string runDir, JsonObject sweep)
+    {
+        string E(string? x) => WebUtility.HtmlEncode(x ?? "");
+        string S(JsonNode? st) => st is null ? "–" : $"{St(st["mean"])} <span class=ci>[{St(st["ci95"]?[0])}, {St(st["ci95"]?[1])}]</span>";
+        string St(JsonNode? n) => n is null ? "n/a" : n.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture);
+        var sb = new StringBuilder();
+        sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>sweep</title><style>")
+          .Append("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}")
+          .Append("table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}")
+          .Append("th{background:#f4f4f4}.ci{color:#777;font-size:90%}pre{background:#f7f7f7;padding:1em;overflow:auto}</style>")
+          .Append(CurveCharts.PlotlyScriptTag()).Append("</head><body>");
+        sb.Append("<h1>Dose-response: predicted against measured SFT-loss rise</h1>");
+        sb.Append("<p>SFT then RL with the KL in the reward (kl_mode = reward, scale_rewards = none), whose optimum is ")
+          .Append("p* ∝ p<sub>SFT</sub>·e<sup>r/β</sup>. Theorem 3.1 then predicts ΔL<sub>SFT</sub> = E<sub>x</sub> log(1 + P(r=1|x)(e<sup>1/β</sup> − 1)) − ")
+          .Append("E<sub>p<sub>data</sub></sub> r/β nats per response, with P estimated from the SFT policy's own samples. ")
+          .Append("The twin runs SFT again after RL; the strict reward should return to the expert data's own reward.</p><ul>");
+        foreach (var st in sweep["statements"]!.AsArray()) sb.Append("<li>").Append(E(st!.GetValue<string>())).Append("</li>");
+        sb.Append("</ul>").Append(CurveCharts.Html(SweepCharts.Rise(sweep)));
+        if (sweep["points"]!.AsArray().Any(p => p!["twin"] is not null)) sb.Append(CurveCharts.Html(SweepCharts.Twin(sweep)));
+        sb.Append("<table><tr><th>β</th><th>loose fraction</th><th>predicted ΔL</th><th>measured ΔL</th><th>ratio</th>")
+          .Append("<th>reward reached</th><th>reward at p*</th><th>twin: predicted</th><th>twin: measured</th></tr>");
+        foreach (var p in sweep["points"]!.AsArray())
+            sb.Append($"<tr><td>{p!["beta"]}</td><td>{p["loose_format_fraction"]}</td><td>{S(p["predicted"])}</td><td>{S(p["measured"])}</td>")
+              .Append($"<td>{S(p["ratio"])}</td><td>{S(p["reward_reached"])}</td><td>{S(p["reward_at_optimum"])}</td>")
+              .Append($"<td>{S(p["twin"]?["predicted"])}</td><td>{S(p["twin"]?["measured"])}</td></tr>");
+        sb.Append("</table><p>Intervals: 95% Student-t over seeds (rewards: kept inside [0, 1]); per-seed values are in sweep.json.</p>");
+        sb.Append("<h2>Configuration</h2><pre>").Append(E(sweep["config"]?.ToJsonString(new JsonSerializerOptions { WriteIndented = true })))
+          .Append("</pre></body></html>");
+        var path = Path.Combine(runDir, "sweep.html");
+        AtomicFile.WriteAllText(path, sb.ToString());
+        return path;
+    }
+}

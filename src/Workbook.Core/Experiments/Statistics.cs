@@ -20,6 +20,16 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
         return new Stat(mean, [mean - h, mean + h], xs.ToArray());
     }
 
+    /// <summary>PLACEHOLDER: t interval clipped to [lo, hi] (to be replaced by the statistics work).</summary>
+    public static Stat Bounded(IReadOnlyList<double> xs, double lo, double hi)
+    {
+        var s = Of(xs);
+        return s with { Ci95 = [Math.Clamp(s.Ci95[0], lo, hi), Math.Clamp(s.Ci95[1], lo, hi)] };
+    }
+
+    /// <summary>PLACEHOLDER: per-seed differences a − b with a t interval.</summary>
+    public static Stat Paired(IReadOnlyList<double> a, IReadOnlyList<double> b) => Of(a.Zip(b, (x, y) => x - y).ToArray());
+
     public bool AboveZero => Ci95[0] > 0;
     public bool BelowZero => Ci95[1] < 0;
 }

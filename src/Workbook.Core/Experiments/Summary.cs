@@ -1,5 +1,10 @@
-// summary.json: per pipeline the changes the paper predicts (mean, 95% CI over seeds, per-seed values), the final values
-// of every pipeline, C1(β) estimates, whether each prediction held, plain-word statements, and the curves the report plots.
+// summary.json: every result as a prediction, a measurement of the same quantity and controls.
+//  1. per pipeline: the changes the paper predicts (mean, 95% CI over seeds, per-seed values) and final values;
+//  2. for SFT-then-RL pipelines: Theorem 3.1's predicted SFT-loss rise (nats per response, from the SFT policy) beside
+//     the measured one, and their ratio per seed;
+//  3. controls (the theorem predicts no rise) with paired per-seed differences main − control;
+//  4. paired comparisons between pipelines (they share each seed's base model), and computed statements: no sentence
+//     states a result that the numbers did not produce.
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -28,40 +33,57 @@ public static class Summary
 
     static string F(double x) => x.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
     static string Abs(double x) => Math.Abs(x).ToString("0.000", CultureInfo.InvariantCulture);
+    static string P2(double x) => x.ToString("0.00", CultureInfo.InvariantCulture);
     static string Ci(Stat s) => $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]";
 
-    public static JsonObject Build(ExperimentConfig cfg, Dictionary<string, List<SeedResult>> results, string strictKey, string lenientKey,
-        string design, IReadOnlyDictionary<string, string> versions, IReadOnlyList<long> seeds)
+    /// <summary>A reward mean (in [0, 1]) or change (in [−1, 1]) over seeds: its interval stays in the range.</summary>
+    static Stat Reward(double[] xs, bool change) => Stat.Bounded(xs, change ? -1 : 0, 1);
+
+    /// <summary>Per-seed differences a − b (the same seeds in the same order), with a t interval.</summary>
+    static Stat Paired(double[] a, double[] b) => Stat.Paired(a, b);
+
+    public static JsonObject Build(ExperimentConfig cfg, Dictionary<string, List<SeedResult>> results, string strictKey,
+        string lenientKey, string design, IReadOnlyDictionary<string, string> versions, IReadOnlyList<long> seeds)
     {
         var pipes = new JsonObject();
         var held = new JsonObject();
         var statements = new JsonObject();
+        const string perResponse = "eval_sft_nll_per_response";
         foreach (var (name, rs) in results)
         {
             var o = new JsonObject();
-            if (name == "sft-then-rl")
+            bool sftThenRl = name == "sft-then-rl" || name is "lenient-reward" or "no-format-mix" or "fresh-optimizer";
+            if (sftThenRl)
             {
                 var loss = Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss"));
-                var reward = Stat.Of(ChangeDuring(rs, 1, strictKey));
+                var reward = Reward(ChangeDuring(rs, 1, strictKey), change: true);
                 o["sft_loss_change_during_rl"] = StatJson(loss);
-                o["sft_nll_per_response_change_during_rl"] = StatJson(Stat.Of(ChangeDuring(rs, 1, "eval_sft_nll_per_response")));
+                o["sft_nll_per_response_change_during_rl"] = StatJson(Stat.Of(ChangeDuring(rs, 1, perResponse)));
                 o["reward_change_during_rl"] = StatJson(reward);
-                o["lenient_reward_change_during_rl"] = StatJson(Stat.Of(ChangeDuring(rs, 1, lenientKey)));
-                if (rs.All(r => r.C1 is not null)) o["c1_estimate"] = StatJson(Stat.Of(rs.Select(r => r.C1!.Value).ToArray()));
-                held[name] = loss.AboveZero;
-                statements[name] = (loss.AboveZero
-                    ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds)"
-                    : $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds), an interval that does not exclude zero")
-                    + $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)}).";
+                o["lenient_reward_change_during_rl"] = StatJson(Reward(ChangeDuring(rs, 1, lenientKey), change: true));
+                if (rs.All(r => r.Prediction is not null)) o["prediction"] = PredictionJson(rs, perResponse);
+                // the mechanism: the change of each form's and span's loss (nats per response of that form)
+                var split = new JsonObject();
+                foreach (var key in rs[0].Curve.SelectMany(p => p.Metrics.Keys).Distinct().Where(k => k.StartsWith("eval_sft_nll/")).Order())
+                    split[key["eval_sft_nll/".Length..]] = StatJson(Stat.Of(ChangeDuring(rs, 1, key)));
+                if (split.Count > 0) o["sft_nll_change_during_rl_by_form_and_span"] = split;
+                if (name == "sft-then-rl")
+                {
+                    held[name] = loss.AboveZero;
+                    statements[name] = (loss.AboveZero
+                        ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds)"
+                        : $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds), an interval that does not exclude zero")
+                        + $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)})." + PredictionSentence(o, cfg);
+                }
             }
             if (name == "rl-then-sft")
             {
-                var reward = Stat.Of(ChangeDuring(rs, 1, strictKey));
-                var lenient = Stat.Of(ChangeDuring(rs, 1, lenientKey));
+                var reward = Reward(ChangeDuring(rs, 1, strictKey), change: true);
+                var lenient = Reward(ChangeDuring(rs, 1, lenientKey), change: true);
                 o["reward_change_during_sft"] = StatJson(reward);
                 o["lenient_reward_change_during_sft"] = StatJson(lenient);
                 o["sft_loss_change_during_sft"] = StatJson(Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss")));
-                o["reward_change_during_rl"] = StatJson(Stat.Of(ChangeDuring(rs, 0, strictKey)));
+                o["reward_change_during_rl"] = StatJson(Reward(ChangeDuring(rs, 0, strictKey), change: true));
                 held[name] = reward.BelowZero;
                 statements[name] = (reward.BelowZero
                     ? $"Held: during SFT after GRPO the strict reward fell by {Abs(reward.Mean)} (95% CI of the change {Ci(reward)}, {rs.Count} seeds)"
@@ -70,8 +92,8 @@ public static class Summary
                     + (reward.BelowZero && !lenient.BelowZero ? ": only the strict one falls, so this is the format half of the effect." : ".");
             }
             o["final_sft_loss"] = StatJson(Stat.Of(Final(rs, "eval_sft_loss")));
-            o["final_reward"] = StatJson(Stat.Of(Final(rs, strictKey)));
-            o["final_lenient_reward"] = StatJson(Stat.Of(Final(rs, lenientKey)));
+            o["final_reward"] = StatJson(Reward(Final(rs, strictKey), change: false));
+            o["final_lenient_reward"] = StatJson(Reward(Final(rs, lenientKey), change: false));
             o["stages"] = JsonSerializer.SerializeToNode(rs[0].Stages.Select(s => new { s.Name, s.Kind, s.Start, s.Steps }));
             o["curves"] = new JsonArray(rs.Select(r => (JsonNode?)new JsonObject
             {
@@ -84,18 +106,132 @@ public static class Summary
             }).ToArray());
             pipes[name] = o;
         }
-        return new JsonObject
+        var controls = Controls(results, pipes, statements);
+        var comparisons = Comparisons(results, strictKey, statements);
+        var summary = new JsonObject
         {
-            ["pipelines"] = pipes,
+            ["pipelines"] = new JsonObject(pipes.Where(p => !ExperimentConfig.Controls.Contains(p.Key))
+                .Select(p => KeyValuePair.Create(p.Key, p.Value?.DeepClone()))),
             ["seeds"] = new JsonArray(seeds.Select(s => (JsonNode?)s).ToArray()),
             ["prediction_held"] = held,
             ["statements"] = statements,
             ["metric_keys"] = new JsonObject { ["sft_loss"] = "eval_sft_loss", ["reward"] = strictKey, ["lenient_reward"] = lenientKey },
             ["design"] = design,
-            ["seed_selection"] = $"Budgets and learning rates were chosen on training seeds 1-3; the reported runs use seeds {string.Join(", ", seeds)}.",
+            ["seed_selection"] = SeedSelection(cfg, seeds),
             ["config"] = JsonNode.Parse(cfg.ToJson()),
             ["versions"] = JsonSerializer.SerializeToNode(versions),
         };
+        if (controls.Count > 0) summary["controls"] = controls;
+        if (comparisons.Count > 0) summary["comparisons"] = comparisons;
+        return summary;
+    }
+
+    static JsonObject PredictionJson(List<SeedResult> rs, string perResponse)
+    {
+        var pred = rs.Select(r => r.Prediction!).ToList();
+        var measured = ChangeDuring(rs, 1, perResponse);
+        var ratio = measured.Select((m, i) => m / pred[i].Mean).ToArray();
+        return new JsonObject
+        {
+            ["what"] = "Theorem 3.1 at the KL-regularised optimum from the SFT policy: ΔL_SFT (nats per response) = " +
+                "E_x log(1 + P(r=1|x)(e^{1/β} − 1)) − E_{p_data} r/β",
+            ["beta"] = pred[0].Beta,
+            ["predicted"] = StatJson(Stat.Of(pred.Select(p => p.Mean).ToArray())),
+            ["predicted_ci95_per_seed"] = new JsonArray(pred.Select(p => (JsonNode?)new JsonArray(Num(p.Ci95[0]), Num(p.Ci95[1]))).ToArray()),
+            ["measured"] = StatJson(Stat.Of(measured)),
+            ["ratio_measured_over_predicted"] = StatJson(Stat.Of(ratio)),
+            ["samples_per_prompt"] = pred[0].SamplesPerPrompt,
+            ["prompts"] = pred[0].Prompts,
+            ["sft_policy_success_rate"] = StatJson(Stat.Of(pred.Select(p => p.MeanSuccess).ToArray())),
+            ["expert_reward"] = pred[0].DataReward,
+            ["expert_reward_source"] = pred[0].DataRewardSource,
+        };
+    }
+
+    /// <summary>The predicted-against-measured sentence, with the reason a miss is expected when GRPO does not target p*.</summary>
+    static string PredictionSentence(JsonObject o, ExperimentConfig cfg)
+    {
+        if (o["prediction"] is not JsonObject p) return "";
+        double pr = p["predicted"]!["mean"]?.GetValue<double>() ?? double.NaN, me = p["measured"]!["mean"]?.GetValue<double>() ?? double.NaN;
+        double ratio = me / pr;
+        bool within = ratio is >= 0.7 and <= 1.3;
+        var s = $" Predicted rise at the KL-regularised optimum (β {cfg.Grpo.Beta}): {F(pr)} nats per response; measured " +
+            $"{F(me)} (ratio {P2(ratio)}, {(within ? "within" : "outside")} [0.7, 1.3]).";
+        if (cfg.Grpo.KlMode != "reward")
+            s += $" This stage runs TRL's GRPO (kl_mode = loss, {cfg.Grpo.MaxSteps} steps), which does not converge to that optimum, " +
+                 "so the size is not a test of the theorem here; `workbook sweep` runs kl_mode = reward to a plateau for that.";
+        return s;
+    }
+
+    static JsonObject Controls(Dictionary<string, List<SeedResult>> results, JsonObject pipes, JsonObject statements)
+    {
+        var controls = new JsonObject();
+        if (!results.TryGetValue("sft-then-rl", out var main)) return controls;
+        var mainToken = ChangeDuring(main, 1, "eval_sft_loss");
+        var mainResp = ChangeDuring(main, 1, "eval_sft_nll_per_response");
+        var parts = new List<string>();
+        bool all = true;
+        foreach (var name in ExperimentConfig.Controls)
+        {
+            if (!results.TryGetValue(name, out var rs) || pipes[name] is not JsonObject o) continue;
+            var c = (JsonObject)o.DeepClone();
+            c.Remove("curves");
+            var diff = Paired(mainToken, ChangeDuring(rs, 1, "eval_sft_loss"));
+            c["main_minus_control_sft_loss_change"] = StatJson(diff);
+            c["main_minus_control_sft_nll_per_response_change"] = StatJson(Paired(mainResp, ChangeDuring(rs, 1, "eval_sft_nll_per_response")));
+            c["main_exceeds_control"] = diff.AboveZero;
+            c["curves"] = o["curves"]!.DeepClone();
+            controls[name] = c;
+            all &= diff.AboveZero;
+            var own = Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss"));
+            parts.Add($"{name}: {F(own.Mean)} nats/token (95% CI {Ci(own)}); main − control {F(diff.Mean)} (paired CI {Ci(diff)})");
+        }
+        if (controls.Count > 0)
+            statements["controls"] = $"SFT-loss change during the RL budget, where the theorem predicts no rise: {string.Join("; ", parts)}. " +
+                (all ? "The main effect exceeds every control (each paired interval is above zero)."
+                     : "The main effect does not exceed every control: " + string.Join(", ", controls.Where(c => c.Value!["main_exceeds_control"]!.GetValue<bool>() == false).Select(c => c.Key))
+                       + " has a paired interval that reaches zero or below.");
+        return controls;
+    }
+
+    /// <summary>Paired comparisons of interleaved and joint against the two stage orders, and what they conclude.</summary>
+    static JsonObject Comparisons(Dictionary<string, List<SeedResult>> results, string strictKey, JsonObject statements)
+    {
+        var comparisons = new JsonObject();
+        var words = new List<string>();
+        foreach (var a in new[] { "interleaved", "joint" })
+        {
+            if (!results.TryGetValue(a, out var ra)) continue;
+            var verdicts = new List<string>();
+            foreach (var b in new[] { "sft-then-rl", "rl-then-sft" })
+            {
+                if (!results.TryGetValue(b, out var rb) || ra.Count != rb.Count) continue;
+                var dl = Paired(Final(ra, "eval_sft_loss"), Final(rb, "eval_sft_loss"));
+                var dr = Stat.Bounded(Final(ra, strictKey).Zip(Final(rb, strictKey), (x, y) => x - y).ToArray(), -1, 1);
+                comparisons[$"{a} - {b}"] = new JsonObject { ["final_sft_loss"] = StatJson(dl), ["final_reward"] = StatJson(dr) };
+                string L = dl.BelowZero ? "lower SFT loss" : dl.AboveZero ? "higher SFT loss" : "SFT loss not separated";
+                string R = dr.AboveZero ? "higher strict reward" : dr.BelowZero ? "lower strict reward" : "strict reward not separated";
+                verdicts.Add($"against {b}: {L} ({F(dl.Mean)}, CI {Ci(dl)}), {R} ({F(dr.Mean)}, CI {Ci(dr)})");
+                if (dl.BelowZero && dr.AboveZero) verdicts[^1] += " — better on both";
+                else if (dl.AboveZero && dr.BelowZero) verdicts[^1] += " — worse on both";
+            }
+            if (verdicts.Count > 0) words.Add($"{a} {string.Join("; ", verdicts)}");
+        }
+        if (words.Count > 0) statements["comparisons"] = "Final values, paired by seed (same base model): " + string.Join(". ", words) + ".";
+        return comparisons;
+    }
+
+    /// <summary>The seed-selection sentence, only for the configuration it describes.</summary>
+    static string SeedSelection(ExperimentConfig cfg, IReadOnlyList<long> seeds)
+    {
+        var d = JsonNode.Parse(new ExperimentConfig().ToJson())!.AsObject();
+        var c = JsonNode.Parse(cfg.ToJson())!.AsObject();
+        var differ = c.Where(kv => kv.Key != "seeds" && !JsonNode.DeepEquals(kv.Value, d[kv.Key])).Select(kv => kv.Key).ToList();
+        if (differ.Count == 0)
+            return "Budgets and learning rates were chosen on training seeds 1-3 with dataset seed 0 (other prompts); " +
+                   $"the reported runs use seeds {string.Join(", ", seeds)} and dataset seed {cfg.DatasetSeed}.";
+        return $"This run's configuration differs from the default in {string.Join(", ", differ)}: its settings were not " +
+               $"chosen on separate seeds by this workbook (seeds {string.Join(", ", seeds)}).";
     }
 
     public static void Save(string runDir, JsonObject summary) =>

@@ -26,6 +26,21 @@ public sealed class Codec(Qwen3Tokenizer tokenizer, TaskVocabulary vocab)
         return new SftSequence(Vocab.ToCompact(t.Ids), mask);
     }
 
+    /// <summary>Which loss-masked tokens of <see cref="Sft"/> belong to the answer span (from e.AnswerStart on, with
+    /// &lt;|im_end|&gt;): those from the first token where the rendering differs from the rationale-only rendering.</summary>
+    public bool[] AnswerMask(Example e, SftSequence seq)
+    {
+        var mask = new bool[seq.Ids.Length];
+        if (e.AnswerStart < 0) return mask;
+        var head = ChatTemplate.Tokenize(Tokenizer, [.. e.Prompt, ChatMessage.Assistant(e.Expert[..e.AnswerStart].TrimEnd())],
+            false, false).Ids;
+        var ids = Vocab.ToQwen(seq.Ids).ToArray();
+        int common = 0;
+        while (common < ids.Length && common < head.Length && ids[common] == head[common]) common++;
+        for (int t = common; t < mask.Length; t++) mask[t] = seq.LossMask[t];
+        return mask;
+    }
+
     /// <summary>Completion text for the verifier: the tokens before the first EOS.</summary>
     public string Decode(IEnumerable<int> modelIds) =>
         Tokenizer.Decode(Vocab.ToQwen(modelIds.TakeWhile(i => i != EosId)));

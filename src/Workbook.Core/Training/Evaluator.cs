@@ -27,6 +27,7 @@ public sealed class Evaluator
     readonly Codec codec;
     readonly IReadOnlyList<Example> examples;
     readonly IReadOnlyList<SftSequence> sequences;
+    readonly IReadOnlyList<bool[]> answerMasks;
     readonly int[][] prompts;
     readonly IVerifier[] verifiers;
     public EvalOptions Options { get; }
@@ -35,6 +36,7 @@ public sealed class Evaluator
     {
         this.codec = codec; this.examples = examples; this.verifiers = verifiers; Options = options ?? new EvalOptions();
         sequences = examples.Select(e => codec.Sft(e)).ToList();
+        answerMasks = examples.Select((e, i) => codec.AnswerMask(e, sequences[i])).ToList();
         prompts = examples.Select(codec.Prompt).ToArray();
     }
 
@@ -45,6 +47,7 @@ public sealed class Evaluator
         m["eval_sft_loss"] = loss;
         m["eval_sft_nll_per_response"] = perSeq;   // the theorem's L_SFT: summed over a response's tokens
         m["eval_mean_token_accuracy"] = acc;
+        foreach (var (k, v) in SplitNll(model)) m[k] = v;
         if (lossOnly || Options.LossOnly) return m;
         var opt = new GenerationOptions
         {
@@ -70,6 +73,80 @@ public sealed class Evaluator
         m["eval_completions/mean_length"] = length / prompts.Length;
         return m;
     }
+
+    /// <summary>The held-out SFT loss split by expert-response form and by span (nats per response of that form):
+    /// eval_sft_nll/&lt;form&gt;/rationale and eval_sft_nll/&lt;form&gt;/answer (the answer span includes &lt;|im_end|&gt;).
+    /// Empty when the task's examples carry no form.</summary>
+    public Dictionary<string, double> SplitNll(Qwen3ForCausalLM model)
+    {
+        var m = new Dictionary<string, double>();
+        if (!examples.Any(e => e.Form.Length > 0)) return m;
+        bool wasTraining = model.training;
+        model.eval();
+        var sums = new Dictionary<string, double>();
+        var counts = new Dictionary<string, int>();
+        using (TorchSharp.torch.no_grad())
+            for (int i = 0; i < sequences.Count; i += 32)
+            {
+                using var scope = TorchSharp.torch.NewDisposeScope();
+                var idx = Enumerable.Range(i, Math.Min(32, sequences.Count - i)).ToList();
+                var b = Losses.MakeSftBatch(idx.Select(j => sequences[j]).ToList(), codec.PadId, Options.MaxLength, packing: false);
+                var nll = Losses.TokenNll(model, b);
+                long T = nll.shape[1];
+                var v = nll.data<double>().ToArray();
+                for (int r = 0; r < idx.Count; r++)
+                {
+                    var e = examples[idx[r]];
+                    var answer = answerMasks[idx[r]];
+                    double rat = 0, ans = 0;
+                    // position t predicts token t + 1
+                    for (int t = 0; t + 1 < Math.Min(T + 1, answer.Length); t++)
+                        if (answer[t + 1]) ans += v[r * T + t]; else rat += v[r * T + t];
+                    foreach (var (key, x) in new[] { ($"{e.Form}/rationale", rat), ($"{e.Form}/answer", ans) })
+                    {
+                        sums[key] = sums.GetValueOrDefault(key) + x;
+                        counts[key] = counts.GetValueOrDefault(key) + 1;
+                    }
+                }
+            }
+        if (wasTraining) model.train();
+        foreach (var (k, s) in sums) m[$"eval_sft_nll/{k}"] = s / counts[k];
+        return m;
+    }
+
+    /// <summary>Per held-out prompt, how many of k samples of the policy earn reward 1 (the rollouts' sampling settings,
+    /// seeded): the input of Theory.C1Predictor.</summary>
+    public int[] SuccessCounts(Qwen3ForCausalLM model, IVerifier reward, int k, long seed)
+    {
+        var opt = new GenerationOptions
+        {
+            MaxNewTokens = Options.MaxNewTokens, Temperature = Options.Temperature, TopP = Options.TopP, TopK = Options.TopK,
+            EosTokenIds = [codec.EosId], PadTokenId = codec.PadId,
+        };
+        using var rng = new TorchSharp.torch.Generator((ulong)seed);
+        var counts = new int[prompts.Length];
+        int per = Math.Max(1, Options.GenerationBatchSize / k);
+        for (int i = 0; i < prompts.Length; i += per)
+        {
+            var idx = Enumerable.Range(i, Math.Min(per, prompts.Length - i)).ToList();
+            var outs = Generation.Generate(model, idx.SelectMany(j => Enumerable.Repeat(prompts[j], k)).ToList(), opt, rng);
+            for (int a = 0; a < idx.Count; a++)
+            {
+                var e = examples[idx[a]];
+                for (int b = 0; b < k; b++)
+                {
+                    var r = reward.Score(e.PromptText, codec.Decode(outs[a * k + b].Tokens), e.Reference).Reward ?? 0;
+                    if (r is not (0 or 1)) throw new WorkbookException($"the C1 prediction needs a 0/1 reward; {reward.Name} gave {r}");
+                    if (r == 1) counts[idx[a]]++;
+                }
+            }
+        }
+        return counts;
+    }
+
+    /// <summary>Mean reward of the held-out expert responses under a verifier.</summary>
+    public double ExpertReward(IVerifier reward) =>
+        examples.Average(e => reward.Score(e.PromptText, e.Expert, e.Reference).Reward ?? 0);
 
     /// <summary>
     /// Monte-Carlo estimate of Theorem 3.1's C1(β) = E_x[log Z_β(x) − E_{p_data} r/β], Z_β(x) = E_{y~p}[e^{r/β}], with p the

@@ -1,6 +1,7 @@
 // The "joint" baseline: one objective, L = L_SFT + λ·L_GRPO, optimised by one AdamW. Every step takes an SFT batch; every
 // `rl_every`-th step also samples a GRPO batch and adds its loss, so a joint run of N_sft steps with rl_every = N_sft/N_rl
-// sees the same data and rollouts as the two-stage pipelines (N_sft SFT steps + N_rl GRPO steps).
+// sees the same data and rollouts as the two-stage pipelines (N_sft SFT steps + N_rl GRPO steps). The GRPO term has the
+// same frozen reference (the policy at the stage's start), β and kl_mode as the GRPO stages of the other pipelines.
 using System.Diagnostics;
 using Workbook.Data;
 using Workbook.Model;
@@ -33,6 +34,7 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
     readonly int[][] promptIds;
     readonly WeightedReward reward;
     DataOrder rlOrder = null!;
+    Qwen3ForCausalLM? reference;
 
     protected override string TrainerName => "joint";
     protected override int DatasetSize => data.Count;
@@ -52,6 +54,7 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
         long rlSteps = State.Step / Opt.RlEvery;
         rlOrder = new DataOrder(train.Count, Opt.Seed + 1);
         rlOrder.Next((int)(rlSteps * (Opt.Grpo.PerDeviceTrainBatchSize / Opt.Grpo.NumGenerations)));
+        reference = GrpoTrainer.LoadReference(Model, OutDir, Opt.Grpo, State.Step);
     }
 
     protected override Dictionary<string, double> TrainStep(long step, double lr)
@@ -67,8 +70,8 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
         m["mean_token_accuracy"] = correct.Value() / Math.Max(1, batch.Tokens);
         if (step % Opt.RlEvery == 0)
         {
-            var rl = GrpoRollout.Sample(Model, null, codec, train, promptIds, reward, Opt.Grpo with { Seed = Opt.Seed }, rlOrder, step);
-            var acc = new GrpoRollout.Accumulator();
+            var rl = GrpoBatch.GenerateAndScore(Model, reference, codec, train, promptIds, reward, Opt.Grpo with { Seed = Opt.Seed }, rlOrder, step);
+            var acc = new GrpoBatch.Accumulator();
             var sw = Stopwatch.StartNew();
             var loss = rl.Loss(Model, acc);
             (loss * Opt.RlWeight).backward();

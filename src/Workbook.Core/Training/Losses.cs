@@ -45,6 +45,28 @@ public static class Losses
             tensor(tgt, [B, T]), tensor(lm, [B, T]), tokens);
     }
 
+    /// <summary>Rows of left-padded prompts (to P tokens) followed by right-padded completions (to C tokens): ids and
+    /// attention mask, both [N·(P + C)] row-major.</summary>
+    public static (long[] Ids, long[] Mask) PromptCompletion(IReadOnlyList<int[]> prompts, int P,
+        IReadOnlyList<int[]> completions, int C, int padId)
+    {
+        int N = prompts.Count, L = P + C;
+        var ids = new long[N * L]; var mask = new long[N * L];
+        for (int j = 0; j < N; j++)
+        {
+            var p = prompts[j]; int off = P - p.Length;
+            for (int t = 0; t < P; t++) { bool real = t >= off; ids[j * L + t] = real ? p[t - off] : padId; mask[j * L + t] = real ? 1 : 0; }
+            var c = completions[j];
+            for (int t = 0; t < C; t++)
+            {
+                bool real = t < c.Length;
+                ids[j * L + P + t] = real ? c[t] : padId;
+                mask[j * L + P + t] = real ? 1 : 0;
+            }
+        }
+        return (ids, mask);
+    }
+
     /// <summary>Summed NLL over loss-masked tokens and the number of correct argmax predictions among them.</summary>
     public static (Tensor NllSum, Tensor Correct) SftNll(Qwen3ForCausalLM model, Batch b)
     {
@@ -58,6 +80,17 @@ public static class Losses
         var nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1);
         var correct = (logits.argmax(-1).eq(tgt).to(logits.dtype) * lm).sum();
         return ((nll * lm).sum().MoveToOuterDisposeScope(), correct.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Per-position NLL of the next token where the loss mask is set (0 elsewhere), [B, T] on the CPU, float64.</summary>
+    public static Tensor TokenNll(Qwen3ForCausalLM model, Batch b)
+    {
+        using var scope = NewDisposeScope();
+        var dev = model.Device;
+        var logits = model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev));
+        var logp = logits.to(ScalarType.Float64).log_softmax(-1);
+        var nll = -logp.gather(-1, b.Targets.to(dev).unsqueeze(-1)).squeeze(-1) * b.LossMask.to(dev).to(ScalarType.Float64);
+        return nll.cpu().MoveToOuterDisposeScope();
     }
 
     /// <summary>Mean SFT loss (per token) over a set of sequences, without gradients.</summary>

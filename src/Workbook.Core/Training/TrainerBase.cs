@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 
 namespace Workbook.Training;
 
-public abstract class TrainerBase<TOptions> where TOptions : TrainOptions
+public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOptions
 {
     protected readonly Qwen3ForCausalLM Model;
     protected readonly TOptions Opt;

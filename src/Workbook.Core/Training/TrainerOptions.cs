@@ -1,6 +1,7 @@
 // Options records, one per trainer, with TRL's field names (snake_case in JSON) and TRL's defaults unless noted.
 // Loaded from a JSON file; unknown keys are errors. `--set key=value` overrides apply before validation.
 using System.Text.Json;
+using Workbook.Model;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
@@ -95,12 +96,18 @@ public sealed record GrpoOptions : TrainOptions
     public double Temperature { get; init; } = 1.0;
     public double TopP { get; init; } = 1.0;
     public int TopK { get; init; }
-    /// <summary>KL coefficient to the frozen reference (the policy at the start of GRPO), k3 estimator. 0 = no reference.</summary>
+    /// <summary>KL coefficient to the frozen reference (the policy at the start of GRPO). 0 = no reference.</summary>
     public double Beta { get; init; } = 0.0;
+    /// <summary>Where β·KL goes. loss (TRL): a per-token k3 term in the loss. reward (verl's use_kl_in_reward): β times the
+    /// sequence log-ratio log(π/π_ref) is subtracted from each reward, so the optimum is p* ∝ π_ref·e^{r/β}
+    /// (Theorem 3.1's); needs β > 0, scale_rewards = none and a loss_type other than grpo (its 1/|y| weights move the
+    /// fixed point).</summary>
+    public string KlMode { get; init; } = "loss";
     public double Epsilon { get; init; } = 0.2;
     /// <summary>Upper clip bound (DAPO's clip-higher); null = epsilon.</summary>
     public double? EpsilonHigh { get; init; }
-    /// <summary>μ: optimizer steps per batch of rollouts (the clipped ratio only matters when μ > 1).</summary>
+    /// <summary>μ: optimizer steps per batch of rollouts (the clipped ratio only matters when μ > 1). Unlike TRL,
+    /// max_steps counts rollout batches: a run makes μ·max_steps optimizer steps.</summary>
     public int NumIterations { get; init; } = 1;
     /// <summary>group | batch | none: divide advantages by the group's std, the batch's std, or not at all.</summary>
     public string ScaleRewards { get; init; } = "group";
@@ -117,6 +124,13 @@ public sealed record GrpoOptions : TrainOptions
     /// <summary>Expert examples in the SFT batch of the alignment diagnostic.</summary>
     public int GradientAlignmentExamples { get; init; } = 32;
 
+    /// <summary>The generation options of the rollouts (and of evaluations that sample like them).</summary>
+    public GenerationOptions Sampling(int eosId, int padId) => new()
+    {
+        MaxNewTokens = MaxCompletionLength, Temperature = Temperature, TopP = TopP, TopK = TopK,
+        EosTokenIds = [eosId], PadTokenId = padId,
+    };
+
     public override void Validate()
     {
         base.Validate();
@@ -131,6 +145,12 @@ public sealed record GrpoOptions : TrainOptions
         if (NumIterations < 1) Fail("num_iterations", "must be >= 1");
         if (ScaleRewards is not ("group" or "batch" or "none")) Fail("scale_rewards", $"'{ScaleRewards}' is not group, batch or none");
         if (LossType is not ("grpo" or "dr_grpo" or "dapo" or "bnpo")) Fail("loss_type", $"'{LossType}' is not grpo, dr_grpo, dapo or bnpo");
+        if (KlMode is not ("loss" or "reward")) Fail("kl_mode", $"'{KlMode}' is not loss or reward");
+        if (KlMode == "reward" && !(Beta > 0)) Fail("kl_mode", "reward needs beta > 0 (with beta = 0 there is no KL to move)");
+        if (KlMode == "reward" && ScaleRewards != "none")
+            Fail("kl_mode", $"reward needs scale_rewards = none (got {ScaleRewards}: dividing by a sampled std moves the optimum)");
+        if (KlMode == "reward" && LossType == "grpo")
+            Fail("kl_mode", "reward needs loss_type dapo, bnpo or dr_grpo (grpo's per-sequence 1/|y| weights move the optimum)");
         if (GradientAlignmentSteps < 0 || GradientAlignmentExamples < 1) Fail("gradient_alignment_steps/examples", "must be >= 0 / >= 1");
     }
 }

@@ -34,6 +34,9 @@ public static class GrammarTask
     {
         o.Validate();
         var rng = new Random(seed * 7919 + 17);
+        // the expert response's form is drawn from its own stream, so that every loose_format_fraction (and the task's
+        // reward) gives the same sentences, labels, rationales and terse answers: controls differ in the form only
+        var formRng = new Random(seed * 7919 + 29);
         var all = DistinctRows.Draw("grammar", o.TrainSize + o.EvalSize, count =>
         {
             var (sentence, ok, rationale) = Sentence(rng, acceptable: count % 2 == 0);
@@ -41,13 +44,20 @@ public static class GrammarTask
             {
                 var label = ok ? "acceptable" : "unacceptable";
                 var prompt = new List<ChatMessage> { ChatMessage.User($"{Question} \"{sentence}\"") };
-                bool loose = rng.NextDouble() < o.LooseFormatFraction;
-                var answer = loose ? LooseAnswer(rng, label) : $"Answer: {label}";
+                bool loose = formRng.NextDouble() < o.LooseFormatFraction;
+                int wording = formRng.Next(3);
+                var answer = loose ? LooseAnswer(wording, label) : $"Answer: {label}";
                 var expert = o.Rationales ? (loose ? $"{rationale} {answer}" : $"{rationale}\n{answer}") : answer;
                 var terse = TerseAnswer(rng, label);
-                return (new Example(prompt, expert, label, "grammar"), new Example(prompt, terse, label, "grammar"));
+                var ex = new Example(prompt, expert, label, "grammar")
+                {
+                    Form = loose ? "loose" : "strict", AnswerStart = expert.Length - answer.Length,
+                };
+                return (ex, new Example(prompt, terse, label, "grammar"));
             });
         });
+        var forms = new[] { "acceptable", "unacceptable" }.SelectMany(l => Enumerable.Range(0, 3)
+            .Select(w => $" {LooseAnswer(w, l)}").Append($"\nAnswer: {l}")).ToList();
         var train = all.Take(o.TrainSize).ToList();
         var eval = all.Skip(o.TrainSize).Take(o.EvalSize).ToList();
         return new TaskData("grammar", train.Select(t => t.Expert).ToList(), eval.Select(t => t.Expert).ToList(),
@@ -56,10 +66,13 @@ public static class GrammarTask
             $"Embedded acceptability task (grammar with agreement, word-order and argument-structure errors). Expert responses: " +
             $"{(o.Rationales ? "a one-line rationale, then " : "")}the label; {o.LooseFormatFraction:P0} state it in natural words, the rest end with " +
             "the strict line 'Answer: acceptable|unacceptable'. RL reward: strict final line, correct label. The strict reward prefers one of the " +
-            "forms the expert data mixes and ignores the rationale's wording: that is why RL raises the SFT loss and why SFT after RL lowers the strict reward.");
+            "forms the expert data mixes and ignores the rationale's wording: that is why RL raises the SFT loss and why SFT after RL lowers the strict reward.")
+        {
+            ExtraVocabularyText = forms,
+        };
     }
 
-    static string LooseAnswer(Random r, string label) => r.Next(3) switch
+    static string LooseAnswer(int wording, string label) => wording switch
     {
         0 => $"So it is {label}.",
         1 => $"The sentence is {label}.",

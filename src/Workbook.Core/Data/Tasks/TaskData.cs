@@ -14,7 +14,15 @@ public sealed record TaskData(
     List<Example> Base,
     IVerifier Reward,
     IVerifier[] EvalVerifiers,
-    string Design);
+    string Design)
+{
+    /// <summary>E_{y~p_data} r(x, y) when the task's expert mix makes it known exactly (generated tasks), else null (then
+    /// it is measured on the held-out expert responses).</summary>
+    public double? ExpertReward { get; init; }
+    /// <summary>Text the task can produce in other configurations (e.g. every expert wording of the grammar task), added
+    /// to the compact vocabulary so that it, and the base model, do not depend on loose_format_fraction.</summary>
+    public IReadOnlyList<string> ExtraVocabularyText { get; init; } = [];
+}
 
 public static class TaskRegistry
 {
@@ -26,7 +34,7 @@ public static class TaskRegistry
         options ??= new TaskOptions();
         var colon = spec.IndexOf(':');
         var (kind, file) = colon < 0 ? (spec, null) : (spec[..colon], spec[(colon + 1)..]);
-        return kind switch
+        var task = kind switch
         {
             "grammar" => GrammarTask.Create(seed, options),
             "arithmetic" => ArithmeticTask.Create(seed, options),
@@ -34,6 +42,11 @@ public static class TaskRegistry
             "gsm8k" when file is not null => FileTasks.Gsm8k(file, seed, options),
             _ => throw new WorkbookException($"unknown dataset '{spec}': expected grammar, arithmetic, cola:FILE or gsm8k:FILE"),
         };
+        // the RL reward: the strict verifier (the first evaluation verifier) or the lenient one (the last)
+        task = options.Reward == "lenient" ? task with { Reward = task.EvalVerifiers[^1] } : task;
+        // grammar: every expert label is right; the strict line ends a (1 − loose_format_fraction) share of responses
+        if (kind == "grammar") task = task with { ExpertReward = options.Reward == "lenient" ? 1 : 1 - options.LooseFormatFraction };
+        return task;
     }
 }
 
@@ -69,11 +82,16 @@ public sealed record TaskOptions
     /// <summary>Whether expert responses carry a short rationale before the answer.</summary>
     public bool Rationales { get; init; } = true;
     public bool SkipBad { get; init; }
+    /// <summary>The RL reward: strict (the exact final line / "#### N", the paper's) or lenient (the last label or number
+    /// anywhere, which every expert response earns: under it Theorem 3.1 predicts no SFT-loss rise).</summary>
+    public string Reward { get; init; } = "strict";
 
     public void Validate()
     {
         if (TrainSize < 0) throw new WorkbookException($"train_size must be >= 0 (got {TrainSize})");
         if (EvalSize < 1) throw new WorkbookException($"eval_size must be >= 1 (got {EvalSize})");
+        if (Reward is not ("strict" or "lenient"))
+            throw new WorkbookException($"option task.reward: '{Reward}' is not strict or lenient");
         if (LooseFormatFraction is < 0 or > 1) throw new WorkbookException($"loose_format_fraction must be in [0, 1] (got {LooseFormatFraction})");
     }
 }

@@ -1,0 +1,190 @@
+// Dose-response of the coupling: SFT then RL over a grid of β and loose_format_fraction, RL with kl_mode = reward (whose
+// optimum is Theorem 3.1's p*) run to a plateau, and the measured SFT-loss rise set against the predicted one.
+//  1. per (fraction, seed): one SFT stage from the base model on that fraction's expert data (shared by every β);
+//  2. from the SFT policy: the prediction (Theory/C1Prediction.cs) with the stage's β and its CI;
+//  3. per (β, fraction, seed): RL to the budget, measured ΔL_SFT (nats per response) on held-out expert data; the
+//     reward reached against E_{p*} r tells a run that has not converged from a prediction that missed;
+//  4. the twin, RL then SFT: SFT again after RL; the strict reward should return to the expert data's own reward,
+//     predicted as E_{p_data} r × label accuracy (the lenient reward of the same evaluation).
+// Every stage folder resumes like `run`; a finished point is never repeated.
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Workbook.Theory;
+using Workbook.Training;
+
+namespace Workbook.Experiments;
+
+public sealed record SweepGrid(IReadOnlyList<double> Betas, IReadOnlyList<double> LooseFormatFractions, bool Twin = true)
+{
+    public static readonly double[] DefaultBetas = [0.25, 0.5, 1, 2];
+    public static readonly double[] DefaultFractions = [0.35, 0];
+
+    /// <summary>Parses "0.25,0.5,1" for an option; empty, non-numeric, non-finite or out-of-range values are errors.</summary>
+    public static double[] ParseList(string option, string text, double min, double max, bool minExclusive)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        if (parts.Length == 0 || parts.All(p => p.Length == 0)) throw new WorkbookException($"{option}: the list is empty");
+        var values = new List<double>();
+        foreach (var p in parts)
+        {
+            if (!double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) || !double.IsFinite(v))
+                throw new WorkbookException($"{option}: '{p}' is not a number");
+            if (v < min || v > max || (minExclusive && v == min))
+                throw new WorkbookException($"{option}: {p} is outside {(minExclusive ? "(" : "[")}{min}, {max}]");
+            values.Add(v);
+        }
+        return values.Distinct().ToArray();
+    }
+}
+
+public static class Sweep
+{
+    static string Key(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
+
+    /// <summary>The RL options of the sweep: the config's GRPO with the KL in the reward at β.</summary>
+    public static GrpoOptions RlOptions(ExperimentConfig cfg, double beta) => cfg.Grpo with
+    {
+        Beta = beta, KlMode = "reward", ScaleRewards = "none", LossType = cfg.Grpo.LossType == "grpo" ? "dapo" : cfg.Grpo.LossType,
+    };
+
+    public static JsonObject Run(ExperimentRunner runner, SweepGrid grid, Action<string> log)
+    {
+        var cfg = runner.Config;
+        var root = Path.Combine(runner.RunDir, "sweep");
+        AtomicFile.WriteAllText(Path.Combine(runner.RunDir, "grid.json"), JsonSerializer.Serialize(grid, TrainOptions.Json));
+        var rows = new List<(double Beta, double F, long Seed, C1Prediction Pred, double Measured, double FinalReward,
+            double? TwinReward, double? TwinPredicted, List<(long, double)> Curve)>();
+        foreach (var seed in runner.SeedList)
+        {
+            var baseDir = runner.BaseModel(seed);
+            foreach (var f in grid.LooseFormatFractions)
+            {
+                var t = runner.TaskWithLooseFraction(f);
+                var fDir = Path.Combine(root, $"f{Key(f)}", $"seed-{seed}");
+                Directory.CreateDirectory(fDir);
+                var sft = new ExperimentRunner.StagePlan("sft", "sft", cfg.Sft.MaxSteps, t);
+                using var sftModel = runner.RunStage(runner.LoadBase(baseDir), Path.Combine(fDir, "1-sft"), sft, "sweep", seed * 100,
+                    Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage), $"sweep f={Key(f)}/seed-{seed}/sft");
+                var sftCkpt = TrainerCheckpoint.Latest(Path.Combine(fDir, "1-sft"))!;
+                foreach (var beta in grid.Betas)
+                {
+                    log($"[sweep β={Key(beta)} f={Key(f)} seed {seed}]");
+                    var pDir = Path.Combine(fDir, $"beta{Key(beta)}");
+                    Directory.CreateDirectory(pDir);
+                    var pred = runner.CachedPrediction(pDir, sftModel, t, beta, seed);
+                    var g = RlOptions(cfg, beta);
+                    var rl = new ExperimentRunner.StagePlan("rl", "grpo", g.MaxSteps, t);
+                    var rlDir = Path.Combine(pDir, "2-rl");
+                    var model = runner.RunStage(runner.LoadBase(sftCkpt), rlDir, rl, "sweep", seed * 100 + 1,
+                        Math.Max(1, g.MaxSteps / cfg.EvalsPerStage), $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/rl", g);
+                    var pts = ExperimentRunner.EvalPoints(rlDir).ToList();
+                    double measured = pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"];
+                    double finalReward = pts[^1].Metrics[runner.StrictKey];
+                    var curve = pts.Select(p => (p.Step, p.Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"])).ToList();
+                    double? twinReward = null, twinPred = null;
+                    if (grid.Twin)
+                    {
+                        var twinDir = Path.Combine(pDir, "3-sft");
+                        model = runner.RunStage(model, twinDir, sft, "sweep", seed * 100 + 2,
+                            Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage), $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/twin-sft");
+                        var last = ExperimentRunner.EvalPoints(twinDir).Last().Metrics;
+                        twinReward = last[runner.StrictKey];
+                        twinPred = (t.ExpertReward ?? runner.ExpertReward(t)) * last[runner.LenientKey];
+                    }
+                    model.Dispose();
+                    rows.Add((beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve));
+                }
+            }
+        }
+        var summary = Build(cfg, grid, rows.Select(r => new SweepRow(r.Beta, r.F, r.Seed, r.Pred, r.Measured, r.FinalReward,
+            r.TwinReward, r.TwinPredicted, r.Curve)).ToList(), runner.SeedList);
+        AtomicFile.WriteAllText(Path.Combine(runner.RunDir, "sweep.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return summary;
+    }
+
+    public sealed record SweepRow(double Beta, double F, long Seed, C1Prediction Pred, double Measured, double FinalReward,
+        double? TwinReward, double? TwinPredicted, List<(long Step, double Rise)> Curve);
+
+    static JsonObject StatJson(Stat s) => new()
+    {
+        ["mean"] = Num(s.Mean), ["ci95"] = new JsonArray(Num(s.Ci95[0]), Num(s.Ci95[1])),
+        ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
+    };
+    static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
+    static string F3(double x) => x.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
+
+    public static JsonObject Build(ExperimentConfig cfg, SweepGrid grid, IReadOnlyList<SweepRow> rows, IReadOnlyList<long> seeds)
+    {
+        var points = new JsonArray();
+        var sentences = new List<string>();
+        int tested = 0, within = 0;
+        foreach (var grp in rows.GroupBy(r => (r.Beta, r.F)))
+        {
+            var rs = grp.OrderBy(r => r.Seed).ToList();
+            var measured = Stat.Of(rs.Select(r => r.Measured).ToArray());
+            var predicted = Stat.Of(rs.Select(r => r.Pred.Mean).ToArray());
+            // the prediction's CI: seeds' spread when there are several, else the bootstrap CI of the one seed
+            var pci = rs.Count > 1 ? predicted.Ci95 : rs[0].Pred.Ci95;
+            var ratio = Stat.Of(rs.Select(r => r.Measured / r.Pred.Mean).ToArray());
+            var reached = Stat.Bounded(rs.Select(r => r.FinalReward).ToArray(), 0, 1);
+            var atOpt = Stat.Bounded(rs.Select(r => r.Pred.RewardAtOptimum).ToArray(), 0, 1);
+            // a plateau: the last evaluation interval moved the rise by less than 10% of the rise (or 0.02 nats)
+            var plateau = rs.Select(r => r.Curve.Count >= 2 && Math.Abs(r.Curve[^1].Rise - r.Curve[^2].Rise)
+                <= Math.Max(0.02, 0.1 * Math.Abs(r.Curve[^1].Rise))).ToArray();
+            var p = new JsonObject
+            {
+                ["beta"] = grp.Key.Beta, ["loose_format_fraction"] = grp.Key.F,
+                ["measured"] = StatJson(measured),
+                ["predicted"] = new JsonObject { ["mean"] = Num(predicted.Mean), ["ci95"] = new JsonArray(Num(pci[0]), Num(pci[1])),
+                    ["per_seed"] = new JsonArray(rs.Select(r => (JsonNode?)Num(r.Pred.Mean)).ToArray()) },
+                ["ratio"] = StatJson(ratio),
+                ["reward_reached"] = StatJson(reached),
+                ["reward_at_optimum"] = StatJson(atOpt),
+                ["plateau_per_seed"] = new JsonArray(plateau.Select(x => (JsonNode?)x).ToArray()),
+                ["curves"] = new JsonArray(rs.Select(r => (JsonNode?)new JsonObject
+                {
+                    ["seed"] = r.Seed,
+                    ["points"] = new JsonArray(r.Curve.Select(c => (JsonNode?)new JsonArray(c.Step, Num(c.Rise))).ToArray()),
+                }).ToArray()),
+            };
+            if (rs.All(r => r.TwinReward is not null))
+                p["twin"] = new JsonObject
+                {
+                    ["measured"] = StatJson(Stat.Bounded(rs.Select(r => r.TwinReward!.Value).ToArray(), 0, 1)),
+                    ["predicted"] = StatJson(Stat.Bounded(rs.Select(r => r.TwinPredicted!.Value).ToArray(), 0, 1)),
+                };
+            points.Add(p);
+            var where = $"β {Key(grp.Key.Beta)}, loose fraction {Key(grp.Key.F)}";
+            if (predicted.Mean >= 0.1)
+            {
+                tested++;
+                bool ok = ratio.Mean is >= 0.7 and <= 1.3;
+                if (ok) within++;
+                var why = ok ? "" : reached.Mean < atOpt.Mean - 0.05
+                    ? $"; RL had not reached the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}: not converged)"
+                    : reached.Mean > atOpt.Mean + 0.05
+                        ? $"; RL went past the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}: the policy moved further than p*)"
+                        : $"; RL reached the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}), so the miss is in how the mass moved, not how far";
+                sentences.Add($"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response, " +
+                    $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]){why}" +
+                    (plateau.All(x => x) ? "" : $"; {plateau.Count(x => !x)} of {plateau.Length} seeds had not plateaued") + ".");
+            }
+            else
+                sentences.Add($"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), measured {F3(measured.Mean)} " +
+                    $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]).");
+        }
+        var headline = tested == 0 ? "No grid point had a predicted rise of at least 0.1 nats per response."
+            : $"{within} of {tested} points with a predicted rise ≥ 0.1 nats per response have measured/predicted within [0.7, 1.3].";
+        return new JsonObject
+        {
+            ["points"] = points,
+            ["statements"] = new JsonArray([headline, .. sentences.Select(s => (JsonNode?)s)]),
+            ["seeds"] = new JsonArray(seeds.Select(s => (JsonNode?)s).ToArray()),
+            ["rl"] = new JsonObject { ["kl_mode"] = "reward", ["scale_rewards"] = "none", ["max_steps"] = cfg.Grpo.MaxSteps,
+                ["learning_rate"] = cfg.Grpo.LearningRate },
+            ["config"] = JsonNode.Parse(cfg.ToJson()),
+            ["versions"] = JsonSerializer.SerializeToNode(ExperimentRunner.Versions()),
+        };
+    }
+}
