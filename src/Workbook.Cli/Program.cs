@@ -8,6 +8,7 @@ app.Configure(c =>
 {
     c.SetApplicationName("workbook");
     c.UseStrictParsing();
+    c.AddCommand<SweepCommand>("sweep").WithDescription("Predicted against measured SFT-loss rise over a grid of beta and loose_format_fraction (kl_mode = reward).");
     c.AddCommand<RunCommand>("run").WithDescription("Run the coupling experiments (the main job): sft-then-rl, rl-then-sft, interleaved, joint or all.");
     c.AddCommand<TrainCommand>("train").WithDescription("Train with one trainer: sft or grpo (options file with TRL names; resumable).");
     c.AddCommand<NotebooksCommand>("notebooks").WithDescription("Run the notebooks headless (dotnet repl) and render them to reports/notebooks/*.html.");

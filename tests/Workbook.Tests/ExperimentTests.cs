@@ -32,6 +32,12 @@ public class ExperimentTests
     [InlineData("seeds=0", "seeds")]
     [InlineData("no_such_key=1", "no_such_key")]
     [InlineData("model=\"/no/such/model\"", "model folder not found")]
+    [InlineData("task.reward=\"exact\"", "task.reward")]
+    [InlineData("grpo.kl_mode=\"both\"", "kl_mode")]
+    [InlineData("sft.seed=7", "sft.seed")]
+    [InlineData("grpo.eval_steps=5", "evals_per_stage")]
+    [InlineData("sft.dtype=\"bf16\"", "top level")]
+    [InlineData("c1_samples=4", "c1_samples")]
     public void Bad_configs_fail_before_anything_is_created(string set, string expect)
     {
         var e = Assert.Throws<WorkbookException>(() => ExperimentConfig.Load(null, [set]));
@@ -61,13 +67,35 @@ public class ExperimentTests
         var root = TestData.TempDir();
         var runDir = ExperimentRunner.NewRunDir(root, "tiny");
         var runner = new ExperimentRunner(Tiny, runDir, root);
-        var results = runner.Run(ExperimentConfig.Pipelines);
+        var results = runner.Run(ExperimentConfig.Resolve("all"));
         var summary = Summary.Build(Tiny, results, runner.StrictKey, runner.LenientKey, runner.Task.Design, ExperimentRunner.Versions(), runner.SeedList);
         Summary.Save(runDir, summary);
 
         var s = JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, "summary.json")))!;
-        foreach (var key in new[] { "sft_loss_change_during_rl", "reward_change_during_rl", "c1_estimate" })
+        foreach (var key in new[] { "sft_loss_change_during_rl", "reward_change_during_rl" })
             Assert.Equal(2, s["pipelines"]!["sft-then-rl"]![key]!["per_seed"]!.AsArray().Count);
+        Assert.Equal(2, s["pipelines"]!["sft-then-rl"]!["prediction"]!["predicted"]!["per_seed"]!.AsArray().Count);
+        // the controls, each with the two measured changes as {mean, ci95, per_seed}, beside a paired difference
+        Assert.Equal(ExperimentConfig.Controls, s["controls"]!.AsObject().Select(kv => kv.Key));
+        foreach (var (name, c) in s["controls"]!.AsObject())
+        {
+            foreach (var key in new[] { "sft_loss_change_during_rl", "sft_nll_per_response_change_during_rl", "main_minus_control_sft_loss_change" })
+            {
+                Assert.Equal(2, c![key]!["per_seed"]!.AsArray().Count);
+                Assert.Equal(2, c[key]!["ci95"]!.AsArray().Count);
+                Assert.NotNull(c[key]!["mean"]);
+            }
+            Assert.Equal(name == "fresh-optimizer", c!["prediction"] is null);   // no RL stage, no prediction
+        }
+        // lenient-reward and fresh-optimizer reuse sft-then-rl's SFT stage instead of training it again
+        Assert.False(Directory.Exists(Path.Combine(runDir, "lenient-reward", "seed-1000", "1-sft")));
+        Assert.True(Directory.Exists(Path.Combine(runDir, "no-format-mix", "seed-1000", "1-sft")));
+        // reward intervals stay inside [0, 1]
+        foreach (var (_, p) in s["pipelines"]!.AsObject())
+            foreach (var b in p!["final_reward"]!["ci95"]!.AsArray().Where(b => b is not null))
+                Assert.InRange(b!.GetValue<double>(), 0, 1);
+        Assert.NotNull(s["statements"]!["controls"]);
+        Assert.NotNull(s["comparisons"]!["interleaved - sft-then-rl"]);
         Assert.Equal(2, s["pipelines"]!["rl-then-sft"]!["reward_change_during_sft"]!["ci95"]!.AsArray().Count);
         Assert.NotNull(s["pipelines"]!["rl-then-sft"]!["sft_loss_change_during_sft"]!["mean"]);
         Assert.Equal(new long[] { 1000, 1001 }, s["seeds"]!.AsArray().Select(x => x!.GetValue<long>()));
@@ -83,7 +111,7 @@ public class ExperimentTests
         // resuming a finished run retrains nothing and gives the same curves
         var metrics = Path.Combine(runDir, "sft-then-rl", "seed-1001", "2-rl", "metrics.jsonl");
         var before = File.GetLastWriteTimeUtc(metrics);
-        var again = new ExperimentRunner(Tiny, runDir, root).Run(ExperimentConfig.Pipelines);
+        var again = new ExperimentRunner(Tiny, runDir, root).Run(ExperimentConfig.Resolve("all"));
         Assert.Equal(before, File.GetLastWriteTimeUtc(metrics));
         Assert.Equal(results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]), again["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]));
 
@@ -120,5 +148,55 @@ public static class ChromiumRender
         int lines = System.Text.RegularExpressions.Regex.Matches(dom, "class=\"js-line\"").Count;
         Assert.True(svgs >= minCharts, $"expected at least {minCharts} rendered plotly charts, found {svgs} main-svg elements");
         Assert.True(lines >= minCharts, $"the charts have no drawn lines ({lines} js-line paths)");
+    }
+}
+
+public class SweepTests
+{
+    [Theory]
+    [InlineData("", "empty")]
+    [InlineData("0.5,x", "'x' is not a number")]
+    [InlineData("-1", "outside")]
+    [InlineData("0", "outside")]
+    [InlineData("NaN", "not a number")]
+    public void Bad_beta_lists_are_refused_with_the_option_named(string text, string expect)
+    {
+        var e = Assert.Throws<WorkbookException>(() => SweepGrid.ParseList("--beta", text, 0, 1e6, minExclusive: true));
+        Assert.Contains("--beta", e.Message);
+        Assert.Contains(expect, e.Message);
+    }
+
+    [Fact]
+    public void A_fraction_outside_zero_to_one_is_refused() =>
+        Assert.Contains("outside", Assert.Throws<WorkbookException>(() =>
+            SweepGrid.ParseList("--loose-format-fraction", "0.2,1.5", 0, 1, minExclusive: false)).Message);
+
+    [Fact]
+    public void A_tiny_sweep_writes_the_schema_and_a_resumed_sweep_repeats_no_point()
+    {
+        var root = TestData.TempDir();
+        var cfg = ExperimentTests.Tiny with { Grpo = ExperimentTests.Tiny.Grpo with { LearningRate = 1e-3 } };
+        var runDir = ExperimentRunner.NewRunDir(root, "sweep");
+        var grid = new SweepGrid([0.5, 1.0], [0.35, 0]);
+        var s = Sweep.Run(new ExperimentRunner(cfg, runDir, root), grid, _ => { });
+        var points = s["points"]!.AsArray();
+        Assert.Equal(4, points.Count);
+        foreach (var p in points)
+        {
+            Assert.Equal(2, p!["measured"]!["per_seed"]!.AsArray().Count);
+            Assert.Equal(2, p["measured"]!["ci95"]!.AsArray().Count);
+            Assert.NotNull(p["predicted"]!["mean"]);
+            Assert.Equal(2, p["predicted"]!["ci95"]!.AsArray().Count);
+            Assert.NotNull(p["twin"]!["measured"]);
+        }
+        // one SFT stage per (fraction, seed), shared by every beta
+        Assert.Equal(2, Directory.GetDirectories(Path.Combine(runDir, "sweep")).Length);
+        var rl = Path.Combine(runDir, "sweep", "f0.35", "seed-1000", "beta0.5", "2-rl", "metrics.jsonl");
+        var before = File.GetLastWriteTimeUtc(rl);
+        var again = Sweep.Run(new ExperimentRunner(cfg, runDir, root), grid, _ => { });
+        Assert.Equal(before, File.GetLastWriteTimeUtc(rl));
+        Assert.Equal(points.ToJsonString(), again["points"]!.ToJsonString());
+        var html = File.ReadAllText(SweepReport.Write(runDir, again));
+        Assert.Contains("measured vs predicted", html);
     }
 }

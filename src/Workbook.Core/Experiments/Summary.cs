@@ -31,7 +31,7 @@ public static class Summary
     static double[] Final(List<SeedResult> seeds, string key) =>
         seeds.Select(r => r.Curve.LastOrDefault(p => p.Metrics.ContainsKey(key))?.Metrics[key] ?? double.NaN).ToArray();
 
-    static string F(double x) => x.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
+    static string F(double x) => Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
     static string Abs(double x) => Math.Abs(x).ToString("0.000", CultureInfo.InvariantCulture);
     static string P2(double x) => x.ToString("0.00", CultureInfo.InvariantCulture);
     static string Ci(Stat s) => $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]";

@@ -112,7 +112,7 @@ public static class Sweep
         ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
     };
     static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
-    static string F3(double x) => x.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
+    static string F3(double x) => Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
 
     public static JsonObject Build(ExperimentConfig cfg, SweepGrid grid, IReadOnlyList<SweepRow> rows, IReadOnlyList<long> seeds)
     {
