@@ -188,3 +188,23 @@ public static class Sweep
         };
     }
 }
+
+public static class SweepBench
+{
+    /// <summary>The sweep as notebooks call it: the default grid (or the quick one: β 0.5, fractions 0.35 and 0), a new run
+    /// folder under <paramref name="runsRoot"/>, sweep.json and sweep.html written. The same as `workbook sweep [--quick]`.</summary>
+    public static JsonObject Run(bool quick, string runsRoot, Action<string>? log = null)
+    {
+        log ??= Console.WriteLine;
+        var cfg = ExperimentConfig.Load(null, ["grpo.max_steps=80", "grpo.learning_rate=0.0005"]);
+        if (quick) cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
+        var grid = quick ? new SweepGrid([0.5], [0.35, 0]) : new SweepGrid(SweepGrid.DefaultBetas, SweepGrid.DefaultFractions);
+        var runDir = ExperimentRunner.NewRunDir(runsRoot, (quick ? "quick-" : "") + "sweep");
+        var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);
+        Directory.CreateDirectory(runDir);
+        AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), cfg.ToJson());
+        var sweep = Sweep.Run(runner, grid, log);
+        log($"sweep: {SweepReport.Write(runDir, sweep)}");
+        return sweep;
+    }
+}
