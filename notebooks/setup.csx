@@ -12,4 +12,6 @@ using Workbook.Theory;
 
 display(HTML(CurveCharts.PlotlyScriptTag()));
 Formatter.Register<GenericChart>(c => CurveCharts.Html(c), "text/html");
-Console.WriteLine($"Workbook core loaded; quick mode: {Workbench.Quick}; runs folder: {Workbench.RunsRoot}");
+// quick mode (CI budgets) is set by `workbook notebooks run --quick`; the notebooks pass it to the core explicitly
+var Quick = Workbench.ParseQuick(Environment.GetEnvironmentVariable("WORKBOOK_QUICK"));
+Console.WriteLine($"Workbook core loaded; quick mode: {Quick}; runs folder: {Workbench.RunsRoot}");
