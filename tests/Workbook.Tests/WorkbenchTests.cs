@@ -91,7 +91,9 @@ public class WorkbenchTests
         Assert.StartsWith("After 2 RL steps the SFT loss rose by 0.2000 (within its smoothness bound", rising[0]);
         Assert.Contains("the RL objective gap fell by 0.8000", rising[0]);
         Assert.StartsWith("Both bounds held", rising[1]);
-        Assert.Contains("Both say stop early", rising[2]);
+        Assert.EndsWith("Both say stop early; the prediction maximises a loose lower bound, 1.40 times the measured T*.", rising[2]);
+        var atOnce = Workbench.LandscapeConclusions(Softmax([0, 0.1, 0.2], [1, 0.5, 0.2], 1, 0.3), ok);
+        Assert.EndsWith("Both say stop early, the prediction (which maximises a loose lower bound) before the first step.", atOnce[2]);
         Assert.Contains("the SFT loss fell every time; the SFT gap exceeded the gap the condition implies every time.", rising[3]);
 
         var falling = Workbench.LandscapeConclusions(Softmax([0.3, 0.2, 1.5], [0.1, 0.2, 0.3], 2, double.NaN, upper: 1, contraction: 2),

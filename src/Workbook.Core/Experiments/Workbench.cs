@@ -229,9 +229,10 @@ public static class Workbench
         string predicted = double.IsNaN(r.PredictedTStar) ? "no prediction (κ is outside (0, 1))"
             : $"predicted T* = {N(r.PredictedTStar, "0.0")}" + (r.PredictedTStar < steps ? "" : $", beyond the {steps} steps run");
         bool bothEarly = r.MeasuredTStar < steps && r.PredictedTStar < steps;
-        lines.Add($"Best stopping time for λ = {r.Lambda}: {measured}; {predicted}" + (bothEarly
-            ? $". Both say stop early; the prediction maximises a loose lower bound, and it is {N(r.PredictedTStar / Math.Max(r.MeasuredTStar, 1), "0.00")} times the measured T*."
-            : ". They do not both say stop early."));
+        string ratio = r.MeasuredTStar > 0 ? $", {N(r.PredictedTStar / r.MeasuredTStar, "0.00")} times the measured T*" : "";
+        lines.Add($"Best stopping time for λ = {r.Lambda}: {measured}; {predicted}" + (!bothEarly ? ". They do not both say stop early."
+            : r.PredictedTStar < 1 ? ". Both say stop early, the prediction (which maximises a loose lower bound) before the first step."
+            : $". Both say stop early; the prediction maximises a loose lower bound{ratio}."));
         var t = threshold;
         lines.Add(t.SufficientHeld == 0
             ? $"One-step threshold: the sufficient condition held at none of {t.Steps} points, so this run does not test it; the SFT loss fell at {t.Decreased}."
