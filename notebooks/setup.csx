@@ -14,7 +14,8 @@ using Workbook.Theory;
 // libtorch-dev ships 1.13) would be loaded and fail; loading the bundled native library by path first prevents that.
 var bundledTorch = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(typeof(Workbench).Assembly.Location)!,
     "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
-if (OperatingSystem.IsLinux() && System.IO.File.Exists(bundledTorch)) System.Runtime.InteropServices.NativeLibrary.Load(bundledTorch);
+if (OperatingSystem.IsLinux() && System.IO.File.Exists(bundledTorch))
+    System.Runtime.InteropServices.NativeLibrary.Load(bundledTorch);
 
 display(HTML(CurveCharts.PlotlyScriptTag()));
 Formatter.Register<GenericChart>(c => CurveCharts.Html(c), "text/html");

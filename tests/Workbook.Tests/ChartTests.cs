@@ -6,8 +6,10 @@ namespace Workbook.Tests;
 
 public class ChartTests
 {
-    /// <summary>A summary in the shape Summary.Build writes: three seeds with non-consecutive numbers, interleaved stages.</summary>
-    public static JsonObject SyntheticSummary(long[] seeds, string[] stageNames, Func<int, int, (double loss, double strict, double lenient)> at)
+    /// <summary>A summary in the shape Summary.Build writes: seeds with non-consecutive numbers, interleaved
+    /// stages.</summary>
+    public static JsonObject SyntheticSummary(long[] seeds, string[] stageNames,
+        Func<int, int, (double loss, double strict, double lenient)> at)
     {
         var stages = new JsonArray(stageNames.Select((n, i) => (JsonNode?)new JsonObject
         {
@@ -22,17 +24,25 @@ public class ChartTests
                 return (JsonNode?)new JsonObject
                 {
                     ["step"] = 2 * i, ["stage"] = Math.Min(i / 5, stageNames.Length - 1), ["kind"] = "sft",
-                    ["metrics"] = new JsonObject { ["eval_sft_loss"] = loss, ["eval_rewards/strict/mean"] = strict, ["eval_rewards/lenient/mean"] = lenient },
+                    ["metrics"] = new JsonObject
+                    {
+                        ["eval_sft_loss"] = loss, ["eval_rewards/strict/mean"] = strict,
+                        ["eval_rewards/lenient/mean"] = lenient,
+                    },
                 };
             }).ToArray()),
         }).ToArray());
         return new JsonObject
         {
-            ["pipelines"] = new JsonObject { ["interleaved"] = new JsonObject { ["stages"] = stages, ["curves"] = curves } },
+            ["pipelines"] = new JsonObject
+            {
+                ["interleaved"] = new JsonObject { ["stages"] = stages, ["curves"] = curves },
+            },
             ["seeds"] = new JsonArray(seeds.Select(s => (JsonNode?)s).ToArray()),
             ["metric_keys"] = new JsonObject
             {
-                ["sft_loss"] = "eval_sft_loss", ["reward"] = "eval_rewards/strict/mean", ["lenient_reward"] = "eval_rewards/lenient/mean",
+                ["sft_loss"] = "eval_sft_loss", ["reward"] = "eval_rewards/strict/mean",
+                ["lenient_reward"] = "eval_rewards/lenient/mean",
             },
         };
     }
@@ -82,18 +92,21 @@ public class ChartTests
     {
         var (loss, reward) = CurveCharts.Pipeline(Summary(), "interleaved");
         var path = Path.Combine(TestData.TempDir(), "charts.html");
-        File.WriteAllText(path, "<!DOCTYPE html><html><head><meta charset=\"utf-8\">" + CurveCharts.PlotlyScriptTag() + "</head><body>"
+        File.WriteAllText(path, "<!DOCTYPE html><html><head><meta charset=\"utf-8\">" + CurveCharts.PlotlyScriptTag()
+            + "</head><body>"
             + CurveCharts.Html(loss) + CurveCharts.Html(reward) + "</body></html>");
         ChromiumRender.AssertChartsRender(path, minCharts: 2);
         var dom = Dom(path);
-        foreach (var st in Stages) Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(dom, $">{st}<").Count);   // a label per chart
+        // a label per chart
+        foreach (var st in Stages) Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(dom, $">{st}<").Count);
     }
 
     static string Dom(string htmlPath)
     {
-        var psi = new System.Diagnostics.ProcessStartInfo(ChromiumRender.Browser, ["--headless", "--no-sandbox", "--disable-gpu",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            $"--user-data-dir={TestData.TempDir()}", "--virtual-time-budget=10000", "--dump-dom", "file://" + Path.GetFullPath(htmlPath)])
+        var psi = new System.Diagnostics.ProcessStartInfo(ChromiumRender.Browser, ["--headless", "--no-sandbox",
+            "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", $"--user-data-dir={TestData.TempDir()}", "--virtual-time-budget=10000", "--dump-dom",
+            "file://" + Path.GetFullPath(htmlPath)])
         { RedirectStandardOutput = true, RedirectStandardError = true };
         using var p = System.Diagnostics.Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
@@ -107,7 +120,8 @@ public class ChartTests
     public void Seed_ids_must_match_the_seed_curves()
     {
         (double, double)[] one = [(0, 1.0), (1, 2.0)];
-        var e = Assert.Throws<ArgumentException>(() => CurveCharts.Curves("t", "y", [("x", [one, one])], seedIds: [1000]));
+        var e = Assert.Throws<ArgumentException>(
+            () => CurveCharts.Curves("t", "y", [("x", [one, one])], seedIds: [1000]));
         Assert.Contains("1 seed ids for 2 seed curves", e.Message);
     }
 }

@@ -13,7 +13,8 @@ public class StatisticsTests(ITestOutputHelper output)
     [Fact]
     public void Bounded_is_the_back_transformed_t_interval_on_squeezed_logits()
     {
-        // [0.2, 0.5, 0.8] on [0, 1]: squeezed u = 0.01 + 0.98 x, logits ±z and 0, sd z, half-width t_{0.975,2} z / sqrt 3
+        // [0.2, 0.5, 0.8] on [0, 1]: squeezed u = 0.01 + 0.98 x, logits ±z and 0, sd z,
+        // half-width t_{0.975,2} z / sqrt 3
         double z = Logit(0.01 + 0.98 * 0.8), h = 4.303 * z / Math.Sqrt(3);
         var s = Stat.Bounded([0.2, 0.5, 0.8], 0, 1);
         Assert.Equal(0.5, s.Mean, 12);
@@ -56,7 +57,8 @@ public class StatisticsTests(ITestOutputHelper output)
         double[] special = [0, 1, 1e-12, 1 - 1e-12, 0.5];
         for (int i = 0; i < 20_000; i++)
         {
-            var xs = Enumerable.Range(0, 2 + rng.Next(5)).Select(_ => rng.NextDouble() < 0.5 ? special[rng.Next(special.Length)] : rng.NextDouble()).ToArray();
+            var xs = Enumerable.Range(0, 2 + rng.Next(5))
+                .Select(_ => rng.NextDouble() < 0.5 ? special[rng.Next(special.Length)] : rng.NextDouble()).ToArray();
             Check(Stat.Bounded(xs, 0, 1), 0, 1, xs);
             var d = xs.Select(x => 2 * x - 1).ToArray();
             Check(Stat.Paired(xs, xs.Reverse().ToArray(), (0, 1)), -1, 1, xs);
@@ -81,7 +83,8 @@ public class StatisticsTests(ITestOutputHelper output)
         Assert.Throws<ArgumentException>(() => Stat.Bounded([0.5], 0, double.PositiveInfinity));
     }
 
-    /// <summary>The probability of each count k of m prompts solved when a seed's success rate is p_j with weight w_j.</summary>
+    /// <summary>The probability of each count k of m prompts solved when a seed's success rate is p_j with weight
+    /// w_j.</summary>
     static double[] MixtureOfBinomials(int m, double[] p, double[] w)
     {
         var q = new double[m + 1];
@@ -98,7 +101,8 @@ public class StatisticsTests(ITestOutputHelper output)
         return s;
     }
 
-    /// <summary>Exact coverage of the true mean: every multiset of n outcomes, weighted by its multinomial probability.</summary>
+    /// <summary>Exact coverage of the true mean: every multiset of n outcomes, weighted by its multinomial
+    /// probability.</summary>
     static double ExactCoverage(double[] q, int n, double mu, Func<double[], (double lo, double hi)> interval)
     {
         int m = q.Length - 1;
@@ -134,11 +138,20 @@ public class StatisticsTests(ITestOutputHelper output)
         double mu = p.Zip(w).Sum(x => x.First * x.Second);
         foreach (int n in new[] { 3, 4, 5 })
         {
-            double bounded = ExactCoverage(q, n, mu, xs => { var s = Stat.Bounded(xs, 0, 1); return (s.Ci95[0], s.Ci95[1]); });
-            double clipped = ExactCoverage(q, n, mu, xs => { var s = Stat.Of(xs); return (Math.Max(0, s.Ci95[0]), Math.Min(1, s.Ci95[1])); });
+            double bounded = ExactCoverage(q, n, mu, xs =>
+            {
+                var s = Stat.Bounded(xs, 0, 1);
+                return (s.Ci95[0], s.Ci95[1]);
+            });
+            double clipped = ExactCoverage(q, n, mu, xs =>
+            {
+                var s = Stat.Of(xs);
+                return (Math.Max(0, s.Ci95[0]), Math.Min(1, s.Ci95[1]));
+            });
             output.WriteLine($"{where}, {n} seeds: coverage bounded {bounded:F4}, clipped t {clipped:F4}");
             Assert.InRange(bounded, 0.93, 0.995);
-            Assert.True(bounded >= clipped - 0.005, $"{where}, {n} seeds: bounded {bounded:F4} against clipped t {clipped:F4}");
+            Assert.True(bounded >= clipped - 0.005,
+                $"{where}, {n} seeds: bounded {bounded:F4} against clipped t {clipped:F4}");
         }
     }
 
@@ -147,7 +160,7 @@ public class StatisticsTests(ITestOutputHelper output)
     {
         // a change = reward after - reward before (24 prompts each), both success rates varying over seeds
         var rng = new Random(11);
-        double Binom(double p) { int k = 0; for (int i = 0; i < 24; i++) if (rng.NextDouble() < p) k++; return k / 24.0; }
+        double Binom(double p) => Enumerable.Range(0, 24).Count(_ => rng.NextDouble() < p) / 24.0;
         foreach (var (before, after) in new[] { (0.3, 0.8), (0.9, 0.2), (0.05, 0.95) })
         {
             double mu = after - before;
@@ -198,11 +211,13 @@ public class StatisticsTests(ITestOutputHelper output)
     {
         Assert.Throws<ArgumentException>(() => Stat.Paired([1.0, 2.0], [1.0]));
         var e = Assert.Throws<ArgumentException>(() => Stat.Paired(
-            new Dictionary<long, double> { [1000] = 1, [1001] = 2 }, new Dictionary<long, double> { [1000] = 0, [1002] = 0 }));
+            new Dictionary<long, double> { [1000] = 1, [1001] = 2 },
+            new Dictionary<long, double> { [1000] = 0, [1002] = 0 }));
         Assert.Contains("1001", e.Message);
         Assert.Contains("1002", e.Message);
         // matched by seed number, not by position
-        var s = Stat.Paired(new Dictionary<long, double> { [1001] = 2, [1000] = 1 }, new Dictionary<long, double> { [1000] = 0, [1001] = 0.5 });
+        var s = Stat.Paired(new Dictionary<long, double> { [1001] = 2, [1000] = 1 },
+            new Dictionary<long, double> { [1000] = 0, [1001] = 0.5 });
         Assert.Equal([1.0, 1.5], s.PerSeed);
     }
 }

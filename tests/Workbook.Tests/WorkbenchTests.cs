@@ -18,13 +18,16 @@ public class WorkbenchTests
         Assert.Contains("WORKBOOK_QUICK", e.Message);
     }
 
+    static JsonArray Arr(IEnumerable<double?> xs) =>
+        new(xs.Select(x => x is null ? null : (JsonNode?)x.Value).ToArray());
+
     static JsonObject Finals(params (string name, double[] loss, double?[] reward)[] pipes) => new()
     {
         ["seeds"] = new JsonArray(1000L, 1001L, 1002L),
         ["pipelines"] = new JsonObject(pipes.Select(p => KeyValuePair.Create(p.name, (JsonNode?)new JsonObject
         {
-            ["final_sft_loss"] = new JsonObject { ["per_seed"] = new JsonArray(p.loss.Select(x => (JsonNode?)x).ToArray()) },
-            ["final_reward"] = new JsonObject { ["per_seed"] = new JsonArray(p.reward.Select(x => x is null ? null : (JsonNode?)x.Value).ToArray()) },
+            ["final_sft_loss"] = new JsonObject { ["per_seed"] = Arr(p.loss.Select(x => (double?)x)) },
+            ["final_reward"] = new JsonObject { ["per_seed"] = Arr(p.reward) },
         }))),
     };
 
@@ -34,16 +37,17 @@ public class WorkbenchTests
     public void Verdicts_follow_the_intervals()
     {
         Stat better = S(-0.2, -0.1), worse = S(0.1, 0.2), unclear = S(-0.1, 0.1);
+        string V(Stat loss, Stat reward) => Workbench.Verdict("a", "b", loss, reward);
         // loss: negative = a better; reward: positive = a better
-        Assert.Equal("a is better than b on both axes", Workbench.Verdict("a", "b", better, worse));
-        Assert.Equal("b is better than a on both axes", Workbench.Verdict("a", "b", worse, better));
-        Assert.Equal("a trade-off: a has the lower SFT loss, b the higher reward", Workbench.Verdict("a", "b", better, better));
-        Assert.Equal("a trade-off: a has the higher reward, b the lower SFT loss", Workbench.Verdict("a", "b", worse, worse));
-        Assert.StartsWith("a has the lower SFT loss; the reward difference", Workbench.Verdict("a", "b", better, unclear));
-        Assert.StartsWith("b has the lower SFT loss", Workbench.Verdict("a", "b", worse, unclear));
-        Assert.StartsWith("a has the higher reward", Workbench.Verdict("a", "b", unclear, worse));
-        Assert.StartsWith("b has the higher reward", Workbench.Verdict("a", "b", unclear, better));
-        Assert.Equal("neither difference is resolved by 3 seeds", Workbench.Verdict("a", "b", unclear, unclear));
+        Assert.Equal("a is better than b on both axes", V(better, worse));
+        Assert.Equal("b is better than a on both axes", V(worse, better));
+        Assert.Equal("a trade-off: a has the lower SFT loss, b the higher reward", V(better, better));
+        Assert.Equal("a trade-off: a has the higher reward, b the lower SFT loss", V(worse, worse));
+        Assert.StartsWith("a has the lower SFT loss; the reward difference", V(better, unclear));
+        Assert.StartsWith("b has the lower SFT loss", V(worse, unclear));
+        Assert.StartsWith("a has the higher reward", V(unclear, worse));
+        Assert.StartsWith("b has the higher reward", V(unclear, better));
+        Assert.Equal("neither difference is resolved by 3 seeds", V(unclear, unclear));
     }
 
     [Fact]
@@ -56,17 +60,20 @@ public class WorkbenchTests
             ("interleaved", [0.30, 0.41, 0.34], [0.95, 0.86, 0.90]),
             ("joint", [0.52, 0.58, 0.55], [0.88, 0.83, 0.84]));
         var lines = Workbench.Tradeoffs(s);
-        Assert.Contains(lines, l => l.StartsWith("sft-then-rl against rl-then-sft") &&
-            l.EndsWith("a trade-off: sft-then-rl has the higher reward, rl-then-sft the lower SFT loss."));
-        Assert.Contains(lines, l => l.StartsWith("interleaved against sft-then-rl") && l.EndsWith("interleaved is better than sft-then-rl on both axes."));
-        Assert.Contains(lines, l => l.StartsWith("interleaved against rl-then-sft") && l.EndsWith("interleaved is better than rl-then-sft on both axes."));
-        Assert.Contains(lines, l => l.StartsWith("joint against sft-then-rl") && l.EndsWith("neither difference is resolved by 3 seeds."));
-        Assert.Contains(lines, l => l.StartsWith("interleaved: final SFT loss 0.350"));
+        void Has(string start, string end) =>
+            Assert.Contains(lines, l => l.StartsWith(start) && l.EndsWith(end));
+        Has("sft-then-rl against rl-then-sft",
+            "a trade-off: sft-then-rl has the higher reward, rl-then-sft the lower SFT loss.");
+        Has("interleaved against sft-then-rl", "interleaved is better than sft-then-rl on both axes.");
+        Has("interleaved against rl-then-sft", "interleaved is better than rl-then-sft on both axes.");
+        Has("joint against sft-then-rl", "neither difference is resolved by 3 seeds.");
+        Has("interleaved: final SFT loss 0.350", ".");
         // the same pipelines with the stage orders not trading off: sft-then-rl better on both
         var flipped = Finals(
             ("sft-then-rl", [0.30, 0.40, 0.35], [0.90, 0.80, 0.85]),
             ("rl-then-sft", [0.40, 0.50, 0.45], [0.50, 0.40, 0.45]));
-        Assert.Contains(Workbench.Tradeoffs(flipped), l => l.EndsWith("sft-then-rl is better than rl-then-sft on both axes."));
+        Assert.Contains(Workbench.Tradeoffs(flipped),
+            l => l.EndsWith("sft-then-rl is better than rl-then-sft on both axes."));
         // a missing seed (null) is left out of the pairing, not treated as zero
         var missing = Finals(
             ("sft-then-rl", [0.30, 0.40, 0.35], [0.90, null, 0.85]),
@@ -79,8 +86,10 @@ public class WorkbenchTests
         Assert.Throws<WorkbookException>(() => Workbench.Tradeoffs(bad));
     }
 
-    static LandscapeResult Softmax(double[] sftGap, double[] objGap, int tMeasured, double tPredicted, int upper = 0, int contraction = 0) =>
-        new(1, 0.1, 2, 0.2, 0.5, 0.1, sftGap.Select((g, t) => new RlTrajectoryPoint(t, g, objGap[t], 0, 0, 1.0, 0)).ToList(),
+    static LandscapeResult Softmax(double[] sftGap, double[] objGap, int tMeasured, double tPredicted,
+        int upper = 0, int contraction = 0) =>
+        new(1, 0.1, 2, 0.2, 0.5, 0.1,
+            sftGap.Select((g, t) => new RlTrajectoryPoint(t, g, objGap[t], 0, 0, 1.0, 0)).ToList(),
             tMeasured, tPredicted, 1.0, contraction, upper);
 
     [Fact]
@@ -91,12 +100,16 @@ public class WorkbenchTests
         Assert.StartsWith("After 2 RL steps the SFT loss rose by 0.2000 (within its smoothness bound", rising[0]);
         Assert.Contains("the RL objective gap fell by 0.8000", rising[0]);
         Assert.StartsWith("Both bounds held", rising[1]);
-        Assert.EndsWith("Both say stop early; the prediction maximises a loose lower bound, 1.40 times the measured T*.", rising[2]);
+        Assert.EndsWith("Both say stop early; the prediction maximises a loose lower bound, " +
+            "1.40 times the measured T*.", rising[2]);
         var atOnce = Workbench.LandscapeConclusions(Softmax([0, 0.1, 0.2], [1, 0.5, 0.2], 1, 0.3), ok);
-        Assert.EndsWith("Both say stop early, the prediction (which maximises a loose lower bound) before the first step.", atOnce[2]);
-        Assert.Contains("the SFT loss fell every time; the SFT gap exceeded the gap the condition implies every time.", rising[3]);
+        Assert.EndsWith("Both say stop early, the prediction (which maximises a loose lower bound) " +
+            "before the first step.", atOnce[2]);
+        Assert.Contains("the SFT loss fell every time; the SFT gap exceeded the gap the condition implies every time.",
+            rising[3]);
 
-        var falling = Workbench.LandscapeConclusions(Softmax([0.3, 0.2, 1.5], [0.1, 0.2, 0.3], 2, double.NaN, upper: 1, contraction: 2),
+        var falling = Workbench.LandscapeConclusions(
+            Softmax([0.3, 0.2, 1.5], [0.1, 0.2, 0.3], 2, double.NaN, upper: 1, contraction: 2),
             new Landscape.ThresholdCheck(400, 50, 3, 4, 120));
         Assert.Contains("the SFT loss rose by 1.2000 (above its smoothness bound", falling[0]);
         Assert.Contains("the RL objective gap rose by 0.2000", falling[0]);
@@ -107,42 +120,51 @@ public class WorkbenchTests
         Assert.Contains("did not fall at 3 of them", falling[3]);
         Assert.Contains("below the gap the condition implies at 4 of them", falling[3]);
 
-        var down = Workbench.LandscapeConclusions(Softmax([0.3, 0.2, 0.1], [1, 0.5, 0.2], 1, 5.0), new Landscape.ThresholdCheck(400, 0, 0, 0, 7));
+        var down = Workbench.LandscapeConclusions(Softmax([0.3, 0.2, 0.1], [1, 0.5, 0.2], 1, 5.0),
+            new Landscape.ThresholdCheck(400, 0, 0, 0, 7));
         Assert.Contains("the SFT loss fell by 0.2000", down[0]);
         Assert.Contains("beyond the 2 steps run", down[2]);
         Assert.Contains("held at none of 400 points, so this run does not test it", down[3]);
     }
 
-    static TransformerLandscapeResult Transformer(double lastLoss, double bound, double measuredFinal, double predictedFinal,
-        bool lastLowered, MisalignmentCheck start)
+    static TransformerLandscapeResult Transformer(double lastLoss, double bound, double measuredFinal,
+        double predictedFinal, bool lastLowered, MisalignmentCheck start)
     {
         var steps = new[]
         {
             new TransformerStep(0, 1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, false),
             new TransformerStep(30, lastLoss, 0, 0, 0, 0, 0, 0, 0, bound, 0, false, false),
         };
-        var threshold = new[] { new ThresholdPoint(0, 0.5, 0.3, 0.1, true, true, 0.2), new ThresholdPoint(200, 1e-6, -0.1, 0.1, false, lastLowered, 1) };
-        return new TransformerLandscapeResult(1000, 0.5, 1.0, 0.9, 1e-6, 1, 1, 0.1, 1, 0.1, 0.5, steps, 0, 0, 0, 0, 0, 0, 10, 12, 0.25,
-            predictedFinal, measuredFinal, 0.4, 120, start, start, threshold);
+        var threshold = new[]
+        {
+            new ThresholdPoint(0, 0.5, 0.3, 0.1, true, true, 0.2),
+            new ThresholdPoint(200, 1e-6, -0.1, 0.1, false, lastLowered, 1),
+        };
+        return new TransformerLandscapeResult(1000, 0.5, 1.0, 0.9, 1e-6, 1, 1, 0.1, 1, 0.1, 0.5, steps,
+            0, 0, 0, 0, 0, 0, 10, 12, 0.25, predictedFinal, measuredFinal, 0.4, 120, start, start, threshold);
     }
 
     [Fact]
     public void Transformer_conclusions_flip_with_the_numbers()
     {
-        var up = Workbench.TransformerConclusions(Transformer(1.2, 0.5, 0.3, 0.25, false, new MisalignmentCheck(-0.9, -0.9, 0.1, 0.8, 0.9)));
-        Assert.Equal("Transformer: after 30 RL steps the SFT loss rose by 0.200 (within the estimated-ℓ_S bound 0.500).", up[0]);
+        var up = Workbench.TransformerConclusions(
+            Transformer(1.2, 0.5, 0.3, 0.25, false, new MisalignmentCheck(-0.9, -0.9, 0.1, 0.8, 0.9)));
+        Assert.Equal("Transformer: after 30 RL steps the SFT loss rose by 0.200 " +
+            "(within the estimated-ℓ_S bound 0.500).", up[0]);
         Assert.Contains("change was +0.300; the tilted optimum predicts +0.250, so measured/predicted = 1.20.", up[1]);
         Assert.Contains("lowered the SFT loss from 1 of 2 SFT snapshots (SFT gaps 0.500)", up[2]);
         Assert.EndsWith("it raised it.", up[2]);
         Assert.EndsWith("informative, and it held.", up[3]);
 
-        var down = Workbench.TransformerConclusions(Transformer(0.9, 0.05, -0.1, 0.25, true, new MisalignmentCheck(0.5, 0.5, 0.1, 0.8, 0.9)));
+        var down = Workbench.TransformerConclusions(
+            Transformer(0.9, 0.05, -0.1, 0.25, true, new MisalignmentCheck(0.5, 0.5, 0.1, 0.8, 0.9)));
         Assert.Contains("the SFT loss fell by 0.100 (within the estimated-ℓ_S bound 0.050)", down[0]);
         Assert.Contains("measured/predicted = -0.40", down[1]);
         Assert.EndsWith("it lowered it.", down[2]);
         Assert.EndsWith("informative, and it failed: the measured |cos| is below it.", down[3]);
 
-        var vacuous = Workbench.TransformerConclusions(Transformer(1.2, 0.1, 0.3, 0.25, false, new MisalignmentCheck(0.1, 0.1, 0.7, -0.4, 0.3)));
+        var vacuous = Workbench.TransformerConclusions(
+            Transformer(1.2, 0.1, 0.3, 0.25, false, new MisalignmentCheck(0.1, 0.1, 0.7, -0.4, 0.3)));
         Assert.Contains("above the estimated-ℓ_S bound 0.100", vacuous[0]);
         Assert.Contains("vacuous", vacuous[3]);
     }

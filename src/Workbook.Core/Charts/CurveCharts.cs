@@ -21,8 +21,9 @@ public static class CurveCharts
     /// <summary>The band's legend name: what the band is.</summary>
     public static string BandName(string label, int seeds) => $"{label}: 95% CI of the mean over {seeds} seeds";
 
-    /// <summary>The 95% CI of the seed mean at one step: Student-t; inside <paramref name="range"/> when given (the bounded
-    /// interval when both ends are finite, else the t interval clipped to the finite end). NaN when under 2 seeds.</summary>
+    /// <summary>The 95% CI of the seed mean at one step: Student-t; inside <paramref name="range"/> when given (the
+    /// bounded interval when both ends are finite, else the t interval clipped to the finite end). NaN under 2
+    /// seeds.</summary>
     public static (double lo, double hi) Band(IReadOnlyList<double> values, (double lo, double hi)? range = null)
     {
         if (range is { } r && double.IsFinite(r.lo) && double.IsFinite(r.hi))
@@ -37,8 +38,9 @@ public static class CurveCharts
     }
 
     /// <summary>A curve over steps for several seeds: the mean, the 95% CI band of the mean and the individual seeds.
-    /// <paramref name="seedIds"/> names the seeds (the same order as each series' seed list); <paramref name="range"/> is
-    /// the metric's range; <paramref name="stages"/> labels each stage at its first step and draws the boundaries.</summary>
+    /// <paramref name="seedIds"/> names the seeds (the same order as each series' seed list);
+    /// <paramref name="range"/> is the metric's range; <paramref name="stages"/> labels each stage at its first step
+    /// and draws the boundaries.</summary>
     public static GenericChart Curves(string title, string yTitle,
         IReadOnlyList<(string label, IReadOnlyList<(double step, double value)[]> seeds)> series,
         IReadOnlyList<double>? boundaries = null, bool logY = false, IReadOnlyList<long>? seedIds = null,
@@ -49,7 +51,8 @@ public static class CurveCharts
         {
             var (label, seeds) = series[s];
             if (seedIds is not null && seedIds.Count != seeds.Count)
-                throw new ArgumentException($"CurveCharts.Curves: {seedIds.Count} seed ids for {seeds.Count} seed curves of '{label}'");
+                throw new ArgumentException(
+                    $"CurveCharts.Curves: {seedIds.Count} seed ids for {seeds.Count} seed curves of '{label}'");
             var hex = Palette[s % Palette.Length];
             var color = Color.fromString(hex);
             var fill = Color.fromString($"rgba({Convert.ToInt32(hex[1..3], 16)},{Convert.ToInt32(hex[3..5], 16)}," +
@@ -60,17 +63,20 @@ public static class CurveCharts
             var mean = at.Select(v => v.Average()).ToArray();
             var band = at.Select(v => Band(v, range)).ToArray();
             // the band only where it is defined (2+ seeds at that step)
-            var ok = Enumerable.Range(0, steps.Length).Where(i => double.IsFinite(band[i].lo) && double.IsFinite(band[i].hi)).ToArray();
+            var ok = Enumerable.Range(0, steps.Length)
+                .Where(i => double.IsFinite(band[i].lo) && double.IsFinite(band[i].hi)).ToArray();
             var bandName = BandName(label, seeds.Count);
             if (ok.Length > 0)
             {
                 traces.Add(Chart.Line<double, double, string>(ok.Select(i => steps[i]), ok.Select(i => band[i].lo),
                     Name: bandName + " (lower)", ShowLegend: false, LineColor: fill, LineWidth: 0.0));
                 traces.Add(Chart.Line<double, double, string>(ok.Select(i => steps[i]), ok.Select(i => band[i].hi),
-                    Name: bandName, ShowLegend: true, LineColor: fill, LineWidth: 0.0, Fill: StyleParam.Fill.ToNext_y, FillColor: fill));
+                    Name: bandName, ShowLegend: true, LineColor: fill, LineWidth: 0.0, Fill: StyleParam.Fill.ToNext_y,
+                    FillColor: fill));
             }
             for (int k = 0; k < seeds.Count; k++)
-                traces.Add(Chart.Line<double, double, string>(seeds[k].Select(p => p.step), seeds[k].Select(p => p.value),
+                traces.Add(Chart.Line<double, double, string>(seeds[k].Select(p => p.step),
+                    seeds[k].Select(p => p.value),
                     Name: $"{label}, seed {(seedIds is null ? $"#{k + 1}" : seedIds[k].ToString())}",
                     ShowLegend: false, LineColor: color, LineWidth: 0.8, Opacity: 0.45));
             traces.Add(Chart.Line<double, double, string>(steps, mean, Name: $"{label}: mean over {seeds.Count} seeds",
@@ -78,11 +84,16 @@ public static class CurveCharts
         }
         var chart = Chart.Combine(traces)
             .WithXAxisStyle<double, double, string>(TitleText: "optimizer step")
-            .WithYAxisStyle<double, double, string>(TitleText: yTitle, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear)
+            .WithYAxisStyle<double, double, string>(TitleText: yTitle,
+                AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear)
             .WithSize(760, 400);
         var lines = (boundaries ?? []).Concat(stages?.Skip(1).Select(x => x.start) ?? []).Distinct().ToList();
         if (lines.Count > 0) chart = Plotly.NET.Chart.withShapes(lines.Select(VerticalLine), null).Invoke(chart);
-        if (stages is { Count: > 0 }) chart = Plotly.NET.Chart.withAnnotations(stages.Select(x => StageLabel(x.start, x.name)), null).Invoke(chart);
+        if (stages is { Count: > 0 })
+        {
+            var labels = stages.Select(x => StageLabel(x.start, x.name));
+            chart = Plotly.NET.Chart.withAnnotations(labels, null).Invoke(chart);
+        }
         return Plotly.NET.Chart.withTitle(title, null).Invoke(chart);
     }
 
@@ -111,8 +122,8 @@ public static class CurveCharts
         return a;
     }
 
-    /// <summary>The loss and reward charts of one pipeline from summary.json: seeds named from the curves' "seed", stages
-    /// labelled from "stages", reward bands inside [0, 1] and loss bands above 0.</summary>
+    /// <summary>The loss and reward charts of one pipeline from summary.json: seeds named from the curves' "seed",
+    /// stages labelled from "stages", reward bands inside [0, 1] and loss bands above 0.</summary>
     public static (GenericChart loss, GenericChart reward) Pipeline(JsonObject summary, string pipeline)
     {
         var p = summary["pipelines"]![pipeline]!.AsObject();
@@ -123,11 +134,14 @@ public static class CurveCharts
         var seedIds = curves.Select(c => (long)Num(c!["seed"]!)).ToList();
         IReadOnlyList<(double, double)[]> Seeds(string key) => curves.Select(c => c!["points"]!.AsArray()
             .Where(pt => pt!["metrics"]![key] is not null).Select(pt => (Num(pt!["step"]!), Num(pt!["metrics"]![key]!))).ToArray()).ToList();
-        var stages = p["stages"]!.AsArray().Select(s => (Num((s!["Start"] ?? s["start"])!), (s["Name"] ?? s["name"])!.GetValue<string>())).ToList();
+        var stages = p["stages"]!.AsArray()
+            .Select(s => (Num((s!["Start"] ?? s["start"])!), (s["Name"] ?? s["name"])!.GetValue<string>())).ToList();
         var loss = Curves($"{pipeline}: SFT loss on held-out expert data", "cross-entropy (nats/token, log scale)",
-            [("eval SFT loss", Seeds(lossKey))], logY: true, seedIds: seedIds, range: (0, double.PositiveInfinity), stages: stages);
+            [("eval SFT loss", Seeds(lossKey))], logY: true, seedIds: seedIds, range: (0, double.PositiveInfinity),
+            stages: stages);
         var reward = Curves($"{pipeline}: reward on held-out prompts", "mean reward",
-            [("strict format", Seeds(strict)), ("lenient (last label)", Seeds(lenient))], seedIds: seedIds, range: (0, 1), stages: stages);
+            [("strict format", Seeds(strict)), ("lenient (last label)", Seeds(lenient))], seedIds: seedIds,
+            range: (0, 1), stages: stages);
         return (loss, reward);
     }
 

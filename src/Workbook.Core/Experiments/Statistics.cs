@@ -10,15 +10,17 @@
 //     t interval (bounded when the metric is); the seed lists must be equal.
 namespace Workbook.Experiments;
 
-/// <summary>Mean with a two-sided 95% confidence interval over seeds, and the per-seed values (NaN where missing).</summary>
+/// <summary>Mean with a two-sided 95% confidence interval over seeds, and the per-seed values (NaN where
+/// missing).</summary>
 public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
 {
     // t_{0.975, df} for df = 1..30; beyond that the normal 1.96
-    static readonly double[] T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042];
+    static readonly double[] T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
+        2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
+        2.048, 2.045, 2.042];
 
-    /// <summary>How far values at an end of the range are pulled in (as a fraction of the range) before the logit.</summary>
+    /// <summary>How far values at an end of the range are pulled in (a fraction of the range) before the
+    /// logit.</summary>
     public const double BoundedSqueeze = 0.01;
 
     public static double TQuantile975(int df) => df < 1 ? double.NaN : df <= 30 ? T975[df - 1] : 1.96;
@@ -33,11 +35,11 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
         return new Stat(mean, [mean - h, mean + h], xs.ToArray());
     }
 
-    static double HalfWidth(double[] v, double mean) =>
-        TQuantile975(v.Length - 1) * Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1)) / Math.Sqrt(v.Length);
+    static double HalfWidth(double[] v, double mean) => TQuantile975(v.Length - 1)
+        * Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1)) / Math.Sqrt(v.Length);
 
-    /// <summary>Mean and a 95% interval inside [lo, hi] for a metric that cannot leave that range (see the file header).
-    /// The mean is the plain mean of the finite values; the interval always contains it.</summary>
+    /// <summary>Mean and a 95% interval inside [lo, hi] for a metric that cannot leave that range (see the file
+    /// header). The mean is the plain mean of the finite values; the interval always contains it.</summary>
     public static Stat Bounded(IReadOnlyList<double> xs, double lo, double hi)
     {
         if (!(double.IsFinite(lo) && double.IsFinite(hi) && lo < hi))
@@ -57,21 +59,23 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
         return new Stat(mean, [Math.Min(Back(zm - h), mean), Math.Max(Back(zm + h), mean)], xs.ToArray());
     }
 
-    /// <summary>Per-seed differences a[i] - b[i] (the lists in the same seed order) with a Student-t interval; a seed where
-    /// either value is NaN gives a NaN difference, which is kept in PerSeed and left out of the interval. With
-    /// <paramref name="range"/> (the range of a and b's metric) the difference lies in [lo - hi, hi - lo] and gets the
-    /// bounded interval.</summary>
+    /// <summary>Per-seed differences a[i] - b[i] (the lists in the same seed order) with a Student-t interval; a
+    /// seed where either value is NaN gives a NaN difference, which is kept in PerSeed and left out of the interval.
+    /// With <paramref name="range"/> (the range of a and b's metric) the difference lies in [lo - hi, hi - lo] and gets
+    /// the bounded interval.</summary>
     public static Stat Paired(IReadOnlyList<double> a, IReadOnlyList<double> b, (double lo, double hi)? range = null)
     {
         if (a.Count != b.Count)
-            throw new ArgumentException($"Stat.Paired: {a.Count} values against {b.Count}; a paired comparison needs one value per seed on both sides");
+            throw new ArgumentException($"Stat.Paired: {a.Count} values against {b.Count}; " +
+                "a paired comparison needs one value per seed on both sides");
         var d = a.Zip(b, (x, y) => double.IsFinite(x) && double.IsFinite(y) ? x - y : double.NaN).ToArray();
         return range is { } r ? Bounded(d, r.lo - r.hi, r.hi - r.lo) : Of(d);
     }
 
     /// <summary>Paired by seed number: both sides must have exactly the same seeds (in any order); PerSeed follows the
     /// seeds in ascending order.</summary>
-    public static Stat Paired(IReadOnlyDictionary<long, double> a, IReadOnlyDictionary<long, double> b, (double lo, double hi)? range = null)
+    public static Stat Paired(IReadOnlyDictionary<long, double> a, IReadOnlyDictionary<long, double> b,
+        (double lo, double hi)? range = null)
     {
         var sa = a.Keys.Order().ToArray();
         var sb = b.Keys.Order().ToArray();
