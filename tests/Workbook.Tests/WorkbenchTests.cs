@@ -168,4 +168,40 @@ public class WorkbenchTests
         Assert.Contains("above the estimated-ℓ_S bound 0.100", vacuous[0]);
         Assert.Contains("vacuous", vacuous[3]);
     }
+
+    /// <summary>Four pipelines over three seeds through the real Summary.Build: the sentences and the charts read the
+    /// schema it writes (per-seed order, seed numbers, stage names).</summary>
+    [Fact]
+    public void Tradeoffs_and_charts_read_the_summary_schema()
+    {
+        const string strict = "eval_rewards/strict/mean", lenient = "eval_rewards/lenient/mean";
+        long[] seeds = [1000, 1001, 1002];
+        SeedResult Result(long seed, double loss, double reward) => new(seed,
+            [new StageInfo("sft", "sft", 0, 10), new StageInfo("rl", "grpo", 10, 10)],
+            [.. Enumerable.Range(0, 3).Select(i => new EvalPoint(10 * i, Math.Min(i, 1), i < 1 ? "sft" : "grpo",
+                new Dictionary<string, double>
+                {
+                    ["eval_sft_loss"] = loss + 0.1 * (2 - i), ["eval_sft_nll_per_response"] = 10 * loss,
+                    [strict] = reward * i / 2, [lenient] = reward,
+                }))],
+            null);
+        // interleaved: lower final loss and higher final reward than sft-then-rl on every seed
+        var results = new Dictionary<string, List<SeedResult>>
+        {
+            ["sft-then-rl"] = [.. seeds.Select((s, k) => Result(s, 0.50 + 0.05 * k, 0.80 + 0.02 * k))],
+            ["rl-then-sft"] = [.. seeds.Select((s, k) => Result(s, 0.40 + 0.05 * k, 0.40 + 0.02 * k))],
+            ["interleaved"] = [.. seeds.Select((s, k) => Result(s, 0.30 + 0.05 * k + 0.01 * k * k, 0.90 + 0.02 * k))],
+            ["joint"] = [.. seeds.Select((s, k) => Result(s, 0.50 + 0.04 * k, 0.81 + 0.01 * k))],
+        };
+        var cfg = ExperimentConfig.Load(null, []);
+        var summary = Summary.Build(cfg, results, strict, lenient, "design", new Dictionary<string, string>(), seeds);
+        var lines = Workbench.Tradeoffs(summary);
+        Assert.Contains(lines, l => l.StartsWith("interleaved against sft-then-rl")
+            && l.EndsWith("interleaved is better than sft-then-rl on both axes."));
+        Assert.Contains(lines, l => l.StartsWith("sft-then-rl against rl-then-sft") && l.Contains("a trade-off"));
+        var html = Workbook.Charts.CurveCharts.Html(Workbook.Charts.CurveCharts.Pipeline(summary, "joint").reward);
+        foreach (var s in seeds) Assert.Contains($"seed {s}\"", html);
+        Assert.Contains("\"rl\"", html);
+        Assert.Contains("95% CI of the mean over 3 seeds", html);
+    }
 }
