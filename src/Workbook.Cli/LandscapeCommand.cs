@@ -22,10 +22,10 @@ public sealed class LandscapeCommand : Command<LandscapeCommand.Settings>
     public override int Execute(CommandContext context, Settings s)
     {
         if (s.Beta is { } b && !(b > 0)) throw new WorkbookException($"--beta: must be > 0 (got {b})");
-        if (s.Quick) Environment.SetEnvironmentVariable("WORKBOOK_QUICK", "1");
         var o = s.Quick ? new TransformerLandscapeOptions().Quick() : new TransformerLandscapeOptions();
         if (s.Beta is { } beta) o = o with { Beta = beta };
-        var r = Workbench.TransformerLandscape(o, s.Runs, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
+        var r = Workbench.TransformerLandscape(s.Quick, o, s.Runs,
+            m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
         foreach (var line in TransformerLandscape.Describe(r)) AnsiConsole.WriteLine(line);
         return 0;
     }

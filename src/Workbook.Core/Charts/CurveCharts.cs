@@ -1,9 +1,15 @@
-// Plotly.NET charts of the experiment curves: per pipeline, the held-out SFT loss and the rewards over optimizer steps,
-// one thin line per seed, the seed mean, a min-max band over seeds, and dashed lines at the stage boundaries.
+// Plotly.NET charts of the experiment curves: per pipeline, the held-out SFT loss and the rewards over optimizer steps.
+//  1. One thin line per seed, named by its real seed number (the hover label says which run it is).
+//  2. The seed mean, and a band that is the 95% CI of that mean over the seeds (Experiments/Statistics.cs): Student-t,
+//     and for a metric with a range (rewards in [0, 1]) the bounded interval, which never leaves the range. The band's
+//     legend entry says so; it is not a min-max band.
+//  3. Stage boundaries as dashed vertical lines, each stage labelled with its name from the summary's "stages".
 // HTML output embeds plotly.js (from Plotly.NET's own resources), so reports render offline.
 using System.Text.Json.Nodes;
 using Plotly.NET;
 using Plotly.NET.CSharp;
+using Plotly.NET.LayoutObjects;
+using Workbook.Experiments;
 using Chart = Plotly.NET.CSharp.Chart;
 
 namespace Workbook.Charts;
@@ -12,53 +18,130 @@ public static class CurveCharts
 {
     static readonly string[] Palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
 
-    /// <summary>A curve over steps for several seeds: mean, min-max band and the individual seeds.</summary>
-    public static GenericChart Curves(string title, string yTitle, IReadOnlyList<(string label, IReadOnlyList<(double step, double value)[]> seeds)> series,
-        IReadOnlyList<double>? boundaries = null, bool logY = false)
+    /// <summary>The band's legend name: what the band is.</summary>
+    public static string BandName(string label, int seeds) => $"{label}: 95% CI of the mean over {seeds} seeds";
+
+    /// <summary>The 95% CI of the seed mean at one step: Student-t; inside <paramref name="range"/> when given (the
+    /// bounded interval when both ends are finite, else the t interval clipped to the finite end). NaN under 2
+    /// seeds.</summary>
+    public static (double lo, double hi) Band(IReadOnlyList<double> values, (double lo, double hi)? range = null)
+    {
+        if (range is { } r && double.IsFinite(r.lo) && double.IsFinite(r.hi))
+        {
+            var b = Stat.Bounded(values, r.lo, r.hi);
+            return (b.Ci95[0], b.Ci95[1]);
+        }
+        var s = Stat.Of(values);
+        double lo = s.Ci95[0], hi = s.Ci95[1];
+        if (range is { } q) { lo = Math.Max(lo, q.lo); hi = Math.Min(hi, q.hi); }
+        return (lo, hi);
+    }
+
+    /// <summary>A curve over steps for several seeds: the mean, the 95% CI band of the mean and the individual seeds.
+    /// <paramref name="seedIds"/> names the seeds (the same order as each series' seed list);
+    /// <paramref name="range"/> is the metric's range; <paramref name="stages"/> labels each stage at its first step
+    /// and draws the boundaries.</summary>
+    public static GenericChart Curves(string title, string yTitle,
+        IReadOnlyList<(string label, IReadOnlyList<(double step, double value)[]> seeds)> series,
+        IReadOnlyList<double>? boundaries = null, bool logY = false, IReadOnlyList<long>? seedIds = null,
+        (double lo, double hi)? range = null, IReadOnlyList<(double start, string name)>? stages = null)
     {
         var traces = new List<GenericChart>();
-        double lo = double.MaxValue, hi = double.MinValue;
         for (int s = 0; s < series.Count; s++)
         {
             var (label, seeds) = series[s];
+            if (seedIds is not null && seedIds.Count != seeds.Count)
+                throw new ArgumentException(
+                    $"CurveCharts.Curves: {seedIds.Count} seed ids for {seeds.Count} seed curves of '{label}'");
             var hex = Palette[s % Palette.Length];
             var color = Color.fromString(hex);
-            var band = Color.fromString($"rgba({Convert.ToInt32(hex[1..3], 16)},{Convert.ToInt32(hex[3..5], 16)},{Convert.ToInt32(hex[5..7], 16)},0.18)");
+            var fill = Color.fromString($"rgba({Convert.ToInt32(hex[1..3], 16)},{Convert.ToInt32(hex[3..5], 16)}," +
+                $"{Convert.ToInt32(hex[5..7], 16)},0.18)");
             var steps = seeds.SelectMany(x => x.Select(p => p.step)).Distinct().Order().ToArray();
             var bySeed = seeds.Select(x => x.GroupBy(p => p.step).ToDictionary(g => g.Key, g => g.Last().value)).ToList();
-            double[] Agg(Func<IEnumerable<double>, double> f) => steps.Select(st => f(bySeed.Where(d => d.ContainsKey(st)).Select(d => d[st]))).ToArray();
-            var mean = Agg(v => v.Average()); var min = Agg(v => v.Min()); var max = Agg(v => v.Max());
-            lo = Math.Min(lo, min.DefaultIfEmpty(0).Min()); hi = Math.Max(hi, max.DefaultIfEmpty(0).Max());
-            traces.Add(Chart.Line<double, double, string>(steps, min, Name: $"{label} min", ShowLegend: false, LineColor: band, LineWidth: 0.0));
-            traces.Add(Chart.Line<double, double, string>(steps, max, Name: $"{label} seed range", ShowLegend: false, LineColor: band, LineWidth: 0.0,
-                Fill: StyleParam.Fill.ToNext_y, FillColor: band));
+            var at = steps.Select(st => bySeed.Where(d => d.ContainsKey(st)).Select(d => d[st]).ToArray()).ToArray();
+            var mean = at.Select(v => v.Average()).ToArray();
+            var band = at.Select(v => Band(v, range)).ToArray();
+            // the band only where it is defined (2+ seeds at that step)
+            var ok = Enumerable.Range(0, steps.Length)
+                .Where(i => double.IsFinite(band[i].lo) && double.IsFinite(band[i].hi)).ToArray();
+            var bandName = BandName(label, seeds.Count);
+            if (ok.Length > 0)
+            {
+                traces.Add(Chart.Line<double, double, string>(ok.Select(i => steps[i]), ok.Select(i => band[i].lo),
+                    Name: bandName + " (lower)", ShowLegend: false, LineColor: fill, LineWidth: 0.0));
+                traces.Add(Chart.Line<double, double, string>(ok.Select(i => steps[i]), ok.Select(i => band[i].hi),
+                    Name: bandName, ShowLegend: true, LineColor: fill, LineWidth: 0.0, Fill: StyleParam.Fill.ToNext_y,
+                    FillColor: fill));
+            }
             for (int k = 0; k < seeds.Count; k++)
-                traces.Add(Chart.Line<double, double, string>(seeds[k].Select(p => p.step), seeds[k].Select(p => p.value), Name: $"{label} seed {k + 1}",
+                traces.Add(Chart.Line<double, double, string>(seeds[k].Select(p => p.step),
+                    seeds[k].Select(p => p.value),
+                    Name: $"{label}, seed {(seedIds is null ? $"#{k + 1}" : seedIds[k].ToString())}",
                     ShowLegend: false, LineColor: color, LineWidth: 0.8, Opacity: 0.45));
-            traces.Add(Chart.Line<double, double, string>(steps, mean, Name: label, LineColor: color, LineWidth: 2.5, ShowMarkers: true));
+            traces.Add(Chart.Line<double, double, string>(steps, mean, Name: $"{label}: mean over {seeds.Count} seeds",
+                LineColor: color, LineWidth: 2.5, ShowMarkers: true));
         }
-        if (boundaries is not null && lo <= hi)
-            foreach (var b in boundaries)
-                traces.Add(Chart.Line<double, double, string>(new[] { b, b }, new[] { lo, hi }, Name: "stage boundary", ShowLegend: false,
-                    LineColor: Color.fromString("#888888"), LineDash: StyleParam.DrawingStyle.Dash, LineWidth: 1.0));
         var chart = Chart.Combine(traces)
             .WithXAxisStyle<double, double, string>(TitleText: "optimizer step")
-            .WithYAxisStyle<double, double, string>(TitleText: yTitle, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear)
-            .WithSize(760, 380);
+            .WithYAxisStyle<double, double, string>(TitleText: yTitle,
+                AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear)
+            .WithSize(760, 400);
+        var lines = (boundaries ?? []).Concat(stages?.Skip(1).Select(x => x.start) ?? []).Distinct().ToList();
+        if (lines.Count > 0) chart = Plotly.NET.Chart.withShapes(lines.Select(VerticalLine), null).Invoke(chart);
+        if (stages is { Count: > 0 })
+        {
+            var labels = stages.Select(x => StageLabel(x.start, x.name));
+            chart = Plotly.NET.Chart.withAnnotations(labels, null).Invoke(chart);
+        }
         return Plotly.NET.Chart.withTitle(title, null).Invoke(chart);
     }
 
-    /// <summary>The loss and reward charts of one pipeline from summary.json.</summary>
+    // Plotly.NET's F# init functions take generic options C# cannot infer; its layout objects are dynamic objects whose
+    // properties are plotly.js's own names, so set those.
+    static Shape VerticalLine(double x)
+    {
+        var s = new Shape();
+        s.SetProperty("type", "line"); s.SetProperty("xref", "x"); s.SetProperty("yref", "paper");
+        s.SetProperty("x0", x); s.SetProperty("x1", x); s.SetProperty("y0", 0.0); s.SetProperty("y1", 1.0);
+        var line = new DynamicObj.DynamicObj();
+        line.SetProperty("color", "#888888"); line.SetProperty("width", 1.0); line.SetProperty("dash", "dash");
+        s.SetProperty("line", line);
+        return s;
+    }
+
+    static Annotation StageLabel(double x, string name)
+    {
+        var a = new Annotation();
+        a.SetProperty("x", x); a.SetProperty("xref", "x"); a.SetProperty("xanchor", "left");
+        a.SetProperty("y", 1.0); a.SetProperty("yref", "paper"); a.SetProperty("yanchor", "bottom");
+        a.SetProperty("text", name); a.SetProperty("showarrow", false);
+        var font = new DynamicObj.DynamicObj();
+        font.SetProperty("size", 11); font.SetProperty("color", "#555555");
+        a.SetProperty("font", font);
+        return a;
+    }
+
+    /// <summary>The loss and reward charts of one pipeline from summary.json: seeds named from the curves' "seed",
+    /// stages labelled from "stages", reward bands inside [0, 1] and loss bands above 0.</summary>
     public static (GenericChart loss, GenericChart reward) Pipeline(JsonObject summary, string pipeline)
     {
         var p = summary["pipelines"]![pipeline]!.AsObject();
         var keys = summary["metric_keys"]!.AsObject();
-        string lossKey = keys["sft_loss"]!.GetValue<string>(), strict = keys["reward"]!.GetValue<string>(), lenient = keys["lenient_reward"]!.GetValue<string>();
-        IReadOnlyList<(double, double)[]> Seeds(string key) => p["curves"]!.AsArray().Select(c => c!["points"]!.AsArray()
+        string lossKey = keys["sft_loss"]!.GetValue<string>(), strict = keys["reward"]!.GetValue<string>();
+        string lenient = keys["lenient_reward"]!.GetValue<string>();
+        var curves = p["curves"]!.AsArray();
+        var seedIds = curves.Select(c => (long)Num(c!["seed"]!)).ToList();
+        IReadOnlyList<(double, double)[]> Seeds(string key) => curves.Select(c => c!["points"]!.AsArray()
             .Where(pt => pt!["metrics"]![key] is not null).Select(pt => (Num(pt!["step"]!), Num(pt!["metrics"]![key]!))).ToArray()).ToList();
-        var bounds = p["stages"]!.AsArray().Skip(1).Select(s => Num(s!["Start"]!)).ToList();
-        var loss = Curves($"{pipeline}: SFT loss on held-out expert data", "cross-entropy (nats/token, log scale)", [("eval SFT loss", Seeds(lossKey))], bounds, logY: true);
-        var reward = Curves($"{pipeline}: reward on held-out prompts", "mean reward", [("strict format", Seeds(strict)), ("lenient (last label)", Seeds(lenient))], bounds);
+        var stages = p["stages"]!.AsArray()
+            .Select(s => (Num((s!["Start"] ?? s["start"])!), (s["Name"] ?? s["name"])!.GetValue<string>())).ToList();
+        var loss = Curves($"{pipeline}: SFT loss on held-out expert data", "cross-entropy (nats/token, log scale)",
+            [("eval SFT loss", Seeds(lossKey))], logY: true, seedIds: seedIds, range: (0, double.PositiveInfinity),
+            stages: stages);
+        var reward = Curves($"{pipeline}: reward on held-out prompts", "mean reward",
+            [("strict format", Seeds(strict)), ("lenient (last label)", Seeds(lenient))], seedIds: seedIds,
+            range: (0, 1), stages: stages);
         return (loss, reward);
     }
 

@@ -1,11 +1,17 @@
 // One-call entry points for notebooks (and scripts): each is also one CLI command away (`workbook run ...`).
-// Quick mode (WORKBOOK_QUICK=1, set by `workbook notebooks run --quick`) uses the CI budgets.
+//  1. Quick mode (the CI budgets) is a parameter; the library reads no environment for it. The notebooks' setup.csx
+//     reads WORKBOOK_QUICK (set by `workbook notebooks run --quick`) through ParseQuick and passes it on.
+//  2. Every sentence a notebook prints about a result is built here from the numbers (Tradeoffs, LandscapeConclusions,
+//     TransformerConclusions), so each verdict can flip and is tested on constructed inputs that flip it.
+//  3. Between-pipeline comparisons are paired by seed (the pipelines share each seed's base model): Stat.Paired.
+using System.Globalization;
 using System.Text.Json.Nodes;
 using Plotly.NET;
 using Workbook.Charts;
 using Workbook.Data;
 using Workbook.Model;
 using Workbook.Text;
+using Workbook.Theory;
 using Workbook.Training;
 using static TorchSharp.torch;
 
@@ -13,18 +19,27 @@ namespace Workbook.Experiments;
 
 public static class Workbench
 {
-    public static bool Quick => Environment.GetEnvironmentVariable("WORKBOOK_QUICK") == "1";
+    /// <summary>The value of WORKBOOK_QUICK as a flag: unset, empty or "0" is off, "1" is on; anything else is an error
+    /// rather than a silent full-budget run.</summary>
+    public static bool ParseQuick(string? value) => value switch
+    {
+        null or "" or "0" => false,
+        "1" => true,
+        _ => throw new WorkbookException($"WORKBOOK_QUICK: expected 0 or 1, got '{value}'"),
+    };
 
     /// <summary>WORKBOOK_RUNS, else ../runs (notebooks run in notebooks/).</summary>
     public static string RunsRoot => Environment.GetEnvironmentVariable("WORKBOOK_RUNS") is { Length: > 0 } r ? r : Path.GetFullPath(Path.Combine("..", "runs"));
 
-    /// <summary>Runs pipelines with the default config (or the quick one) and returns summary.json; report.html is written too.
-    /// The same as `./workbook run &lt;pipeline&gt; [--quick] [--set ...]`.</summary>
-    public static JsonObject Run(string[] pipelines, params string[] overrides)
+    /// <summary>Runs pipelines with the default config (the quick one when <paramref name="quick"/>) and returns
+    /// summary.json; report.html is written too. The same as
+    /// `./workbook run &lt;pipeline&gt; [--quick] [--set ...]`.</summary>
+    public static JsonObject Run(string[] pipelines, bool quick, params string[] overrides)
     {
         var cfg = ExperimentConfig.Load(null, overrides);
-        if (Quick) cfg = cfg.Quick();
-        var name = (Quick ? "quick-" : "") + (pipelines.Length == ExperimentConfig.Pipelines.Length ? "all" : string.Join("+", pipelines));
+        if (quick) cfg = cfg.Quick();
+        var name = (quick ? "quick-" : "")
+            + (pipelines.Length == ExperimentConfig.Pipelines.Length ? "all" : string.Join("+", pipelines));
         var runDir = ExperimentRunner.NewRunDir(RunsRoot, name);
         var (summary, _) = new ExperimentRunner(cfg, runDir, RunsRoot, Console.WriteLine).RunAndReport(pipelines);
         Console.WriteLine($"run folder: {runDir}");
@@ -48,14 +63,17 @@ public static class Workbench
 
     /// <summary>The landscape constants measured on the small transformer (Theory/TransformerLandscape.cs): the base model of
     /// the default config (cached; trained if missing), in float64, SFT then RL on a candidate set with exact objectives.
-    /// Writes landscape.json (with config and versions) into a new run folder. The same as `./workbook landscape [--quick]`.</summary>
-    public static Theory.TransformerLandscapeResult TransformerLandscape(Theory.TransformerLandscapeOptions? options = null, string? runsRoot = null, Action<string>? log = null)
+    /// Writes landscape.json (with config and versions) into a new run folder. The same as
+    /// `./workbook landscape [--quick]`; <paramref name="quick"/> picks the quick experiment config and, without
+    /// <paramref name="options"/>, the quick options.</summary>
+    public static TransformerLandscapeResult TransformerLandscape(bool quick,
+        TransformerLandscapeOptions? options = null, string? runsRoot = null, Action<string>? log = null)
     {
         runsRoot ??= RunsRoot; log ??= Console.WriteLine;
         var cfg = ExperimentConfig.Load(null, []);
-        if (Quick) cfg = cfg.Quick();
-        var o = options ?? (Quick ? new Theory.TransformerLandscapeOptions().Quick() : new Theory.TransformerLandscapeOptions());
-        var runDir = ExperimentRunner.NewRunDir(runsRoot, (Quick ? "quick-" : "") + "landscape");
+        if (quick) cfg = cfg.Quick();
+        var o = options ?? (quick ? new TransformerLandscapeOptions().Quick() : new TransformerLandscapeOptions());
+        var runDir = ExperimentRunner.NewRunDir(runsRoot, (quick ? "quick-" : "") + "landscape");
         var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);
         long seed = cfg.SeedBase;
         using var model = Checkpoint.Load(runner.BaseModel(seed), ScalarType.Float64, CPU);
@@ -118,5 +136,166 @@ public static class Workbench
             ["step_seconds"] = Math.Round(step, 1), ["rss_gb"] = Math.Round(proc.WorkingSet64 / 1e9, 2),
             ["device"] = model.Device.type.ToString(),
         };
+    }
+
+    // ---- sentences computed from the numbers ----
+
+    static string N(double x, string f = "0.000") => x.ToString(f, CultureInfo.InvariantCulture);
+    static string Signed(double x) => x.ToString("+0.000;-0.000;0.000", CultureInfo.InvariantCulture);
+    static string Ci(Stat s) => $"[{Signed(s.Ci95[0])}, {Signed(s.Ci95[1])}]";
+
+    /// <summary>"rose by 0.012" / "fell by 0.012" / "did not change", from the sign of a change.</summary>
+    public static string Change(double delta, string f = "0.000") => double.IsNaN(delta) ? "is undefined (NaN)"
+        : delta > 0 ? $"rose by {N(delta, f)}" : delta < 0 ? $"fell by {N(-delta, f)}" : "did not change";
+
+    /// <summary>Per-seed values of a summary field, keyed by seed (summary "seeds" gives the order of
+    /// "per_seed").</summary>
+    public static Dictionary<long, double> PerSeed(JsonObject summary, string pipeline, string field)
+    {
+        var seeds = summary["seeds"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
+        var vals = summary["pipelines"]![pipeline]![field]!["per_seed"]!.AsArray()
+            .Select(x => x is null ? double.NaN : x.GetValue<double>()).ToArray();
+        if (vals.Length != seeds.Length)
+            throw new WorkbookException(
+                $"summary: {pipeline}.{field} has {vals.Length} per-seed values for {seeds.Length} seeds");
+        return seeds.Zip(vals).ToDictionary(p => p.First, p => p.Second);
+    }
+
+    /// <summary>The final SFT loss and strict reward of pipeline a against b, paired by seed: (loss a−b,
+    /// reward a−b).</summary>
+    public static (Stat loss, Stat reward) Compare(JsonObject summary, string a, string b) => (
+        Stat.Paired(PerSeed(summary, a, "final_sft_loss"), PerSeed(summary, b, "final_sft_loss")),
+        Stat.Paired(PerSeed(summary, a, "final_reward"), PerSeed(summary, b, "final_reward"), (0, 1)));
+
+    /// <summary>One verdict from paired differences (a − b) of a loss (lower is better) and a reward (higher is
+    /// better): a side counts only when its 95% CI excludes zero.</summary>
+    public static string Verdict(string a, string b, Stat loss, Stat reward)
+    {
+        int l = loss.BelowZero ? 1 : loss.AboveZero ? -1 : 0;        // +1: a better on the SFT loss
+        int r = reward.AboveZero ? 1 : reward.BelowZero ? -1 : 0;    // +1: a better on the reward
+        int n = loss.PerSeed.Zip(reward.PerSeed).Count(p => double.IsFinite(p.First) && double.IsFinite(p.Second));
+        string unresolved = $"is within what {n} seeds resolve";
+        return (l, r) switch
+        {
+            (1, 1) => $"{a} is better than {b} on both axes",
+            (-1, -1) => $"{b} is better than {a} on both axes",
+            (1, -1) => $"a trade-off: {a} has the lower SFT loss, {b} the higher reward",
+            (-1, 1) => $"a trade-off: {a} has the higher reward, {b} the lower SFT loss",
+            (1, 0) => $"{a} has the lower SFT loss; the reward difference {unresolved}",
+            (-1, 0) => $"{b} has the lower SFT loss; the reward difference {unresolved}",
+            (0, 1) => $"{a} has the higher reward; the SFT-loss difference {unresolved}",
+            (0, -1) => $"{b} has the higher reward; the SFT-loss difference {unresolved}",
+            _ => $"neither difference is resolved by {n} seeds",
+        };
+    }
+
+    /// <summary>Notebook 05's conclusions: each pipeline's final SFT loss and strict reward, then every comparison
+    /// that matters (the two stage orders against each other; interleaved and joint against each order and each
+    /// other), paired by seed with 95% CIs, each with a verdict computed from those intervals.</summary>
+    public static List<string> Tradeoffs(JsonObject summary)
+    {
+        var pipes = summary["pipelines"]!.AsObject();
+        var lines = new List<string>();
+        foreach (var (name, _) in pipes)
+        {
+            var loss = Stat.Of(PerSeed(summary, name, "final_sft_loss").Values.ToArray());
+            var reward = Stat.Bounded(PerSeed(summary, name, "final_reward").Values.ToArray(), 0, 1);
+            lines.Add($"{name}: final SFT loss {N(loss.Mean)} (95% CI [{N(loss.Ci95[0])}, {N(loss.Ci95[1])}]), " +
+                $"final strict reward {N(reward.Mean)} (95% CI [{N(reward.Ci95[0])}, {N(reward.Ci95[1])}]).");
+        }
+        var pairs = new List<(string, string)> { ("sft-then-rl", "rl-then-sft") };
+        foreach (var mixed in new[] { "interleaved", "joint" })
+            foreach (var order in new[] { "sft-then-rl", "rl-then-sft" }) pairs.Add((mixed, order));
+        pairs.Add(("interleaved", "joint"));
+        foreach (var (a, b) in pairs.Where(p => pipes.ContainsKey(p.Item1) && pipes.ContainsKey(p.Item2)))
+        {
+            var (loss, reward) = Compare(summary, a, b);
+            lines.Add($"{a} against {b} (paired by seed, {a} minus {b}): SFT loss {Signed(loss.Mean)} " +
+                $"(95% CI {Ci(loss)}), strict reward {Signed(reward.Mean)} (95% CI {Ci(reward)}): " +
+                $"{Verdict(a, b, loss, reward)}.");
+        }
+        return lines;
+    }
+
+    /// <summary>Notebook 04's conclusions on the softmax-linear model, from the trajectory and the one-step
+    /// check.</summary>
+    public static List<string> LandscapeConclusions(LandscapeResult r, Landscape.ThresholdCheck threshold)
+    {
+        var first = r.Trajectory[0];
+        var last = r.Trajectory[^1];
+        string F4(double x) => N(x, "0.0000");
+        var lines = new List<string>
+        {
+            $"After {last.T} RL steps the SFT loss {Change(last.SftGap - first.SftGap, "0.0000")} " +
+            $"({(last.SftGap <= last.SftUpperBound ? "within" : "above")} its smoothness bound " +
+            $"{F4(last.SftUpperBound)}); the RL objective gap " +
+            $"{Change(last.ObjectiveGap - first.ObjectiveGap, "0.0000")}, " +
+            $"from {F4(first.ObjectiveGap)} to {F4(last.ObjectiveGap)}.",
+            r.UpperBoundViolations == 0 && r.ContractionViolations == 0
+                ? $"Both bounds held at every one of the {r.Trajectory.Count} points (smoothness and PL contraction)."
+                : $"Bound violations over {r.Trajectory.Count} points: smoothness {r.UpperBoundViolations}, " +
+                  $"PL contraction {r.ContractionViolations}.",
+        };
+        int steps = last.T;
+        string measured = r.MeasuredTStar < steps
+            ? $"measured T* = {r.MeasuredTStar}, before the end of the {steps}-step run"
+            : $"measured T* = {r.MeasuredTStar}, the last step run: Φ was still rising, " +
+              "so the measurement says nothing about stopping early";
+        string predicted = double.IsNaN(r.PredictedTStar) ? "no prediction (κ is outside (0, 1))"
+            : $"predicted T* = {N(r.PredictedTStar, "0.0")}" +
+              (r.PredictedTStar < steps ? "" : $", beyond the {steps} steps run");
+        bool bothEarly = r.MeasuredTStar < steps && r.PredictedTStar < steps;
+        string ratio = r.MeasuredTStar > 0
+            ? $", {N(r.PredictedTStar / r.MeasuredTStar, "0.00")} times the measured T*" : "";
+        lines.Add($"Best stopping time for λ = {r.Lambda}: {measured}; {predicted}" + (
+            !bothEarly ? ". They do not both say stop early."
+            : r.PredictedTStar < 1
+                ? ". Both say stop early, the prediction (which maximises a loose lower bound) before the first step."
+                : $". Both say stop early; the prediction maximises a loose lower bound{ratio}."));
+        var t = threshold;
+        string fell = t.SufficientButNotDecreased == 0 ? "the SFT loss fell every time"
+            : $"the SFT loss did not fall at {t.SufficientButNotDecreased} of them, " +
+              "so the condition failed as a sufficient one";
+        string gap = t.SufficientButGapBelowThreshold == 0
+            ? "the SFT gap exceeded the gap the condition implies every time."
+            : $"the SFT gap was below the gap the condition implies at {t.SufficientButGapBelowThreshold} of them, " +
+              "which contradicts the derivation.";
+        lines.Add(t.SufficientHeld == 0
+            ? $"One-step threshold: the sufficient condition held at none of {t.Steps} points, " +
+              $"so this run does not test it; the SFT loss fell at {t.Decreased}."
+            : $"One-step threshold: the sufficient condition held at {t.SufficientHeld} of {t.Steps} points; " +
+              $"{fell}; {gap}");
+        return lines;
+    }
+
+    /// <summary>Notebook 04's conclusions on the small transformer.</summary>
+    public static List<string> TransformerConclusions(TransformerLandscapeResult tl)
+    {
+        double rise = tl.Last.SftLoss - tl.SftLossStart;
+        var lines = new List<string>
+        {
+            $"Transformer: after {tl.Last.T} RL steps the SFT loss {Change(rise)} " +
+            $"({(rise <= tl.Last.RiseUpperBound ? "within" : "above")} the estimated-ℓ_S bound " +
+            $"{N(tl.Last.RiseUpperBound)}).",
+            $"Transformer: at the end of RL ({tl.TotalRlSteps} steps) the SFT-loss change was " +
+            $"{Signed(tl.MeasuredFinalRise)}; the tilted optimum predicts {Signed(tl.PredictedFinalRise)}" +
+            (Math.Abs(tl.PredictedFinalRise) > 1e-12
+                ? $", so measured/predicted = {N(tl.MeasuredFinalRise / tl.PredictedFinalRise, "0.00")}." : "."),
+        };
+        var lowered = tl.Threshold.Where(p => p.SftDecreased).ToList();
+        var atOptimum = tl.Threshold[^1];
+        lines.Add($"Transformer: one RL step lowered the SFT loss from {lowered.Count} of {tl.Threshold.Count} " +
+            "SFT snapshots" +
+            (lowered.Count > 0 ? $" (SFT gaps {string.Join(", ", lowered.Select(p => N(p.SftGap)))})" : "") +
+            $"; from the SFT optimum (gap {atOptimum.SftGap.ToString("E1", CultureInfo.InvariantCulture)}) it " +
+            $"{(atOptimum.SftDecreased ? "lowered" : "raised")} it.");
+        var m = tl.AtStart;
+        string verdict = m.Bound <= 0
+            ? "vacuous, because ε ≥ ½: at least half of a gradient's M-energy lies off M's top eigenvector."
+            : Math.Abs(m.Cos) >= m.Bound - 1e-9 ? "informative, and it held."
+            : "informative, and it failed: the measured |cos| is below it.";
+        lines.Add($"Transformer: the misalignment bound at θ_0 is |cos| ≥ {N(m.Bound, "0.00")} " +
+            $"(ε = {N(m.Epsilon, "0.00")}) against a measured cos of {N(m.Cos)}: {verdict}");
+        return lines;
     }
 }

@@ -324,7 +324,8 @@ public static class TransformerLandscape
         var last = r.Trajectory[^1];
         yield return $"SFT start θ_0: L_S {r.SftLossStart:F4} (floor H(p_data) {r.SftEntropyFloor:F4}), ‖∇L_S‖ {r.SftGradNormStart:E2}; {r.Parameters:N0} parameters, float64.";
         yield return $"Constants: ℓ_S {r.EllS:F3}, ℓ_R {r.EllR:F3} (largest seen on the path), μ_R {r.MuR:E3} (smallest PL ratio on the path), η = 1/ℓ_R(θ_0) = {r.Eta:F4}, κ {r.Kappa:E3}.";
-        yield return $"After {last.T} RL steps: L_S rose by {last.SftLoss - r.SftLossStart:F5} (smoothness upper bound {last.RiseUpperBound:F5}), J went {r.Trajectory[0].Objective:F4} → {last.Objective:F4} (J* {r.JStar:F4}), strict reward {r.Trajectory[0].Reward:F3} → {last.Reward:F3}.";
+        yield return $"After {last.T} RL steps: L_S changed by {last.SftLoss - r.SftLossStart:+0.00000;-0.00000} "
+            + $"(smoothness upper bound on the rise {last.RiseUpperBound:F5}), J went {r.Trajectory[0].Objective:F4} → {last.Objective:F4} (J* {r.JStar:F4}), strict reward {r.Trajectory[0].Reward:F3} → {last.Reward:F3}.";
         yield return $"Violations over the path: two-sided Taylor {r.TaylorViolations}, rise bound {r.RiseViolations}, PL contraction {r.ContractionViolations} (constants are estimates, so these are checks, not theorems).";
         yield return $"One-step threshold: the sufficient condition held on {r.SufficientHeld} steps ({r.SufficientButIncreased} of them did not lower L_S); {r.StepsThatLoweredSft} of {last.T} RL steps lowered L_S.";
         var th = r.Threshold;
