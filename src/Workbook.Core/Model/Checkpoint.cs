@@ -17,9 +17,26 @@ public static class Checkpoint
         if (!Directory.Exists(dir)) throw new WorkbookException($"{dir}: model folder not found");
         var config = Qwen3Config.Load(Path.Combine(dir, ConfigFile));
         var shards = WeightFiles(dir);
+        CheckSize(config, shards, Path.Combine(dir, ConfigFile));
         var model = new Qwen3ForCausalLM(config, dtype, device);
         LoadWeights(model, shards);
         return model;
+    }
+
+    /// <summary>Compares the parameter count of config.json with the elements the weight files hold (headers only), so a
+    /// config that does not match its weights is refused before the model is allocated.</summary>
+    static void CheckSize(Qwen3Config config, List<string> shards, string configPath)
+    {
+        long stored = 0;
+        foreach (var f in shards)
+        {
+            using var st = SafetensorsFile.Open(f);
+            foreach (var e in st.Entries.Values) stored += e.Shape.Aggregate(1L, (a, b) => a * b);
+        }
+        long want = config.ParameterCount();
+        if (want > stored)
+            throw new WorkbookException($"{configPath}: describes {want:N0} parameters but the weights hold {stored:N0} " +
+                "(check num_hidden_layers, hidden_size, intermediate_size, vocab_size against the checkpoint)");
     }
 
     /// <summary>The safetensors files of a folder: the single file, or the shards named by the index.</summary>
