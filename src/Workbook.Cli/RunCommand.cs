@@ -83,6 +83,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
     static int Run(Settings s, ExperimentConfig cfg, string runDir, IReadOnlyList<string> pipelines)
     {
         var sw = Stopwatch.StartNew();
+        Workbook.Data.RowReader.Skipped += Terminal.ReportSkipped;
         // the runner validates the config and loads the data before anything is written: bad input leaves no run folder
         var runner = new ExperimentRunner(cfg, runDir, Path.GetDirectoryName(Path.GetFullPath(runDir))!, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
         AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {runDir}");

@@ -24,6 +24,10 @@ public static class Terminal
         AnsiConsole.Console = console;
     }
 
+    /// <summary>Rows skipped with skip_bad: how many, and the first reasons (stderr).</summary>
+    public static void ReportSkipped(string path, Workbook.Data.LoadReport r) =>
+        Console.Error.WriteLine($"skipped {r.Skipped} bad row(s) of {path}: {string.Join("; ", r.FirstProblems)}");
+
     /// <summary>One line on stderr, exit code 2.</summary>
     public static int Error(string message)
     {
