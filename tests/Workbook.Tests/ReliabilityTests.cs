@@ -48,6 +48,7 @@ public class ReliabilityTests
         "--set", "base.per_device_train_batch_size=4", "--set", "sft.per_device_train_batch_size=4",
         "--set", "grpo.per_device_train_batch_size=4", "--set", "grpo.num_generations=2", "--set", "grpo.max_completion_length=6",
         "--set", "task.train_size=32", "--set", "task.eval_size=4", "--set", "c1_samples=0", "--set", "evals_per_stage=1",
+        "--set", "interleave_rounds=1",
     ];
 
     // ---- must fix 1: concurrent runs ------------------------------------------------------------------------------
@@ -113,8 +114,21 @@ public class ReliabilityTests
         cfg["num_hidden_layers"] = 20000;   // 20000 layers of the tiny shape: about 1 GB if it were allocated
         File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJsonString());
         var e = Assert.Throws<WorkbookException>(() => Checkpoint.Load(dir));
-        Assert.Contains("num_hidden_layers", e.Message);
-        Assert.Contains("config.json", e.Message);
+        Assert.Contains("missing tensor 'model.layers.2.", e.Message);
+        Assert.Contains("and ", e.Message);   // the list is capped
+    }
+
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void The_shapes_a_config_describes_are_those_of_the_built_model(bool tied, bool bias)
+    {
+        var c = Qwen3Config.Preset("tiny") with { TieWordEmbeddings = tied, AttentionBias = bias };
+        using var m = new Qwen3ForCausalLM(c, TorchSharp.torch.ScalarType.Float32, null, 1);
+        var sd = m.state_dict();
+        var expected = Checkpoint.ExpectedShapes(c);
+        Assert.Equal(sd.Keys.Order(), expected.Keys.Order());
+        foreach (var (k, v) in sd) Assert.Equal(v.shape, expected[k]);
     }
 
     [Fact]
