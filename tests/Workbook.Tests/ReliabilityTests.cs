@@ -302,6 +302,52 @@ public class ReliabilityTests
     }
 
     [Fact]
+    public void An_endless_run_of_letters_is_refused_instead_of_tokenized_in_quadratic_time()
+    {
+        var tok = Workbook.Text.Qwen3Tokenizer.Load(Workbook.Text.TokenizerFiles.EnsureDefault(_ => { }));
+        Assert.NotEmpty(tok.Encode(new string('a', 10_000) + " b"));
+        var e = Assert.Throws<WorkbookException>(() => tok.Encode(new string('a', 640_000)));
+        Assert.Contains("unbroken run of 640,000 characters", e.Message);
+    }
+
+    [Fact]
+    public void A_tokenizer_json_with_a_bad_regex_or_a_float_id_names_the_file()
+    {
+        var src = Workbook.Text.TokenizerFiles.EnsureDefault(_ => { });
+        var json = File.ReadAllText(Directory.Exists(src) ? Path.Combine(src, "tokenizer.json") : src);
+        var node = JsonNode.Parse(json)!.AsObject();
+        var dir = TestData.TempDir();
+        var bad = Path.Combine(dir, "tokenizer.json");
+        var regex = node.DeepClone().AsObject();
+        SetSplit(regex["pre_tokenizer"]!, "(unclosed");
+        File.WriteAllText(bad, regex.ToJsonString());
+        Assert.Contains("Split regex is invalid", Assert.Throws<WorkbookException>(() => Workbook.Text.Qwen3Tokenizer.Load(bad)).Message);
+        var id = node.DeepClone().AsObject();
+        id["added_tokens"]![0]!["id"] = 1.5;
+        File.WriteAllText(bad, id.ToJsonString());
+        Assert.Contains("not an integer", Assert.Throws<WorkbookException>(() => Workbook.Text.Qwen3Tokenizer.Load(bad)).Message);
+    }
+
+    static void SetSplit(JsonNode pre, string pattern)
+    {
+        if (pre["type"]?.GetValue<string>() == "Split") pre["pattern"]!["Regex"] = pattern;
+        if (pre["pretokenizers"] is JsonArray list) foreach (var p in list) SetSplit(p!, pattern);
+    }
+
+    [Fact]
+    public void Empty_step_folders_left_by_a_kill_are_cleaned_at_start()
+    {
+        var run = TestData.TempDir();
+        var root = Path.Combine(run, "checkpoints");
+        Directory.CreateDirectory(Path.Combine(root, "step-000005"));
+        Directory.CreateDirectory(Path.Combine(root, ".tmp-step-000006-x"));
+        Directory.CreateDirectory(Path.Combine(root, "step-000004"));
+        File.WriteAllText(Path.Combine(root, "step-000004", "trainer_state.json"), "{}");
+        TrainerCheckpoint.CleanTemp(run);
+        Assert.Equal(["step-000004"], Directory.GetDirectories(root).Select(Path.GetFileName));
+    }
+
+    [Fact]
     public void Verify_on_an_empty_file_says_it_has_no_rows()
     {
         var path = Path.Combine(TestData.TempDir(), "empty.jsonl");
