@@ -41,11 +41,13 @@ public static class OptionCheck
         var c = CultureInfo.InvariantCulture;
         if (t == typeof(int))
             return int.TryParse(v, I, c, out _) ? null
-                : long.TryParse(v, I, c, out _) ? $"expected an integer in [{int.MinValue}, {int.MaxValue}]" : "expected an integer";
+                : long.TryParse(v, I, c, out _) ? $"expected an integer in [{int.MinValue}, {int.MaxValue}]"
+                : "expected an integer";
         if (t == typeof(long)) return long.TryParse(v, I, c, out _) ? null : "expected an integer";
         if (t == typeof(double) || t == typeof(float))
             return !double.TryParse(v, NumberStyles.Float, c, out var d) ? "expected a number"
-                : !double.IsFinite(d) || (t == typeof(float) && !float.IsFinite((float)d)) ? "expected a finite number" : null;
+                : !double.IsFinite(d) || (t == typeof(float) && !float.IsFinite((float)d)) ? "expected a finite number"
+                : null;
         return null;
     }
 

@@ -11,15 +11,19 @@ using Workbook.Cli;
 Terminal.Configure();
 var verbs = new (string Name, Type Command, string Description)[]
 {
-    ("run", typeof(RunCommand), "Run the coupling experiments (the main job): sft-then-rl, rl-then-sft, interleaved, joint or all."),
+    ("run", typeof(RunCommand),
+        "Run the coupling experiments (the main job): sft-then-rl, rl-then-sft, interleaved, joint or all."),
     ("train", typeof(TrainCommand), "Train with one trainer: sft or grpo (options file with TRL names; resumable)."),
-    ("notebooks", typeof(NotebooksCommand), "Run the notebooks headless (dotnet repl) and render them to reports/notebooks/*.html."),
+    ("notebooks", typeof(NotebooksCommand),
+        "Run the notebooks headless (dotnet repl) and render them to reports/notebooks/*.html."),
     ("report", typeof(ReportCommand), "Re-render report.html of a run folder."),
-    ("score", typeof(ScoreCommand), "Per-position argmax, logsumexp, top-K and next-token log-probability of a sequence."),
+    ("score", typeof(ScoreCommand),
+        "Per-position argmax, logsumexp, top-K and next-token log-probability of a sequence."),
     ("generate", typeof(GenerateCommand), "Generate from a prompt (greedy or sampled) with the KV cache."),
     ("tokenize", typeof(TokenizeCommand), "Encode text to Qwen3 ids, decode ids, or tokenize a JSONL file."),
     ("verify", typeof(VerifyCommand), "Score JSONL completions against references with a rule-based verifier."),
-    ("landscape", typeof(LandscapeCommand), "Landscape constants (smoothness, PL, T*, threshold, misalignment) on the small transformer."),
+    ("landscape", typeof(LandscapeCommand),
+        "Landscape constants (smoothness, PL, T*, threshold, misalignment) on the small transformer."),
     ("bench", typeof(BenchCommand), "Measure speed (JSON): SFT tokens/s and MFU, GRPO rollout/update, generation."),
     ("info", typeof(InfoCommand), "Print versions, device, the main job's model and the model presets."),
 };
@@ -32,7 +36,8 @@ app.Configure(c =>
     c.SetApplicationName("workbook");
     c.UseStrictParsing();
     foreach (var (name, command, description) in verbs)
-        typeof(Program).GetMethod(nameof(Add), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+        typeof(Program)
+            .GetMethod(nameof(Add), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
             .MakeGenericMethod(command).Invoke(null, [c, name, description]);
     c.SetExceptionHandler((ex, _) => Terminal.Report(ex));
 });

@@ -35,7 +35,8 @@ public static class Terminal
         return 2;
     }
 
-    /// <summary>The exception handler: the user's input at fault is one line and exit 2; a bug keeps its stack trace.</summary>
+    /// <summary>The exception handler: the user's input at fault is one line and exit 2; a bug keeps its stack
+    /// trace.</summary>
     public static int Report(Exception ex)
     {
         switch (ex)
@@ -43,7 +44,8 @@ public static class Terminal
             case WorkbookException or CommandAppException: return Error(ex.Message);
             case UnauthorizedAccessException: return Error($"permission denied: {ex.Message}");
             case IOException io when io is not EndOfStreamException: return Error(ex.Message);
-            case OutOfMemoryException: return Error("out of memory: lower the batch size, the sequence length or the model size");
+            case OutOfMemoryException:
+                return Error("out of memory: lower the batch size, the sequence length or the model size");
             default:
                 Console.Error.WriteLine(ex.ToString());
                 return 1;

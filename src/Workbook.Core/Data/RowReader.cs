@@ -27,7 +27,8 @@ public static class RowReader
             catch (Exception e) when (e is RowException or JsonException or FormatException or InvalidOperationException or KeyNotFoundException)
             {
                 var msg = $"{path}:{lineNo}: {(e is RowException ? e.Message : e is JsonException ? "invalid JSON (" + e.Message + ")" : e.Message)}";
-                if (!skipBad) throw new WorkbookException(msg + " (to skip bad rows: --skip-bad; in `run`: --set task.skip_bad=true)");
+                if (!skipBad)
+                    throw new WorkbookException(msg + " (to skip bad rows: --skip-bad; in `run`: --set task.skip_bad=true)");
                 skipped++;
                 if (problems.Count < 5) problems.Add(msg);
             }
@@ -41,7 +42,8 @@ public static class RowReader
     public const int MaxLineChars = 16 << 20;
 
     /// <summary>The lines of a UTF-8 text file (\n or \r\n; a leading BOM is dropped), each at most
-    /// <paramref name="maxChars"/> bytes. Lines are split as bytes and decoded one by one, so an error names its line.</summary>
+    /// <paramref name="maxChars"/> bytes. Lines are split as bytes and decoded one by one, so an error names its
+    /// line.</summary>
     public static IEnumerable<string> Lines(string path, int maxChars = MaxLineChars)
     {
         if (Directory.Exists(path)) throw new WorkbookException($"{path}: a folder, not a data file");
@@ -58,7 +60,10 @@ public static class RowReader
             if (bytes.Length > 0 && bytes[^1] == '\r') bytes = bytes[..^1];
             first = false;
             try { return utf8.GetString(bytes); }
-            catch (DecoderFallbackException) { throw new WorkbookException($"{path}:{lineNo}: invalid UTF-8 (the file must be UTF-8 text)"); }
+            catch (DecoderFallbackException)
+            {
+                throw new WorkbookException($"{path}:{lineNo}: invalid UTF-8 (the file must be UTF-8 text)");
+            }
         }
         int n;
         while ((n = fs.Read(buf, 0, buf.Length)) > 0)

@@ -27,8 +27,12 @@ public static class Checkpoint
     /// A test checks it against a built model's state_dict.</summary>
     public static Dictionary<string, long[]> ExpectedShapes(Qwen3Config c)
     {
-        long h = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim, i = c.IntermediateSize;
-        var d = new Dictionary<string, long[]> { ["model.embed_tokens.weight"] = [c.VocabSize, h], ["model.norm.weight"] = [h] };
+        long h = c.HiddenSize, i = c.IntermediateSize;
+        long q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim;
+        var d = new Dictionary<string, long[]>
+        {
+            ["model.embed_tokens.weight"] = [c.VocabSize, h], ["model.norm.weight"] = [h],
+        };
         if (!c.TieWordEmbeddings) d["lm_head.weight"] = [c.VocabSize, h];
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
@@ -61,17 +65,23 @@ public static class Checkpoint
     }
 
     /// <summary>Every missing, unexpected or mis-shaped tensor, in one error.</summary>
-    static Dictionary<string, SafetensorsFile> Compare(IReadOnlyDictionary<string, long[]> expected, bool tied, List<SafetensorsFile> files)
+    static Dictionary<string, SafetensorsFile> Compare(IReadOnlyDictionary<string, long[]> expected, bool tied,
+        List<SafetensorsFile> files)
     {
         var where = new Dictionary<string, SafetensorsFile>();
         foreach (var f in files) foreach (var name in f.Entries.Keys) where[name] = f;
         var problems = new List<string>();
         foreach (var (name, shape) in expected)
         {
-            if (!where.TryGetValue(name, out var f)) { problems.Add($"missing tensor '{name}' [{string.Join(",", shape)}]"); continue; }
+            if (!where.TryGetValue(name, out var f))
+            {
+                problems.Add($"missing tensor '{name}' [{string.Join(",", shape)}]");
+                continue;
+            }
             var e = f.Entries[name];
             if (!e.Shape.SequenceEqual(shape))
-                problems.Add($"tensor '{name}' has shape [{string.Join(",", e.Shape)}] in {Path.GetFileName(f.Path)}, the model expects [{string.Join(",", shape)}]");
+                problems.Add($"tensor '{name}' has shape [{string.Join(",", e.Shape)}] in {Path.GetFileName(f.Path)}, " +
+                    $"the model expects [{string.Join(",", shape)}]");
         }
         foreach (var name in where.Keys)
             if (!expected.ContainsKey(name) && !(tied && name == "lm_head.weight"))   // tied checkpoints may carry a copy
@@ -79,8 +89,10 @@ public static class Checkpoint
         if (problems.Count > 0)
         {
             const int show = 20;   // a config far off its weights would list thousands
-            var list = problems.Take(show).Append(problems.Count > show ? $"... and {problems.Count - show} more" : null).OfType<string>();
-            throw new WorkbookException($"checkpoint {string.Join(", ", files.Select(f => f.Path))} does not match the config:\n  - " + string.Join("\n  - ", list));
+            var list = problems.Take(show)
+                .Append(problems.Count > show ? $"... and {problems.Count - show} more" : null).OfType<string>();
+            throw new WorkbookException($"checkpoint {string.Join(", ", files.Select(f => f.Path))} does not match " +
+                "the config:\n  - " + string.Join("\n  - ", list));
         }
         return where;
     }
@@ -116,7 +128,8 @@ public static class Checkpoint
         var files_ = files.Select(SafetensorsFile.Open).ToList();
         try
         {
-            var where = Compare(expected.ToDictionary(kv => kv.Key, kv => kv.Value.shape), model.Config.TieWordEmbeddings, files_);
+            var shapes = expected.ToDictionary(kv => kv.Key, kv => kv.Value.shape);
+            var where = Compare(shapes, model.Config.TieWordEmbeddings, files_);
             using var _ = no_grad();
             foreach (var (name, p) in expected)
             {

@@ -41,7 +41,8 @@ public sealed class MetricsLog : IDisposable
         if (tensorboard) tb = utils.tensorboard.SummaryWriter(System.IO.Path.Combine(dir, "tensorboard"));
     }
 
-    /// <summary>True when the file already holds an evaluation row at this step (kept from before a resume, or logged).</summary>
+    /// <summary>True when the file already holds an evaluation row at this step (kept from before a resume, or
+    /// logged).</summary>
     public bool HasEvalAt(long step) => evalSteps.Contains(step);
 
     public void Log(long step, IReadOnlyDictionary<string, double> metrics, IReadOnlyDictionary<string, object>? extra = null)

@@ -46,7 +46,8 @@ public static class JsonConfig
         return node;
     }
 
-    /// <summary>Merges <paramref name="from"/> into <paramref name="into"/>: nested objects key by key, values replace.</summary>
+    /// <summary>Merges <paramref name="from"/> into <paramref name="into"/>: nested objects key by key, values
+    /// replace.</summary>
     public static JsonObject Merge(JsonObject into, JsonObject from)
     {
         foreach (var (k, v) in from.ToList())
@@ -61,7 +62,9 @@ public static class JsonConfig
     {
         switch (node)
         {
-            case JsonObject o: foreach (var (k, v) in o) if (v is not null) CheckFinite(v, where, key.Length == 0 ? k : $"{key}.{k}"); break;
+            case JsonObject o:
+                foreach (var (k, v) in o) if (v is not null) CheckFinite(v, where, key.Length == 0 ? k : $"{key}.{k}");
+                break;
             case JsonArray a: foreach (var v in a) if (v is not null) CheckFinite(v, where, key); break;
             case JsonValue v when v.GetValueKind() == JsonValueKind.Number:
                 bool finite;
@@ -92,7 +95,8 @@ public static class JsonConfig
             {
                 JsonNode? v = node;
                 foreach (var s in segments) v = v is JsonObject o ? o[s] : null;
-                throw new WorkbookException($"{where}: {dotted}: expected {Describe(t)}, got {v?.ToJsonString() ?? "null"}");
+                var got = v?.ToJsonString() ?? "null";
+                throw new WorkbookException($"{where}: {dotted}: expected {Describe(t)}, got {got}");
             }
             throw new WorkbookException($"{where}: {e.Message.Split(". Path")[0]} (at {e.Path})");
         }
@@ -101,8 +105,11 @@ public static class JsonConfig
     static string Describe(Type t)
     {
         var u = Nullable.GetUnderlyingType(t) ?? t;
-        var s = u == typeof(int) || u == typeof(long) ? "an integer" : u == typeof(double) || u == typeof(float) ? "a number"
-            : u == typeof(bool) ? "true or false" : u == typeof(string) ? "a string" : u.IsArray ? "a list" : "an object";
+        var s = u == typeof(int) || u == typeof(long) ? "an integer"
+            : u == typeof(double) || u == typeof(float) ? "a number"
+            : u == typeof(bool) ? "true or false"
+            : u == typeof(string) ? "a string"
+            : u.IsArray ? "a list" : "an object";
         return Nullable.GetUnderlyingType(t) is null ? s : s + " or null";
     }
 

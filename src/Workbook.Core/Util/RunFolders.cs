@@ -13,8 +13,8 @@ public static class RunFolders
     [DllImport("libc", EntryPoint = "mkdir", SetLastError = true)]
     static extern int mkdir(string path, uint mode);
 
-    /// <summary>Creates and returns a new folder runsRoot/&lt;timestamp&gt;-name (with -2, -3, ... on collision) that no
-    /// other process can also claim. <paramref name="option"/> names the option the root came from, for errors.</summary>
+    /// <summary>Creates and returns a new folder runsRoot/&lt;timestamp&gt;-name (with -2, -3, ... on collision)
+    /// that no other process can also claim. <paramref name="option"/> names the option the root came from.</summary>
     public static string Claim(string runsRoot, string name, string option = "--runs")
     {
         try { Directory.CreateDirectory(runsRoot); }
@@ -38,7 +38,8 @@ public static class RunFolders
             if (mkdir(dir, Convert.ToUInt32("775", 8)) == 0) return true;
             int errno = Marshal.GetLastPInvokeError();
             if (errno == EEXIST) return false;
-            throw new WorkbookException($"{option} {root}: cannot create a run folder in it ({Marshal.GetPInvokeErrorMessage(errno)})");
+            var why = Marshal.GetPInvokeErrorMessage(errno);
+            throw new WorkbookException($"{option} {root}: cannot create a run folder in it ({why})");
         }
         // elsewhere (not a supported platform for libtorch here): check-then-create, not atomic
         if (Directory.Exists(dir) || File.Exists(dir)) return false;
@@ -46,7 +47,8 @@ public static class RunFolders
         return true;
     }
 
-    /// <summary>Deletes the folder if it holds no files (empty sub-folders count as nothing): the run wrote nothing.</summary>
+    /// <summary>Deletes the folder if it holds no files (empty sub-folders count as nothing): the run wrote
+    /// nothing.</summary>
     public static void RemoveIfEmpty(string dir)
     {
         try
@@ -54,6 +56,7 @@ public static class RunFolders
             if (Directory.Exists(dir) && !Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories).Any())
                 Directory.Delete(dir, true);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // best effort: the error that got us here matters more
+        // best effort: the error that got us here matters more
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 }
