@@ -20,19 +20,19 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         [CommandOption("--stop <TEXT>")][Description("Stop string (repeatable)")]
         public string[] Stop { get; init; } = [];
 
-        [CommandOption("--max-new-tokens <N>")][DefaultValue(32)]
+        [CommandOption("--max-new-tokens <N>")][Description("Tokens to generate at most (prompt + these <= max_position_embeddings)")][DefaultValue(32)]
         public int MaxNewTokens { get; init; } = 32;
 
         [CommandOption("--greedy")][Description("Argmax decoding")]
         public bool Greedy { get; init; }
 
-        [CommandOption("--temperature <T>")][DefaultValue(1.0)]
+        [CommandOption("--temperature <T>")][Description("Sampling temperature (> 0)")][DefaultValue(1.0)]
         public double Temperature { get; init; } = 1.0;
 
-        [CommandOption("--top-p <P>")][DefaultValue(1.0)]
+        [CommandOption("--top-p <P>")][Description("Nucleus sampling: keep the smallest set of tokens with this mass, in (0, 1]")][DefaultValue(1.0)]
         public double TopP { get; init; } = 1.0;
 
-        [CommandOption("--top-k <K>")][DefaultValue(0)]
+        [CommandOption("--top-k <K>")][Description("Sample from the K most likely tokens (0 = all)")][DefaultValue(0)]
         public int TopK { get; init; }
 
         public override ValidationResult Validate()
@@ -51,6 +51,9 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             ? Workbook.Text.ChatTemplate.Tokenize(tok!, [Workbook.Text.ChatMessage.User(s.Prompt)], true, s.Thinking ? null : false).Ids
             : ModelSettings.ParseIds(s.Ids!, "--ids");
         using var model = s.LoadModel();
+        if ((long)ids.Length + s.MaxNewTokens > model.Config.MaxPositionEmbeddings)
+            throw new WorkbookException($"--max-new-tokens {s.MaxNewTokens}: prompt ({ids.Length}) + new tokens exceed the model's " +
+                $"max_position_embeddings ({model.Config.MaxPositionEmbeddings})");
         var opt = new GenerationOptions
         {
             MaxNewTokens = s.MaxNewTokens, Greedy = s.Greedy, Temperature = s.Temperature, TopP = s.TopP, TopK = s.TopK,

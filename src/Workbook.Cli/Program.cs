@@ -1,32 +1,52 @@
+// The `workbook` command. Choices:
+//   1. Output is plain (no colours, no cursor control, no wrapping) unless stdout is a terminal and NO_COLOR is unset.
+//   2. Errors go to stderr as one line "error: ..." and exit 2 when the input is at fault (a WorkbookException, a bad
+//      option, a file the OS refuses); an unexpected exception prints its stack trace and exits 1.
+//   3. Typed options (integers, numbers) are checked before parsing so the message names the option and the value.
 using Spectre.Console;
 using Spectre.Console.Cli;
 using Workbook;
 using Workbook.Cli;
+
+Terminal.Configure();
+var verbs = new (string Name, Type Command, string Description)[]
+{
+    ("run", typeof(RunCommand),
+        "Run the coupling experiments (the main job): sft-then-rl, rl-then-sft, interleaved, joint, a control or all."),
+    ("sweep", typeof(SweepCommand),
+        "Predicted against measured SFT-loss rise over a grid of beta and loose_format_fraction (kl_mode = reward)."),
+    ("train", typeof(TrainCommand), "Train with one trainer: sft or grpo (options file with TRL names; resumable)."),
+    ("notebooks", typeof(NotebooksCommand),
+        "Run the notebooks headless (dotnet repl) and render them to reports/notebooks/*.html."),
+    ("report", typeof(ReportCommand), "Re-render report.html of a run folder."),
+    ("score", typeof(ScoreCommand),
+        "Per-position argmax, logsumexp, top-K and next-token log-probability of a sequence."),
+    ("generate", typeof(GenerateCommand), "Generate from a prompt (greedy or sampled) with the KV cache."),
+    ("tokenize", typeof(TokenizeCommand), "Encode text to Qwen3 ids, decode ids, or tokenize a JSONL file."),
+    ("verify", typeof(VerifyCommand), "Score JSONL completions against references with a rule-based verifier."),
+    ("landscape", typeof(LandscapeCommand),
+        "Landscape constants (smoothness, PL, T*, threshold, misalignment) on the small transformer."),
+    ("bench", typeof(BenchCommand), "Measure speed (JSON): SFT tokens/s and MFU, GRPO rollout/update, generation."),
+    ("info", typeof(InfoCommand), "Print versions, device, the main job's model and the model presets."),
+};
+if (OptionCheck.Check(args, verbs.ToDictionary(v => v.Name, v => v.Command)) is { } problem)
+    return Terminal.Error(problem);
 
 var app = new CommandApp();
 app.Configure(c =>
 {
     c.SetApplicationName("workbook");
     c.UseStrictParsing();
-    c.AddCommand<SweepCommand>("sweep").WithDescription("Predicted against measured SFT-loss rise over a grid of beta and loose_format_fraction (kl_mode = reward).");
-    c.AddCommand<RunCommand>("run").WithDescription("Run the coupling experiments (the main job): sft-then-rl, rl-then-sft, interleaved, joint or all.");
-    c.AddCommand<TrainCommand>("train").WithDescription("Train with one trainer: sft or grpo (options file with TRL names; resumable).");
-    c.AddCommand<NotebooksCommand>("notebooks").WithDescription("Run the notebooks headless (dotnet repl) and render them to reports/notebooks/*.html.");
-    c.AddCommand<ReportCommand>("report").WithDescription("Re-render report.html of a run folder.");
-    c.AddCommand<ScoreCommand>("score").WithDescription("Per-position argmax, logsumexp, top-K and next-token log-probability of a sequence.");
-    c.AddCommand<GenerateCommand>("generate").WithDescription("Generate from a prompt (greedy or sampled) with the KV cache.");
-    c.AddCommand<TokenizeCommand>("tokenize").WithDescription("Encode text to Qwen3 ids, decode ids, or tokenize a JSONL file.");
-    c.AddCommand<VerifyCommand>("verify").WithDescription("Score JSONL completions against references with a rule-based verifier.");
-    c.AddCommand<LandscapeCommand>("landscape").WithDescription("Landscape constants (smoothness, PL, T*, threshold, misalignment) measured on the small transformer.");
-    c.AddCommand<BenchCommand>("bench").WithDescription("Measure speed (JSON): SFT tokens/s and MFU, GRPO rollout/update, generation.");
-    c.AddCommand<InfoCommand>("info").WithDescription("Print versions, device and the model presets.");
-    c.SetExceptionHandler((ex, _) =>
-    {
-        if (ex is WorkbookException or CommandAppException)
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {ex.Message}");
-        else
-            AnsiConsole.WriteException(ex, ExceptionFormats.ShortenPaths);
-        return ex is WorkbookException or CommandAppException ? 2 : 1;
-    });
+    foreach (var (name, command, description) in verbs)
+        typeof(Program)
+            .GetMethod(nameof(Add), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+            .MakeGenericMethod(command).Invoke(null, [c, name, description]);
+    c.SetExceptionHandler((ex, _) => Terminal.Report(ex));
 });
 return app.Run(args);
+
+partial class Program
+{
+    static void Add<T>(IConfigurator c, string name, string description) where T : class, ICommand =>
+        c.AddCommand<T>(name).WithDescription(description);
+}

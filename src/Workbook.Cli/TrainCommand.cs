@@ -18,12 +18,16 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [CommandOption("--set <KEY=VALUE>")][Description("Override an option (repeatable)")] public string[] Set { get; init; } = [];
         [CommandOption("--model <DIR>")][Description("Hugging Face Qwen3 folder to start from")] public string? Model { get; init; }
         [CommandOption("--preset <NAME>")][Description("Random-init model: tiny, small (task vocabulary) or qwen3-0.6b")] public string? Preset { get; init; }
-        [CommandOption("--dataset <SPEC>")][Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")][DefaultValue("grammar")] public string Dataset { get; init; } = "grammar";
-        [CommandOption("--train-size <N>")][DefaultValue(3000)] public int TrainSize { get; init; } = 3000;
+        [CommandOption("--dataset <SPEC>")][Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")] public string? Dataset { get; init; }
+        [CommandOption("--train-size <N>")][Description("Training examples to load or generate (default 3000)")]
+        public int? TrainSize { get; init; }
         [CommandOption("--terse")][Description("SFT on the terse answers (the base stage) instead of the expert responses")] public bool Terse { get; init; }
-        [CommandOption("--skip-bad")] public bool SkipBad { get; init; }
-        [CommandOption("--device <DEVICE>")][DefaultValue("auto")] public string Device { get; init; } = "auto";
-        [CommandOption("--out <RUN_DIR>")][Description("Run folder (default runs/<timestamp>-train-<trainer>)")] public string? Out { get; init; }
+        [CommandOption("--skip-bad")][Description("Skip bad data rows (counted and reported) instead of stopping")] public bool SkipBad { get; init; }
+        [CommandOption("--dtype <DTYPE>")][Description("Compute dtype: f32 or bf16 (default: the options' dtype, f32)")] public string? DType { get; init; }
+        [CommandOption("--device <DEVICE>")][Description("cpu, cuda or auto")][DefaultValue("auto")] public string Device { get; init; } = "auto";
+        [CommandOption("--runs <DIR>")][Description("Folder of run folders (the run goes to <DIR>/<timestamp>-train-<trainer>)")][DefaultValue("runs")]
+        public string Runs { get; init; } = "runs";
+        [CommandOption("--out <RUN_DIR>")][Description("Run folder to write instead of a new one under --runs")] public string? Out { get; init; }
         [CommandOption("--resume <RUN_DIR>")][Description("Continue a run from its last checkpoint")] public string? Resume { get; init; }
 
         public override ValidationResult Validate()
@@ -37,31 +41,71 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s)
     {
-        var dir = s.Resume ?? s.Out ?? Workbook.Experiments.ExperimentRunner.NewRunDir("runs", $"train-{s.Trainer}");
         if (s.Resume is not null && !Directory.Exists(s.Resume)) throw new WorkbookException($"--resume {s.Resume}: run folder not found");
+        if (s.Out is not null && File.Exists(s.Out)) throw new WorkbookException($"--out {s.Out}: a file, not a folder");
         // a resumed run uses the options it started with
         var config = s.Resume is not null ? Path.Combine(s.Resume, "options.json") : s.Config;
-        TrainOptions opt = s.Trainer == "sft" ? TrainOptions.Load<SftOptions>(config, s.Set) : TrainOptions.Load<GrpoOptions>(config, s.Set);
-        var task = TaskRegistry.Create(s.Dataset, 0, new TaskOptions { TrainSize = s.TrainSize, EvalSize = 64, SkipBad = s.SkipBad });
-        var tok = s.Model is not null && File.Exists(Path.Combine(s.Model, "tokenizer.json")) ? Qwen3Tokenizer.Load(s.Model)
+        var sets = s.DType is null ? s.Set : [.. s.Set, $"dtype={s.DType}"];
+        TrainOptions opt = s.Trainer == "sft" ? TrainOptions.Load<SftOptions>(config, sets) : TrainOptions.Load<GrpoOptions>(config, sets);
+        if (opt.LoggingSteps < 1) throw new WorkbookException($"option logging_steps: must be >= 1 (got {opt.LoggingSteps})");
+        var inputs = new Inputs(s.Trainer, s.Dataset ?? "grammar", s.Model, s.Model is null ? s.Preset ?? "tiny" : null,
+            s.TrainSize ?? 3000, s.Terse, s.SkipBad);
+        if (s.Resume is not null && File.Exists(Path.Combine(s.Resume, InputsFile))) inputs = Resumed(s, Path.Combine(s.Resume, InputsFile));
+        bool created = s.Resume is null && (s.Out is null || !Directory.Exists(s.Out));
+        var dir = s.Resume ?? s.Out ?? RunFolders.Claim(s.Runs, $"train-{s.Trainer}");
+        try { return Train(s, inputs, opt, dir); }
+        catch { if (created) RunFolders.RemoveIfEmpty(dir); throw; }
+    }
+
+    /// <summary>What a run trains on, recorded in train.json so a resume continues the same run.</summary>
+    public sealed record Inputs(string Trainer, string Dataset, string? Model, string? Preset, int TrainSize, bool Terse, bool SkipBad);
+
+    const string InputsFile = "train.json";
+
+    /// <summary>A resume uses the recorded inputs; an option given with a different value is refused (before anything in
+    /// the run folder is rewritten).</summary>
+    static Inputs Resumed(Settings s, string path)
+    {
+        Inputs rec;
+        try { rec = System.Text.Json.JsonSerializer.Deserialize<Inputs>(File.ReadAllText(path), TrainOptions.Json)!; }
+        catch (System.Text.Json.JsonException e) { throw new WorkbookException($"{path}: unreadable ({e.Message})"); }
+        void Same(string option, object? given, object? recorded)
+        {
+            if (given is not null && !Equals(given, recorded))
+                throw new WorkbookException($"--resume {s.Resume}: the run was started with {option} {recorded ?? "(none)"}, not {given}; " +
+                    "drop the option or start a new run");
+        }
+        Same("trainer", s.Trainer, rec.Trainer);
+        Same("--dataset", s.Dataset, rec.Dataset);
+        Same("--model", s.Model, rec.Model);
+        Same("--preset", s.Preset, rec.Preset);
+        Same("--train-size", s.TrainSize, rec.TrainSize);
+        if (s.Terse && !rec.Terse) Same("--terse", "--terse", "no --terse");
+        if (s.SkipBad && !rec.SkipBad) Same("--skip-bad", "--skip-bad", "no --skip-bad");
+        return rec;
+    }
+
+    static int Train(Settings s, Inputs w, TrainOptions opt, string dir)
+    {
+        RowReader.Skipped += Terminal.ReportSkipped;
+        var task = TaskRegistry.Create(w.Dataset, 0, new TaskOptions { TrainSize = w.TrainSize, EvalSize = 64, SkipBad = w.SkipBad });
+        var tok = w.Model is not null && File.Exists(Path.Combine(w.Model, "tokenizer.json")) ? Qwen3Tokenizer.Load(w.Model)
             : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")));
         var dtype = Devices.ParseDType(opt.Dtype);
         var device = Devices.Resolve(s.Device);
         Qwen3ForCausalLM model;
         TaskVocabulary vocab;
-        if (s.Model is not null)
+        if (w.Model is not null)
         {
-            model = Checkpoint.Load(s.Model, dtype, device);
+            model = Checkpoint.Load(w.Model, dtype, device);
             vocab = TaskVocabulary.Identity(model.Config.VocabSize);
         }
         else
         {
-            var preset = s.Preset ?? "tiny";
+            var preset = w.Preset ?? "tiny";
             vocab = preset.StartsWith("qwen3") ? TaskVocabulary.Identity(151936) : TaskVocabulary.Build(tok, task);
             model = new Qwen3ForCausalLM(Qwen3Config.Preset(preset, preset.StartsWith("qwen3") ? null : vocab.Size), dtype, device, opt.Seed);
         }
-        Directory.CreateDirectory(dir);
-        vocab.Save(Path.Combine(dir, "vocab.json"));
         var codec = new Codec(tok, vocab);
         var ev = new Evaluator(codec, task.Eval, task.EvalVerifiers, new EvalOptions
         {
@@ -69,30 +113,49 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         });
         ITrainer trainer = opt switch
         {
-            SftOptions so => new SftTrainer(model, codec, s.Terse ? task.Base : task.Train, so, dir, ev),
+            SftOptions so => new SftTrainer(model, codec, w.Terse ? task.Base : task.Train, so, dir, ev),
             GrpoOptions go => new GrpoTrainer(model, codec, task.Train, task.Reward, go, dir, ev),
             _ => throw new InvalidOperationException(),
         };
         if (trainer is GrpoTrainer gt && opt is GrpoOptions { GradientAlignmentSteps: > 0 } ga) Theory.GradientAlignment.Attach(gt, ga);
+        // written once the inputs are known to be good (the trainer validated its options): a failure leaves nothing
+        Directory.CreateDirectory(dir);
+        vocab.Save(Path.Combine(dir, "vocab.json"));
+        if (s.Resume is null) AtomicFile.WriteAllText(Path.Combine(dir, InputsFile), System.Text.Json.JsonSerializer.Serialize(w, TrainOptions.Json));
         AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {dir}  [grey]({model.ParameterCount():N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]");
         string[] keys = s.Trainer == "sft" ? ["loss", "mean_token_accuracy", "grad_norm", "learning_rate", "eval_sft_loss"]
             : ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length", "eval_sft_loss", $"eval_rewards/{task.Reward.Name}/mean"];
-        // a progress bar with the key numbers; evaluation lines are printed above it
-        AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(ctx =>
+        // a progress line every logging_steps steps (a live bar on a terminal, plain lines otherwise); evaluations always
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        string Line(long step, IReadOnlyDictionary<string, double> m) => $"{s.Trainer} step {step}/{opt.MaxSteps}  {MetricsLog.Format(m, keys)}";
+        void Eval(long step, IReadOnlyDictionary<string, double> m) =>
+            AnsiConsole.MarkupLineInterpolated($"[grey]eval @ {step}:[/] {MetricsLog.Format(m, m.Keys.Where(k => k.StartsWith("eval_")).ToArray())}");
+        bool IsEval(IReadOnlyDictionary<string, double> m) => m.Keys.Any(k => k.StartsWith("eval_"));
+        if (!Terminal.Interactive)
+        {
+            trainer.OnLog += (Action<long, IReadOnlyDictionary<string, double>>)((step, m) =>
             {
-                var bar = ctx.AddTask($"{s.Trainer} step 0/{opt.MaxSteps}", maxValue: Math.Max(1, opt.MaxSteps));
-                Action<long, IReadOnlyDictionary<string, double>> show = (step, m) =>
-                {
-                    if (m.Keys.Any(k => k.StartsWith("eval_"))) { AnsiConsole.MarkupLineInterpolated($"[grey]eval @ {step}:[/] {MetricsLog.Format(m, m.Keys.Where(k => k.StartsWith("eval_")).ToArray())}"); return; }
-                    bar.Value = step;
-                    bar.Description = Markup.Escape($"{s.Trainer} step {step}/{opt.MaxSteps}  {MetricsLog.Format(m, keys)}");
-                };
-                trainer.OnLog += show;
-                trainer.Train(s.Resume is not null);
-                bar.Value = bar.MaxValue;
+                if (IsEval(m)) Eval(step, m);
+                else if (step % opt.LoggingSteps == 0 || step == opt.MaxSteps) Console.WriteLine($"{Line(step, m)}  ({sw.Elapsed:mm\\:ss})");
             });
+            trainer.Train(s.Resume is not null);
+        }
+        else
+            AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
+                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    var bar = ctx.AddTask($"{s.Trainer} step 0/{opt.MaxSteps}", maxValue: Math.Max(1, opt.MaxSteps));
+                    Action<long, IReadOnlyDictionary<string, double>> show = (step, m) =>
+                    {
+                        if (IsEval(m)) { Eval(step, m); return; }
+                        bar.Value = step;
+                        if (step % opt.LoggingSteps == 0 || step == opt.MaxSteps) bar.Description = Markup.Escape(Line(step, m));
+                    };
+                    trainer.OnLog += show;
+                    trainer.Train(s.Resume is not null);
+                    bar.Value = bar.MaxValue;
+                });
         AnsiConsole.MarkupLineInterpolated($"[bold]done:[/] metrics {Path.Combine(dir, "metrics.jsonl")}, last checkpoint {TrainerCheckpoint.Latest(dir)}");
         return 0;
     }

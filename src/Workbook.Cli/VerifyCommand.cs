@@ -15,7 +15,8 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
         public string Verifier { get; init; } = "";
         [CommandOption("--input <FILE>")][Description("JSONL rows with 'completion' and 'reference' (and optionally 'prompt')")]
         public string Input { get; init; } = "";
-        [CommandOption("--skip-bad")] public bool SkipBad { get; init; }
+        [CommandOption("--skip-bad")][Description("Skip bad rows (counted and reported on stderr) instead of stopping")]
+        public bool SkipBad { get; init; }
         [CommandOption("--json")][Description("Summary as JSON too (rows are always JSON lines)")] public bool Json { get; init; }
 
         public override ValidationResult Validate() =>
@@ -31,6 +32,7 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             var prompt = o.TryGetProperty("prompt", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString()! : "";
             return (prompt, RowReader.RequiredString(o, "completion"), RowReader.RequiredString(o, "reference"));
         }, s.SkipBad);
+        if (rows.Count == 0 && report.Skipped == 0) throw new WorkbookException($"--input {s.Input}: no rows (the file is empty)");
         int scored = 0, unscorable = 0, formatOk = 0; double sum = 0;
         foreach (var (prompt, completion, reference) in rows)
         {

@@ -67,14 +67,9 @@ public sealed class ExperimentRunner
         });
     }
 
-    /// <summary>runs/&lt;yyyyMMdd-HHmmss&gt;-&lt;name&gt;, with a suffix if that exists: a run never overwrites another.</summary>
-    public static string NewRunDir(string runsRoot, string name)
-    {
-        var stem = Path.Combine(runsRoot, $"{DateTime.Now:yyyyMMdd-HHmmss}-{name}");
-        var dir = stem;
-        for (int i = 2; Directory.Exists(dir); i++) dir = $"{stem}-{i}";
-        return dir;
-    }
+    /// <summary>runs/&lt;yyyyMMdd-HHmmss&gt;-&lt;name&gt;, with a suffix if that exists: a run never overwrites another.
+    /// The folder is created (claimed atomically), so concurrent runs never share one.</summary>
+    public static string NewRunDir(string runsRoot, string name) => RunFolders.Claim(runsRoot, name);
 
     public IReadOnlyList<long> SeedList => Enumerable.Range(0, cfg.Seeds).Select(i => (long)(cfg.SeedBase + i)).ToList();
 

@@ -17,9 +17,84 @@ public static class Checkpoint
         if (!Directory.Exists(dir)) throw new WorkbookException($"{dir}: model folder not found");
         var config = Qwen3Config.Load(Path.Combine(dir, ConfigFile));
         var shards = WeightFiles(dir);
+        CheckShapes(config, shards);
         var model = new Qwen3ForCausalLM(config, dtype, device);
         LoadWeights(model, shards);
         return model;
+    }
+
+    /// <summary>The state-dict names and shapes a config describes (Hugging Face names), computed without allocating.
+    /// A test checks it against a built model's state_dict.</summary>
+    public static Dictionary<string, long[]> ExpectedShapes(Qwen3Config c)
+    {
+        long h = c.HiddenSize, i = c.IntermediateSize;
+        long q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim;
+        var d = new Dictionary<string, long[]>
+        {
+            ["model.embed_tokens.weight"] = [c.VocabSize, h], ["model.norm.weight"] = [h],
+        };
+        if (!c.TieWordEmbeddings) d["lm_head.weight"] = [c.VocabSize, h];
+        for (int l = 0; l < c.NumHiddenLayers; l++)
+        {
+            var p = $"model.layers.{l}.";
+            foreach (var (name, o) in new[] { ("q_proj", q), ("k_proj", kv), ("v_proj", kv) })
+            {
+                d[$"{p}self_attn.{name}.weight"] = [o, h];
+                if (c.AttentionBias) d[$"{p}self_attn.{name}.bias"] = [o];
+            }
+            d[$"{p}self_attn.o_proj.weight"] = [h, q];
+            if (c.AttentionBias) d[$"{p}self_attn.o_proj.bias"] = [h];
+            d[$"{p}self_attn.q_norm.weight"] = [c.HeadDim];
+            d[$"{p}self_attn.k_norm.weight"] = [c.HeadDim];
+            d[$"{p}mlp.gate_proj.weight"] = [i, h];
+            d[$"{p}mlp.up_proj.weight"] = [i, h];
+            d[$"{p}mlp.down_proj.weight"] = [h, i];
+            d[$"{p}input_layernorm.weight"] = [h];
+            d[$"{p}post_attention_layernorm.weight"] = [h];
+        }
+        return d;
+    }
+
+    /// <summary>Compares the config's tensors with the weight files' headers, so a config that does not match its
+    /// weights is refused before the model is allocated (a 1,000,000-layer config on a 2-layer checkpoint).</summary>
+    static void CheckShapes(Qwen3Config config, List<string> shards)
+    {
+        var files = shards.Select(SafetensorsFile.Open).ToList();
+        try { Compare(ExpectedShapes(config), config.TieWordEmbeddings, files); }
+        finally { foreach (var f in files) f.Dispose(); }
+    }
+
+    /// <summary>Every missing, unexpected or mis-shaped tensor, in one error.</summary>
+    static Dictionary<string, SafetensorsFile> Compare(IReadOnlyDictionary<string, long[]> expected, bool tied,
+        List<SafetensorsFile> files)
+    {
+        var where = new Dictionary<string, SafetensorsFile>();
+        foreach (var f in files) foreach (var name in f.Entries.Keys) where[name] = f;
+        var problems = new List<string>();
+        foreach (var (name, shape) in expected)
+        {
+            if (!where.TryGetValue(name, out var f))
+            {
+                problems.Add($"missing tensor '{name}' [{string.Join(",", shape)}]");
+                continue;
+            }
+            var e = f.Entries[name];
+            if (!e.Shape.SequenceEqual(shape))
+                problems.Add($"tensor '{name}' has shape [{string.Join(",", e.Shape)}] in {Path.GetFileName(f.Path)}, " +
+                    $"the model expects [{string.Join(",", shape)}]");
+        }
+        foreach (var name in where.Keys)
+            if (!expected.ContainsKey(name) && !(tied && name == "lm_head.weight"))   // tied checkpoints may carry a copy
+                problems.Add($"unexpected tensor '{name}' in {Path.GetFileName(where[name].Path)}");
+        if (problems.Count > 0)
+        {
+            const int show = 20;   // a config far off its weights would list thousands
+            var list = problems.Take(show)
+                .Append(problems.Count > show ? $"... and {problems.Count - show} more" : null).OfType<string>();
+            throw new WorkbookException($"checkpoint {string.Join(", ", files.Select(f => f.Path))} does not match " +
+                "the config:\n  - " + string.Join("\n  - ", list));
+        }
+        return where;
     }
 
     /// <summary>The safetensors files of a folder: the single file, or the shards named by the index.</summary>
@@ -53,22 +128,8 @@ public static class Checkpoint
         var files_ = files.Select(SafetensorsFile.Open).ToList();
         try
         {
-            var where = new Dictionary<string, SafetensorsFile>();
-            foreach (var f in files_) foreach (var name in f.Entries.Keys) where[name] = f;
-            var problems = new List<string>();
-            foreach (var (name, p) in expected)
-            {
-                if (!where.TryGetValue(name, out var f)) { problems.Add($"missing tensor '{name}' [{string.Join(",", p.shape)}]"); continue; }
-                var e = f.Entries[name];
-                if (!e.Shape.SequenceEqual(p.shape))
-                    problems.Add($"tensor '{name}' has shape [{string.Join(",", e.Shape)}] in {Path.GetFileName(f.Path)}, the model expects [{string.Join(",", p.shape)}]");
-            }
-            bool tied = model.Config.TieWordEmbeddings;
-            foreach (var name in where.Keys)
-                if (!expected.ContainsKey(name) && !(tied && name == "lm_head.weight"))   // tied checkpoints may carry a copy
-                    problems.Add($"unexpected tensor '{name}' in {Path.GetFileName(where[name].Path)}");
-            if (problems.Count > 0)
-                throw new WorkbookException($"checkpoint {string.Join(", ", files_.Select(f => f.Path))} does not match the config:\n  - " + string.Join("\n  - ", problems));
+            var shapes = expected.ToDictionary(kv => kv.Key, kv => kv.Value.shape);
+            var where = Compare(shapes, model.Config.TieWordEmbeddings, files_);
             using var _ = no_grad();
             foreach (var (name, p) in expected)
             {

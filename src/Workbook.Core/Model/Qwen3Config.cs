@@ -94,6 +94,16 @@ public sealed record Qwen3Config
         if (RopeTheta <= 0) Fail("rope_theta", "must be > 0");
         if (RopeScaling is { ValueKind: not JsonValueKind.Null }) Fail("rope_scaling", "rope scaling is not supported (must be null)");
         if (UseSlidingWindow) Fail("use_sliding_window", "sliding-window attention is not supported (Qwen3 dense models do not use it)");
+        if (MaxPositionEmbeddings <= 0) Fail("max_position_embeddings", $"must be a positive integer (got {MaxPositionEmbeddings})");
+        if (EosTokenIdRaw is { } e && e.ValueKind != JsonValueKind.Null
+            && !(e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _))
+            && !(e.ValueKind == JsonValueKind.Array && e.EnumerateArray().All(x => x.ValueKind == JsonValueKind.Number && x.TryGetInt32(out _))))
+            Fail("eos_token_id", $"must be an integer id or a list of them (got {e.GetRawText()})");
+        // refuse a shape that cannot fit before anything is allocated (2 bytes per parameter is the smallest dtype)
+        long bytes = ParameterCount() * 2, available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        if (bytes > available)
+            Fail("vocab_size/hidden_size/intermediate_size/num_hidden_layers", $"{ParameterCount():N0} parameters need at least " +
+                $"{bytes / (1L << 30):N0} GiB, more than this machine's {available / (1L << 30):N0} GiB");
     }
 
     // ---- presets -------------------------------------------------------------------------------------------------

@@ -55,14 +55,20 @@ public sealed class SafetensorsFile : IDisposable
             if (len < 8) throw new WorkbookException($"{path}: truncated safetensors file ({len} bytes; the 8-byte header length is missing)");
             Span<byte> lenBytes = stackalloc byte[8];
             fs.ReadExactly(lenBytes);
-            long n = (long)BitConverter.ToUInt64(lenBytes);
-            if (n <= 0 || n > MaxHeader) throw new WorkbookException($"{path}: not a safetensors file (header length {n} is out of range)");
+            ulong un = BitConverter.ToUInt64(lenBytes);
+            if (un == 0 || un > MaxHeader) throw new WorkbookException($"{path}: not a safetensors file (header length {un} is out of range)");
+            long n = (long)un;
             if (8 + n > len) throw new WorkbookException($"{path}: truncated safetensors file (header claims {n} bytes, file has {len - 8} after the length)");
             var header = new byte[n];
             fs.ReadExactly(header);
             JsonObject root;
-            try { root = JsonNode.Parse(header)?.AsObject() ?? throw new JsonException("empty"); }
+            try
+            {
+                root = JsonNode.Parse(header)?.AsObject() ?? throw new JsonException("empty");
+                _ = root.Count;   // JsonObject finds duplicate names only when it builds its dictionary
+            }
             catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new WorkbookException($"{path}: safetensors header is not valid JSON ({e.Message})"); }
+            catch (ArgumentException e) { throw new WorkbookException($"{path}: safetensors header names a tensor twice ({e.Message})"); }
             long dataLen = len - 8 - n;
             var entries = new Dictionary<string, SafetensorsEntry>();
             var meta = new Dictionary<string, string>();
@@ -92,6 +98,15 @@ public sealed class SafetensorsFile : IDisposable
                 catch (Exception e) when (e is InvalidOperationException or NullReferenceException or FormatException or OverflowException or JsonException)
                 { throw new WorkbookException($"{path}: tensor '{name}': malformed header entry ({e.Message})"); }
             }
+            // the format forbids overlapping tensors and holes: the tensors tile the data section exactly
+            long at = 0;
+            foreach (var e in entries.Values.OrderBy(e => e.Begin).ThenBy(e => e.End))
+            {
+                if (e.Begin < at) throw new WorkbookException($"{path}: tensor '{e.Name}' overlaps the tensor before it (data_offsets [{e.Begin}, {e.End}])");
+                if (e.Begin > at) throw new WorkbookException($"{path}: a hole of {e.Begin - at} bytes before tensor '{e.Name}' (the format forbids holes)");
+                at = e.End;
+            }
+            if (at != dataLen) throw new WorkbookException($"{path}: {dataLen - at} bytes after the last tensor (the format forbids holes)");
             return new SafetensorsFile(path, fs, entries, meta, 8 + n);
         }
         catch { fs.Dispose(); throw; }

@@ -67,6 +67,8 @@ public sealed class Qwen3Tokenizer
                 return new Qwen3Tokenizer(bpe, added, special, path, size);
             }
             catch (KeyNotFoundException e) { throw new WorkbookException($"{path}: missing field ({e.Message})"); }
+            catch (FormatException e) { throw new WorkbookException($"{path}: a token id is not an integer ({e.Message})"); }
+            catch (ArgumentException e) { throw new WorkbookException($"{path}: the pre_tokenizer's Split regex is invalid ({e.Message})"); }
             catch (InvalidOperationException e) { throw new WorkbookException($"{path}: malformed tokenizer.json ({e.Message})"); }
         }
     }
@@ -103,6 +105,10 @@ public sealed class Qwen3Tokenizer
 /// <summary>Splits out added tokens, then applies the split regex with astral code points mapped to same-class BMP stand-ins.</summary>
 public sealed class AstralSafeRegexPreTokenizer : PreTokenizer
 {
+    /// <summary>Longest pre-token (an unbroken run of letters, of punctuation, ...). BPE's cost grows with the square of a
+    /// pre-token's length (640k letters took 24 s), so longer runs are an error rather than a hang.</summary>
+    public const int MaxPreTokenChars = 20_000;
+
     readonly Regex split;
     readonly Regex? added;
 
@@ -128,6 +134,10 @@ public sealed class AstralSafeRegexPreTokenizer : PreTokenizer
                 pos = m.Index + m.Length;
             }
         if (pos < text.Length) SplitPlain(text, pos, text.Length - pos, result);
+        foreach (var (offset, len) in result)
+            if (len > MaxPreTokenChars)
+                throw new WorkbookException($"text has an unbroken run of {len:N0} characters at offset {offset} (starting " +
+                    $"'{text.Substring(offset, 20)}...'); the tokenizer accepts at most {MaxPreTokenChars:N0}");
         return result;
     }
 

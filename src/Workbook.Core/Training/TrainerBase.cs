@@ -29,6 +29,9 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
     protected TrainerBase(Qwen3ForCausalLM model, TOptions options, string outDir, Evaluator? evaluator)
     {
         options.Validate();
+        // AdamW's first update moves a weight by up to lr / (1 - beta1): it must be a finite float
+        if (!float.IsFinite((float)(options.LearningRate / (1 - options.AdamBeta1))))
+            throw new WorkbookException($"option learning_rate: {options.LearningRate} is too large (the update overflows float32)");
         Model = model; Opt = options; OutDir = outDir; Eval = evaluator;
     }
 
@@ -53,7 +56,7 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
         using var log = Log = new MetricsLog(OutDir, truncateAfterStep: resume ? State.Step : null);
         log.Logged += (s, m) => OnLog?.Invoke(s, m);
         Model.train();
-        if (State.Step == 0) Evaluate(0);
+        if (State.Step == 0 && !log.HasEvalAt(0)) Evaluate(0);
         long warmup = (long)Math.Ceiling(Opt.WarmupRatio * Opt.MaxSteps);
         for (long step = State.Step; step < Opt.MaxSteps; step++)
         {
@@ -71,13 +74,10 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
             if ((Opt.SaveSteps > 0 && (step + 1) % Opt.SaveSteps == 0) || last) SaveCheckpoint();
             AfterStep?.Invoke(step + 1);
         }
-        if (State.Step == Opt.MaxSteps && Opt.MaxSteps > 0 && !EvaluatedAt(Opt.MaxSteps)) Evaluate(Opt.MaxSteps);
+        if (State.Step == Opt.MaxSteps && Opt.MaxSteps > 0 && !log.HasEvalAt(Opt.MaxSteps)) Evaluate(Opt.MaxSteps);
         Optimizer.Dispose();
         return State;
     }
-
-    long lastEval = -1;
-    bool EvaluatedAt(long step) => lastEval == step;
 
     protected void Evaluate(long step)
     {
@@ -85,7 +85,6 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
         var m = Eval.Run(Model);
         Model.train();
         Log!.Log(step, m, LogFields);
-        lastEval = step;
     }
 
     protected void SaveCheckpoint() => TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit);

@@ -24,7 +24,11 @@ public static class TrainerCheckpoint
         File.WriteAllText(Path.Combine(tmp, "trainer_state.json"), JsonSerializer.Serialize(state, Json));
         if (Directory.Exists(final)) Directory.Delete(final, true);
         Directory.Move(tmp, final);
-        foreach (var old in Complete(runDir).SkipLast(Math.Max(1, keepLast))) Directory.Delete(old, true);
+        foreach (var old in Complete(runDir).SkipLast(Math.Max(1, keepLast)))
+        {
+            File.Delete(Path.Combine(old, "trainer_state.json"));   // first: a kill mid-delete leaves an incomplete folder
+            Directory.Delete(old, true);
+        }
         return final;
     }
 
@@ -49,10 +53,14 @@ public static class TrainerCheckpoint
         return state;
     }
 
-    /// <summary>Deletes leftovers of interrupted checkpoint writes.</summary>
+    /// <summary>Deletes leftovers of interrupted checkpoint writes: temp folders, and step folders without a trainer
+    /// state (a kill while pruning an old checkpoint can leave one half-deleted).</summary>
     public static void CleanTemp(string runDir)
     {
         var root = Path.Combine(runDir, "checkpoints");
-        if (Directory.Exists(root)) foreach (var d in Directory.GetDirectories(root, ".tmp-*")) Directory.Delete(d, true);
+        if (!Directory.Exists(root)) return;
+        foreach (var d in Directory.GetDirectories(root, ".tmp-*")) Directory.Delete(d, true);
+        foreach (var d in Directory.GetDirectories(root, "step-*"))
+            if (!File.Exists(Path.Combine(d, "trainer_state.json"))) Directory.Delete(d, true);
     }
 }
