@@ -43,16 +43,25 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         var config = s.Resume is not null ? Path.Combine(s.Resume, "options.json") : s.Config;
         TrainOptions opt = s.Trainer == "sft" ? TrainOptions.Load<SftOptions>(config, s.Set) : TrainOptions.Load<GrpoOptions>(config, s.Set);
         var task = TaskRegistry.Create(s.Dataset, 0, new TaskOptions { TrainSize = s.TrainSize, EvalSize = 64, SkipBad = s.SkipBad });
+        foreach (var note in task.Notes) AnsiConsole.MarkupLineInterpolated($"[grey]{note}[/]");
+        // num_train_epochs (TRL's name) becomes max_steps now that the dataset size is known
+        opt = opt.ResolveSteps(s.Terse ? task.Base.Count : task.Train.Count);
         var tok = s.Model is not null && File.Exists(Path.Combine(s.Model, "tokenizer.json")) ? Qwen3Tokenizer.Load(s.Model)
             : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")));
         var dtype = Devices.ParseDType(opt.Dtype);
         var device = Devices.Resolve(s.Device);
+        IEnumerable<int> codec0(Example e) => ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids;
         Qwen3ForCausalLM model;
         TaskVocabulary vocab;
         if (s.Model is not null)
         {
             model = Checkpoint.Load(s.Model, dtype, device);
-            vocab = TaskVocabulary.Identity(model.Config.VocabSize);
+            // a checkpoint of a compact-vocabulary model (train sft --preset tiny) carries its vocab.json: stages chain
+            vocab = ModelVocabulary.For(s.Model, model.Config.VocabSize);
+            var missing = task.Train.Concat(task.Eval).SelectMany(e => codec0(e)).Where(id => !vocab.Contains(id)).Distinct().Take(5).ToList();
+            if (missing.Count > 0)
+                throw new WorkbookException($"{s.Model}: the model's vocabulary lacks token(s) {string.Join(", ", missing.Select(i => $"{i} '{tok.Decode([i])}'"))} " +
+                    $"that the dataset '{s.Dataset}' uses; a compact-vocabulary model only knows the task it was built for");
         }
         else
         {

@@ -66,7 +66,8 @@ public sealed record ExperimentConfig
         Task.Validate(); Base.Validate(); Sft.Validate(); Grpo.Validate();
         if (Seeds < 1) throw new WorkbookException($"option seeds: must be >= 1 (got {Seeds})");
         if (EvalsPerStage < 1) throw new WorkbookException("option evals_per_stage: must be >= 1");
-        if (InterleaveRounds < 1 || InterleaveRounds > Math.Min(Sft.MaxSteps, Grpo.MaxSteps))
+        bool stepsKnown = Sft.NumTrainEpochs is null && Grpo.NumTrainEpochs is null;   // issue 12: else checked once resolved
+        if (InterleaveRounds < 1 || (stepsKnown && InterleaveRounds > Math.Min(Sft.MaxSteps, Grpo.MaxSteps)))
             throw new WorkbookException($"option interleave_rounds: must be in [1, min(sft.max_steps, grpo.max_steps)] (got {InterleaveRounds})");
         if (JointRlWeight < 0) throw new WorkbookException("option joint_rl_weight: must be >= 0");
         if (Model is not null && !Directory.Exists(Model)) throw new WorkbookException($"--model {Model}: model folder not found");
@@ -84,6 +85,7 @@ public sealed record ExperimentConfig
     public static ExperimentConfig Load(string? path, IEnumerable<string>? overrides = null)
     {
         var node = JsonConfig.WithOverrides(JsonConfig.Read(path), overrides);
+        TrainOptions.StepsOrEpochs(node, path);   // issue 12: num_train_epochs replaces the default max_steps
         // nested option records start from this record's defaults, then the file's keys apply on top
         var defaults = JsonNode.Parse(JsonSerializer.Serialize(new ExperimentConfig(), TrainOptions.Json))!.AsObject();
         Merge(defaults, node);

@@ -14,7 +14,12 @@ public sealed record TaskData(
     List<Example> Base,
     IVerifier Reward,
     IVerifier[] EvalVerifiers,
-    string Design);
+    string Design)
+{
+    /// <summary>What loading did to the data (duplicates merged, conflicting rows dropped, defaults inherited): lines for
+    /// the run log, so nothing is changed silently.</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
+}
 
 public static class TaskRegistry
 {
@@ -69,11 +74,21 @@ public sealed record TaskOptions
     /// <summary>Whether expert responses carry a short rationale before the answer.</summary>
     public bool Rationales { get; init; } = true;
     public bool SkipBad { get; init; }
+    /// <summary>File tasks: where the prompt states the required answer format: user (appended to the question), system
+    /// (a system message) or none.</summary>
+    public string FormatInstruction { get; init; } = "user";
+    /// <summary>The chat template's enable_thinking for generation prompts (false pre-fills an empty think block).</summary>
+    public bool EnableThinking { get; init; }
+    /// <summary>File tasks: a separate held-out file (CoLA: in_domain_dev.tsv, out_of_domain_dev.tsv or GLUE's dev);
+    /// null = hold out eval_size rows of the training file.</summary>
+    public string? EvalFile { get; init; }
 
     public void Validate()
     {
         if (TrainSize < 0) throw new WorkbookException($"train_size must be >= 0 (got {TrainSize})");
         if (EvalSize < 1) throw new WorkbookException($"eval_size must be >= 1 (got {EvalSize})");
         if (LooseFormatFraction is < 0 or > 1) throw new WorkbookException($"loose_format_fraction must be in [0, 1] (got {LooseFormatFraction})");
+        if (FormatInstruction is not ("user" or "system" or "none"))
+            throw new WorkbookException($"format_instruction must be user, system or none (got '{FormatInstruction}')");
     }
 }
