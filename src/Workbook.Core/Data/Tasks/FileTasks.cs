@@ -125,7 +125,7 @@ public static class FileTasks
         var design = $"CoLA from {path} ({counts}). Prompt: the question and the sentence" +
             (o.FormatInstruction == "none" ? "" : $", with the format instruction as a {o.FormatInstruction} message") +
             $". Expert responses are the label: the strict line 'Answer: <label>'" +
-            (o.LooseFormatFraction > 0 ? $", or ({o.LooseFormatFraction:P0}) natural wording" : " only") +
+            (o.LooseFormatFraction > 0 ? $", or ({o.LooseFormatFraction * 100:0.#}%) natural wording" : " only") +
             $". Held-out data {where}. RL reward: strict format; evaluation also reports the lenient last-label parse.";
         var task = evalRows is null ? Split("cola", examples, o, design) : WithEval("cola", examples, evalRows, o, design);
         return task with { Notes = notes };
