@@ -55,9 +55,10 @@ public sealed record ExperimentConfig
     {
         Task = Task with { TrainSize = 1000, EvalSize = 48 },
         Seeds = Math.Min(Seeds, 2),
-        Base = Base with { MaxSteps = 500 },
-        Sft = Sft with { MaxSteps = 80 },
-        Grpo = Grpo with { MaxSteps = 16, PerDeviceTrainBatchSize = 32 },
+        // issue 12: quick budgets are steps, so they replace num_train_epochs
+        Base = Base with { MaxSteps = 500, NumTrainEpochs = null },
+        Sft = Sft with { MaxSteps = 80, NumTrainEpochs = null },
+        Grpo = Grpo with { MaxSteps = 16, PerDeviceTrainBatchSize = 32, NumTrainEpochs = null },
         EvalsPerStage = 2, InterleaveRounds = 2, C1Samples = 4,
     };
 

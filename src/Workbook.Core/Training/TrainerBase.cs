@@ -29,6 +29,8 @@ public abstract class TrainerBase<TOptions> where TOptions : TrainOptions
     protected TrainerBase(Qwen3ForCausalLM model, TOptions options, string outDir, Evaluator? evaluator)
     {
         options.Validate();
+        if (options.NumTrainEpochs is not null)   // issue 12: never run max_steps 0 silently
+            throw new WorkbookException("num_train_epochs must be resolved to steps before training (TrainOptions.ResolveSteps)");
         Model = model; Opt = options; OutDir = outDir; Eval = evaluator;
     }
 
