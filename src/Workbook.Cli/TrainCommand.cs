@@ -50,7 +50,6 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")));
         var dtype = Devices.ParseDType(opt.Dtype);
         var device = Devices.Resolve(s.Device);
-        IEnumerable<int> codec0(Example e) => ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids;
         Qwen3ForCausalLM model;
         TaskVocabulary vocab;
         if (s.Model is not null)
@@ -58,10 +57,15 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             model = Checkpoint.Load(s.Model, dtype, device);
             // a checkpoint of a compact-vocabulary model (train sft --preset tiny) carries its vocab.json: stages chain
             vocab = ModelVocabulary.For(s.Model, model.Config.VocabSize);
-            var missing = task.Train.Concat(task.Eval).SelectMany(e => codec0(e)).Where(id => !vocab.Contains(id)).Distinct().Take(5).ToList();
-            if (missing.Count > 0)
-                throw new WorkbookException($"{s.Model}: the model's vocabulary lacks token(s) {string.Join(", ", missing.Select(i => $"{i} '{tok.Decode([i])}'"))} " +
-                    $"that the dataset '{s.Dataset}' uses; a compact-vocabulary model only knows the task it was built for");
+            if (vocab.Size < ModelVocabulary.QwenVocabSize)
+            {
+                var missing = task.Train.Concat(task.Eval)
+                    .SelectMany(e => ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids)
+                    .Where(id => !vocab.Contains(id)).Distinct().Take(5).Select(i => $"{i} '{tok.Decode([i])}'").ToList();
+                if (missing.Count > 0)
+                    throw new WorkbookException($"{s.Model}: the model's compact vocabulary lacks token(s) {string.Join(", ", missing)} " +
+                        $"that the dataset '{s.Dataset}' uses; a compact-vocabulary model only knows the task it was built for");
+            }
         }
         else
         {
