@@ -5,7 +5,8 @@ using Workbook.Experiments;
 
 namespace Workbook.Cli;
 
-/// <summary>workbook export-recipe --engine trl OUT [--config F] [--set k=v] [--dataset cola:FILE] [--model M]</summary>
+/// <summary>workbook export-recipe --engine trl OUT [--config F] [--set k=v] [--dataset cola:FILE] [--model M]
+/// </summary>
 public sealed class ExportRecipeCommand : Command<ExportRecipeCommand.Settings>
 {
     public sealed class Settings : CommandSettings

@@ -50,7 +50,7 @@ public class TrlInteropTests
         Assert.Equal(0.135 - h, loss.Ci95[0], 9);
         Assert.Contains("not shown", f.Single(x => x.Pipeline == "sft-then-rl" && x.Statement.Length > 0).Statement);
         Assert.Equal(0.3, f.Single(x => x.Quantity.StartsWith("Δ strict reward during GRPO")).Stat.Mean, 12);
-        // rl-then-sft: no step-0 evaluation in the SFT stage, so the start is GRPO's last value (0.7 strict, 0.9 lenient);
+        // rl-then-sft: no step-0 evaluation in the SFT stage: the start is GRPO's last value (0.7 strict, 0.9 lenient);
         // its TRL-native eval_loss and underscore reward names are read too
         var r2s = f.Where(x => x.Pipeline == "rl-then-sft").ToList();
         Assert.Equal(-0.3, r2s.Single(x => x.Quantity.StartsWith("Δ strict")).Stat.Mean, 12);
@@ -86,9 +86,9 @@ public class TrlInteropTests
         Assert.Equal(2, missing.Code);
     }
 
-    // Documented option names, from TRL's docs (huggingface/trl trl/trainer/sft_config.py and grpo_config.py docstrings,
-    // the pages huggingface.co/docs/trl/sft_trainer and grpo_trainer render) and the transformers TrainingArguments both
-    // inherit. Only the names the recipe may write are listed; a new key must be checked against the docs and added here.
+    // Documented option names, from TRL's docs (huggingface/trl trl/trainer/sft_config.py and grpo_config.py
+    // docstrings, rendered at huggingface.co/docs/trl/sft_trainer and grpo_trainer) and the transformers
+    // TrainingArguments both inherit. Only names the recipe may write are listed; check a new key against the docs.
     static readonly string[] TrainingArguments = ["output_dir", "seed", "learning_rate", "num_train_epochs", "max_steps",
         "warmup_ratio", "lr_scheduler_type", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
         "logging_steps", "save_steps", "save_total_limit", "bf16", "report_to", "per_device_train_batch_size",
@@ -170,7 +170,7 @@ public class TrlInteropTests
         var model = Path.Combine(TestData.Golden, "tiny-qwen3-bf16");
         // one pipeline: `run all` is the same code four times and took 6 min here (the 151,936-wide lm_head dominates)
         var r = Wb("run", "sft-then-rl", "--config", PaperConfig, "--model", model, "--dataset", $"cola:{ColaPath}", "--runs", root,
-            // the recipe as it is, with CPU-sized budgets: f32 (bf16 has no fast CPU path: ~200 s per SFT step here), 8 rows
+            // the recipe with CPU-sized budgets: f32 (bf16 has no fast CPU path: ~200 s per SFT step here), 8 rows
             "--seeds", "1", "--set", "dtype=f32", "--set", "task.train_size=8", "--set", "task.eval_size=4",
             "--set", "sft.per_device_train_batch_size=8", "--set", "grpo.per_device_train_batch_size=8", "--set", "grpo.num_generations=4",
             "--set", "grpo.num_train_epochs=0.5", "--set", "grpo.max_completion_length=8", "--set", "evals_per_stage=1",

@@ -1,7 +1,7 @@
-// Which vocabulary a model folder speaks. A full Qwen3 model uses Qwen3 ids as they are; a small model trained here uses
-// a compact task vocabulary, and its folder (a checkpoint) carries the vocab.json that maps its rows to Qwen3 ids.
-//  1. vocab.json ({"qwen_ids": [...]}; a tokenizer's vocab.json is not one) next to the weights wins; else the nearest run folder above the checkpoint that holds one (a run's
-//     checkpoints live in <run>/checkpoints/step-N or <run>/<pipeline>/seed-N/<stage>/checkpoints/step-N);
+// Which vocabulary a model folder speaks. A full Qwen3 model uses Qwen3 ids as they are; a small model trained here
+// uses a compact task vocabulary, and its folder (a checkpoint) carries the vocab.json that maps its rows to Qwen3 ids.
+//  1. vocab.json ({"qwen_ids": [...]}; a tokenizer's vocab.json is not one) next to the weights wins; else the nearest
+//     run folder above the checkpoint that holds one (<run>/checkpoints/step-N, <run>/<pipeline>/seed-N/<stage>/...);
 //  2. no vocab.json: the identity, if the model has the full Qwen3 vocabulary (151,936 rows); otherwise an error;
 //  3. a vocab.json whose size differs from the model's embedding rows is an error (it belongs to another model).
 namespace Workbook.Data;
@@ -24,8 +24,8 @@ public static class ModelVocabulary
         return null;
     }
 
-    /// <summary>Ours ({"qwen_ids": [...]}), not a Hugging Face tokenizer's vocab.json (token -> id), which Qwen3 folders
-    /// also ship under that name.</summary>
+    /// <summary>Ours ({"qwen_ids": [...]}), not a Hugging Face tokenizer's vocab.json (token -> id), which Qwen3
+    /// folders also ship under that name.</summary>
     static bool IsTaskVocabulary(string path)
     {
         try

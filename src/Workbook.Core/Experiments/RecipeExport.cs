@@ -1,13 +1,13 @@
-// The experiment as a runnable TRL script (`workbook export-recipe --engine trl OUT`), for users who outgrow one machine.
-//  1. Same options: every SFTConfig/GRPOConfig key is the TRL name the workbook already uses (learning_rate, num_generations,
-//     beta, ...); workbook-only options (dtype, diagnostics) map to TRL's (bf16) or are left out and listed in the header.
-//  2. Same data and prompt: the CoLA loader with the same de-duplication, the same question, format instruction and expert
-//     responses, the same held-out split rule (eval_size rows of the shuffled file, or an eval file).
-//  3. Same verifiers: cola_strict / cola_lenient as Python reward functions, transcriptions of LabelVerifier's regexes.
-//  4. Same evaluation: a callback appends eval_sft_loss and eval_rewards/cola-{strict,lenient}/mean to log_history, so the
-//     TRL run's trainer_state.json files feed `workbook report --from-trl OUT_DIR` (layout in TrlImport.cs).
-// Heavy imports (torch, transformers, trl) happen inside main(), so the data and verifier functions load without them
-// (the tests run those functions against the C# ones).
+// The experiment as a runnable TRL script (`workbook export-recipe --engine trl OUT`), for users beyond one machine.
+//  1. Same options: every SFTConfig/GRPOConfig key is the TRL name the workbook already uses (learning_rate, beta,
+//     num_generations, ...); workbook-only options map to TRL's (dtype -> bf16) or are left out (see the header).
+//  2. Same data and prompt: the CoLA loader with the same de-duplication, question, format instruction and expert
+//     responses, and the same held-out rule (eval_size rows of the shuffled file, or an eval file; another RNG).
+//  3. Same verifiers: cola_strict / cola_lenient as Python reward functions, transcribing LabelVerifier's regexes.
+//  4. Same evaluation: a callback appends eval_sft_loss and eval_rewards/cola-{strict,lenient}/mean to log_history,
+//     so the TRL run's trainer_state.json files feed `workbook report --from-trl OUT_DIR` (layout in TrlImport.cs).
+// Heavy imports (torch, transformers, trl) happen inside main(), so the data and verifier functions load without
+// them (the tests run those functions against the C# ones).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;

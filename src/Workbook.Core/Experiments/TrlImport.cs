@@ -1,15 +1,15 @@
-// `workbook report --from-trl DIR`: the coupling report from TRL runs (trainer_state.json, log_history with TRL's names).
-//  1. Layout (what `export-recipe --engine trl` writes; each level in brackets is optional):
+// `workbook report --from-trl DIR`: the coupling report from TRL runs (trainer_state.json: log_history, TRL's names).
+//  1. Layout (what `export-recipe --engine trl` writes; the levels in brackets are optional):
 //       DIR/[<pipeline>/][seed-<N>/]<k>-<name>/trainer_state.json   (or the last checkpoint-<step>/trainer_state.json)
-//     Stage folders run in the order of k; each is the output_dir of one TRL run, started from the previous one's model.
-//     A stage is GRPO if its log has `reward` or `rewards/<f>/mean`, else SFT. Without a pipeline folder the pipeline is
-//     named from its stage order (sft-then-rl, rl-then-sft).
-//  2. Metrics: the SFT loss on held-out expert data is `eval_sft_loss` (the recipe's callback), or TRL's `eval_loss` in
-//     SFT stages (it is the same quantity there; in GRPO stages eval_loss is the GRPO loss and is not used). Rewards are
-//     `eval_rewards/<f>/mean` (f with "strict" / "lenient" in its name; '_' and '-' alike); GRPO's training `reward` is
-//     charted on its own, since it is measured on the training rollouts, not on held-out prompts.
-//  3. A change during a stage is its last value minus its value at the stage's start: the stage's step-0 evaluation, or
-//     else the previous stage's last one (the same model). Over seeds: mean and 95% Student-t interval, as summary.json.
+//     Stage folders run in the order of k; each is the output_dir of one TRL run, started from the previous one's
+//     model. A stage is GRPO if its log has `reward` or `rewards/<f>/mean`, else SFT. Without a pipeline folder the
+//     pipeline is named from its stage order (sft-then-rl, rl-then-sft).
+//  2. Metrics: the SFT loss on held-out expert data is `eval_sft_loss` (the recipe's callback), or TRL's `eval_loss`
+//     in SFT stages (the same quantity there; in GRPO stages eval_loss is the GRPO loss and is not used). Rewards are
+//     `eval_rewards/<f>/mean` (f with "strict" / "lenient" in its name; '_' and '-' alike); GRPO's training `reward`
+//     is charted on its own, since it is measured on the training rollouts, not on held-out prompts.
+//  3. A change during a stage is its last value minus its value at the stage's start: the stage's step-0 evaluation,
+//     or else the previous stage's last one (the same model). Over seeds: mean and 95% Student-t interval.
 using System.Globalization;
 using System.Net;
 using System.Text;
@@ -22,7 +22,7 @@ namespace Workbook.Experiments;
 
 public sealed record TrlPoint(double Step, IReadOnlyDictionary<string, double> Metrics);
 
-/// <summary>One TRL run: its kind, source file, the log points (steps local to the stage), and its length in steps.</summary>
+/// <summary>One TRL run: its kind, source file, log points (steps local to the stage) and length in steps.</summary>
 public sealed record TrlStage(string Name, string Kind, string Source, List<TrlPoint> Points, double Steps);
 
 public sealed record TrlSeed(string Name, List<TrlStage> Stages);
@@ -31,15 +31,19 @@ public sealed record TrlPipeline(string Name, List<TrlSeed> Seeds);
 
 public static partial class TrlImport
 {
-    public const string SftLoss = "sft_loss", Strict = "strict_reward", Lenient = "lenient_reward", TrainReward = "train_reward";
+    public const string SftLoss = "sft_loss", Strict = "strict_reward", Lenient = "lenient_reward";
+    public const string TrainReward = "train_reward";
 
     [GeneratedRegex(@"^(\d+)-")] private static partial Regex StagePrefix();
     [GeneratedRegex(@"^checkpoint-(\d+)$")] private static partial Regex CheckpointName();
 
     static bool IsStageDir(string d) => StagePrefix().IsMatch(Path.GetFileName(d));
 
-    static List<string> StageDirs(string d) => Directory.GetDirectories(d).Where(IsStageDir)
-        .OrderBy(x => int.Parse(StagePrefix().Match(Path.GetFileName(x)).Groups[1].Value, CultureInfo.InvariantCulture)).ToList();
+    static int StageNumber(string d) =>
+        int.Parse(StagePrefix().Match(Path.GetFileName(d)).Groups[1].Value, CultureInfo.InvariantCulture);
+
+    static List<string> StageDirs(string d) =>
+        Directory.GetDirectories(d).Where(IsStageDir).OrderBy(StageNumber).ToList();
 
     public static List<TrlPipeline> Load(string dir)
     {
@@ -65,8 +69,9 @@ public static partial class TrlImport
             var shape = string.Join(",", p.Seeds[0].Stages.Select(s => s.Kind));
             foreach (var s in p.Seeds)
                 if (string.Join(",", s.Stages.Select(x => x.Kind)) != shape)
-                    throw new WorkbookException($"--from-trl {dir}: {p.Name}/{s.Name} has stages [{string.Join(",", s.Stages.Select(x => x.Kind))}], " +
-                        $"the first seed [{shape}]; every seed of a pipeline must run the same stages");
+                    throw new WorkbookException($"--from-trl {dir}: {p.Name}/{s.Name} has stages " +
+                        $"[{string.Join(",", s.Stages.Select(x => x.Kind))}], the first seed [{shape}]; " +
+                        "every seed of a pipeline must run the same stages");
         }
         return pipelines;
     }
@@ -84,16 +89,20 @@ public static partial class TrlImport
         var file = Path.Combine(stageDir, "trainer_state.json");
         if (!File.Exists(file))
         {
-            var last = Directory.GetDirectories(stageDir).Select(d => (d, m: CheckpointName().Match(Path.GetFileName(d))))
+            var last = Directory.GetDirectories(stageDir)
+                .Select(d => (d, m: CheckpointName().Match(Path.GetFileName(d))))
                 .Where(x => x.m.Success && File.Exists(Path.Combine(x.d, "trainer_state.json")))
                 .OrderBy(x => long.Parse(x.m.Groups[1].Value, CultureInfo.InvariantCulture)).LastOrDefault();
-            if (last.d is null) throw new WorkbookException($"{stageDir}: no trainer_state.json (nor in a checkpoint-<step> folder)");
+            if (last.d is null)
+                throw new WorkbookException($"{stageDir}: no trainer_state.json (nor in a checkpoint-<step> folder)");
             file = Path.Combine(last.d, "trainer_state.json");
         }
         JsonObject root;
         try { root = JsonNode.Parse(File.ReadAllText(file))?.AsObject() ?? throw new JsonException("empty"); }
-        catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new WorkbookException($"{file}: not JSON ({e.Message})"); }
-        if (root["log_history"] is not JsonArray log) throw new WorkbookException($"{file}: no log_history array (not a TRL trainer_state.json)");
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        { throw new WorkbookException($"{file}: not JSON ({e.Message})"); }
+        if (root["log_history"] is not JsonArray log)
+            throw new WorkbookException($"{file}: no log_history array (not a TRL trainer_state.json)");
         var raw = new List<(double Step, Dictionary<string, double> M)>();
         for (int i = 0; i < log.Count; i++)
         {
@@ -111,7 +120,9 @@ public static partial class TrlImport
         foreach (var (step, m) in raw)
         {
             var c = new Dictionary<string, double>();
-            if (m.TryGetValue("eval_sft_loss", out var l) || (!grpo && m.TryGetValue("eval_loss", out l))) c[SftLoss] = l;
+            // TRL's eval_loss is the SFT loss only in SFT stages
+            if (m.TryGetValue("eval_sft_loss", out var l) || (!grpo && m.TryGetValue("eval_loss", out l)))
+                c[SftLoss] = l;
             foreach (var (k, v) in m)
             {
                 if (!k.StartsWith("eval_rewards/") || !k.EndsWith("/mean")) continue;
@@ -122,19 +133,21 @@ public static partial class TrlImport
             if (m.TryGetValue("reward", out var r)) c[TrainReward] = r;
             if (c.Count > 0) points.Add(new TrlPoint(step, c));
         }
-        double steps = root["global_step"] is JsonValue g && g.TryGetValue<double>(out var gs) ? gs : raw.Select(x => x.Step).DefaultIfEmpty(0).Max();
+        double steps = root["global_step"] is JsonValue g && g.TryGetValue<double>(out var gs) ? gs
+            : raw.Select(x => x.Step).DefaultIfEmpty(0).Max();
         return new TrlStage(Path.GetFileName(stageDir), kind, file, points, steps);
     }
 
-    /// <summary>Value of a metric at the stage's start (its step-0 point, else the previous stage's last) and at its end.</summary>
+    /// <summary>A metric at the stage's start (its step-0 point, else the previous stage's last) and at its
+    /// end.</summary>
     public static (double Start, double End) Change(TrlSeed seed, int stage, string key)
     {
         var st = seed.Stages[stage];
         var pts = st.Points.Where(p => p.Metrics.ContainsKey(key)).ToList();
         if (pts.Count == 0) return (double.NaN, double.NaN);
+        var prev = stage > 0 ? seed.Stages[stage - 1].Points.LastOrDefault(p => p.Metrics.ContainsKey(key)) : null;
         double start = pts[0].Step == 0 ? pts[0].Metrics[key]
-            : stage > 0 && seed.Stages[stage - 1].Points.LastOrDefault(p => p.Metrics.ContainsKey(key)) is { } prev ? prev.Metrics[key]
-            : pts[0].Metrics[key];
+            : prev is not null ? prev.Metrics[key] : pts[0].Metrics[key];
         return (start, pts[^1].Metrics[key]);
     }
 
@@ -147,7 +160,8 @@ public static partial class TrlImport
         ? $"95% CI [{F(s.Ci95[0])}, {F(s.Ci95[1])}], {n} seeds" : $"{n} seed{(n == 1 ? "" : "s")}: no interval";
 
     /// <summary>The changes the paper predicts and plain statements, per pipeline.</summary>
-    public static List<(string Pipeline, string Quantity, Stat Stat, string Statement)> Findings(IReadOnlyList<TrlPipeline> pipelines)
+    public static List<(string Pipeline, string Quantity, Stat Stat, string Statement)> Findings(
+        IReadOnlyList<TrlPipeline> pipelines)
     {
         var list = new List<(string, string, Stat, string)>();
         foreach (var p in pipelines)
@@ -160,20 +174,27 @@ public static partial class TrlImport
                 {
                     var s = Stat.Of(Deltas(p, i, SftLoss));
                     var r = Stat.Of(Deltas(p, i, Strict));
-                    string verdict = s.AboveZero ? "held: the SFT loss rose" : n == 1 && s.Mean > 0 ? "the SFT loss rose (one seed, so no interval)"
-                        : double.IsNaN(s.Mean) ? "not measured (no held-out SFT loss in this stage's log)" : "not shown: the interval does not exclude zero";
+                    string verdict = s.AboveZero ? "held: the SFT loss rose"
+                        : n == 1 && s.Mean > 0 ? "the SFT loss rose (one seed, so no interval)"
+                        : double.IsNaN(s.Mean) ? "not measured (no held-out SFT loss in this stage's log)"
+                        : "not shown: the interval does not exclude zero";
                     list.Add((p.Name, $"Δ SFT loss during GRPO (stage {i + 1})", s,
-                        $"{p.Name}: during GRPO after SFT, {verdict}; change {F(s.Mean)} nats/token ({Interval(s, n)}), strict reward change {F(r.Mean)}."));
+                        $"{p.Name}: during GRPO after SFT, {verdict}; change {F(s.Mean)} nats/token " +
+                        $"({Interval(s, n)}), " +
+                        $"strict reward change {F(r.Mean)}."));
                     list.Add((p.Name, $"Δ strict reward during GRPO (stage {i + 1})", r, ""));
                 }
                 if (kinds[i] == "sft" && kinds[i - 1] == "grpo")
                 {
                     var r = Stat.Of(Deltas(p, i, Strict));
                     var l = Stat.Of(Deltas(p, i, Lenient));
-                    string verdict = r.BelowZero ? "held: the strict reward fell" : n == 1 && r.Mean < 0 ? "the strict reward fell (one seed, so no interval)"
-                        : double.IsNaN(r.Mean) ? "not measured (no held-out strict reward in this stage's log)" : "not shown: the interval does not exclude zero";
+                    string verdict = r.BelowZero ? "held: the strict reward fell"
+                        : n == 1 && r.Mean < 0 ? "the strict reward fell (one seed, so no interval)"
+                        : double.IsNaN(r.Mean) ? "not measured (no held-out strict reward in this stage's log)"
+                        : "not shown: the interval does not exclude zero";
                     list.Add((p.Name, $"Δ strict reward during SFT (stage {i + 1})", r,
-                        $"{p.Name}: during SFT after GRPO, {verdict}; change {F(r.Mean)} ({Interval(r, n)}), lenient reward change {F(l.Mean)}."));
+                        $"{p.Name}: during SFT after GRPO, {verdict}; change {F(r.Mean)} ({Interval(r, n)}), " +
+                        $"lenient reward change {F(l.Mean)}."));
                     list.Add((p.Name, $"Δ lenient reward during SFT (stage {i + 1})", l, ""));
                 }
             }
@@ -187,7 +208,8 @@ public static partial class TrlImport
         double offset = 0;
         foreach (var st in s.Stages)
         {
-            pts.AddRange(st.Points.Where(x => x.Metrics.ContainsKey(key)).Select(x => (offset + x.Step, x.Metrics[key])));
+            pts.AddRange(st.Points.Where(x => x.Metrics.ContainsKey(key))
+                .Select(x => (offset + x.Step, x.Metrics[key])));
             offset += st.Steps;
         }
         return pts.ToArray();
@@ -203,38 +225,48 @@ public static partial class TrlImport
         var sb = new StringBuilder();
         sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>TRL coupling report</title><style>")
           .Append("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}")
-          .Append("table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}")
-          .Append("td:first-child,td:nth-child(2){text-align:left}code{font-size:90%}.charts{display:flex;flex-wrap:wrap;gap:8px}</style>")
+          .Append("table{border-collapse:collapse;margin:1em 0}")
+          .Append("td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}")
+          .Append("td:first-child,td:nth-child(2){text-align:left}code{font-size:90%}")
+          .Append(".charts{display:flex;flex-wrap:wrap;gap:8px}</style>")
           .Append(CurveCharts.PlotlyScriptTag()).Append("</head><body>");
         sb.Append("<h1>SFT and RL do not decouple: TRL runs in ").Append(E(dir)).Append("</h1>");
-        sb.Append("<p>From TRL's <code>trainer_state.json</code> files (<code>log_history</code>). The paper (arXiv 2601.07389) predicts that ")
-          .Append("GRPO after SFT raises the SFT loss on expert data, and that SFT after GRPO lowers the reward GRPO reached.</p>");
+        sb.Append("<p>From TRL's <code>trainer_state.json</code> files (<code>log_history</code>). ")
+          .Append("The paper (arXiv 2601.07389) predicts that GRPO after SFT raises the SFT loss on expert data, ")
+          .Append("and that SFT after GRPO lowers the reward GRPO reached.</p>");
         sb.Append("<h2>Statements</h2><ul>");
-        foreach (var f in findings.Where(f => f.Statement.Length > 0)) sb.Append("<li>").Append(E(f.Statement)).Append("</li>");
-        sb.Append("</ul><h2>Changes</h2><table><tr><th>pipeline</th><th>quantity</th><th>mean</th><th>95% CI</th><th>per seed</th></tr>");
+        foreach (var f in findings.Where(f => f.Statement.Length > 0))
+            sb.Append("<li>").Append(E(f.Statement)).Append("</li>");
+        sb.Append("</ul><h2>Changes</h2><table><tr><th>pipeline</th><th>quantity</th><th>mean</th><th>95% CI</th>")
+          .Append("<th>per seed</th></tr>");
         foreach (var (p, q, s, _) in findings)
-            sb.Append($"<tr><td>{E(p)}</td><td>{E(q)}</td><td>{F(s.Mean)}</td><td>{(double.IsFinite(s.Ci95[0]) ? $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]" : "–")}</td>")
+        {
+            var ci = double.IsFinite(s.Ci95[0]) ? $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]" : "–";
+            sb.Append($"<tr><td>{E(p)}</td><td>{E(q)}</td><td>{F(s.Mean)}</td><td>{ci}</td>")
               .Append($"<td>{E(string.Join(", ", s.PerSeed.Select(F)))}</td></tr>");
-        sb.Append("</table><p>A change is the stage's last evaluation minus its first (its step-0 evaluation, else the previous stage's last).</p>");
+        }
+        sb.Append("</table><p>A change is the stage's last evaluation minus its first ")
+          .Append("(its step-0 evaluation, else the previous stage's last).</p>");
         sb.Append("<h2>Curves</h2>");
         foreach (var p in pipelines)
         {
             var bounds = new List<double>();
             double off = 0;
             foreach (var st in p.Seeds[0].Stages.SkipLast(1)) { off += st.Steps; bounds.Add(off); }
-            sb.Append($"<h3>{E(p.Name)}</h3><p>Stages: {E(string.Join(" → ", p.Seeds[0].Stages.Select(s => $"{s.Name} ({s.Kind}, {s.Steps:0} steps)")))}; ")
-              .Append($"{p.Seeds.Count} seed(s).</p><div class=charts>");
+            var stages = string.Join(" → ", p.Seeds[0].Stages.Select(s => $"{s.Name} ({s.Kind}, {s.Steps:0} steps)"));
+            sb.Append($"<h3>{E(p.Name)}</h3><p>Stages: {E(stages)}; {p.Seeds.Count} seed(s).</p><div class=charts>");
             if (Series(p, SftLoss).Any(x => x.Length > 0))
-                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: SFT loss on held-out expert data", "cross-entropy (nats/token, log scale)",
-                    [("eval SFT loss", Series(p, SftLoss))], bounds, logY: true)));
+                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: SFT loss on held-out expert data",
+                    "cross-entropy (nats/token, log scale)", [("eval SFT loss", Series(p, SftLoss))], bounds, logY: true)));
             var rewards = new List<(string, IReadOnlyList<(double, double)[]>)>();
             if (Series(p, Strict).Any(x => x.Length > 0)) rewards.Add(("strict format", Series(p, Strict)));
             if (Series(p, Lenient).Any(x => x.Length > 0)) rewards.Add(("lenient (last label)", Series(p, Lenient)));
             if (rewards.Count > 0)
-                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: reward on held-out prompts", "mean reward", rewards, bounds)));
+                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: reward on held-out prompts", "mean reward",
+                    rewards, bounds)));
             if (Series(p, TrainReward).Any(x => x.Length > 0))
-                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: GRPO training reward (TRL's reward)", "mean reward",
-                    [("reward", Series(p, TrainReward))], bounds)));
+                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: GRPO training reward (TRL's reward)",
+                    "mean reward", [("reward", Series(p, TrainReward))], bounds)));
             sb.Append("</div>");
         }
         sb.Append("<h2>Sources</h2><ul>");

@@ -33,7 +33,8 @@ public static class ClassificationMetrics
     }
 
     /// <summary>The evaluator's hook: eval_accuracy/{strict,lenient} and eval_mcc/{strict,lenient} of completions
-    /// against label references ("acceptable"/"unacceptable" or 1/0). Rows with an unparseable reference are skipped.</summary>
+    /// against label references ("acceptable"/"unacceptable" or 1/0); rows with an unparseable reference are
+    /// skipped.</summary>
     public static Dictionary<string, double> LabelMetrics(IEnumerable<(string Completion, string Reference)> rows)
     {
         var strict = new List<(string, string?)>();

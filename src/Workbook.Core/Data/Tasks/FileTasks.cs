@@ -1,10 +1,10 @@
 // Tasks built from real dataset files (the paper's setting: CoLA; and GSM8K). Choices for CoLA:
-//  1. Rows are de-duplicated on the exact sentence: repeats with one label merge into one row; a sentence seen with both
-//     labels is dropped (its label is not a fact). Both counts go to Notes (the run log) and to Design (the report).
+//  1. Rows are de-duplicated on the exact sentence: repeats with one label merge into one row; a sentence seen with
+//     both labels is dropped (its label is not a fact). Both counts go to Notes (the run log) and to Design (the report).
 //  2. The prompt states the required format (task.format_instruction: user, system or none), so a model that follows
 //     instructions earns the strict reward before any training.
 //  3. Expert responses are the label: the strict line "Answer: <label>", or with loose_format_fraction natural wording.
-//  4. Held out: eval_size rows of the shuffled training file, or a separate file (task.eval_file, e.g. CoLA's dev files).
+//  4. Held out: eval_size rows of the shuffled training file, or a separate file (task.eval_file: CoLA's dev files).
 using Workbook.Text;
 using Workbook.Verifiers;
 
@@ -65,8 +65,8 @@ public static class FileTasks
     }
 
     /// <summary>A CoLA evaluation file: the raw 4-column format (in_domain_dev.tsv, out_of_domain_dev.tsv, GLUE's
-    /// dev.tsv) or a 2-column file with the header "sentence&lt;TAB&gt;label". An unknown layout or a file without rows is
-    /// an error naming the file (and line).</summary>
+    /// dev.tsv) or a 2-column file with the header "sentence&lt;TAB&gt;label". An unknown layout or a file without rows
+    /// is an error naming the file (and line).</summary>
     public static (List<ColaRow> Rows, DuplicateCounts Counts) LoadColaEval(string path)
     {
         if (!File.Exists(path)) throw new WorkbookException($"{path}: eval file not found");
