@@ -26,9 +26,19 @@ public sealed class ScoreCommand : Command<ScoreCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s)
     {
-        var ids = s.Text is not null ? s.LoadTokenizer().Encode(s.Text) : ModelSettings.ParseIds(s.Ids!, "--ids");
-        if (ids.Length == 0) throw new WorkbookException("--ids: no ids given");
         using var model = s.LoadModel();
+        // model ids -> Qwen3 ids: the identity for full models, the checkpoint's vocab.json for compact-vocabulary ones
+        Workbook.Data.TaskVocabulary? vocab = s.Model is not null ? Workbook.Data.ModelVocabulary.For(s.Model, model.Config.VocabSize)
+            : model.Config.VocabSize >= Workbook.Data.ModelVocabulary.QwenVocabSize ? Workbook.Data.TaskVocabulary.Identity(model.Config.VocabSize) : null;
+        var tok = s.Text is not null || vocab is not null ? s.LoadTokenizer() : null;
+        int[] ids;
+        if (s.Text is null) ids = ModelSettings.ParseIds(s.Ids!, "--ids");
+        else if (vocab is null) throw new WorkbookException("--text needs a model whose ids are Qwen3 ids or that has a vocab.json; use --ids");
+        else ids = vocab.ToCompact(tok!.Encode(s.Text));
+        if (ids.Length == 0) throw new WorkbookException("--ids: no ids given");
+        // the token's text beside its id (escaped, so spaces and newlines show)
+        string Text(long id) => vocab is null || tok is null || id < 0 || id >= vocab.Size ? ""
+            : JsonSerializer.Serialize(tok.Decode([vocab.ToQwen((int)id)]), ModelSettings.JsonOut);
         foreach (var id in ids)
             if (id < 0 || id >= model.Config.VocabSize) throw new WorkbookException($"--ids: token id {id} is outside the vocabulary [0, {model.Config.VocabSize})");
         var positions = new List<object>();
@@ -49,8 +59,8 @@ public sealed class ScoreCommand : Command<ScoreCommand.Settings>
                 double? next = t + 1 < ids.Length ? flat[t * V + ids[t + 1]] - lseA[t] : null;
                 positions.Add(new
                 {
-                    argmax = amA[t], logsumexp = (double)lseA[t], next_token_logprob = next,
-                    top = Enumerable.Range(0, k).Select(j => new object[] { ti[t * k + j], (double)tv[t * k + j] }).ToArray(),
+                    token = Text(ids[t]), argmax = amA[t], argmax_token = Text(amA[t]), logsumexp = (double)lseA[t], next_token_logprob = next,
+                    top = Enumerable.Range(0, k).Select(j => new object[] { ti[t * k + j], (double)tv[t * k + j], Text(ti[t * k + j]) }).ToArray(),
                 });
             }
         }
@@ -59,9 +69,9 @@ public sealed class ScoreCommand : Command<ScoreCommand.Settings>
         for (int t = 0; t < ids.Length; t++)
         {
             dynamic p = positions[t];
-            var tops = string.Join(" ", ((object[][])p.top).Select(x => $"{x[0]}:{(double)x[1]:F3}"));
-            table.AddRow(t.ToString(), ids[t].ToString(), ((long)p.argmax).ToString(), ((double)p.logsumexp).ToString("F4"),
-                p.next_token_logprob is double d ? d.ToString("F4") : "-", tops);
+            var tops = string.Join(" ", ((object[][])p.top).Select(x => $"{x[0]} {x[2]}:{(double)x[1]:F3}"));
+            table.AddRow(t.ToString(), Markup.Escape($"{ids[t]} {Text(ids[t])}"), Markup.Escape($"{(long)p.argmax} {Text((long)p.argmax)}"), ((double)p.logsumexp).ToString("F4"),
+                p.next_token_logprob is double d ? d.ToString("F4") : "-", Markup.Escape(tops));
         }
         AnsiConsole.Write(table);
         return 0;

@@ -89,6 +89,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
     {
         RowReader.Skipped += Terminal.ReportSkipped;
         var task = TaskRegistry.Create(w.Dataset, 0, new TaskOptions { TrainSize = w.TrainSize, EvalSize = 64, SkipBad = w.SkipBad });
+        foreach (var note in task.Notes) AnsiConsole.MarkupLineInterpolated($"[grey]{note}[/]");
+        // num_train_epochs (TRL's name) becomes max_steps now that the dataset size is known
+        opt = opt.ResolveSteps(w.Terse ? task.Base.Count : task.Train.Count);
         var tok = w.Model is not null && File.Exists(Path.Combine(w.Model, "tokenizer.json")) ? Qwen3Tokenizer.Load(w.Model)
             : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")));
         var dtype = Devices.ParseDType(opt.Dtype);
@@ -98,7 +101,17 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         if (w.Model is not null)
         {
             model = Checkpoint.Load(w.Model, dtype, device);
-            vocab = TaskVocabulary.Identity(model.Config.VocabSize);
+            // a checkpoint of a compact-vocabulary model (train sft --preset tiny) carries its vocab.json: stages chain
+            vocab = ModelVocabulary.For(w.Model, model.Config.VocabSize);
+            if (vocab.Size < ModelVocabulary.QwenVocabSize)
+            {
+                var missing = task.Train.Concat(task.Eval)
+                    .SelectMany(e => ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids)
+                    .Where(id => !vocab.Contains(id)).Distinct().Take(5).Select(i => $"{i} '{tok.Decode([i])}'").ToList();
+                if (missing.Count > 0)
+                    throw new WorkbookException($"{w.Model}: the model's compact vocabulary lacks token(s) {string.Join(", ", missing)} " +
+                        $"that the dataset '{w.Dataset}' uses; a compact-vocabulary model only knows the task it was built for");
+            }
         }
         else
         {

@@ -70,9 +70,10 @@ public sealed record ExperimentConfig
     {
         Task = Task with { TrainSize = 1000, EvalSize = 48 },
         Seeds = Math.Min(Seeds, 2),
-        Base = Base with { MaxSteps = 500 },
-        Sft = Sft with { MaxSteps = 80 },
-        Grpo = Grpo with { MaxSteps = 16, PerDeviceTrainBatchSize = 32 },
+        // issue 12: quick budgets are steps, so they replace num_train_epochs
+        Base = Base with { MaxSteps = 500, NumTrainEpochs = null },
+        Sft = Sft with { MaxSteps = 80, NumTrainEpochs = null },
+        Grpo = Grpo with { MaxSteps = 16, PerDeviceTrainBatchSize = 32, NumTrainEpochs = null },
         EvalsPerStage = 2, InterleaveRounds = 2,
     };
 
@@ -81,7 +82,8 @@ public sealed record ExperimentConfig
         Task.Validate(); Base.Validate(); Sft.Validate(); Grpo.Validate();
         if (Seeds < 1) throw new WorkbookException($"option seeds: must be >= 1 (got {Seeds})");
         if (EvalsPerStage < 1) throw new WorkbookException("option evals_per_stage: must be >= 1");
-        if (InterleaveRounds < 1 || InterleaveRounds > Math.Min(Sft.MaxSteps, Grpo.MaxSteps))
+        bool stepsKnown = Sft.NumTrainEpochs is null && Grpo.NumTrainEpochs is null;   // issue 12: else checked once resolved
+        if (InterleaveRounds < 1 || (stepsKnown && InterleaveRounds > Math.Min(Sft.MaxSteps, Grpo.MaxSteps)))
             throw new WorkbookException($"option interleave_rounds: must be in [1, min(sft.max_steps, grpo.max_steps)] (got {InterleaveRounds})");
         if (C1Samples is > 0 and < 16) throw new WorkbookException($"option c1_samples: 0 (skip) or at least 16 (got {C1Samples})");
         // the runner sets each stage's steps, seed and evaluation cadence from the pipeline plan, seed and
@@ -110,6 +112,7 @@ public sealed record ExperimentConfig
     public static ExperimentConfig Load(string? path, IEnumerable<string>? overrides = null)
     {
         var node = JsonConfig.WithOverrides(JsonConfig.Read(path), overrides);
+        TrainOptions.StepsOrEpochs(node, path);   // issue 12: num_train_epochs replaces the default max_steps
         // nested option records start from this record's defaults, then the file's keys apply on top
         var defaults = JsonNode.Parse(JsonSerializer.Serialize(new ExperimentConfig(), TrainOptions.Json))!.AsObject();
         Merge(defaults, node);

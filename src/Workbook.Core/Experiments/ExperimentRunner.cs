@@ -56,10 +56,13 @@ public sealed class ExperimentRunner
         dtype = Devices.ParseDType(cfg.Dtype);
         device = Devices.Resolve(cfg.Device);
         task = TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task);
+        (cfg, var epochNotes) = EpochResolution.Resolve(cfg, task);   // issue 12: epochs -> steps, data notes in the log
+        foreach (var note in task.Notes.Concat(epochNotes)) this.log(note);
         Qwen3Tokenizer tok = cfg.Model is not null && File.Exists(Path.Combine(cfg.Model, "tokenizer.json"))
             ? Qwen3Tokenizer.Load(cfg.Model) : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(this.log));
-        var vocab = cfg.Model is null ? TaskVocabulary.Build(tok, task) : TaskVocabulary.Identity(Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize);
-        codec = new Codec(tok, vocab);
+        var vocab = cfg.Model is null ? TaskVocabulary.Build(tok, task)
+            : ModelVocabulary.For(cfg.Model, Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize);   // issue 12
+        codec = new Codec(tok, vocab) { EnableThinking = cfg.Task.EnableThinking };   // issue 12
         evaluator = new Evaluator(codec, task.Eval, task.EvalVerifiers, new EvalOptions
         {
             MaxNewTokens = cfg.Grpo.MaxCompletionLength, Temperature = cfg.Grpo.Temperature, TopP = cfg.Grpo.TopP, TopK = cfg.Grpo.TopK,

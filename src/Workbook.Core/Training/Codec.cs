@@ -12,11 +12,14 @@ public sealed class Codec(Qwen3Tokenizer tokenizer, TaskVocabulary vocab)
 {
     public Qwen3Tokenizer Tokenizer { get; } = tokenizer;
     public TaskVocabulary Vocab { get; } = vocab;
+    /// <summary>The chat template's enable_thinking for generation prompts (task.enable_thinking; false = the empty think
+    /// block is pre-filled, the label-answer setting).</summary>
+    public bool EnableThinking { get; init; }
     public int EosId => Vocab.ToCompact(Tokenizer.ImEndId);
     public int PadId => Vocab.ToCompact(Tokenizer.EndOfTextId);
 
     /// <summary>The prompt with the generation prompt appended: what the policy continues.</summary>
-    public int[] Prompt(Example e) => Vocab.ToCompact(ChatTemplate.Tokenize(Tokenizer, e.Prompt, true, false).Ids);
+    public int[] Prompt(Example e) => Vocab.ToCompact(ChatTemplate.Tokenize(Tokenizer, e.Prompt, true, EnableThinking).Ids);
 
     /// <summary>Prompt + expert response; the loss mask marks the response and its &lt;|im_end|&gt;.</summary>
     public SftSequence Sft(Example e, bool completionOnly = true)

@@ -56,6 +56,7 @@ public sealed class Evaluator
         };
         var sums = new double[verifiers.Length];
         double length = 0;
+        var labelRows = new List<(string, string)>();   // issue 12: accuracy and MCC (ClassificationMetrics)
         using var rng = new TorchSharp.torch.Generator((ulong)Options.Seed);
         for (int i = 0; i < prompts.Length; i += Options.GenerationBatchSize)
         {
@@ -66,11 +67,14 @@ public sealed class Evaluator
                 var e = examples[i + j];
                 var text = codec.Decode(outs[j].Tokens);
                 length += outs[j].Tokens.Length;
+                labelRows.Add((text, e.Reference));   // issue 12
                 for (int k = 0; k < verifiers.Length; k++) sums[k] += verifiers[k].Score(e.PromptText, text, e.Reference).Reward ?? 0;
             }
         }
         for (int k = 0; k < verifiers.Length; k++) m[$"eval_rewards/{verifiers[k].Name}/mean"] = sums[k] / prompts.Length;
         m["eval_completions/mean_length"] = length / prompts.Length;
+        if (verifiers.Any(v => v is LabelVerifier))   // issue 12: eval_accuracy/*, eval_mcc/* (strict, lenient)
+            foreach (var (k, v) in ClassificationMetrics.LabelMetrics(labelRows)) m[k] = v;
         return m;
     }
 

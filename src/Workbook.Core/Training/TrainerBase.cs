@@ -32,6 +32,8 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
         // AdamW's first update moves a weight by up to lr / (1 - beta1): it must be a finite float
         if (!float.IsFinite((float)(options.LearningRate / (1 - options.AdamBeta1))))
             throw new WorkbookException($"option learning_rate: {options.LearningRate} is too large (the update overflows float32)");
+        if (options.NumTrainEpochs is not null)   // issue 12: never run max_steps 0 silently
+            throw new WorkbookException("num_train_epochs must be resolved to steps before training (TrainOptions.ResolveSteps)");
         Model = model; Opt = options; OutDir = outDir; Eval = evaluator;
     }
 

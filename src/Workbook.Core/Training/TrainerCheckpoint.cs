@@ -20,6 +20,8 @@ public static class TrainerCheckpoint
         var tmp = Path.Combine(root, $".tmp-step-{state.Step:D6}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(tmp);
         Checkpoint.Save(model, tmp);
+        // issue 12: a checkpoint of a compact-vocabulary model carries its vocab.json, so it works as --model
+        if (File.Exists(Path.Combine(runDir, "vocab.json"))) File.Copy(Path.Combine(runDir, "vocab.json"), Path.Combine(tmp, "vocab.json"));
         opt.Save(Path.Combine(tmp, "optimizer.safetensors"));
         File.WriteAllText(Path.Combine(tmp, "trainer_state.json"), JsonSerializer.Serialize(state, Json));
         if (Directory.Exists(final)) Directory.Delete(final, true);

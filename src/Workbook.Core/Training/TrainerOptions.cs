@@ -11,8 +11,11 @@ public record TrainOptions
 {
     /// <summary>Peak learning rate after warmup.</summary>
     public double LearningRate { get; init; } = 2e-5;
-    /// <summary>Optimizer steps to run.</summary>
+    /// <summary>Optimizer steps to run. With num_train_epochs set it must be 0 (unset): the steps come from the epochs.</summary>
     public int MaxSteps { get; init; } = 100;
+    /// <summary>TRL's alternative to max_steps: passes over the training set, resolved to steps from the dataset size
+    /// (<see cref="ResolveSteps"/>; fractional epochs round the steps up, as TRL does). null = use max_steps.</summary>
+    public double? NumTrainEpochs { get; init; }
     public double WarmupRatio { get; init; } = 0.0;
     /// <summary>linear | cosine | constant.</summary>
     public string LrSchedulerType { get; init; } = "linear";
@@ -37,12 +40,45 @@ public record TrainOptions
     {
         if (!(LearningRate > 0)) Fail("learning_rate", $"must be > 0 (got {LearningRate})");
         if (MaxSteps < 0) Fail("max_steps", $"must be >= 0 (got {MaxSteps})");
+        if (NumTrainEpochs is { } ep && !(ep > 0)) Fail("num_train_epochs", $"must be > 0 (got {ep})");
+        if (NumTrainEpochs is not null && MaxSteps > 0)
+            Fail("num_train_epochs", $"give max_steps or num_train_epochs, not both (max_steps {MaxSteps}, num_train_epochs {NumTrainEpochs})");
         if (WarmupRatio is < 0 or > 1) Fail("warmup_ratio", "must be in [0, 1]");
         if (LrSchedulerType is not ("linear" or "cosine" or "constant")) Fail("lr_scheduler_type", $"'{LrSchedulerType}' is not linear, cosine or constant");
         if (MaxGradNorm < 0) Fail("max_grad_norm", "must be >= 0");
         if (EvalSteps < 0 || SaveSteps < 0) Fail("eval_steps/save_steps", "must be >= 0");
         if (AdamBeta1 is < 0 or >= 1 || AdamBeta2 is < 0 or >= 1) Fail("adam_beta1/adam_beta2", "must be in [0, 1)");
         Devices.ParseDType(Dtype);
+    }
+
+    /// <summary>Training examples one optimizer step consumes (SFT: sequences; GRPO: prompts).</summary>
+    public virtual int ExamplesPerStep => 1;
+
+    /// <summary>With num_train_epochs set: the same options with max_steps = ceil(epochs · ceil(n / examples per step))
+    /// and num_train_epochs cleared; otherwise unchanged.</summary>
+    public TrainOptions ResolveSteps(int datasetSize)
+    {
+        if (NumTrainEpochs is not { } ep) return this;
+        if (datasetSize < 1) throw new WorkbookException("num_train_epochs: the training set is empty");
+        long perEpoch = (datasetSize + ExamplesPerStep - 1) / ExamplesPerStep;
+        long steps = (long)Math.Ceiling(ep * perEpoch - 1e-9);
+        if (steps > int.MaxValue) Fail("num_train_epochs", $"{ep} epochs of {perEpoch} steps is too many steps");
+        return this with { MaxSteps = (int)Math.Max(1, steps), NumTrainEpochs = null };
+    }
+
+    /// <summary>The key rule of num_train_epochs on a JSON config (before defaults are merged in): an object that sets
+    /// num_train_epochs and a non-zero max_steps is an error; one that sets only num_train_epochs gets max_steps 0, so
+    /// the default max_steps does not count as "set". Applies to nested objects (sft, grpo, base) too.</summary>
+    public static void StepsOrEpochs(JsonObject node, string? path, string prefix = "")
+    {
+        if (node["num_train_epochs"] is JsonValue ep && ep.GetValueKind() != JsonValueKind.Null)
+        {
+            if (node["max_steps"] is JsonValue ms && !(ms.TryGetValue<int>(out var n) && n == 0))
+                throw new WorkbookException($"{path ?? "options"}: give {prefix}max_steps or {prefix}num_train_epochs, not both");
+            node["max_steps"] = 0;
+        }
+        foreach (var (k, v) in node.ToList())
+            if (v is JsonObject o) StepsOrEpochs(o, path, $"{prefix}{k}.");
     }
 
     protected static void Fail(string field, string why) => throw new WorkbookException($"option {field}: {why}");
@@ -56,12 +92,20 @@ public record TrainOptions
     /// <summary>Reads options from a JSON file (or defaults) and applies key=value overrides.</summary>
     public static T Load<T>(string? path, IEnumerable<string>? overrides = null) where T : TrainOptions, new()
     {
-        var opts = JsonConfig.Deserialize<T>(JsonConfig.WithOverrides(JsonConfig.Read(path), overrides), path, Json);
+        var node = JsonConfig.WithOverrides(JsonConfig.Read(path), overrides);
+        StepsOrEpochs(node, path);
+        var opts = JsonConfig.Deserialize<T>(node, path, Json);
         opts.Validate();
         return opts;
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, GetType(), Json);
+}
+
+public static class TrainOptionsExtensions
+{
+    /// <summary>Typed <see cref="TrainOptions.ResolveSteps"/>.</summary>
+    public static T WithSteps<T>(this T o, int datasetSize) where T : TrainOptions => (T)o.ResolveSteps(datasetSize);
 }
 
 public sealed record SftOptions : TrainOptions
@@ -74,6 +118,8 @@ public sealed record SftOptions : TrainOptions
     public bool CompletionOnlyLoss { get; init; } = true;
     /// <summary>Pack several examples into one row of max_length tokens (attention stays within each example).</summary>
     public bool Packing { get; init; }
+
+    public override int ExamplesPerStep => PerDeviceTrainBatchSize * GradientAccumulationSteps;
 
     public override void Validate()
     {
@@ -130,6 +176,8 @@ public sealed record GrpoOptions : TrainOptions
         MaxNewTokens = MaxCompletionLength, Temperature = Temperature, TopP = TopP, TopK = TopK,
         EosTokenIds = [eosId], PadTokenId = padId,
     };
+    /// <summary>Prompts per step: per_device_train_batch_size counts completions, num_generations per prompt.</summary>
+    public override int ExamplesPerStep => Math.Max(1, PerDeviceTrainBatchSize / NumGenerations);
 
     public override void Validate()
     {

@@ -22,6 +22,9 @@ public sealed record TaskData(
     /// <summary>Text the task can produce in other configurations (e.g. every expert wording of the grammar task), added
     /// to the compact vocabulary so that it, and the base model, do not depend on loose_format_fraction.</summary>
     public IReadOnlyList<string> ExtraVocabularyText { get; init; } = [];
+    /// <summary>What loading did to the data (duplicates merged, conflicting rows dropped, defaults inherited): lines for
+    /// the run log, so nothing is changed silently.</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
 }
 
 public static class TaskRegistry
@@ -85,6 +88,14 @@ public sealed record TaskOptions
     /// <summary>The RL reward: strict (the exact final line / "#### N", the paper's) or lenient (the last label or number
     /// anywhere, which every expert response earns: under it Theorem 3.1 predicts no SFT-loss rise).</summary>
     public string Reward { get; init; } = "strict";
+    /// <summary>File tasks: where the prompt states the required answer format: user (appended to the question), system
+    /// (a system message) or none.</summary>
+    public string FormatInstruction { get; init; } = "user";
+    /// <summary>The chat template's enable_thinking for generation prompts (false pre-fills an empty think block).</summary>
+    public bool EnableThinking { get; init; }
+    /// <summary>File tasks: a separate held-out file (CoLA: in_domain_dev.tsv, out_of_domain_dev.tsv or GLUE's dev);
+    /// null = hold out eval_size rows of the training file.</summary>
+    public string? EvalFile { get; init; }
 
     public void Validate()
     {
@@ -93,5 +104,7 @@ public sealed record TaskOptions
         if (Reward is not ("strict" or "lenient"))
             throw new WorkbookException($"option task.reward: '{Reward}' is not strict or lenient");
         if (LooseFormatFraction is < 0 or > 1) throw new WorkbookException($"loose_format_fraction must be in [0, 1] (got {LooseFormatFraction})");
+        if (FormatInstruction is not ("user" or "system" or "none"))
+            throw new WorkbookException($"format_instruction must be user, system or none (got '{FormatInstruction}')");
     }
 }
