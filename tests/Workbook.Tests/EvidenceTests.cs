@@ -167,3 +167,53 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.InRange(covered / (double)reps, 0.88, 1.0);
     }
 }
+
+public class ZeroSignalTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
+{
+    sealed class ConstantReward : Verifiers.IVerifier
+    {
+        public string Name => "constant";
+        public Verifiers.VerifierResult Score(string prompt, string completion, string reference) => new(0, null, true);
+    }
+
+    sealed class LengthReward : Verifiers.IVerifier
+    {
+        public string Name => "length";
+        public Verifiers.VerifierResult Score(string prompt, string completion, string reference) => new(completion.Length % 3, null, true);
+    }
+
+    GrpoOptions Options => new()
+    {
+        LearningRate = 1e-3, MaxSteps = 4, PerDeviceTrainBatchSize = 8, NumGenerations = 4, MaxCompletionLength = 6,
+        ZeroSignalSteps = 3, Beta = 0.04,
+    };
+
+    [Fact]
+    public void A_stage_whose_groups_all_tie_stops_with_a_clear_error()
+    {
+        var dir = TestData.TempDir();
+        var tr = new GrpoTrainer(fx.NewModel(3), fx.Codec, fx.Task.Train, new ConstantReward(), Options, dir);
+        var e = Assert.Throws<NoRewardSignalException>(() => tr.Train());
+        Assert.Contains("no reward signal", e.Message);
+        Assert.Contains("first 3 GRPO steps", e.Message);
+        // it stopped at the third step, not later
+        Assert.Equal(3, MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Count(r => r.ContainsKey("reward")) + 1);
+    }
+
+    [Fact]
+    public void A_reward_that_varies_within_groups_trains_to_the_end()
+    {
+        var dir = TestData.TempDir();
+        var state = new GrpoTrainer(fx.NewModel(3), fx.Codec, fx.Task.Train, new LengthReward(), Options, dir).Train();
+        Assert.Equal(4, state.Step);
+    }
+
+    [Fact]
+    public void Zero_means_never_check()
+    {
+        var dir = TestData.TempDir();
+        var state = new GrpoTrainer(fx.NewModel(3), fx.Codec, fx.Task.Train, new ConstantReward(),
+            Options with { ZeroSignalSteps = 0 }, dir).Train();
+        Assert.Equal(4, state.Step);
+    }
+}

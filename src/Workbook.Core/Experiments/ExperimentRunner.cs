@@ -23,7 +23,11 @@ namespace Workbook.Experiments;
 
 public sealed record EvalPoint(long GlobalStep, int Stage, string Kind, Dictionary<string, double> Metrics);
 
-public sealed record StageInfo(string Name, string Kind, long Start, long Steps);
+public sealed record StageInfo(string Name, string Kind, long Start, long Steps)
+{
+    /// <summary>The stage stopped early: its first GRPO steps had zero reward variance in every group.</summary>
+    public bool NoRewardSignal { get; init; }
+}
 
 public sealed record SeedResult(long Seed, List<StageInfo> Stages, List<EvalPoint> Curve, double? C1)
 {
@@ -242,7 +246,7 @@ public sealed class ExperimentRunner
                 predicted = CachedPrediction(seedDir, model, st.Task, cfg.Grpo.Beta, seed);
             model = RunStage(model, dir, st, pipeline, seed * 100 + i, pipeline == "interleaved" ? st.Steps
                 : Math.Max(1, st.Steps / cfg.EvalsPerStage), $"{pipeline}/seed-{seed}/{st.Name}");
-            stages.Add(new StageInfo(st.Name, st.Kind, global, st.Steps));
+            stages.Add(new StageInfo(st.Name, st.Kind, global, st.Steps) { NoRewardSignal = NoRewardSignal(dir) });
             foreach (var (step, m) in EvalPoints(dir)) curve.Add(new EvalPoint(global + step, i, st.Kind, m));
             global += st.Steps;
         }
@@ -258,7 +262,9 @@ public sealed class ExperimentRunner
         if (File.Exists(Path.Combine(dir, "done.json")))
         {
             model.Dispose();
-            return LoadModel(TrainerCheckpoint.Latest(dir) ?? throw new WorkbookException($"{dir}: marked done but has no checkpoint"));
+            var stopped = Path.Combine(dir, NoSignalModel);
+            return LoadModel(Directory.Exists(stopped) ? stopped
+                : TrainerCheckpoint.Latest(dir) ?? throw new WorkbookException($"{dir}: marked done but has no checkpoint"));
         }
         bool resume = File.Exists(Path.Combine(dir, "metrics.jsonl"));
         var ev = EvaluatorFor(st.Task);
@@ -279,10 +285,27 @@ public sealed class ExperimentRunner
         if (trainer is GrpoTrainer gt && g.GradientAlignmentSteps > 0) Theory.GradientAlignment.Attach(gt, g);
         trainer.LogFields["stage"] = st.Name;
         trainer.OnLog += (s, m) => OnMetrics?.Invoke(label, s, m);
-        trainer.Train(resume);
+        try { trainer.Train(resume); }
+        catch (NoRewardSignalException e)
+        {
+            // the stage ends here, says so, and the pipeline goes on from the unchanged model
+            log($"{label}: {e.Message}");
+            Checkpoint.Save(model, Path.Combine(dir, NoSignalModel));
+            File.WriteAllText(Path.Combine(dir, "done.json"), JsonSerializer.Serialize(new
+            {
+                steps = e.Steps, kind = st.Kind, no_reward_signal = true, planned_steps = st.Steps,
+            }));
+            return model;
+        }
         File.WriteAllText(Path.Combine(dir, "done.json"), JsonSerializer.Serialize(new { steps = st.Steps, kind = st.Kind }));
         return model;
     }
+
+    const string NoSignalModel = "no-signal-model";
+
+    /// <summary>Whether a finished stage stopped for lack of reward signal.</summary>
+    public static bool NoRewardSignal(string dir) => File.Exists(Path.Combine(dir, "done.json"))
+        && JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "done.json")))?["no_reward_signal"]?.GetValue<bool>() == true;
 
     /// <summary>The evaluation rows of a stage folder: (step within the stage, eval_* metrics).</summary>
     public static IEnumerable<(long Step, Dictionary<string, double> Metrics)> EvalPoints(string dir) =>

@@ -91,10 +91,19 @@ public static class Summary
                     + $"; the lenient reward (last label, the paper's evaluation parse) changed by {F(lenient.Mean)} (95% CI {Ci(lenient)})"
                     + (reward.BelowZero && !lenient.BelowZero ? ": only the strict one falls, so this is the format half of the effect." : ".");
             }
+            var silent = rs.Where(r => r.Stages.Any(st => st.NoRewardSignal)).ToList();
+            if (silent.Count > 0)
+            {
+                o["no_reward_signal"] = true;
+                statements[$"{name} (no reward signal)"] = $"In {silent.Count} of {rs.Count} seeds ({string.Join(", ", silent.Select(r => r.Seed))}) " +
+                    $"a GRPO stage of {name} ({string.Join(", ", silent.SelectMany(r => r.Stages).Where(st => st.NoRewardSignal).Select(st => st.Name).Distinct())}) " +
+                    "had no reward signal: every group had the same reward in its first steps, so it ended early and its changes are not measured.";
+            }
             o["final_sft_loss"] = StatJson(Stat.Of(Final(rs, "eval_sft_loss")));
             o["final_reward"] = StatJson(Reward(Final(rs, strictKey), change: false));
             o["final_lenient_reward"] = StatJson(Reward(Final(rs, lenientKey), change: false));
             o["stages"] = JsonSerializer.SerializeToNode(rs[0].Stages.Select(s => new { s.Name, s.Kind, s.Start, s.Steps }));
+            o["no_reward_signal"] ??= false;
             o["curves"] = new JsonArray(rs.Select(r => (JsonNode?)new JsonObject
             {
                 ["seed"] = r.Seed,

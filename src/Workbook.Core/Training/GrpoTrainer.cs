@@ -22,6 +22,16 @@ using static TorchSharp.torch;
 
 namespace Workbook.Training;
 
+/// <summary>A GRPO stage whose first steps had zero reward variance in every group: no learning signal.</summary>
+public sealed class NoRewardSignalException(int steps, double reward, string verifier) : WorkbookException(
+    $"no reward signal: in each of the first {steps} GRPO steps every group of completions had the same reward " +
+    $"(frac_reward_zero_std = 1; mean reward {reward:0.###} under {verifier}), so every advantage is 0 and RL does nothing. " +
+    "Run SFT first (train sft, then train grpo --model <its checkpoint>), add a format instruction to the prompt, allow " +
+    "longer completions (max_completion_length), or set zero_signal_steps=0 to train anyway")
+{
+    public int Steps { get; } = steps;
+}
+
 /// <summary>The loss of one GRPO batch and the tensors its metrics come from.</summary>
 public sealed record GrpoLoss(Tensor Loss, Tensor PerToken, Tensor? Kl, Tensor Ratio, Tensor IsLow, Tensor IsHigh)
 {
@@ -64,6 +74,10 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             throw new WorkbookException("option gradient_alignment_steps: set, but no diagnostic is attached to this trainer " +
                 "(attach Theory.GradientAlignment, as `run` and `train grpo` do)");
         reference = LoadReference(Model, OutDir, Opt, State.Step);
+        // a resumed stage remembers whether its first steps had a reward signal
+        var log = Path.Combine(OutDir, "metrics.jsonl");
+        sawSignal = State.Step > 0 && File.Exists(log) && MetricsLog.Read(log).Any(r => r["step"]!.GetValue<long>() <= State.Step
+            && r["frac_reward_zero_std"] is { } f && f.GetValue<double>() < 1);
     }
 
     /// <summary>The frozen reference (the policy at GRPO's start), kept on disk so that a resumed run uses the same one.</summary>
@@ -78,11 +92,19 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         return reference;
     }
 
+    bool sawSignal;
+
     protected override Dictionary<string, double> TrainStep(long step, double lr)
     {
         // 1-3. generate, score, advantages
         var batch = GrpoBatch.GenerateAndScore(Model, reference, codec, prompts, promptIds, reward, Opt, Order, step);
         var m = batch.Metrics;
+        if (step < Opt.ZeroSignalSteps)
+        {
+            sawSignal |= m["frac_reward_zero_std"] < 1;
+            if (step == Opt.ZeroSignalSteps - 1 && !sawSignal)
+                throw new NoRewardSignalException(Opt.ZeroSignalSteps, m["reward"], reward.Parts[0].Verifier.Name);
+        }
         if (BeforeUpdate is not null && Opt.GradientAlignmentSteps > 0 && step % Opt.GradientAlignmentSteps == 0)
             foreach (var (k, v) in BeforeUpdate(batch, step)) m[k] = v;
         // 4-5. the loss, μ times on the same rollouts

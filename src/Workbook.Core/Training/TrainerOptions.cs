@@ -167,6 +167,10 @@ public sealed record GrpoOptions : TrainOptions
     /// each rollout sequence): diagnostics/spectral_top_fraction, spectral_epsilon, cos_bound = 1 − 2ε (Theory/Spectral.cs).
     /// Costs one forward/backward pass per example.</summary>
     public int GradientAlignmentSteps { get; init; }
+    /// <summary>If every group of each of the first N steps has zero reward variance (frac_reward_zero_std = 1), the
+    /// stage has no reward signal: it stops with NoRewardSignalException instead of running updates that do nothing
+    /// (0 = never check).</summary>
+    public int ZeroSignalSteps { get; init; } = 5;
     /// <summary>Expert examples in the SFT batch of the alignment diagnostic.</summary>
     public int GradientAlignmentExamples { get; init; } = 32;
 
@@ -199,6 +203,7 @@ public sealed record GrpoOptions : TrainOptions
             Fail("kl_mode", $"reward needs scale_rewards = none (got {ScaleRewards}: dividing by a sampled std moves the optimum)");
         if (KlMode == "reward" && LossType == "grpo")
             Fail("kl_mode", "reward needs loss_type dapo, bnpo or dr_grpo (grpo's per-sequence 1/|y| weights move the optimum)");
+        if (ZeroSignalSteps < 0) Fail("zero_signal_steps", "must be >= 0");
         if (GradientAlignmentSteps < 0 || GradientAlignmentExamples < 1) Fail("gradient_alignment_steps/examples", "must be >= 0 / >= 1");
     }
 }
