@@ -3,6 +3,7 @@ using Spectre.Console.Cli;
 using Workbook;
 using Workbook.Cli;
 
+NativeSetup.Ensure();   // before any command touches TorchSharp (oneMKL vendor fix, malloc tuning)
 var app = new CommandApp();
 app.Configure(c =>
 {
