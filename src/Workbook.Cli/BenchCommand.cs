@@ -25,6 +25,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--steps <N>")][Description("Timed training steps")][DefaultValue(10)] public int Steps { get; init; } = 10;
         [CommandOption("--warmup <N>")][Description("Untimed training steps first")][DefaultValue(3)] public int Warmup { get; init; } = 3;
         [CommandOption("--runs <N>")][Description("Timed generation runs per batch size (median)")][DefaultValue(3)] public int Runs { get; init; } = 3;
+        [CommandOption("--gen-batch <N>")][Description("generate: this batch only, greedy and sampled (default: 1 and 8, and the KV latency)")] public int? GenBatch { get; init; }
         [CommandOption("--clip <NORM>")][Description("Gradient clipping in the training step (0 = off, as the peer)")][DefaultValue(0.0)] public double Clip { get; init; }
         [CommandOption("--memory-steps <N>")][Description("Extra steps to measure RSS growth (0 = skip)")][DefaultValue(0)] public int MemorySteps { get; init; }
         [CommandOption("--machine-peak <GFLOPS>")][Description("Stated machine GEMM peak for MFU (default: tuned PyTorch on this machine type)")] public double? MachinePeak { get; init; }
@@ -41,6 +42,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 if (v < min) return ValidationResult.Error($"{name} {v}: must be at least {min}");
             if (Vocab is { } n && (n < 2 || n > MaxVocab))
                 return ValidationResult.Error($"--vocab {n} does not fit preset '{Preset}': it must be between 2 and {MaxVocab} (Qwen3's vocabulary)");
+            if (GenBatch is { } gb && gb < 1) return ValidationResult.Error($"--gen-batch {gb}: must be at least 1");
             if (MachinePeak is { } p && !(p > 0)) return ValidationResult.Error($"--machine-peak {p}: must be a positive GFLOP/s");
             if (!(Clip >= 0)) return ValidationResult.Error($"--clip {Clip}: must be >= 0");
             return ValidationResult.Success();
@@ -76,7 +78,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             var codec = new Codec(tok, TaskVocabulary.Build(tok, task));
             foreach (var (k, v) in Benchmarks.Grpo(Qwen3Config.Small(codec.Vocab.Size), dtype, codec, task, 4)) r[k] = v;
         }
-        if (s.What is "generate" or "all") foreach (var (k, v) in Benchmarks.Generate(cfg, dtype, s.Runs)) r[k] = v;
+        if (s.What is "generate" or "all") foreach (var (k, v) in Benchmarks.Generate(cfg, dtype, s.Runs, onlyBatch: s.GenBatch)) r[k] = v;
         if (s.What is "tokenizer" or "all") foreach (var (k, v) in Benchmarks.Tokenizer(TokenizerFiles.EnsureDefault(), s.Text)) r[k] = v;
         r["peak_rss_mb"] = Benchmarks.PeakRss() / 1e6;
         var json = JsonSerializer.Serialize(r, new JsonSerializerOptions { WriteIndented = true });

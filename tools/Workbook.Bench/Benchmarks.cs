@@ -148,24 +148,30 @@ public static class Benchmarks
         return batch * newTokens / Median(times);
     }
 
+    /// <param name="onlyBatch">measure greedy at this batch only (and sampling there), skipping the KV latency</param>
     public static Dictionary<string, object> Generate(Qwen3Config cfg, ScalarType dtype, int runs = 3, int groupSize = 8,
-        bool sampling = true, bool latency = true)
+        int? onlyBatch = null)
     {
         var r = new Dictionary<string, object>();
         using var model = new Qwen3ForCausalLM(cfg, dtype, CPU, seed: 1);
         model.eval();
         r["generate_definition"] = "prompt 32 random tokens, 128 new, greedy, end to end (prefill + 127 steps)";
+        if (onlyBatch is { } ob)
+        {
+            double gr = GenerateTokensPerSecond(model, ob, true, runs);
+            r[$"generate_tokens_per_second_batch{ob}"] = gr;
+            double sm = GenerateTokensPerSecond(model, ob, false, runs);
+            r[$"sample_tokens_per_second_batch{ob}"] = sm;
+            r["sample_over_greedy"] = sm / gr;
+            return r;
+        }
         double b1 = GenerateTokensPerSecond(model, 1, true, runs), bg = GenerateTokensPerSecond(model, groupSize, true, runs);
         r["generate_tokens_per_second_batch1"] = b1;
         r[$"generate_tokens_per_second_batch{groupSize}"] = bg;
         r["batch_speedup"] = bg / b1;
-        if (sampling)
-        {
-            double s = GenerateTokensPerSecond(model, groupSize, false, runs);
-            r[$"sample_tokens_per_second_batch{groupSize}"] = s;
-            r["sample_over_greedy"] = s / bg;
-        }
-        if (!latency) return r;
+        double s = GenerateTokensPerSecond(model, groupSize, false, runs);
+        r[$"sample_tokens_per_second_batch{groupSize}"] = s;
+        r["sample_over_greedy"] = s / bg;
         // one decoding step's latency with 32 vs 512 tokens already in the cache
         double StepAt(int pos)
         {
