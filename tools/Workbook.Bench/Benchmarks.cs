@@ -61,7 +61,7 @@ public static class Benchmarks
         try
         {
             var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:"));
-            return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+            return line is null ? 0 : long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;   // "VmHWM:\t123 kB"
         }
         catch (IOException) { return 0; }
     }
