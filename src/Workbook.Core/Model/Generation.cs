@@ -2,6 +2,10 @@
 //  - prompts of different lengths are left-padded; the attention mask hides the padding and position ids count real tokens
 //  - one prefill pass, then one token per step through the cache (no re-running of the prefix)
 //  - greedy (argmax, first index on ties) or sampling with temperature, top-k, top-p from a seeded torch.Generator
+//  - sampling is by inverse CDF: one uniform per row from the Generator, then a float64 running sum over the row's
+//    probabilities on the host. torch's multinomial draws an exponential for every vocabulary entry (~3 ms per row
+//    at V=151936); this costs one pass. Same seed, same tokens across runs, but not the tokens multinomial drew.
+//  - top-p sorts only when top_p < 1; without top-k/top-p the probabilities are exp(log_softmax), computed once
 //  - logprobs are those of the sampled token under softmax(logits / temperature), before top-k/top-p (as TRL computes them)
 //  - a sequence stops at an EOS id, at a stop string (checked on the decoded completion), or at max_new_tokens (truncated)
 using static TorchSharp.torch;
@@ -112,30 +116,67 @@ public static class Generation
     public static (long[] ids, float[] logps) Pick(Tensor logits, GenerationOptions opt, Generator? rng)
     {
         using var scope = NewDisposeScope();
-        var scaled = opt.Greedy ? logits : logits / opt.Temperature;
+        int B = (int)logits.shape[0], V = (int)logits.shape[1];
+        var scaled = opt.Greedy || opt.Temperature == 1.0 ? logits : logits / opt.Temperature;
         var logp = scaled.log_softmax(-1);
-        Tensor chosen;
-        if (opt.Greedy) chosen = logits.argmax(-1);
+        long[] ids;
+        if (opt.Greedy) ids = logits.argmax(-1).data<long>().ToArray();
         else
         {
-            var filtered = scaled.clone();
-            if (opt.TopK > 0 && opt.TopK < filtered.shape[1])
+            Tensor probs;
+            bool topK = opt.TopK > 0 && opt.TopK < V, topP = opt.TopP < 1.0;
+            if (!topK && !topP) probs = logp.exp();   // softmax(scaled), reusing the log-softmax
+            else
             {
-                var kth = filtered.topk(opt.TopK, -1).values.narrow(-1, opt.TopK - 1, 1);
-                filtered = filtered.masked_fill(filtered.lt(kth), float.NegativeInfinity);
+                var filtered = scaled;
+                if (topK)
+                {
+                    var kth = filtered.topk(opt.TopK, -1).values.narrow(-1, opt.TopK - 1, 1);
+                    filtered = filtered.masked_fill(filtered.lt(kth), float.NegativeInfinity);
+                }
+                if (topP)
+                {
+                    var (sorted, idx) = filtered.sort(-1, descending: true);
+                    var sp = sorted.softmax(-1);
+                    var before = sp.cumsum(-1) - sp;                // mass strictly above each token
+                    var drop = before.gt(opt.TopP);                 // keep the smallest prefix whose mass reaches top_p
+                    var dropOrig = zeros_like(drop).scatter(-1, idx, drop);
+                    filtered = filtered.masked_fill(dropOrig, float.NegativeInfinity);
+                }
+                probs = filtered.softmax(-1);
             }
-            if (opt.TopP < 1.0)
-            {
-                var (sorted, idx) = filtered.sort(-1, descending: true);
-                var probs = sorted.softmax(-1);
-                var before = probs.cumsum(-1) - probs;            // mass strictly above each token
-                var drop = before.gt(opt.TopP);                     // keep the smallest prefix whose mass reaches top_p
-                var dropOrig = zeros_like(drop).scatter(-1, idx, drop);
-                filtered = filtered.masked_fill(dropOrig, float.NegativeInfinity);
-            }
-            chosen = filtered.softmax(-1).multinomial(1, false, rng).squeeze(-1);
+            var u = rand([B], dtype: ScalarType.Float64, generator: rng).data<double>().ToArray();
+            ids = SampleInverseCdf(probs.contiguous().data<float>().ToArray(), B, V, u);
         }
-        var lp = logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1);
-        return (chosen.data<long>().ToArray(), lp.data<float>().ToArray());
+        using var chosen = tensor(ids, [B, 1], dtype: ScalarType.Int64);
+        var lp = logp.gather(-1, chosen).squeeze(-1);
+        return (ids, lp.data<float>().ToArray());
+    }
+
+    /// <summary>Row b's token is the first index whose running probability sum exceeds u[b] times the row's total
+    /// (float64 sums, so rounding in float32 probabilities cannot bias the tail). Zero-probability entries never
+    /// raise the running sum, so they are never chosen.</summary>
+    public static long[] SampleInverseCdf(ReadOnlySpan<float> probs, int rows, int vocab, IReadOnlyList<double> u)
+    {
+        var ids = new long[rows];
+        for (int b = 0; b < rows; b++)
+        {
+            var row = probs.Slice(b * vocab, vocab);
+            double total = 0;
+            foreach (var p in row) total += p;
+            if (!(total > 0) || double.IsInfinity(total))
+                throw new WorkbookException($"sampling: row {b} has no finite probability mass (logits all -inf or NaN)");
+            double target = u[b] * total, cum = 0;
+            int pick = -1;
+            for (int v = 0; v < vocab; v++)
+            {
+                if (row[v] <= 0) continue;
+                pick = v;
+                cum += row[v];
+                if (cum > target) break;
+            }
+            ids[b] = pick;   // rounding at the very top ends on the last token with mass
+        }
+        return ids;
     }
 }

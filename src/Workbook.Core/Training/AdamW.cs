@@ -40,11 +40,19 @@ public sealed class AdamW : IDisposable
     /// <summary>Global L2 norm of the gradients; scales them down to maxNorm when above it (torch's clip_grad_norm_).</summary>
     public double ClipGradNorm(double maxNorm)
     {
-        using var scope = NewDisposeScope();
         using var _ = no_grad();
         var grads = ps.Where(p => p.grad is not null).Select(p => p.grad!).ToList();
         if (grads.Count == 0) return 0;
-        var total = stack(grads.Select(g => g.to(ScalarType.Float32).pow(2).sum()).ToArray()).sum().sqrt().Value();
+        // one scope per parameter, so an upcast square of every gradient never exists at once (at 0.6B scale that
+        // doubled the gradients' memory); only the per-parameter sums survive, reduced as before (bit-identical)
+        using var outer = NewDisposeScope();
+        var sums = new Tensor[grads.Count];
+        for (int i = 0; i < grads.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            sums[i] = grads[i].to(ScalarType.Float32).pow(2).sum().MoveToOuterDisposeScope();
+        }
+        var total = stack(sums).sum().sqrt().Value();
         if (maxNorm > 0 && total > maxNorm)
         {
             var coef = maxNorm / (total + 1e-6);
@@ -56,21 +64,21 @@ public sealed class AdamW : IDisposable
     public void StepWith(double lr)
     {
         Step++;
-        using var scope = NewDisposeScope();
         using var _ = no_grad();
         double bc1 = 1 - Math.Pow(Beta1, Step), bc2 = 1 - Math.Pow(Beta2, Step);
         for (int i = 0; i < ps.Length; i++)
         {
             var p = ps[i];
             if (p.grad is null) continue;
-            var g = p.grad.to(ScalarType.Float32);
+            using var scope = NewDisposeScope();   // per parameter: its temporaries die before the next one's exist
+            var g = p.grad.dtype == ScalarType.Float32 ? p.grad : p.grad.to(ScalarType.Float32);
             var w = master[i] ?? (Tensor)p;
             if (WeightDecay != 0) w.mul_(1 - lr * WeightDecay);
             m[i].mul_(Beta1).add_(g, alpha: 1 - Beta1);
             v[i].mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);
-            var denom = (v[i].sqrt() / Math.Sqrt(bc2)).add_(Eps);
+            var denom = v[i].sqrt().div_(Math.Sqrt(bc2)).add_(Eps);
             w.addcdiv_(m[i], denom, value: -lr / bc1);
-            if (master[i] is { } mw) p.copy_(mw.to(p.dtype));
+            if (master[i] is { } mw) p.copy_(mw);   // copy_ rounds into the bf16 parameter without a temporary
         }
     }
 

@@ -1,9 +1,14 @@
-// Speed is measured here, never in unit tests. Everything is measured in one process, so the numbers are comparable:
-//  - peak: a 2048x2048 GEMM in the compute dtype (median of repeats), the denominator of model FLOP utilisation;
-//  - train: SFT steps (forward + backward + AdamW) on random tokens, tokens/s and MFU, with the FLOP count
-//    6·(matmul params + V·d)·tokens + 12·layers·T·(heads·head_dim)·tokens; RSS before/after many steps (memory flatness);
-//  - grpo: one GRPO step split into rollout (generation) and update;
-//  - generate: tokens/s at batch 1 and batch 8, and the per-token latency at position 32 vs 512 (KV-cache scaling).
+// Speed is measured here, never in unit tests. Definitions are the peer harness's (../shared/perf/README.md), so the
+// numbers compare side by side with tuned PyTorch:
+//  1. peak: a 2048x2048 GEMM in the compute dtype (median of repeats) in this process, and a stated machine peak
+//     (tuned PyTorch's 2048^2 GEMM on this machine type, or --machine-peak); MFU is reported against both.
+//  2. train: exactly batch x seq tokens per step (ids [B, T+1], inputs T, next-token targets); zero_grad, forward,
+//     cross-entropy on f32 logits, backward, AdamW (lr 1e-4, weight decay 0.1), no clipping. FLOPs per token
+//     ("with head") 6·(layer-matmul params + V·d) + 12·L·T·(heads·head_dim).
+//  3. generate: random prompt of 32 tokens, 128 new, greedy, end to end (prefill + 127 decode steps):
+//     B·128 / total seconds, at batch 1 and 8; the same with sampling (temperature 1, top-p 1) at batch 8, as GRPO
+//     rolls out; the per-token latency at position 32 vs 512 (KV-cache scaling).
+//  4. grpo: one GRPO step split into rollout (generation) and update; tokenizer: encode speed.
 using System.Diagnostics;
 using Workbook.Model;
 using Workbook.Training;
@@ -13,17 +18,29 @@ namespace Workbook.Bench;
 
 public static class Benchmarks
 {
-    static double Median(IEnumerable<double> xs) { var a = xs.Order().ToArray(); return a.Length == 0 ? double.NaN : a[a.Length / 2]; }
+    /// <summary>Tuned PyTorch's 2048^2 GEMM on the project's machine type (2-core AMD EPYC, AVX-512; PyTorch 1.13 with
+    /// OpenBLAS for f32, oneDNN for bf16; ../shared/perf/README.md): the default stated machine peak.</summary>
+    public static double StatedMachinePeakGflops(ScalarType dtype) => dtype == ScalarType.BFloat16 ? 976 : 503;
+    public const string StatedMachinePeakSource =
+        "tuned PyTorch 2048^2 GEMM on a 2-core AMD EPYC (AVX-512): f32 503, bf16 976 GFLOP/s (shared/perf/README.md)";
 
-    public static double GemmPeakGflops(ScalarType dtype, int n = 2048, int repeats = 5)
+    static double Median(IEnumerable<double> xs)
     {
-        using var a = randn(n, n).to(dtype); using var b = randn(n, n).to(dtype);
-        using (var w = a.matmul(b)) { }
+        var a = xs.Order().ToArray();
+        return a.Length == 0 ? double.NaN : a.Length % 2 == 1 ? a[a.Length / 2] : 0.5 * (a[a.Length / 2 - 1] + a[a.Length / 2]);
+    }
+
+    public static double GemmPeakGflops(ScalarType dtype, int n = 2048, int repeats = 9)
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator(0);
+        var a = randn([n, n], generator: g).to(dtype); var b = randn([n, n], generator: g).to(dtype);
+        for (int i = 0; i < 3; i++) a.mm(b).Dispose();   // warm-up
         var times = new List<double>();
         for (int i = 0; i < repeats; i++)
         {
             var sw = Stopwatch.StartNew();
-            using var c = a.matmul(b);
+            a.mm(b).Dispose();
             times.Add(sw.Elapsed.TotalSeconds);
         }
         return 2.0 * n * n * n / Median(times) / 1e9;
@@ -38,40 +55,65 @@ public static class Benchmarks
 
     static long Rss() { using var p = Process.GetCurrentProcess(); p.Refresh(); return p.WorkingSet64; }
 
-    public static Dictionary<string, object> Train(Qwen3Config cfg, ScalarType dtype, int batch, int seqLen, int steps, int memorySteps)
+    /// <summary>Peak resident set of this process so far (VmHWM), in bytes; 0 where /proc is absent.</summary>
+    public static long PeakRss()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:"));
+            return line is null ? 0 : long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;   // "VmHWM:\t123 kB"
+        }
+        catch (IOException) { return 0; }
+    }
+
+    public static Dictionary<string, object> Train(Qwen3Config cfg, ScalarType dtype, int batch, int seqLen, int steps,
+        int memorySteps, double machinePeak, int warmup = 3, double clip = 0)
     {
         var r = new Dictionary<string, object>();
         double peak = GemmPeakGflops(dtype);
         r["gemm_peak_gflops"] = peak;
         using var model = new Qwen3ForCausalLM(cfg, dtype, CPU, seed: 1);
-        var opt = new AdamW(model.named_parameters());
+        var opt = new AdamW(model.named_parameters(), weightDecay: 0.1);
         var gen = new Generator(7);
         model.train();
+        var split = new List<(double fwd, double bwd, double opt)>();
         double Step()
         {
             using var scope = NewDisposeScope();
             var sw = Stopwatch.StartNew();
-            var ids = randint(0, cfg.VocabSize, [batch, seqLen], generator: gen);
+            var ids = randint(0, cfg.VocabSize, [batch, seqLen + 1], generator: gen);
             opt.ZeroGrad();
-            var logits = model.Forward(ids.narrow(1, 0, seqLen - 1)).to(ScalarType.Float32);
-            var loss = nn.functional.cross_entropy(logits.reshape(-1, cfg.VocabSize), ids.narrow(1, 1, seqLen - 1).reshape(-1));
+            var logits = model.Forward(ids.narrow(1, 0, seqLen)).to(ScalarType.Float32);
+            var loss = nn.functional.cross_entropy(logits.reshape(-1, cfg.VocabSize), ids.narrow(1, 1, seqLen).reshape(-1));
+            double t1 = sw.Elapsed.TotalSeconds;
             loss.backward();
-            opt.ClipGradNorm(1.0);
+            double t2 = sw.Elapsed.TotalSeconds;
+            if (clip > 0) opt.ClipGradNorm(clip);
             opt.StepWith(1e-4);
-            return sw.Elapsed.TotalSeconds;
+            double t3 = sw.Elapsed.TotalSeconds;
+            split.Add((t1, t2 - t1, t3 - t2));
+            return t3;
         }
-        for (int i = 0; i < 3; i++) Step();   // warm-up (allocations, optimizer state)
+        for (int i = 0; i < warmup; i++) Step();   // allocations, optimizer state
+        split.Clear();
         var times = Enumerable.Range(0, steps).Select(_ => Step()).ToList();
-        double tokS = batch * (seqLen - 1) / Median(times);
-        double flops = TrainFlopsPerToken(cfg, seqLen - 1) * tokS / 1e9;
-        r["sft_step_seconds_median"] = Median(times);
-        r["sft_tokens_per_second"] = tokS;
+        double tokS = batch * seqLen / Median(times);
+        double flops = TrainFlopsPerToken(cfg, seqLen) * tokS / 1e9;
+        r["train_tokens_per_step"] = batch * seqLen;
+        r["train_step_seconds_median"] = Median(times);
+        r["train_forward_seconds_median"] = Median(split.Select(x => x.fwd));
+        r["train_backward_seconds_median"] = Median(split.Select(x => x.bwd));
+        r["train_optimizer_seconds_median"] = Median(split.Select(x => x.opt));
+        r["train_tokens_per_second"] = tokS;
         r["model_gflops"] = flops;
-        r["mfu"] = flops / peak;
+        r["mfu_in_process"] = flops / peak;
+        r["mfu_machine"] = flops / machinePeak;
+        r["train_gradient_clipping"] = clip;
+        r["peak_rss_mb"] = PeakRss() / 1e6;
         if (memorySteps > 0)
         {
-            // glibc keeps freed blocks, so RSS first rises to a plateau (unless MALLOC_MMAP_THRESHOLD_ is set); a leak would
-            // keep growing after it. Growth is therefore measured from the end of the first fifth of the steps.
+            // RSS first rises to a plateau (kept heap blocks); a leak would keep growing after it. Growth is therefore
+            // measured from the end of the first fifth of the steps.
             long before = Rss();
             int warm = Math.Max(1, memorySteps / 5);
             for (int i = 0; i < warm; i++) Step();
@@ -82,34 +124,61 @@ public static class Benchmarks
             r["rss_warmup_rise_mb"] = (plateau - before) / 1e6;
             r["rss_growth_mb"] = (after - plateau) / 1e6;   // the leak check: ~0
             r["memory_steps"] = memorySteps;
+            r["peak_rss_mb"] = PeakRss() / 1e6;
         }
         opt.Dispose();
         return r;
     }
 
-    public static Dictionary<string, object> Generate(Qwen3Config cfg, ScalarType dtype, int groupSize = 8)
+    /// <summary>End-to-end generation as the peers define it; returns tokens/s (median of runs).</summary>
+    public static double GenerateTokensPerSecond(Qwen3ForCausalLM model, int batch, bool greedy, int runs,
+        int promptLen = 32, int newTokens = 128)
+    {
+        var rng = new Random(11);
+        int vocab = Math.Min(model.Config.VocabSize, 151643);
+        var opt = new GenerationOptions { MaxNewTokens = newTokens, Greedy = greedy, Temperature = 1.0, Seed = 3, EosTokenIds = [] };
+        var times = new List<double>();
+        for (int r = 0; r < runs + 1; r++)   // the first run warms up
+        {
+            var prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(vocab)).ToArray()).ToList();
+            var sw = Stopwatch.StartNew();
+            Generation.Generate(model, prompts, opt with { Seed = r });
+            if (r > 0) times.Add(sw.Elapsed.TotalSeconds);
+        }
+        return batch * newTokens / Median(times);
+    }
+
+    /// <param name="onlyBatch">measure greedy at this batch only (and sampling there), skipping the KV latency</param>
+    public static Dictionary<string, object> Generate(Qwen3Config cfg, ScalarType dtype, int runs = 3, int groupSize = 8,
+        int? onlyBatch = null)
     {
         var r = new Dictionary<string, object>();
         using var model = new Qwen3ForCausalLM(cfg, dtype, CPU, seed: 1);
         model.eval();
-        var prompt = Enumerable.Range(0, 32).Select(i => (i * 37) % cfg.VocabSize).ToArray();
-        double TokPerSec(int b, int n)
+        r["generate_definition"] = "prompt 32 random tokens, 128 new, greedy, end to end (prefill + 127 steps)";
+        if (onlyBatch is { } ob)
         {
-            var opt = new GenerationOptions { MaxNewTokens = n, Temperature = 1.0, Seed = 3, EosTokenIds = [] };
-            Generation.Generate(model, Enumerable.Repeat(prompt, b).ToList(), opt with { MaxNewTokens = 4 });   // warm-up
-            var sw = Stopwatch.StartNew();
-            Generation.Generate(model, Enumerable.Repeat(prompt, b).ToList(), opt);
-            return b * n / sw.Elapsed.TotalSeconds;
+            double gr = GenerateTokensPerSecond(model, ob, true, runs);
+            r[$"generate_tokens_per_second_batch{ob}"] = gr;
+            double sm = GenerateTokensPerSecond(model, ob, false, runs);
+            r[$"sample_tokens_per_second_batch{ob}"] = sm;
+            r["sample_over_greedy"] = sm / gr;
+            return r;
         }
-        r["generate_tokens_per_second_batch1"] = TokPerSec(1, 64);
-        r[$"generate_tokens_per_second_batch{groupSize}"] = TokPerSec(groupSize, 64);
-        r["batch_speedup"] = (double)r[$"generate_tokens_per_second_batch{groupSize}"] / (double)r["generate_tokens_per_second_batch1"];
+        double b1 = GenerateTokensPerSecond(model, 1, true, runs), bg = GenerateTokensPerSecond(model, groupSize, true, runs);
+        r["generate_tokens_per_second_batch1"] = b1;
+        r[$"generate_tokens_per_second_batch{groupSize}"] = bg;
+        r["batch_speedup"] = bg / b1;
+        double s = GenerateTokensPerSecond(model, groupSize, false, runs);
+        r[$"sample_tokens_per_second_batch{groupSize}"] = s;
+        r["sample_over_greedy"] = s / bg;
         // one decoding step's latency with 32 vs 512 tokens already in the cache
         double StepAt(int pos)
         {
             using var _ = no_grad();
             using var cache = model.NewCache(1, pos + 40);
-            using (var pre = tensor(Enumerable.Range(0, pos).Select(i => (long)(i % cfg.VocabSize)).ToArray(), [1, pos])) model.Forward(pre, cache: cache, lastOnly: true).Dispose();
+            using (var pre = tensor(Enumerable.Range(0, pos).Select(i => (long)(i % cfg.VocabSize)).ToArray(), [1, pos]))
+                model.Forward(pre, cache: cache, lastOnly: true).Dispose();
             var times = new List<double>();
             for (int i = 0; i < 31; i++)
             {
@@ -122,7 +191,8 @@ public static class Benchmarks
             return Median(times);
         }
         double t32 = StepAt(32), t512 = StepAt(512);
-        r["token_latency_ms_at_32"] = t32 * 1e3; r["token_latency_ms_at_512"] = t512 * 1e3; r["latency_ratio_512_over_32"] = t512 / t32;
+        r["token_latency_ms_at_32"] = t32 * 1e3; r["token_latency_ms_at_512"] = t512 * 1e3;
+        r["latency_ratio_512_over_32"] = t512 / t32;
         return r;
     }
 
