@@ -146,7 +146,8 @@ public static class Generation
                 probs = filtered.softmax(-1);
             }
             var u = rand([B], dtype: ScalarType.Float64, generator: rng).data<double>().ToArray();
-            ids = SampleInverseCdf(probs.contiguous().data<float>().ToArray(), B, V, u);
+            var pc = probs.contiguous();   // read in place: a managed copy of [B, V] cost more than the sampling
+            ids = SampleInverseCdf(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(pc.bytes), B, V, u);
         }
         using var chosen = tensor(ids, [B, 1], dtype: ScalarType.Int64);
         var lp = logp.gather(-1, chosen).squeeze(-1);
