@@ -5,10 +5,13 @@ namespace Workbook.Tests;
 
 public class BenchCliTests
 {
-    static (int code, string output) Run(params string[] args)
+    static (int code, string output) Run(params string[] args) => RunWith(null, args);
+
+    static (int code, string output) RunWith(string? mklFix, params string[] args)
     {
         var cli = Path.Combine(AppContext.BaseDirectory, "workbook.dll");
         var psi = new ProcessStartInfo("dotnet", [cli, .. args]) { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment["WORKBOOK_MKL_VENDOR_FIX"] = mklFix;
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
         var output = p.StandardOutput.ReadToEnd();
@@ -27,5 +30,15 @@ public class BenchCliTests
         var (code, output) = Run("bench", "train", option, value);
         Assert.Equal(2, code);
         Assert.Contains(message, output.Replace("\n", " "));
+    }
+
+    [Theory]
+    [InlineData("1", "\"on\"")]
+    [InlineData(null, "off (set WORKBOOK_MKL_VENDOR_FIX=1")]
+    public void The_oneMKL_vendor_fix_is_opt_in_and_loads_before_libtorch_when_asked(string? env, string state)
+    {
+        var (code, output) = RunWith(env, "bench", "gemm", "--json");
+        Assert.Equal(0, code);
+        Assert.Contains(state, output);
     }
 }

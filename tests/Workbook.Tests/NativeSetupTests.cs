@@ -15,7 +15,7 @@ static class TestProcessSetup
 
 public class NativeSetupTests
 {
-    static bool Disabled => Environment.GetEnvironmentVariable("WORKBOOK_MKL_VENDOR_FIX") is "0" or "off" or "false";
+    static bool Disabled => Environment.GetEnvironmentVariable("WORKBOOK_MKL_VENDOR_FIX") is not ("1" or "on" or "true");
 
     [Fact]
     public void MklVendorFixIsBuiltAndLoadedBeforeLibtorch()

@@ -3,7 +3,9 @@
 //  1. oneMKL vendor check. libtorch's statically linked oneMKL takes its non-Intel code path on AMD CPUs (f32 GEMM at
 //     less than half speed). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c beside the assemblies)
 //     answers MKL's exported mkl_serv_intel_cpu_true with 1; loaded RTLD_NOW|RTLD_GLOBAL, it interposes libtorch_cpu's
-//     PLT call. Off: WORKBOOK_MKL_VENDOR_FIX=0.
+//     PLT call. Opt-in (WORKBOOK_MKL_VENDOR_FIX=1): on this project's machines it measured faster only when the machine
+//     was not oversubscribed (149 vs 115 GFLOP/s at load 8.6) and 5-15x slower when it was (two MKL threads per
+//     process), so it is not the default.
 //  2. glibc malloc keeps big blocks instead of mapping and unmapping activation buffers every step (Memory.Tune).
 //     Off: WORKBOOK_MALLOC_TUNE=0.
 // Both report their state in Status (bench and info print it).
@@ -18,7 +20,7 @@ public static class NativeSetup
     const int RTLD_NOW = 2, RTLD_GLOBAL = 0x100;
     static int done;
 
-    /// <summary>"on", "off (WORKBOOK_MKL_VENDOR_FIX=0)", "late (...)" or "unavailable (...)".</summary>
+    /// <summary>"on", "off (...)", "late (...)" or "unavailable (...)".</summary>
     public static string MklVendorFix { get; private set; } = "not run";
 
     public static Dictionary<string, string> Status() => new()
@@ -46,8 +48,8 @@ public static class NativeSetup
     static string LoadMklFix()
     {
         if (!OperatingSystem.IsLinux()) return "unavailable (Linux only)";
-        if (Environment.GetEnvironmentVariable("WORKBOOK_MKL_VENDOR_FIX") is "0" or "off" or "false")
-            return "off (WORKBOOK_MKL_VENDOR_FIX=0)";
+        if (Environment.GetEnvironmentVariable("WORKBOOK_MKL_VENDOR_FIX") is not ("1" or "on" or "true"))
+            return "off (set WORKBOOK_MKL_VENDOR_FIX=1 to turn it on)";
         var dir = Path.GetDirectoryName(typeof(NativeSetup).Assembly.Location);
         var path = string.IsNullOrEmpty(dir) ? null : Path.Combine(dir, LibraryName);
         if (path is null || !File.Exists(path)) return $"unavailable ({LibraryName} was not built: gcc missing at build time)";
