@@ -12,39 +12,110 @@ namespace Workbook.Cli;
 
 public sealed class BenchCommand : Command<BenchCommand.Settings>
 {
-    public const int MaxVocab = 151936;   // Qwen3's embedding rows: the largest vocabulary a preset can take
+    public const int MaxVocab = 151936; // Qwen3's embedding rows: the largest vocabulary a preset can take
 
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<WHAT>")][Description("gemm, train, generate, grpo, tokenizer or all")] public string What { get; init; } = "";
-        [CommandOption("--preset <NAME>")][Description("small (default: 4 layers, hidden 256, vocab 4096), tiny, qwen3-0.6b")][DefaultValue("small")] public string Preset { get; init; } = "small";
-        [CommandOption("--vocab <N>")][Description("Vocabulary size (default: the preset's; at most 151936)")] public int? Vocab { get; init; }
-        [CommandOption("--dtype <DTYPE>")][Description("f32 or bf16")][DefaultValue("bf16")] public string DType { get; init; } = "bf16";
-        [CommandOption("--batch <N>")][Description("Training batch (tokens per step = batch x seq)")][DefaultValue(8)] public int Batch { get; init; } = 8;
-        [CommandOption("--seq <N>")][DefaultValue(256)] public int Seq { get; init; } = 256;
-        [CommandOption("--steps <N>")][Description("Timed training steps")][DefaultValue(10)] public int Steps { get; init; } = 10;
-        [CommandOption("--warmup <N>")][Description("Untimed training steps first")][DefaultValue(3)] public int Warmup { get; init; } = 3;
-        [CommandOption("--runs <N>")][Description("Timed generation runs per batch size (median)")][DefaultValue(3)] public int Runs { get; init; } = 3;
-        [CommandOption("--gen-batch <N>")][Description("generate: this batch only, greedy and sampled (default: 1 and 8, and the KV latency)")] public int? GenBatch { get; init; }
-        [CommandOption("--clip <NORM>")][Description("Gradient clipping in the training step (0 = off, as the peer)")][DefaultValue(0.0)] public double Clip { get; init; }
-        [CommandOption("--memory-steps <N>")][Description("Extra steps to measure RSS growth (0 = skip)")][DefaultValue(0)] public int MemorySteps { get; init; }
-        [CommandOption("--machine-peak <GFLOPS>")][Description("Stated machine GEMM peak for MFU (default: tuned PyTorch on this machine type)")] public double? MachinePeak { get; init; }
-        [CommandOption("--text <FILE>")][Description("tokenizer: also measure on this text file")] public string? Text { get; init; }
-        [CommandOption("--out <FILE>")][Description("Also write the JSON here (atomically)")] public string? Out { get; init; }
-        [CommandOption("--json")] public bool Json { get; init; }
+        [CommandArgument(0, "<WHAT>")]
+        [Description("gemm, train, generate, grpo, tokenizer or all")]
+        public string What { get; init; } = "";
+
+        [CommandOption("--preset <NAME>")]
+        [Description("small (default: 4 layers, hidden 256, vocab 4096), tiny, qwen3-0.6b")]
+        [DefaultValue("small")]
+        public string Preset { get; init; } = "small";
+
+        [CommandOption("--vocab <N>")]
+        [Description("Vocabulary size (default: the preset's; at most 151936)")]
+        public int? Vocab { get; init; }
+
+        [CommandOption("--dtype <DTYPE>")]
+        [Description("f32 or bf16")]
+        [DefaultValue("bf16")]
+        public string DType { get; init; } = "bf16";
+
+        [CommandOption("--batch <N>")]
+        [Description("Training batch (tokens per step = batch x seq)")]
+        [DefaultValue(8)]
+        public int Batch { get; init; } = 8;
+
+        [CommandOption("--seq <N>")]
+        [DefaultValue(256)]
+        public int Seq { get; init; } = 256;
+
+        [CommandOption("--steps <N>")]
+        [Description("Timed training steps")]
+        [DefaultValue(10)]
+        public int Steps { get; init; } = 10;
+
+        [CommandOption("--warmup <N>")]
+        [Description("Untimed training steps first")]
+        [DefaultValue(3)]
+        public int Warmup { get; init; } = 3;
+
+        [CommandOption("--runs <N>")]
+        [Description("Timed generation runs per batch size (median)")]
+        [DefaultValue(3)]
+        public int Runs { get; init; } = 3;
+
+        [CommandOption("--gen-batch <N>")]
+        [Description("generate: this batch only, greedy and sampled (default: 1 and 8, and the KV latency)")]
+        public int? GenBatch { get; init; }
+
+        [CommandOption("--clip <NORM>")]
+        [Description("Gradient clipping in the training step (0 = off, as the peer)")]
+        [DefaultValue(0.0)]
+        public double Clip { get; init; }
+
+        [CommandOption("--memory-steps <N>")]
+        [Description("Extra steps to measure RSS growth (0 = skip)")]
+        [DefaultValue(0)]
+        public int MemorySteps { get; init; }
+
+        [CommandOption("--machine-peak <GFLOPS>")]
+        [Description("Stated machine GEMM peak for MFU (default: tuned PyTorch on this machine type)")]
+        public double? MachinePeak { get; init; }
+
+        [CommandOption("--text <FILE>")]
+        [Description("tokenizer: also measure on this text file")]
+        public string? Text { get; init; }
+
+        [CommandOption("--out <FILE>")]
+        [Description("Also write the JSON here (atomically)")]
+        public string? Out { get; init; }
+
+        [CommandOption("--json")]
+        public bool Json { get; init; }
 
         public override ValidationResult Validate()
         {
             if (What is not ("gemm" or "train" or "generate" or "grpo" or "tokenizer" or "all"))
-                return ValidationResult.Error($"bench: unknown '{What}': expected gemm, train, generate, grpo, tokenizer or all");
-            foreach (var (name, v, min) in new[] { ("--batch", Batch, 1), ("--seq", Seq, 2), ("--steps", Steps, 1),
-                                                   ("--warmup", Warmup, 0), ("--runs", Runs, 1), ("--memory-steps", MemorySteps, 0) })
-                if (v < min) return ValidationResult.Error($"{name} {v}: must be at least {min}");
+                return ValidationResult.Error(
+                    $"bench: unknown '{What}': expected gemm, train, generate, grpo, tokenizer or all"
+                );
+            foreach (
+                var (name, v, min) in new[]
+                {
+                    ("--batch", Batch, 1),
+                    ("--seq", Seq, 2),
+                    ("--steps", Steps, 1),
+                    ("--warmup", Warmup, 0),
+                    ("--runs", Runs, 1),
+                    ("--memory-steps", MemorySteps, 0),
+                }
+            )
+                if (v < min)
+                    return ValidationResult.Error($"{name} {v}: must be at least {min}");
             if (Vocab is { } n && (n < 2 || n > MaxVocab))
-                return ValidationResult.Error($"--vocab {n} does not fit preset '{Preset}': it must be between 2 and {MaxVocab} (Qwen3's vocabulary)");
-            if (GenBatch is { } gb && gb < 1) return ValidationResult.Error($"--gen-batch {gb}: must be at least 1");
-            if (MachinePeak is { } p && !(p > 0)) return ValidationResult.Error($"--machine-peak {p}: must be a positive GFLOP/s");
-            if (!(Clip >= 0)) return ValidationResult.Error($"--clip {Clip}: must be >= 0");
+                return ValidationResult.Error(
+                    $"--vocab {n} does not fit preset '{Preset}': it must be between 2 and {MaxVocab} (Qwen3's vocabulary)"
+                );
+            if (GenBatch is { } gb && gb < 1)
+                return ValidationResult.Error($"--gen-batch {gb}: must be at least 1");
+            if (MachinePeak is { } p && !(p > 0))
+                return ValidationResult.Error($"--machine-peak {p}: must be a positive GFLOP/s");
+            if (!(Clip >= 0))
+                return ValidationResult.Error($"--clip {Clip}: must be >= 0");
             return ValidationResult.Success();
         }
     }
@@ -56,37 +127,65 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         double machinePeak = s.MachinePeak ?? Benchmarks.StatedMachinePeakGflops(dtype);
         var r = new Dictionary<string, object>
         {
-            ["what"] = s.What, ["preset"] = s.Preset, ["vocab"] = cfg.VocabSize, ["dtype"] = Devices.Name(dtype),
-            ["batch"] = s.Batch, ["seq"] = s.Seq, ["parameters"] = cfg.ParameterCount(),
+            ["what"] = s.What,
+            ["preset"] = s.Preset,
+            ["vocab"] = cfg.VocabSize,
+            ["dtype"] = Devices.Name(dtype),
+            ["batch"] = s.Batch,
+            ["seq"] = s.Seq,
+            ["parameters"] = cfg.ParameterCount(),
             ["threads"] = TorchSharp.torch.get_num_threads(),
             ["machine_peak_gflops"] = machinePeak,
             ["machine_peak_source"] = s.MachinePeak is null ? Benchmarks.StatedMachinePeakSource : "--machine-peak",
-            ["native"] = NativeSetup.Status(), ["versions"] = Experiments.ExperimentRunner.Versions(),
+            ["native"] = NativeSetup.Status(),
+            ["versions"] = Experiments.ExperimentRunner.Versions(),
         };
         if (s.What is "gemm")
         {
             double g = Benchmarks.GemmPeakGflops(dtype);
-            r["gemm_peak_gflops"] = g; r["gemm_over_machine_peak"] = g / machinePeak;
+            r["gemm_peak_gflops"] = g;
+            r["gemm_over_machine_peak"] = g / machinePeak;
         }
         if (s.What is "train" or "all")
-            foreach (var (k, v) in Benchmarks.Train(cfg, dtype, s.Batch, s.Seq, s.Steps, s.MemorySteps, machinePeak, s.Warmup, s.Clip))
+            foreach (
+                var (k, v) in Benchmarks.Train(
+                    cfg,
+                    dtype,
+                    s.Batch,
+                    s.Seq,
+                    s.Steps,
+                    s.MemorySteps,
+                    machinePeak,
+                    s.Warmup,
+                    s.Clip
+                )
+            )
                 r[k] = v;
         if (s.What is "grpo" or "all")
         {
             var tok = Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault());
             var task = TaskRegistry.Create("grammar", 0, new TaskOptions { TrainSize = 500, EvalSize = 8 });
             var codec = new Codec(tok, TaskVocabulary.Build(tok, task));
-            foreach (var (k, v) in Benchmarks.Grpo(Qwen3Config.Small(codec.Vocab.Size), dtype, codec, task, 4)) r[k] = v;
+            foreach (var (k, v) in Benchmarks.Grpo(Qwen3Config.Small(codec.Vocab.Size), dtype, codec, task, 4))
+                r[k] = v;
         }
-        if (s.What is "generate" or "all") foreach (var (k, v) in Benchmarks.Generate(cfg, dtype, s.Runs, onlyBatch: s.GenBatch)) r[k] = v;
-        if (s.What is "tokenizer" or "all") foreach (var (k, v) in Benchmarks.Tokenizer(TokenizerFiles.EnsureDefault(), s.Text)) r[k] = v;
+        if (s.What is "generate" or "all")
+            foreach (var (k, v) in Benchmarks.Generate(cfg, dtype, s.Runs, onlyBatch: s.GenBatch))
+                r[k] = v;
+        if (s.What is "tokenizer" or "all")
+            foreach (var (k, v) in Benchmarks.Tokenizer(TokenizerFiles.EnsureDefault(), s.Text))
+                r[k] = v;
         r["peak_rss_mb"] = Benchmarks.PeakRss() / 1e6;
         var json = JsonSerializer.Serialize(r, new JsonSerializerOptions { WriteIndented = true });
-        if (s.Out is not null) AtomicFile.WriteAllText(s.Out, json);
-        if (s.Json) Console.WriteLine(json);
+        if (s.Out is not null)
+            AtomicFile.WriteAllText(s.Out, json);
+        if (s.Json)
+            Console.WriteLine(json);
         else
             foreach (var (k, v) in r.Where(kv => kv.Key != "versions"))
-                AnsiConsole.MarkupLineInterpolated($"{k,-38} {(v is double d ? d.ToString("G4") : v is Dictionary<string, string> m ? string.Join("; ", m.Select(x => $"{x.Key}={x.Value}")) : v)}");
+                AnsiConsole.MarkupLineInterpolated(
+                    $"{k, -38} {(v is double d ? d.ToString("G4") : v is Dictionary<string, string> m ? string.Join("; ", m.Select(x => $"{x.Key}={x.Value}")) : v)}"
+                );
         return 0;
     }
 }

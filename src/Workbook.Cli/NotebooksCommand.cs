@@ -9,15 +9,28 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<ACTION>")][Description("run, or fix-kernel (fix FSharp.Core in the installed .NET notebook kernels)")] public string Action { get; init; } = "";
-        [CommandArgument(1, "[NAMES]")][Description("run: notebook names (default: all), e.g. 01-theorems; fix-kernel: extra kernel tool folders")] public string[] Names { get; init; } = [];
-        [CommandOption("--quick")][Description("Small budgets (WORKBOOK_QUICK=1)")] public bool Quick { get; init; }
-        public override ValidationResult Validate() => Action is "run" or "fix-kernel" ? ValidationResult.Success() : ValidationResult.Error($"unknown action '{Action}': expected run or fix-kernel");
+        [CommandArgument(0, "<ACTION>")]
+        [Description("run, or fix-kernel (fix FSharp.Core in the installed .NET notebook kernels)")]
+        public string Action { get; init; } = "";
+
+        [CommandArgument(1, "[NAMES]")]
+        [Description("run: notebook names (default: all), e.g. 01-theorems; fix-kernel: extra kernel tool folders")]
+        public string[] Names { get; init; } = [];
+
+        [CommandOption("--quick")]
+        [Description("Small budgets (WORKBOOK_QUICK=1)")]
+        public bool Quick { get; init; }
+
+        public override ValidationResult Validate() =>
+            Action is "run" or "fix-kernel"
+                ? ValidationResult.Success()
+                : ValidationResult.Error($"unknown action '{Action}': expected run or fix-kernel");
     }
 
     public override int Execute(CommandContext context, Settings s)
     {
-        if (s.Action == "fix-kernel") return FixKernels(s.Names);
+        if (s.Action == "fix-kernel")
+            return FixKernels(s.Names);
         var root = FindRoot();
         var runner = new NotebookRunner(root, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
         runner.Prepare();
@@ -27,10 +40,17 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
         {
             AnsiConsole.MarkupLineInterpolated($"[bold]{n}[/] ...");
             var r = runner.Run(n, s.Quick);
-            if (r.Ok) AnsiConsole.MarkupLineInterpolated($"  ok in {r.Elapsed:mm\\:ss}: {r.HtmlPath}");
-            else { failed++; AnsiConsole.MarkupLineInterpolated($"  [red]failed[/] in {r.Elapsed:mm\\:ss}: {r.Error}"); }
+            if (r.Ok)
+                AnsiConsole.MarkupLineInterpolated($"  ok in {r.Elapsed:mm\\:ss}: {r.HtmlPath}");
+            else
+            {
+                failed++;
+                AnsiConsole.MarkupLineInterpolated($"  [red]failed[/] in {r.Elapsed:mm\\:ss}: {r.Error}");
+            }
         }
-        AnsiConsole.MarkupLineInterpolated($"{names.Length - failed} notebook(s) ok, {failed} failed; executed notebooks and HTML in {runner.ReportsDir}");
+        AnsiConsole.MarkupLineInterpolated(
+            $"{names.Length - failed} notebook(s) ok, {failed} failed; executed notebooks and HTML in {runner.ReportsDir}"
+        );
         return failed == 0 ? 0 : 1;
     }
 
@@ -39,16 +59,29 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
     static int FixKernels(string[] extra)
     {
         var dirs = NotebookRunner.KernelFolders().Concat(extra.Select(Path.GetFullPath)).Distinct().ToList();
-        if (dirs.Count == 0) { AnsiConsole.MarkupLine("no .NET notebook kernel found (install dotnet-interactive, or pass its tools/net10.0/any folder)"); return 1; }
+        if (dirs.Count == 0)
+        {
+            AnsiConsole.MarkupLine(
+                "no .NET notebook kernel found (install dotnet-interactive, or pass its tools/net10.0/any folder)"
+            );
+            return 1;
+        }
         foreach (var d in dirs)
-            if (!NotebookRunner.FixKernel(d, m => AnsiConsole.MarkupLineInterpolated($"{m}"))) AnsiConsole.MarkupLineInterpolated($"already fine: {d}");
+            if (!NotebookRunner.FixKernel(d, m => AnsiConsole.MarkupLineInterpolated($"{m}")))
+                AnsiConsole.MarkupLineInterpolated($"already fine: {d}");
         return 0;
     }
 
     static string FindRoot()
     {
         for (var d = new DirectoryInfo(Directory.GetCurrentDirectory()); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "Workbook.sln")) && Directory.Exists(Path.Combine(d.FullName, "notebooks"))) return d.FullName;
-        throw new WorkbookException("run this inside the workbook checkout (no Workbook.sln with notebooks/ above the current folder)");
+            if (
+                File.Exists(Path.Combine(d.FullName, "Workbook.sln"))
+                && Directory.Exists(Path.Combine(d.FullName, "notebooks"))
+            )
+                return d.FullName;
+        throw new WorkbookException(
+            "run this inside the workbook checkout (no Workbook.sln with notebooks/ above the current folder)"
+        );
     }
 }

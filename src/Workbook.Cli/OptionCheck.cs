@@ -10,27 +10,38 @@ public static class OptionCheck
 {
     public static string? Check(string[] args, IReadOnlyDictionary<string, Type> commands)
     {
-        if (args.Length == 0 || !commands.TryGetValue(args[0], out var command)) return null;
+        if (args.Length == 0 || !commands.TryGetValue(args[0], out var command))
+            return null;
         var settings = SettingsType(command);
-        if (settings is null) return null;
+        if (settings is null)
+            return null;
         var typed = new Dictionary<string, Type>();
         foreach (var p in settings.GetProperties())
             if (p.GetCustomAttribute<CommandOptionAttribute>() is { } a)
             {
                 var t = Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType;
-                foreach (var n in a.LongNames) typed[$"--{n}"] = t;
+                foreach (var n in a.LongNames)
+                    typed[$"--{n}"] = t;
             }
         for (int i = 1; i < args.Length; i++)
         {
             var arg = args[i];
-            if (!arg.StartsWith("--")) continue;
+            if (!arg.StartsWith("--"))
+                continue;
             var eq = arg.IndexOf('=');
             var name = eq > 0 ? arg[..eq] : arg;
-            if (!typed.TryGetValue(name, out var t)) continue;
-            if (t == typeof(bool) || t == typeof(string) || t.IsArray) continue;
-            string? value = eq > 0 ? arg[(eq + 1)..] : i + 1 < args.Length ? args[++i] : null;
-            if (value is null) return $"{name}: expected a value";
-            if (Problem(value, t) is { } why) return $"{name}: {why}, got '{value}'";
+            if (!typed.TryGetValue(name, out var t))
+                continue;
+            if (t == typeof(bool) || t == typeof(string) || t.IsArray)
+                continue;
+            string? value =
+                eq > 0 ? arg[(eq + 1)..]
+                : i + 1 < args.Length ? args[++i]
+                : null;
+            if (value is null)
+                return $"{name}: expected a value";
+            if (Problem(value, t) is { } why)
+                return $"{name}: {why}, got '{value}'";
         }
         return null;
     }
@@ -43,7 +54,8 @@ public static class OptionCheck
             return int.TryParse(v, I, c, out _) ? null
                 : long.TryParse(v, I, c, out _) ? $"expected an integer in [{int.MinValue}, {int.MaxValue}]"
                 : "expected an integer";
-        if (t == typeof(long)) return long.TryParse(v, I, c, out _) ? null : "expected an integer";
+        if (t == typeof(long))
+            return long.TryParse(v, I, c, out _) ? null : "expected an integer";
         if (t == typeof(double) || t == typeof(float))
             return !double.TryParse(v, NumberStyles.Float, c, out var d) ? "expected a number"
                 : !double.IsFinite(d) || (t == typeof(float) && !float.IsFinite((float)d)) ? "expected a finite number"
@@ -54,7 +66,8 @@ public static class OptionCheck
     static Type? SettingsType(Type command)
     {
         for (var t = command; t is not null; t = t.BaseType)
-            if (t.IsGenericType && t.GetGenericTypeDefinition() == typeof(Command<>)) return t.GetGenericArguments()[0];
+            if (t.IsGenericType && t.GetGenericTypeDefinition() == typeof(Command<>))
+                return t.GetGenericArguments()[0];
         return null;
     }
 }

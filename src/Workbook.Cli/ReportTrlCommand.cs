@@ -12,25 +12,37 @@ public sealed class CouplingReportCommand : Command<CouplingReportCommand.Settin
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "[RUN_DIR]")][Description("A workbook run folder (re-renders its report.html)")]
+        [CommandArgument(0, "[RUN_DIR]")]
+        [Description("A workbook run folder (re-renders its report.html)")]
         public string? RunDir { get; init; }
+
         [CommandOption("--from-trl <DIR>")]
-        [Description("TRL runs: DIR/[<pipeline>/][seed-<N>/]<k>-<stage>/trainer_state.json (what export-recipe writes)")]
+        [Description(
+            "TRL runs: DIR/[<pipeline>/][seed-<N>/]<k>-<stage>/trainer_state.json (what export-recipe writes)"
+        )]
         public string? FromTrl { get; init; }
-        [CommandOption("--out <FILE>")][Description("With --from-trl: the HTML file (default DIR/coupling-report.html)")]
+
+        [CommandOption("--out <FILE>")]
+        [Description("With --from-trl: the HTML file (default DIR/coupling-report.html)")]
         public string? Out { get; init; }
 
         public override ValidationResult Validate()
         {
-            if (RunDir is null == FromTrl is null) return ValidationResult.Error("give a RUN_DIR or --from-trl DIR (one of them)");
-            if (Out is not null && FromTrl is null) return ValidationResult.Error("--out goes with --from-trl");
+            if (RunDir is null == FromTrl is null)
+                return ValidationResult.Error("give a RUN_DIR or --from-trl DIR (one of them)");
+            if (Out is not null && FromTrl is null)
+                return ValidationResult.Error("--out goes with --from-trl");
             return ValidationResult.Success();
         }
     }
 
     public override int Execute(CommandContext context, Settings s)
     {
-        if (s.RunDir is not null) { AnsiConsole.MarkupLineInterpolated($"report: {Report.Write(s.RunDir)}"); return 0; }
+        if (s.RunDir is not null)
+        {
+            AnsiConsole.MarkupLineInterpolated($"report: {Report.Write(s.RunDir)}");
+            return 0;
+        }
         var path = TrlImport.Write(s.FromTrl!, s.Out);
         foreach (var f in TrlImport.Findings(TrlImport.Load(s.FromTrl!)).Where(f => f.Statement.Length > 0))
             AnsiConsole.MarkupLineInterpolated($"{f.Statement}");

@@ -12,27 +12,51 @@ public sealed class RunCommand : Command<RunCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<EXPERIMENT>")][Description("sft-then-rl, rl-then-sft, interleaved, joint, a control (lenient-reward, no-format-mix, fresh-optimizer) or all")]
+        [CommandArgument(0, "<EXPERIMENT>")]
+        [Description(
+            "sft-then-rl, rl-then-sft, interleaved, joint, a control (lenient-reward, no-format-mix, fresh-optimizer) or all"
+        )]
         public string Experiment { get; init; } = "";
-        [CommandOption("--config <FILE>")][Description("Experiment config (JSON, snake_case keys); defaults are the embedded default")]
+
+        [CommandOption("--config <FILE>")]
+        [Description("Experiment config (JSON, snake_case keys); defaults are the embedded default")]
         public string? Config { get; init; }
-        [CommandOption("--set <KEY=VALUE>")][Description("Override a config value, e.g. grpo.beta=0.1 (repeatable; wins over --quick and --config)")]
+
+        [CommandOption("--set <KEY=VALUE>")]
+        [Description("Override a config value, e.g. grpo.beta=0.1 (repeatable; wins over --quick and --config)")]
         public string[] Set { get; init; } = [];
-        [CommandOption("--seeds <N>")][Description("Number of training seeds (default 3; wins over --quick)")]
+
+        [CommandOption("--seeds <N>")]
+        [Description("Number of training seeds (default 3; wins over --quick)")]
         public int? Seeds { get; init; }
-        [CommandOption("--quick")][Description("Small budgets (CI); --config, --set and --seeds still apply on top")]
+
+        [CommandOption("--quick")]
+        [Description("Small budgets (CI); --config, --set and --seeds still apply on top")]
         public bool Quick { get; init; }
-        [CommandOption("--model <DIR>")][Description("Start from a Hugging Face Qwen3 folder instead of the small embedded model")]
+
+        [CommandOption("--model <DIR>")]
+        [Description("Start from a Hugging Face Qwen3 folder instead of the small embedded model")]
         public string? Model { get; init; }
-        [CommandOption("--dataset <SPEC>")][Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")]
+
+        [CommandOption("--dataset <SPEC>")]
+        [Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")]
         public string? Dataset { get; init; }
-        [CommandOption("--dtype <DTYPE>")][Description("Compute dtype of every stage: f32 or bf16 (default f32)")]
+
+        [CommandOption("--dtype <DTYPE>")]
+        [Description("Compute dtype of every stage: f32 or bf16 (default f32)")]
         public string? DType { get; init; }
-        [CommandOption("--device <DEVICE>")][Description("cpu, cuda or auto (default auto)")]
+
+        [CommandOption("--device <DEVICE>")]
+        [Description("cpu, cuda or auto (default auto)")]
         public string? Device { get; init; }
-        [CommandOption("--runs <DIR>")][Description("Folder of run folders")][DefaultValue("runs")]
+
+        [CommandOption("--runs <DIR>")]
+        [Description("Folder of run folders")]
+        [DefaultValue("runs")]
         public string Runs { get; init; } = "runs";
-        [CommandOption("--resume <RUN_DIR>")][Description("Continue a killed run")]
+
+        [CommandOption("--resume <RUN_DIR>")]
+        [Description("Continue a killed run")]
         public string? Resume { get; init; }
     }
 
@@ -44,7 +68,11 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         var node = JsonNode.Parse(start.ToJson())!.AsObject();
         JsonConfig.Merge(node, JsonConfig.Read(file));
         JsonConfig.Merge(node, JsonConfig.WithOverrides(new JsonObject(), overrides));
-        var c = JsonConfig.Deserialize<ExperimentConfig>(node, file is null ? "--set" : $"{file} (or --set)", TrainOptions.Json);
+        var c = JsonConfig.Deserialize<ExperimentConfig>(
+            node,
+            file is null ? "--set" : $"{file} (or --set)",
+            TrainOptions.Json
+        );
         c.Validate();
         return c;
     }
@@ -56,26 +84,50 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         string runDir;
         if (s.Resume is not null)
         {
-            if (!File.Exists(Path.Combine(s.Resume, "config.json"))) throw new WorkbookException($"--resume {s.Resume}: not a run folder (no config.json)");
-            if (s.Config is not null || s.Set.Length > 0 || s.Seeds is not null || s.Quick || s.Model is not null || s.Dataset is not null
-                || s.DType is not null || s.Device is not null)
-                throw new WorkbookException("--resume: a resumed run uses its own config.json; drop --config, --set, --seeds, --quick, --model, --dataset, --dtype and --device");
+            if (!File.Exists(Path.Combine(s.Resume, "config.json")))
+                throw new WorkbookException($"--resume {s.Resume}: not a run folder (no config.json)");
+            if (
+                s.Config is not null
+                || s.Set.Length > 0
+                || s.Seeds is not null
+                || s.Quick
+                || s.Model is not null
+                || s.Dataset is not null
+                || s.DType is not null
+                || s.Device is not null
+            )
+                throw new WorkbookException(
+                    "--resume: a resumed run uses its own config.json; drop --config, --set, --seeds, --quick, --model, --dataset, --dtype and --device"
+                );
             cfg = ExperimentConfig.Load(Path.Combine(s.Resume, "config.json"));
             runDir = s.Resume;
         }
         else
         {
             var overrides = s.Set.ToList();
-            if (s.Seeds is { } n) overrides.Add($"seeds={n}");
-            if (s.Model is not null) overrides.Add($"model={System.Text.Json.JsonSerializer.Serialize(s.Model)}");
-            if (s.Dataset is not null) overrides.Add($"dataset={System.Text.Json.JsonSerializer.Serialize(s.Dataset)}");
-            if (s.Device is not null) overrides.Add($"device={System.Text.Json.JsonSerializer.Serialize(s.Device)}");
-            if (s.DType is not null) overrides.Add($"dtype={System.Text.Json.JsonSerializer.Serialize(s.DType)}");
+            if (s.Seeds is { } n)
+                overrides.Add($"seeds={n}");
+            if (s.Model is not null)
+                overrides.Add($"model={System.Text.Json.JsonSerializer.Serialize(s.Model)}");
+            if (s.Dataset is not null)
+                overrides.Add($"dataset={System.Text.Json.JsonSerializer.Serialize(s.Dataset)}");
+            if (s.Device is not null)
+                overrides.Add($"device={System.Text.Json.JsonSerializer.Serialize(s.Device)}");
+            if (s.DType is not null)
+                overrides.Add($"dtype={System.Text.Json.JsonSerializer.Serialize(s.DType)}");
             cfg = LoadConfig(s.Config, s.Quick, overrides);
             runDir = ExperimentRunner.NewRunDir(s.Runs, (s.Quick ? "quick-" : "") + s.Experiment);
         }
-        try { return Run(s, cfg, runDir, pipelines); }
-        catch { if (s.Resume is null) RunFolders.RemoveIfEmpty(runDir); throw; }
+        try
+        {
+            return Run(s, cfg, runDir, pipelines);
+        }
+        catch
+        {
+            if (s.Resume is null)
+                RunFolders.RemoveIfEmpty(runDir);
+            throw;
+        }
     }
 
     static int Run(Settings s, ExperimentConfig cfg, string runDir, IReadOnlyList<string> pipelines)
@@ -83,18 +135,28 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         var sw = Stopwatch.StartNew();
         Workbook.Data.RowReader.Skipped += Terminal.ReportSkipped;
         // the runner validates the config and loads the data before anything is written: bad input leaves no run folder
-        var runner = new ExperimentRunner(cfg, runDir, Path.GetDirectoryName(Path.GetFullPath(runDir))!, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
+        var runner = new ExperimentRunner(
+            cfg,
+            runDir,
+            Path.GetDirectoryName(Path.GetFullPath(runDir))!,
+            m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")
+        );
         AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {runDir}");
         runner.OnMetrics += (stage, step, m) =>
         {
             if (m.ContainsKey("eval_sft_loss"))
-                AnsiConsole.MarkupLineInterpolated($"  {stage} step {step}: {MetricsLog.Format(m, "eval_sft_loss", runner.StrictKey, runner.LenientKey)}  [grey]({sw.Elapsed:mm\\:ss})[/]");
+                AnsiConsole.MarkupLineInterpolated(
+                    $"  {stage} step {step}: {MetricsLog.Format(m, "eval_sft_loss", runner.StrictKey, runner.LenientKey)}  [grey]({sw.Elapsed:mm\\:ss})[/]"
+                );
             else if (step % LoggingSteps(cfg, stage) == 0)
-                AnsiConsole.MarkupLineInterpolated($"[grey]  {stage} step {step}: {MetricsLog.Format(m, "loss", "reward", "kl", "grad_norm")}  ({sw.Elapsed:mm\\:ss})[/]");
+                AnsiConsole.MarkupLineInterpolated(
+                    $"[grey]  {stage} step {step}: {MetricsLog.Format(m, "loss", "reward", "kl", "grad_norm")}  ({sw.Elapsed:mm\\:ss})[/]"
+                );
         };
         var (summary, report) = runner.RunAndReport(pipelines);
         AnsiConsole.WriteLine();
-        foreach (var (name, st) in summary["statements"]!.AsObject()) AnsiConsole.MarkupLineInterpolated($"[bold]{name}[/]: {st!.GetValue<string>()}");
+        foreach (var (name, st) in summary["statements"]!.AsObject())
+            AnsiConsole.MarkupLineInterpolated($"[bold]{name}[/]: {st!.GetValue<string>()}");
         AnsiConsole.MarkupLineInterpolated($"[bold]summary:[/] {Path.Combine(runDir, "summary.json")}");
         AnsiConsole.MarkupLineInterpolated($"[bold]report:[/] {report}  [grey](total {sw.Elapsed:mm\\:ss})[/]");
         return 0;
@@ -114,15 +176,19 @@ public sealed class ReportCommand : Command<ReportCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<RUN_DIR>")][Description("A run folder written by `workbook run` (holds config.json and summary.json)")]
+        [CommandArgument(0, "<RUN_DIR>")]
+        [Description("A run folder written by `workbook run` (holds config.json and summary.json)")]
         public string RunDir { get; init; } = "";
     }
 
     public override int Execute(CommandContext context, Settings s)
     {
-        if (!Directory.Exists(s.RunDir)) throw new WorkbookException($"{s.RunDir}: folder not found");
+        if (!Directory.Exists(s.RunDir))
+            throw new WorkbookException($"{s.RunDir}: folder not found");
         if (!File.Exists(Path.Combine(s.RunDir, "config.json")) || !File.Exists(Path.Combine(s.RunDir, "seeds.json")))
-            throw new WorkbookException($"{s.RunDir}: not a run folder (no config.json and seeds.json; `workbook run` writes those)");
+            throw new WorkbookException(
+                $"{s.RunDir}: not a run folder (no config.json and seeds.json; `workbook run` writes those)"
+            );
         AnsiConsole.MarkupLineInterpolated($"report: {Report.Write(s.RunDir)}");
         return 0;
     }

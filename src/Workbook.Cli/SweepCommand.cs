@@ -14,23 +14,41 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandOption("--beta <LIST>")][Description("KL coefficients, comma-separated, each > 0 (default 0.25,0.5,1,2)")]
+        [CommandOption("--beta <LIST>")]
+        [Description("KL coefficients, comma-separated, each > 0 (default 0.25,0.5,1,2)")]
         public string? Beta { get; init; }
-        [CommandOption("--loose-format-fraction <LIST>")][Description("Shares of natural-words expert responses, in [0, 1] (default 0.35,0)")]
+
+        [CommandOption("--loose-format-fraction <LIST>")]
+        [Description("Shares of natural-words expert responses, in [0, 1] (default 0.35,0)")]
         public string? LooseFormatFraction { get; init; }
-        [CommandOption("--no-twin")][Description("Skip the RL-then-SFT twin (SFT again after each RL stage)")]
+
+        [CommandOption("--no-twin")]
+        [Description("Skip the RL-then-SFT twin (SFT again after each RL stage)")]
         public bool NoTwin { get; init; }
-        [CommandOption("--config <FILE>")][Description("Experiment config (JSON, snake_case keys), as for run")]
+
+        [CommandOption("--config <FILE>")]
+        [Description("Experiment config (JSON, snake_case keys), as for run")]
         public string? Config { get; init; }
-        [CommandOption("--set <KEY=VALUE>")][Description("Override a config value, e.g. grpo.max_steps=120 (repeatable)")]
+
+        [CommandOption("--set <KEY=VALUE>")]
+        [Description("Override a config value, e.g. grpo.max_steps=120 (repeatable)")]
         public string[] Set { get; init; } = [];
-        [CommandOption("--seeds <N>")][Description("Number of training seeds (default 3)")]
+
+        [CommandOption("--seeds <N>")]
+        [Description("Number of training seeds (default 3)")]
         public int? Seeds { get; init; }
-        [CommandOption("--quick")][Description("Small budgets and a two-point grid (CI)")]
+
+        [CommandOption("--quick")]
+        [Description("Small budgets and a two-point grid (CI)")]
         public bool Quick { get; init; }
-        [CommandOption("--runs <DIR>")][Description("Folder of run folders")][DefaultValue("runs")]
+
+        [CommandOption("--runs <DIR>")]
+        [Description("Folder of run folders")]
+        [DefaultValue("runs")]
         public string Runs { get; init; } = "runs";
-        [CommandOption("--resume <RUN_DIR>")][Description("Continue a killed sweep; finished points are not repeated")]
+
+        [CommandOption("--resume <RUN_DIR>")]
+        [Description("Continue a killed sweep; finished points are not repeated")]
         public string? Resume { get; init; }
     }
 
@@ -44,41 +62,58 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         string runDir;
         if (s.Resume is not null)
         {
-            if (!File.Exists(Path.Combine(s.Resume, "config.json")) || !File.Exists(Path.Combine(s.Resume, "grid.json")))
+            if (
+                !File.Exists(Path.Combine(s.Resume, "config.json")) || !File.Exists(Path.Combine(s.Resume, "grid.json"))
+            )
                 throw new WorkbookException($"{s.Resume}: not a sweep folder (no config.json and grid.json)");
             cfg = ExperimentConfig.Load(Path.Combine(s.Resume, "config.json"));
-            grid = JsonSerializer.Deserialize<SweepGrid>(File.ReadAllText(Path.Combine(s.Resume, "grid.json")), TrainOptions.Json)!;
+            grid = JsonSerializer.Deserialize<SweepGrid>(
+                File.ReadAllText(Path.Combine(s.Resume, "grid.json")),
+                TrainOptions.Json
+            )!;
             runDir = s.Resume;
         }
         else
         {
-            var betas = s.Beta is null ? (s.Quick ? [0.5] : SweepGrid.DefaultBetas)
+            var betas = s.Beta is null
+                ? (s.Quick ? [0.5] : SweepGrid.DefaultBetas)
                 : SweepGrid.ParseList("--beta", s.Beta, 0, 1e6, minExclusive: true);
-            var fractions = s.LooseFormatFraction is null ? (s.Quick ? [0.35, 0] : SweepGrid.DefaultFractions)
+            var fractions = s.LooseFormatFraction is null
+                ? (s.Quick ? [0.35, 0] : SweepGrid.DefaultFractions)
                 : SweepGrid.ParseList("--loose-format-fraction", s.LooseFormatFraction, 0, 1, minExclusive: false);
             grid = new SweepGrid(betas, fractions, !s.NoTwin);
             var overrides = Defaults.Concat(s.Set).ToList();
-            if (s.Seeds is { } n) overrides.Add($"seeds={n}");
+            if (s.Seeds is { } n)
+                overrides.Add($"seeds={n}");
             cfg = ExperimentConfig.Load(s.Config, overrides);
-            if (s.Quick) cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
+            if (s.Quick)
+                cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
             cfg.Validate();
             runDir = ExperimentRunner.NewRunDir(s.Runs, (s.Quick ? "quick-" : "") + "sweep");
         }
         var sw = Stopwatch.StartNew();
-        var runner = new ExperimentRunner(cfg, runDir, Path.GetDirectoryName(Path.GetFullPath(runDir))!,
-            m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
+        var runner = new ExperimentRunner(
+            cfg,
+            runDir,
+            Path.GetDirectoryName(Path.GetFullPath(runDir))!,
+            m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")
+        );
         Directory.CreateDirectory(runDir);
         var cfgPath = Path.Combine(runDir, "config.json");
-        if (!File.Exists(cfgPath)) AtomicFile.WriteAllText(cfgPath, cfg.ToJson());
+        if (!File.Exists(cfgPath))
+            AtomicFile.WriteAllText(cfgPath, cfg.ToJson());
         AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {runDir}");
         runner.OnMetrics += (stage, step, m) =>
         {
             if (m.ContainsKey("eval_sft_loss"))
-                AnsiConsole.MarkupLineInterpolated($"  {stage} step {step}: {MetricsLog.Format(m, "eval_sft_nll_per_response", runner.StrictKey)}  [grey]({sw.Elapsed:mm\\:ss})[/]");
+                AnsiConsole.MarkupLineInterpolated(
+                    $"  {stage} step {step}: {MetricsLog.Format(m, "eval_sft_nll_per_response", runner.StrictKey)}  [grey]({sw.Elapsed:mm\\:ss})[/]"
+                );
         };
         var sweep = Sweep.Run(runner, grid, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
         var html = SweepReport.Write(runDir, sweep);
-        foreach (var st in sweep["statements"]!.AsArray()) AnsiConsole.WriteLine(st!.GetValue<string>());
+        foreach (var st in sweep["statements"]!.AsArray())
+            AnsiConsole.WriteLine(st!.GetValue<string>());
         AnsiConsole.MarkupLineInterpolated($"[bold]sweep:[/] {Path.Combine(runDir, "sweep.json")}");
         AnsiConsole.MarkupLineInterpolated($"[bold]report:[/] {html}  [grey](total {sw.Elapsed:mm\\:ss})[/]");
         return 0;

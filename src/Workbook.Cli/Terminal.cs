@@ -14,13 +14,18 @@ public static class Terminal
     {
         bool noColor = Environment.GetEnvironmentVariable("NO_COLOR") is { Length: > 0 };
         Interactive = !Console.IsOutputRedirected && !noColor;
-        if (Interactive) return;
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors, Interactive = InteractionSupport.No,
-            Out = new AnsiConsoleOutput(Console.Out),
-        });
-        console.Profile.Width = 100_000;   // never wrap: lines stay greppable
+        if (Interactive)
+            return;
+        var console = AnsiConsole.Create(
+            new AnsiConsoleSettings
+            {
+                Ansi = AnsiSupport.No,
+                ColorSystem = ColorSystemSupport.NoColors,
+                Interactive = InteractionSupport.No,
+                Out = new AnsiConsoleOutput(Console.Out),
+            }
+        );
+        console.Profile.Width = 100_000; // never wrap: lines stay greppable
         AnsiConsole.Console = console;
     }
 
@@ -41,9 +46,12 @@ public static class Terminal
     {
         switch (ex)
         {
-            case WorkbookException or CommandAppException: return Error(ex.Message);
-            case UnauthorizedAccessException: return Error($"permission denied: {ex.Message}");
-            case IOException io when io is not EndOfStreamException: return Error(ex.Message);
+            case WorkbookException or CommandAppException:
+                return Error(ex.Message);
+            case UnauthorizedAccessException:
+                return Error($"permission denied: {ex.Message}");
+            case IOException io when io is not EndOfStreamException:
+                return Error(ex.Message);
             case OutOfMemoryException:
                 return Error("out of memory: lower the batch size, the sequence length or the model size");
             default:

@@ -13,52 +13,126 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandArgument(0, "<TRAINER>")][Description("sft or grpo")] public string Trainer { get; init; } = "";
-        [CommandOption("--config <FILE>")][Description("Trainer options (JSON, TRL names in snake_case)")] public string? Config { get; init; }
-        [CommandOption("--set <KEY=VALUE>")][Description("Override an option (repeatable)")] public string[] Set { get; init; } = [];
-        [CommandOption("--model <DIR>")][Description("Hugging Face Qwen3 folder to start from")] public string? Model { get; init; }
-        [CommandOption("--preset <NAME>")][Description("Random-init model: tiny, small (task vocabulary) or qwen3-0.6b")] public string? Preset { get; init; }
-        [CommandOption("--dataset <SPEC>")][Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")] public string? Dataset { get; init; }
-        [CommandOption("--train-size <N>")][Description("Training examples to load or generate (default 3000)")]
+        [CommandArgument(0, "<TRAINER>")]
+        [Description("sft or grpo")]
+        public string Trainer { get; init; } = "";
+
+        [CommandOption("--config <FILE>")]
+        [Description("Trainer options (JSON, TRL names in snake_case)")]
+        public string? Config { get; init; }
+
+        [CommandOption("--set <KEY=VALUE>")]
+        [Description("Override an option (repeatable)")]
+        public string[] Set { get; init; } = [];
+
+        [CommandOption("--model <DIR>")]
+        [Description("Hugging Face Qwen3 folder to start from")]
+        public string? Model { get; init; }
+
+        [CommandOption("--preset <NAME>")]
+        [Description("Random-init model: tiny, small (task vocabulary) or qwen3-0.6b")]
+        public string? Preset { get; init; }
+
+        [CommandOption("--dataset <SPEC>")]
+        [Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")]
+        public string? Dataset { get; init; }
+
+        [CommandOption("--train-size <N>")]
+        [Description("Training examples to load or generate (default 3000)")]
         public int? TrainSize { get; init; }
-        [CommandOption("--terse")][Description("SFT on the terse answers (the base stage) instead of the expert responses")] public bool Terse { get; init; }
-        [CommandOption("--skip-bad")][Description("Skip bad data rows (counted and reported) instead of stopping")] public bool SkipBad { get; init; }
-        [CommandOption("--dtype <DTYPE>")][Description("Compute dtype: f32 or bf16 (default: the options' dtype, f32)")] public string? DType { get; init; }
-        [CommandOption("--device <DEVICE>")][Description("cpu, cuda or auto")][DefaultValue("auto")] public string Device { get; init; } = "auto";
-        [CommandOption("--runs <DIR>")][Description("Folder of run folders (the run goes to <DIR>/<timestamp>-train-<trainer>)")][DefaultValue("runs")]
+
+        [CommandOption("--terse")]
+        [Description("SFT on the terse answers (the base stage) instead of the expert responses")]
+        public bool Terse { get; init; }
+
+        [CommandOption("--skip-bad")]
+        [Description("Skip bad data rows (counted and reported) instead of stopping")]
+        public bool SkipBad { get; init; }
+
+        [CommandOption("--dtype <DTYPE>")]
+        [Description("Compute dtype: f32 or bf16 (default: the options' dtype, f32)")]
+        public string? DType { get; init; }
+
+        [CommandOption("--device <DEVICE>")]
+        [Description("cpu, cuda or auto")]
+        [DefaultValue("auto")]
+        public string Device { get; init; } = "auto";
+
+        [CommandOption("--runs <DIR>")]
+        [Description("Folder of run folders (the run goes to <DIR>/<timestamp>-train-<trainer>)")]
+        [DefaultValue("runs")]
         public string Runs { get; init; } = "runs";
-        [CommandOption("--out <RUN_DIR>")][Description("Run folder to write instead of a new one under --runs")] public string? Out { get; init; }
-        [CommandOption("--resume <RUN_DIR>")][Description("Continue a run from its last checkpoint")] public string? Resume { get; init; }
+
+        [CommandOption("--out <RUN_DIR>")]
+        [Description("Run folder to write instead of a new one under --runs")]
+        public string? Out { get; init; }
+
+        [CommandOption("--resume <RUN_DIR>")]
+        [Description("Continue a run from its last checkpoint")]
+        public string? Resume { get; init; }
 
         public override ValidationResult Validate()
         {
-            if (Trainer is not ("sft" or "grpo")) return ValidationResult.Error($"unknown trainer '{Trainer}': expected sft or grpo");
-            if (Model is not null && Preset is not null) return ValidationResult.Error("give at most one of --model and --preset");
-            if (Out is not null && Resume is not null) return ValidationResult.Error("give --out or --resume, not both");
+            if (Trainer is not ("sft" or "grpo"))
+                return ValidationResult.Error($"unknown trainer '{Trainer}': expected sft or grpo");
+            if (Model is not null && Preset is not null)
+                return ValidationResult.Error("give at most one of --model and --preset");
+            if (Out is not null && Resume is not null)
+                return ValidationResult.Error("give --out or --resume, not both");
             return ValidationResult.Success();
         }
     }
 
     public override int Execute(CommandContext context, Settings s)
     {
-        if (s.Resume is not null && !Directory.Exists(s.Resume)) throw new WorkbookException($"--resume {s.Resume}: run folder not found");
-        if (s.Out is not null && File.Exists(s.Out)) throw new WorkbookException($"--out {s.Out}: a file, not a folder");
+        if (s.Resume is not null && !Directory.Exists(s.Resume))
+            throw new WorkbookException($"--resume {s.Resume}: run folder not found");
+        if (s.Out is not null && File.Exists(s.Out))
+            throw new WorkbookException($"--out {s.Out}: a file, not a folder");
         // a resumed run uses the options it started with
         var config = s.Resume is not null ? Path.Combine(s.Resume, "options.json") : s.Config;
         var sets = s.DType is null ? s.Set : [.. s.Set, $"dtype={s.DType}"];
-        TrainOptions opt = s.Trainer == "sft" ? TrainOptions.Load<SftOptions>(config, sets) : TrainOptions.Load<GrpoOptions>(config, sets);
-        if (opt.LoggingSteps < 1) throw new WorkbookException($"option logging_steps: must be >= 1 (got {opt.LoggingSteps})");
-        var inputs = new Inputs(s.Trainer, s.Dataset ?? "grammar", s.Model, s.Model is null ? s.Preset ?? "tiny" : null,
-            s.TrainSize ?? 3000, s.Terse, s.SkipBad);
-        if (s.Resume is not null && File.Exists(Path.Combine(s.Resume, InputsFile))) inputs = Resumed(s, Path.Combine(s.Resume, InputsFile));
+        TrainOptions opt =
+            s.Trainer == "sft"
+                ? TrainOptions.Load<SftOptions>(config, sets)
+                : TrainOptions.Load<GrpoOptions>(config, sets);
+        if (opt.LoggingSteps < 1)
+            throw new WorkbookException($"option logging_steps: must be >= 1 (got {opt.LoggingSteps})");
+        var inputs = new Inputs(
+            s.Trainer,
+            s.Dataset ?? "grammar",
+            s.Model,
+            s.Model is null ? s.Preset ?? "tiny" : null,
+            s.TrainSize ?? 3000,
+            s.Terse,
+            s.SkipBad
+        );
+        if (s.Resume is not null && File.Exists(Path.Combine(s.Resume, InputsFile)))
+            inputs = Resumed(s, Path.Combine(s.Resume, InputsFile));
         bool created = s.Resume is null && (s.Out is null || !Directory.Exists(s.Out));
         var dir = s.Resume ?? s.Out ?? RunFolders.Claim(s.Runs, $"train-{s.Trainer}");
-        try { return Train(s, inputs, opt, dir); }
-        catch { if (created) RunFolders.RemoveIfEmpty(dir); throw; }
+        try
+        {
+            return Train(s, inputs, opt, dir);
+        }
+        catch
+        {
+            if (created)
+                RunFolders.RemoveIfEmpty(dir);
+            throw;
+        }
     }
 
     /// <summary>What a run trains on, recorded in train.json so a resume continues the same run.</summary>
-    public sealed record Inputs(string Trainer, string Dataset, string? Model, string? Preset, int TrainSize, bool Terse, bool SkipBad);
+    public sealed record Inputs(
+        string Trainer,
+        string Dataset,
+        string? Model,
+        string? Preset,
+        int TrainSize,
+        bool Terse,
+        bool SkipBad
+    );
 
     const string InputsFile = "train.json";
 
@@ -67,33 +141,57 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
     static Inputs Resumed(Settings s, string path)
     {
         Inputs rec;
-        try { rec = System.Text.Json.JsonSerializer.Deserialize<Inputs>(File.ReadAllText(path), TrainOptions.Json)!; }
-        catch (System.Text.Json.JsonException e) { throw new WorkbookException($"{path}: unreadable ({e.Message})"); }
+        try
+        {
+            rec = System.Text.Json.JsonSerializer.Deserialize<Inputs>(File.ReadAllText(path), TrainOptions.Json)!;
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new WorkbookException($"{path}: unreadable ({e.Message})");
+        }
         void Same(string option, object? given, object? recorded)
         {
             if (given is not null && !Equals(given, recorded))
-                throw new WorkbookException($"--resume {s.Resume}: the run was started with {option} {recorded ?? "(none)"}, not {given}; " +
-                    "drop the option or start a new run");
+                throw new WorkbookException(
+                    $"--resume {s.Resume}: the run was started with {option} {recorded ?? "(none)"}, not {given}; "
+                        + "drop the option or start a new run"
+                );
         }
         Same("trainer", s.Trainer, rec.Trainer);
         Same("--dataset", s.Dataset, rec.Dataset);
         Same("--model", s.Model, rec.Model);
         Same("--preset", s.Preset, rec.Preset);
         Same("--train-size", s.TrainSize, rec.TrainSize);
-        if (s.Terse && !rec.Terse) Same("--terse", "--terse", "no --terse");
-        if (s.SkipBad && !rec.SkipBad) Same("--skip-bad", "--skip-bad", "no --skip-bad");
+        if (s.Terse && !rec.Terse)
+            Same("--terse", "--terse", "no --terse");
+        if (s.SkipBad && !rec.SkipBad)
+            Same("--skip-bad", "--skip-bad", "no --skip-bad");
         return rec;
     }
 
     static int Train(Settings s, Inputs w, TrainOptions opt, string dir)
     {
         RowReader.Skipped += Terminal.ReportSkipped;
-        var task = TaskRegistry.Create(w.Dataset, 0, new TaskOptions { TrainSize = w.TrainSize, EvalSize = 64, SkipBad = w.SkipBad });
-        foreach (var note in task.Notes) AnsiConsole.MarkupLineInterpolated($"[grey]{note}[/]");
+        var task = TaskRegistry.Create(
+            w.Dataset,
+            0,
+            new TaskOptions
+            {
+                TrainSize = w.TrainSize,
+                EvalSize = 64,
+                SkipBad = w.SkipBad,
+            }
+        );
+        foreach (var note in task.Notes)
+            AnsiConsole.MarkupLineInterpolated($"[grey]{note}[/]");
         // num_train_epochs (TRL's name) becomes max_steps now that the dataset size is known
         opt = opt.ResolveSteps(w.Terse ? task.Base.Count : task.Train.Count);
-        var tok = w.Model is not null && File.Exists(Path.Combine(w.Model, "tokenizer.json")) ? Qwen3Tokenizer.Load(w.Model)
-            : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")));
+        var tok =
+            w.Model is not null && File.Exists(Path.Combine(w.Model, "tokenizer.json"))
+                ? Qwen3Tokenizer.Load(w.Model)
+                : Qwen3Tokenizer.Load(
+                    TokenizerFiles.EnsureDefault(m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"))
+                );
         var dtype = Devices.ParseDType(opt.Dtype);
         var device = Devices.Resolve(s.Device);
         Qwen3ForCausalLM model;
@@ -105,71 +203,134 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             vocab = ModelVocabulary.For(w.Model, model.Config.VocabSize);
             if (vocab.Size < ModelVocabulary.QwenVocabSize)
             {
-                var missing = task.Train.Concat(task.Eval)
-                    .SelectMany(e => ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids)
-                    .Where(id => !vocab.Contains(id)).Distinct().Take(5).Select(i => $"{i} '{tok.Decode([i])}'").ToList();
+                var missing = task
+                    .Train.Concat(task.Eval)
+                    .SelectMany(e =>
+                        ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids
+                    )
+                    .Where(id => !vocab.Contains(id))
+                    .Distinct()
+                    .Take(5)
+                    .Select(i => $"{i} '{tok.Decode([i])}'")
+                    .ToList();
                 if (missing.Count > 0)
-                    throw new WorkbookException($"{w.Model}: the model's compact vocabulary lacks token(s) {string.Join(", ", missing)} " +
-                        $"that the dataset '{w.Dataset}' uses; a compact-vocabulary model only knows the task it was built for");
+                    throw new WorkbookException(
+                        $"{w.Model}: the model's compact vocabulary lacks token(s) {string.Join(", ", missing)} "
+                            + $"that the dataset '{w.Dataset}' uses; a compact-vocabulary model only knows the task it was built for"
+                    );
             }
         }
         else
         {
             var preset = w.Preset ?? "tiny";
             vocab = preset.StartsWith("qwen3") ? TaskVocabulary.Identity(151936) : TaskVocabulary.Build(tok, task);
-            model = new Qwen3ForCausalLM(Qwen3Config.Preset(preset, preset.StartsWith("qwen3") ? null : vocab.Size), dtype, device, opt.Seed);
+            model = new Qwen3ForCausalLM(
+                Qwen3Config.Preset(preset, preset.StartsWith("qwen3") ? null : vocab.Size),
+                dtype,
+                device,
+                opt.Seed
+            );
         }
         var codec = new Codec(tok, vocab);
-        var ev = new Evaluator(codec, task.Eval, task.EvalVerifiers, new EvalOptions
-        {
-            MaxNewTokens = opt is GrpoOptions g ? g.MaxCompletionLength : 64, LossOnly = s.Trainer == "sft",
-        });
+        var ev = new Evaluator(
+            codec,
+            task.Eval,
+            task.EvalVerifiers,
+            new EvalOptions
+            {
+                MaxNewTokens = opt is GrpoOptions g ? g.MaxCompletionLength : 64,
+                LossOnly = s.Trainer == "sft",
+            }
+        );
         ITrainer trainer = opt switch
         {
             SftOptions so => new SftTrainer(model, codec, w.Terse ? task.Base : task.Train, so, dir, ev),
             GrpoOptions go => new GrpoTrainer(model, codec, task.Train, task.Reward, go, dir, ev),
             _ => throw new InvalidOperationException(),
         };
-        if (trainer is GrpoTrainer gt && opt is GrpoOptions { GradientAlignmentSteps: > 0 } ga) Theory.GradientAlignment.Attach(gt, ga);
+        if (trainer is GrpoTrainer gt && opt is GrpoOptions { GradientAlignmentSteps: > 0 } ga)
+            Theory.GradientAlignment.Attach(gt, ga);
         // written once the inputs are known to be good (the trainer validated its options): a failure leaves nothing
         Directory.CreateDirectory(dir);
         vocab.Save(Path.Combine(dir, "vocab.json"));
-        if (s.Resume is null) AtomicFile.WriteAllText(Path.Combine(dir, InputsFile), System.Text.Json.JsonSerializer.Serialize(w, TrainOptions.Json));
-        AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {dir}  [grey]({model.ParameterCount():N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]");
-        string[] keys = s.Trainer == "sft" ? ["loss", "mean_token_accuracy", "grad_norm", "learning_rate", "eval_sft_loss"]
-            : ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length", "eval_sft_loss", $"eval_rewards/{task.Reward.Name}/mean"];
+        if (s.Resume is null)
+            AtomicFile.WriteAllText(
+                Path.Combine(dir, InputsFile),
+                System.Text.Json.JsonSerializer.Serialize(w, TrainOptions.Json)
+            );
+        AnsiConsole.MarkupLineInterpolated(
+            $"[bold]run folder:[/] {dir}  [grey]({model.ParameterCount():N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]"
+        );
+        string[] keys =
+            s.Trainer == "sft"
+                ? ["loss", "mean_token_accuracy", "grad_norm", "learning_rate", "eval_sft_loss"]
+                :
+                [
+                    "reward",
+                    "reward_std",
+                    "frac_reward_zero_std",
+                    "kl",
+                    "entropy",
+                    "completions/mean_length",
+                    "eval_sft_loss",
+                    $"eval_rewards/{task.Reward.Name}/mean",
+                ];
         // a progress line every logging_steps steps (a live bar on a terminal, plain lines otherwise); evaluations always
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        string Line(long step, IReadOnlyDictionary<string, double> m) => $"{s.Trainer} step {step}/{opt.MaxSteps}  {MetricsLog.Format(m, keys)}";
+        string Line(long step, IReadOnlyDictionary<string, double> m) =>
+            $"{s.Trainer} step {step}/{opt.MaxSteps}  {MetricsLog.Format(m, keys)}";
         void Eval(long step, IReadOnlyDictionary<string, double> m) =>
-            AnsiConsole.MarkupLineInterpolated($"[grey]eval @ {step}:[/] {MetricsLog.Format(m, m.Keys.Where(k => k.StartsWith("eval_")).ToArray())}");
+            AnsiConsole.MarkupLineInterpolated(
+                $"[grey]eval @ {step}:[/] {MetricsLog.Format(m, m.Keys.Where(k => k.StartsWith("eval_")).ToArray())}"
+            );
         bool IsEval(IReadOnlyDictionary<string, double> m) => m.Keys.Any(k => k.StartsWith("eval_"));
         if (!Terminal.Interactive)
         {
-            trainer.OnLog += (Action<long, IReadOnlyDictionary<string, double>>)((step, m) =>
-            {
-                if (IsEval(m)) Eval(step, m);
-                else if (step % opt.LoggingSteps == 0 || step == opt.MaxSteps) Console.WriteLine($"{Line(step, m)}  ({sw.Elapsed:mm\\:ss})");
-            });
+            trainer.OnLog +=
+                (Action<long, IReadOnlyDictionary<string, double>>)(
+                    (step, m) =>
+                    {
+                        if (IsEval(m))
+                            Eval(step, m);
+                        else if (step % opt.LoggingSteps == 0 || step == opt.MaxSteps)
+                            Console.WriteLine($"{Line(step, m)}  ({sw.Elapsed:mm\\:ss})");
+                    }
+                );
             trainer.Train(s.Resume is not null);
         }
         else
-            AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
-                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            AnsiConsole
+                .Progress()
+                .AutoClear(false)
+                .HideCompleted(false)
+                .Columns(
+                    new TaskDescriptionColumn { Alignment = Justify.Left },
+                    new ProgressBarColumn(),
+                    new PercentageColumn(),
+                    new ElapsedTimeColumn(),
+                    new RemainingTimeColumn()
+                )
                 .Start(ctx =>
                 {
                     var bar = ctx.AddTask($"{s.Trainer} step 0/{opt.MaxSteps}", maxValue: Math.Max(1, opt.MaxSteps));
                     Action<long, IReadOnlyDictionary<string, double>> show = (step, m) =>
                     {
-                        if (IsEval(m)) { Eval(step, m); return; }
+                        if (IsEval(m))
+                        {
+                            Eval(step, m);
+                            return;
+                        }
                         bar.Value = step;
-                        if (step % opt.LoggingSteps == 0 || step == opt.MaxSteps) bar.Description = Markup.Escape(Line(step, m));
+                        if (step % opt.LoggingSteps == 0 || step == opt.MaxSteps)
+                            bar.Description = Markup.Escape(Line(step, m));
                     };
                     trainer.OnLog += show;
                     trainer.Train(s.Resume is not null);
                     bar.Value = bar.MaxValue;
                 });
-        AnsiConsole.MarkupLineInterpolated($"[bold]done:[/] metrics {Path.Combine(dir, "metrics.jsonl")}, last checkpoint {TrainerCheckpoint.Latest(dir)}");
+        AnsiConsole.MarkupLineInterpolated(
+            $"[bold]done:[/] metrics {Path.Combine(dir, "metrics.jsonl")}, last checkpoint {TrainerCheckpoint.Latest(dir)}"
+        );
         return 0;
     }
 }

@@ -10,7 +10,11 @@ public class BenchCliTests
     static (int code, string output) RunWith(string? mklFix, params string[] args)
     {
         var cli = Path.Combine(AppContext.BaseDirectory, "workbook.dll");
-        var psi = new ProcessStartInfo("dotnet", [cli, .. args]) { RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new ProcessStartInfo("dotnet", [cli, .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
         psi.Environment["WORKBOOK_MKL_VENDOR_FIX"] = mklFix;
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();

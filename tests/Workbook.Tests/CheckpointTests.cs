@@ -10,7 +10,8 @@ public class CheckpointTests
     {
         var dst = TestData.TempDir();
         foreach (var f in Directory.GetFiles(Path.Combine(TestData.Golden, name)))
-            if (!f.EndsWith("tokenizer.json")) File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
+            if (!f.EndsWith("tokenizer.json"))
+                File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
         return dst;
     }
 
@@ -29,14 +30,17 @@ public class CheckpointTests
             Assert.Equal(a.Entries.Keys.OrderBy(k => k), b.Entries.Keys.OrderBy(k => k));
             foreach (var k in a.Entries.Keys)
             {
-                using var x = a.Read(k); using var y = b.Read(k);
+                using var x = a.Read(k);
+                using var y = b.Read(k);
                 Assert.Equal("BF16", b.Entries[k].DType);
                 Assert.True(x.bytes.SequenceEqual(y.bytes), k);
             }
         }
         var m2 = Checkpoint.Load(dir, ScalarType.Float32);
-        var sd1 = m.state_dict(); var sd2 = m2.state_dict();
-        foreach (var (k, v) in sd1) Assert.True(v.to(ScalarType.Float32).equal(sd2[k]).all().item<bool>(), k);
+        var sd1 = m.state_dict();
+        var sd2 = m2.state_dict();
+        foreach (var (k, v) in sd1)
+            Assert.True(v.to(ScalarType.Float32).equal(sd2[k]).all().item<bool>(), k);
         Assert.DoesNotContain(Directory.GetFiles(dir), f => f.EndsWith(".tmp"));
     }
 
@@ -51,10 +55,17 @@ public class CheckpointTests
         var half = sd.Count / 2;
         SafetensorsFile.Save(Path.Combine(dir, "model-00001-of-00002.safetensors"), sd.Take(half));
         SafetensorsFile.Save(Path.Combine(dir, "model-00002-of-00002.safetensors"), sd.Skip(half));
-        var map = string.Join(",", sd.Select((kv, i) => $"\"{kv.Key}\":\"model-0000{(i < half ? 1 : 2)}-of-00002.safetensors\""));
-        File.WriteAllText(Path.Combine(dir, "model.safetensors.index.json"), $"{{\"metadata\":{{}},\"weight_map\":{{{map}}}}}");
+        var map = string.Join(
+            ",",
+            sd.Select((kv, i) => $"\"{kv.Key}\":\"model-0000{(i < half ? 1 : 2)}-of-00002.safetensors\"")
+        );
+        File.WriteAllText(
+            Path.Combine(dir, "model.safetensors.index.json"),
+            $"{{\"metadata\":{{}},\"weight_map\":{{{map}}}}}"
+        );
         var m2 = Checkpoint.Load(dir);
-        foreach (var (k, v) in m.state_dict()) Assert.True(v.equal(m2.state_dict()[k]).all().item<bool>(), k);
+        foreach (var (k, v) in m.state_dict())
+            Assert.True(v.equal(m2.state_dict()[k]).all().item<bool>(), k);
     }
 
     [Fact]
@@ -63,7 +74,9 @@ public class CheckpointTests
         var dir = CopyGolden("tiny-qwen3-bf16");
         var path = Path.Combine(dir, "model.safetensors");
         var tensors = new Dictionary<string, Tensor>();
-        using (var f = SafetensorsFile.Open(path)) foreach (var k in f.Entries.Keys) tensors[k] = f.Read(k);
+        using (var f = SafetensorsFile.Open(path))
+            foreach (var k in f.Entries.Keys)
+                tensors[k] = f.Read(k);
         tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone();
         SafetensorsFile.Save(path, tensors);
         Checkpoint.Load(dir);
@@ -103,7 +116,9 @@ public class CheckpointTests
         var dir = CopyGolden("tiny-qwen3-untied");
         var path = Path.Combine(dir, "model.safetensors");
         var tensors = new Dictionary<string, Tensor>();
-        using (var f = SafetensorsFile.Open(path)) foreach (var k in f.Entries.Keys) tensors[k] = f.Read(k);
+        using (var f = SafetensorsFile.Open(path))
+            foreach (var k in f.Entries.Keys)
+                tensors[k] = f.Read(k);
         tensors.Remove("model.layers.1.mlp.up_proj.weight");
         tensors["model.layers.0.self_attn.q_proj.weight"] = zeros(3, 5);
         tensors["model.layers.9.extra.weight"] = zeros(2);
@@ -150,9 +165,24 @@ public class ConfigTests
     public void Reads_every_field_of_a_hf_config()
     {
         var c = Qwen3Config.Load(Path.Combine(TestData.Golden, "tiny-qwen3-untied", "config.json"));
-        Assert.Equal((151936, 32, 96, 3, 4, 2, 16), (c.VocabSize, c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim));
-        Assert.Equal(1e6, c.RopeTheta); Assert.Equal(1e-6, c.RmsNormEps); Assert.False(c.TieWordEmbeddings);
-        Assert.Equal(new[] { 151645 }, c.EosTokenIds); Assert.Equal(151643, c.BosTokenId); Assert.Equal("float32", c.TorchDtype);
+        Assert.Equal(
+            (151936, 32, 96, 3, 4, 2, 16),
+            (
+                c.VocabSize,
+                c.HiddenSize,
+                c.IntermediateSize,
+                c.NumHiddenLayers,
+                c.NumAttentionHeads,
+                c.NumKeyValueHeads,
+                c.HeadDim
+            )
+        );
+        Assert.Equal(1e6, c.RopeTheta);
+        Assert.Equal(1e-6, c.RmsNormEps);
+        Assert.False(c.TieWordEmbeddings);
+        Assert.Equal(new[] { 151645 }, c.EosTokenIds);
+        Assert.Equal(151643, c.BosTokenId);
+        Assert.Equal("float32", c.TorchDtype);
     }
 
     [Theory]
@@ -185,7 +215,9 @@ public class ConfigTests
     public void Qwen3_0_6B_preset_has_the_published_parameter_count()
     {
         Assert.Equal(596_049_920L, Qwen3Config.Qwen3_0_6B.ParameterCount());
-        Assert.Equal(Qwen3Config.Load(Path.Combine(TestData.Golden, "tiny-qwen3-untied", "config.json")).ParameterCount(),
-            Checkpoint.Load(Path.Combine(TestData.Golden, "tiny-qwen3-untied")).ParameterCount());
+        Assert.Equal(
+            Qwen3Config.Load(Path.Combine(TestData.Golden, "tiny-qwen3-untied", "config.json")).ParameterCount(),
+            Checkpoint.Load(Path.Combine(TestData.Golden, "tiny-qwen3-untied")).ParameterCount()
+        );
     }
 }

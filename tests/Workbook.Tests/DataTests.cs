@@ -36,10 +36,20 @@ public class DataTests
     [Theory]
     [InlineData("c.tsv", "gj04\t1\t\tFine.\ngj04\t2\t\tBad label.\n", "c.tsv:2", "label must be 0 or 1")]
     [InlineData("c.tsv", "gj04\t1\t\tFine.\nonly one field\n", "c.tsv:2", "expected 4 tab-separated fields")]
-    [InlineData("g.jsonl", "{\"question\":\"q\",\"answer\":\"#### 1\"}\n{\"question\": 1\n", "g.jsonl:2", "invalid JSON")]
+    [InlineData(
+        "g.jsonl",
+        "{\"question\":\"q\",\"answer\":\"#### 1\"}\n{\"question\": 1\n",
+        "g.jsonl:2",
+        "invalid JSON"
+    )]
     [InlineData("g.jsonl", "{\"question\":\"q\"}\n", "g.jsonl:1", "missing field 'answer'")]
     [InlineData("g.jsonl", "{\"question\":\"q\",\"answer\":\"no final line\"}\n", "g.jsonl:1", "no '#### N' line")]
-    [InlineData("p.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"user\",\"content\":\"x\"}]}\n", "p.jsonl:1", "last message must be the assistant")]
+    [InlineData(
+        "p.jsonl",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"user\",\"content\":\"x\"}]}\n",
+        "p.jsonl:1",
+        "last message must be the assistant"
+    )]
     [InlineData("p.jsonl", "[1,2]\n", "p.jsonl:1", "expected a JSON object")]
     public void Bad_rows_name_file_and_line(string name, string content, string where, string why)
     {
@@ -69,8 +79,11 @@ public class DataTests
     [Fact]
     public void Prompt_completion_and_messages_rows_load()
     {
-        var p = Write("p.jsonl", "{\"prompt\":\"2+2?\",\"completion\":\"#### 4\",\"reference\":\"4\"}\n" +
-            "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":\"u\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n");
+        var p = Write(
+            "p.jsonl",
+            "{\"prompt\":\"2+2?\",\"completion\":\"#### 4\",\"reference\":\"4\"}\n"
+                + "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":\"u\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n"
+        );
         var (rows, _) = Datasets.LoadPromptCompletion(p);
         Assert.Equal("4", rows[0].Reference);
         Assert.Equal(2, rows[1].Prompt.Count);
@@ -83,7 +96,9 @@ public class DataTests
     public void Embedded_tasks_are_deterministic_disjoint_and_verifiable(string name)
     {
         var o = new TaskOptions { TrainSize = 600, EvalSize = 100 };
-        var a = TaskRegistry.Create(name, 3, o); var b = TaskRegistry.Create(name, 3, o); var c = TaskRegistry.Create(name, 4, o);
+        var a = TaskRegistry.Create(name, 3, o);
+        var b = TaskRegistry.Create(name, 3, o);
+        var c = TaskRegistry.Create(name, 4, o);
         Assert.Equal(a.Train.Select(e => e.Expert + e.PromptText), b.Train.Select(e => e.Expert + e.PromptText));
         Assert.NotEqual(a.Train.Select(e => e.PromptText), c.Train.Select(e => e.PromptText));
         Assert.Empty(a.Train.Select(e => e.PromptText).Intersect(a.Eval.Select(e => e.PromptText)));
@@ -95,9 +110,11 @@ public class DataTests
             var strict = a.Reward.Score(e.PromptText, e.Expert, e.Reference);
             Assert.Equal(strict.FormatOk ? 1.0 : 0.0, strict.Reward);
         }
-        double looseShare = a.Train.Count(e => a.Reward.Score("", e.Expert, e.Reference).Reward == 0) / (double)a.Train.Count;
-        Assert.InRange(looseShare, 0.25, 0.45);   // LooseFormatFraction 0.35
-        if (name == "grammar") Assert.InRange(a.Train.Count(e => e.Reference == "acceptable") / (double)a.Train.Count, 0.45, 0.55);
+        double looseShare =
+            a.Train.Count(e => a.Reward.Score("", e.Expert, e.Reference).Reward == 0) / (double)a.Train.Count;
+        Assert.InRange(looseShare, 0.25, 0.45); // LooseFormatFraction 0.35
+        if (name == "grammar")
+            Assert.InRange(a.Train.Count(e => e.Reference == "acceptable") / (double)a.Train.Count, 0.45, 0.55);
     }
 
     [Fact]

@@ -27,11 +27,13 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             Tensor shaped = o.KlMode == "reward" ? r - o.Beta * (logp.detach() - logRef.squeeze(1)) : r;
             var mean = (pi * shaped).sum();
             var adv = shaped - mean;
-            if (o.ScaleRewards != "none") adv = adv / ((pi * adv * adv).sum().sqrt() + 1e-4);
+            if (o.ScaleRewards != "none")
+                adv = adv / ((pi * adv * adv).sum().sqrt() + 1e-4);
             var lp = logp.unsqueeze(1);
             var loss = GrpoTrainer.Loss(lp, lp.detach(), logRef, adv, pi.unsqueeze(1), o).Loss;
             var g = autograd.grad([loss], [theta])[0];
-            using (no_grad()) theta.sub_(lr * g);
+            using (no_grad())
+                theta.sub_(lr * g);
         }
         using var _ = no_grad();
         return theta.softmax(0).data<double>().ToArray();
@@ -50,7 +52,13 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     [InlineData(1.0)]
     public void Kl_in_the_reward_converges_to_the_tilted_optimum(double beta)
     {
-        var o = new GrpoOptions { Beta = beta, KlMode = "reward", ScaleRewards = "none", LossType = "dapo" };
+        var o = new GrpoOptions
+        {
+            Beta = beta,
+            KlMode = "reward",
+            ScaleRewards = "none",
+            LossType = "dapo",
+        };
         var pi = Iterate(o, 4000, 2.0);
         Assert.True(TotalVariation(pi, Tilted(beta)) <= 1e-3, $"TV {TotalVariation(pi, Tilted(beta))}");
     }
@@ -58,7 +66,13 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     [Fact]
     public void Kl_in_the_loss_with_group_scaling_does_not_reach_the_tilted_optimum()
     {
-        var o = new GrpoOptions { Beta = 0.25, KlMode = "loss", ScaleRewards = "group", LossType = "dapo" };
+        var o = new GrpoOptions
+        {
+            Beta = 0.25,
+            KlMode = "loss",
+            ScaleRewards = "group",
+            LossType = "dapo",
+        };
         var pi = Iterate(o, 4000, 2.0);
         Assert.True(TotalVariation(pi, Tilted(0.25)) > 1e-2, $"TV {TotalVariation(pi, Tilted(0.25))}");
     }
@@ -70,12 +84,26 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         using var reference = fx.NewModel(22, ScalarType.Float64);
         var o = new GrpoOptions
         {
-            PerDeviceTrainBatchSize = 8, NumGenerations = 4, MaxCompletionLength = 6, Beta = 0.3, KlMode = "reward",
-            ScaleRewards = "none", Seed = 5,
+            PerDeviceTrainBatchSize = 8,
+            NumGenerations = 4,
+            MaxCompletionLength = 6,
+            Beta = 0.3,
+            KlMode = "reward",
+            ScaleRewards = "none",
+            Seed = 5,
         };
         var prompts = fx.Task.Train.Take(10).ToList();
-        var batch = GrpoBatch.GenerateAndScore(model, reference, fx.Codec, prompts, prompts.Select(fx.Codec.Prompt).ToArray(),
-            new Verifiers.WeightedReward([(fx.Task.Reward, 1.0)]), o, new DataOrder(prompts.Count, 5), 0);
+        var batch = GrpoBatch.GenerateAndScore(
+            model,
+            reference,
+            fx.Codec,
+            prompts,
+            prompts.Select(fx.Codec.Prompt).ToArray(),
+            new Verifiers.WeightedReward([(fx.Task.Reward, 1.0)]),
+            o,
+            new DataOrder(prompts.Count, 5),
+            0
+        );
         using var _ = no_grad();
         var lp = Losses.CompletionLogProbs(model, batch.Ids, batch.Mask, batch.PromptLength, 1.0).LogProbs;
         var rf = Losses.CompletionLogProbs(reference, batch.Ids, batch.Mask, batch.PromptLength, 1.0).LogProbs;
@@ -83,13 +111,14 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var ratio = ((lp - rf) * real).sum(1).data<double>().ToArray();
         for (int j = 0; j < ratio.Length; j++)
             Assert.Equal(batch.Rewards[j] - 0.3 * ratio[j], batch.ShapedRewards[j], 8);
-        Assert.Contains(ratio, x => Math.Abs(x) > 1e-3);   // the two models differ, so the penalty is not trivially 0
+        Assert.Contains(ratio, x => Math.Abs(x) > 1e-3); // the two models differ, so the penalty is not trivially 0
         // advantages are the shaped rewards minus their group mean (scale_rewards = none)
         var adv = batch.Advantages.to(ScalarType.Float64).data<double>().ToArray();
         for (int g = 0; g < 2; g++)
         {
             double m = batch.ShapedRewards.Skip(4 * g).Take(4).Average();
-            for (int i = 0; i < 4; i++) Assert.Equal(batch.ShapedRewards[4 * g + i] - m, adv[4 * g + i], 5);
+            for (int i = 0; i < 4; i++)
+                Assert.Equal(batch.ShapedRewards[4 * g + i] - m, adv[4 * g + i], 5);
         }
     }
 
@@ -101,7 +130,10 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     public void Kl_mode_reward_refuses_settings_that_move_its_optimum(string set, string expect)
     {
         var sets = new List<string> { "kl_mode=\"reward\"", "beta=0.5", "scale_rewards=\"none\"" };
-        if (set.StartsWith("kl_mode")) sets[0] = set; else sets.Add(set);
+        if (set.StartsWith("kl_mode"))
+            sets[0] = set;
+        else
+            sets.Add(set);
         var e = Assert.Throws<WorkbookException>(() => TrainOptions.Load<GrpoOptions>(null, sets));
         Assert.Contains(expect, e.Message);
     }
@@ -111,7 +143,11 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     {
         // enumerable policies: 6 prompts, 4 responses, 0/1 reward; reference ≠ data (the identity holds for any reference)
         var rng = new Random(7);
-        double[] Dist() { var w = Enumerable.Range(0, 4).Select(_ => rng.NextDouble() + 0.05).ToArray(); return w.Select(x => x / w.Sum()).ToArray(); }
+        double[] Dist()
+        {
+            var w = Enumerable.Range(0, 4).Select(_ => rng.NextDouble() + 0.05).ToArray();
+            return w.Select(x => x / w.Sum()).ToArray();
+        }
         var pData = Enumerable.Range(0, 6).Select(_ => Dist()).ToArray();
         var pRef = Enumerable.Range(0, 6).Select(_ => Dist()).ToArray();
         var r = Enumerable.Range(0, 6).Select(_ => new double[] { 1, 0, rng.Next(2), 0 }).ToArray();
@@ -119,7 +155,9 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         {
             double exact = C1Predictor.Exact(pData, pRef, r, beta);
             // the formula with the exact P(r=1|x) and E_{p_data} r, through the per-prompt log Z
-            double logZ = Enumerable.Range(0, 6).Average(x => C1Predictor.LogZ(pRef[x].Where((_, y) => r[x][y] == 1).Sum(), beta));
+            double logZ = Enumerable
+                .Range(0, 6)
+                .Average(x => C1Predictor.LogZ(pRef[x].Where((_, y) => r[x][y] == 1).Sum(), beta));
             double dataR = Enumerable.Range(0, 6).Average(x => pData[x].Select((p, y) => p * r[x][y]).Sum());
             Assert.Equal(exact, logZ - dataR / beta, 10);
         }
@@ -143,8 +181,11 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             double expect = 0;
             for (int s = 0; s <= 16; s++)
                 expect += Binomial(16, s) * Math.Pow(p, s) * Math.Pow(1 - p, 16 - s) * C1Predictor.LogZ(s / 16.0, beta);
-            Assert.True(expect <= C1Predictor.LogZ(p, beta) && C1Predictor.LogZ(p, beta) - expect <= 0.05 * C1Predictor.LogZ(p, beta),
-                $"β {beta}, P {p}: bias {expect - C1Predictor.LogZ(p, beta)}");
+            Assert.True(
+                expect <= C1Predictor.LogZ(p, beta)
+                    && C1Predictor.LogZ(p, beta) - expect <= 0.05 * C1Predictor.LogZ(p, beta),
+                $"β {beta}, P {p}: bias {expect - C1Predictor.LogZ(p, beta)}"
+            );
         }
     }
 
@@ -157,12 +198,14 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var rng = new Random(11);
         var P = Enumerable.Range(0, 48).Select(i => 0.35 + 0.6 * (i % 7) / 6.0).ToArray();
         double truth = P.Average(p => C1Predictor.LogZ(p, 0.5)) - 0.65 / 0.5;
-        int covered = 0, reps = 200;
+        int covered = 0,
+            reps = 200;
         for (int k = 0; k < reps; k++)
         {
             var counts = P.Select(p => Enumerable.Range(0, 16).Count(_ => rng.NextDouble() < p)).ToArray();
             var pred = C1Predictor.FromCounts(counts, 16, 0.5, 0.65, "test", bootstrap: 400, seed: k);
-            if (pred.Ci95[0] <= truth && truth <= pred.Ci95[1]) covered++;
+            if (pred.Ci95[0] <= truth && truth <= pred.Ci95[1])
+                covered++;
         }
         Assert.InRange(covered / (double)reps, 0.88, 1.0);
     }
@@ -173,20 +216,29 @@ public class ZeroSignalTests(TrainingFixture fx) : IClassFixture<TrainingFixture
     sealed class ConstantReward : Verifiers.IVerifier
     {
         public string Name => "constant";
+
         public Verifiers.VerifierResult Score(string prompt, string completion, string reference) => new(0, null, true);
     }
 
     sealed class LengthReward : Verifiers.IVerifier
     {
         public string Name => "length";
-        public Verifiers.VerifierResult Score(string prompt, string completion, string reference) => new(completion.Length % 3, null, true);
+
+        public Verifiers.VerifierResult Score(string prompt, string completion, string reference) =>
+            new(completion.Length % 3, null, true);
     }
 
-    GrpoOptions Options => new()
-    {
-        LearningRate = 1e-3, MaxSteps = 4, PerDeviceTrainBatchSize = 8, NumGenerations = 4, MaxCompletionLength = 6,
-        ZeroSignalSteps = 3, Beta = 0.04,
-    };
+    GrpoOptions Options =>
+        new()
+        {
+            LearningRate = 1e-3,
+            MaxSteps = 4,
+            PerDeviceTrainBatchSize = 8,
+            NumGenerations = 4,
+            MaxCompletionLength = 6,
+            ZeroSignalSteps = 3,
+            Beta = 0.04,
+        };
 
     [Fact]
     public void A_stage_whose_groups_all_tie_stops_with_a_clear_error()
@@ -212,8 +264,17 @@ public class ZeroSignalTests(TrainingFixture fx) : IClassFixture<TrainingFixture
     public void Zero_means_never_check()
     {
         var dir = TestData.TempDir();
-        var state = new GrpoTrainer(fx.NewModel(3), fx.Codec, fx.Task.Train, new ConstantReward(),
-            Options with { ZeroSignalSteps = 0 }, dir).Train();
+        var state = new GrpoTrainer(
+            fx.NewModel(3),
+            fx.Codec,
+            fx.Task.Train,
+            new ConstantReward(),
+            Options with
+            {
+                ZeroSignalSteps = 0,
+            },
+            dir
+        ).Train();
         Assert.Equal(4, state.Step);
     }
 }

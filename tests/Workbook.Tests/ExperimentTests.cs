@@ -7,10 +7,28 @@ namespace Workbook.Tests;
 public class ExperimentTests
 {
     /// <summary>A complete experiment in seconds: the real pipelines with budgets far too small to show anything.</summary>
-    public static ExperimentConfig Tiny => ExperimentConfig.Load(null, [
-        "task.train_size=200", "task.eval_size=8", "hidden_size=32", "num_hidden_layers=1", "intermediate_size=64", "seeds=2",
-        "base.max_steps=6", "sft.max_steps=4", "sft.per_device_train_batch_size=8", "grpo.max_steps=2", "grpo.per_device_train_batch_size=8",
-        "grpo.num_generations=4", "grpo.max_completion_length=8", "evals_per_stage=1", "interleave_rounds=2", "c1_samples=16"]);
+    public static ExperimentConfig Tiny =>
+        ExperimentConfig.Load(
+            null,
+            [
+                "task.train_size=200",
+                "task.eval_size=8",
+                "hidden_size=32",
+                "num_hidden_layers=1",
+                "intermediate_size=64",
+                "seeds=2",
+                "base.max_steps=6",
+                "sft.max_steps=4",
+                "sft.per_device_train_batch_size=8",
+                "grpo.max_steps=2",
+                "grpo.per_device_train_batch_size=8",
+                "grpo.num_generations=4",
+                "grpo.max_completion_length=8",
+                "evals_per_stage=1",
+                "interleave_rounds=2",
+                "c1_samples=16",
+            ]
+        );
 
     [Fact]
     public void Confidence_intervals_use_the_t_distribution()
@@ -68,7 +86,15 @@ public class ExperimentTests
         var runDir = ExperimentRunner.NewRunDir(root, "tiny");
         var runner = new ExperimentRunner(Tiny, runDir, root);
         var results = runner.Run(ExperimentConfig.Resolve("all"));
-        var summary = Summary.Build(Tiny, results, runner.StrictKey, runner.LenientKey, runner.Task.Design, ExperimentRunner.Versions(), runner.SeedList);
+        var summary = Summary.Build(
+            Tiny,
+            results,
+            runner.StrictKey,
+            runner.LenientKey,
+            runner.Task.Design,
+            ExperimentRunner.Versions(),
+            runner.SeedList
+        );
         Summary.Save(runDir, summary);
 
         var s = JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, "summary.json")))!;
@@ -79,21 +105,28 @@ public class ExperimentTests
         Assert.Equal(ExperimentConfig.Controls, s["controls"]!.AsObject().Select(kv => kv.Key));
         foreach (var (name, c) in s["controls"]!.AsObject())
         {
-            foreach (var key in new[] { "sft_loss_change_during_rl", "sft_nll_per_response_change_during_rl", "main_minus_control_sft_loss_change" })
+            foreach (
+                var key in new[]
+                {
+                    "sft_loss_change_during_rl",
+                    "sft_nll_per_response_change_during_rl",
+                    "main_minus_control_sft_loss_change",
+                }
+            )
             {
                 Assert.Equal(2, c![key]!["per_seed"]!.AsArray().Count);
                 Assert.Equal(2, c[key]!["ci95"]!.AsArray().Count);
                 Assert.NotNull(c[key]!["mean"]);
             }
-            Assert.Equal(name == "fresh-optimizer", c!["prediction"] is null);   // no RL stage, no prediction
+            Assert.Equal(name == "fresh-optimizer", c!["prediction"] is null); // no RL stage, no prediction
         }
         // lenient-reward and fresh-optimizer reuse sft-then-rl's SFT stage instead of training it again
         Assert.False(Directory.Exists(Path.Combine(runDir, "lenient-reward", "seed-1000", "1-sft")));
         Assert.True(Directory.Exists(Path.Combine(runDir, "no-format-mix", "seed-1000", "1-sft")));
         // reward intervals stay inside [0, 1]
         foreach (var (_, p) in s["pipelines"]!.AsObject())
-            foreach (var b in p!["final_reward"]!["ci95"]!.AsArray().Where(b => b is not null))
-                Assert.InRange(b!.GetValue<double>(), 0, 1);
+        foreach (var b in p!["final_reward"]!["ci95"]!.AsArray().Where(b => b is not null))
+            Assert.InRange(b!.GetValue<double>(), 0, 1);
         Assert.NotNull(s["statements"]!["controls"]);
         Assert.NotNull(s["comparisons"]!["interleaved - sft-then-rl"]);
         Assert.Equal(2, s["pipelines"]!["rl-then-sft"]!["reward_change_during_sft"]!["ci95"]!.AsArray().Count);
@@ -101,28 +134,41 @@ public class ExperimentTests
         Assert.Equal(new long[] { 1000, 1001 }, s["seeds"]!.AsArray().Select(x => x!.GetValue<long>()));
         Assert.NotNull(s["prediction_held"]!["sft-then-rl"]);
         Assert.NotNull(s["prediction_held"]!["rl-then-sft"]);
-        foreach (var f in new[] { "config.json", "versions.json", "seeds.json", "vocab.json" }) Assert.True(File.Exists(Path.Combine(runDir, f)), f);
+        foreach (var f in new[] { "config.json", "versions.json", "seeds.json", "vocab.json" })
+            Assert.True(File.Exists(Path.Combine(runDir, f)), f);
         var stage = Path.Combine(runDir, "interleaved", "seed-1000", "4-round2-rl");
         Assert.True(File.Exists(Path.Combine(stage, "metrics.jsonl")) && File.Exists(Path.Combine(stage, "done.json")));
-        Assert.NotEmpty(Directory.GetDirectories(Path.Combine(stage, "tensorboard")).Concat(Directory.GetFiles(Path.Combine(stage, "tensorboard"))));
+        Assert.NotEmpty(
+            Directory
+                .GetDirectories(Path.Combine(stage, "tensorboard"))
+                .Concat(Directory.GetFiles(Path.Combine(stage, "tensorboard")))
+        );
         // the base model is cached and reused
-        Assert.Equal(2, Directory.GetDirectories(Path.Combine(root, ".cache", "base")).SelectMany(Directory.GetDirectories).Count());
+        Assert.Equal(
+            2,
+            Directory.GetDirectories(Path.Combine(root, ".cache", "base")).SelectMany(Directory.GetDirectories).Count()
+        );
 
         // resuming a finished run retrains nothing and gives the same curves
         var metrics = Path.Combine(runDir, "sft-then-rl", "seed-1001", "2-rl", "metrics.jsonl");
         var before = File.GetLastWriteTimeUtc(metrics);
         var again = new ExperimentRunner(Tiny, runDir, root).Run(ExperimentConfig.Resolve("all"));
         Assert.Equal(before, File.GetLastWriteTimeUtc(metrics));
-        Assert.Equal(results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]), again["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]));
+        Assert.Equal(
+            results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]),
+            again["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"])
+        );
 
         // the report is self-contained (plotly.js inline, no CDN) and has a chart per pipeline and metric
         var report = Report.Write(runDir);
         var html = File.ReadAllText(report);
-        Assert.DoesNotMatch("<script[^>]+src=\"https?://", html);   // nothing loaded from a CDN
+        Assert.DoesNotMatch("<script[^>]+src=\"https?://", html); // nothing loaded from a CDN
         Assert.Contains("Plotly.newPlot", html);
         Assert.True(html.Length > 3_000_000, "plotly.js must be embedded");
-        int inLibrary = System.Text.RegularExpressions.Regex.Matches(Workbook.Charts.CurveCharts.PlotlyJs(), "Plotly.newPlot").Count;
-        Assert.Equal(8, System.Text.RegularExpressions.Regex.Matches(html, "Plotly.newPlot").Count - inLibrary);   // 4 pipelines x (loss, reward)
+        int inLibrary = System
+            .Text.RegularExpressions.Regex.Matches(Workbook.Charts.CurveCharts.PlotlyJs(), "Plotly.newPlot")
+            .Count;
+        Assert.Equal(8, System.Text.RegularExpressions.Regex.Matches(html, "Plotly.newPlot").Count - inLibrary); // 4 pipelines x (loss, reward)
         ChromiumRender.AssertChartsRender(report, minCharts: 8);
     }
 }
@@ -130,23 +176,46 @@ public class ExperimentTests
 /// <summary>Opens an HTML file in headless Chromium (Debian's chromium, installed by .ci/run) and checks that plotly drew SVG.</summary>
 public static class ChromiumRender
 {
-    public static string Browser => new[] { "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome" }.FirstOrDefault(File.Exists)
-        ?? throw new InvalidOperationException("headless Chromium is needed for this test: apt-get install chromium (.ci/run does)");
+    public static string Browser =>
+        new[] { "/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome" }.FirstOrDefault(File.Exists)
+        ?? throw new InvalidOperationException(
+            "headless Chromium is needed for this test: apt-get install chromium (.ci/run does)"
+        );
 
     public static void AssertChartsRender(string htmlPath, int minCharts)
     {
         var profile = TestData.TempDir();
-        var psi = new ProcessStartInfo(Browser, ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", $"--user-data-dir={profile}",
-            "--virtual-time-budget=10000", "--dump-dom", "file://" + Path.GetFullPath(htmlPath)])
-        { RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new ProcessStartInfo(
+            Browser,
+            [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                $"--user-data-dir={profile}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                "file://" + Path.GetFullPath(htmlPath),
+            ]
+        )
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
         using var p = Process.Start(psi)!;
         var dom = p.StandardOutput.ReadToEnd();
         p.StandardError.ReadToEnd();
         Assert.True(p.WaitForExit(120_000), "chromium did not finish");
         int svgs = System.Text.RegularExpressions.Regex.Matches(dom, "<svg class=\"main-svg\"").Count;
         int lines = System.Text.RegularExpressions.Regex.Matches(dom, "class=\"js-line\"").Count;
-        Assert.True(svgs >= minCharts, $"expected at least {minCharts} rendered plotly charts, found {svgs} main-svg elements");
+        Assert.True(
+            svgs >= minCharts,
+            $"expected at least {minCharts} rendered plotly charts, found {svgs} main-svg elements"
+        );
         Assert.True(lines >= minCharts, $"the charts have no drawn lines ({lines} js-line paths)");
     }
 }
@@ -168,8 +237,14 @@ public class SweepTests
 
     [Fact]
     public void A_fraction_outside_zero_to_one_is_refused() =>
-        Assert.Contains("outside", Assert.Throws<WorkbookException>(() =>
-            SweepGrid.ParseList("--loose-format-fraction", "0.2,1.5", 0, 1, minExclusive: false)).Message);
+        Assert.Contains(
+            "outside",
+            Assert
+                .Throws<WorkbookException>(() =>
+                    SweepGrid.ParseList("--loose-format-fraction", "0.2,1.5", 0, 1, minExclusive: false)
+                )
+                .Message
+        );
 
     [Fact]
     public void A_tiny_sweep_writes_the_schema_and_a_resumed_sweep_repeats_no_point()

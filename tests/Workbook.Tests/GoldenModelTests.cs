@@ -10,11 +10,13 @@ namespace Workbook.Tests;
 public class GoldenModelTests
 {
     static readonly Dictionary<string, Qwen3ForCausalLM> Models = new();
+
     static Qwen3ForCausalLM Load(string name)
     {
         lock (Models)
         {
-            if (!Models.TryGetValue(name, out var m)) Models[name] = m = Checkpoint.Load(Path.Combine(TestData.Golden, name), ScalarType.Float32);
+            if (!Models.TryGetValue(name, out var m))
+                Models[name] = m = Checkpoint.Load(Path.Combine(TestData.Golden, name), ScalarType.Float32);
             return m;
         }
     }
@@ -22,8 +24,13 @@ public class GoldenModelTests
     static int[] SequenceIds(string seq)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(TestData.Golden, "sequences.json")));
-        return doc.RootElement.EnumerateArray().First(e => e.GetProperty("name").GetString() == seq)
-            .GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToArray();
+        return doc
+            .RootElement.EnumerateArray()
+            .First(e => e.GetProperty("name").GetString() == seq)
+            .GetProperty("ids")
+            .EnumerateArray()
+            .Select(x => x.GetInt32())
+            .ToArray();
     }
 
     static float[,] Logits(Qwen3ForCausalLM m, int[] ids)
@@ -33,7 +40,8 @@ public class GoldenModelTests
         var x = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]);
         var logits = m.Forward(x)[0].contiguous();
         var flat = logits.data<float>().ToArray();
-        int L = ids.Length, V = (int)logits.shape[1];
+        int L = ids.Length,
+            V = (int)logits.shape[1];
         var r = new float[L, V];
         Buffer.BlockCopy(flat, 0, r, 0, flat.Length * 4);
         return r;
@@ -51,7 +59,8 @@ public class GoldenModelTests
         var m = Load(modelName);
         var ids = SequenceIds(seq);
         var logits = Logits(m, ids);
-        int L = ids.Length, V = logits.GetLength(1);
+        int L = ids.Length,
+            V = logits.GetLength(1);
         var dir = Path.Combine(TestData.Golden, "logits", modelName);
 
         // every position at the 1024 reference columns
@@ -60,8 +69,8 @@ public class GoldenModelTests
         Assert.Equal(new[] { L, cols.Length }, cshape);
         double maxCol = 0;
         for (int t = 0; t < L; t++)
-            for (int j = 0; j < cols.Length; j++)
-                maxCol = Math.Max(maxCol, Math.Abs(logits[t, cols[j]] - cdata[t * cols.Length + j]));
+        for (int j = 0; j < cols.Length; j++)
+            maxCol = Math.Max(maxCol, Math.Abs(logits[t, cols[j]] - cdata[t * cols.Length + j]));
         Assert.True(maxCol <= 1e-4, $"max |logit diff| at columns = {maxCol}");
 
         // complete rows
@@ -72,9 +81,12 @@ public class GoldenModelTests
         Assert.Equal(V, fshape[1]);
         double maxFull = 0;
         for (int r = 0; r < fullRows.Length; r++)
-            for (int v = 0; v < V; v++)
-                maxFull = Math.Max(maxFull, Math.Abs(logits[fullRows[r], v] - fdata[r * V + v]));
-        Assert.True(maxFull <= 3e-5, $"max |logit diff| on full rows = {maxFull} (3e-5 also catches a missing RMSNorm eps)");
+        for (int v = 0; v < V; v++)
+            maxFull = Math.Max(maxFull, Math.Abs(logits[fullRows[r], v] - fdata[r * V + v]));
+        Assert.True(
+            maxFull <= 3e-5,
+            $"max |logit diff| on full rows = {maxFull} (3e-5 also catches a missing RMSNorm eps)"
+        );
 
         // argmax, logsumexp, next-token logprob per position
         var argmax = root.GetProperty("argmax").EnumerateArray().Select(x => x.GetInt32()).ToArray();
@@ -83,9 +95,17 @@ public class GoldenModelTests
         double sum = 0;
         for (int t = 0; t < L; t++)
         {
-            int best = 0; double mx = double.NegativeInfinity;
-            for (int v = 0; v < V; v++) if (logits[t, v] > mx) { mx = logits[t, v]; best = v; }
-            double s = 0; for (int v = 0; v < V; v++) s += Math.Exp(logits[t, v] - mx);
+            int best = 0;
+            double mx = double.NegativeInfinity;
+            for (int v = 0; v < V; v++)
+                if (logits[t, v] > mx)
+                {
+                    mx = logits[t, v];
+                    best = v;
+                }
+            double s = 0;
+            for (int v = 0; v < V; v++)
+                s += Math.Exp(logits[t, v] - mx);
             double l = mx + Math.Log(s);
             Assert.Equal(argmax[t], best);
             Assert.True(Math.Abs(l - lse[t]) <= 1e-4, $"logsumexp at {t}: {l} vs {lse[t]}");
@@ -109,17 +129,23 @@ public class GoldenModelTests
         var g = doc.RootElement.GetProperty(modelName).GetProperty("greedy_chat");
         var prompt = g.GetProperty("prompt").EnumerateArray().Select(x => x.GetInt32()).ToArray();
         var expected = g.GetProperty("generated_numpy64").EnumerateArray().Select(x => x.GetInt32()).ToArray();
-        var outp = Generation.Generate(m, [prompt], new GenerationOptions { Greedy = true, MaxNewTokens = expected.Length });
+        var outp = Generation.Generate(
+            m,
+            [prompt],
+            new GenerationOptions { Greedy = true, MaxNewTokens = expected.Length }
+        );
         Assert.Equal(expected, outp[0].Tokens);
         Assert.True(outp[0].Truncated);
 
         // per-step logits at the reference columns
         var cols = TestData.ReadNpyI32(Path.Combine(TestData.Golden, "logits", "columns.npy"));
-        var (_, steps) = TestData.ReadNpyF32(Path.Combine(TestData.Golden, "logits", modelName, "greedy_chat.steps_cols.npy"));
+        var (_, steps) = TestData.ReadNpyF32(
+            Path.Combine(TestData.Golden, "logits", modelName, "greedy_chat.steps_cols.npy")
+        );
         var full = Logits(m, prompt.Concat(expected).ToArray());
         for (int s = 0; s < expected.Length; s++)
-            for (int j = 0; j < cols.Length; j++)
-                Assert.True(Math.Abs(full[prompt.Length - 1 + s, cols[j]] - steps[s * cols.Length + j]) <= 1e-4);
+        for (int j = 0; j < cols.Length; j++)
+            Assert.True(Math.Abs(full[prompt.Length - 1 + s, cols[j]] - steps[s * cols.Length + j]) <= 1e-4);
     }
 
     [Fact]
@@ -142,7 +168,8 @@ public class GoldenModelTests
             for (int t = 0; t < chunk; t++)
             {
                 double mx = 0;
-                for (int v = 0; v < V; v++) mx = Math.Max(mx, Math.Abs(got[t * V + v] - full[pos + t, v]));
+                for (int v = 0; v < V; v++)
+                    mx = Math.Max(mx, Math.Abs(got[t * V + v] - full[pos + t, v]));
                 Assert.True(mx <= 2e-5, $"position {pos + t}: cached vs full max diff {mx}");
             }
             pos += chunk;
@@ -154,24 +181,34 @@ public class GoldenModelTests
     public void Left_padded_batch_equals_each_sequence_alone()
     {
         var m = Load("tiny-qwen3-untied");
-        int[] a = SequenceIds("len9"), b = SequenceIds("len48").Take(30).ToArray();
-        var fa = Logits(m, a); var fb = Logits(m, b);
+        int[] a = SequenceIds("len9"),
+            b = SequenceIds("len48").Take(30).ToArray();
+        var fa = Logits(m, a);
+        var fb = Logits(m, b);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        int P = b.Length, pad = P - a.Length;
-        var ids = new long[2 * P]; var mask = new long[2 * P];
+        int P = b.Length,
+            pad = P - a.Length;
+        var ids = new long[2 * P];
+        var mask = new long[2 * P];
         for (int t = 0; t < P; t++)
         {
-            ids[t] = t < pad ? 151643 : a[t - pad]; mask[t] = t < pad ? 0 : 1;
-            ids[P + t] = b[t]; mask[P + t] = 1;
+            ids[t] = t < pad ? 151643 : a[t - pad];
+            mask[t] = t < pad ? 0 : 1;
+            ids[P + t] = b[t];
+            mask[P + t] = 1;
         }
         var logits = m.Forward(tensor(ids, [2, P]), tensor(mask, [2, P]));
         int V = (int)logits.shape[2];
         var la = logits[0].data<float>().ToArray();
         double mx = 0;
-        for (int t = 0; t < a.Length; t++) for (int v = 0; v < V; v += 7) mx = Math.Max(mx, Math.Abs(la[(pad + t) * V + v] - fa[t, v]));
+        for (int t = 0; t < a.Length; t++)
+        for (int v = 0; v < V; v += 7)
+            mx = Math.Max(mx, Math.Abs(la[(pad + t) * V + v] - fa[t, v]));
         var lb = logits[1].data<float>().ToArray();
-        for (int t = 0; t < P; t++) for (int v = 0; v < V; v += 7) mx = Math.Max(mx, Math.Abs(lb[t * V + v] - fb[t, v]));
+        for (int t = 0; t < P; t++)
+        for (int v = 0; v < V; v += 7)
+            mx = Math.Max(mx, Math.Abs(lb[t * V + v] - fb[t, v]));
         Assert.True(mx <= 2e-5, $"batched vs single max diff {mx}");
 
         // batched greedy generation with different prompt lengths equals one-at-a-time generation

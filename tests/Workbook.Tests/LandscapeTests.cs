@@ -10,11 +10,14 @@ public class LandscapeTests
     {
         var m = new SoftmaxLinear(n: 6, k: 3, d: 4, beta: 0.7, seed: 4);
         var W = Linalg.Add(m.WStar, Linalg.Random(3, 4, 9), 0.3);
-        var gS = m.SftGrad(W); var gJ = m.ObjectiveGrad(W);
+        var gS = m.SftGrad(W);
+        var gJ = m.ObjectiveGrad(W);
         double h = 1e-6;
-        for (int a = 0; a < 3; a++) for (int j = 0; j < 4; j++)
+        for (int a = 0; a < 3; a++)
+        for (int j = 0; j < 4; j++)
         {
-            var e = new double[3, 4]; e[a, j] = 1;
+            var e = new double[3, 4];
+            e[a, j] = 1;
             Assert.Equal((m.SftLoss(Linalg.Add(W, e, h)) - m.SftLoss(Linalg.Add(W, e, -h))) / (2 * h), gS[a, j], 7);
             Assert.Equal((m.Objective(Linalg.Add(W, e, h)) - m.Objective(Linalg.Add(W, e, -h))) / (2 * h), gJ[a, j], 7);
         }
@@ -23,21 +26,28 @@ public class LandscapeTests
     }
 
     [Theory]
-    [InlineData(1)] [InlineData(2)] [InlineData(3)] [InlineData(4)]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
     public void Rl_from_the_sft_optimum_raises_the_sft_loss_within_the_smoothness_bound(int seed)
     {
         var m = new SoftmaxLinear(n: 12, k: 4, d: 5, beta: 0.5, seed: seed);
         var r = Landscape.RlFromSftOptimum(m, steps: 40, lambda: 1.0);
-        Assert.Equal(0, r.UpperBoundViolations);          // rigorous: ℓ_S = ½ λ_max(Σ q φφᵀ)
-        Assert.Equal(0, r.ContractionViolations);         // with the PL constants measured on this trajectory
-        Assert.All(r.Trajectory.Skip(1), p => Assert.True(p.SftGap > 0));   // RL leaves the SFT optimum: the loss rises
+        Assert.Equal(0, r.UpperBoundViolations); // rigorous: ℓ_S = ½ λ_max(Σ q φφᵀ)
+        Assert.Equal(0, r.ContractionViolations); // with the PL constants measured on this trajectory
+        Assert.All(r.Trajectory.Skip(1), p => Assert.True(p.SftGap > 0)); // RL leaves the SFT optimum: the loss rises
         Assert.True(r.Trajectory[^1].ObjectiveGap < r.Trajectory[0].ObjectiveGap);
-        Assert.True(r.MeasuredTStar < 40);                // with λ = 1 the best stopping time is early
+        Assert.True(r.MeasuredTStar < 40); // with λ = 1 the best stopping time is early
     }
 
     [Theory]
-    [InlineData(1)] [InlineData(2)] [InlineData(3)]
-    public void When_the_sufficient_condition_holds_an_rl_step_lowers_the_sft_loss_and_the_gap_exceeds_the_threshold(int seed)
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void When_the_sufficient_condition_holds_an_rl_step_lowers_the_sft_loss_and_the_gap_exceeds_the_threshold(
+        int seed
+    )
     {
         var m = new SoftmaxLinear(n: 12, k: 4, d: 5, beta: 0.5, seed: seed);
         var eta = 1 / m.ObjectiveCurvature(m.WStar);
@@ -57,12 +67,20 @@ public class LandscapeTests
             int n = 6;
             // PSD M with a dominant direction; a and b mostly along it
             var U = Linalg.SymmetricEigen(Gram(Linalg.Random(n, n, trial))).vectors;
-            var lam = Enumerable.Range(0, n).Select(i => i == 0 ? 10.0 + rng.NextDouble() * 50 : rng.NextDouble()).ToArray();
+            var lam = Enumerable
+                .Range(0, n)
+                .Select(i => i == 0 ? 10.0 + rng.NextDouble() * 50 : rng.NextDouble())
+                .ToArray();
             var M = new double[n, n];
-            for (int i = 0; i < n; i++) for (int j = 0; j < n; j++) for (int k = 0; k < n; k++) M[i, j] += U[i, k] * lam[k] * U[j, k];
-            double[] Vec(double sign) => Enumerable.Range(0, n).Select(i => sign * 3 * U[i, 0] + (rng.NextDouble() - 0.5)).ToArray();
+            for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+            for (int k = 0; k < n; k++)
+                M[i, j] += U[i, k] * lam[k] * U[j, k];
+            double[] Vec(double sign) =>
+                Enumerable.Range(0, n).Select(i => sign * 3 * U[i, 0] + (rng.NextDouble() - 0.5)).ToArray();
             var (cos, eps, bound) = Landscape.SpectralConcentration(M, Vec(1), Vec(rng.Next(2) == 0 ? 1 : -1));
-            if (eps >= 0.5) continue;
+            if (eps >= 0.5)
+                continue;
             checkedCases++;
             Assert.True(cos >= bound - 1e-12, $"trial {trial}: |cos| {cos} < 1 - 2ε = {bound}");
         }
@@ -71,8 +89,12 @@ public class LandscapeTests
 
     static double[,] Gram(double[,] a)
     {
-        int n = a.GetLength(0); var g = new double[n, n];
-        for (int i = 0; i < n; i++) for (int j = 0; j < n; j++) for (int k = 0; k < a.GetLength(1); k++) g[i, j] += a[i, k] * a[j, k];
+        int n = a.GetLength(0);
+        var g = new double[n, n];
+        for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+        for (int k = 0; k < a.GetLength(1); k++)
+            g[i, j] += a[i, k] * a[j, k];
         return g;
     }
 }
@@ -83,11 +105,14 @@ public class SpectralTests
     static List<double[]> Vectors(Random rng, int n, int d, double spread)
     {
         var dir = Enumerable.Range(0, d).Select(_ => rng.NextDouble() - 0.5).ToArray();
-        return Enumerable.Range(0, n).Select(_ =>
-        {
-            double c = rng.NextDouble() * 2 - 1;
-            return dir.Select(x => c * x + spread * (rng.NextDouble() - 0.5)).ToArray();
-        }).ToList();
+        return Enumerable
+            .Range(0, n)
+            .Select(_ =>
+            {
+                double c = rng.NextDouble() * 2 - 1;
+                return dir.Select(x => c * x + spread * (rng.NextDouble() - 0.5)).ToArray();
+            })
+            .ToList();
     }
 
     [Fact]
@@ -99,7 +124,9 @@ public class SpectralTests
             var g = Vectors(rng, 6, 40, 0.3 + trial * 0.05);
             // the nonzero spectrum of Σ g gᵀ (d×d) is that of the Gram matrix (n×n), diagonalised by Jacobi
             var K = new double[6, 6];
-            for (int i = 0; i < 6; i++) for (int j = 0; j < 6; j++) K[i, j] = g[i].Zip(g[j]).Sum(z => z.First * z.Second);
+            for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++)
+                K[i, j] = g[i].Zip(g[j]).Sum(z => z.First * z.Second);
             double top = Linalg.SymmetricEigen(K).values.Max();
             var (lam, u, _) = Spectral.TopEigen(g, maxIterations: 2000, tol: 1e-14, seed: trial);
             Assert.Equal(top, lam, 8);
@@ -118,7 +145,8 @@ public class SpectralTests
             var s = Spectral.Estimate(g.Take(4).ToList(), g.Skip(4).ToList(), seed: trial);
             Assert.True(Math.Abs(s.Cos) >= s.CosBound - 1e-12, $"trial {trial}: |cos| {s.Cos} < bound {s.CosBound}");
             Assert.InRange(s.TopFraction, 1.0 / 8 - 1e-12, 1 + 1e-12);
-            if (s.CosBound > 0.9) informative++;
+            if (s.CosBound > 0.9)
+                informative++;
         }
         Assert.True(informative > 50, $"only {informative} concentrated instances");
     }

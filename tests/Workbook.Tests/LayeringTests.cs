@@ -8,8 +8,15 @@ public class LayeringTests
 {
     static readonly Dictionary<string, int> Rank = new()
     {
-        ["Util"] = 0, ["Model"] = 1, ["Text"] = 1, ["Verifiers"] = 1, ["Data"] = 2, ["Training"] = 3, ["Theory"] = 4,
-        ["Experiments"] = 5, ["Charts"] = 6,
+        ["Util"] = 0,
+        ["Model"] = 1,
+        ["Text"] = 1,
+        ["Verifiers"] = 1,
+        ["Data"] = 2,
+        ["Training"] = 3,
+        ["Theory"] = 4,
+        ["Experiments"] = 5,
+        ["Charts"] = 6,
     };
 
     /// <summary>Known upward edges, each a piece of work still open (issue 10): HTML reports in Experiments draw charts.</summary>
@@ -23,16 +30,23 @@ public class LayeringTests
         foreach (var file in Directory.EnumerateFiles(core, "*.cs", SearchOption.AllDirectories))
         {
             var rel = Path.GetRelativePath(core, file);
-            if (rel.StartsWith("bin") || rel.StartsWith("obj") || !rel.Contains(Path.DirectorySeparatorChar)) continue;
+            if (rel.StartsWith("bin") || rel.StartsWith("obj") || !rel.Contains(Path.DirectorySeparatorChar))
+                continue;
             var folder = rel.Split(Path.DirectorySeparatorChar)[0];
             Assert.True(Rank.ContainsKey(folder), $"{rel}: folder {folder} has no layer in this test");
             var code = string.Join("\n", File.ReadLines(file).Where(l => !l.TrimStart().StartsWith("//")));
-            var used = Regex.Matches(code, @"\bWorkbook\.(\w+)\b|\b(Util|Model|Text|Verifiers|Data|Training|Theory|Experiments|Charts)\.[A-Z]\w*\.")
+            var used = Regex
+                .Matches(
+                    code,
+                    @"\bWorkbook\.(\w+)\b|\b(Util|Model|Text|Verifiers|Data|Training|Theory|Experiments|Charts)\.[A-Z]\w*\."
+                )
                 .Select(m => m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value)
-                .Where(Rank.ContainsKey).Distinct();
+                .Where(Rank.ContainsKey)
+                .Distinct();
             foreach (var u in used)
                 if (Rank[u] > Rank[folder] || (Rank[u] == Rank[folder] && u != folder))
-                    if (!Open.Contains((folder, u))) problems.Add($"{rel} ({folder}) uses {u}");
+                    if (!Open.Contains((folder, u)))
+                        problems.Add($"{rel} ({folder}) uses {u}");
         }
         Assert.True(problems.Count == 0, string.Join("\n", problems));
     }

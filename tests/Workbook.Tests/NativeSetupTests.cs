@@ -15,12 +15,17 @@ static class TestProcessSetup
 
 public class NativeSetupTests
 {
-    static bool Disabled => Environment.GetEnvironmentVariable("WORKBOOK_MKL_VENDOR_FIX") is not ("1" or "on" or "true");
+    static bool Disabled =>
+        Environment.GetEnvironmentVariable("WORKBOOK_MKL_VENDOR_FIX") is not ("1" or "on" or "true");
 
     [Fact]
     public void MklVendorFixIsBuiltAndLoadedBeforeLibtorch()
     {
-        if (Disabled) { Assert.StartsWith("off", NativeSetup.MklVendorFix); return; }
+        if (Disabled)
+        {
+            Assert.StartsWith("off", NativeSetup.MklVendorFix);
+            return;
+        }
         var lib = Path.Combine(AppContext.BaseDirectory, NativeSetup.LibraryName);
         Assert.True(File.Exists(lib), $"{lib} is missing: gcc was not found at build time");
         Assert.Equal("on", NativeSetup.MklVendorFix);
@@ -32,11 +37,13 @@ public class NativeSetupTests
     {
         using var scope = NewDisposeScope();
         var g = new Generator(5);
-        var a = randn([512, 384], generator: g); var b = randn([384, 256], generator: g);
+        var a = randn([512, 384], generator: g);
+        var b = randn([384, 256], generator: g);
         var exact = a.to(ScalarType.Float64).matmul(b.to(ScalarType.Float64));
         var got = a.matmul(b).to(ScalarType.Float64);
         // sum of 384 products of N(0,1): |c| ~ 20; f32 accumulation error ~ 1e-5 relative to that scale
-        double err = (got - exact).abs().max().item<double>(), scale = exact.abs().max().item<double>();
+        double err = (got - exact).abs().max().item<double>(),
+            scale = exact.abs().max().item<double>();
         Assert.True(err / scale < 1e-5, $"f32 GEMM error {err} at scale {scale}");
     }
 }

@@ -10,8 +10,19 @@ public class NotebookTests
     [Fact]
     public void The_theorems_notebook_runs_headless_and_its_chart_renders_offline()
     {
-        var cliBuild = Path.Combine(TestData.RepoRoot, "src", "Workbook.Cli", "bin", "Release", "net10.0", "Workbook.Core.dll");
-        Assert.True(File.Exists(cliBuild), $"{cliBuild} missing: build the CLI in Release first (bash tools/test.sh does)");
+        var cliBuild = Path.Combine(
+            TestData.RepoRoot,
+            "src",
+            "Workbook.Cli",
+            "bin",
+            "Release",
+            "net10.0",
+            "Workbook.Core.dll"
+        );
+        Assert.True(
+            File.Exists(cliBuild),
+            $"{cliBuild} missing: build the CLI in Release first (bash tools/test.sh does)"
+        );
         var runner = new NotebookRunner(TestData.RepoRoot, _ => { });
         runner.Prepare();
         var r = runner.Run("01-theorems", quick: true);
@@ -30,17 +41,31 @@ public class PolyglotKernelTests
     [Fact]
     public void The_polyglot_kernel_renders_a_chart_after_fix_kernel()
     {
-        new NotebookRunner(TestData.RepoRoot, _ => { }).Prepare();   // dotnet tool restore
+        new NotebookRunner(TestData.RepoRoot, _ => { }).Prepare(); // dotnet tool restore
         var dir = NotebookRunner.KernelFolders().FirstOrDefault(d => d.Contains("microsoft.dotnet-interactive"));
         Assert.True(dir is not null, "dotnet-interactive is not in the NuGet cache after dotnet tool restore");
         NotebookRunner.FixKernel(dir!, _ => { });
-        Assert.False(NotebookRunner.FixKernel(dir!, _ => { }));   // idempotent
+        Assert.False(NotebookRunner.FixKernel(dir!, _ => { })); // idempotent
 
-        var psi = new System.Diagnostics.ProcessStartInfo("dotnet", ["tool", "run", "dotnet-interactive", "--", "stdio", "--default-kernel", "csharp"])
-        { WorkingDirectory = Path.Combine(TestData.RepoRoot, "notebooks"), RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new System.Diagnostics.ProcessStartInfo(
+            "dotnet",
+            ["tool", "run", "dotnet-interactive", "--", "stdio", "--default-kernel", "csharp"]
+        )
+        {
+            WorkingDirectory = Path.Combine(TestData.RepoRoot, "notebooks"),
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
         using var p = System.Diagnostics.Process.Start(psi)!;
         var lines = new System.Collections.Concurrent.BlockingCollection<string>();
-        _ = Task.Run(() => { string? l; while ((l = p.StandardOutput.ReadLine()) is not null) lines.Add(l); lines.CompleteAdding(); });
+        _ = Task.Run(() =>
+        {
+            string? l;
+            while ((l = p.StandardOutput.ReadLine()) is not null)
+                lines.Add(l);
+            lines.CompleteAdding();
+        });
         _ = p.StandardError.ReadToEndAsync();
         try
         {
@@ -48,32 +73,57 @@ public class PolyglotKernelTests
             {
                 var env = new System.Text.Json.Nodes.JsonObject
                 {
-                    ["token"] = token, ["commandType"] = "SubmitCode",
-                    ["command"] = new System.Text.Json.Nodes.JsonObject { ["code"] = code, ["targetKernelName"] = "csharp" },
+                    ["token"] = token,
+                    ["commandType"] = "SubmitCode",
+                    ["command"] = new System.Text.Json.Nodes.JsonObject
+                    {
+                        ["code"] = code,
+                        ["targetKernelName"] = "csharp",
+                    },
                 };
-                p.StandardInput.WriteLine(env.ToJsonString()); p.StandardInput.Flush();
+                p.StandardInput.WriteLine(env.ToJsonString());
+                p.StandardInput.Flush();
                 var events = new List<System.Text.Json.Nodes.JsonNode>();
                 var deadline = DateTime.UtcNow.AddMinutes(5);
-                while (DateTime.UtcNow < deadline && lines.TryTake(out var line, TimeSpan.FromSeconds(5)) | !lines.IsCompleted)
+                while (
+                    DateTime.UtcNow < deadline
+                    && lines.TryTake(out var line, TimeSpan.FromSeconds(5)) | !lines.IsCompleted
+                )
                 {
-                    if (line is null || !line.Contains(token)) continue;
+                    if (line is null || !line.Contains(token))
+                        continue;
                     var e = System.Text.Json.Nodes.JsonNode.Parse(line)!;
                     events.Add(e);
                     var type = e["eventType"]?.GetValue<string>();
-                    if (type is "CommandFailed") Assert.Fail($"cell {token} failed: {e["event"]?["message"]}");
-                    if (type is "CommandSucceeded") return events;
+                    if (type is "CommandFailed")
+                        Assert.Fail($"cell {token} failed: {e["event"]?["message"]}");
+                    if (type is "CommandSucceeded")
+                        return events;
                 }
                 Assert.Fail($"cell {token}: no answer from the kernel");
                 return events;
             }
             Submit("setup", "#load \"setup.csx\"");
-            var chart = Submit("chart", "using Workbook.Charts; using Workbook.Theory;\nvar t = new SoftmaxLinear(n: 6, k: 3, d: 4, beta: 0.5, seed: 1);\nTheoryCharts.Landscape(t, Landscape.RlFromSftOptimum(t, steps: 5, lambda: 1.0)).sft");
-            var html = chart.Where(e => e["eventType"]?.GetValue<string>() == "ReturnValueProduced")
-                .SelectMany(e => e["event"]!["formattedValues"]!.AsArray()).Where(f => f!["mimeType"]!.GetValue<string>() == "text/html")
-                .Select(f => f!["value"]!.GetValue<string>()).FirstOrDefault();
+            var chart = Submit(
+                "chart",
+                "using Workbook.Charts; using Workbook.Theory;\nvar t = new SoftmaxLinear(n: 6, k: 3, d: 4, beta: 0.5, seed: 1);\nTheoryCharts.Landscape(t, Landscape.RlFromSftOptimum(t, steps: 5, lambda: 1.0)).sft"
+            );
+            var html = chart
+                .Where(e => e["eventType"]?.GetValue<string>() == "ReturnValueProduced")
+                .SelectMany(e => e["event"]!["formattedValues"]!.AsArray())
+                .Where(f => f!["mimeType"]!.GetValue<string>() == "text/html")
+                .Select(f => f!["value"]!.GetValue<string>())
+                .FirstOrDefault();
             Assert.NotNull(html);
             Assert.Contains("Plotly.newPlot", html);
         }
-        finally { try { p.Kill(true); } catch (InvalidOperationException) { } }
+        finally
+        {
+            try
+            {
+                p.Kill(true);
+            }
+            catch (InvalidOperationException) { }
+        }
     }
 }

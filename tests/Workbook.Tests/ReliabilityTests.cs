@@ -20,8 +20,13 @@ public class ReliabilityTests
 
     static (int Code, string Out, string Err) RunIn(string? cwd, params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet", [Cli, .. args]) { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (cwd is not null) psi.WorkingDirectory = cwd;
+        var psi = new ProcessStartInfo("dotnet", [Cli, .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        if (cwd is not null)
+            psi.WorkingDirectory = cwd;
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
         var outp = p.StandardOutput.ReadToEnd();
@@ -44,11 +49,34 @@ public class ReliabilityTests
 
     static readonly string[] Tiny =
     [
-        "--seeds", "1", "--set", "base.max_steps=2", "--set", "sft.max_steps=2", "--set", "grpo.max_steps=1",
-        "--set", "base.per_device_train_batch_size=4", "--set", "sft.per_device_train_batch_size=4",
-        "--set", "grpo.per_device_train_batch_size=4", "--set", "grpo.num_generations=2", "--set", "grpo.max_completion_length=6",
-        "--set", "task.train_size=32", "--set", "task.eval_size=4", "--set", "c1_samples=0", "--set", "evals_per_stage=1",
-        "--set", "interleave_rounds=1",
+        "--seeds",
+        "1",
+        "--set",
+        "base.max_steps=2",
+        "--set",
+        "sft.max_steps=2",
+        "--set",
+        "grpo.max_steps=1",
+        "--set",
+        "base.per_device_train_batch_size=4",
+        "--set",
+        "sft.per_device_train_batch_size=4",
+        "--set",
+        "grpo.per_device_train_batch_size=4",
+        "--set",
+        "grpo.num_generations=2",
+        "--set",
+        "grpo.max_completion_length=6",
+        "--set",
+        "task.train_size=32",
+        "--set",
+        "task.eval_size=4",
+        "--set",
+        "c1_samples=0",
+        "--set",
+        "evals_per_stage=1",
+        "--set",
+        "interleave_rounds=1",
     ];
 
     // ---- must fix 1: concurrent runs ------------------------------------------------------------------------------
@@ -57,9 +85,15 @@ public class ReliabilityTests
     public void Concurrent_runs_into_one_runs_folder_get_separate_complete_folders()
     {
         var runs = TestData.TempDir();
-        var psis = Enumerable.Range(0, 3).Select(_ => new ProcessStartInfo("dotnet",
-            [Cli, "run", "sft-then-rl", "--quick", "--runs", runs, .. Tiny]) { RedirectStandardOutput = true, RedirectStandardError = true }).ToList();
-        var procs = psis.Select(p => Process.Start(p)!).ToList();   // started together: same second, same name
+        var psis = Enumerable
+            .Range(0, 3)
+            .Select(_ => new ProcessStartInfo("dotnet", [Cli, "run", "sft-then-rl", "--quick", "--runs", runs, .. Tiny])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            })
+            .ToList();
+        var procs = psis.Select(p => Process.Start(p)!).ToList(); // started together: same second, same name
         var errs = procs.Select(p => p.StandardError.ReadToEndAsync()).ToList();
         var outs = procs.Select(p => p.StandardOutput.ReadToEndAsync()).ToList();
         foreach (var (p, i) in procs.Select((p, i) => (p, i)))
@@ -69,14 +103,19 @@ public class ReliabilityTests
         }
         var dirs = Directory.GetDirectories(runs).Where(d => !Path.GetFileName(d).StartsWith('.')).ToList();
         Assert.Equal(3, dirs.Count);
-        Assert.Equal(3, outs.Select(o => o.Result.Split('\n').First(l => l.StartsWith("run folder:"))).Distinct().Count());
+        Assert.Equal(
+            3,
+            outs.Select(o => o.Result.Split('\n').First(l => l.StartsWith("run folder:"))).Distinct().Count()
+        );
         foreach (var d in dirs)
         {
             Assert.True(File.Exists(Path.Combine(d, "summary.json")), $"{d} has no summary.json");
             foreach (var stage in new[] { "1-sft", "2-rl" })
             {
                 var rows = MetricsLog.Read(Path.Combine(d, "sft-then-rl", "seed-1000", stage, "metrics.jsonl"));
-                var trainSteps = rows.Where(r => !r.Any(kv => kv.Key.StartsWith("eval_"))).Select(r => (long)r["step"]!).ToList();
+                var trainSteps = rows.Where(r => !r.Any(kv => kv.Key.StartsWith("eval_")))
+                    .Select(r => (long)r["step"]!)
+                    .ToList();
                 // exactly this run's steps, once each: no rows from another process
                 Assert.Equal(Enumerable.Range(1, stage == "1-sft" ? 2 : 1).Select(i => (long)i), trainSteps);
             }
@@ -111,11 +150,11 @@ public class ReliabilityTests
         using (var m = new Qwen3ForCausalLM(Qwen3Config.Preset("tiny"), TorchSharp.torch.ScalarType.Float32, null, 1))
             Checkpoint.Save(m, dir);
         var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
-        cfg["num_hidden_layers"] = 20000;   // 20000 layers of the tiny shape: about 1 GB if it were allocated
+        cfg["num_hidden_layers"] = 20000; // 20000 layers of the tiny shape: about 1 GB if it were allocated
         File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJsonString());
         var e = Assert.Throws<WorkbookException>(() => Checkpoint.Load(dir));
         Assert.Contains("missing tensor 'model.layers.2.", e.Message);
-        Assert.Contains("and ", e.Message);   // the list is capped
+        Assert.Contains("and ", e.Message); // the list is capped
     }
 
     [Theory]
@@ -128,7 +167,8 @@ public class ReliabilityTests
         var sd = m.state_dict();
         var expected = Checkpoint.ExpectedShapes(c);
         Assert.Equal(sd.Keys.Order(), expected.Keys.Order());
-        foreach (var (k, v) in sd) Assert.Equal(v.shape, expected[k]);
+        foreach (var (k, v) in sd)
+            Assert.Equal(v.shape, expected[k]);
     }
 
     [Fact]
@@ -159,7 +199,10 @@ public class ReliabilityTests
     public void An_infinite_learning_rate_is_one_line_and_leaves_no_run_folder()
     {
         var runs = TestData.TempDir();
-        UserError(Run("run", "sft-then-rl", "--quick", "--runs", runs, "--set", "sft.learning_rate=1e400"), "sft.learning_rate");
+        UserError(
+            Run("run", "sft-then-rl", "--quick", "--runs", runs, "--set", "sft.learning_rate=1e400"),
+            "sft.learning_rate"
+        );
         Assert.Empty(Directory.GetFileSystemEntries(runs));
     }
 
@@ -167,8 +210,23 @@ public class ReliabilityTests
     public void A_learning_rate_that_overflows_the_update_is_refused_before_training()
     {
         var runs = TestData.TempDir();
-        UserError(Run("train", "sft", "--preset", "tiny", "--train-size", "50", "--runs", runs, "--set", "learning_rate=3e38",
-            "--set", "max_steps=2"), "learning_rate");
+        UserError(
+            Run(
+                "train",
+                "sft",
+                "--preset",
+                "tiny",
+                "--train-size",
+                "50",
+                "--runs",
+                runs,
+                "--set",
+                "learning_rate=3e38",
+                "--set",
+                "max_steps=2"
+            ),
+            "learning_rate"
+        );
         Assert.Empty(Directory.GetFileSystemEntries(runs));
     }
 
@@ -176,7 +234,10 @@ public class ReliabilityTests
     public void Score_top_zero_and_an_endless_generation_are_clear_errors()
     {
         UserError(Run("score", "--preset", "tiny", "--ids", "1,2", "--top", "0"), "--top");
-        UserError(Run("generate", "--preset", "tiny", "--ids", "1,2", "--max-new-tokens", "100000000", "--json"), "--max-new-tokens");
+        UserError(
+            Run("generate", "--preset", "tiny", "--ids", "1,2", "--max-new-tokens", "100000000", "--json"),
+            "--max-new-tokens"
+        );
     }
 
     [Fact]
@@ -185,8 +246,12 @@ public class ReliabilityTests
         var c = Qwen3Config.Preset("tiny");
         var eos = c with { EosTokenIdRaw = System.Text.Json.JsonDocument.Parse("1.5").RootElement };
         Assert.Contains("eos_token_id", Assert.Throws<WorkbookException>(() => eos.Validate("config.json")).Message);
-        Assert.Contains("max_position_embeddings",
-            Assert.Throws<WorkbookException>(() => (c with { MaxPositionEmbeddings = 0 }).Validate("config.json")).Message);
+        Assert.Contains(
+            "max_position_embeddings",
+            Assert
+                .Throws<WorkbookException>(() => (c with { MaxPositionEmbeddings = 0 }).Validate("config.json"))
+                .Message
+        );
     }
 
     static string Safetensors(string header, int dataBytes)
@@ -194,21 +259,38 @@ public class ReliabilityTests
         var path = Path.Combine(TestData.TempDir(), "model.safetensors");
         var h = Encoding.UTF8.GetBytes(header);
         using var fs = File.Create(path);
-        fs.Write(BitConverter.GetBytes((ulong)h.Length)); fs.Write(h); fs.Write(new byte[dataBytes]);
+        fs.Write(BitConverter.GetBytes((ulong)h.Length));
+        fs.Write(h);
+        fs.Write(new byte[dataBytes]);
         return path;
     }
 
     [Fact]
     public void Safetensors_with_a_duplicate_name_overlap_or_hole_is_refused()
     {
-        var dup = Safetensors("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8);
+        var dup = Safetensors(
+            """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""",
+            8
+        );
         Assert.Contains("twice", Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(dup).Dispose()).Message);
-        var overlap = Safetensors("""{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8);
-        Assert.Contains("overlaps", Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(overlap).Dispose()).Message);
-        var hole = Safetensors("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""", 12);
+        var overlap = Safetensors(
+            """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""",
+            8
+        );
+        Assert.Contains(
+            "overlaps",
+            Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(overlap).Dispose()).Message
+        );
+        var hole = Safetensors(
+            """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""",
+            12
+        );
         Assert.Contains("hole", Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(hole).Dispose()).Message);
         var tail = Safetensors("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", 12);
-        Assert.Contains("after the last tensor", Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(tail).Dispose()).Message);
+        Assert.Contains(
+            "after the last tensor",
+            Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(tail).Dispose()).Message
+        );
     }
 
     [Fact]
@@ -216,7 +298,10 @@ public class ReliabilityTests
     {
         var path = Path.Combine(TestData.TempDir(), "model.safetensors");
         File.WriteAllBytes(path, [.. BitConverter.GetBytes(ulong.MaxValue), .. new byte[16]]);
-        Assert.Contains("18446744073709551615", Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(path).Dispose()).Message);
+        Assert.Contains(
+            "18446744073709551615",
+            Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(path).Dispose()).Message
+        );
     }
 
     [Fact]
@@ -241,10 +326,10 @@ public class ReliabilityTests
         var c = RunCommand.LoadConfig(null, true, ["sft.max_steps=10", "seeds=3"]);
         Assert.Equal(10, c.Sft.MaxSteps);
         Assert.Equal(3, c.Seeds);
-        Assert.Equal(q.Grpo.MaxSteps, c.Grpo.MaxSteps);   // the rest of --quick still applies
+        Assert.Equal(q.Grpo.MaxSteps, c.Grpo.MaxSteps); // the rest of --quick still applies
         var file = Path.Combine(TestData.TempDir(), "c.json");
         File.WriteAllText(file, """{"grpo": {"max_steps": 7}}""");
-        Assert.Equal(7, RunCommand.LoadConfig(file, true, []).Grpo.MaxSteps);   // a config file wins over --quick too
+        Assert.Equal(7, RunCommand.LoadConfig(file, true, []).Grpo.MaxSteps); // a config file wins over --quick too
     }
 
     // ---- must fix 5: a resumed stage logs its evaluation once ---------------------------------------------------
@@ -253,14 +338,24 @@ public class ReliabilityTests
     public void Resuming_a_finished_training_run_does_not_log_its_evaluation_again()
     {
         var dir = Path.Combine(TestData.TempDir(), "t");
-        string[] args = ["--preset", "tiny", "--train-size", "40", "--set", "max_steps=2", "--set", "per_device_train_batch_size=4"];
+        string[] args =
+        [
+            "--preset",
+            "tiny",
+            "--train-size",
+            "40",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "per_device_train_batch_size=4",
+        ];
         Assert.Equal(0, Run(["train", "sft", "--out", dir, .. args]).Code);
         var before = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Count;
         var r = Run(["train", "sft", "--resume", dir, .. args]);
         Assert.True(r.Code == 0, r.Err);
         var rows = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl"));
         Assert.Equal(before, rows.Count);
-        Assert.Equal(2, rows.Count(o => o.ContainsKey("eval_sft_loss")));   // step 0 and step 2, once each
+        Assert.Equal(2, rows.Count(o => o.ContainsKey("eval_sft_loss"))); // step 0 and step 2, once each
     }
 
     // ---- should fix -------------------------------------------------------------------------------------------
@@ -282,10 +377,28 @@ public class ReliabilityTests
     public void Rows_skipped_with_skip_bad_are_reported()
     {
         var tsv = Path.Combine(TestData.TempDir(), "cola.tsv");
-        File.WriteAllLines(tsv, Enumerable.Range(0, 60).Select(i => $"src\t{i % 2}\t\tThe cat number {i} sleeps.").Append("bad row"));
+        File.WriteAllLines(
+            tsv,
+            Enumerable.Range(0, 60).Select(i => $"src\t{i % 2}\t\tThe cat number {i} sleeps.").Append("bad row")
+        );
         var runs = TestData.TempDir();
-        var r = Run("train", "sft", "--preset", "tiny", "--dataset", $"cola:{tsv}", "--train-size", "40", "--skip-bad", "--runs", runs,
-            "--set", "max_steps=1", "--set", "per_device_train_batch_size=4");
+        var r = Run(
+            "train",
+            "sft",
+            "--preset",
+            "tiny",
+            "--dataset",
+            $"cola:{tsv}",
+            "--train-size",
+            "40",
+            "--skip-bad",
+            "--runs",
+            runs,
+            "--set",
+            "max_steps=1",
+            "--set",
+            "per_device_train_batch_size=4"
+        );
         Assert.True(r.Code == 0, r.Err);
         Assert.Contains($"skipped 1 bad row(s) of {tsv}", r.Err);
         Assert.Contains("cola.tsv:61", r.Err);
@@ -295,7 +408,15 @@ public class ReliabilityTests
     public void Invalid_utf8_in_a_data_file_names_the_line()
     {
         var path = Path.Combine(TestData.TempDir(), "d.jsonl");
-        File.WriteAllBytes(path, [.. Encoding.UTF8.GetBytes("{\"text\":\"ok\"}\n{\"text\":\""), 0xff, 0xfe, .. Encoding.UTF8.GetBytes("\"}\n")]);
+        File.WriteAllBytes(
+            path,
+            [
+                .. Encoding.UTF8.GetBytes("{\"text\":\"ok\"}\n{\"text\":\""),
+                0xff,
+                0xfe,
+                .. Encoding.UTF8.GetBytes("\"}\n"),
+            ]
+        );
         var e = Assert.Throws<WorkbookException>(() => RowReader.Read(path, l => l, false));
         Assert.Contains("invalid UTF-8", e.Message);
         Assert.Contains("d.jsonl:2", e.Message);
@@ -321,17 +442,26 @@ public class ReliabilityTests
         var regex = node.DeepClone().AsObject();
         SetSplit(regex["pre_tokenizer"]!, "(unclosed");
         File.WriteAllText(bad, regex.ToJsonString());
-        Assert.Contains("Split regex is invalid", Assert.Throws<WorkbookException>(() => Workbook.Text.Qwen3Tokenizer.Load(bad)).Message);
+        Assert.Contains(
+            "Split regex is invalid",
+            Assert.Throws<WorkbookException>(() => Workbook.Text.Qwen3Tokenizer.Load(bad)).Message
+        );
         var id = node.DeepClone().AsObject();
         id["added_tokens"]![0]!["id"] = 1.5;
         File.WriteAllText(bad, id.ToJsonString());
-        Assert.Contains("not an integer", Assert.Throws<WorkbookException>(() => Workbook.Text.Qwen3Tokenizer.Load(bad)).Message);
+        Assert.Contains(
+            "not an integer",
+            Assert.Throws<WorkbookException>(() => Workbook.Text.Qwen3Tokenizer.Load(bad)).Message
+        );
     }
 
     static void SetSplit(JsonNode pre, string pattern)
     {
-        if (pre["type"]?.GetValue<string>() == "Split") pre["pattern"]!["Regex"] = pattern;
-        if (pre["pretokenizers"] is JsonArray list) foreach (var p in list) SetSplit(p!, pattern);
+        if (pre["type"]?.GetValue<string>() == "Split")
+            pre["pattern"]!["Regex"] = pattern;
+        if (pre["pretokenizers"] is JsonArray list)
+            foreach (var p in list)
+                SetSplit(p!, pattern);
     }
 
     [Fact]
@@ -391,15 +521,22 @@ public class ReliabilityTests
     [Fact]
     public void Every_option_of_every_verb_has_a_help_line()
     {
-        var verbs = typeof(RunCommand).Assembly.GetTypes()
-            .Where(t => t.Namespace == "Workbook.Cli" && t.IsSubclassOf(typeof(Spectre.Console.Cli.CommandSettings)) && !t.IsAbstract);
+        var verbs = typeof(RunCommand)
+            .Assembly.GetTypes()
+            .Where(t =>
+                t.Namespace == "Workbook.Cli"
+                && t.IsSubclassOf(typeof(Spectre.Console.Cli.CommandSettings))
+                && !t.IsAbstract
+            );
         var missing = new List<string>();
         foreach (var t in verbs)
-            foreach (var p in t.GetProperties())
-                if (p.GetCustomAttributes(typeof(Spectre.Console.Cli.CommandOptionAttribute), true).Length > 0
-                    && p.GetCustomAttributes(typeof(System.ComponentModel.DescriptionAttribute), true).Length == 0
-                    && t.DeclaringType != typeof(BenchCommand))   // BenchCommand.cs belongs to the benchmarks' owner
-                    missing.Add($"{t.DeclaringType?.Name ?? t.Name}.{p.Name}");
+        foreach (var p in t.GetProperties())
+            if (
+                p.GetCustomAttributes(typeof(Spectre.Console.Cli.CommandOptionAttribute), true).Length > 0
+                && p.GetCustomAttributes(typeof(System.ComponentModel.DescriptionAttribute), true).Length == 0
+                && t.DeclaringType != typeof(BenchCommand)
+            ) // BenchCommand.cs belongs to the benchmarks' owner
+                missing.Add($"{t.DeclaringType?.Name ?? t.Name}.{p.Name}");
         Assert.Empty(missing);
     }
 
@@ -407,12 +544,26 @@ public class ReliabilityTests
     public void Redirected_output_is_plain_and_honours_logging_steps()
     {
         var runs = TestData.TempDir();
-        var r = Run("train", "sft", "--preset", "tiny", "--train-size", "40", "--runs", runs, "--set", "max_steps=4",
-            "--set", "logging_steps=2", "--set", "per_device_train_batch_size=4");
+        var r = Run(
+            "train",
+            "sft",
+            "--preset",
+            "tiny",
+            "--train-size",
+            "40",
+            "--runs",
+            runs,
+            "--set",
+            "max_steps=4",
+            "--set",
+            "logging_steps=2",
+            "--set",
+            "per_device_train_batch_size=4"
+        );
         Assert.True(r.Code == 0, r.Err);
         Assert.False(r.Out.Contains('\x1b'), $"escape codes in the output:\n{r.Out}");
         var steps = r.Out.Split('\n').Where(l => l.StartsWith("sft step ")).Select(l => l.Split(' ')[2]).ToList();
         Assert.Equal(["2/4", "4/4"], steps);
-        Assert.Single(Directory.GetDirectories(runs));   // --runs is where train writes
+        Assert.Single(Directory.GetDirectories(runs)); // --runs is where train writes
     }
 }

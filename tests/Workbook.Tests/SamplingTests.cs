@@ -32,21 +32,30 @@ public class SamplingTests
         using var scope = NewDisposeScope();
         const int rows = 20000;
         double[] w = [1.0, 2.0, 0.5, -1.0, 1.5];
-        var logits = tensor(Enumerable.Range(0, rows).SelectMany(_ => w.Select(x => (float)x)).ToArray(), [rows, w.Length]);
+        var logits = tensor(
+            Enumerable.Range(0, rows).SelectMany(_ => w.Select(x => (float)x)).ToArray(),
+            [rows, w.Length]
+        );
         double z = w.Sum(Math.Exp);
         using var g = new Generator(42);
         var (ids, logps) = Generation.Pick(logits, new GenerationOptions { Temperature = 1.0 }, g);
         for (int v = 0; v < w.Length; v++)
         {
-            double p = Math.Exp(w[v]) / z, freq = ids.Count(i => i == v) / (double)rows;
+            double p = Math.Exp(w[v]) / z,
+                freq = ids.Count(i => i == v) / (double)rows;
             double sd = Math.Sqrt(p * (1 - p) / rows);
             Assert.True(Math.Abs(freq - p) < 5 * sd, $"token {v}: frequency {freq:F4}, probability {p:F4}");
         }
-        for (int r = 0; r < rows; r += 997) Assert.Equal(w[ids[r]] - Math.Log(z), logps[r], 5);
+        for (int r = 0; r < rows; r += 997)
+            Assert.Equal(w[ids[r]] - Math.Log(z), logps[r], 5);
         var (top2, _) = Generation.Pick(logits, new GenerationOptions { Temperature = 1.0, TopK = 2 }, g);
         Assert.All(top2, i => Assert.True(i is 1 or 4, $"top-k 2 picked token {i}"));
         // the same seed gives the same tokens
-        using var g1 = new Generator(7); using var g2 = new Generator(7);
-        Assert.Equal(Generation.Pick(logits, new GenerationOptions(), g1).ids, Generation.Pick(logits, new GenerationOptions(), g2).ids);
+        using var g1 = new Generator(7);
+        using var g2 = new Generator(7);
+        Assert.Equal(
+            Generation.Pick(logits, new GenerationOptions(), g1).ids,
+            Generation.Pick(logits, new GenerationOptions(), g2).ids
+        );
     }
 }

@@ -8,6 +8,7 @@ namespace Workbook.Tests;
 public class StatisticsTests(ITestOutputHelper output)
 {
     static double Logit(double p) => Math.Log(p / (1 - p));
+
     static double Sigmoid(double t) => 1 / (1 + Math.Exp(-t));
 
     [Fact]
@@ -15,7 +16,8 @@ public class StatisticsTests(ITestOutputHelper output)
     {
         // [0.2, 0.5, 0.8] on [0, 1]: squeezed u = 0.01 + 0.98 x, logits ±z and 0, sd z,
         // half-width t_{0.975,2} z / sqrt 3
-        double z = Logit(0.01 + 0.98 * 0.8), h = 4.303 * z / Math.Sqrt(3);
+        double z = Logit(0.01 + 0.98 * 0.8),
+            h = 4.303 * z / Math.Sqrt(3);
         var s = Stat.Bounded([0.2, 0.5, 0.8], 0, 1);
         Assert.Equal(0.5, s.Mean, 12);
         Assert.Equal((Sigmoid(-h) - 0.01) / 0.98, s.Ci95[0], 10);
@@ -46,8 +48,19 @@ public class StatisticsTests(ITestOutputHelper output)
     [Fact]
     public void Bounded_never_leaves_the_range_and_always_contains_the_mean()
     {
-        double[][] adversarial = [[1, 1, 1], [0, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1], [1, 1, 1, 1, 0.999999],
-            [1e-15, 0, 0], [1 - 1e-15, 1, 1], [0, 1, 0, 1, 0], [0.999, 1, 1, 1, 1]];
+        double[][] adversarial =
+        [
+            [1, 1, 1],
+            [0, 0, 0],
+            [1, 1, 0],
+            [0, 0, 1],
+            [0, 1],
+            [1, 1, 1, 1, 0.999999],
+            [1e-15, 0, 0],
+            [1 - 1e-15, 1, 1],
+            [0, 1, 0, 1, 0],
+            [0.999, 1, 1, 1, 1],
+        ];
         foreach (var xs in adversarial)
         {
             Check(Stat.Bounded(xs, 0, 1), 0, 1, xs);
@@ -57,8 +70,10 @@ public class StatisticsTests(ITestOutputHelper output)
         double[] special = [0, 1, 1e-12, 1 - 1e-12, 0.5];
         for (int i = 0; i < 20_000; i++)
         {
-            var xs = Enumerable.Range(0, 2 + rng.Next(5))
-                .Select(_ => rng.NextDouble() < 0.5 ? special[rng.Next(special.Length)] : rng.NextDouble()).ToArray();
+            var xs = Enumerable
+                .Range(0, 2 + rng.Next(5))
+                .Select(_ => rng.NextDouble() < 0.5 ? special[rng.Next(special.Length)] : rng.NextDouble())
+                .ToArray();
             Check(Stat.Bounded(xs, 0, 1), 0, 1, xs);
             var d = xs.Select(x => 2 * x - 1).ToArray();
             Check(Stat.Paired(xs, xs.Reverse().ToArray(), (0, 1)), -1, 1, xs);
@@ -69,8 +84,10 @@ public class StatisticsTests(ITestOutputHelper output)
         {
             string at = string.Join(", ", xs);
             Assert.True(double.IsFinite(s.Ci95[0]) && double.IsFinite(s.Ci95[1]), at);
-            Assert.True(lo <= s.Ci95[0] && s.Ci95[0] <= s.Mean && s.Mean <= s.Ci95[1] && s.Ci95[1] <= hi,
-                $"[{s.Ci95[0]}, {s.Ci95[1]}] mean {s.Mean} for {at}");
+            Assert.True(
+                lo <= s.Ci95[0] && s.Ci95[0] <= s.Mean && s.Mean <= s.Ci95[1] && s.Ci95[1] <= hi,
+                $"[{s.Ci95[0]}, {s.Ci95[1]}] mean {s.Mean} for {at}"
+            );
         }
     }
 
@@ -89,15 +106,16 @@ public class StatisticsTests(ITestOutputHelper output)
     {
         var q = new double[m + 1];
         for (int k = 0; k <= m; k++)
-            for (int j = 0; j < p.Length; j++)
-                q[k] += w[j] * Math.Exp(LogChoose(m, k) + k * Math.Log(p[j]) + (m - k) * Math.Log(1 - p[j]));
+        for (int j = 0; j < p.Length; j++)
+            q[k] += w[j] * Math.Exp(LogChoose(m, k) + k * Math.Log(p[j]) + (m - k) * Math.Log(1 - p[j]));
         return q;
     }
 
     static double LogChoose(int n, int k)
     {
         double s = 0;
-        for (int i = 1; i <= k; i++) s += Math.Log(n - k + i) - Math.Log(i);
+        for (int i = 1; i <= k; i++)
+            s += Math.Log(n - k + i) - Math.Log(i);
         return s;
     }
 
@@ -113,12 +131,18 @@ public class StatisticsTests(ITestOutputHelper output)
             if (pos == n)
             {
                 double logP = LogFactorial(n);
-                foreach (var g in ks.GroupBy(k => k)) logP += g.Count() * Math.Log(q[g.Key]) - LogFactorial(g.Count());
+                foreach (var g in ks.GroupBy(k => k))
+                    logP += g.Count() * Math.Log(q[g.Key]) - LogFactorial(g.Count());
                 var (lo, hi) = interval(ks.Select(k => (double)k / m).ToArray());
-                if (lo <= mu && mu <= hi) cover += Math.Exp(logP);
+                if (lo <= mu && mu <= hi)
+                    cover += Math.Exp(logP);
                 return;
             }
-            for (int k = min; k <= m; k++) { ks[pos] = k; Rec(pos + 1, k); }
+            for (int k = min; k <= m; k++)
+            {
+                ks[pos] = k;
+                Rec(pos + 1, k);
+            }
         }
         Rec(0, 0);
         return cover;
@@ -133,25 +157,38 @@ public class StatisticsTests(ITestOutputHelper output)
     public void Bounded_covers_the_mean_reward_exactly_enumerated(string where, double p1, double p2, double p3)
     {
         // a seed's reward is the share of 24 held-out prompts solved; seeds differ in their success rate (three levels)
-        double[] p = [p1, p2, p3], w = [0.25, 0.5, 0.25];
+        double[] p = [p1, p2, p3],
+            w = [0.25, 0.5, 0.25];
         var q = MixtureOfBinomials(24, p, w);
         double mu = p.Zip(w).Sum(x => x.First * x.Second);
         foreach (int n in new[] { 3, 4, 5 })
         {
-            double bounded = ExactCoverage(q, n, mu, xs =>
-            {
-                var s = Stat.Bounded(xs, 0, 1);
-                return (s.Ci95[0], s.Ci95[1]);
-            });
-            double clipped = ExactCoverage(q, n, mu, xs =>
-            {
-                var s = Stat.Of(xs);
-                return (Math.Max(0, s.Ci95[0]), Math.Min(1, s.Ci95[1]));
-            });
+            double bounded = ExactCoverage(
+                q,
+                n,
+                mu,
+                xs =>
+                {
+                    var s = Stat.Bounded(xs, 0, 1);
+                    return (s.Ci95[0], s.Ci95[1]);
+                }
+            );
+            double clipped = ExactCoverage(
+                q,
+                n,
+                mu,
+                xs =>
+                {
+                    var s = Stat.Of(xs);
+                    return (Math.Max(0, s.Ci95[0]), Math.Min(1, s.Ci95[1]));
+                }
+            );
             output.WriteLine($"{where}, {n} seeds: coverage bounded {bounded:F4}, clipped t {clipped:F4}");
             Assert.InRange(bounded, 0.93, 0.995);
-            Assert.True(bounded >= clipped - 0.005,
-                $"{where}, {n} seeds: bounded {bounded:F4} against clipped t {clipped:F4}");
+            Assert.True(
+                bounded >= clipped - 0.005,
+                $"{where}, {n} seeds: bounded {bounded:F4} against clipped t {clipped:F4}"
+            );
         }
     }
 
@@ -166,16 +203,21 @@ public class StatisticsTests(ITestOutputHelper output)
             double mu = after - before;
             foreach (int n in new[] { 3, 5 })
             {
-                int hit = 0, runs = 20_000;
+                int hit = 0,
+                    runs = 20_000;
                 for (int r = 0; r < runs; r++)
                 {
-                    var xs = Enumerable.Range(0, n).Select(_ =>
-                    {
-                        double jitter = (rng.NextDouble() - 0.5) * 0.08;   // seed-to-seed spread of the success rates
-                        return Binom(Math.Clamp(after + jitter, 0, 1)) - Binom(Math.Clamp(before - jitter, 0, 1));
-                    }).ToArray();
+                    var xs = Enumerable
+                        .Range(0, n)
+                        .Select(_ =>
+                        {
+                            double jitter = (rng.NextDouble() - 0.5) * 0.08; // seed-to-seed spread of the success rates
+                            return Binom(Math.Clamp(after + jitter, 0, 1)) - Binom(Math.Clamp(before - jitter, 0, 1));
+                        })
+                        .ToArray();
                     var s = Stat.Bounded(xs, -1, 1);
-                    if (s.Ci95[0] <= mu && mu <= s.Ci95[1]) hit++;
+                    if (s.Ci95[0] <= mu && mu <= s.Ci95[1])
+                        hit++;
                 }
                 output.WriteLine($"change {mu:+0.00;-0.00}, {n} seeds: coverage {(double)hit / runs:F4}");
                 Assert.InRange((double)hit / runs, 0.93, 0.995);
@@ -193,7 +235,8 @@ public class StatisticsTests(ITestOutputHelper output)
         Assert.Equal(2 + 4.303 / Math.Sqrt(3), s.Ci95[1], 10);
         Assert.Equal([1.0, 2.0, 3.0], s.PerSeed);
         // seeds that move together: pairing resolves a difference the unpaired intervals cannot
-        double[] a = [0.30, 0.62, 0.45], b = [0.25, 0.58, 0.40];
+        double[] a = [0.30, 0.62, 0.45],
+            b = [0.25, 0.58, 0.40];
         Assert.True(Stat.Paired(a, b).AboveZero);
         Assert.True(Stat.Of(a).Ci95[0] < Stat.Of(b).Ci95[1]);
         // a NaN on either side drops that seed from the interval but keeps its place
@@ -210,14 +253,19 @@ public class StatisticsTests(ITestOutputHelper output)
     public void Paired_needs_the_same_seeds_on_both_sides()
     {
         Assert.Throws<ArgumentException>(() => Stat.Paired([1.0, 2.0], [1.0]));
-        var e = Assert.Throws<ArgumentException>(() => Stat.Paired(
-            new Dictionary<long, double> { [1000] = 1, [1001] = 2 },
-            new Dictionary<long, double> { [1000] = 0, [1002] = 0 }));
+        var e = Assert.Throws<ArgumentException>(() =>
+            Stat.Paired(
+                new Dictionary<long, double> { [1000] = 1, [1001] = 2 },
+                new Dictionary<long, double> { [1000] = 0, [1002] = 0 }
+            )
+        );
         Assert.Contains("1001", e.Message);
         Assert.Contains("1002", e.Message);
         // matched by seed number, not by position
-        var s = Stat.Paired(new Dictionary<long, double> { [1001] = 2, [1000] = 1 },
-            new Dictionary<long, double> { [1000] = 0, [1001] = 0.5 });
+        var s = Stat.Paired(
+            new Dictionary<long, double> { [1001] = 2, [1000] = 1 },
+            new Dictionary<long, double> { [1000] = 0, [1001] = 0.5 }
+        );
         Assert.Equal([1.0, 1.5], s.PerSeed);
     }
 }

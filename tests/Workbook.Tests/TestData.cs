@@ -6,14 +6,17 @@ namespace Workbook.Tests;
 public static class TestData
 {
     public static string RepoRoot { get; } = FindRoot();
-    public static string Shared { get; } = Environment.GetEnvironmentVariable("WORKBOOK_SHARED") is { Length: > 0 } s
-        ? Path.GetFullPath(s) : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
+    public static string Shared { get; } =
+        Environment.GetEnvironmentVariable("WORKBOOK_SHARED") is { Length: > 0 } s
+            ? Path.GetFullPath(s)
+            : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
     public static string Golden => Path.Combine(Shared, "golden");
 
     static string FindRoot()
     {
         var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Workbook.sln"))) d = d.Parent;
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Workbook.sln")))
+            d = d.Parent;
         return d?.FullName ?? throw new InvalidOperationException("Workbook.sln not found above the test binaries");
     }
 
@@ -28,7 +31,8 @@ public static class TestData
     public static (int[] shape, float[] data) ReadNpyF32(string path)
     {
         var (descr, shape, body, fortran) = ReadNpy(path);
-        if (descr != "<f4") throw new InvalidDataException($"{path}: dtype {descr}, expected <f4");
+        if (descr != "<f4")
+            throw new InvalidDataException($"{path}: dtype {descr}, expected <f4");
         var data = new float[body.Length / 4];
         Buffer.BlockCopy(body, 0, data, 0, body.Length);
         return (shape, fortran ? ToCOrder(data, shape) : data);
@@ -37,8 +41,10 @@ public static class TestData
     public static int[] ReadNpyI32(string path)
     {
         var (descr, shape, body, fortran) = ReadNpy(path);
-        if (fortran && shape.Length > 1) throw new InvalidDataException($"{path}: fortran-order int arrays are not supported");
-        if (descr != "<i4") throw new InvalidDataException($"{path}: dtype {descr}, expected <i4");
+        if (fortran && shape.Length > 1)
+            throw new InvalidDataException($"{path}: fortran-order int arrays are not supported");
+        if (descr != "<i4")
+            throw new InvalidDataException($"{path}: dtype {descr}, expected <i4");
         var data = new int[body.Length / 4];
         Buffer.BlockCopy(body, 0, data, 0, body.Length);
         return data;
@@ -47,17 +53,22 @@ public static class TestData
     /// <summary>Column-major (fortran_order: True, as the golden .cols.npy files are) to row-major.</summary>
     static float[] ToCOrder(float[] f, int[] shape)
     {
-        if (shape.Length != 2) return shape.Length < 2 ? f : throw new InvalidDataException("fortran order only for 2-D arrays");
-        int R = shape[0], C = shape[1];
+        if (shape.Length != 2)
+            return shape.Length < 2 ? f : throw new InvalidDataException("fortran order only for 2-D arrays");
+        int R = shape[0],
+            C = shape[1];
         var c = new float[f.Length];
-        for (int r = 0; r < R; r++) for (int j = 0; j < C; j++) c[r * C + j] = f[j * R + r];
+        for (int r = 0; r < R; r++)
+        for (int j = 0; j < C; j++)
+            c[r * C + j] = f[j * R + r];
         return c;
     }
 
     static (string descr, int[] shape, byte[] body, bool fortran) ReadNpy(string path)
     {
         var bytes = File.ReadAllBytes(path);
-        if (bytes[0] != 0x93 || Encoding.ASCII.GetString(bytes, 1, 5) != "NUMPY") throw new InvalidDataException($"{path}: not .npy");
+        if (bytes[0] != 0x93 || Encoding.ASCII.GetString(bytes, 1, 5) != "NUMPY")
+            throw new InvalidDataException($"{path}: not .npy");
         int major = bytes[6];
         int hlen = major == 1 ? BitConverter.ToUInt16(bytes, 8) : (int)BitConverter.ToUInt32(bytes, 8);
         int start = major == 1 ? 10 : 12;
@@ -65,7 +76,10 @@ public static class TestData
         string descr = System.Text.RegularExpressions.Regex.Match(header, @"'descr':\s*'([^']+)'").Groups[1].Value;
         bool fortran = header.Contains("'fortran_order': True");
         var shapeText = System.Text.RegularExpressions.Regex.Match(header, @"'shape':\s*\(([^)]*)\)").Groups[1].Value;
-        var shape = shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
+        var shape = shapeText
+            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(int.Parse)
+            .ToArray();
         return (descr, shape, bytes[(start + hlen)..], fortran);
     }
 }

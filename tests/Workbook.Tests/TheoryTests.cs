@@ -13,8 +13,14 @@ public class TheoryTests
             foreach (var beta in new[] { 0.05, 0.3, 1.0, 7.0 })
             {
                 var r = Tabular.Theorem31(t, beta);
-                Assert.True(Math.Abs(r.C1MinusIncrease) < 1e-10, $"seed {seed} beta {beta}: C1 {r.C1} vs increase {r.LossIncrease}");
-                Assert.True(Math.Abs(r.KlMinusIncrease) < 1e-10, $"seed {seed} beta {beta}: KL {r.KlDataToRl} vs increase {r.LossIncrease}");
+                Assert.True(
+                    Math.Abs(r.C1MinusIncrease) < 1e-10,
+                    $"seed {seed} beta {beta}: C1 {r.C1} vs increase {r.LossIncrease}"
+                );
+                Assert.True(
+                    Math.Abs(r.KlMinusIncrease) < 1e-10,
+                    $"seed {seed} beta {beta}: KL {r.KlDataToRl} vs increase {r.LossIncrease}"
+                );
                 Assert.True(r.C1 >= -1e-12);
             }
         }
@@ -25,7 +31,10 @@ public class TheoryTests
     {
         var t = TabularProblem.Random(3, 5, 11, zeroProbability: 0.4);
         // constant on the support, arbitrary off it
-        var flat = t with { Reward = t.PData.Select((p, x) => p.Select((v, i) => v > 0 ? 0.3 + x : 100.0 * i).ToArray()).ToArray() };
+        var flat = t with
+        {
+            Reward = t.PData.Select((p, x) => p.Select((v, i) => v > 0 ? 0.3 + x : 100.0 * i).ToArray()).ToArray(),
+        };
         Assert.True(Math.Abs(Tabular.C1(flat, 0.2)) < 1e-12);
         Assert.True(Tabular.C1(t, 0.2) > 1e-4);
     }

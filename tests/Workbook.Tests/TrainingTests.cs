@@ -34,9 +34,16 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         double[] rewards = [1, 0, 1, 0, 0, 1];
         var adv = GrpoTrainer.Advantages(rewards, actions.Length, "group");
         var logp = theta.log_softmax(0);
-        var lp = stack(actions.Select(a => logp[a]).ToArray()).unsqueeze(1);   // [G, 1]: one token each
+        var lp = stack(actions.Select(a => logp[a]).ToArray()).unsqueeze(1); // [G, 1]: one token each
         var mask = ones(actions.Length, 1, dtype: ScalarType.Float64);
-        var (loss, _, _) = GrpoTrainer.Loss(lp, lp.detach(), null, tensor(adv), mask, new GrpoOptions { LossType = "dapo" });
+        var (loss, _, _) = GrpoTrainer.Loss(
+            lp,
+            lp.detach(),
+            null,
+            tensor(adv),
+            mask,
+            new GrpoOptions { LossType = "dapo" }
+        );
         loss.backward();
         var p = logp.exp().data<double>().ToArray();
         var g = theta.grad!.data<double>().ToArray();
@@ -47,9 +54,29 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             Assert.Equal(expected, g[k], 12);
         }
         // the KL term alone: d/dlogp of β(e^{ref-lp} - (ref-lp) - 1) = β(1 - e^{ref-lp})
-        var lp2 = tensor(new double[,] { { -1.0 }, { -0.5 } }, requires_grad: true);
-        var refLp = tensor(new double[,] { { -0.7 }, { -0.9 } });
-        var (l2, _, kl) = GrpoTrainer.Loss(lp2, lp2.detach(), refLp, zeros(2, dtype: ScalarType.Float64), ones(2, 1, dtype: ScalarType.Float64), new GrpoOptions { Beta = 0.1 });
+        var lp2 = tensor(
+            new double[,]
+            {
+                { -1.0 },
+                { -0.5 },
+            },
+            requires_grad: true
+        );
+        var refLp = tensor(
+            new double[,]
+            {
+                { -0.7 },
+                { -0.9 },
+            }
+        );
+        var (l2, _, kl) = GrpoTrainer.Loss(
+            lp2,
+            lp2.detach(),
+            refLp,
+            zeros(2, dtype: ScalarType.Float64),
+            ones(2, 1, dtype: ScalarType.Float64),
+            new GrpoOptions { Beta = 0.1 }
+        );
         l2.backward();
         var gk = lp2.grad!.data<double>().ToArray();
         Assert.Equal(0.1 * (1 - Math.Exp(-0.7 + 1.0)) / 2, gk[0], 12);
@@ -60,26 +87,66 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     [Fact]
     public void With_one_iteration_and_no_kl_the_ratio_is_1_and_the_loss_is_what_trl_logs()
     {
-        var lp = tensor(new double[,] { { -1, -2, -3 }, { -0.5, -0.1, 0 } });
-        var mask = tensor(new double[,] { { 1, 1, 1 }, { 1, 1, 0 } });
+        var lp = tensor(
+            new double[,]
+            {
+                { -1, -2, -3 },
+                { -0.5, -0.1, 0 },
+            }
+        );
+        var mask = tensor(
+            new double[,]
+            {
+                { 1, 1, 1 },
+                { 1, 1, 0 },
+            }
+        );
         var adv = tensor(new double[] { 0.7, -0.7 });
         // dapo: -(Σ_i A_i·len_i) / Σ len_i ; grpo: mean_i(-A_i) ; dr_grpo: -(Σ A_i len_i) / (N·max_completion_length)
-        Assert.Equal(-(0.7 * 3 - 0.7 * 2) / 5, GrpoTrainer.Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "dapo" }).Loss.Value(), 12);
-        Assert.Equal(0.0, GrpoTrainer.Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "grpo" }).Loss.Value(), 12);
-        Assert.Equal(-(0.7 * 3 - 0.7 * 2) / (2.0 * 10), GrpoTrainer.Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "dr_grpo", MaxCompletionLength = 10 }).Loss.Value(), 12);
+        Assert.Equal(
+            -(0.7 * 3 - 0.7 * 2) / 5,
+            GrpoTrainer.Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "dapo" }).Loss.Value(),
+            12
+        );
+        Assert.Equal(
+            0.0,
+            GrpoTrainer.Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "grpo" }).Loss.Value(),
+            12
+        );
+        Assert.Equal(
+            -(0.7 * 3 - 0.7 * 2) / (2.0 * 10),
+            GrpoTrainer
+                .Loss(lp, lp, null, adv, mask, new GrpoOptions { LossType = "dr_grpo", MaxCompletionLength = 10 })
+                .Loss.Value(),
+            12
+        );
     }
 
     [Fact]
     public void Clipping_stops_the_gradient_outside_the_trust_region()
     {
         // ratio 1.5 > 1+ε with A > 0: clipped, zero gradient; ratio 1.5 with A < 0: min picks the unclipped term
-        var lp = tensor(new double[,] { { Math.Log(1.5) }, { Math.Log(1.5) } }, requires_grad: true);
+        var lp = tensor(
+            new double[,]
+            {
+                { Math.Log(1.5) },
+                { Math.Log(1.5) },
+            },
+            requires_grad: true
+        );
         var old = zeros(2, 1, dtype: ScalarType.Float64);
-        var (loss, _, _) = GrpoTrainer.Loss(lp, old, null, tensor(new double[] { 1, -1 }), ones(2, 1, dtype: ScalarType.Float64), new GrpoOptions());
+        var (loss, _, _) = GrpoTrainer.Loss(
+            lp,
+            old,
+            null,
+            tensor(new double[] { 1, -1 }),
+            ones(2, 1, dtype: ScalarType.Float64),
+            new GrpoOptions()
+        );
         loss.backward();
         var g = lp.grad!.data<double>().ToArray();
         Assert.Equal(0.0, g[0], 12);
-        Assert.Equal(1.5 / 2, g[1], 12);   // d/dlp of -(ratio·A)/2 with A = -1 is ratio/2
+        Assert.Equal(1.5 / 2, g[1], 12); // d/dlp of -(ratio·A)/2 with A = -1 is ratio/2
     }
 
     [Fact]
@@ -88,46 +155,92 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var model = fx.NewModel(3, ScalarType.Float64);
         var ex = fx.Task.Train.Take(2).ToList();
         var seqs = ex.Select(e => fx.Codec.Sft(e)).ToList();
-        int P = seqs.Max(s => s.Ids.Length) - 6, C = 6;
+        int P = seqs.Max(s => s.Ids.Length) - 6,
+            C = 6;
         // two rows: last 6 tokens are the "completion"; left-pad prompts to P
         var rows = seqs.Select(s => (prompt: s.Ids[..^C], comp: s.Ids[^C..])).ToList();
         int Pm = rows.Max(r => r.prompt.Length);
-        var ids = new long[2 * (Pm + C)]; var mask = new long[2 * (Pm + C)];
+        var ids = new long[2 * (Pm + C)];
+        var mask = new long[2 * (Pm + C)];
         for (int j = 0; j < 2; j++)
         {
             int off = Pm - rows[j].prompt.Length;
-            for (int t = 0; t < Pm; t++) { ids[j * (Pm + C) + t] = t < off ? fx.Codec.PadId : rows[j].prompt[t - off]; mask[j * (Pm + C) + t] = t < off ? 0 : 1; }
-            for (int t = 0; t < C; t++) { ids[j * (Pm + C) + Pm + t] = rows[j].comp[t]; mask[j * (Pm + C) + Pm + t] = 1; }
+            for (int t = 0; t < Pm; t++)
+            {
+                ids[j * (Pm + C) + t] = t < off ? fx.Codec.PadId : rows[j].prompt[t - off];
+                mask[j * (Pm + C) + t] = t < off ? 0 : 1;
+            }
+            for (int t = 0; t < C; t++)
+            {
+                ids[j * (Pm + C) + Pm + t] = rows[j].comp[t];
+                mask[j * (Pm + C) + Pm + t] = 1;
+            }
         }
-        var idsT = tensor(ids, [2, Pm + C]); var maskT = tensor(mask, [2, Pm + C]);
-        var cm = tensor(new double[,] { { 1, 1, 1, 1, 1, 1 }, { 1, 1, 1, 1, 0, 0 } });
+        var idsT = tensor(ids, [2, Pm + C]);
+        var maskT = tensor(mask, [2, Pm + C]);
+        var cm = tensor(
+            new double[,]
+            {
+                { 1, 1, 1, 1, 1, 1 },
+                { 1, 1, 1, 1, 0, 0 },
+            }
+        );
         var adv = tensor(new double[] { 0.8, -1.2 });
-        var o = new GrpoOptions { Beta = 0.05, NumIterations = 2, Epsilon = 0.2 };
-        Tensor old, refLp;
+        var o = new GrpoOptions
+        {
+            Beta = 0.05,
+            NumIterations = 2,
+            Epsilon = 0.2,
+        };
+        Tensor old,
+            refLp;
         using (no_grad())
         {
             var l0 = Losses.CompletionLogProbs(model, idsT, maskT, Pm, 1.0).LogProbs;
-            old = l0 + 0.05 * sin(arange(12, dtype: ScalarType.Float64).reshape(2, 6));   // ratios around 1, some clipped
+            old = l0 + 0.05 * sin(arange(12, dtype: ScalarType.Float64).reshape(2, 6)); // ratios around 1, some clipped
             refLp = l0 - 0.1;
         }
-        double LossAt() { using var _ = no_grad(); var lp = Losses.CompletionLogProbs(model, idsT, maskT, Pm, 1.0).LogProbs; return GrpoTrainer.Loss(lp, old, refLp, adv, cm, o).Loss.Value(); }
+        double LossAt()
+        {
+            using var _ = no_grad();
+            var lp = Losses.CompletionLogProbs(model, idsT, maskT, Pm, 1.0).LogProbs;
+            return GrpoTrainer.Loss(lp, old, refLp, adv, cm, o).Loss.Value();
+        }
         var lpg = Losses.CompletionLogProbs(model, idsT, maskT, Pm, 1.0).LogProbs;
         GrpoTrainer.Loss(lpg, old, refLp, adv, cm, o).Loss.backward();
         var named = model.named_parameters().ToDictionary(x => x.name, x => x.parameter);
-        foreach (var name in new[] { "model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.k_norm.weight", "model.embed_tokens.weight" })
+        foreach (
+            var name in new[]
+            {
+                "model.layers.0.self_attn.q_proj.weight",
+                "model.layers.1.mlp.down_proj.weight",
+                "model.layers.0.self_attn.k_norm.weight",
+                "model.embed_tokens.weight",
+            }
+        )
         {
             var p = named[name];
             var flatGrad = p.grad!.flatten();
-            long idx = flatGrad.abs().argmax().Value() is var d ? (long)d : 0;   // the most sensitive coordinate
+            long idx = flatGrad.abs().argmax().Value() is var d ? (long)d : 0; // the most sensitive coordinate
             double analytic = flatGrad[idx].Value();
-            double h = 1e-6, orig;
-            using (no_grad()) { orig = p.flatten()[idx].Value(); p.flatten()[idx] = tensor(orig + h); }
+            double h = 1e-6,
+                orig;
+            using (no_grad())
+            {
+                orig = p.flatten()[idx].Value();
+                p.flatten()[idx] = tensor(orig + h);
+            }
             double up = LossAt();
-            using (no_grad()) p.flatten()[idx] = tensor(orig - h);
+            using (no_grad())
+                p.flatten()[idx] = tensor(orig - h);
             double down = LossAt();
-            using (no_grad()) p.flatten()[idx] = tensor(orig);
+            using (no_grad())
+                p.flatten()[idx] = tensor(orig);
             double fd = (up - down) / (2 * h);
-            Assert.True(Math.Abs(fd - analytic) <= 1e-6 + 1e-5 * Math.Abs(fd), $"{name}[{idx}]: finite difference {fd} vs autograd {analytic}");
+            Assert.True(
+                Math.Abs(fd - analytic) <= 1e-6 + 1e-5 * Math.Abs(fd),
+                $"{name}[{idx}]: finite difference {fd} vs autograd {analytic}"
+            );
             Assert.True(Math.Abs(analytic) > 1e-8, $"{name}: zero gradient, the check would be vacuous");
         }
     }
@@ -136,25 +249,49 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     public void Gradient_alignment_predicts_how_an_rl_step_changes_the_sft_loss()
     {
         var model = fx.NewModel(8, ScalarType.Float64);
-        var sftBatch = Losses.MakeSftBatch(fx.Task.Train.Skip(10).Take(6).Select(e => fx.Codec.Sft(e)).ToList(), fx.Codec.PadId, 1024, false);
+        var sftBatch = Losses.MakeSftBatch(
+            fx.Task.Train.Skip(10).Take(6).Select(e => fx.Codec.Sft(e)).ToList(),
+            fx.Codec.PadId,
+            1024,
+            false
+        );
         // a GRPO loss on fixed sequences (ratio 1): the last 5 tokens of other examples are the "completions"
         var rows = fx.Task.Train.Skip(20).Take(4).Select(e => fx.Codec.Sft(e).Ids).ToList();
-        int C = 5, P = rows.Max(r => r.Length) - C;
-        var ids = new long[4 * (P + C)]; var mask = new long[4 * (P + C)];
+        int C = 5,
+            P = rows.Max(r => r.Length) - C;
+        var ids = new long[4 * (P + C)];
+        var mask = new long[4 * (P + C)];
         for (int j = 0; j < 4; j++)
         {
-            var r = rows[j]; int off = P - (r.Length - C);
-            for (int t = 0; t < P + C; t++) { bool real = t >= off; ids[j * (P + C) + t] = real ? r[t - off] : fx.Codec.PadId; mask[j * (P + C) + t] = real ? 1 : 0; }
+            var r = rows[j];
+            int off = P - (r.Length - C);
+            for (int t = 0; t < P + C; t++)
+            {
+                bool real = t >= off;
+                ids[j * (P + C) + t] = real ? r[t - off] : fx.Codec.PadId;
+                mask[j * (P + C) + t] = real ? 1 : 0;
+            }
         }
-        var idsT = tensor(ids, [4, P + C]); var maskT = tensor(mask, [4, P + C]);
+        var idsT = tensor(ids, [4, P + C]);
+        var maskT = tensor(mask, [4, P + C]);
         var adv = tensor(new double[] { 1.2, -0.4, 0.9, -1.7 });
         var cm = ones(4, C, dtype: ScalarType.Float64);
-        Tensor SftLoss() { var (nll, _) = Losses.SftNll(model, sftBatch); return nll / sftBatch.Tokens; }
-        Tensor RlLoss() { var lp = Losses.CompletionLogProbs(model, idsT, maskT, P, 1.0).LogProbs; return GrpoTrainer.Loss(lp, lp.detach(), null, adv, cm, new GrpoOptions()).Loss; }
+        Tensor SftLoss()
+        {
+            var (nll, _) = Losses.SftNll(model, sftBatch);
+            return nll / sftBatch.Tokens;
+        }
+        Tensor RlLoss()
+        {
+            var lp = Losses.CompletionLogProbs(model, idsT, maskT, P, 1.0).LogProbs;
+            return GrpoTrainer.Loss(lp, lp.detach(), null, adv, cm, new GrpoOptions()).Loss;
+        }
         var (gs, gr) = Theory.GradientAlignment.Pair(model, SftLoss, RlLoss);
         double cos = Theory.Curvature.Cosine(gr, gs);
         Assert.InRange(cos, -1, 1);
-        double before; using (no_grad()) before = SftLoss().Value();
+        double before;
+        using (no_grad())
+            before = SftLoss().Value();
         double eps = 1e-4;
         using (no_grad())
         {
@@ -162,15 +299,20 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             foreach (var p in model.parameters())
             {
                 var n = (int)p.numel();
-                p.add_(tensor(gr.Skip(o).Take(n).Select(x => -eps * x).ToArray()).reshape(p.shape));   // one RL step: ascent on J
+                p.add_(tensor(gr.Skip(o).Take(n).Select(x => -eps * x).ToArray()).reshape(p.shape)); // one RL step: ascent on J
                 o += n;
             }
         }
-        double after; using (no_grad()) after = SftLoss().Value();
-        double predicted = -eps * gs.Zip(gr).Sum(z => z.First * z.Second);   // first order
+        double after;
+        using (no_grad())
+            after = SftLoss().Value();
+        double predicted = -eps * gs.Zip(gr).Sum(z => z.First * z.Second); // first order
         Assert.True(Math.Abs(predicted) > 1e-9);
-        Assert.True(Math.Abs((after - before) - predicted) <= 0.01 * Math.Abs(predicted), $"ΔL_SFT {after - before} vs first-order {predicted}");
-        Assert.Equal(Math.Sign(predicted), -Math.Sign(cos));   // cos(∇J, −∇L_SFT) < 0 ⇔ the RL step raises the SFT loss
+        Assert.True(
+            Math.Abs((after - before) - predicted) <= 0.01 * Math.Abs(predicted),
+            $"ΔL_SFT {after - before} vs first-order {predicted}"
+        );
+        Assert.Equal(Math.Sign(predicted), -Math.Sign(cos)); // cos(∇J, −∇L_SFT) < 0 ⇔ the RL step raises the SFT loss
     }
 
     [Fact]
@@ -179,23 +321,35 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var dir = TestData.TempDir();
         var o = new GrpoOptions
         {
-            LearningRate = 1e-3, MaxSteps = 3, PerDeviceTrainBatchSize = 16, NumGenerations = 4, MaxCompletionLength = 8,
-            GradientAlignmentSteps = 2, GradientAlignmentExamples = 8,
+            LearningRate = 1e-3,
+            MaxSteps = 3,
+            PerDeviceTrainBatchSize = 16,
+            NumGenerations = 4,
+            MaxCompletionLength = 8,
+            GradientAlignmentSteps = 2,
+            GradientAlignmentExamples = 8,
         };
         var tr = new GrpoTrainer(fx.NewModel(9), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir);
-        Assert.Throws<WorkbookException>(() => tr.Train());   // the option without the diagnostic attached is refused
+        Assert.Throws<WorkbookException>(() => tr.Train()); // the option without the diagnostic attached is refused
         dir = TestData.TempDir();
         tr = new GrpoTrainer(fx.NewModel(9), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir);
         Theory.GradientAlignment.Attach(tr, o);
         tr.Train();
         var lines = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("reward")).ToList();
-        Assert.True(lines[0].ContainsKey("diagnostics/cos_rl_sft") && !lines[1].ContainsKey("diagnostics/cos_rl_sft") && lines[2].ContainsKey("diagnostics/cos_rl_sft"));
+        Assert.True(
+            lines[0].ContainsKey("diagnostics/cos_rl_sft")
+                && !lines[1].ContainsKey("diagnostics/cos_rl_sft")
+                && lines[2].ContainsKey("diagnostics/cos_rl_sft")
+        );
         Assert.InRange(lines[0]["diagnostics/cos_rl_sft"]!.GetValue<double>(), -1, 1);
         Assert.True(lines[0]["diagnostics/sft_grad_norm"]!.GetValue<double>() > 0);
         foreach (var l in new[] { lines[0], lines[2] })
         {
             Assert.InRange(l["diagnostics/spectral_top_fraction"]!.GetValue<double>(), 0, 1);
-            Assert.True(Math.Abs(l["diagnostics/cos_rl_sft"]!.GetValue<double>()) >= l["diagnostics/cos_bound"]!.GetValue<double>() - 1e-9);
+            Assert.True(
+                Math.Abs(l["diagnostics/cos_rl_sft"]!.GetValue<double>())
+                    >= l["diagnostics/cos_bound"]!.GetValue<double>() - 1e-9
+            );
         }
     }
 
@@ -203,51 +357,88 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     [InlineData("dapo", 0.04)]
     [InlineData("grpo", 0.0)]
     [InlineData("dr_grpo", 0.04)]
-    public void Per_example_gradients_sum_to_the_batch_gradients_and_the_spectral_bound_holds(string lossType, double beta)
+    public void Per_example_gradients_sum_to_the_batch_gradients_and_the_spectral_bound_holds(
+        string lossType,
+        double beta
+    )
     {
         var model = fx.NewModel(11, ScalarType.Float64);
-        var o = new GrpoOptions { PerDeviceTrainBatchSize = 12, NumGenerations = 4, MaxCompletionLength = 6, LossType = lossType, Beta = beta, Seed = 3 };
+        var o = new GrpoOptions
+        {
+            PerDeviceTrainBatchSize = 12,
+            NumGenerations = 4,
+            MaxCompletionLength = 6,
+            LossType = lossType,
+            Beta = beta,
+            Seed = 3,
+        };
         var prompts = fx.Task.Train.Take(20).ToList();
         using var reference = beta > 0 ? fx.NewModel(12, ScalarType.Float64) : null;
-        var batch = GrpoBatch.GenerateAndScore(model, reference, fx.Codec, prompts, prompts.Select(fx.Codec.Prompt).ToArray(),
-            new Verifiers.WeightedReward([(new LengthReward(), 1.0)]), o, new DataOrder(prompts.Count, 3), 0);
+        var batch = GrpoBatch.GenerateAndScore(
+            model,
+            reference,
+            fx.Codec,
+            prompts,
+            prompts.Select(fx.Codec.Prompt).ToArray(),
+            new Verifiers.WeightedReward([(new LengthReward(), 1.0)]),
+            o,
+            new DataOrder(prompts.Count, 3),
+            0
+        );
         var expert = prompts.Take(7).Select(e => fx.Codec.Sft(e)).ToList();
         var (sftParts, rlParts) = Theory.GradientAlignment.Pieces(model, expert, fx.Codec.PadId, batch);
-        Assert.Equal(12, rlParts.Count);   // one per rollout sequence
-        Assert.Equal(7, sftParts.Count);   // one per expert example
+        Assert.Equal(12, rlParts.Count); // one per rollout sequence
+        Assert.Equal(7, sftParts.Count); // one per expert example
         var sftBatch = Losses.MakeSftBatch(expert, fx.Codec.PadId, 4096, false);
-        var (gs, gr) = Theory.GradientAlignment.Pair(model, () => Losses.SftNll(model, sftBatch).NllSum / sftBatch.Tokens,
-            () => batch.Loss(model, new GrpoBatch.Accumulator()));
-        double[] Sum(List<double[]> parts) => Enumerable.Range(0, parts[0].Length).Select(k => parts.Sum(p => p[k])).ToArray();
+        var (gs, gr) = Theory.GradientAlignment.Pair(
+            model,
+            () => Losses.SftNll(model, sftBatch).NllSum / sftBatch.Tokens,
+            () => batch.Loss(model, new GrpoBatch.Accumulator())
+        );
+        double[] Sum(List<double[]> parts) =>
+            Enumerable.Range(0, parts[0].Length).Select(k => parts.Sum(p => p[k])).ToArray();
         var (ss, sr) = (Sum(sftParts), Sum(rlParts));
         Assert.True(gr.Any(x => x != 0));
-        Assert.All(Enumerable.Range(0, gs.Length), k => Assert.True(Math.Abs(ss[k] - gs[k]) <= 1e-10 + 1e-8 * Math.Abs(gs[k])));
-        Assert.All(Enumerable.Range(0, gr.Length), k => Assert.True(Math.Abs(sr[k] - gr[k]) <= 1e-10 + 1e-8 * Math.Abs(gr[k])));
+        Assert.All(
+            Enumerable.Range(0, gs.Length),
+            k => Assert.True(Math.Abs(ss[k] - gs[k]) <= 1e-10 + 1e-8 * Math.Abs(gs[k]))
+        );
+        Assert.All(
+            Enumerable.Range(0, gr.Length),
+            k => Assert.True(Math.Abs(sr[k] - gr[k]) <= 1e-10 + 1e-8 * Math.Abs(gr[k]))
+        );
         var s = Theory.Spectral.Estimate(sftParts, rlParts);
         Assert.Equal(Theory.Curvature.Cosine(gr, gs), s.Cos, 10);
         Assert.True(Math.Abs(s.Cos) >= s.CosBound - 1e-12, $"|cos| {s.Cos} below the bound {s.CosBound}");
-        Assert.InRange(s.TopFraction, 1.0 / 19 - 1e-12, 1 + 1e-12);   // λ_1 ≥ tr/n for n pieces
+        Assert.InRange(s.TopFraction, 1.0 / 19 - 1e-12, 1 + 1e-12); // λ_1 ≥ tr/n for n pieces
     }
 
     /// <summary>A reward that varies within groups even for an untrained model, so that advantages are nonzero.</summary>
     sealed class LengthReward : Verifiers.IVerifier
     {
         public string Name => "length";
-        public Verifiers.VerifierResult Score(string prompt, string completion, string reference) => new(completion.Length % 3, null, true);
+
+        public Verifiers.VerifierResult Score(string prompt, string completion, string reference) =>
+            new(completion.Length % 3, null, true);
     }
 
     [Fact]
     public void Sft_loss_counts_only_assistant_tokens_and_ignores_padding()
     {
         var model = fx.NewModel();
-        var a = fx.Codec.Sft(fx.Task.Train[0]); var b = fx.Codec.Sft(fx.Task.Train[5]);
-        Assert.True(a.LossMask.Count(x => x) < a.Ids.Length / 2);   // prompt tokens are masked out
-        Assert.Equal(fx.Codec.EosId, a.Ids[Array.FindLastIndex(a.LossMask, x => x)]);   // <|im_end|> is supervised
+        var a = fx.Codec.Sft(fx.Task.Train[0]);
+        var b = fx.Codec.Sft(fx.Task.Train[5]);
+        Assert.True(a.LossMask.Count(x => x) < a.Ids.Length / 2); // prompt tokens are masked out
+        Assert.Equal(fx.Codec.EosId, a.Ids[Array.FindLastIndex(a.LossMask, x => x)]); // <|im_end|> is supervised
         using var _ = no_grad();
-        double Nll(IReadOnlyList<SftSequence> s, bool packing = false) { var batch = Losses.MakeSftBatch(s, fx.Codec.PadId, 1024, packing); return Losses.SftNll(model, batch).NllSum.Value(); }
+        double Nll(IReadOnlyList<SftSequence> s, bool packing = false)
+        {
+            var batch = Losses.MakeSftBatch(s, fx.Codec.PadId, 1024, packing);
+            return Losses.SftNll(model, batch).NllSum.Value();
+        }
         var both = Nll([a, b]);
-        Assert.Equal(Nll([a]) + Nll([b]), both, 4);   // padding in the batch changes nothing
-        Assert.Equal(both, Nll([a, b], packing: true), 4);   // packing keeps examples apart
+        Assert.Equal(Nll([a]) + Nll([b]), both, 4); // padding in the batch changes nothing
+        Assert.Equal(both, Nll([a, b], packing: true), 4); // packing keeps examples apart
         var batchAB = Losses.MakeSftBatch([a, b], fx.Codec.PadId, 1024, false);
         Assert.Equal(a.LossMask.Skip(1).Count(x => x) + b.LossMask.Skip(1).Count(x => x), batchAB.Tokens);
     }
@@ -257,7 +448,19 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     {
         var model = fx.NewModel(2);
         var dir = TestData.TempDir();
-        var tr = new SftTrainer(model, fx.Codec, fx.Task.Train.Take(8).ToList(), new SftOptions { LearningRate = 1e-2, MaxSteps = 80, PerDeviceTrainBatchSize = 8, LrSchedulerType = "constant" }, dir);
+        var tr = new SftTrainer(
+            model,
+            fx.Codec,
+            fx.Task.Train.Take(8).ToList(),
+            new SftOptions
+            {
+                LearningRate = 1e-2,
+                MaxSteps = 80,
+                PerDeviceTrainBatchSize = 8,
+                LrSchedulerType = "constant",
+            },
+            dir
+        );
         tr.Train();
         var last = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Last(o => o.ContainsKey("loss"));
         Assert.True(last["loss"]!.GetValue<double>() < 0.05, $"final loss {last["loss"]}");
@@ -269,14 +472,37 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     {
         var model = fx.NewModel(7, ScalarType.BFloat16);
         var dir = TestData.TempDir();
-        var tr = new SftTrainer(model, fx.Codec, fx.Task.Train.Take(8).ToList(), new SftOptions { LearningRate = 1e-2, MaxSteps = 60, PerDeviceTrainBatchSize = 8, LrSchedulerType = "constant", Dtype = "bf16" }, dir);
+        var tr = new SftTrainer(
+            model,
+            fx.Codec,
+            fx.Task.Train.Take(8).ToList(),
+            new SftOptions
+            {
+                LearningRate = 1e-2,
+                MaxSteps = 60,
+                PerDeviceTrainBatchSize = 8,
+                LrSchedulerType = "constant",
+                Dtype = "bf16",
+            },
+            dir
+        );
         tr.Train();
-        var losses = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("loss")).Select(o => o["loss"]!.GetValue<double>()).ToList();
+        var losses = MetricsLog
+            .Read(Path.Combine(dir, "metrics.jsonl"))
+            .Where(o => o.ContainsKey("loss"))
+            .Select(o => o["loss"]!.GetValue<double>())
+            .ToList();
         Assert.True(losses[^1] < 0.2 * losses[0], $"bf16 loss {losses[0]:F3} -> {losses[^1]:F3}");
         Assert.All(model.parameters(), p => Assert.Equal(ScalarType.BFloat16, p.dtype));
         using var f = SafetensorsFile.Open(Path.Combine(TrainerCheckpoint.Latest(dir)!, "optimizer.safetensors"));
         Assert.Contains(f.Entries.Values, e => e.Name.StartsWith("master.") && e.DType == "F32");
-        Assert.Equal("BF16", SafetensorsFile.Open(Path.Combine(TrainerCheckpoint.Latest(dir)!, "model.safetensors")).Entries["model.norm.weight"].DType);
+        Assert.Equal(
+            "BF16",
+            SafetensorsFile
+                .Open(Path.Combine(TrainerCheckpoint.Latest(dir)!, "model.safetensors"))
+                .Entries["model.norm.weight"]
+                .DType
+        );
     }
 
     [Fact]
@@ -285,22 +511,61 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var model = fx.NewModel(4);
         var root = TestData.TempDir();
         // a short SFT on the terse answers gives a starting point with non-zero reward
-        new SftTrainer(model, fx.Codec, fx.Task.Base, new SftOptions { LearningRate = 3e-3, MaxSteps = 60, PerDeviceTrainBatchSize = 32, LrSchedulerType = "constant" }, Path.Combine(root, "base")).Train();
+        new SftTrainer(
+            model,
+            fx.Codec,
+            fx.Task.Base,
+            new SftOptions
+            {
+                LearningRate = 3e-3,
+                MaxSteps = 60,
+                PerDeviceTrainBatchSize = 32,
+                LrSchedulerType = "constant",
+            },
+            Path.Combine(root, "base")
+        ).Train();
         var dir = Path.Combine(root, "grpo");
-        var tr = new GrpoTrainer(model, fx.Codec, fx.Task.Train, fx.Task.Reward, new GrpoOptions
-        {
-            LearningRate = 2e-3, MaxSteps = 40, PerDeviceTrainBatchSize = 32, NumGenerations = 8, MaxCompletionLength = 12, LrSchedulerType = "constant",
-        }, dir);
+        var tr = new GrpoTrainer(
+            model,
+            fx.Codec,
+            fx.Task.Train,
+            fx.Task.Reward,
+            new GrpoOptions
+            {
+                LearningRate = 2e-3,
+                MaxSteps = 40,
+                PerDeviceTrainBatchSize = 32,
+                NumGenerations = 8,
+                MaxCompletionLength = 12,
+                LrSchedulerType = "constant",
+            },
+            dir
+        );
         tr.Train();
-        var rewards = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("reward")).Select(o => o["reward"]!.GetValue<double>()).ToList();
-        double first = rewards.Take(8).Average(), last = rewards.TakeLast(8).Average();
+        var rewards = MetricsLog
+            .Read(Path.Combine(dir, "metrics.jsonl"))
+            .Where(o => o.ContainsKey("reward"))
+            .Select(o => o["reward"]!.GetValue<double>())
+            .ToList();
+        double first = rewards.Take(8).Average(),
+            last = rewards.TakeLast(8).Average();
         Assert.True(last > first + 0.15, $"reward {first:F3} -> {last:F3}");
     }
 
     /// <summary>The numeric metrics of a run, without wall-clock timings (which differ between any two runs).</summary>
     internal static List<Dictionary<string, double>> Comparable(string dir) =>
-        MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Select(o => o.Where(kv => kv.Value is JsonValue v && v.TryGetValue<double>(out _)
-            && !kv.Key.StartsWith("timing/") && kv.Key is not ("step_time" or "tokens_per_second")).ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())).ToList();
+        MetricsLog
+            .Read(Path.Combine(dir, "metrics.jsonl"))
+            .Select(o =>
+                o.Where(kv =>
+                        kv.Value is JsonValue v
+                        && v.TryGetValue<double>(out _)
+                        && !kv.Key.StartsWith("timing/")
+                        && kv.Key is not ("step_time" or "tokens_per_second")
+                    )
+                    .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())
+            )
+            .ToList();
 
     [Theory]
     [InlineData("sft")]
@@ -310,23 +575,63 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         void Run(string dir, bool resume, long? stopAt)
         {
             var model = fx.NewModel(5);
-            ITrainer tr = kind == "sft"
-                ? (ITrainer)new SftTrainer(model, fx.Codec, fx.Task.Train, new SftOptions { LearningRate = 3e-3, MaxSteps = 12, PerDeviceTrainBatchSize = 8, SaveSteps = 5, WarmupRatio = 0.2 }, dir)
-                : new GrpoTrainer(model, fx.Codec, fx.Task.Train, fx.Task.Reward, new GrpoOptions { LearningRate = 1e-3, MaxSteps = 12, PerDeviceTrainBatchSize = 16, NumGenerations = 4, MaxCompletionLength = 8, SaveSteps = 5, NumIterations = 2, Beta = 0.02 }, dir);
-            if (stopAt is { } s2) tr.AfterStep = step => { if (step == s2) throw new OperationCanceledException("simulated crash"); };
+            ITrainer tr =
+                kind == "sft"
+                    ? (ITrainer)
+                        new SftTrainer(
+                            model,
+                            fx.Codec,
+                            fx.Task.Train,
+                            new SftOptions
+                            {
+                                LearningRate = 3e-3,
+                                MaxSteps = 12,
+                                PerDeviceTrainBatchSize = 8,
+                                SaveSteps = 5,
+                                WarmupRatio = 0.2,
+                            },
+                            dir
+                        )
+                    : new GrpoTrainer(
+                        model,
+                        fx.Codec,
+                        fx.Task.Train,
+                        fx.Task.Reward,
+                        new GrpoOptions
+                        {
+                            LearningRate = 1e-3,
+                            MaxSteps = 12,
+                            PerDeviceTrainBatchSize = 16,
+                            NumGenerations = 4,
+                            MaxCompletionLength = 8,
+                            SaveSteps = 5,
+                            NumIterations = 2,
+                            Beta = 0.02,
+                        },
+                        dir
+                    );
+            if (stopAt is { } s2)
+                tr.AfterStep = step =>
+                {
+                    if (step == s2)
+                        throw new OperationCanceledException("simulated crash");
+                };
             tr.Train(resume);
         }
-        var full = TestData.TempDir(); var broken = TestData.TempDir();
+        var full = TestData.TempDir();
+        var broken = TestData.TempDir();
         Run(full, false, null);
-        Assert.Throws<OperationCanceledException>(() => Run(broken, false, 8));   // dies after step 8; last checkpoint is step 5
+        Assert.Throws<OperationCanceledException>(() => Run(broken, false, 8)); // dies after step 8; last checkpoint is step 5
         Assert.Equal("step-000005", Path.GetFileName(TrainerCheckpoint.Latest(broken)));
         Run(broken, true, null);
-        var a = Comparable(full); var b = Comparable(broken);
+        var a = Comparable(full);
+        var b = Comparable(broken);
         Assert.Equal(a.Count, b.Count);
         for (int i = 0; i < a.Count; i++)
         {
             Assert.Equal(a[i].Keys.Order(), b[i].Keys.Order());
-            foreach (var k in a[i].Keys) Assert.True(a[i][k] == b[i][k], $"line {i} {k}: {a[i][k]} vs {b[i][k]}");
+            foreach (var k in a[i].Keys)
+                Assert.True(a[i][k] == b[i][k], $"line {i} {k}: {a[i][k]} vs {b[i][k]}");
         }
     }
 
@@ -335,8 +640,25 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     {
         var model = fx.NewModel(6);
         var dir = TestData.TempDir();
-        var tr = new SftTrainer(model, fx.Codec, fx.Task.Train, new SftOptions { LearningRate = 1e-3, MaxSteps = 10, PerDeviceTrainBatchSize = 4, SaveSteps = 2 }, dir);
-        tr.AfterStep = step => { if (step == 3) using (no_grad()) model.model.norm.weight.fill_(double.NaN); };
+        var tr = new SftTrainer(
+            model,
+            fx.Codec,
+            fx.Task.Train,
+            new SftOptions
+            {
+                LearningRate = 1e-3,
+                MaxSteps = 10,
+                PerDeviceTrainBatchSize = 4,
+                SaveSteps = 2,
+            },
+            dir
+        );
+        tr.AfterStep = step =>
+        {
+            if (step == 3)
+                using (no_grad())
+                    model.model.norm.weight.fill_(double.NaN);
+        };
         var e = Assert.Throws<WorkbookException>(() => tr.Train());
         Assert.Contains("non-finite loss at step 4", e.Message);
         Assert.Contains("step-000002", e.Message);
@@ -349,9 +671,19 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     public void An_existing_run_is_never_overwritten()
     {
         var dir = TestData.TempDir();
-        var o = new SftOptions { LearningRate = 1e-3, MaxSteps = 1, PerDeviceTrainBatchSize = 2 };
+        var o = new SftOptions
+        {
+            LearningRate = 1e-3,
+            MaxSteps = 1,
+            PerDeviceTrainBatchSize = 2,
+        };
         new SftTrainer(fx.NewModel(), fx.Codec, fx.Task.Train, o, dir).Train();
-        Assert.Contains("already holds a run", Assert.Throws<WorkbookException>(() => new SftTrainer(fx.NewModel(), fx.Codec, fx.Task.Train, o, dir).Train()).Message);
+        Assert.Contains(
+            "already holds a run",
+            Assert
+                .Throws<WorkbookException>(() => new SftTrainer(fx.NewModel(), fx.Codec, fx.Task.Train, o, dir).Train())
+                .Message
+        );
     }
 
     [Theory]

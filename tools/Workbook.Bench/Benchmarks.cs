@@ -21,21 +21,26 @@ public static class Benchmarks
     /// <summary>Tuned PyTorch's 2048^2 GEMM on the project's machine type (2-core AMD EPYC, AVX-512; PyTorch 1.13 with
     /// OpenBLAS for f32, oneDNN for bf16; ../shared/perf/README.md): the default stated machine peak.</summary>
     public static double StatedMachinePeakGflops(ScalarType dtype) => dtype == ScalarType.BFloat16 ? 976 : 503;
+
     public const string StatedMachinePeakSource =
         "tuned PyTorch 2048^2 GEMM on a 2-core AMD EPYC (AVX-512): f32 503, bf16 976 GFLOP/s (shared/perf/README.md)";
 
     static double Median(IEnumerable<double> xs)
     {
         var a = xs.Order().ToArray();
-        return a.Length == 0 ? double.NaN : a.Length % 2 == 1 ? a[a.Length / 2] : 0.5 * (a[a.Length / 2 - 1] + a[a.Length / 2]);
+        return a.Length == 0 ? double.NaN
+            : a.Length % 2 == 1 ? a[a.Length / 2]
+            : 0.5 * (a[a.Length / 2 - 1] + a[a.Length / 2]);
     }
 
     public static double GemmPeakGflops(ScalarType dtype, int n = 2048, int repeats = 9)
     {
         using var scope = NewDisposeScope();
         var g = new Generator(0);
-        var a = randn([n, n], generator: g).to(dtype); var b = randn([n, n], generator: g).to(dtype);
-        for (int i = 0; i < 3; i++) a.mm(b).Dispose();   // warm-up
+        var a = randn([n, n], generator: g).to(dtype);
+        var b = randn([n, n], generator: g).to(dtype);
+        for (int i = 0; i < 3; i++)
+            a.mm(b).Dispose(); // warm-up
         var times = new List<double>();
         for (int i = 0; i < repeats; i++)
         {
@@ -48,12 +53,19 @@ public static class Benchmarks
 
     public static double TrainFlopsPerToken(Qwen3Config c, int seqLen)
     {
-        long d = c.HiddenSize, qd = (long)c.NumAttentionHeads * c.HeadDim, kvd = (long)c.NumKeyValueHeads * c.HeadDim;
+        long d = c.HiddenSize,
+            qd = (long)c.NumAttentionHeads * c.HeadDim,
+            kvd = (long)c.NumKeyValueHeads * c.HeadDim;
         long layerMatmul = c.NumHiddenLayers * (d * qd + 2 * d * kvd + qd * d + 3 * d * c.IntermediateSize);
         return 6.0 * (layerMatmul + (long)c.VocabSize * d) + 12.0 * c.NumHiddenLayers * seqLen * qd;
     }
 
-    static long Rss() { using var p = Process.GetCurrentProcess(); p.Refresh(); return p.WorkingSet64; }
+    static long Rss()
+    {
+        using var p = Process.GetCurrentProcess();
+        p.Refresh();
+        return p.WorkingSet64;
+    }
 
     /// <summary>Peak resident set of this process so far (VmHWM), in bytes; 0 where /proc is absent.</summary>
     public static long PeakRss()
@@ -61,13 +73,27 @@ public static class Benchmarks
         try
         {
             var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:"));
-            return line is null ? 0 : long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;   // "VmHWM:\t123 kB"
+            return line is null
+                ? 0
+                : long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) * 1024; // "VmHWM:\t123 kB"
         }
-        catch (IOException) { return 0; }
+        catch (IOException)
+        {
+            return 0;
+        }
     }
 
-    public static Dictionary<string, object> Train(Qwen3Config cfg, ScalarType dtype, int batch, int seqLen, int steps,
-        int memorySteps, double machinePeak, int warmup = 3, double clip = 0)
+    public static Dictionary<string, object> Train(
+        Qwen3Config cfg,
+        ScalarType dtype,
+        int batch,
+        int seqLen,
+        int steps,
+        int memorySteps,
+        double machinePeak,
+        int warmup = 3,
+        double clip = 0
+    )
     {
         var r = new Dictionary<string, object>();
         double peak = GemmPeakGflops(dtype);
@@ -84,17 +110,22 @@ public static class Benchmarks
             var ids = randint(0, cfg.VocabSize, [batch, seqLen + 1], generator: gen);
             opt.ZeroGrad();
             var logits = model.Forward(ids.narrow(1, 0, seqLen)).to(ScalarType.Float32);
-            var loss = nn.functional.cross_entropy(logits.reshape(-1, cfg.VocabSize), ids.narrow(1, 1, seqLen).reshape(-1));
+            var loss = nn.functional.cross_entropy(
+                logits.reshape(-1, cfg.VocabSize),
+                ids.narrow(1, 1, seqLen).reshape(-1)
+            );
             double t1 = sw.Elapsed.TotalSeconds;
             loss.backward();
             double t2 = sw.Elapsed.TotalSeconds;
-            if (clip > 0) opt.ClipGradNorm(clip);
+            if (clip > 0)
+                opt.ClipGradNorm(clip);
             opt.StepWith(1e-4);
             double t3 = sw.Elapsed.TotalSeconds;
             split.Add((t1, t2 - t1, t3 - t2));
             return t3;
         }
-        for (int i = 0; i < warmup; i++) Step();   // allocations, optimizer state
+        for (int i = 0; i < warmup; i++)
+            Step(); // allocations, optimizer state
         split.Clear();
         var times = Enumerable.Range(0, steps).Select(_ => Step()).ToList();
         double tokS = batch * seqLen / Median(times);
@@ -116,13 +147,17 @@ public static class Benchmarks
             // measured from the end of the first fifth of the steps.
             long before = Rss();
             int warm = Math.Max(1, memorySteps / 5);
-            for (int i = 0; i < warm; i++) Step();
+            for (int i = 0; i < warm; i++)
+                Step();
             long plateau = Rss();
-            for (int i = warm; i < memorySteps; i++) Step();
+            for (int i = warm; i < memorySteps; i++)
+                Step();
             long after = Rss();
-            r["rss_before_mb"] = before / 1e6; r["rss_after_warmup_mb"] = plateau / 1e6; r["rss_after_mb"] = after / 1e6;
+            r["rss_before_mb"] = before / 1e6;
+            r["rss_after_warmup_mb"] = plateau / 1e6;
+            r["rss_after_mb"] = after / 1e6;
             r["rss_warmup_rise_mb"] = (plateau - before) / 1e6;
-            r["rss_growth_mb"] = (after - plateau) / 1e6;   // the leak check: ~0
+            r["rss_growth_mb"] = (after - plateau) / 1e6; // the leak check: ~0
             r["memory_steps"] = memorySteps;
             r["peak_rss_mb"] = PeakRss() / 1e6;
         }
@@ -131,26 +166,48 @@ public static class Benchmarks
     }
 
     /// <summary>End-to-end generation as the peers define it; returns tokens/s (median of runs).</summary>
-    public static double GenerateTokensPerSecond(Qwen3ForCausalLM model, int batch, bool greedy, int runs,
-        int promptLen = 32, int newTokens = 128)
+    public static double GenerateTokensPerSecond(
+        Qwen3ForCausalLM model,
+        int batch,
+        bool greedy,
+        int runs,
+        int promptLen = 32,
+        int newTokens = 128
+    )
     {
         var rng = new Random(11);
         int vocab = Math.Min(model.Config.VocabSize, 151643);
-        var opt = new GenerationOptions { MaxNewTokens = newTokens, Greedy = greedy, Temperature = 1.0, Seed = 3, EosTokenIds = [] };
-        var times = new List<double>();
-        for (int r = 0; r < runs + 1; r++)   // the first run warms up
+        var opt = new GenerationOptions
         {
-            var prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(vocab)).ToArray()).ToList();
+            MaxNewTokens = newTokens,
+            Greedy = greedy,
+            Temperature = 1.0,
+            Seed = 3,
+            EosTokenIds = [],
+        };
+        var times = new List<double>();
+        for (int r = 0; r < runs + 1; r++) // the first run warms up
+        {
+            var prompts = Enumerable
+                .Range(0, batch)
+                .Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(vocab)).ToArray())
+                .ToList();
             var sw = Stopwatch.StartNew();
             Generation.Generate(model, prompts, opt with { Seed = r });
-            if (r > 0) times.Add(sw.Elapsed.TotalSeconds);
+            if (r > 0)
+                times.Add(sw.Elapsed.TotalSeconds);
         }
         return batch * newTokens / Median(times);
     }
 
     /// <param name="onlyBatch">measure greedy at this batch only (and sampling there), skipping the KV latency</param>
-    public static Dictionary<string, object> Generate(Qwen3Config cfg, ScalarType dtype, int runs = 3, int groupSize = 8,
-        int? onlyBatch = null)
+    public static Dictionary<string, object> Generate(
+        Qwen3Config cfg,
+        ScalarType dtype,
+        int runs = 3,
+        int groupSize = 8,
+        int? onlyBatch = null
+    )
     {
         var r = new Dictionary<string, object>();
         using var model = new Qwen3ForCausalLM(cfg, dtype, CPU, seed: 1);
@@ -165,7 +222,8 @@ public static class Benchmarks
             r["sample_over_greedy"] = sm / gr;
             return r;
         }
-        double b1 = GenerateTokensPerSecond(model, 1, true, runs), bg = GenerateTokensPerSecond(model, groupSize, true, runs);
+        double b1 = GenerateTokensPerSecond(model, 1, true, runs),
+            bg = GenerateTokensPerSecond(model, groupSize, true, runs);
         r["generate_tokens_per_second_batch1"] = b1;
         r[$"generate_tokens_per_second_batch{groupSize}"] = bg;
         r["batch_speedup"] = bg / b1;
@@ -177,7 +235,9 @@ public static class Benchmarks
         {
             using var _ = no_grad();
             using var cache = model.NewCache(1, pos + 40);
-            using (var pre = tensor(Enumerable.Range(0, pos).Select(i => (long)(i % cfg.VocabSize)).ToArray(), [1, pos]))
+            using (
+                var pre = tensor(Enumerable.Range(0, pos).Select(i => (long)(i % cfg.VocabSize)).ToArray(), [1, pos])
+            )
                 model.Forward(pre, cache: cache, lastOnly: true).Dispose();
             var times = new List<double>();
             for (int i = 0; i < 31; i++)
@@ -190,41 +250,80 @@ public static class Benchmarks
             }
             return Median(times);
         }
-        double t32 = StepAt(32), t512 = StepAt(512);
-        r["token_latency_ms_at_32"] = t32 * 1e3; r["token_latency_ms_at_512"] = t512 * 1e3;
+        double t32 = StepAt(32),
+            t512 = StepAt(512);
+        r["token_latency_ms_at_32"] = t32 * 1e3;
+        r["token_latency_ms_at_512"] = t512 * 1e3;
         r["latency_ratio_512_over_32"] = t512 / t32;
         return r;
     }
 
-    public static Dictionary<string, object> Grpo(Qwen3Config cfg, ScalarType dtype, Codec codec, Data.TaskData task, int steps)
+    public static Dictionary<string, object> Grpo(
+        Qwen3Config cfg,
+        ScalarType dtype,
+        Codec codec,
+        Data.TaskData task,
+        int steps
+    )
     {
         using var model = new Qwen3ForCausalLM(cfg, dtype, CPU, seed: 1);
         var dir = Path.Combine(Path.GetTempPath(), "workbook-bench-" + Guid.NewGuid().ToString("N"));
-        var tr = new GrpoTrainer(model, codec, task.Train, task.Reward, new GrpoOptions
+        var tr = new GrpoTrainer(
+            model,
+            codec,
+            task.Train,
+            task.Reward,
+            new GrpoOptions
+            {
+                LearningRate = 1e-4,
+                MaxSteps = steps,
+                PerDeviceTrainBatchSize = 64,
+                NumGenerations = 8,
+                MaxCompletionLength = 40,
+                Dtype = Devices.Name(dtype),
+            },
+            dir
+        );
+        var rollout = new List<double>();
+        var update = new List<double>();
+        tr.OnLog += (_, m) =>
         {
-            LearningRate = 1e-4, MaxSteps = steps, PerDeviceTrainBatchSize = 64, NumGenerations = 8, MaxCompletionLength = 40, Dtype = Devices.Name(dtype),
-        }, dir);
-        var rollout = new List<double>(); var update = new List<double>();
-        tr.OnLog += (_, m) => { if (m.TryGetValue("timing/rollout", out var a)) { rollout.Add(a); update.Add(m["timing/update"]); } };
+            if (m.TryGetValue("timing/rollout", out var a))
+            {
+                rollout.Add(a);
+                update.Add(m["timing/update"]);
+            }
+        };
         tr.Train();
         Directory.Delete(dir, true);
-        return new() { ["grpo_rollout_seconds_median"] = Median(rollout), ["grpo_update_seconds_median"] = Median(update), ["grpo_completions_per_step"] = 64 };
+        return new()
+        {
+            ["grpo_rollout_seconds_median"] = Median(rollout),
+            ["grpo_update_seconds_median"] = Median(update),
+            ["grpo_completions_per_step"] = 64,
+        };
     }
 
-    static readonly string[] CommonWords = ("the of and to a in is it you that he was for on are with as I his they be at one have this from or had by " +
-        "word but what some we can out other were all there when up use your how said an each she which do their time if will way about many then them " +
-        "write would like so these her long make thing see him two has look more day could go come did number sound no most people my over know water " +
-        "than call first who may down side been now find any new work part take get place made live where after back little only round man year came " +
-        "show every good me give our under name very through just form sentence great think say help low line differ turn cause much mean before move " +
-        "right boy old too same tell does set three want air well also play small end put home read hand port large spell add even land here must big " +
-        "high such follow act why ask men change went light kind off need house picture try us again animal point mother world near build self earth " +
-        "father head stand own page should country found answer school grow study still learn plant cover food sun four between state keep eye never " +
-        "last let thought city tree cross farm hard start might story saw far sea draw left late run while press close night real life few north").Split(' ');
+    static readonly string[] CommonWords = (
+        "the of and to a in is it you that he was for on are with as I his they be at one have this from or had by "
+        + "word but what some we can out other were all there when up use your how said an each she which do their time if will way about many then them "
+        + "write would like so these her long make thing see him two has look more day could go come did number sound no most people my over know water "
+        + "than call first who may down side been now find any new work part take get place made live where after back little only round man year came "
+        + "show every good me give our under name very through just form sentence great think say help low line differ turn cause much mean before move "
+        + "right boy old too same tell does set three want air well also play small end put home read hand port large spell add even land here must big "
+        + "high such follow act why ask men change went light kind off need house picture try us again animal point mother world near build self earth "
+        + "father head stand own page should country found answer school grow study still learn plant cover food sun four between state keep eye never "
+        + "last let thought city tree cross farm hard start might story saw far sea draw left late run while press close night real life few north"
+    ).Split(' ');
 
     /// <summary>Encode speed of a fresh tokenizer instance (empty word cache) on (a) English-like prose: common words drawn
     /// with Zipf frequencies, punctuation and numbers, as real text repeats words; (b) adversarial text where nearly every
     /// word is new (random suffixes); (c) optionally a real text file. One thread: the tokenizer is single-threaded.</summary>
-    public static Dictionary<string, object> Tokenizer(string tokenizerPath, string? textFile = null, int chars = 300_000)
+    public static Dictionary<string, object> Tokenizer(
+        string tokenizerPath,
+        string? textFile = null,
+        int chars = 300_000
+    )
     {
         var rng = new Random(17);
         string Prose(bool adversarial)
@@ -236,13 +335,23 @@ public static class Benchmarks
                 int n = rng.Next(6, 18);
                 for (int i = 0; i < n; i++)
                 {
-                    double u = rng.NextDouble() * h; int k = 0;
-                    while (k < CommonWords.Length - 1 && (u -= 1.0 / (k + 1)) > 0) k++;
+                    double u = rng.NextDouble() * h;
+                    int k = 0;
+                    while (k < CommonWords.Length - 1 && (u -= 1.0 / (k + 1)) > 0)
+                        k++;
                     var w = CommonWords[k];
-                    if (i == 0) w = char.ToUpperInvariant(w[0]) + w[1..];
-                    if (adversarial) w += (char)('a' + rng.Next(26)) + rng.Next(1000).ToString();
-                    else if (rng.Next(40) == 0) w = rng.Next(2, 2000).ToString();
-                    sb.Append(i == 0 ? "" : rng.Next(15) == 0 ? ", " : " ").Append(w);
+                    if (i == 0)
+                        w = char.ToUpperInvariant(w[0]) + w[1..];
+                    if (adversarial)
+                        w += (char)('a' + rng.Next(26)) + rng.Next(1000).ToString();
+                    else if (rng.Next(40) == 0)
+                        w = rng.Next(2, 2000).ToString();
+                    sb.Append(
+                            i == 0 ? ""
+                            : rng.Next(15) == 0 ? ", "
+                            : " "
+                        )
+                        .Append(w);
                 }
                 sb.Append(rng.Next(8) == 0 ? "?\n" : ". ");
             }
@@ -251,19 +360,22 @@ public static class Benchmarks
         Text.Qwen3Tokenizer.Load(tokenizerPath).Encode("warm up the JIT: 12 words, once.");
         double Rate(string text, out int tokens)
         {
-            var tok = Text.Qwen3Tokenizer.Load(tokenizerPath);   // fresh instance: nothing cached
+            var tok = Text.Qwen3Tokenizer.Load(tokenizerPath); // fresh instance: nothing cached
             var sw = Stopwatch.StartNew();
             tokens = tok.Encode(text).Length;
             return tokens / sw.Elapsed.TotalSeconds;
         }
         var r = new Dictionary<string, object>
         {
-            ["tokenizer_prose_tokens_per_second"] = Rate(Prose(false), out var n1), ["tokenizer_prose_tokens"] = n1,
-            ["tokenizer_adversarial_tokens_per_second"] = Rate(Prose(true), out var n2), ["tokenizer_adversarial_tokens"] = n2,
+            ["tokenizer_prose_tokens_per_second"] = Rate(Prose(false), out var n1),
+            ["tokenizer_prose_tokens"] = n1,
+            ["tokenizer_adversarial_tokens_per_second"] = Rate(Prose(true), out var n2),
+            ["tokenizer_adversarial_tokens"] = n2,
         };
         if (textFile is not null)
         {
-            if (!File.Exists(textFile)) throw new WorkbookException($"{textFile}: file not found");
+            if (!File.Exists(textFile))
+                throw new WorkbookException($"{textFile}: file not found");
             r["tokenizer_file"] = textFile;
             r["tokenizer_file_tokens_per_second"] = Rate(File.ReadAllText(textFile), out var n3);
             r["tokenizer_file_tokens"] = n3;

@@ -9,8 +9,10 @@ namespace Workbook.Data;
 public sealed record Example(IReadOnlyList<ChatMessage> Prompt, string Expert, string Reference, string Source = "")
 {
     public string PromptText => Prompt[^1].Content;
+
     /// <summary>The expert response's form when the task mixes several (grammar: "strict" line or "loose" words).</summary>
     public string Form { get; init; } = "";
+
     /// <summary>Where the answer part of the expert response starts (characters; −1 = not split): the rest before it is
     /// the rationale. Evaluation splits the SFT loss by form and by span with these.</summary>
     public int AnswerStart { get; init; } = -1;

@@ -9,6 +9,7 @@ namespace Workbook.Data;
 public static class ModelVocabulary
 {
     public const string FileName = "vocab.json";
+
     /// <summary>Qwen3's embedding rows (the tokenizer's ids are all below this).</summary>
     public const int QwenVocabSize = 151936;
 
@@ -19,7 +20,8 @@ public static class ModelVocabulary
         for (int i = 0; d is not null && i <= levelsUp; i++, d = d.Parent)
         {
             var p = Path.Combine(d.FullName, FileName);
-            if (File.Exists(p) && IsTaskVocabulary(p)) return p;
+            if (File.Exists(p) && IsTaskVocabulary(p))
+                return p;
         }
         return null;
     }
@@ -32,9 +34,13 @@ public static class ModelVocabulary
         {
             using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path));
             return doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object
-                && doc.RootElement.TryGetProperty("qwen_ids", out var ids) && ids.ValueKind == System.Text.Json.JsonValueKind.Array;
+                && doc.RootElement.TryGetProperty("qwen_ids", out var ids)
+                && ids.ValueKind == System.Text.Json.JsonValueKind.Array;
         }
-        catch (System.Text.Json.JsonException) { return false; }
+        catch (System.Text.Json.JsonException)
+        {
+            return false;
+        }
     }
 
     public static TaskVocabulary For(string modelDir, int modelVocabSize)
@@ -42,15 +48,20 @@ public static class ModelVocabulary
         var path = Find(modelDir);
         if (path is null)
         {
-            if (modelVocabSize >= QwenVocabSize) return TaskVocabulary.Identity(modelVocabSize);
-            throw new WorkbookException($"{modelDir}: the model has {modelVocabSize} embedding rows (a compact task vocabulary), " +
-                $"but no {FileName} was found next to its weights or in the run folder above it; copy the {FileName} of the run " +
-                "that trained it into the model folder");
+            if (modelVocabSize >= QwenVocabSize)
+                return TaskVocabulary.Identity(modelVocabSize);
+            throw new WorkbookException(
+                $"{modelDir}: the model has {modelVocabSize} embedding rows (a compact task vocabulary), "
+                    + $"but no {FileName} was found next to its weights or in the run folder above it; copy the {FileName} of the run "
+                    + "that trained it into the model folder"
+            );
         }
         var v = TaskVocabulary.Load(path);
         if (v.Size != modelVocabSize)
-            throw new WorkbookException($"{path}: {v.Size} entries, but the model in {modelDir} has {modelVocabSize} embedding rows; " +
-                $"this {FileName} belongs to another model");
+            throw new WorkbookException(
+                $"{path}: {v.Size} entries, but the model in {modelDir} has {modelVocabSize} embedding rows; "
+                    + $"this {FileName} belongs to another model"
+            );
         return v;
     }
 }

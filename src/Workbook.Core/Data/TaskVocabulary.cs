@@ -18,7 +18,8 @@ public sealed class TaskVocabulary
     {
         toQwen = qwenIds.Distinct().Order().ToArray();
         toCompact = new Dictionary<int, int>(toQwen.Length);
-        for (int i = 0; i < toQwen.Length; i++) toCompact[toQwen[i]] = i;
+        for (int i = 0; i < toQwen.Length; i++)
+            toCompact[toQwen[i]] = i;
     }
 
     /// <summary>The identity mapping over a full vocabulary (for full-size models).</summary>
@@ -31,19 +32,26 @@ public sealed class TaskVocabulary
         {
             ids.UnionWith(ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids);
         }
-        foreach (var text in task.ExtraVocabularyText) ids.UnionWith(tok.Encode(text));
+        foreach (var text in task.ExtraVocabularyText)
+            ids.UnionWith(tok.Encode(text));
         // ASCII printable single-byte tokens, so that generation can spell anything short
-        foreach (var c in Enumerable.Range(32, 95)) ids.UnionWith(tok.Encode(((char)c).ToString()));
+        foreach (var c in Enumerable.Range(32, 95))
+            ids.UnionWith(tok.Encode(((char)c).ToString()));
         ids.UnionWith(tok.Encode("\n"));
         return new TaskVocabulary(ids);
     }
 
-    public int ToCompact(int qwenId) => toCompact.TryGetValue(qwenId, out var c) ? c
-        : throw new WorkbookException($"token id {qwenId} ('{qwenId}') is not in the task vocabulary");
+    public int ToCompact(int qwenId) =>
+        toCompact.TryGetValue(qwenId, out var c)
+            ? c
+            : throw new WorkbookException($"token id {qwenId} ('{qwenId}') is not in the task vocabulary");
 
     public bool Contains(int qwenId) => toCompact.ContainsKey(qwenId);
+
     public int ToQwen(int compactId) => toQwen[compactId];
+
     public int[] ToCompact(IEnumerable<int> qwen) => qwen.Select(ToCompact).ToArray();
+
     public int[] ToQwen(IEnumerable<int> compact) => compact.Select(ToQwen).ToArray();
 
     public void Save(string path) => AtomicFile.WriteAllText(path, JsonSerializer.Serialize(new { qwen_ids = toQwen }));
@@ -53,9 +61,14 @@ public sealed class TaskVocabulary
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
-            return new TaskVocabulary(doc.RootElement.GetProperty("qwen_ids").EnumerateArray().Select(x => x.GetInt32()));
+            return new TaskVocabulary(
+                doc.RootElement.GetProperty("qwen_ids").EnumerateArray().Select(x => x.GetInt32())
+            );
         }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FileNotFoundException)
-        { throw new WorkbookException($"{path}: not a task vocabulary file ({e.Message})"); }
+        catch (Exception e)
+            when (e is JsonException or KeyNotFoundException or InvalidOperationException or FileNotFoundException)
+        {
+            throw new WorkbookException($"{path}: not a task vocabulary file ({e.Message})");
+        }
     }
 }

@@ -12,11 +12,14 @@ public static class EpochResolution
     public static (ExperimentConfig Config, List<string> Notes) Resolve(ExperimentConfig c, TaskData task)
     {
         var notes = new List<string>();
-        T One<T>(string name, T o, int n) where T : TrainOptions
+        T One<T>(string name, T o, int n)
+            where T : TrainOptions
         {
             var r = o.WithSteps(n);
             if (o.NumTrainEpochs is { } ep)
-                notes.Add($"{name}.num_train_epochs {ep} over {n} examples, {o.ExamplesPerStep} per step: max_steps {r.MaxSteps}");
+                notes.Add(
+                    $"{name}.num_train_epochs {ep} over {n} examples, {o.ExamplesPerStep} per step: max_steps {r.MaxSteps}"
+                );
             return r;
         }
         var resolved = c with

@@ -13,6 +13,7 @@ public sealed record ExperimentConfig
 {
     /// <summary>grammar | arithmetic | cola:FILE | gsm8k:FILE.</summary>
     public string Dataset { get; init; } = "grammar";
+
     /// <summary>Seed of the dataset itself (generation / shuffling of the file); fixed across training seeds. Settings were
     /// chosen with dataset seed 0 (other eval prompts); reported runs use 1.</summary>
     public int DatasetSeed { get; init; } = 1;
@@ -30,28 +31,56 @@ public sealed record ExperimentConfig
 
     /// <summary>Number of training seeds; the seeds are seed_base, seed_base+1, ...</summary>
     public int Seeds { get; init; } = 3;
+
     /// <summary>Reported runs use seeds from 1000; the settings were chosen on seeds 1..3 (see the report).</summary>
     public int SeedBase { get; init; } = 1000;
 
     /// <summary>The base stage: language modelling of the task's generic text (prompts and terse answers, loss on every
     /// token), the stand-in for pretraining. With the loss on the answer only, a model this small never learns the labels.</summary>
-    public SftOptions Base { get; init; } = new() { LearningRate = 3e-3, MaxSteps = 600, PerDeviceTrainBatchSize = 32, LrSchedulerType = "constant", WarmupRatio = 0.05, CompletionOnlyLoss = false };
-    public SftOptions Sft { get; init; } = new() { LearningRate = 3e-3, MaxSteps = 240, PerDeviceTrainBatchSize = 32, LrSchedulerType = "cosine", WarmupRatio = 0.05 };
-    public GrpoOptions Grpo { get; init; } = new()
-    {
-        LearningRate = 5e-4, MaxSteps = 40, PerDeviceTrainBatchSize = 64, NumGenerations = 8, MaxCompletionLength = 40,
-        Beta = 0.04, LrSchedulerType = "constant",
-    };
+    public SftOptions Base { get; init; } =
+        new()
+        {
+            LearningRate = 3e-3,
+            MaxSteps = 600,
+            PerDeviceTrainBatchSize = 32,
+            LrSchedulerType = "constant",
+            WarmupRatio = 0.05,
+            CompletionOnlyLoss = false,
+        };
+    public SftOptions Sft { get; init; } =
+        new()
+        {
+            LearningRate = 3e-3,
+            MaxSteps = 240,
+            PerDeviceTrainBatchSize = 32,
+            LrSchedulerType = "cosine",
+            WarmupRatio = 0.05,
+        };
+    public GrpoOptions Grpo { get; init; } =
+        new()
+        {
+            LearningRate = 5e-4,
+            MaxSteps = 40,
+            PerDeviceTrainBatchSize = 64,
+            NumGenerations = 8,
+            MaxCompletionLength = 40,
+            Beta = 0.04,
+            LrSchedulerType = "constant",
+        };
+
     /// <summary>Evaluations per stage (besides the one at its start).</summary>
     public int EvalsPerStage { get; init; } = 4;
     public int InterleaveRounds { get; init; } = 4;
+
     /// <summary>λ of the joint objective L_SFT + λ·L_GRPO.</summary>
     public double JointRlWeight { get; init; } = 1.0;
+
     /// <summary>Samples k per held-out prompt of the SFT policy for the predicted SFT-loss rise (Theory/C1Prediction.cs;
     /// 0 = skip, else at least 16).</summary>
     public int C1Samples { get; init; } = 16;
 
     public static readonly string[] Pipelines = ["sft-then-rl", "rl-then-sft", "interleaved", "joint"];
+
     /// <summary>Controls of sft-then-rl under which Theorem 3.1 predicts no SFT-loss rise: RL with the lenient reward (every
     /// expert response earns it), SFT data without the natural-words mix, and SFT continued with a fresh AdamW for the RL
     /// budget (optimizer-reset artefacts).</summary>
@@ -60,59 +89,101 @@ public sealed record ExperimentConfig
     /// <summary>The pipelines an experiment name stands for: one pipeline or control, or all (pipelines then controls).</summary>
     public static IReadOnlyList<string> Resolve(string experiment)
     {
-        if (experiment == "all") return [.. Pipelines, .. Controls];
-        if (Pipelines.Contains(experiment) || Controls.Contains(experiment)) return [experiment];
-        throw new WorkbookException($"unknown experiment '{experiment}': expected one of " +
-            $"{string.Join(", ", Pipelines.Concat(Controls))}, or all");
+        if (experiment == "all")
+            return [.. Pipelines, .. Controls];
+        if (Pipelines.Contains(experiment) || Controls.Contains(experiment))
+            return [experiment];
+        throw new WorkbookException(
+            $"unknown experiment '{experiment}': expected one of "
+                + $"{string.Join(", ", Pipelines.Concat(Controls))}, or all"
+        );
     }
 
-    public ExperimentConfig Quick() => this with
-    {
-        Task = Task with { TrainSize = 1000, EvalSize = 48 },
-        Seeds = Math.Min(Seeds, 2),
-        // issue 12: quick budgets are steps, so they replace num_train_epochs
-        Base = Base with { MaxSteps = 500, NumTrainEpochs = null },
-        Sft = Sft with { MaxSteps = 80, NumTrainEpochs = null },
-        Grpo = Grpo with { MaxSteps = 16, PerDeviceTrainBatchSize = 32, NumTrainEpochs = null },
-        EvalsPerStage = 2, InterleaveRounds = 2,
-    };
+    public ExperimentConfig Quick() =>
+        this with
+        {
+            Task = Task with { TrainSize = 1000, EvalSize = 48 },
+            Seeds = Math.Min(Seeds, 2),
+            // issue 12: quick budgets are steps, so they replace num_train_epochs
+            Base = Base with
+            {
+                MaxSteps = 500,
+                NumTrainEpochs = null,
+            },
+            Sft = Sft with { MaxSteps = 80, NumTrainEpochs = null },
+            Grpo = Grpo with { MaxSteps = 16, PerDeviceTrainBatchSize = 32, NumTrainEpochs = null },
+            EvalsPerStage = 2,
+            InterleaveRounds = 2,
+        };
 
     public void Validate()
     {
-        Task.Validate(); Base.Validate(); Sft.Validate(); Grpo.Validate();
-        if (Seeds < 1) throw new WorkbookException($"option seeds: must be >= 1 (got {Seeds})");
-        if (EvalsPerStage < 1) throw new WorkbookException("option evals_per_stage: must be >= 1");
-        bool stepsKnown = Sft.NumTrainEpochs is null && Grpo.NumTrainEpochs is null;   // issue 12: else checked once resolved
+        Task.Validate();
+        Base.Validate();
+        Sft.Validate();
+        Grpo.Validate();
+        if (Seeds < 1)
+            throw new WorkbookException($"option seeds: must be >= 1 (got {Seeds})");
+        if (EvalsPerStage < 1)
+            throw new WorkbookException("option evals_per_stage: must be >= 1");
+        bool stepsKnown = Sft.NumTrainEpochs is null && Grpo.NumTrainEpochs is null; // issue 12: else checked once resolved
         if (InterleaveRounds < 1 || (stepsKnown && InterleaveRounds > Math.Min(Sft.MaxSteps, Grpo.MaxSteps)))
-            throw new WorkbookException($"option interleave_rounds: must be in [1, min(sft.max_steps, grpo.max_steps)] (got {InterleaveRounds})");
-        if (C1Samples is > 0 and < 16) throw new WorkbookException($"option c1_samples: 0 (skip) or at least 16 (got {C1Samples})");
+            throw new WorkbookException(
+                $"option interleave_rounds: must be in [1, min(sft.max_steps, grpo.max_steps)] (got {InterleaveRounds})"
+            );
+        if (C1Samples is > 0 and < 16)
+            throw new WorkbookException($"option c1_samples: 0 (skip) or at least 16 (got {C1Samples})");
         // the runner sets each stage's steps, seed and evaluation cadence from the pipeline plan, seed and
         // evals_per_stage, and uses one dtype: refuse stage options it would otherwise drop
         var dflt = new ExperimentConfig();
-        foreach (var (name, o, d) in new (string, TrainOptions, TrainOptions)[] { ("base", Base, dflt.Base), ("sft", Sft, dflt.Sft),
-                     ("grpo", Grpo, dflt.Grpo) })
+        foreach (
+            var (name, o, d) in new (string, TrainOptions, TrainOptions)[]
+            {
+                ("base", Base, dflt.Base),
+                ("sft", Sft, dflt.Sft),
+                ("grpo", Grpo, dflt.Grpo),
+            }
+        )
         {
-            if (o.Seed != d.Seed) throw new WorkbookException($"option {name}.seed: run derives stage seeds from seed_base and --seeds; remove it");
-            if (o.EvalSteps != 0) throw new WorkbookException($"option {name}.eval_steps: run evaluates evals_per_stage times per stage; set that instead");
-            if (o.Dtype != d.Dtype) throw new WorkbookException($"option {name}.dtype: run trains every stage in one dtype; set dtype={o.Dtype} (top level) instead");
+            if (o.Seed != d.Seed)
+                throw new WorkbookException(
+                    $"option {name}.seed: run derives stage seeds from seed_base and --seeds; remove it"
+                );
+            if (o.EvalSteps != 0)
+                throw new WorkbookException(
+                    $"option {name}.eval_steps: run evaluates evals_per_stage times per stage; set that instead"
+                );
+            if (o.Dtype != d.Dtype)
+                throw new WorkbookException(
+                    $"option {name}.dtype: run trains every stage in one dtype; set dtype={o.Dtype} (top level) instead"
+                );
         }
-        if (JointRlWeight < 0) throw new WorkbookException("option joint_rl_weight: must be >= 0");
-        if (Model is not null && !Directory.Exists(Model)) throw new WorkbookException($"--model {Model}: model folder not found");
+        if (JointRlWeight < 0)
+            throw new WorkbookException("option joint_rl_weight: must be >= 0");
+        if (Model is not null && !Directory.Exists(Model))
+            throw new WorkbookException($"--model {Model}: model folder not found");
         if (Model is null && (HiddenSize % NumAttentionHeads != 0 || (HiddenSize / NumAttentionHeads) % 2 != 0))
-            throw new WorkbookException($"option hidden_size: {HiddenSize} must split into {NumAttentionHeads} heads of even size");
+            throw new WorkbookException(
+                $"option hidden_size: {HiddenSize} must split into {NumAttentionHeads} heads of even size"
+            );
         Devices.ParseDType(Dtype);
     }
 
-    public Qwen3Config ModelConfig(int vocab) => Qwen3Config.Tiny(vocab) with
-    {
-        HiddenSize = HiddenSize, NumHiddenLayers = NumHiddenLayers, NumAttentionHeads = NumAttentionHeads,
-        NumKeyValueHeads = NumKeyValueHeads, HeadDim = HiddenSize / NumAttentionHeads, IntermediateSize = IntermediateSize,
-    };
+    public Qwen3Config ModelConfig(int vocab) =>
+        Qwen3Config.Tiny(vocab) with
+        {
+            HiddenSize = HiddenSize,
+            NumHiddenLayers = NumHiddenLayers,
+            NumAttentionHeads = NumAttentionHeads,
+            NumKeyValueHeads = NumKeyValueHeads,
+            HeadDim = HiddenSize / NumAttentionHeads,
+            IntermediateSize = IntermediateSize,
+        };
 
     public static ExperimentConfig Load(string? path, IEnumerable<string>? overrides = null)
     {
         var node = JsonConfig.WithOverrides(JsonConfig.Read(path), overrides);
-        TrainOptions.StepsOrEpochs(node, path);   // issue 12: num_train_epochs replaces the default max_steps
+        TrainOptions.StepsOrEpochs(node, path); // issue 12: num_train_epochs replaces the default max_steps
         // nested option records start from this record's defaults, then the file's keys apply on top
         var defaults = JsonNode.Parse(JsonSerializer.Serialize(new ExperimentConfig(), TrainOptions.Json))!.AsObject();
         Merge(defaults, node);
@@ -125,8 +196,10 @@ public sealed record ExperimentConfig
     {
         foreach (var (k, v) in from.ToList())
         {
-            if (v is JsonObject o && into[k] is JsonObject target) Merge(target, o);
-            else into[k] = v?.DeepClone();
+            if (v is JsonObject o && into[k] is JsonObject target)
+                Merge(target, o);
+            else
+                into[k] = v?.DeepClone();
         }
     }
 

@@ -38,7 +38,8 @@ public sealed record SeedResult(long Seed, List<StageInfo> Stages, List<EvalPoin
 public sealed class ExperimentRunner
 {
     readonly ExperimentConfig cfg;
-    readonly string runDir, cacheRoot;
+    readonly string runDir,
+        cacheRoot;
     readonly Action<string> log;
     readonly TaskData task;
     readonly Codec codec;
@@ -55,34 +56,51 @@ public sealed class ExperimentRunner
     public ExperimentRunner(ExperimentConfig config, string runDir, string runsRoot, Action<string>? log = null)
     {
         config.Validate();
-        cfg = config; this.runDir = runDir; this.log = log ?? (_ => { });
+        cfg = config;
+        this.runDir = runDir;
+        this.log = log ?? (_ => { });
         cacheRoot = Path.Combine(runsRoot, ".cache");
         dtype = Devices.ParseDType(cfg.Dtype);
         device = Devices.Resolve(cfg.Device);
         task = TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task);
-        (cfg, var epochNotes) = EpochResolution.Resolve(cfg, task);   // issue 12: epochs -> steps, data notes in the log
-        foreach (var note in task.Notes.Concat(epochNotes)) this.log(note);
-        Qwen3Tokenizer tok = cfg.Model is not null && File.Exists(Path.Combine(cfg.Model, "tokenizer.json"))
-            ? Qwen3Tokenizer.Load(cfg.Model) : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(this.log));
-        var vocab = cfg.Model is null ? TaskVocabulary.Build(tok, task)
-            : ModelVocabulary.For(cfg.Model, Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize);   // issue 12
-        codec = new Codec(tok, vocab) { EnableThinking = cfg.Task.EnableThinking };   // issue 12
-        evaluator = new Evaluator(codec, task.Eval, task.EvalVerifiers, new EvalOptions
-        {
-            MaxNewTokens = cfg.Grpo.MaxCompletionLength, Temperature = cfg.Grpo.Temperature, TopP = cfg.Grpo.TopP, TopK = cfg.Grpo.TopK,
-            MaxLength = cfg.Sft.MaxLength, Seed = 4242,
-        });
+        (cfg, var epochNotes) = EpochResolution.Resolve(cfg, task); // issue 12: epochs -> steps, data notes in the log
+        foreach (var note in task.Notes.Concat(epochNotes))
+            this.log(note);
+        Qwen3Tokenizer tok =
+            cfg.Model is not null && File.Exists(Path.Combine(cfg.Model, "tokenizer.json"))
+                ? Qwen3Tokenizer.Load(cfg.Model)
+                : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(this.log));
+        var vocab = cfg.Model is null
+            ? TaskVocabulary.Build(tok, task)
+            : ModelVocabulary.For(cfg.Model, Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize); // issue 12
+        codec = new Codec(tok, vocab) { EnableThinking = cfg.Task.EnableThinking }; // issue 12
+        evaluator = new Evaluator(
+            codec,
+            task.Eval,
+            task.EvalVerifiers,
+            new EvalOptions
+            {
+                MaxNewTokens = cfg.Grpo.MaxCompletionLength,
+                Temperature = cfg.Grpo.Temperature,
+                TopP = cfg.Grpo.TopP,
+                TopK = cfg.Grpo.TopK,
+                MaxLength = cfg.Sft.MaxLength,
+                Seed = 4242,
+            }
+        );
     }
 
     /// <summary>runs/&lt;yyyyMMdd-HHmmss&gt;-&lt;name&gt;, with a suffix if that exists: a run never overwrites another.
     /// The folder is created (claimed atomically), so concurrent runs never share one.</summary>
     public static string NewRunDir(string runsRoot, string name) => RunFolders.Claim(runsRoot, name);
 
-    public IReadOnlyList<long> SeedList => Enumerable.Range(0, cfg.Seeds).Select(i => (long)(cfg.SeedBase + i)).ToList();
+    public IReadOnlyList<long> SeedList =>
+        Enumerable.Range(0, cfg.Seeds).Select(i => (long)(cfg.SeedBase + i)).ToList();
 
     public Dictionary<string, List<SeedResult>> Run(IReadOnlyList<string> pipelines)
     {
-        foreach (var p in pipelines) ExperimentConfig.Resolve(p);
+        foreach (var p in pipelines)
+            ExperimentConfig.Resolve(p);
         // stages shared with sft-then-rl are reused when it runs first
         pipelines = pipelines.OrderBy(p => p == "sft-then-rl" ? 0 : 1).ToList();
         Directory.CreateDirectory(runDir);
@@ -113,26 +131,43 @@ public sealed class ExperimentRunner
     void WriteRunFiles(IReadOnlyList<string> pipelines)
     {
         var cfgPath = Path.Combine(runDir, "config.json");
-        if (!File.Exists(cfgPath)) AtomicFile.WriteAllText(cfgPath, cfg.ToJson());
-        AtomicFile.WriteAllText(Path.Combine(runDir, "versions.json"), JsonSerializer.Serialize(Versions(), new JsonSerializerOptions { WriteIndented = true }));
-        AtomicFile.WriteAllText(Path.Combine(runDir, "seeds.json"), JsonSerializer.Serialize(new { seeds = SeedList, pipelines, dataset_seed = cfg.DatasetSeed }));
+        if (!File.Exists(cfgPath))
+            AtomicFile.WriteAllText(cfgPath, cfg.ToJson());
+        AtomicFile.WriteAllText(
+            Path.Combine(runDir, "versions.json"),
+            JsonSerializer.Serialize(Versions(), new JsonSerializerOptions { WriteIndented = true })
+        );
+        AtomicFile.WriteAllText(
+            Path.Combine(runDir, "seeds.json"),
+            JsonSerializer.Serialize(
+                new
+                {
+                    seeds = SeedList,
+                    pipelines,
+                    dataset_seed = cfg.DatasetSeed,
+                }
+            )
+        );
         codec.Vocab.Save(Path.Combine(runDir, "vocab.json"));
     }
 
-    public static Dictionary<string, string> Versions() => new()
-    {
-        ["workbook"] = typeof(ExperimentRunner).Assembly.GetName().Version?.ToString() ?? "?",
-        ["torchsharp"] = typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString() ?? "?",
-        ["libtorch"] = "2.10.0",
-        ["dotnet"] = Environment.Version.ToString(),
-        ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
-        ["threads"] = get_num_threads().ToString(),
-        ["device"] = cuda.is_available() ? "cuda" : "cpu",
-    };
+    public static Dictionary<string, string> Versions() =>
+        new()
+        {
+            ["workbook"] = typeof(ExperimentRunner).Assembly.GetName().Version?.ToString() ?? "?",
+            ["torchsharp"] = typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString() ?? "?",
+            ["libtorch"] = "2.10.0",
+            ["dotnet"] = Environment.Version.ToString(),
+            ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+            ["threads"] = get_num_threads().ToString(),
+            ["device"] = cuda.is_available() ? "cuda" : "cpu",
+        };
 
     Qwen3ForCausalLM LoadModel(string dir) => Checkpoint.Load(dir, dtype, device);
+
     /// <summary>A model folder (base model or checkpoint) in the run's dtype and device.</summary>
     public Qwen3ForCausalLM LoadBase(string dir) => LoadModel(dir);
+
     /// <summary>Mean reward of a task's held-out expert responses under its RL reward.</summary>
     public double ExpertReward(TaskData t) => EvaluatorFor(t).ExpertReward(t.Reward);
 
@@ -140,28 +175,64 @@ public sealed class ExperimentRunner
     /// <summary>The base model's folder for a seed: the cached one, or trained now and cached.</summary>
     public string BaseModel(long seed)
     {
-        if (cfg.Model is not null) return cfg.Model;
+        if (cfg.Model is not null)
+            return cfg.Model;
         // the base stage sees only the terse data: key on it (not on the expert mix), so task variants share base models
-        var terseText = string.Join("\u0001", task.Base.Select(e => string.Join("\u0002", e.Prompt.Select(m => m.Content)) + "\u0003" + e.Expert));
+        var terseText = string.Join(
+            "\u0001",
+            task.Base.Select(e => string.Join("\u0002", e.Prompt.Select(m => m.Content)) + "\u0003" + e.Expert)
+        );
         var terse = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(terseText)))[..16];
-        var key = JsonSerializer.Serialize(new { cfg.Dataset, cfg.DatasetSeed, terse, shape = cfg.ModelConfig(codec.Vocab.Size), cfg.Base, vocab = codec.Vocab.QwenIds, cfg.Dtype }, TrainOptions.Json);
+        var key = JsonSerializer.Serialize(
+            new
+            {
+                cfg.Dataset,
+                cfg.DatasetSeed,
+                terse,
+                shape = cfg.ModelConfig(codec.Vocab.Size),
+                cfg.Base,
+                vocab = codec.Vocab.QwenIds,
+                cfg.Dtype,
+            },
+            TrainOptions.Json
+        );
         var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)))[..12];
         var dir = Path.Combine(cacheRoot, "base", hash, $"seed-{seed}");
-        if (File.Exists(Path.Combine(dir, "done.json"))) { log($"base model (cached): {dir}"); return dir; }
+        if (File.Exists(Path.Combine(dir, "done.json")))
+        {
+            log($"base model (cached): {dir}");
+            return dir;
+        }
         log($"base model: {cfg.Base.MaxSteps} SFT steps on terse answers (seed {seed}) -> {dir}");
         var work = Path.Combine(cacheRoot, "base", hash, $".tmp-seed-{seed}-{Guid.NewGuid():N}");
         using (var model = new Qwen3ForCausalLM(cfg.ModelConfig(codec.Vocab.Size), dtype, device, seed))
         {
-            var tr = new SftTrainer(model, codec, task.Base, cfg.Base with { Seed = seed }, Path.Combine(work, "train"));
+            var tr = new SftTrainer(
+                model,
+                codec,
+                task.Base,
+                cfg.Base with
+                {
+                    Seed = seed,
+                },
+                Path.Combine(work, "train")
+            );
             tr.Train();
             Checkpoint.Save(model, work);
         }
         Directory.Delete(Path.Combine(work, "train"), true);
         File.WriteAllText(Path.Combine(work, "done.json"), key);
         // one rename publishes the complete model; if another run published it meanwhile, keep theirs
-        if (Directory.Exists(dir) && !File.Exists(Path.Combine(dir, "done.json"))) Directory.Delete(dir, true);
-        try { Directory.Move(work, dir); }
-        catch (IOException) when (File.Exists(Path.Combine(dir, "done.json"))) { Directory.Delete(work, true); }
+        if (Directory.Exists(dir) && !File.Exists(Path.Combine(dir, "done.json")))
+            Directory.Delete(dir, true);
+        try
+        {
+            Directory.Move(work, dir);
+        }
+        catch (IOException) when (File.Exists(Path.Combine(dir, "done.json")))
+        {
+            Directory.Delete(work, true);
+        }
         return dir;
     }
 
@@ -171,17 +242,24 @@ public sealed class ExperimentRunner
 
     List<StagePlan> Plan(string pipeline)
     {
-        int nS = cfg.Sft.MaxSteps, nR = cfg.Grpo.MaxSteps, R = cfg.InterleaveRounds;
+        int nS = cfg.Sft.MaxSteps,
+            nR = cfg.Grpo.MaxSteps,
+            R = cfg.InterleaveRounds;
         var sharedSft = new StagePlan("sft", "sft", nS, task, "sft-then-rl");
         return pipeline switch
         {
             "sft-then-rl" => [new("sft", "sft", nS, task), new("rl", "grpo", nR, task)],
             "rl-then-sft" => [new("rl", "grpo", nR, task), new("sft", "sft", nS, task)],
-            "interleaved" => Enumerable.Range(0, R).SelectMany(r => new StagePlan[]
-            {
-                new($"round{r + 1}-sft", "sft", nS / R + (r == R - 1 ? nS % R : 0), task),
-                new($"round{r + 1}-rl", "grpo", nR / R + (r == R - 1 ? nR % R : 0), task),
-            }).ToList(),
+            "interleaved" => Enumerable
+                .Range(0, R)
+                .SelectMany(r =>
+                    new StagePlan[]
+                    {
+                        new($"round{r + 1}-sft", "sft", nS / R + (r == R - 1 ? nS % R : 0), task),
+                        new($"round{r + 1}-rl", "grpo", nR / R + (r == R - 1 ? nR % R : 0), task),
+                    }
+                )
+                .ToList(),
             "joint" => [new("joint", "joint", nS, task)],
             "lenient-reward" => [sharedSft, new("rl", "grpo", nR, LenientTask)],
             "no-format-mix" => [new("sft", "sft", nS, NoMixTask), new("rl", "grpo", nR, NoMixTask)],
@@ -190,36 +268,46 @@ public sealed class ExperimentRunner
         };
     }
 
-    TaskData? lenientTask, noMixTask;
+    TaskData? lenientTask,
+        noMixTask;
     public ExperimentConfig Config => cfg;
+
     /// <summary>The task with the lenient verifier as the RL reward (the same data).</summary>
-    TaskData LenientTask => lenientTask ??= task with
-    {
-        Reward = task.EvalVerifiers[^1], ExpertReward = task.ExpertReward is null ? null : 1.0,
-    };
+    TaskData LenientTask =>
+        lenientTask ??= task with
+        {
+            Reward = task.EvalVerifiers[^1],
+            ExpertReward = task.ExpertReward is null ? null : 1.0,
+        };
+
     /// <summary>The task with every expert response in the strict form (same prompts, labels and rationales).</summary>
     TaskData NoMixTask => noMixTask ??= TaskWithLooseFraction(0);
 
     readonly Dictionary<double, TaskData> variants = new();
+
     /// <summary>The task with another share of natural-words expert responses (same prompts, labels and rationales).</summary>
     public TaskData TaskWithLooseFraction(double f)
     {
-        if (f == cfg.Task.LooseFormatFraction) return task;
+        if (f == cfg.Task.LooseFormatFraction)
+            return task;
         if (!variants.TryGetValue(f, out var t))
         {
             t = TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task with { LooseFormatFraction = f });
             // the codec's vocabulary was built from the main task: check it covers the variant's text
-            foreach (var e in t.Train.Concat(t.Eval).Take(400)) codec.Sft(e);
+            foreach (var e in t.Train.Concat(t.Eval).Take(400))
+                codec.Sft(e);
             variants[f] = t;
         }
         return t;
     }
 
     readonly Dictionary<TaskData, Evaluator> evaluators = new(ReferenceEqualityComparer.Instance);
+
     /// <summary>Held-out evaluation on the task's own expert data (same prompts for every variant of the task).</summary>
     Evaluator EvaluatorFor(TaskData t)
     {
-        if (t.Eval == task.Eval) return evaluator;
+        if (t.Eval == task.Eval)
+            return evaluator;
         if (!evaluators.TryGetValue(t, out var e))
             evaluators[t] = e = new Evaluator(codec, t.Eval, t.EvalVerifiers, evaluator.Options);
         return e;
@@ -239,15 +327,33 @@ public sealed class ExperimentRunner
         {
             var st = plan[i];
             var dir = Path.Combine(seedDir, $"{i + 1}-{st.Name}");
-            var shared = st.ShareFrom is null ? null : Path.Combine(runDir, st.ShareFrom, $"seed-{seed}", $"{i + 1}-{st.Name}");
-            if (shared is not null && File.Exists(Path.Combine(shared, "done.json"))) dir = shared;
+            var shared = st.ShareFrom is null
+                ? null
+                : Path.Combine(runDir, st.ShareFrom, $"seed-{seed}", $"{i + 1}-{st.Name}");
+            if (shared is not null && File.Exists(Path.Combine(shared, "done.json")))
+                dir = shared;
             // the prediction for an RL stage that follows SFT: from the SFT policy (GRPO's reference) and the stage's reward
-            if (i > 0 && st.Kind == "grpo" && plan[i - 1].Kind == "sft" && plan.Count == 2 && cfg.Grpo.Beta > 0 && cfg.C1Samples > 0)
+            if (
+                i > 0
+                && st.Kind == "grpo"
+                && plan[i - 1].Kind == "sft"
+                && plan.Count == 2
+                && cfg.Grpo.Beta > 0
+                && cfg.C1Samples > 0
+            )
                 predicted = CachedPrediction(seedDir, model, st.Task, cfg.Grpo.Beta, seed);
-            model = RunStage(model, dir, st, pipeline, seed * 100 + i, pipeline == "interleaved" ? st.Steps
-                : Math.Max(1, st.Steps / cfg.EvalsPerStage), $"{pipeline}/seed-{seed}/{st.Name}");
+            model = RunStage(
+                model,
+                dir,
+                st,
+                pipeline,
+                seed * 100 + i,
+                pipeline == "interleaved" ? st.Steps : Math.Max(1, st.Steps / cfg.EvalsPerStage),
+                $"{pipeline}/seed-{seed}/{st.Name}"
+            );
             stages.Add(new StageInfo(st.Name, st.Kind, global, st.Steps) { NoRewardSignal = NoRewardSignal(dir) });
-            foreach (var (step, m) in EvalPoints(dir)) curve.Add(new EvalPoint(global + step, i, st.Kind, m));
+            foreach (var (step, m) in EvalPoints(dir))
+                curve.Add(new EvalPoint(global + step, i, st.Kind, m));
             global += st.Steps;
         }
         model.Dispose();
@@ -256,69 +362,135 @@ public sealed class ExperimentRunner
 
     /// <summary>Trains one stage into <paramref name="dir"/> (or resumes it, or loads it when done) and returns the model
     /// at its end. Public for the sweep, which runs stages of its own.</summary>
-    public Qwen3ForCausalLM RunStage(Qwen3ForCausalLM model, string dir, StagePlan st, string pipeline, long stageSeed,
-        int evalEvery, string label, GrpoOptions? grpo = null)
+    public Qwen3ForCausalLM RunStage(
+        Qwen3ForCausalLM model,
+        string dir,
+        StagePlan st,
+        string pipeline,
+        long stageSeed,
+        int evalEvery,
+        string label,
+        GrpoOptions? grpo = null
+    )
     {
         if (File.Exists(Path.Combine(dir, "done.json")))
         {
             model.Dispose();
             var stopped = Path.Combine(dir, NoSignalModel);
-            return LoadModel(Directory.Exists(stopped) ? stopped
-                : TrainerCheckpoint.Latest(dir) ?? throw new WorkbookException($"{dir}: marked done but has no checkpoint"));
+            return LoadModel(
+                Directory.Exists(stopped)
+                    ? stopped
+                    : TrainerCheckpoint.Latest(dir)
+                        ?? throw new WorkbookException($"{dir}: marked done but has no checkpoint")
+            );
         }
         bool resume = File.Exists(Path.Combine(dir, "metrics.jsonl"));
         var ev = EvaluatorFor(st.Task);
         var g = (grpo ?? cfg.Grpo) with { MaxSteps = st.Steps, Seed = stageSeed, EvalSteps = evalEvery };
         ITrainer trainer = st.Kind switch
         {
-            "sft" => new SftTrainer(model, codec, st.Task.Train, cfg.Sft with { MaxSteps = st.Steps, Seed = stageSeed, EvalSteps = evalEvery },
-                dir, ev),
+            "sft" => new SftTrainer(
+                model,
+                codec,
+                st.Task.Train,
+                cfg.Sft with
+                {
+                    MaxSteps = st.Steps,
+                    Seed = stageSeed,
+                    EvalSteps = evalEvery,
+                },
+                dir,
+                ev
+            ),
             "grpo" => new GrpoTrainer(model, codec, st.Task.Train, st.Task.Reward, g, dir, ev),
-            _ => new JointTrainer(model, codec, st.Task.Train, st.Task.Reward, new JointOptions
-            {
-                LearningRate = cfg.Sft.LearningRate, MaxSteps = st.Steps, WarmupRatio = cfg.Sft.WarmupRatio,
-                LrSchedulerType = cfg.Sft.LrSchedulerType, MaxGradNorm = cfg.Sft.MaxGradNorm, Seed = stageSeed,
-                EvalSteps = evalEvery, Sft = cfg.Sft, Grpo = cfg.Grpo, RlWeight = cfg.JointRlWeight,
-                RlEvery = Math.Max(1, cfg.Sft.MaxSteps / Math.Max(1, cfg.Grpo.MaxSteps)),
-            }, dir, ev),
+            _ => new JointTrainer(
+                model,
+                codec,
+                st.Task.Train,
+                st.Task.Reward,
+                new JointOptions
+                {
+                    LearningRate = cfg.Sft.LearningRate,
+                    MaxSteps = st.Steps,
+                    WarmupRatio = cfg.Sft.WarmupRatio,
+                    LrSchedulerType = cfg.Sft.LrSchedulerType,
+                    MaxGradNorm = cfg.Sft.MaxGradNorm,
+                    Seed = stageSeed,
+                    EvalSteps = evalEvery,
+                    Sft = cfg.Sft,
+                    Grpo = cfg.Grpo,
+                    RlWeight = cfg.JointRlWeight,
+                    RlEvery = Math.Max(1, cfg.Sft.MaxSteps / Math.Max(1, cfg.Grpo.MaxSteps)),
+                },
+                dir,
+                ev
+            ),
         };
-        if (trainer is GrpoTrainer gt && g.GradientAlignmentSteps > 0) Theory.GradientAlignment.Attach(gt, g);
+        if (trainer is GrpoTrainer gt && g.GradientAlignmentSteps > 0)
+            Theory.GradientAlignment.Attach(gt, g);
         trainer.LogFields["stage"] = st.Name;
         trainer.OnLog += (s, m) => OnMetrics?.Invoke(label, s, m);
-        try { trainer.Train(resume); }
+        try
+        {
+            trainer.Train(resume);
+        }
         catch (NoRewardSignalException e)
         {
             // the stage ends here, says so, and the pipeline goes on from the unchanged model
             log($"{label}: {e.Message}");
             Checkpoint.Save(model, Path.Combine(dir, NoSignalModel));
-            File.WriteAllText(Path.Combine(dir, "done.json"), JsonSerializer.Serialize(new
-            {
-                steps = e.Steps, kind = st.Kind, no_reward_signal = true, planned_steps = st.Steps,
-            }));
+            File.WriteAllText(
+                Path.Combine(dir, "done.json"),
+                JsonSerializer.Serialize(
+                    new
+                    {
+                        steps = e.Steps,
+                        kind = st.Kind,
+                        no_reward_signal = true,
+                        planned_steps = st.Steps,
+                    }
+                )
+            );
             return model;
         }
-        File.WriteAllText(Path.Combine(dir, "done.json"), JsonSerializer.Serialize(new { steps = st.Steps, kind = st.Kind }));
+        File.WriteAllText(
+            Path.Combine(dir, "done.json"),
+            JsonSerializer.Serialize(new { steps = st.Steps, kind = st.Kind })
+        );
         return model;
     }
 
     const string NoSignalModel = "no-signal-model";
 
     /// <summary>Whether a finished stage stopped for lack of reward signal.</summary>
-    public static bool NoRewardSignal(string dir) => File.Exists(Path.Combine(dir, "done.json"))
-        && JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "done.json")))?["no_reward_signal"]?.GetValue<bool>() == true;
+    public static bool NoRewardSignal(string dir) =>
+        File.Exists(Path.Combine(dir, "done.json"))
+        && JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "done.json")))?["no_reward_signal"]?.GetValue<bool>()
+            == true;
 
     /// <summary>The evaluation rows of a stage folder: (step within the stage, eval_* metrics).</summary>
     public static IEnumerable<(long Step, Dictionary<string, double> Metrics)> EvalPoints(string dir) =>
-        MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("eval_sft_loss")).Select(o =>
-            (o["step"]!.GetValue<long>(), o.Where(kv => kv.Key.StartsWith("eval_") && kv.Value is JsonValue)
-                .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())));
+        MetricsLog
+            .Read(Path.Combine(dir, "metrics.jsonl"))
+            .Where(o => o.ContainsKey("eval_sft_loss"))
+            .Select(o =>
+                (
+                    o["step"]!.GetValue<long>(),
+                    o.Where(kv => kv.Key.StartsWith("eval_") && kv.Value is JsonValue)
+                        .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())
+                )
+            );
 
     /// <summary>Theorem 3.1's predicted SFT-loss rise (nats per response) for RL with <paramref name="t"/>'s reward from
     /// <paramref name="model"/>, cached in the pipeline's seed folder.</summary>
     public C1Prediction CachedPrediction(string seedDir, Qwen3ForCausalLM model, TaskData t, double beta, long seed)
     {
-        var path = Path.Combine(seedDir, $"prediction-beta{beta.ToString(System.Globalization.CultureInfo.InvariantCulture)}.json");
-        if (File.Exists(path)) return JsonSerializer.Deserialize<C1Prediction>(File.ReadAllText(path), TrainOptions.Json)!;
+        var path = Path.Combine(
+            seedDir,
+            $"prediction-beta{beta.ToString(System.Globalization.CultureInfo.InvariantCulture)}.json"
+        );
+        if (File.Exists(path))
+            return JsonSerializer.Deserialize<C1Prediction>(File.ReadAllText(path), TrainOptions.Json)!;
         var ev = EvaluatorFor(t);
         var counts = ev.SuccessCounts(model, t.Reward, cfg.C1Samples, seed * 7 + 1);
         var (dataReward, source) = t.ExpertReward is { } known
@@ -328,6 +500,4 @@ public sealed class ExperimentRunner
         AtomicFile.WriteAllText(path, JsonSerializer.Serialize(p, TrainOptions.Json));
         return p;
     }
-
-
 }

@@ -18,18 +18,28 @@ namespace Workbook.Experiments;
 
 public static class RecipeExport
 {
-    static string Py(double x) => x.ToString("R", CultureInfo.InvariantCulture) is var s && (s.Contains('.') || s.Contains('E'))
-        ? s.Replace("E", "e") : s + ".0";
+    static string Py(double x) =>
+        x.ToString("R", CultureInfo.InvariantCulture) is var s && (s.Contains('.') || s.Contains('E'))
+            ? s.Replace("E", "e")
+            : s + ".0";
+
     static string Py(bool b) => b ? "True" : "False";
-    static readonly JsonSerializerOptions Relaxed = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-    static string Py(string s) => JsonSerializer.Serialize(s, Relaxed);   // a JSON string literal is a Python one
+
+    static readonly JsonSerializerOptions Relaxed = new()
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    static string Py(string s) => JsonSerializer.Serialize(s, Relaxed); // a JSON string literal is a Python one
 
     /// <summary>TrainingArguments keys shared by both stages, from the workbook's options.</summary>
     static List<(string Key, string Value)> Common(TrainOptions o, string dtype)
     {
         var l = new List<(string, string)> { ("learning_rate", Py(o.LearningRate)) };
-        if (o.NumTrainEpochs is { } ep) l.Add(("num_train_epochs", Py(ep)));
-        else l.Add(("max_steps", o.MaxSteps.ToString(CultureInfo.InvariantCulture)));
+        if (o.NumTrainEpochs is { } ep)
+            l.Add(("num_train_epochs", Py(ep)));
+        else
+            l.Add(("max_steps", o.MaxSteps.ToString(CultureInfo.InvariantCulture)));
         l.Add(("warmup_ratio", Py(o.WarmupRatio)));
         l.Add(("lr_scheduler_type", Py(o.LrSchedulerType)));
         l.Add(("weight_decay", Py(o.WeightDecay)));
@@ -38,7 +48,8 @@ public static class RecipeExport
         l.Add(("adam_epsilon", Py(o.AdamEpsilon)));
         l.Add(("max_grad_norm", Py(o.MaxGradNorm)));
         l.Add(("logging_steps", o.LoggingSteps.ToString(CultureInfo.InvariantCulture)));
-        if (o.SaveSteps > 0) l.Add(("save_steps", o.SaveSteps.ToString(CultureInfo.InvariantCulture)));
+        if (o.SaveSteps > 0)
+            l.Add(("save_steps", o.SaveSteps.ToString(CultureInfo.InvariantCulture)));
         l.Add(("save_total_limit", o.SaveTotalLimit.ToString(CultureInfo.InvariantCulture)));
         l.Add(("bf16", Py(dtype == "bf16")));
         l.Add(("report_to", Py("none")));
@@ -69,7 +80,8 @@ public static class RecipeExport
         l.Add(("top_k", g.TopK.ToString(CultureInfo.InvariantCulture)));
         l.Add(("beta", Py(g.Beta)));
         l.Add(("epsilon", Py(g.Epsilon)));
-        if (g.EpsilonHigh is { } eh) l.Add(("epsilon_high", Py(eh)));
+        if (g.EpsilonHigh is { } eh)
+            l.Add(("epsilon_high", Py(eh)));
         l.Add(("num_iterations", g.NumIterations.ToString(CultureInfo.InvariantCulture)));
         l.Add(("scale_rewards", Py(g.ScaleRewards)));
         l.Add(("loss_type", Py(g.LossType)));
@@ -81,7 +93,8 @@ public static class RecipeExport
     static string Dict(string name, List<(string Key, string Value)> args)
     {
         var sb = new StringBuilder($"{name} = dict(\n");
-        foreach (var (k, v) in args) sb.Append($"    {k}={v},\n");
+        foreach (var (k, v) in args)
+            sb.Append($"    {k}={v},\n");
         return sb.Append(")\n").ToString();
     }
 
@@ -89,9 +102,14 @@ public static class RecipeExport
     public static string Trl(ExperimentConfig c)
     {
         if (!c.Dataset.StartsWith("cola:"))
-            throw new WorkbookException($"export-recipe: dataset '{c.Dataset}' is not supported; the TRL recipe is written for cola:FILE (the paper's setting)");
+            throw new WorkbookException(
+                $"export-recipe: dataset '{c.Dataset}' is not supported; the TRL recipe is written for cola:FILE (the paper's setting)"
+            );
         var t = c.Task;
-        var seeds = string.Join(", ", Enumerable.Range(0, c.Seeds).Select(i => (c.SeedBase + i).ToString(CultureInfo.InvariantCulture)));
+        var seeds = string.Join(
+            ", ",
+            Enumerable.Range(0, c.Seeds).Select(i => (c.SeedBase + i).ToString(CultureInfo.InvariantCulture))
+        );
         int sftEval = Math.Max(1, (c.Sft.NumTrainEpochs is null ? c.Sft.MaxSteps : 0) / c.EvalsPerStage);
         int grpoEval = Math.Max(1, (c.Grpo.NumTrainEpochs is null ? c.Grpo.MaxSteps : 0) / c.EvalsPerStage);
         var sb = new StringBuilder();
@@ -99,8 +117,12 @@ public static class RecipeExport
         sb.Append($"TRAIN_FILE = {Py(c.Dataset["cola:".Length..])}\n");
         sb.Append($"EVAL_FILE = {(t.EvalFile is null ? "None" : Py(t.EvalFile))}\n");
         sb.Append($"MODEL = {Py(c.Model ?? "Qwen/Qwen3-0.6B")}\n");
-        sb.Append($"DATASET_SEED = {c.DatasetSeed}\nTRAIN_SIZE = {t.TrainSize}  # 0 = every row\nEVAL_SIZE = {t.EvalSize}\n");
-        sb.Append($"LOOSE_FORMAT_FRACTION = {Py(t.LooseFormatFraction)}\nFORMAT_INSTRUCTION = {Py(t.FormatInstruction)}\n");
+        sb.Append(
+            $"DATASET_SEED = {c.DatasetSeed}\nTRAIN_SIZE = {t.TrainSize}  # 0 = every row\nEVAL_SIZE = {t.EvalSize}\n"
+        );
+        sb.Append(
+            $"LOOSE_FORMAT_FRACTION = {Py(t.LooseFormatFraction)}\nFORMAT_INSTRUCTION = {Py(t.FormatInstruction)}\n"
+        );
         sb.Append($"ENABLE_THINKING = {Py(t.EnableThinking)}\nSEEDS = [{seeds}]\n");
         sb.Append($"EVALS_PER_STAGE = {c.EvalsPerStage}\n");
         sb.Append($"QUESTION = {Py(GrammarTask.Question)}\nINSTRUCTION = {Py(FileTasks.Instruction)}\n\n");
@@ -116,7 +138,10 @@ public static class RecipeExport
     /// <summary>Writes the script; an existing file is never overwritten.</summary>
     public static string Write(ExperimentConfig c, string outPath)
     {
-        if (File.Exists(outPath)) throw new WorkbookException($"{outPath} exists; export-recipe never overwrites a file (choose another name)");
+        if (File.Exists(outPath))
+            throw new WorkbookException(
+                $"{outPath} exists; export-recipe never overwrites a file (choose another name)"
+            );
         AtomicFile.WriteAllText(outPath, Trl(c));
         return outPath;
     }

@@ -15,28 +15,65 @@ namespace Workbook.Experiments;
 public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
 {
     // t_{0.975, df} for df = 1..30; beyond that the normal 1.96
-    static readonly double[] T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
-        2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
-        2.048, 2.045, 2.042];
+    static readonly double[] T975 =
+    [
+        12.706,
+        4.303,
+        3.182,
+        2.776,
+        2.571,
+        2.447,
+        2.365,
+        2.306,
+        2.262,
+        2.228,
+        2.201,
+        2.179,
+        2.160,
+        2.145,
+        2.131,
+        2.120,
+        2.110,
+        2.101,
+        2.093,
+        2.086,
+        2.080,
+        2.074,
+        2.069,
+        2.064,
+        2.060,
+        2.056,
+        2.052,
+        2.048,
+        2.045,
+        2.042,
+    ];
 
     /// <summary>How far values at an end of the range are pulled in (a fraction of the range) before the
     /// logit.</summary>
     public const double BoundedSqueeze = 0.01;
 
-    public static double TQuantile975(int df) => df < 1 ? double.NaN : df <= 30 ? T975[df - 1] : 1.96;
+    public static double TQuantile975(int df) =>
+        df < 1 ? double.NaN
+        : df <= 30 ? T975[df - 1]
+        : 1.96;
 
     public static Stat Of(IReadOnlyList<double> xs)
     {
         var v = xs.Where(double.IsFinite).ToArray();
-        if (v.Length == 0) return new Stat(double.NaN, [double.NaN, double.NaN], xs.ToArray());
+        if (v.Length == 0)
+            return new Stat(double.NaN, [double.NaN, double.NaN], xs.ToArray());
         double mean = v.Average();
-        if (v.Length == 1) return new Stat(mean, [double.NaN, double.NaN], xs.ToArray());
+        if (v.Length == 1)
+            return new Stat(mean, [double.NaN, double.NaN], xs.ToArray());
         double h = HalfWidth(v, mean);
         return new Stat(mean, [mean - h, mean + h], xs.ToArray());
     }
 
-    static double HalfWidth(double[] v, double mean) => TQuantile975(v.Length - 1)
-        * Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1)) / Math.Sqrt(v.Length);
+    static double HalfWidth(double[] v, double mean) =>
+        TQuantile975(v.Length - 1)
+        * Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1))
+        / Math.Sqrt(v.Length);
 
     /// <summary>Mean and a 95% interval inside [lo, hi] for a metric that cannot leave that range (see the file
     /// header). The mean is the plain mean of the finite values; the interval always contains it.</summary>
@@ -48,13 +85,18 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
         // a value outside the range is a bug upstream, not something to clip silently
         if (v.FirstOrDefault(x => x < lo || x > hi, double.NaN) is var bad && !double.IsNaN(bad))
             throw new ArgumentOutOfRangeException(nameof(xs), $"Stat.Bounded: value {bad} is outside [{lo}, {hi}]");
-        if (v.Length == 0) return new Stat(double.NaN, [double.NaN, double.NaN], xs.ToArray());
+        if (v.Length == 0)
+            return new Stat(double.NaN, [double.NaN, double.NaN], xs.ToArray());
         double mean = v.Average();
-        if (v.Length == 1) return new Stat(mean, [double.NaN, double.NaN], xs.ToArray());
-        if (v.All(x => x == v[0])) return new Stat(mean, [mean, mean], xs.ToArray());
-        double w = hi - lo, e = BoundedSqueeze;
+        if (v.Length == 1)
+            return new Stat(mean, [double.NaN, double.NaN], xs.ToArray());
+        if (v.All(x => x == v[0]))
+            return new Stat(mean, [mean, mean], xs.ToArray());
+        double w = hi - lo,
+            e = BoundedSqueeze;
         var z = v.Select(x => Logit(e + (1 - 2 * e) * (x - lo) / w)).ToArray();
-        double zm = z.Average(), h = HalfWidth(z, zm);
+        double zm = z.Average(),
+            h = HalfWidth(z, zm);
         double Back(double t) => Math.Clamp(lo + w * (Sigmoid(t) - e) / (1 - 2 * e), lo, hi);
         return new Stat(mean, [Math.Min(Back(zm - h), mean), Math.Max(Back(zm + h), mean)], xs.ToArray());
     }
@@ -66,26 +108,34 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
     public static Stat Paired(IReadOnlyList<double> a, IReadOnlyList<double> b, (double lo, double hi)? range = null)
     {
         if (a.Count != b.Count)
-            throw new ArgumentException($"Stat.Paired: {a.Count} values against {b.Count}; " +
-                "a paired comparison needs one value per seed on both sides");
+            throw new ArgumentException(
+                $"Stat.Paired: {a.Count} values against {b.Count}; "
+                    + "a paired comparison needs one value per seed on both sides"
+            );
         var d = a.Zip(b, (x, y) => double.IsFinite(x) && double.IsFinite(y) ? x - y : double.NaN).ToArray();
         return range is { } r ? Bounded(d, r.lo - r.hi, r.hi - r.lo) : Of(d);
     }
 
     /// <summary>Paired by seed number: both sides must have exactly the same seeds (in any order); PerSeed follows the
     /// seeds in ascending order.</summary>
-    public static Stat Paired(IReadOnlyDictionary<long, double> a, IReadOnlyDictionary<long, double> b,
-        (double lo, double hi)? range = null)
+    public static Stat Paired(
+        IReadOnlyDictionary<long, double> a,
+        IReadOnlyDictionary<long, double> b,
+        (double lo, double hi)? range = null
+    )
     {
         var sa = a.Keys.Order().ToArray();
         var sb = b.Keys.Order().ToArray();
         if (!sa.SequenceEqual(sb))
-            throw new ArgumentException($"Stat.Paired: the seed lists differ (seeds {string.Join(", ", sa)} against " +
-                $"{string.Join(", ", sb)}); a paired comparison needs the same seeds on both sides");
+            throw new ArgumentException(
+                $"Stat.Paired: the seed lists differ (seeds {string.Join(", ", sa)} against "
+                    + $"{string.Join(", ", sb)}); a paired comparison needs the same seeds on both sides"
+            );
         return Paired(sa.Select(s => a[s]).ToArray(), sa.Select(s => b[s]).ToArray(), range);
     }
 
     static double Logit(double p) => Math.Log(p / (1 - p));
+
     static double Sigmoid(double t) => 1 / (1 + Math.Exp(-t));
 
     public bool AboveZero => Ci95[0] > 0;

@@ -13,27 +13,36 @@ namespace Workbook.Experiments;
 
 public static class Summary
 {
-    static JsonObject StatJson(Stat s) => new()
-    {
-        ["mean"] = Num(s.Mean), ["ci95"] = new JsonArray(Num(s.Ci95[0]), Num(s.Ci95[1])),
-        ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
-    };
+    static JsonObject StatJson(Stat s) =>
+        new()
+        {
+            ["mean"] = Num(s.Mean),
+            ["ci95"] = new JsonArray(Num(s.Ci95[0]), Num(s.Ci95[1])),
+            ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
+        };
 
     static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
 
     /// <summary>Change of a metric over stage k of a pipeline, per seed: value at the stage's last evaluation minus its first.</summary>
-    static double[] ChangeDuring(List<SeedResult> seeds, int stage, string key) => seeds.Select(r =>
-    {
-        var pts = r.Curve.Where(p => p.Stage == stage && p.Metrics.ContainsKey(key)).ToList();
-        return pts.Count < 2 ? double.NaN : pts[^1].Metrics[key] - pts[0].Metrics[key];
-    }).ToArray();
+    static double[] ChangeDuring(List<SeedResult> seeds, int stage, string key) =>
+        seeds
+            .Select(r =>
+            {
+                var pts = r.Curve.Where(p => p.Stage == stage && p.Metrics.ContainsKey(key)).ToList();
+                return pts.Count < 2 ? double.NaN : pts[^1].Metrics[key] - pts[0].Metrics[key];
+            })
+            .ToArray();
 
     static double[] Final(List<SeedResult> seeds, string key) =>
         seeds.Select(r => r.Curve.LastOrDefault(p => p.Metrics.ContainsKey(key))?.Metrics[key] ?? double.NaN).ToArray();
 
-    static string F(double x) => Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
+    static string F(double x) =>
+        Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
+
     static string Abs(double x) => Math.Abs(x).ToString("0.000", CultureInfo.InvariantCulture);
+
     static string P2(double x) => x.ToString("0.00", CultureInfo.InvariantCulture);
+
     static string Ci(Stat s) => $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]";
 
     /// <summary>A reward mean (in [0, 1]) or change (in [−1, 1]) over seeds: its interval stays in the range.</summary>
@@ -42,8 +51,15 @@ public static class Summary
     /// <summary>Per-seed differences a − b (the same seeds in the same order), with a t interval.</summary>
     static Stat Paired(double[] a, double[] b) => Stat.Paired(a, b);
 
-    public static JsonObject Build(ExperimentConfig cfg, Dictionary<string, List<SeedResult>> results, string strictKey,
-        string lenientKey, string design, IReadOnlyDictionary<string, string> versions, IReadOnlyList<long> seeds)
+    public static JsonObject Build(
+        ExperimentConfig cfg,
+        Dictionary<string, List<SeedResult>> results,
+        string strictKey,
+        string lenientKey,
+        string design,
+        IReadOnlyDictionary<string, string> versions,
+        IReadOnlyList<long> seeds
+    )
     {
         var pipes = new JsonObject();
         var held = new JsonObject();
@@ -61,19 +77,31 @@ public static class Summary
                 o["sft_nll_per_response_change_during_rl"] = StatJson(Stat.Of(ChangeDuring(rs, 1, perResponse)));
                 o["reward_change_during_rl"] = StatJson(reward);
                 o["lenient_reward_change_during_rl"] = StatJson(Reward(ChangeDuring(rs, 1, lenientKey), change: true));
-                if (rs.All(r => r.Prediction is not null)) o["prediction"] = PredictionJson(rs, perResponse);
+                if (rs.All(r => r.Prediction is not null))
+                    o["prediction"] = PredictionJson(rs, perResponse);
                 // the mechanism: the change of each form's and span's loss (nats per response of that form)
                 var split = new JsonObject();
-                foreach (var key in rs[0].Curve.SelectMany(p => p.Metrics.Keys).Distinct().Where(k => k.StartsWith("eval_sft_nll/")).Order())
+                foreach (
+                    var key in rs[0]
+                        .Curve.SelectMany(p => p.Metrics.Keys)
+                        .Distinct()
+                        .Where(k => k.StartsWith("eval_sft_nll/"))
+                        .Order()
+                )
                     split[key["eval_sft_nll/".Length..]] = StatJson(Stat.Of(ChangeDuring(rs, 1, key)));
-                if (split.Count > 0) o["sft_nll_change_during_rl_by_form_and_span"] = split;
+                if (split.Count > 0)
+                    o["sft_nll_change_during_rl_by_form_and_span"] = split;
                 if (name == "sft-then-rl")
                 {
                     held[name] = loss.AboveZero;
-                    statements[name] = (loss.AboveZero
-                        ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds)"
-                        : $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds), an interval that does not exclude zero")
-                        + $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)})." + PredictionSentence(o, cfg);
+                    statements[name] =
+                        (
+                            loss.AboveZero
+                                ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds)"
+                                : $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds), an interval that does not exclude zero"
+                        )
+                        + $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)})."
+                        + PredictionSentence(o, cfg);
                 }
             }
             if (name == "rl-then-sft")
@@ -85,53 +113,98 @@ public static class Summary
                 o["sft_loss_change_during_sft"] = StatJson(Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss")));
                 o["reward_change_during_rl"] = StatJson(Reward(ChangeDuring(rs, 0, strictKey), change: true));
                 held[name] = reward.BelowZero;
-                statements[name] = (reward.BelowZero
-                    ? $"Held: during SFT after GRPO the strict reward fell by {Abs(reward.Mean)} (95% CI of the change {Ci(reward)}, {rs.Count} seeds)"
-                    : $"Not shown: the strict-reward change during SFT after GRPO was {F(reward.Mean)} (95% CI {Ci(reward)}, {rs.Count} seeds), an interval that does not exclude zero")
+                statements[name] =
+                    (
+                        reward.BelowZero
+                            ? $"Held: during SFT after GRPO the strict reward fell by {Abs(reward.Mean)} (95% CI of the change {Ci(reward)}, {rs.Count} seeds)"
+                            : $"Not shown: the strict-reward change during SFT after GRPO was {F(reward.Mean)} (95% CI {Ci(reward)}, {rs.Count} seeds), an interval that does not exclude zero"
+                    )
                     + $"; the lenient reward (last label, the paper's evaluation parse) changed by {F(lenient.Mean)} (95% CI {Ci(lenient)})"
-                    + (reward.BelowZero && !lenient.BelowZero ? ": only the strict one falls, so this is the format half of the effect." : ".");
+                    + (
+                        reward.BelowZero && !lenient.BelowZero
+                            ? ": only the strict one falls, so this is the format half of the effect."
+                            : "."
+                    );
             }
             var silent = rs.Where(r => r.Stages.Any(st => st.NoRewardSignal)).ToList();
             if (silent.Count > 0)
             {
                 o["no_reward_signal"] = true;
-                statements[$"{name} (no reward signal)"] = $"In {silent.Count} of {rs.Count} seeds ({string.Join(", ", silent.Select(r => r.Seed))}) " +
-                    $"a GRPO stage of {name} ({string.Join(", ", silent.SelectMany(r => r.Stages).Where(st => st.NoRewardSignal).Select(st => st.Name).Distinct())}) " +
-                    "had no reward signal: every group had the same reward in its first steps, so it ended early and its changes are not measured.";
+                statements[$"{name} (no reward signal)"] =
+                    $"In {silent.Count} of {rs.Count} seeds ({string.Join(", ", silent.Select(r => r.Seed))}) "
+                    + $"a GRPO stage of {name} ({string.Join(", ", silent.SelectMany(r => r.Stages).Where(st => st.NoRewardSignal).Select(st => st.Name).Distinct())}) "
+                    + "had no reward signal: every group had the same reward in its first steps, so it ended early and its changes are not measured.";
             }
             o["final_sft_loss"] = StatJson(Stat.Of(Final(rs, "eval_sft_loss")));
             o["final_reward"] = StatJson(Reward(Final(rs, strictKey), change: false));
             o["final_lenient_reward"] = StatJson(Reward(Final(rs, lenientKey), change: false));
-            o["stages"] = JsonSerializer.SerializeToNode(rs[0].Stages.Select(s => new { s.Name, s.Kind, s.Start, s.Steps }));
+            o["stages"] = JsonSerializer.SerializeToNode(
+                rs[0]
+                    .Stages.Select(s => new
+                    {
+                        s.Name,
+                        s.Kind,
+                        s.Start,
+                        s.Steps,
+                    })
+            );
             o["no_reward_signal"] ??= false;
-            o["curves"] = new JsonArray(rs.Select(r => (JsonNode?)new JsonObject
-            {
-                ["seed"] = r.Seed,
-                ["points"] = new JsonArray(r.Curve.Select(p => (JsonNode?)new JsonObject
-                {
-                    ["step"] = p.GlobalStep, ["stage"] = p.Stage, ["kind"] = p.Kind,
-                    ["metrics"] = new JsonObject(p.Metrics.Select(kv => KeyValuePair.Create(kv.Key, Num(kv.Value)))),
-                }).ToArray()),
-            }).ToArray());
+            o["curves"] = new JsonArray(
+                rs.Select(r =>
+                        (JsonNode?)
+                            new JsonObject
+                            {
+                                ["seed"] = r.Seed,
+                                ["points"] = new JsonArray(
+                                    r.Curve.Select(p =>
+                                            (JsonNode?)
+                                                new JsonObject
+                                                {
+                                                    ["step"] = p.GlobalStep,
+                                                    ["stage"] = p.Stage,
+                                                    ["kind"] = p.Kind,
+                                                    ["metrics"] = new JsonObject(
+                                                        p.Metrics.Select(kv =>
+                                                            KeyValuePair.Create(kv.Key, Num(kv.Value))
+                                                        )
+                                                    ),
+                                                }
+                                        )
+                                        .ToArray()
+                                ),
+                            }
+                    )
+                    .ToArray()
+            );
             pipes[name] = o;
         }
         var controls = Controls(results, pipes, statements);
         var comparisons = Comparisons(results, strictKey, statements);
         var summary = new JsonObject
         {
-            ["pipelines"] = new JsonObject(pipes.Where(p => !ExperimentConfig.Controls.Contains(p.Key))
-                .Select(p => KeyValuePair.Create(p.Key, p.Value?.DeepClone()))),
+            ["pipelines"] = new JsonObject(
+                pipes
+                    .Where(p => !ExperimentConfig.Controls.Contains(p.Key))
+                    .Select(p => KeyValuePair.Create(p.Key, p.Value?.DeepClone()))
+            ),
             ["seeds"] = new JsonArray(seeds.Select(s => (JsonNode?)s).ToArray()),
             ["prediction_held"] = held,
             ["statements"] = statements,
-            ["metric_keys"] = new JsonObject { ["sft_loss"] = "eval_sft_loss", ["reward"] = strictKey, ["lenient_reward"] = lenientKey },
+            ["metric_keys"] = new JsonObject
+            {
+                ["sft_loss"] = "eval_sft_loss",
+                ["reward"] = strictKey,
+                ["lenient_reward"] = lenientKey,
+            },
             ["design"] = design,
             ["seed_selection"] = SeedSelection(cfg, seeds),
             ["config"] = JsonNode.Parse(cfg.ToJson()),
             ["versions"] = JsonSerializer.SerializeToNode(versions),
         };
-        if (controls.Count > 0) summary["controls"] = controls;
-        if (comparisons.Count > 0) summary["comparisons"] = comparisons;
+        if (controls.Count > 0)
+            summary["controls"] = controls;
+        if (comparisons.Count > 0)
+            summary["comparisons"] = comparisons;
         return summary;
     }
 
@@ -142,11 +215,14 @@ public static class Summary
         var ratio = measured.Select((m, i) => m / pred[i].Mean).ToArray();
         return new JsonObject
         {
-            ["what"] = "Theorem 3.1 at the KL-regularised optimum from the SFT policy: ΔL_SFT (nats per response) = " +
-                "E_x log(1 + P(r=1|x)(e^{1/β} − 1)) − E_{p_data} r/β",
+            ["what"] =
+                "Theorem 3.1 at the KL-regularised optimum from the SFT policy: ΔL_SFT (nats per response) = "
+                + "E_x log(1 + P(r=1|x)(e^{1/β} − 1)) − E_{p_data} r/β",
             ["beta"] = pred[0].Beta,
             ["predicted"] = StatJson(Stat.Of(pred.Select(p => p.Mean).ToArray())),
-            ["predicted_ci95_per_seed"] = new JsonArray(pred.Select(p => (JsonNode?)new JsonArray(Num(p.Ci95[0]), Num(p.Ci95[1]))).ToArray()),
+            ["predicted_ci95_per_seed"] = new JsonArray(
+                pred.Select(p => (JsonNode?)new JsonArray(Num(p.Ci95[0]), Num(p.Ci95[1]))).ToArray()
+            ),
             ["measured"] = StatJson(Stat.Of(measured)),
             ["ratio_measured_over_predicted"] = StatJson(Stat.Of(ratio)),
             ["samples_per_prompt"] = pred[0].SamplesPerPrompt,
@@ -160,46 +236,66 @@ public static class Summary
     /// <summary>The predicted-against-measured sentence, with the reason a miss is expected when GRPO does not target p*.</summary>
     static string PredictionSentence(JsonObject o, ExperimentConfig cfg)
     {
-        if (o["prediction"] is not JsonObject p) return "";
-        double pr = p["predicted"]!["mean"]?.GetValue<double>() ?? double.NaN, me = p["measured"]!["mean"]?.GetValue<double>() ?? double.NaN;
+        if (o["prediction"] is not JsonObject p)
+            return "";
+        double pr = p["predicted"]!["mean"]?.GetValue<double>() ?? double.NaN,
+            me = p["measured"]!["mean"]?.GetValue<double>() ?? double.NaN;
         double ratio = me / pr;
         bool within = ratio is >= 0.7 and <= 1.3;
-        var s = $" Predicted rise at the KL-regularised optimum (β {cfg.Grpo.Beta}): {F(pr)} nats per response; measured " +
-            $"{F(me)} (ratio {P2(ratio)}, {(within ? "within" : "outside")} [0.7, 1.3]).";
+        var s =
+            $" Predicted rise at the KL-regularised optimum (β {cfg.Grpo.Beta}): {F(pr)} nats per response; measured "
+            + $"{F(me)} (ratio {P2(ratio)}, {(within ? "within" : "outside")} [0.7, 1.3]).";
         if (cfg.Grpo.KlMode != "reward")
-            s += $" This stage runs TRL's GRPO (kl_mode = loss, {cfg.Grpo.MaxSteps} steps), which does not converge to that optimum, " +
-                 "so the size is not a test of the theorem here; `workbook sweep` runs kl_mode = reward to a plateau for that.";
+            s +=
+                $" This stage runs TRL's GRPO (kl_mode = loss, {cfg.Grpo.MaxSteps} steps), which does not converge to that optimum, "
+                + "so the size is not a test of the theorem here; `workbook sweep` runs kl_mode = reward to a plateau for that.";
         return s;
     }
 
     static JsonObject Controls(Dictionary<string, List<SeedResult>> results, JsonObject pipes, JsonObject statements)
     {
         var controls = new JsonObject();
-        if (!results.TryGetValue("sft-then-rl", out var main)) return controls;
+        if (!results.TryGetValue("sft-then-rl", out var main))
+            return controls;
         var mainToken = ChangeDuring(main, 1, "eval_sft_loss");
         var mainResp = ChangeDuring(main, 1, "eval_sft_nll_per_response");
         var parts = new List<string>();
         bool all = true;
         foreach (var name in ExperimentConfig.Controls)
         {
-            if (!results.TryGetValue(name, out var rs) || pipes[name] is not JsonObject o) continue;
+            if (!results.TryGetValue(name, out var rs) || pipes[name] is not JsonObject o)
+                continue;
             var c = (JsonObject)o.DeepClone();
             c.Remove("curves");
             var diff = Paired(mainToken, ChangeDuring(rs, 1, "eval_sft_loss"));
             c["main_minus_control_sft_loss_change"] = StatJson(diff);
-            c["main_minus_control_sft_nll_per_response_change"] = StatJson(Paired(mainResp, ChangeDuring(rs, 1, "eval_sft_nll_per_response")));
+            c["main_minus_control_sft_nll_per_response_change"] = StatJson(
+                Paired(mainResp, ChangeDuring(rs, 1, "eval_sft_nll_per_response"))
+            );
             c["main_exceeds_control"] = diff.AboveZero;
             c["curves"] = o["curves"]!.DeepClone();
             controls[name] = c;
             all &= diff.AboveZero;
             var own = Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss"));
-            parts.Add($"{name}: {F(own.Mean)} nats/token (95% CI {Ci(own)}); main − control {F(diff.Mean)} (paired CI {Ci(diff)})");
+            parts.Add(
+                $"{name}: {F(own.Mean)} nats/token (95% CI {Ci(own)}); main − control {F(diff.Mean)} (paired CI {Ci(diff)})"
+            );
         }
         if (controls.Count > 0)
-            statements["controls"] = $"SFT-loss change during the RL budget, where the theorem predicts no rise: {string.Join("; ", parts)}. " +
-                (all ? "The main effect exceeds every control (each paired interval is above zero)."
-                     : "The main effect does not exceed every control: " + string.Join(", ", controls.Where(c => c.Value!["main_exceeds_control"]!.GetValue<bool>() == false).Select(c => c.Key))
-                       + " has a paired interval that reaches zero or below.");
+            statements["controls"] =
+                $"SFT-loss change during the RL budget, where the theorem predicts no rise: {string.Join("; ", parts)}. "
+                + (
+                    all
+                        ? "The main effect exceeds every control (each paired interval is above zero)."
+                        : "The main effect does not exceed every control: "
+                            + string.Join(
+                                ", ",
+                                controls
+                                    .Where(c => c.Value!["main_exceeds_control"]!.GetValue<bool>() == false)
+                                    .Select(c => c.Key)
+                            )
+                            + " has a paired interval that reaches zero or below."
+                );
         return controls;
     }
 
@@ -210,23 +306,40 @@ public static class Summary
         var words = new List<string>();
         foreach (var a in new[] { "interleaved", "joint" })
         {
-            if (!results.TryGetValue(a, out var ra)) continue;
+            if (!results.TryGetValue(a, out var ra))
+                continue;
             var verdicts = new List<string>();
             foreach (var b in new[] { "sft-then-rl", "rl-then-sft" })
             {
-                if (!results.TryGetValue(b, out var rb) || ra.Count != rb.Count) continue;
+                if (!results.TryGetValue(b, out var rb) || ra.Count != rb.Count)
+                    continue;
                 var dl = Paired(Final(ra, "eval_sft_loss"), Final(rb, "eval_sft_loss"));
                 var dr = Stat.Bounded(Final(ra, strictKey).Zip(Final(rb, strictKey), (x, y) => x - y).ToArray(), -1, 1);
-                comparisons[$"{a} - {b}"] = new JsonObject { ["final_sft_loss"] = StatJson(dl), ["final_reward"] = StatJson(dr) };
-                string L = dl.BelowZero ? "lower SFT loss" : dl.AboveZero ? "higher SFT loss" : "SFT loss not separated";
-                string R = dr.AboveZero ? "higher strict reward" : dr.BelowZero ? "lower strict reward" : "strict reward not separated";
+                comparisons[$"{a} - {b}"] = new JsonObject
+                {
+                    ["final_sft_loss"] = StatJson(dl),
+                    ["final_reward"] = StatJson(dr),
+                };
+                string L =
+                    dl.BelowZero ? "lower SFT loss"
+                    : dl.AboveZero ? "higher SFT loss"
+                    : "SFT loss not separated";
+                string R =
+                    dr.AboveZero ? "higher strict reward"
+                    : dr.BelowZero ? "lower strict reward"
+                    : "strict reward not separated";
                 verdicts.Add($"against {b}: {L} ({F(dl.Mean)}, CI {Ci(dl)}), {R} ({F(dr.Mean)}, CI {Ci(dr)})");
-                if (dl.BelowZero && dr.AboveZero) verdicts[^1] += " — better on both";
-                else if (dl.AboveZero && dr.BelowZero) verdicts[^1] += " — worse on both";
+                if (dl.BelowZero && dr.AboveZero)
+                    verdicts[^1] += " — better on both";
+                else if (dl.AboveZero && dr.BelowZero)
+                    verdicts[^1] += " — worse on both";
             }
-            if (verdicts.Count > 0) words.Add($"{a} {string.Join("; ", verdicts)}");
+            if (verdicts.Count > 0)
+                words.Add($"{a} {string.Join("; ", verdicts)}");
         }
-        if (words.Count > 0) statements["comparisons"] = "Final values, paired by seed (same base model): " + string.Join(". ", words) + ".";
+        if (words.Count > 0)
+            statements["comparisons"] =
+                "Final values, paired by seed (same base model): " + string.Join(". ", words) + ".";
         return comparisons;
     }
 
@@ -235,14 +348,19 @@ public static class Summary
     {
         var d = JsonNode.Parse(new ExperimentConfig().ToJson())!.AsObject();
         var c = JsonNode.Parse(cfg.ToJson())!.AsObject();
-        var differ = c.Where(kv => kv.Key != "seeds" && !JsonNode.DeepEquals(kv.Value, d[kv.Key])).Select(kv => kv.Key).ToList();
+        var differ = c.Where(kv => kv.Key != "seeds" && !JsonNode.DeepEquals(kv.Value, d[kv.Key]))
+            .Select(kv => kv.Key)
+            .ToList();
         if (differ.Count == 0)
-            return "Budgets and learning rates were chosen on training seeds 1-3 with dataset seed 0 (other prompts); " +
-                   $"the reported runs use seeds {string.Join(", ", seeds)} and dataset seed {cfg.DatasetSeed}.";
-        return $"This run's configuration differs from the default in {string.Join(", ", differ)}: its settings were not " +
-               $"chosen on separate seeds by this workbook (seeds {string.Join(", ", seeds)}).";
+            return "Budgets and learning rates were chosen on training seeds 1-3 with dataset seed 0 (other prompts); "
+                + $"the reported runs use seeds {string.Join(", ", seeds)} and dataset seed {cfg.DatasetSeed}.";
+        return $"This run's configuration differs from the default in {string.Join(", ", differ)}: its settings were not "
+            + $"chosen on separate seeds by this workbook (seeds {string.Join(", ", seeds)}).";
     }
 
     public static void Save(string runDir, JsonObject summary) =>
-        AtomicFile.WriteAllText(Path.Combine(runDir, "summary.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(
+            Path.Combine(runDir, "summary.json"),
+            summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true })
+        );
 }

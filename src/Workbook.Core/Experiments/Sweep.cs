@@ -15,7 +15,11 @@ using Workbook.Training;
 
 namespace Workbook.Experiments;
 
-public sealed record SweepGrid(IReadOnlyList<double> Betas, IReadOnlyList<double> LooseFormatFractions, bool Twin = true)
+public sealed record SweepGrid(
+    IReadOnlyList<double> Betas,
+    IReadOnlyList<double> LooseFormatFractions,
+    bool Twin = true
+)
 {
     public static readonly double[] DefaultBetas = [0.25, 0.5, 1, 2];
     public static readonly double[] DefaultFractions = [0.35, 0];
@@ -24,7 +28,8 @@ public sealed record SweepGrid(IReadOnlyList<double> Betas, IReadOnlyList<double
     public static double[] ParseList(string option, string text, double min, double max, bool minExclusive)
     {
         var parts = text.Split(',', StringSplitOptions.TrimEntries);
-        if (parts.Length == 0 || parts.All(p => p.Length == 0)) throw new WorkbookException($"{option}: the list is empty");
+        if (parts.Length == 0 || parts.All(p => p.Length == 0))
+            throw new WorkbookException($"{option}: the list is empty");
         var values = new List<double>();
         foreach (var p in parts)
         {
@@ -43,18 +48,35 @@ public static class Sweep
     static string Key(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
     /// <summary>The RL options of the sweep: the config's GRPO with the KL in the reward at β.</summary>
-    public static GrpoOptions RlOptions(ExperimentConfig cfg, double beta) => cfg.Grpo with
-    {
-        Beta = beta, KlMode = "reward", ScaleRewards = "none", LossType = cfg.Grpo.LossType == "grpo" ? "dapo" : cfg.Grpo.LossType,
-    };
+    public static GrpoOptions RlOptions(ExperimentConfig cfg, double beta) =>
+        cfg.Grpo with
+        {
+            Beta = beta,
+            KlMode = "reward",
+            ScaleRewards = "none",
+            LossType = cfg.Grpo.LossType == "grpo" ? "dapo" : cfg.Grpo.LossType,
+        };
 
     public static JsonObject Run(ExperimentRunner runner, SweepGrid grid, Action<string> log)
     {
         var cfg = runner.Config;
         var root = Path.Combine(runner.RunDir, "sweep");
-        AtomicFile.WriteAllText(Path.Combine(runner.RunDir, "grid.json"), JsonSerializer.Serialize(grid, TrainOptions.Json));
-        var rows = new List<(double Beta, double F, long Seed, C1Prediction Pred, double Measured, double FinalReward,
-            double? TwinReward, double? TwinPredicted, List<(long, double)> Curve)>();
+        AtomicFile.WriteAllText(
+            Path.Combine(runner.RunDir, "grid.json"),
+            JsonSerializer.Serialize(grid, TrainOptions.Json)
+        );
+        var rows =
+            new List<(
+                double Beta,
+                double F,
+                long Seed,
+                C1Prediction Pred,
+                double Measured,
+                double FinalReward,
+                double? TwinReward,
+                double? TwinPredicted,
+                List<(long, double)> Curve
+            )>();
         foreach (var seed in runner.SeedList)
         {
             var baseDir = runner.BaseModel(seed);
@@ -64,8 +86,15 @@ public static class Sweep
                 var fDir = Path.Combine(root, $"f{Key(f)}", $"seed-{seed}");
                 Directory.CreateDirectory(fDir);
                 var sft = new ExperimentRunner.StagePlan("sft", "sft", cfg.Sft.MaxSteps, t);
-                using var sftModel = runner.RunStage(runner.LoadBase(baseDir), Path.Combine(fDir, "1-sft"), sft, "sweep", seed * 100,
-                    Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage), $"sweep f={Key(f)}/seed-{seed}/sft");
+                using var sftModel = runner.RunStage(
+                    runner.LoadBase(baseDir),
+                    Path.Combine(fDir, "1-sft"),
+                    sft,
+                    "sweep",
+                    seed * 100,
+                    Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage),
+                    $"sweep f={Key(f)}/seed-{seed}/sft"
+                );
                 var sftCkpt = TrainerCheckpoint.Latest(Path.Combine(fDir, "1-sft"))!;
                 foreach (var beta in grid.Betas)
                 {
@@ -76,18 +105,41 @@ public static class Sweep
                     var g = RlOptions(cfg, beta);
                     var rl = new ExperimentRunner.StagePlan("rl", "grpo", g.MaxSteps, t);
                     var rlDir = Path.Combine(pDir, "2-rl");
-                    var model = runner.RunStage(runner.LoadBase(sftCkpt), rlDir, rl, "sweep", seed * 100 + 1,
-                        Math.Max(1, g.MaxSteps / cfg.EvalsPerStage), $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/rl", g);
+                    var model = runner.RunStage(
+                        runner.LoadBase(sftCkpt),
+                        rlDir,
+                        rl,
+                        "sweep",
+                        seed * 100 + 1,
+                        Math.Max(1, g.MaxSteps / cfg.EvalsPerStage),
+                        $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/rl",
+                        g
+                    );
                     var pts = ExperimentRunner.EvalPoints(rlDir).ToList();
-                    double measured = pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"];
+                    double measured =
+                        pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"];
                     double finalReward = pts[^1].Metrics[runner.StrictKey];
-                    var curve = pts.Select(p => (p.Step, p.Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"])).ToList();
-                    double? twinReward = null, twinPred = null;
+                    var curve = pts.Select(p =>
+                            (
+                                p.Step,
+                                p.Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"]
+                            )
+                        )
+                        .ToList();
+                    double? twinReward = null,
+                        twinPred = null;
                     if (grid.Twin)
                     {
                         var twinDir = Path.Combine(pDir, "3-sft");
-                        model = runner.RunStage(model, twinDir, sft, "sweep", seed * 100 + 2,
-                            Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage), $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/twin-sft");
+                        model = runner.RunStage(
+                            model,
+                            twinDir,
+                            sft,
+                            "sweep",
+                            seed * 100 + 2,
+                            Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage),
+                            $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/twin-sft"
+                        );
                         var last = ExperimentRunner.EvalPoints(twinDir).Last().Metrics;
                         twinReward = last[runner.StrictKey];
                         twinPred = (t.ExpertReward ?? runner.ExpertReward(t)) * last[runner.LenientKey];
@@ -97,28 +149,66 @@ public static class Sweep
                 }
             }
         }
-        var summary = Build(cfg, grid, rows.Select(r => new SweepRow(r.Beta, r.F, r.Seed, r.Pred, r.Measured, r.FinalReward,
-            r.TwinReward, r.TwinPredicted, r.Curve)).ToList(), runner.SeedList);
-        AtomicFile.WriteAllText(Path.Combine(runner.RunDir, "sweep.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        var summary = Build(
+            cfg,
+            grid,
+            rows.Select(r => new SweepRow(
+                    r.Beta,
+                    r.F,
+                    r.Seed,
+                    r.Pred,
+                    r.Measured,
+                    r.FinalReward,
+                    r.TwinReward,
+                    r.TwinPredicted,
+                    r.Curve
+                ))
+                .ToList(),
+            runner.SeedList
+        );
+        AtomicFile.WriteAllText(
+            Path.Combine(runner.RunDir, "sweep.json"),
+            summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true })
+        );
         return summary;
     }
 
-    public sealed record SweepRow(double Beta, double F, long Seed, C1Prediction Pred, double Measured, double FinalReward,
-        double? TwinReward, double? TwinPredicted, List<(long Step, double Rise)> Curve);
+    public sealed record SweepRow(
+        double Beta,
+        double F,
+        long Seed,
+        C1Prediction Pred,
+        double Measured,
+        double FinalReward,
+        double? TwinReward,
+        double? TwinPredicted,
+        List<(long Step, double Rise)> Curve
+    );
 
-    static JsonObject StatJson(Stat s) => new()
-    {
-        ["mean"] = Num(s.Mean), ["ci95"] = new JsonArray(Num(s.Ci95[0]), Num(s.Ci95[1])),
-        ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
-    };
+    static JsonObject StatJson(Stat s) =>
+        new()
+        {
+            ["mean"] = Num(s.Mean),
+            ["ci95"] = new JsonArray(Num(s.Ci95[0]), Num(s.Ci95[1])),
+            ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
+        };
+
     static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
-    static string F3(double x) => Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
 
-    public static JsonObject Build(ExperimentConfig cfg, SweepGrid grid, IReadOnlyList<SweepRow> rows, IReadOnlyList<long> seeds)
+    static string F3(double x) =>
+        Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
+
+    public static JsonObject Build(
+        ExperimentConfig cfg,
+        SweepGrid grid,
+        IReadOnlyList<SweepRow> rows,
+        IReadOnlyList<long> seeds
+    )
     {
         var points = new JsonArray();
         var sentences = new List<string>();
-        int tested = 0, within = 0;
+        int tested = 0,
+            within = 0;
         foreach (var grp in rows.GroupBy(r => (r.Beta, r.F)))
         {
             var rs = grp.OrderBy(r => r.Seed).ToList();
@@ -130,23 +220,39 @@ public static class Sweep
             var reached = Stat.Bounded(rs.Select(r => r.FinalReward).ToArray(), 0, 1);
             var atOpt = Stat.Bounded(rs.Select(r => r.Pred.RewardAtOptimum).ToArray(), 0, 1);
             // a plateau: the last evaluation interval moved the rise by less than 10% of the rise (or 0.02 nats)
-            var plateau = rs.Select(r => r.Curve.Count >= 2 && Math.Abs(r.Curve[^1].Rise - r.Curve[^2].Rise)
-                <= Math.Max(0.02, 0.1 * Math.Abs(r.Curve[^1].Rise))).ToArray();
+            var plateau = rs.Select(r =>
+                    r.Curve.Count >= 2
+                    && Math.Abs(r.Curve[^1].Rise - r.Curve[^2].Rise) <= Math.Max(0.02, 0.1 * Math.Abs(r.Curve[^1].Rise))
+                )
+                .ToArray();
             var p = new JsonObject
             {
-                ["beta"] = grp.Key.Beta, ["loose_format_fraction"] = grp.Key.F,
+                ["beta"] = grp.Key.Beta,
+                ["loose_format_fraction"] = grp.Key.F,
                 ["measured"] = StatJson(measured),
-                ["predicted"] = new JsonObject { ["mean"] = Num(predicted.Mean), ["ci95"] = new JsonArray(Num(pci[0]), Num(pci[1])),
-                    ["per_seed"] = new JsonArray(rs.Select(r => (JsonNode?)Num(r.Pred.Mean)).ToArray()) },
+                ["predicted"] = new JsonObject
+                {
+                    ["mean"] = Num(predicted.Mean),
+                    ["ci95"] = new JsonArray(Num(pci[0]), Num(pci[1])),
+                    ["per_seed"] = new JsonArray(rs.Select(r => (JsonNode?)Num(r.Pred.Mean)).ToArray()),
+                },
                 ["ratio"] = StatJson(ratio),
                 ["reward_reached"] = StatJson(reached),
                 ["reward_at_optimum"] = StatJson(atOpt),
                 ["plateau_per_seed"] = new JsonArray(plateau.Select(x => (JsonNode?)x).ToArray()),
-                ["curves"] = new JsonArray(rs.Select(r => (JsonNode?)new JsonObject
-                {
-                    ["seed"] = r.Seed,
-                    ["points"] = new JsonArray(r.Curve.Select(c => (JsonNode?)new JsonArray(c.Step, Num(c.Rise))).ToArray()),
-                }).ToArray()),
+                ["curves"] = new JsonArray(
+                    rs.Select(r =>
+                            (JsonNode?)
+                                new JsonObject
+                                {
+                                    ["seed"] = r.Seed,
+                                    ["points"] = new JsonArray(
+                                        r.Curve.Select(c => (JsonNode?)new JsonArray(c.Step, Num(c.Rise))).ToArray()
+                                    ),
+                                }
+                        )
+                        .ToArray()
+                ),
             };
             if (rs.All(r => r.TwinReward is not null))
                 p["twin"] = new JsonObject
@@ -160,29 +266,48 @@ public static class Sweep
             {
                 tested++;
                 bool ok = ratio.Mean is >= 0.7 and <= 1.3;
-                if (ok) within++;
-                var why = ok ? "" : reached.Mean < atOpt.Mean - 0.05
-                    ? $"; RL had not reached the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}: not converged)"
+                if (ok)
+                    within++;
+                var why =
+                    ok ? ""
+                    : reached.Mean < atOpt.Mean - 0.05
+                        ? $"; RL had not reached the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}: not converged)"
                     : reached.Mean > atOpt.Mean + 0.05
                         ? $"; RL went past the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}: the policy moved further than p*)"
-                        : $"; RL reached the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}), so the miss is in how the mass moved, not how far";
-                sentences.Add($"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response, " +
-                    $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]){why}" +
-                    (plateau.All(x => x) ? "" : $"; {plateau.Count(x => !x)} of {plateau.Length} seeds had not plateaued") + ".");
+                    : $"; RL reached the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}), so the miss is in how the mass moved, not how far";
+                sentences.Add(
+                    $"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response, "
+                        + $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]){why}"
+                        + (
+                            plateau.All(x => x)
+                                ? ""
+                                : $"; {plateau.Count(x => !x)} of {plateau.Length} seeds had not plateaued"
+                        )
+                        + "."
+                );
             }
             else
-                sentences.Add($"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), measured {F3(measured.Mean)} " +
-                    $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]).");
+                sentences.Add(
+                    $"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), measured {F3(measured.Mean)} "
+                        + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}])."
+                );
         }
-        var headline = tested == 0 ? "No grid point had a predicted rise of at least 0.1 nats per response."
-            : $"{within} of {tested} points with a predicted rise ≥ 0.1 nats per response have measured/predicted within [0.7, 1.3].";
+        var headline =
+            tested == 0
+                ? "No grid point had a predicted rise of at least 0.1 nats per response."
+                : $"{within} of {tested} points with a predicted rise ≥ 0.1 nats per response have measured/predicted within [0.7, 1.3].";
         return new JsonObject
         {
             ["points"] = points,
             ["statements"] = new JsonArray([headline, .. sentences.Select(s => (JsonNode?)s)]),
             ["seeds"] = new JsonArray(seeds.Select(s => (JsonNode?)s).ToArray()),
-            ["rl"] = new JsonObject { ["kl_mode"] = "reward", ["scale_rewards"] = "none", ["max_steps"] = cfg.Grpo.MaxSteps,
-                ["learning_rate"] = cfg.Grpo.LearningRate },
+            ["rl"] = new JsonObject
+            {
+                ["kl_mode"] = "reward",
+                ["scale_rewards"] = "none",
+                ["max_steps"] = cfg.Grpo.MaxSteps,
+                ["learning_rate"] = cfg.Grpo.LearningRate,
+            },
             ["config"] = JsonNode.Parse(cfg.ToJson()),
             ["versions"] = JsonSerializer.SerializeToNode(ExperimentRunner.Versions()),
         };
@@ -197,8 +322,11 @@ public static class SweepBench
     {
         log ??= Console.WriteLine;
         var cfg = ExperimentConfig.Load(null, ["grpo.max_steps=80", "grpo.learning_rate=0.0005"]);
-        if (quick) cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
-        var grid = quick ? new SweepGrid([0.5], [0.35, 0]) : new SweepGrid(SweepGrid.DefaultBetas, SweepGrid.DefaultFractions);
+        if (quick)
+            cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
+        var grid = quick
+            ? new SweepGrid([0.5], [0.35, 0])
+            : new SweepGrid(SweepGrid.DefaultBetas, SweepGrid.DefaultFractions);
         var runDir = ExperimentRunner.NewRunDir(runsRoot, (quick ? "quick-" : "") + "sweep");
         var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);
         Directory.CreateDirectory(runDir);

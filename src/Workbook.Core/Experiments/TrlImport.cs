@@ -31,11 +31,16 @@ public sealed record TrlPipeline(string Name, List<TrlSeed> Seeds);
 
 public static partial class TrlImport
 {
-    public const string SftLoss = "sft_loss", Strict = "strict_reward", Lenient = "lenient_reward";
+    public const string SftLoss = "sft_loss",
+        Strict = "strict_reward",
+        Lenient = "lenient_reward";
     public const string TrainReward = "train_reward";
 
-    [GeneratedRegex(@"^(\d+)-")] private static partial Regex StagePrefix();
-    [GeneratedRegex(@"^checkpoint-(\d+)$")] private static partial Regex CheckpointName();
+    [GeneratedRegex(@"^(\d+)-")]
+    private static partial Regex StagePrefix();
+
+    [GeneratedRegex(@"^checkpoint-(\d+)$")]
+    private static partial Regex CheckpointName();
 
     static bool IsStageDir(string d) => StagePrefix().IsMatch(Path.GetFileName(d));
 
@@ -47,41 +52,52 @@ public static partial class TrlImport
 
     public static List<TrlPipeline> Load(string dir)
     {
-        if (!Directory.Exists(dir)) throw new WorkbookException($"--from-trl {dir}: folder not found");
+        if (!Directory.Exists(dir))
+            throw new WorkbookException($"--from-trl {dir}: folder not found");
         List<TrlSeed> Seeds(string d)
         {
-            if (StageDirs(d).Count > 0) return [new TrlSeed("seed", StageDirs(d).Select(LoadStage).ToList())];
+            if (StageDirs(d).Count > 0)
+                return [new TrlSeed("seed", StageDirs(d).Select(LoadStage).ToList())];
             var seeds = Directory.GetDirectories(d, "seed-*").Order(StringComparer.Ordinal).ToList();
-            return seeds.Where(s => StageDirs(s).Count > 0)
-                .Select(s => new TrlSeed(Path.GetFileName(s), StageDirs(s).Select(LoadStage).ToList())).ToList();
+            return seeds
+                .Where(s => StageDirs(s).Count > 0)
+                .Select(s => new TrlSeed(Path.GetFileName(s), StageDirs(s).Select(LoadStage).ToList()))
+                .ToList();
         }
         var pipelines = new List<TrlPipeline>();
         var here = Seeds(dir);
-        if (here.Count > 0) pipelines.Add(new TrlPipeline(NameFromKinds(here[0]), here));
+        if (here.Count > 0)
+            pipelines.Add(new TrlPipeline(NameFromKinds(here[0]), here));
         else
             foreach (var p in Directory.GetDirectories(dir).Order(StringComparer.Ordinal))
-                if (Seeds(p) is { Count: > 0 } s) pipelines.Add(new TrlPipeline(Path.GetFileName(p), s));
+                if (Seeds(p) is { Count: > 0 } s)
+                    pipelines.Add(new TrlPipeline(Path.GetFileName(p), s));
         if (pipelines.Count == 0)
-            throw new WorkbookException($"--from-trl {dir}: no TRL stage folders found; expected " +
-                "DIR/[<pipeline>/][seed-<N>/]<k>-<name>/trainer_state.json (e.g. sft-then-rl/seed-1/1-sft, 2-grpo)");
+            throw new WorkbookException(
+                $"--from-trl {dir}: no TRL stage folders found; expected "
+                    + "DIR/[<pipeline>/][seed-<N>/]<k>-<name>/trainer_state.json (e.g. sft-then-rl/seed-1/1-sft, 2-grpo)"
+            );
         foreach (var p in pipelines)
         {
             var shape = string.Join(",", p.Seeds[0].Stages.Select(s => s.Kind));
             foreach (var s in p.Seeds)
                 if (string.Join(",", s.Stages.Select(x => x.Kind)) != shape)
-                    throw new WorkbookException($"--from-trl {dir}: {p.Name}/{s.Name} has stages " +
-                        $"[{string.Join(",", s.Stages.Select(x => x.Kind))}], the first seed [{shape}]; " +
-                        "every seed of a pipeline must run the same stages");
+                    throw new WorkbookException(
+                        $"--from-trl {dir}: {p.Name}/{s.Name} has stages "
+                            + $"[{string.Join(",", s.Stages.Select(x => x.Kind))}], the first seed [{shape}]; "
+                            + "every seed of a pipeline must run the same stages"
+                    );
         }
         return pipelines;
     }
 
-    static string NameFromKinds(TrlSeed s) => string.Join(",", s.Stages.Select(x => x.Kind)) switch
-    {
-        "sft,grpo" => "sft-then-rl",
-        "grpo,sft" => "rl-then-sft",
-        var other => other.Replace(',', '-'),
-    };
+    static string NameFromKinds(TrlSeed s) =>
+        string.Join(",", s.Stages.Select(x => x.Kind)) switch
+        {
+            "sft,grpo" => "sft-then-rl",
+            "grpo,sft" => "rl-then-sft",
+            var other => other.Replace(',', '-'),
+        };
 
     /// <summary>A stage folder: its trainer_state.json, or the one of its last checkpoint.</summary>
     public static TrlStage LoadStage(string stageDir)
@@ -89,29 +105,38 @@ public static partial class TrlImport
         var file = Path.Combine(stageDir, "trainer_state.json");
         if (!File.Exists(file))
         {
-            var last = Directory.GetDirectories(stageDir)
+            var last = Directory
+                .GetDirectories(stageDir)
                 .Select(d => (d, m: CheckpointName().Match(Path.GetFileName(d))))
                 .Where(x => x.m.Success && File.Exists(Path.Combine(x.d, "trainer_state.json")))
-                .OrderBy(x => long.Parse(x.m.Groups[1].Value, CultureInfo.InvariantCulture)).LastOrDefault();
+                .OrderBy(x => long.Parse(x.m.Groups[1].Value, CultureInfo.InvariantCulture))
+                .LastOrDefault();
             if (last.d is null)
                 throw new WorkbookException($"{stageDir}: no trainer_state.json (nor in a checkpoint-<step> folder)");
             file = Path.Combine(last.d, "trainer_state.json");
         }
         JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(file))?.AsObject() ?? throw new JsonException("empty"); }
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(file))?.AsObject() ?? throw new JsonException("empty");
+        }
         catch (Exception e) when (e is JsonException or InvalidOperationException)
-        { throw new WorkbookException($"{file}: not JSON ({e.Message})"); }
+        {
+            throw new WorkbookException($"{file}: not JSON ({e.Message})");
+        }
         if (root["log_history"] is not JsonArray log)
             throw new WorkbookException($"{file}: no log_history array (not a TRL trainer_state.json)");
         var raw = new List<(double Step, Dictionary<string, double> M)>();
         for (int i = 0; i < log.Count; i++)
         {
-            if (log[i] is not JsonObject e) throw new WorkbookException($"{file}: log_history[{i}] is not an object");
+            if (log[i] is not JsonObject e)
+                throw new WorkbookException($"{file}: log_history[{i}] is not an object");
             if (e["step"] is not JsonValue sv || !sv.TryGetValue<double>(out var step))
                 throw new WorkbookException($"{file}: log_history[{i}] has no numeric 'step'");
             var m = new Dictionary<string, double>();
             foreach (var (k, v) in e)
-                if (v is JsonValue jv && jv.GetValueKind() == JsonValueKind.Number) m[k] = jv.GetValue<double>();
+                if (v is JsonValue jv && jv.GetValueKind() == JsonValueKind.Number)
+                    m[k] = jv.GetValue<double>();
             raw.Add((step, m));
         }
         bool grpo = raw.Any(r => r.M.ContainsKey("reward") || r.M.Keys.Any(k => k.StartsWith("rewards/")));
@@ -125,16 +150,23 @@ public static partial class TrlImport
                 c[SftLoss] = l;
             foreach (var (k, v) in m)
             {
-                if (!k.StartsWith("eval_rewards/") || !k.EndsWith("/mean")) continue;
+                if (!k.StartsWith("eval_rewards/") || !k.EndsWith("/mean"))
+                    continue;
                 var f = k["eval_rewards/".Length..^"/mean".Length].Replace('_', '-');
-                if (f.Contains("strict")) c[Strict] = v;
-                else if (f.Contains("lenient")) c[Lenient] = v;
+                if (f.Contains("strict"))
+                    c[Strict] = v;
+                else if (f.Contains("lenient"))
+                    c[Lenient] = v;
             }
-            if (m.TryGetValue("reward", out var r)) c[TrainReward] = r;
-            if (c.Count > 0) points.Add(new TrlPoint(step, c));
+            if (m.TryGetValue("reward", out var r))
+                c[TrainReward] = r;
+            if (c.Count > 0)
+                points.Add(new TrlPoint(step, c));
         }
-        double steps = root["global_step"] is JsonValue g && g.TryGetValue<double>(out var gs) ? gs
-            : raw.Select(x => x.Step).DefaultIfEmpty(0).Max();
+        double steps =
+            root["global_step"] is JsonValue g && g.TryGetValue<double>(out var gs)
+                ? gs
+                : raw.Select(x => x.Step).DefaultIfEmpty(0).Max();
         return new TrlStage(Path.GetFileName(stageDir), kind, file, points, steps);
     }
 
@@ -144,10 +176,13 @@ public static partial class TrlImport
     {
         var st = seed.Stages[stage];
         var pts = st.Points.Where(p => p.Metrics.ContainsKey(key)).ToList();
-        if (pts.Count == 0) return (double.NaN, double.NaN);
+        if (pts.Count == 0)
+            return (double.NaN, double.NaN);
         var prev = stage > 0 ? seed.Stages[stage - 1].Points.LastOrDefault(p => p.Metrics.ContainsKey(key)) : null;
-        double start = pts[0].Step == 0 ? pts[0].Metrics[key]
-            : prev is not null ? prev.Metrics[key] : pts[0].Metrics[key];
+        double start =
+            pts[0].Step == 0 ? pts[0].Metrics[key]
+            : prev is not null ? prev.Metrics[key]
+            : pts[0].Metrics[key];
         return (start, pts[^1].Metrics[key]);
     }
 
@@ -156,12 +191,15 @@ public static partial class TrlImport
 
     static string F(double x) => double.IsFinite(x) ? x.ToString("+0.000;-0.000", CultureInfo.InvariantCulture) : "n/a";
 
-    static string Interval(Stat s, int n) => double.IsFinite(s.Ci95[0])
-        ? $"95% CI [{F(s.Ci95[0])}, {F(s.Ci95[1])}], {n} seeds" : $"{n} seed{(n == 1 ? "" : "s")}: no interval";
+    static string Interval(Stat s, int n) =>
+        double.IsFinite(s.Ci95[0])
+            ? $"95% CI [{F(s.Ci95[0])}, {F(s.Ci95[1])}], {n} seeds"
+            : $"{n} seed{(n == 1 ? "" : "s")}: no interval";
 
     /// <summary>The changes the paper predicts and plain statements, per pipeline.</summary>
     public static List<(string Pipeline, string Quantity, Stat Stat, string Statement)> Findings(
-        IReadOnlyList<TrlPipeline> pipelines)
+        IReadOnlyList<TrlPipeline> pipelines
+    )
     {
         var list = new List<(string, string, Stat, string)>();
         foreach (var p in pipelines)
@@ -174,27 +212,41 @@ public static partial class TrlImport
                 {
                     var s = Stat.Of(Deltas(p, i, SftLoss));
                     var r = Stat.Of(Deltas(p, i, Strict));
-                    string verdict = s.AboveZero ? "held: the SFT loss rose"
+                    string verdict =
+                        s.AboveZero ? "held: the SFT loss rose"
                         : n == 1 && s.Mean > 0 ? "the SFT loss rose (one seed, so no interval)"
                         : double.IsNaN(s.Mean) ? "not measured (no held-out SFT loss in this stage's log)"
                         : "not shown: the interval does not exclude zero";
-                    list.Add((p.Name, $"Δ SFT loss during GRPO (stage {i + 1})", s,
-                        $"{p.Name}: during GRPO after SFT, {verdict}; change {F(s.Mean)} nats/token " +
-                        $"({Interval(s, n)}), " +
-                        $"strict reward change {F(r.Mean)}."));
+                    list.Add(
+                        (
+                            p.Name,
+                            $"Δ SFT loss during GRPO (stage {i + 1})",
+                            s,
+                            $"{p.Name}: during GRPO after SFT, {verdict}; change {F(s.Mean)} nats/token "
+                                + $"({Interval(s, n)}), "
+                                + $"strict reward change {F(r.Mean)}."
+                        )
+                    );
                     list.Add((p.Name, $"Δ strict reward during GRPO (stage {i + 1})", r, ""));
                 }
                 if (kinds[i] == "sft" && kinds[i - 1] == "grpo")
                 {
                     var r = Stat.Of(Deltas(p, i, Strict));
                     var l = Stat.Of(Deltas(p, i, Lenient));
-                    string verdict = r.BelowZero ? "held: the strict reward fell"
+                    string verdict =
+                        r.BelowZero ? "held: the strict reward fell"
                         : n == 1 && r.Mean < 0 ? "the strict reward fell (one seed, so no interval)"
                         : double.IsNaN(r.Mean) ? "not measured (no held-out strict reward in this stage's log)"
                         : "not shown: the interval does not exclude zero";
-                    list.Add((p.Name, $"Δ strict reward during SFT (stage {i + 1})", r,
-                        $"{p.Name}: during SFT after GRPO, {verdict}; change {F(r.Mean)} ({Interval(r, n)}), " +
-                        $"lenient reward change {F(l.Mean)}."));
+                    list.Add(
+                        (
+                            p.Name,
+                            $"Δ strict reward during SFT (stage {i + 1})",
+                            r,
+                            $"{p.Name}: during SFT after GRPO, {verdict}; change {F(r.Mean)} ({Interval(r, n)}), "
+                                + $"lenient reward change {F(l.Mean)}."
+                        )
+                    );
                     list.Add((p.Name, $"Δ lenient reward during SFT (stage {i + 1})", l, ""));
                 }
             }
@@ -202,18 +254,22 @@ public static partial class TrlImport
         return list;
     }
 
-    static IReadOnlyList<(double, double)[]> Series(TrlPipeline p, string key) => p.Seeds.Select(s =>
-    {
-        var pts = new List<(double, double)>();
-        double offset = 0;
-        foreach (var st in s.Stages)
-        {
-            pts.AddRange(st.Points.Where(x => x.Metrics.ContainsKey(key))
-                .Select(x => (offset + x.Step, x.Metrics[key])));
-            offset += st.Steps;
-        }
-        return pts.ToArray();
-    }).ToList();
+    static IReadOnlyList<(double, double)[]> Series(TrlPipeline p, string key) =>
+        p
+            .Seeds.Select(s =>
+            {
+                var pts = new List<(double, double)>();
+                double offset = 0;
+                foreach (var st in s.Stages)
+                {
+                    pts.AddRange(
+                        st.Points.Where(x => x.Metrics.ContainsKey(key)).Select(x => (offset + x.Step, x.Metrics[key]))
+                    );
+                    offset += st.Steps;
+                }
+                return pts.ToArray();
+            })
+            .ToList();
 
     static string E(string s) => WebUtility.HtmlEncode(s);
 
@@ -224,53 +280,82 @@ public static partial class TrlImport
         var findings = Findings(pipelines);
         var sb = new StringBuilder();
         sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>TRL coupling report</title><style>")
-          .Append("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}")
-          .Append("table{border-collapse:collapse;margin:1em 0}")
-          .Append("td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}")
-          .Append("td:first-child,td:nth-child(2){text-align:left}code{font-size:90%}")
-          .Append(".charts{display:flex;flex-wrap:wrap;gap:8px}</style>")
-          .Append(CurveCharts.PlotlyScriptTag()).Append("</head><body>");
+            .Append("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}")
+            .Append("table{border-collapse:collapse;margin:1em 0}")
+            .Append("td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}")
+            .Append("td:first-child,td:nth-child(2){text-align:left}code{font-size:90%}")
+            .Append(".charts{display:flex;flex-wrap:wrap;gap:8px}</style>")
+            .Append(CurveCharts.PlotlyScriptTag())
+            .Append("</head><body>");
         sb.Append("<h1>SFT and RL do not decouple: TRL runs in ").Append(E(dir)).Append("</h1>");
         sb.Append("<p>From TRL's <code>trainer_state.json</code> files (<code>log_history</code>). ")
-          .Append("The paper (arXiv 2601.07389) predicts that GRPO after SFT raises the SFT loss on expert data, ")
-          .Append("and that SFT after GRPO lowers the reward GRPO reached.</p>");
+            .Append("The paper (arXiv 2601.07389) predicts that GRPO after SFT raises the SFT loss on expert data, ")
+            .Append("and that SFT after GRPO lowers the reward GRPO reached.</p>");
         sb.Append("<h2>Statements</h2><ul>");
         foreach (var f in findings.Where(f => f.Statement.Length > 0))
             sb.Append("<li>").Append(E(f.Statement)).Append("</li>");
         sb.Append("</ul><h2>Changes</h2><table><tr><th>pipeline</th><th>quantity</th><th>mean</th><th>95% CI</th>")
-          .Append("<th>per seed</th></tr>");
+            .Append("<th>per seed</th></tr>");
         foreach (var (p, q, s, _) in findings)
         {
             var ci = double.IsFinite(s.Ci95[0]) ? $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]" : "–";
             sb.Append($"<tr><td>{E(p)}</td><td>{E(q)}</td><td>{F(s.Mean)}</td><td>{ci}</td>")
-              .Append($"<td>{E(string.Join(", ", s.PerSeed.Select(F)))}</td></tr>");
+                .Append($"<td>{E(string.Join(", ", s.PerSeed.Select(F)))}</td></tr>");
         }
         sb.Append("</table><p>A change is the stage's last evaluation minus its first ")
-          .Append("(its step-0 evaluation, else the previous stage's last).</p>");
+            .Append("(its step-0 evaluation, else the previous stage's last).</p>");
         sb.Append("<h2>Curves</h2>");
         foreach (var p in pipelines)
         {
             var bounds = new List<double>();
             double off = 0;
-            foreach (var st in p.Seeds[0].Stages.SkipLast(1)) { off += st.Steps; bounds.Add(off); }
+            foreach (var st in p.Seeds[0].Stages.SkipLast(1))
+            {
+                off += st.Steps;
+                bounds.Add(off);
+            }
             var stages = string.Join(" → ", p.Seeds[0].Stages.Select(s => $"{s.Name} ({s.Kind}, {s.Steps:0} steps)"));
             sb.Append($"<h3>{E(p.Name)}</h3><p>Stages: {E(stages)}; {p.Seeds.Count} seed(s).</p><div class=charts>");
             if (Series(p, SftLoss).Any(x => x.Length > 0))
-                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: SFT loss on held-out expert data",
-                    "cross-entropy (nats/token, log scale)", [("eval SFT loss", Series(p, SftLoss))], bounds, logY: true)));
+                sb.Append(
+                    CurveCharts.Html(
+                        CurveCharts.Curves(
+                            $"{p.Name}: SFT loss on held-out expert data",
+                            "cross-entropy (nats/token, log scale)",
+                            [("eval SFT loss", Series(p, SftLoss))],
+                            bounds,
+                            logY: true
+                        )
+                    )
+                );
             var rewards = new List<(string, IReadOnlyList<(double, double)[]>)>();
-            if (Series(p, Strict).Any(x => x.Length > 0)) rewards.Add(("strict format", Series(p, Strict)));
-            if (Series(p, Lenient).Any(x => x.Length > 0)) rewards.Add(("lenient (last label)", Series(p, Lenient)));
+            if (Series(p, Strict).Any(x => x.Length > 0))
+                rewards.Add(("strict format", Series(p, Strict)));
+            if (Series(p, Lenient).Any(x => x.Length > 0))
+                rewards.Add(("lenient (last label)", Series(p, Lenient)));
             if (rewards.Count > 0)
-                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: reward on held-out prompts", "mean reward",
-                    rewards, bounds)));
+                sb.Append(
+                    CurveCharts.Html(
+                        CurveCharts.Curves($"{p.Name}: reward on held-out prompts", "mean reward", rewards, bounds)
+                    )
+                );
             if (Series(p, TrainReward).Any(x => x.Length > 0))
-                sb.Append(CurveCharts.Html(CurveCharts.Curves($"{p.Name}: GRPO training reward (TRL's reward)",
-                    "mean reward", [("reward", Series(p, TrainReward))], bounds)));
+                sb.Append(
+                    CurveCharts.Html(
+                        CurveCharts.Curves(
+                            $"{p.Name}: GRPO training reward (TRL's reward)",
+                            "mean reward",
+                            [("reward", Series(p, TrainReward))],
+                            bounds
+                        )
+                    )
+                );
             sb.Append("</div>");
         }
         sb.Append("<h2>Sources</h2><ul>");
-        foreach (var p in pipelines) foreach (var s in p.Seeds) foreach (var st in s.Stages)
+        foreach (var p in pipelines)
+        foreach (var s in p.Seeds)
+        foreach (var st in s.Stages)
             sb.Append($"<li>{E(p.Name)} / {E(s.Name)} / {E(st.Name)} ({st.Kind}): <code>{E(st.Source)}</code></li>");
         sb.Append("</ul></body></html>");
         var path = outPath ?? Path.Combine(dir, "coupling-report.html");

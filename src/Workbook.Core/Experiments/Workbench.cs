@@ -21,15 +21,19 @@ public static class Workbench
 {
     /// <summary>The value of WORKBOOK_QUICK as a flag: unset, empty or "0" is off, "1" is on; anything else is an error
     /// rather than a silent full-budget run.</summary>
-    public static bool ParseQuick(string? value) => value switch
-    {
-        null or "" or "0" => false,
-        "1" => true,
-        _ => throw new WorkbookException($"WORKBOOK_QUICK: expected 0 or 1, got '{value}'"),
-    };
+    public static bool ParseQuick(string? value) =>
+        value switch
+        {
+            null or "" or "0" => false,
+            "1" => true,
+            _ => throw new WorkbookException($"WORKBOOK_QUICK: expected 0 or 1, got '{value}'"),
+        };
 
     /// <summary>WORKBOOK_RUNS, else ../runs (notebooks run in notebooks/).</summary>
-    public static string RunsRoot => Environment.GetEnvironmentVariable("WORKBOOK_RUNS") is { Length: > 0 } r ? r : Path.GetFullPath(Path.Combine("..", "runs"));
+    public static string RunsRoot =>
+        Environment.GetEnvironmentVariable("WORKBOOK_RUNS") is { Length: > 0 } r
+            ? r
+            : Path.GetFullPath(Path.Combine("..", "runs"));
 
     /// <summary>Runs pipelines with the default config (the quick one when <paramref name="quick"/>) and returns
     /// summary.json; report.html is written too. The same as
@@ -37,8 +41,10 @@ public static class Workbench
     public static JsonObject Run(string[] pipelines, bool quick, params string[] overrides)
     {
         var cfg = ExperimentConfig.Load(null, overrides);
-        if (quick) cfg = cfg.Quick();
-        var name = (quick ? "quick-" : "")
+        if (quick)
+            cfg = cfg.Quick();
+        var name =
+            (quick ? "quick-" : "")
             + (pipelines.Length == ExperimentConfig.Pipelines.Length ? "all" : string.Join("+", pipelines));
         var runDir = ExperimentRunner.NewRunDir(RunsRoot, name);
         var (summary, _) = new ExperimentRunner(cfg, runDir, RunsRoot, Console.WriteLine).RunAndReport(pipelines);
@@ -46,8 +52,11 @@ public static class Workbench
         return summary;
     }
 
-    public static GenericChart LossChart(JsonObject summary, string pipeline) => CurveCharts.Pipeline(summary, pipeline).loss;
-    public static GenericChart RewardChart(JsonObject summary, string pipeline) => CurveCharts.Pipeline(summary, pipeline).reward;
+    public static GenericChart LossChart(JsonObject summary, string pipeline) =>
+        CurveCharts.Pipeline(summary, pipeline).loss;
+
+    public static GenericChart RewardChart(JsonObject summary, string pipeline) =>
+        CurveCharts.Pipeline(summary, pipeline).reward;
 
     /// <summary>The plain-words statements of a summary, one per line.</summary>
     public static string Statements(JsonObject summary) =>
@@ -66,12 +75,18 @@ public static class Workbench
     /// Writes landscape.json (with config and versions) into a new run folder. The same as
     /// `./workbook landscape [--quick]`; <paramref name="quick"/> picks the quick experiment config and, without
     /// <paramref name="options"/>, the quick options.</summary>
-    public static TransformerLandscapeResult TransformerLandscape(bool quick,
-        TransformerLandscapeOptions? options = null, string? runsRoot = null, Action<string>? log = null)
+    public static TransformerLandscapeResult TransformerLandscape(
+        bool quick,
+        TransformerLandscapeOptions? options = null,
+        string? runsRoot = null,
+        Action<string>? log = null
+    )
     {
-        runsRoot ??= RunsRoot; log ??= Console.WriteLine;
+        runsRoot ??= RunsRoot;
+        log ??= Console.WriteLine;
         var cfg = ExperimentConfig.Load(null, []);
-        if (quick) cfg = cfg.Quick();
+        if (quick)
+            cfg = cfg.Quick();
         var o = options ?? (quick ? new TransformerLandscapeOptions().Quick() : new TransformerLandscapeOptions());
         var runDir = ExperimentRunner.NewRunDir(runsRoot, (quick ? "quick-" : "") + "landscape");
         var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);
@@ -79,22 +94,41 @@ public static class Workbench
         using var model = Checkpoint.Load(runner.BaseModel(seed), ScalarType.Float64, CPU);
         var result = Theory.TransformerLandscape.Run(model, runner.Codec, runner.Task.Eval, runner.Task.Reward, o, log);
         Directory.CreateDirectory(runDir);
-        var jo = new System.Text.Json.JsonSerializerOptions(TrainOptions.Json) { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+        var jo = new System.Text.Json.JsonSerializerOptions(TrainOptions.Json)
+        {
+            NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        };
         var json = new JsonObject
         {
             ["options"] = System.Text.Json.JsonSerializer.SerializeToNode(o, jo),
             ["experiment_config"] = System.Text.Json.JsonSerializer.SerializeToNode(cfg, jo),
-            ["base_seed"] = seed, ["versions"] = System.Text.Json.JsonSerializer.SerializeToNode(ExperimentRunner.Versions()),
+            ["base_seed"] = seed,
+            ["versions"] = System.Text.Json.JsonSerializer.SerializeToNode(ExperimentRunner.Versions()),
             ["result"] = System.Text.Json.JsonSerializer.SerializeToNode(result, jo),
         };
-        AtomicFile.WriteAllText(Path.Combine(runDir, "landscape.json"), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(
+            Path.Combine(runDir, "landscape.json"),
+            json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true })
+        );
         var (sft, rl, thr) = TheoryCharts.TransformerLandscape(result);
-        var html = new System.Text.StringBuilder("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>landscape</title>")
-            .Append("<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}</style>")
-            .Append(CurveCharts.PlotlyScriptTag()).Append("</head><body><h1>The landscape view on the small transformer</h1>")
-            .Append("<p><b>Provenance.</b> The statements checked here are our reconstruction of the paper's v2 PL results (notes/paper.md §3), not quotations.</p><ul>");
-        foreach (var line in Theory.TransformerLandscape.Describe(result)) html.Append("<li>").Append(System.Net.WebUtility.HtmlEncode(line)).Append("</li>");
-        html.Append("</ul>").Append(CurveCharts.Html(sft)).Append(CurveCharts.Html(rl)).Append(CurveCharts.Html(thr)).Append("</body></html>");
+        var html = new System.Text.StringBuilder(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>landscape</title>"
+        )
+            .Append(
+                "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}</style>"
+            )
+            .Append(CurveCharts.PlotlyScriptTag())
+            .Append("</head><body><h1>The landscape view on the small transformer</h1>")
+            .Append(
+                "<p><b>Provenance.</b> The statements checked here are our reconstruction of the paper's v2 PL results (notes/paper.md §3), not quotations.</p><ul>"
+            );
+        foreach (var line in Theory.TransformerLandscape.Describe(result))
+            html.Append("<li>").Append(System.Net.WebUtility.HtmlEncode(line)).Append("</li>");
+        html.Append("</ul>")
+            .Append(CurveCharts.Html(sft))
+            .Append(CurveCharts.Html(rl))
+            .Append(CurveCharts.Html(thr))
+            .Append("</body></html>");
         AtomicFile.WriteAllText(Path.Combine(runDir, "landscape.html"), html.ToString());
         log($"landscape: {Path.Combine(runDir, "landscape.json")} and landscape.html");
         return result;
@@ -108,13 +142,23 @@ public static class Workbench
     public static Dictionary<string, object> PaperScaleStep(string? modelDir = null, double learningRate = 1e-5)
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        var tok = modelDir is not null && File.Exists(Path.Combine(modelDir, "tokenizer.json")) ? Qwen3Tokenizer.Load(modelDir) : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault());
-        using var model = modelDir is not null ? Checkpoint.Load(modelDir, ScalarType.BFloat16) : new Qwen3ForCausalLM(Qwen3Config.Qwen3_0_6B, ScalarType.BFloat16, CPU, seed: 1);
+        var tok =
+            modelDir is not null && File.Exists(Path.Combine(modelDir, "tokenizer.json"))
+                ? Qwen3Tokenizer.Load(modelDir)
+                : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault());
+        using var model = modelDir is not null
+            ? Checkpoint.Load(modelDir, ScalarType.BFloat16)
+            : new Qwen3ForCausalLM(Qwen3Config.Qwen3_0_6B, ScalarType.BFloat16, CPU, seed: 1);
         double build = sw.Elapsed.TotalSeconds;
         var codec = new Codec(tok, TaskVocabulary.Identity(model.Config.VocabSize));
         var example = GrammarTask.Create(0, new TaskOptions { TrainSize = 1, EvalSize = 1 }).Train[0];
         var batch = Losses.MakeSftBatch([codec.Sft(example)], codec.PadId, 1024, packing: false);
-        double Loss() { using var _ = no_grad(); using var scope = NewDisposeScope(); return Losses.SftNll(model, batch).NllSum.Value() / batch.Tokens; }
+        double Loss()
+        {
+            using var _ = no_grad();
+            using var scope = NewDisposeScope();
+            return Losses.SftNll(model, batch).NllSum.Value() / batch.Tokens;
+        }
         double before = Loss();
         using var opt = new AdamW(model.named_parameters());
         sw.Restart();
@@ -130,10 +174,15 @@ public static class Workbench
         using var proc = System.Diagnostics.Process.GetCurrentProcess();
         return new()
         {
-            ["model"] = modelDir ?? "Qwen3-0.6B shape, random init (no weights here)", ["parameters"] = model.ParameterCount(),
-            ["tokens"] = batch.Ids.shape[1], ["loss_tokens"] = batch.Tokens, ["build_seconds"] = Math.Round(build, 1),
-            ["sft_loss_before"] = Math.Round(before, 4), ["sft_loss_after_one_step"] = Math.Round(after, 4),
-            ["step_seconds"] = Math.Round(step, 1), ["rss_gb"] = Math.Round(proc.WorkingSet64 / 1e9, 2),
+            ["model"] = modelDir ?? "Qwen3-0.6B shape, random init (no weights here)",
+            ["parameters"] = model.ParameterCount(),
+            ["tokens"] = batch.Ids.shape[1],
+            ["loss_tokens"] = batch.Tokens,
+            ["build_seconds"] = Math.Round(build, 1),
+            ["sft_loss_before"] = Math.Round(before, 4),
+            ["sft_loss_after_one_step"] = Math.Round(after, 4),
+            ["step_seconds"] = Math.Round(step, 1),
+            ["rss_gb"] = Math.Round(proc.WorkingSet64 / 1e9, 2),
             ["device"] = model.Device.type.ToString(),
         };
     }
@@ -141,38 +190,54 @@ public static class Workbench
     // ---- sentences computed from the numbers ----
 
     static string N(double x, string f = "0.000") => x.ToString(f, CultureInfo.InvariantCulture);
+
     static string Signed(double x) => x.ToString("+0.000;-0.000;0.000", CultureInfo.InvariantCulture);
+
     static string Ci(Stat s) => $"[{Signed(s.Ci95[0])}, {Signed(s.Ci95[1])}]";
 
     /// <summary>"rose by 0.012" / "fell by 0.012" / "did not change", from the sign of a change.</summary>
-    public static string Change(double delta, string f = "0.000") => double.IsNaN(delta) ? "is undefined (NaN)"
-        : delta > 0 ? $"rose by {N(delta, f)}" : delta < 0 ? $"fell by {N(-delta, f)}" : "did not change";
+    public static string Change(double delta, string f = "0.000") =>
+        double.IsNaN(delta) ? "is undefined (NaN)"
+        : delta > 0 ? $"rose by {N(delta, f)}"
+        : delta < 0 ? $"fell by {N(-delta, f)}"
+        : "did not change";
 
     /// <summary>Per-seed values of a summary field, keyed by seed (summary "seeds" gives the order of
     /// "per_seed").</summary>
     public static Dictionary<long, double> PerSeed(JsonObject summary, string pipeline, string field)
     {
         var seeds = summary["seeds"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
-        var vals = summary["pipelines"]![pipeline]![field]!["per_seed"]!.AsArray()
-            .Select(x => x is null ? double.NaN : x.GetValue<double>()).ToArray();
+        var vals = summary["pipelines"]![pipeline]![field]!["per_seed"]!
+            .AsArray()
+            .Select(x => x is null ? double.NaN : x.GetValue<double>())
+            .ToArray();
         if (vals.Length != seeds.Length)
             throw new WorkbookException(
-                $"summary: {pipeline}.{field} has {vals.Length} per-seed values for {seeds.Length} seeds");
+                $"summary: {pipeline}.{field} has {vals.Length} per-seed values for {seeds.Length} seeds"
+            );
         return seeds.Zip(vals).ToDictionary(p => p.First, p => p.Second);
     }
 
     /// <summary>The final SFT loss and strict reward of pipeline a against b, paired by seed: (loss a−b,
     /// reward a−b).</summary>
-    public static (Stat loss, Stat reward) Compare(JsonObject summary, string a, string b) => (
-        Stat.Paired(PerSeed(summary, a, "final_sft_loss"), PerSeed(summary, b, "final_sft_loss")),
-        Stat.Paired(PerSeed(summary, a, "final_reward"), PerSeed(summary, b, "final_reward"), (0, 1)));
+    public static (Stat loss, Stat reward) Compare(JsonObject summary, string a, string b) =>
+        (
+            Stat.Paired(PerSeed(summary, a, "final_sft_loss"), PerSeed(summary, b, "final_sft_loss")),
+            Stat.Paired(PerSeed(summary, a, "final_reward"), PerSeed(summary, b, "final_reward"), (0, 1))
+        );
 
     /// <summary>One verdict from paired differences (a − b) of a loss (lower is better) and a reward (higher is
     /// better): a side counts only when its 95% CI excludes zero.</summary>
     public static string Verdict(string a, string b, Stat loss, Stat reward)
     {
-        int l = loss.BelowZero ? 1 : loss.AboveZero ? -1 : 0;        // +1: a better on the SFT loss
-        int r = reward.AboveZero ? 1 : reward.BelowZero ? -1 : 0;    // +1: a better on the reward
+        int l =
+            loss.BelowZero ? 1
+            : loss.AboveZero ? -1
+            : 0; // +1: a better on the SFT loss
+        int r =
+            reward.AboveZero ? 1
+            : reward.BelowZero ? -1
+            : 0; // +1: a better on the reward
         int n = loss.PerSeed.Zip(reward.PerSeed).Count(p => double.IsFinite(p.First) && double.IsFinite(p.Second));
         string unresolved = $"is within what {n} seeds resolve";
         return (l, r) switch
@@ -200,19 +265,24 @@ public static class Workbench
         {
             var loss = Stat.Of(PerSeed(summary, name, "final_sft_loss").Values.ToArray());
             var reward = Stat.Bounded(PerSeed(summary, name, "final_reward").Values.ToArray(), 0, 1);
-            lines.Add($"{name}: final SFT loss {N(loss.Mean)} (95% CI [{N(loss.Ci95[0])}, {N(loss.Ci95[1])}]), " +
-                $"final strict reward {N(reward.Mean)} (95% CI [{N(reward.Ci95[0])}, {N(reward.Ci95[1])}]).");
+            lines.Add(
+                $"{name}: final SFT loss {N(loss.Mean)} (95% CI [{N(loss.Ci95[0])}, {N(loss.Ci95[1])}]), "
+                    + $"final strict reward {N(reward.Mean)} (95% CI [{N(reward.Ci95[0])}, {N(reward.Ci95[1])}])."
+            );
         }
         var pairs = new List<(string, string)> { ("sft-then-rl", "rl-then-sft") };
         foreach (var mixed in new[] { "interleaved", "joint" })
-            foreach (var order in new[] { "sft-then-rl", "rl-then-sft" }) pairs.Add((mixed, order));
+        foreach (var order in new[] { "sft-then-rl", "rl-then-sft" })
+            pairs.Add((mixed, order));
         pairs.Add(("interleaved", "joint"));
         foreach (var (a, b) in pairs.Where(p => pipes.ContainsKey(p.Item1) && pipes.ContainsKey(p.Item2)))
         {
             var (loss, reward) = Compare(summary, a, b);
-            lines.Add($"{a} against {b} (paired by seed, {a} minus {b}): SFT loss {Signed(loss.Mean)} " +
-                $"(95% CI {Ci(loss)}), strict reward {Signed(reward.Mean)} (95% CI {Ci(reward)}): " +
-                $"{Verdict(a, b, loss, reward)}.");
+            lines.Add(
+                $"{a} against {b} (paired by seed, {a} minus {b}): SFT loss {Signed(loss.Mean)} "
+                    + $"(95% CI {Ci(loss)}), strict reward {Signed(reward.Mean)} (95% CI {Ci(reward)}): "
+                    + $"{Verdict(a, b, loss, reward)}."
+            );
         }
         return lines;
     }
@@ -226,45 +296,56 @@ public static class Workbench
         string F4(double x) => N(x, "0.0000");
         var lines = new List<string>
         {
-            $"After {last.T} RL steps the SFT loss {Change(last.SftGap - first.SftGap, "0.0000")} " +
-            $"({(last.SftGap <= last.SftUpperBound ? "within" : "above")} its smoothness bound " +
-            $"{F4(last.SftUpperBound)}); the RL objective gap " +
-            $"{Change(last.ObjectiveGap - first.ObjectiveGap, "0.0000")}, " +
-            $"from {F4(first.ObjectiveGap)} to {F4(last.ObjectiveGap)}.",
+            $"After {last.T} RL steps the SFT loss {Change(last.SftGap - first.SftGap, "0.0000")} "
+                + $"({(last.SftGap <= last.SftUpperBound ? "within" : "above")} its smoothness bound "
+                + $"{F4(last.SftUpperBound)}); the RL objective gap "
+                + $"{Change(last.ObjectiveGap - first.ObjectiveGap, "0.0000")}, "
+                + $"from {F4(first.ObjectiveGap)} to {F4(last.ObjectiveGap)}.",
             r.UpperBoundViolations == 0 && r.ContractionViolations == 0
                 ? $"Both bounds held at every one of the {r.Trajectory.Count} points (smoothness and PL contraction)."
-                : $"Bound violations over {r.Trajectory.Count} points: smoothness {r.UpperBoundViolations}, " +
-                  $"PL contraction {r.ContractionViolations}.",
+                : $"Bound violations over {r.Trajectory.Count} points: smoothness {r.UpperBoundViolations}, "
+                    + $"PL contraction {r.ContractionViolations}.",
         };
         int steps = last.T;
-        string measured = r.MeasuredTStar < steps
-            ? $"measured T* = {r.MeasuredTStar}, before the end of the {steps}-step run"
-            : $"measured T* = {r.MeasuredTStar}, the last step run: Φ was still rising, " +
-              "so the measurement says nothing about stopping early";
-        string predicted = double.IsNaN(r.PredictedTStar) ? "no prediction (κ is outside (0, 1))"
-            : $"predicted T* = {N(r.PredictedTStar, "0.0")}" +
-              (r.PredictedTStar < steps ? "" : $", beyond the {steps} steps run");
+        string measured =
+            r.MeasuredTStar < steps
+                ? $"measured T* = {r.MeasuredTStar}, before the end of the {steps}-step run"
+                : $"measured T* = {r.MeasuredTStar}, the last step run: Φ was still rising, "
+                    + "so the measurement says nothing about stopping early";
+        string predicted = double.IsNaN(r.PredictedTStar)
+            ? "no prediction (κ is outside (0, 1))"
+            : $"predicted T* = {N(r.PredictedTStar, "0.0")}"
+                + (r.PredictedTStar < steps ? "" : $", beyond the {steps} steps run");
         bool bothEarly = r.MeasuredTStar < steps && r.PredictedTStar < steps;
-        string ratio = r.MeasuredTStar > 0
-            ? $", {N(r.PredictedTStar / r.MeasuredTStar, "0.00")} times the measured T*" : "";
-        lines.Add($"Best stopping time for λ = {r.Lambda}: {measured}; {predicted}" + (
-            !bothEarly ? ". They do not both say stop early."
-            : r.PredictedTStar < 1
-                ? ". Both say stop early, the prediction (which maximises a loose lower bound) before the first step."
-                : $". Both say stop early; the prediction maximises a loose lower bound{ratio}."));
+        string ratio =
+            r.MeasuredTStar > 0 ? $", {N(r.PredictedTStar / r.MeasuredTStar, "0.00")} times the measured T*" : "";
+        lines.Add(
+            $"Best stopping time for λ = {r.Lambda}: {measured}; {predicted}"
+                + (
+                    !bothEarly ? ". They do not both say stop early."
+                    : r.PredictedTStar < 1
+                        ? ". Both say stop early, the prediction (which maximises a loose lower bound) before the first step."
+                    : $". Both say stop early; the prediction maximises a loose lower bound{ratio}."
+                )
+        );
         var t = threshold;
-        string fell = t.SufficientButNotDecreased == 0 ? "the SFT loss fell every time"
-            : $"the SFT loss did not fall at {t.SufficientButNotDecreased} of them, " +
-              "so the condition failed as a sufficient one";
-        string gap = t.SufficientButGapBelowThreshold == 0
-            ? "the SFT gap exceeded the gap the condition implies every time."
-            : $"the SFT gap was below the gap the condition implies at {t.SufficientButGapBelowThreshold} of them, " +
-              "which contradicts the derivation.";
-        lines.Add(t.SufficientHeld == 0
-            ? $"One-step threshold: the sufficient condition held at none of {t.Steps} points, " +
-              $"so this run does not test it; the SFT loss fell at {t.Decreased}."
-            : $"One-step threshold: the sufficient condition held at {t.SufficientHeld} of {t.Steps} points; " +
-              $"{fell}; {gap}");
+        string fell =
+            t.SufficientButNotDecreased == 0
+                ? "the SFT loss fell every time"
+                : $"the SFT loss did not fall at {t.SufficientButNotDecreased} of them, "
+                    + "so the condition failed as a sufficient one";
+        string gap =
+            t.SufficientButGapBelowThreshold == 0
+                ? "the SFT gap exceeded the gap the condition implies every time."
+                : $"the SFT gap was below the gap the condition implies at {t.SufficientButGapBelowThreshold} of them, "
+                    + "which contradicts the derivation.";
+        lines.Add(
+            t.SufficientHeld == 0
+                ? $"One-step threshold: the sufficient condition held at none of {t.Steps} points, "
+                    + $"so this run does not test it; the SFT loss fell at {t.Decreased}."
+                : $"One-step threshold: the sufficient condition held at {t.SufficientHeld} of {t.Steps} points; "
+                    + $"{fell}; {gap}"
+        );
         return lines;
     }
 
@@ -274,28 +355,36 @@ public static class Workbench
         double rise = tl.Last.SftLoss - tl.SftLossStart;
         var lines = new List<string>
         {
-            $"Transformer: after {tl.Last.T} RL steps the SFT loss {Change(rise)} " +
-            $"({(rise <= tl.Last.RiseUpperBound ? "within" : "above")} the estimated-ℓ_S bound " +
-            $"{N(tl.Last.RiseUpperBound)}).",
-            $"Transformer: at the end of RL ({tl.TotalRlSteps} steps) the SFT-loss change was " +
-            $"{Signed(tl.MeasuredFinalRise)}; the tilted optimum predicts {Signed(tl.PredictedFinalRise)}" +
-            (Math.Abs(tl.PredictedFinalRise) > 1e-12
-                ? $", so measured/predicted = {N(tl.MeasuredFinalRise / tl.PredictedFinalRise, "0.00")}." : "."),
+            $"Transformer: after {tl.Last.T} RL steps the SFT loss {Change(rise)} "
+                + $"({(rise <= tl.Last.RiseUpperBound ? "within" : "above")} the estimated-ℓ_S bound "
+                + $"{N(tl.Last.RiseUpperBound)}).",
+            $"Transformer: at the end of RL ({tl.TotalRlSteps} steps) the SFT-loss change was "
+                + $"{Signed(tl.MeasuredFinalRise)}; the tilted optimum predicts {Signed(tl.PredictedFinalRise)}"
+                + (
+                    Math.Abs(tl.PredictedFinalRise) > 1e-12
+                        ? $", so measured/predicted = {N(tl.MeasuredFinalRise / tl.PredictedFinalRise, "0.00")}."
+                        : "."
+                ),
         };
         var lowered = tl.Threshold.Where(p => p.SftDecreased).ToList();
         var atOptimum = tl.Threshold[^1];
-        lines.Add($"Transformer: one RL step lowered the SFT loss from {lowered.Count} of {tl.Threshold.Count} " +
-            "SFT snapshots" +
-            (lowered.Count > 0 ? $" (SFT gaps {string.Join(", ", lowered.Select(p => N(p.SftGap)))})" : "") +
-            $"; from the SFT optimum (gap {atOptimum.SftGap.ToString("E1", CultureInfo.InvariantCulture)}) it " +
-            $"{(atOptimum.SftDecreased ? "lowered" : "raised")} it.");
+        lines.Add(
+            $"Transformer: one RL step lowered the SFT loss from {lowered.Count} of {tl.Threshold.Count} "
+                + "SFT snapshots"
+                + (lowered.Count > 0 ? $" (SFT gaps {string.Join(", ", lowered.Select(p => N(p.SftGap)))})" : "")
+                + $"; from the SFT optimum (gap {atOptimum.SftGap.ToString("E1", CultureInfo.InvariantCulture)}) it "
+                + $"{(atOptimum.SftDecreased ? "lowered" : "raised")} it."
+        );
         var m = tl.AtStart;
-        string verdict = m.Bound <= 0
-            ? "vacuous, because ε ≥ ½: at least half of a gradient's M-energy lies off M's top eigenvector."
+        string verdict =
+            m.Bound <= 0
+                ? "vacuous, because ε ≥ ½: at least half of a gradient's M-energy lies off M's top eigenvector."
             : Math.Abs(m.Cos) >= m.Bound - 1e-9 ? "informative, and it held."
             : "informative, and it failed: the measured |cos| is below it.";
-        lines.Add($"Transformer: the misalignment bound at θ_0 is |cos| ≥ {N(m.Bound, "0.00")} " +
-            $"(ε = {N(m.Epsilon, "0.00")}) against a measured cos of {N(m.Cos)}: {verdict}");
+        lines.Add(
+            $"Transformer: the misalignment bound at θ_0 is |cos| ≥ {N(m.Bound, "0.00")} "
+                + $"(ε = {N(m.Epsilon, "0.00")}) against a measured cos of {N(m.Cos)}: {verdict}"
+        );
         return lines;
     }
 }

@@ -8,13 +8,18 @@ namespace Workbook.Model;
 
 public static class Checkpoint
 {
-    public const string ConfigFile = "config.json", WeightsFile = "model.safetensors", IndexFile = "model.safetensors.index.json";
+    public const string ConfigFile = "config.json",
+        WeightsFile = "model.safetensors",
+        IndexFile = "model.safetensors.index.json";
 
     public static Qwen3ForCausalLM Load(string dir, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
         if (File.Exists(dir) && (dir.EndsWith(".bin") || dir.EndsWith(".pt") || dir.EndsWith(".pth")))
-            throw new WorkbookException($"{dir}: pickle checkpoints are refused (loading them can run arbitrary code); convert to safetensors");
-        if (!Directory.Exists(dir)) throw new WorkbookException($"{dir}: model folder not found");
+            throw new WorkbookException(
+                $"{dir}: pickle checkpoints are refused (loading them can run arbitrary code); convert to safetensors"
+            );
+        if (!Directory.Exists(dir))
+            throw new WorkbookException($"{dir}: model folder not found");
         var config = Qwen3Config.Load(Path.Combine(dir, ConfigFile));
         var shards = WeightFiles(dir);
         CheckShapes(config, shards);
@@ -27,23 +32,29 @@ public static class Checkpoint
     /// A test checks it against a built model's state_dict.</summary>
     public static Dictionary<string, long[]> ExpectedShapes(Qwen3Config c)
     {
-        long h = c.HiddenSize, i = c.IntermediateSize;
-        long q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim;
+        long h = c.HiddenSize,
+            i = c.IntermediateSize;
+        long q = (long)c.NumAttentionHeads * c.HeadDim,
+            kv = (long)c.NumKeyValueHeads * c.HeadDim;
         var d = new Dictionary<string, long[]>
         {
-            ["model.embed_tokens.weight"] = [c.VocabSize, h], ["model.norm.weight"] = [h],
+            ["model.embed_tokens.weight"] = [c.VocabSize, h],
+            ["model.norm.weight"] = [h],
         };
-        if (!c.TieWordEmbeddings) d["lm_head.weight"] = [c.VocabSize, h];
+        if (!c.TieWordEmbeddings)
+            d["lm_head.weight"] = [c.VocabSize, h];
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var p = $"model.layers.{l}.";
             foreach (var (name, o) in new[] { ("q_proj", q), ("k_proj", kv), ("v_proj", kv) })
             {
                 d[$"{p}self_attn.{name}.weight"] = [o, h];
-                if (c.AttentionBias) d[$"{p}self_attn.{name}.bias"] = [o];
+                if (c.AttentionBias)
+                    d[$"{p}self_attn.{name}.bias"] = [o];
             }
             d[$"{p}self_attn.o_proj.weight"] = [h, q];
-            if (c.AttentionBias) d[$"{p}self_attn.o_proj.bias"] = [h];
+            if (c.AttentionBias)
+                d[$"{p}self_attn.o_proj.bias"] = [h];
             d[$"{p}self_attn.q_norm.weight"] = [c.HeadDim];
             d[$"{p}self_attn.k_norm.weight"] = [c.HeadDim];
             d[$"{p}mlp.gate_proj.weight"] = [i, h];
@@ -60,16 +71,28 @@ public static class Checkpoint
     static void CheckShapes(Qwen3Config config, List<string> shards)
     {
         var files = shards.Select(SafetensorsFile.Open).ToList();
-        try { Compare(ExpectedShapes(config), config.TieWordEmbeddings, files); }
-        finally { foreach (var f in files) f.Dispose(); }
+        try
+        {
+            Compare(ExpectedShapes(config), config.TieWordEmbeddings, files);
+        }
+        finally
+        {
+            foreach (var f in files)
+                f.Dispose();
+        }
     }
 
     /// <summary>Every missing, unexpected or mis-shaped tensor, in one error.</summary>
-    static Dictionary<string, SafetensorsFile> Compare(IReadOnlyDictionary<string, long[]> expected, bool tied,
-        List<SafetensorsFile> files)
+    static Dictionary<string, SafetensorsFile> Compare(
+        IReadOnlyDictionary<string, long[]> expected,
+        bool tied,
+        List<SafetensorsFile> files
+    )
     {
         var where = new Dictionary<string, SafetensorsFile>();
-        foreach (var f in files) foreach (var name in f.Entries.Keys) where[name] = f;
+        foreach (var f in files)
+        foreach (var name in f.Entries.Keys)
+            where[name] = f;
         var problems = new List<string>();
         foreach (var (name, shape) in expected)
         {
@@ -80,19 +103,26 @@ public static class Checkpoint
             }
             var e = f.Entries[name];
             if (!e.Shape.SequenceEqual(shape))
-                problems.Add($"tensor '{name}' has shape [{string.Join(",", e.Shape)}] in {Path.GetFileName(f.Path)}, " +
-                    $"the model expects [{string.Join(",", shape)}]");
+                problems.Add(
+                    $"tensor '{name}' has shape [{string.Join(",", e.Shape)}] in {Path.GetFileName(f.Path)}, "
+                        + $"the model expects [{string.Join(",", shape)}]"
+                );
         }
         foreach (var name in where.Keys)
-            if (!expected.ContainsKey(name) && !(tied && name == "lm_head.weight"))   // tied checkpoints may carry a copy
+            if (!expected.ContainsKey(name) && !(tied && name == "lm_head.weight")) // tied checkpoints may carry a copy
                 problems.Add($"unexpected tensor '{name}' in {Path.GetFileName(where[name].Path)}");
         if (problems.Count > 0)
         {
-            const int show = 20;   // a config far off its weights would list thousands
-            var list = problems.Take(show)
-                .Append(problems.Count > show ? $"... and {problems.Count - show} more" : null).OfType<string>();
-            throw new WorkbookException($"checkpoint {string.Join(", ", files.Select(f => f.Path))} does not match " +
-                "the config:\n  - " + string.Join("\n  - ", list));
+            const int show = 20; // a config far off its weights would list thousands
+            var list = problems
+                .Take(show)
+                .Append(problems.Count > show ? $"... and {problems.Count - show} more" : null)
+                .OfType<string>();
+            throw new WorkbookException(
+                $"checkpoint {string.Join(", ", files.Select(f => f.Path))} does not match "
+                    + "the config:\n  - "
+                    + string.Join("\n  - ", list)
+            );
         }
         return where;
     }
@@ -102,23 +132,40 @@ public static class Checkpoint
     {
         var single = Path.Combine(dir, WeightsFile);
         var index = Path.Combine(dir, IndexFile);
-        if (File.Exists(single)) return [single];
+        if (File.Exists(single))
+            return [single];
         if (File.Exists(index))
         {
             try
             {
                 using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
-                var files = doc.RootElement.GetProperty("weight_map").EnumerateObject().Select(p => p.Value.GetString()!).Distinct().ToList();
+                var files = doc
+                    .RootElement.GetProperty("weight_map")
+                    .EnumerateObject()
+                    .Select(p => p.Value.GetString()!)
+                    .Distinct()
+                    .ToList();
                 var missing = files.Where(f => !File.Exists(Path.Combine(dir, f))).ToList();
-                if (missing.Count > 0) throw new WorkbookException($"{index}: shard file(s) missing: {string.Join(", ", missing)}");
+                if (missing.Count > 0)
+                    throw new WorkbookException($"{index}: shard file(s) missing: {string.Join(", ", missing)}");
                 return files.Select(f => Path.Combine(dir, f)).ToList();
             }
             catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
-            { throw new WorkbookException($"{index}: malformed index ({e.Message}); expected {{\"weight_map\": {{tensor: file}}}}"); }
+            {
+                throw new WorkbookException(
+                    $"{index}: malformed index ({e.Message}); expected {{\"weight_map\": {{tensor: file}}}}"
+                );
+            }
         }
-        var pickles = Directory.GetFiles(dir).Where(f => f.EndsWith(".bin") || f.EndsWith(".pt") || f.EndsWith(".pth")).Select(Path.GetFileName).ToList();
+        var pickles = Directory
+            .GetFiles(dir)
+            .Where(f => f.EndsWith(".bin") || f.EndsWith(".pt") || f.EndsWith(".pth"))
+            .Select(Path.GetFileName)
+            .ToList();
         if (pickles.Count > 0)
-            throw new WorkbookException($"{dir}: only pickle weights found ({string.Join(", ", pickles)}); they are refused (loading them can run arbitrary code). Convert them to model.safetensors");
+            throw new WorkbookException(
+                $"{dir}: only pickle weights found ({string.Join(", ", pickles)}); they are refused (loading them can run arbitrary code). Convert them to model.safetensors"
+            );
         throw new WorkbookException($"{dir}: no {WeightsFile} or {IndexFile}");
     }
 
@@ -138,7 +185,11 @@ public static class Checkpoint
                 p.copy_(cast);
             }
         }
-        finally { foreach (var f in files_) f.Dispose(); }
+        finally
+        {
+            foreach (var f in files_)
+                f.Dispose();
+        }
     }
 
     /// <summary>Writes config.json and model.safetensors (tensors in the model's dtype). Both writes are atomic.</summary>
@@ -148,7 +199,11 @@ public static class Checkpoint
         var dtypeName = (storeAs ?? model.DType) == ScalarType.BFloat16 ? "bfloat16" : "float32";
         AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), (model.Config with { TorchDtype = dtypeName }).ToJson());
         var sd = model.state_dict();
-        var tensors = sd.Select(kv => new KeyValuePair<string, Tensor>(kv.Key, storeAs is { } s ? kv.Value.to(s) : kv.Value)).ToList();
+        var tensors = sd.Select(kv => new KeyValuePair<string, Tensor>(
+                kv.Key,
+                storeAs is { } s ? kv.Value.to(s) : kv.Value
+            ))
+            .ToList();
         SafetensorsFile.Save(Path.Combine(dir, WeightsFile), tensors);
     }
 }

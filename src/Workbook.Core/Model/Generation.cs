@@ -18,7 +18,7 @@ public sealed record GenerationOptions
     public bool Greedy { get; init; }
     public double Temperature { get; init; } = 1.0;
     public double TopP { get; init; } = 1.0;
-    public int TopK { get; init; }            // 0 = off
+    public int TopK { get; init; } // 0 = off
     public int[] EosTokenIds { get; init; } = [];
     public int PadTokenId { get; init; } = 151643;
     public string[] StopStrings { get; init; } = [];
@@ -26,10 +26,14 @@ public sealed record GenerationOptions
 
     public void Validate()
     {
-        if (MaxNewTokens < 0) throw new WorkbookException($"max_new_tokens must be >= 0 (got {MaxNewTokens})");
-        if (!Greedy && !(Temperature > 0)) throw new WorkbookException($"temperature must be > 0 (got {Temperature}); use greedy for argmax decoding");
-        if (!(TopP > 0 && TopP <= 1)) throw new WorkbookException($"top_p must be in (0, 1] (got {TopP})");
-        if (TopK < 0) throw new WorkbookException($"top_k must be >= 0 (got {TopK})");
+        if (MaxNewTokens < 0)
+            throw new WorkbookException($"max_new_tokens must be >= 0 (got {MaxNewTokens})");
+        if (!Greedy && !(Temperature > 0))
+            throw new WorkbookException($"temperature must be > 0 (got {Temperature}); use greedy for argmax decoding");
+        if (!(TopP > 0 && TopP <= 1))
+            throw new WorkbookException($"top_p must be in (0, 1] (got {TopP})");
+        if (TopK < 0)
+            throw new WorkbookException($"top_k must be >= 0 (got {TopK})");
     }
 }
 
@@ -38,17 +42,28 @@ public sealed record Completion(int[] Tokens, float[] LogProbs, bool Truncated, 
 public static class Generation
 {
     /// <param name="decode">turns completion tokens into text, needed only for stop strings</param>
-    public static List<Completion> Generate(Qwen3ForCausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions opt,
-        Generator? rng = null, Func<int[], string>? decode = null)
+    public static List<Completion> Generate(
+        Qwen3ForCausalLM model,
+        IReadOnlyList<int[]> prompts,
+        GenerationOptions opt,
+        Generator? rng = null,
+        Func<int[], string>? decode = null
+    )
     {
         opt.Validate();
-        if (prompts.Count == 0) return [];
-        if (prompts.Any(p => p.Length == 0)) throw new WorkbookException("every prompt needs at least one token");
-        if (opt.StopStrings.Length > 0 && decode is null) throw new ArgumentException("stop strings need a decode function");
-        int B = prompts.Count, P = prompts.Max(p => p.Length);
+        if (prompts.Count == 0)
+            return [];
+        if (prompts.Any(p => p.Length == 0))
+            throw new WorkbookException("every prompt needs at least one token");
+        if (opt.StopStrings.Length > 0 && decode is null)
+            throw new ArgumentException("stop strings need a decode function");
+        int B = prompts.Count,
+            P = prompts.Max(p => p.Length);
         int vocab = model.Config.VocabSize;
-        foreach (var p in prompts) foreach (var id in p)
-            if (id < 0 || id >= vocab) throw new WorkbookException($"token id {id} is outside the model's vocabulary [0, {vocab})");
+        foreach (var p in prompts)
+        foreach (var id in p)
+            if (id < 0 || id >= vocab)
+                throw new WorkbookException($"token id {id} is outside the model's vocabulary [0, {vocab})");
         var ownRng = rng is null && !opt.Greedy ? new Generator((ulong)opt.Seed) : null;
         rng ??= ownRng;
 
@@ -79,53 +94,78 @@ public static class Generation
         {
             for (int step = 0; step < opt.MaxNewTokens; step++)
             {
-                long[] chosen; float[] logps;
+                long[] chosen;
+                float[] logps;
                 using (var scope = NewDisposeScope())
                 {
-                    var logits = model.Forward(next, maskT, cache: cache, lastOnly: true).to(ScalarType.Float32).cpu();   // [B, V]
+                    var logits = model.Forward(next, maskT, cache: cache, lastOnly: true).to(ScalarType.Float32).cpu(); // [B, V]
                     (chosen, logps) = Pick(logits, opt, rng);
                 }
                 for (int b = 0; b < B; b++)
                 {
-                    if (done[b]) { chosen[b] = opt.PadTokenId; continue; }
+                    if (done[b])
+                    {
+                        chosen[b] = opt.PadTokenId;
+                        continue;
+                    }
                     outTokens[b].Add((int)chosen[b]);
                     outLogps[b].Add(logps[b]);
-                    if (eos.Contains((int)chosen[b])) { done[b] = true; reason[b] = "eos"; }
+                    if (eos.Contains((int)chosen[b]))
+                    {
+                        done[b] = true;
+                        reason[b] = "eos";
+                    }
                     else if (opt.StopStrings.Length > 0)
                     {
                         var text = decode!(outTokens[b].ToArray());
-                        if (opt.StopStrings.Any(text.Contains)) { done[b] = true; reason[b] = "stop_string"; }
+                        if (opt.StopStrings.Any(text.Contains))
+                        {
+                            done[b] = true;
+                            reason[b] = "stop_string";
+                        }
                     }
                 }
-                if (done.All(d => d)) break;
+                if (done.All(d => d))
+                    break;
                 var newMask = cat([maskT, ones(B, 1, dtype: ScalarType.Int64)], 1).DetachFromDisposeScope();
-                maskT.Dispose(); maskT = newMask;
+                maskT.Dispose();
+                maskT = newMask;
                 next.Dispose();
                 next = tensor(chosen, [B, 1], dtype: ScalarType.Int64).DetachFromDisposeScope();
             }
         }
         finally
         {
-            maskT.Dispose(); next.Dispose(); ownRng?.Dispose();
-            if (wasTraining) model.train();
+            maskT.Dispose();
+            next.Dispose();
+            ownRng?.Dispose();
+            if (wasTraining)
+                model.train();
         }
-        return Enumerable.Range(0, B).Select(b => new Completion(outTokens[b].ToArray(), outLogps[b].ToArray(), !done[b], reason[b])).ToList();
+        return Enumerable
+            .Range(0, B)
+            .Select(b => new Completion(outTokens[b].ToArray(), outLogps[b].ToArray(), !done[b], reason[b]))
+            .ToList();
     }
 
     /// <summary>Chooses one token per row of float32 logits [B, V]; returns the ids and their log-probabilities.</summary>
     public static (long[] ids, float[] logps) Pick(Tensor logits, GenerationOptions opt, Generator? rng)
     {
         using var scope = NewDisposeScope();
-        int B = (int)logits.shape[0], V = (int)logits.shape[1];
+        int B = (int)logits.shape[0],
+            V = (int)logits.shape[1];
         var scaled = opt.Greedy || opt.Temperature == 1.0 ? logits : logits / opt.Temperature;
         var logp = scaled.log_softmax(-1);
         long[] ids;
-        if (opt.Greedy) ids = logits.argmax(-1).data<long>().ToArray();
+        if (opt.Greedy)
+            ids = logits.argmax(-1).data<long>().ToArray();
         else
         {
             Tensor probs;
-            bool topK = opt.TopK > 0 && opt.TopK < V, topP = opt.TopP < 1.0;
-            if (!topK && !topP) probs = logp.exp();   // softmax(scaled), reusing the log-softmax
+            bool topK = opt.TopK > 0 && opt.TopK < V,
+                topP = opt.TopP < 1.0;
+            if (!topK && !topP)
+                probs = logp.exp(); // softmax(scaled), reusing the log-softmax
             else
             {
                 var filtered = scaled;
@@ -138,15 +178,15 @@ public static class Generation
                 {
                     var (sorted, idx) = filtered.sort(-1, descending: true);
                     var sp = sorted.softmax(-1);
-                    var before = sp.cumsum(-1) - sp;                // mass strictly above each token
-                    var drop = before.gt(opt.TopP);                 // keep the smallest prefix whose mass reaches top_p
+                    var before = sp.cumsum(-1) - sp; // mass strictly above each token
+                    var drop = before.gt(opt.TopP); // keep the smallest prefix whose mass reaches top_p
                     var dropOrig = zeros_like(drop).scatter(-1, idx, drop);
                     filtered = filtered.masked_fill(dropOrig, float.NegativeInfinity);
                 }
                 probs = filtered.softmax(-1);
             }
             var u = rand([B], dtype: ScalarType.Float64, generator: rng).data<double>().ToArray();
-            var pc = probs.contiguous();   // read in place: a managed copy of [B, V] cost more than the sampling
+            var pc = probs.contiguous(); // read in place: a managed copy of [B, V] cost more than the sampling
             ids = SampleInverseCdf(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(pc.bytes), B, V, u);
         }
         using var chosen = tensor(ids, [B, 1], dtype: ScalarType.Int64);
@@ -164,19 +204,25 @@ public static class Generation
         {
             var row = probs.Slice(b * vocab, vocab);
             double total = 0;
-            foreach (var p in row) total += p;
+            foreach (var p in row)
+                total += p;
             if (!(total > 0) || double.IsInfinity(total))
-                throw new WorkbookException($"sampling: row {b} has no finite probability mass (logits all -inf or NaN)");
-            double target = u[b] * total, cum = 0;
+                throw new WorkbookException(
+                    $"sampling: row {b} has no finite probability mass (logits all -inf or NaN)"
+                );
+            double target = u[b] * total,
+                cum = 0;
             int pick = -1;
             for (int v = 0; v < vocab; v++)
             {
-                if (row[v] <= 0) continue;
+                if (row[v] <= 0)
+                    continue;
                 pick = v;
                 cum += row[v];
-                if (cum > target) break;
+                if (cum > target)
+                    break;
             }
-            ids[b] = pick;   // rounding at the very top ends on the last token with mass
+            ids[b] = pick; // rounding at the very top ends on the last token with mass
         }
         return ids;
     }

@@ -19,7 +19,8 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
     public Parameter weight;
     readonly double eps;
 
-    public Qwen3RMSNorm(long dim, double eps, ScalarType dtype, Device device) : base("Qwen3RMSNorm")
+    public Qwen3RMSNorm(long dim, double eps, ScalarType dtype, Device device)
+        : base("Qwen3RMSNorm")
     {
         weight = new Parameter(ones(dim, dtype: dtype, device: device));
         this.eps = eps;
@@ -29,7 +30,7 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);   // float32 at least (float64 for gradient checks)
+        var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32); // float32 at least (float64 for gradient checks)
         var normed = xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + eps);
         return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
@@ -37,9 +38,12 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
 
 public sealed class Qwen3MLP : nn.Module<Tensor, Tensor>
 {
-    public Linear gate_proj, up_proj, down_proj;
+    public Linear gate_proj,
+        up_proj,
+        down_proj;
 
-    public Qwen3MLP(Qwen3Config c, ScalarType dtype, Device device) : base("Qwen3MLP")
+    public Qwen3MLP(Qwen3Config c, ScalarType dtype, Device device)
+        : base("Qwen3MLP")
     {
         gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
         up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device: device, dtype: dtype);
@@ -56,14 +60,24 @@ public sealed class Qwen3MLP : nn.Module<Tensor, Tensor>
 
 public sealed class Qwen3Attention : nn.Module
 {
-    public Linear q_proj, k_proj, v_proj, o_proj;
-    public Qwen3RMSNorm q_norm, k_norm;
-    readonly int heads, kvHeads, headDim;
+    public Linear q_proj,
+        k_proj,
+        v_proj,
+        o_proj;
+    public Qwen3RMSNorm q_norm,
+        k_norm;
+    readonly int heads,
+        kvHeads,
+        headDim;
     readonly double scale;
 
-    public Qwen3Attention(Qwen3Config c, ScalarType dtype, Device device) : base("Qwen3Attention")
+    public Qwen3Attention(Qwen3Config c, ScalarType dtype, Device device)
+        : base("Qwen3Attention")
     {
-        heads = c.NumAttentionHeads; kvHeads = c.NumKeyValueHeads; headDim = c.HeadDim; scale = 1.0 / Math.Sqrt(headDim);
+        heads = c.NumAttentionHeads;
+        kvHeads = c.NumKeyValueHeads;
+        headDim = c.HeadDim;
+        scale = 1.0 / Math.Sqrt(headDim);
         q_proj = nn.Linear(c.HiddenSize, heads * headDim, hasBias: c.AttentionBias, device: device, dtype: dtype);
         k_proj = nn.Linear(c.HiddenSize, kvHeads * headDim, hasBias: c.AttentionBias, device: device, dtype: dtype);
         v_proj = nn.Linear(c.HiddenSize, kvHeads * headDim, hasBias: c.AttentionBias, device: device, dtype: dtype);
@@ -73,7 +87,8 @@ public sealed class Qwen3Attention : nn.Module
         RegisterComponents();
     }
 
-    internal static ScalarType AccumulateType(ScalarType t) => t == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+    internal static ScalarType AccumulateType(ScalarType t) =>
+        t == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
 
     static Tensor RotateHalf(Tensor x)
     {
@@ -86,15 +101,21 @@ public sealed class Qwen3Attention : nn.Module
     public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, KVCache? cache, int layer)
     {
         using var scope = NewDisposeScope();
-        long B = h.shape[0], T = h.shape[1];
+        long B = h.shape[0],
+            T = h.shape[1];
         var q = q_norm.forward(q_proj.forward(h).view(B, T, heads, headDim)).transpose(1, 2);
         var k = k_norm.forward(k_proj.forward(h).view(B, T, kvHeads, headDim)).transpose(1, 2);
         var v = v_proj.forward(h).view(B, T, kvHeads, headDim).transpose(1, 2);
         q = q * cos + RotateHalf(q) * sin;
         k = k * cos + RotateHalf(k) * sin;
-        if (cache is not null) (k, v) = cache.Append(layer, k, v);
+        if (cache is not null)
+            (k, v) = cache.Append(layer, k, v);
         int groups = heads / kvHeads;
-        if (groups > 1) { k = k.repeat_interleave(groups, dim: 1); v = v.repeat_interleave(groups, dim: 1); }
+        if (groups > 1)
+        {
+            k = k.repeat_interleave(groups, dim: 1);
+            v = v.repeat_interleave(groups, dim: 1);
+        }
         var scores = matmul(q, k.transpose(2, 3)) * scale;
         var probs = F.softmax(scores.to(AccumulateType(q.dtype)) + mask.to(AccumulateType(q.dtype)), -1).to(q.dtype);
         var ctx = matmul(probs, v).transpose(1, 2).reshape(B, T, heads * headDim);
@@ -106,9 +127,11 @@ public sealed class Qwen3DecoderLayer : nn.Module
 {
     public Qwen3Attention self_attn;
     public Qwen3MLP mlp;
-    public Qwen3RMSNorm input_layernorm, post_attention_layernorm;
+    public Qwen3RMSNorm input_layernorm,
+        post_attention_layernorm;
 
-    public Qwen3DecoderLayer(Qwen3Config c, ScalarType dtype, Device device) : base("Qwen3DecoderLayer")
+    public Qwen3DecoderLayer(Qwen3Config c, ScalarType dtype, Device device)
+        : base("Qwen3DecoderLayer")
     {
         self_attn = new Qwen3Attention(c, dtype, device);
         mlp = new Qwen3MLP(c, dtype, device);
@@ -132,10 +155,13 @@ public sealed class Qwen3Model : nn.Module
     public ModuleList<Qwen3DecoderLayer> layers;
     public Qwen3RMSNorm norm;
 
-    public Qwen3Model(Qwen3Config c, ScalarType dtype, Device device) : base("Qwen3Model")
+    public Qwen3Model(Qwen3Config c, ScalarType dtype, Device device)
+        : base("Qwen3Model")
     {
         embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize, device: device, dtype: dtype);
-        layers = nn.ModuleList(Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new Qwen3DecoderLayer(c, dtype, device)).ToArray());
+        layers = nn.ModuleList(
+            Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new Qwen3DecoderLayer(c, dtype, device)).ToArray()
+        );
         norm = new Qwen3RMSNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
     }
@@ -145,18 +171,26 @@ public sealed class Qwen3Model : nn.Module
 public sealed class Qwen3ForCausalLM : nn.Module
 {
     public Qwen3Model model;
-    public Linear? lm_head;   // null when tied: logits use model.embed_tokens.weight
+    public Linear? lm_head; // null when tied: logits use model.embed_tokens.weight
 
     public Qwen3Config Config { get; }
     public ScalarType DType { get; }
     public Device Device { get; }
-    readonly Tensor invFreq;   // float32 [head_dim/2], not a parameter
+    readonly Tensor invFreq; // float32 [head_dim/2], not a parameter
 
-    public Qwen3ForCausalLM(Qwen3Config config, ScalarType dtype = ScalarType.Float32, Device? device = null, long? seed = null) : base("Qwen3ForCausalLM")
+    public Qwen3ForCausalLM(
+        Qwen3Config config,
+        ScalarType dtype = ScalarType.Float32,
+        Device? device = null,
+        long? seed = null
+    )
+        : base("Qwen3ForCausalLM")
     {
         config.Validate();
         Memory.ForLargeModel(config.ParameterCount());
-        Config = config; DType = dtype; Device = device ?? CPU;
+        Config = config;
+        DType = dtype;
+        Device = device ?? CPU;
         using (no_grad())
         {
             model = new Qwen3Model(config, dtype, Device);
@@ -182,8 +216,10 @@ public sealed class Qwen3ForCausalLM : nn.Module
                 p.copy_(w.to(p.dtype));
                 w.Dispose();
             }
-            else if (name.EndsWith("norm.weight") || name.EndsWith("layernorm.weight")) p.fill_(1.0);
-            else p.zero_();
+            else if (name.EndsWith("norm.weight") || name.EndsWith("layernorm.weight"))
+                p.fill_(1.0);
+            else
+                p.zero_();
         }
         gen?.Dispose();
     }
@@ -195,29 +231,54 @@ public sealed class Qwen3ForCausalLM : nn.Module
     /// generation); <paramref name="positionIds"/> defaults to the count of real tokens before each position. With a
     /// <paramref name="cache"/>, keys/values of this call are appended and attention covers the cached prefix.
     /// </summary>
-    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null, bool lastOnly = false, Tensor? segmentIds = null)
+    public Tensor Forward(
+        Tensor inputIds,
+        Tensor? attentionMask = null,
+        Tensor? positionIds = null,
+        KVCache? cache = null,
+        bool lastOnly = false,
+        Tensor? segmentIds = null
+    )
     {
         using var scope = NewDisposeScope();
         var h = HiddenStates(inputIds, attentionMask, positionIds, cache, segmentIds);
-        if (lastOnly) h = h.select(1, -1);
+        if (lastOnly)
+            h = h.select(1, -1);
         return F.linear(h, LmHeadWeight).MoveToOuterDisposeScope();
     }
 
     /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.
     /// <paramref name="segmentIds"/> [B, T] (packed rows, no cache): a token only attends to earlier tokens of its own segment.</summary>
-    public Tensor HiddenStates(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null, Tensor? segmentIds = null)
+    public Tensor HiddenStates(
+        Tensor inputIds,
+        Tensor? attentionMask = null,
+        Tensor? positionIds = null,
+        KVCache? cache = null,
+        Tensor? segmentIds = null
+    )
     {
         using var scope = NewDisposeScope();
-        if (inputIds.dim() != 2) throw new ArgumentException($"input_ids must be [batch, seq], got [{string.Join(",", inputIds.shape)}]");
-        long B = inputIds.shape[0], T = inputIds.shape[1], past = cache?.Length ?? 0, S = past + T;
+        if (inputIds.dim() != 2)
+            throw new ArgumentException($"input_ids must be [batch, seq], got [{string.Join(",", inputIds.shape)}]");
+        long B = inputIds.shape[0],
+            T = inputIds.shape[1],
+            past = cache?.Length ?? 0,
+            S = past + T;
         var dev = Device;
-        Tensor keyMask = attentionMask is null ? ones(B, S, dtype: ScalarType.Bool, device: dev) : attentionMask.to(ScalarType.Bool).to(dev);
-        if (keyMask.shape[1] != S) throw new ArgumentException($"attention_mask must cover past+current = {S} positions, got {keyMask.shape[1]}");
+        Tensor keyMask = attentionMask is null
+            ? ones(B, S, dtype: ScalarType.Bool, device: dev)
+            : attentionMask.to(ScalarType.Bool).to(dev);
+        if (keyMask.shape[1] != S)
+            throw new ArgumentException(
+                $"attention_mask must cover past+current = {S} positions, got {keyMask.shape[1]}"
+            );
         positionIds ??= (keyMask.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0).narrow(1, past, T);
         positionIds = positionIds.to(dev);
 
         // RoPE tables [B, 1, T, head_dim] in float32, cast to the compute dtype (as transformers does).
-        var freqs = positionIds.to(Qwen3Attention.AccumulateType(DType)).unsqueeze(-1) * invFreq.to(Qwen3Attention.AccumulateType(DType));
+        var freqs =
+            positionIds.to(Qwen3Attention.AccumulateType(DType)).unsqueeze(-1)
+            * invFreq.to(Qwen3Attention.AccumulateType(DType));
         var emb = cat([freqs, freqs], -1);
         var cos = emb.cos().unsqueeze(1).to(DType);
         var sin = emb.sin().unsqueeze(1).to(DType);
@@ -228,11 +289,13 @@ public sealed class Qwen3ForCausalLM : nn.Module
         var allowed = kj.le(qi).unsqueeze(0).unsqueeze(0) & keyMask.unsqueeze(1).unsqueeze(1);
         if (segmentIds is not null)
         {
-            if (past != 0) throw new ArgumentException("segment ids (packing) cannot be combined with a KV cache");
+            if (past != 0)
+                throw new ArgumentException("segment ids (packing) cannot be combined with a KV cache");
             var seg = segmentIds.to(dev);
             allowed = allowed & seg.unsqueeze(2).eq(seg.unsqueeze(1)).unsqueeze(1);
         }
-        var mask = zeros(allowed.shape, dtype: ScalarType.Float32, device: dev).masked_fill(allowed.logical_not(), -1e30f);
+        var mask = zeros(allowed.shape, dtype: ScalarType.Float32, device: dev)
+            .masked_fill(allowed.logical_not(), -1e30f);
 
         var h = model.embed_tokens.forward(inputIds.to(dev));
         for (int i = 0; i < model.layers.Count; i++)
@@ -252,25 +315,30 @@ public sealed class Qwen3ForCausalLM : nn.Module
 /// </summary>
 public sealed class KVCache : IDisposable
 {
-    readonly Tensor[] keys, values;
+    readonly Tensor[] keys,
+        values;
     public long Length { get; private set; }
     public long Capacity { get; }
 
     public KVCache(Qwen3Config c, long batch, long capacity, ScalarType dtype, Device device)
     {
         Capacity = capacity;
-        keys = new Tensor[c.NumHiddenLayers]; values = new Tensor[c.NumHiddenLayers];
+        keys = new Tensor[c.NumHiddenLayers];
+        values = new Tensor[c.NumHiddenLayers];
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
-            keys[i] = zeros([batch, c.NumKeyValueHeads, capacity, c.HeadDim], dtype: dtype, device: device).DetachFromDisposeScope();
-            values[i] = zeros([batch, c.NumKeyValueHeads, capacity, c.HeadDim], dtype: dtype, device: device).DetachFromDisposeScope();
+            keys[i] = zeros([batch, c.NumKeyValueHeads, capacity, c.HeadDim], dtype: dtype, device: device)
+                .DetachFromDisposeScope();
+            values[i] = zeros([batch, c.NumKeyValueHeads, capacity, c.HeadDim], dtype: dtype, device: device)
+                .DetachFromDisposeScope();
         }
     }
 
     internal (Tensor k, Tensor v) Append(int layer, Tensor k, Tensor v)
     {
         long T = k.shape[2];
-        if (Length + T > Capacity) throw new InvalidOperationException($"KV cache full: {Length}+{T} > capacity {Capacity}");
+        if (Length + T > Capacity)
+            throw new InvalidOperationException($"KV cache full: {Length}+{T} > capacity {Capacity}");
         using (no_grad())
         {
             keys[layer].narrow(2, Length, T).copy_(k);
@@ -283,7 +351,9 @@ public sealed class KVCache : IDisposable
 
     public void Dispose()
     {
-        foreach (var t in keys) t.Dispose();
-        foreach (var t in values) t.Dispose();
+        foreach (var t in keys)
+            t.Dispose();
+        foreach (var t in values)
+            t.Dispose();
     }
 }

@@ -8,11 +8,14 @@ public static class Nfc
 {
     public static string Normalize(string s)
     {
-        try { return s.IsNormalized(NormalizationForm.FormC) ? s : s.Normalize(NormalizationForm.FormC); }
+        try
+        {
+            return s.IsNormalized(NormalizationForm.FormC) ? s : s.Normalize(NormalizationForm.FormC);
+        }
         catch (ArgumentException) { }
         var sb = new StringBuilder(s.Length);
         int runStart = 0;
-        for (int i = 0; i < s.Length;)
+        for (int i = 0; i < s.Length; )
         {
             var status = Rune.DecodeFromUtf16(s.AsSpan(i), out var r, out int n);
             bool breaker = status != System.Buffers.OperationStatus.Done || IsNonCharacter(r.Value);

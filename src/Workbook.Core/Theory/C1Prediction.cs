@@ -10,15 +10,26 @@
 namespace Workbook.Theory;
 
 public sealed record C1Prediction(
-    double Mean, double[] Ci95, double LogZTerm, double DataTerm, double Beta, int Prompts, int SamplesPerPrompt,
-    double DataReward, string DataRewardSource, double MeanSuccess, double RewardAtOptimum);
+    double Mean,
+    double[] Ci95,
+    double LogZTerm,
+    double DataTerm,
+    double Beta,
+    int Prompts,
+    int SamplesPerPrompt,
+    double DataReward,
+    string DataRewardSource,
+    double MeanSuccess,
+    double RewardAtOptimum
+);
 
 public static class C1Predictor
 {
     /// <summary>log(1 + P(e^{1/β} − 1)), computed stably for small β.</summary>
     public static double LogZ(double p, double beta)
     {
-        if (p <= 0) return 0;
+        if (p <= 0)
+            return 0;
         // log(1 − P + P·e^{1/β}) = 1/β + log(P + (1 − P)e^{−1/β})
         return 1 / beta + Math.Log(p + (1 - p) * Math.Exp(-1 / beta));
     }
@@ -28,14 +39,24 @@ public static class C1Predictor
     public static double RewardAtOptimum(double p, double beta) => p <= 0 ? 0 : p / (p + (1 - p) * Math.Exp(-1 / beta));
 
     /// <summary>The prediction from per-prompt success counts out of k samples and the expert data's mean reward.</summary>
-    public static C1Prediction FromCounts(IReadOnlyList<int> successes, int k, double beta, double dataReward,
-        string dataRewardSource, int bootstrap = 2000, int seed = 0)
+    public static C1Prediction FromCounts(
+        IReadOnlyList<int> successes,
+        int k,
+        double beta,
+        double dataReward,
+        string dataRewardSource,
+        int bootstrap = 2000,
+        int seed = 0
+    )
     {
-        if (!(beta > 0)) throw new ArgumentException("the prediction needs beta > 0");
-        if (successes.Count == 0 || k < 1) throw new ArgumentException("the prediction needs prompts and samples");
+        if (!(beta > 0))
+            throw new ArgumentException("the prediction needs beta > 0");
+        if (successes.Count == 0 || k < 1)
+            throw new ArgumentException("the prediction needs prompts and samples");
         double Point(IEnumerable<double> ps) => ps.Average(p => LogZ(p, beta)) - dataReward / beta;
         var phat = successes.Select(s => s / (double)k).ToArray();
-        double mean = Point(phat), logZ = phat.Average(p => LogZ(p, beta));
+        double mean = Point(phat),
+            logZ = phat.Average(p => LogZ(p, beta));
         var rng = new Random(seed);
         var reps = new double[bootstrap];
         int n = phat.Length;
@@ -46,15 +67,28 @@ public static class C1Predictor
             {
                 double p = phat[rng.Next(n)];
                 int s = 0;
-                for (int j = 0; j < k; j++) if (rng.NextDouble() < p) s++;
+                for (int j = 0; j < k; j++)
+                    if (rng.NextDouble() < p)
+                        s++;
                 sum += LogZ(s / (double)k, beta);
             }
             reps[b] = sum / n - dataReward / beta;
         }
         Array.Sort(reps);
         double Q(double q) => reps[Math.Clamp((int)Math.Floor(q * (bootstrap - 1)), 0, bootstrap - 1)];
-        return new C1Prediction(mean, [Q(0.025), Q(0.975)], logZ, dataReward / beta, beta, n, k, dataReward,
-            dataRewardSource, phat.Average(), phat.Average(p => RewardAtOptimum(p, beta)));
+        return new C1Prediction(
+            mean,
+            [Q(0.025), Q(0.975)],
+            logZ,
+            dataReward / beta,
+            beta,
+            n,
+            k,
+            dataReward,
+            dataRewardSource,
+            phat.Average(),
+            phat.Average(p => RewardAtOptimum(p, beta))
+        );
     }
 
     /// <summary>The exact ΔL_SFT (nats per response) for enumerable distributions: expert data p_data(y|x), reference p(y|x)
@@ -67,7 +101,8 @@ public static class C1Predictor
             var w = pRef[x].Select((p, y) => p * Math.Exp(reward[x][y] / beta)).ToArray();
             double z = w.Sum();
             for (int y = 0; y < pData[x].Length; y++)
-                if (pData[x][y] > 0) total += pData[x][y] * (Math.Log(pRef[x][y]) - Math.Log(w[y] / z));
+                if (pData[x][y] > 0)
+                    total += pData[x][y] * (Math.Log(pRef[x][y]) - Math.Log(w[y] / z));
         }
         return total / pData.Length;
     }

@@ -15,7 +15,9 @@ public static class Curvature
     public static double[] Get(Qwen3ForCausalLM model)
     {
         using var scope = NewDisposeScope();
-        return cat(Parameters(model).Select(p => p.detach().flatten().to(ScalarType.Float64)).ToArray()).data<double>().ToArray();
+        return cat(Parameters(model).Select(p => p.detach().flatten().to(ScalarType.Float64)).ToArray())
+            .data<double>()
+            .ToArray();
     }
 
     /// <summary>Writes a flat vector back into the parameters (in their dtype).</summary>
@@ -27,11 +29,13 @@ public static class Curvature
         foreach (var p in Parameters(model))
         {
             long n = p.numel();
-            if (o + n > theta.Length) throw new ArgumentException($"parameter vector has {theta.Length} entries, the model needs more");
+            if (o + n > theta.Length)
+                throw new ArgumentException($"parameter vector has {theta.Length} entries, the model needs more");
             p.copy_(tensor(theta.AsSpan((int)o, (int)n).ToArray(), p.shape).to(p.dtype));
             o += n;
         }
-        if (o != theta.Length) throw new ArgumentException($"parameter vector has {theta.Length} entries, the model has {o}");
+        if (o != theta.Length)
+            throw new ArgumentException($"parameter vector has {theta.Length} entries, the model has {o}");
     }
 
     /// <summary>f(θ) and ∇f(θ) as a flat vector.</summary>
@@ -64,10 +68,19 @@ public static class Curvature
     }
 
     /// <summary>The eigenvalue of ∇²f(θ) largest in magnitude, by power iteration (Rayleigh quotient of the last iterate).</summary>
-    public static (double Value, int Iterations) TopHessianEigenvalue(Qwen3ForCausalLM model, Func<Tensor> f, int maxIterations = 30, double tol = 1e-4, int seed = 0, double[]? start = null)
+    public static (double Value, int Iterations) TopHessianEigenvalue(
+        Qwen3ForCausalLM model,
+        Func<Tensor> f,
+        int maxIterations = 30,
+        double tol = 1e-4,
+        int seed = 0,
+        double[]? start = null
+    )
     {
         var rng = new Random(seed);
-        var v = start is not null ? (double[])start.Clone() : Enumerable.Range(0, Get(model).Length).Select(_ => rng.NextDouble() - 0.5).ToArray();
+        var v = start is not null
+            ? (double[])start.Clone()
+            : Enumerable.Range(0, Get(model).Length).Select(_ => rng.NextDouble() - 0.5).ToArray();
         Normalize(v);
         double lam = 0;
         for (int it = 1; it <= maxIterations; it++)
@@ -75,9 +88,12 @@ public static class Curvature
             var hv = HessianVector(model, f, v);
             double next = Dot(v, hv);
             double n = Math.Sqrt(Dot(hv, hv));
-            if (n == 0) return (0, it);
-            for (int k = 0; k < v.Length; k++) v[k] = hv[k] / n;
-            if (it > 1 && Math.Abs(next - lam) <= tol * Math.Abs(next)) return (next, it);
+            if (n == 0)
+                return (0, it);
+            for (int k = 0; k < v.Length; k++)
+                v[k] = hv[k] / n;
+            if (it > 1 && Math.Abs(next - lam) <= tol * Math.Abs(next))
+                return (next, it);
             lam = next;
         }
         return (lam, maxIterations);
@@ -85,19 +101,57 @@ public static class Curvature
 
     /// <summary>Gradients of the parameters (as autograd.grad returns them; unused ones undefined) as one flat vector.</summary>
     internal static double[] Flat(Tensor[] ps, IList<Tensor> g) =>
-        cat(ps.Select((p, i) => g[i] is null || g[i].Handle == IntPtr.Zero ? zeros(p.numel(), dtype: ScalarType.Float64) : g[i].flatten().to(ScalarType.Float64)).ToArray())
-            .data<double>().ToArray();
+        cat(
+                ps.Select(
+                        (p, i) =>
+                            g[i] is null || g[i].Handle == IntPtr.Zero
+                                ? zeros(p.numel(), dtype: ScalarType.Float64)
+                                : g[i].flatten().to(ScalarType.Float64)
+                    )
+                    .ToArray()
+            )
+            .data<double>()
+            .ToArray();
 
-    public static double Dot(double[] a, double[] b) { double s = 0; for (int k = 0; k < a.Length; k++) s += a[k] * b[k]; return s; }
+    public static double Dot(double[] a, double[] b)
+    {
+        double s = 0;
+        for (int k = 0; k < a.Length; k++)
+            s += a[k] * b[k];
+        return s;
+    }
+
     public static double Norm(double[] a) => Math.Sqrt(Dot(a, a));
+
     /// <summary>cos(a, b); 0 when either is zero.</summary>
-    public static double Cosine(double[] a, double[] b) { double na = Norm(a), nb = Norm(b); return na == 0 || nb == 0 ? 0 : Dot(a, b) / (na * nb); }
+    public static double Cosine(double[] a, double[] b)
+    {
+        double na = Norm(a),
+            nb = Norm(b);
+        return na == 0 || nb == 0 ? 0 : Dot(a, b) / (na * nb);
+    }
+
     public static double[] Sum(IReadOnlyList<double[]> vs)
     {
         var r = new double[vs.Count > 0 ? vs[0].Length : 0];
-        foreach (var v in vs) for (int k = 0; k < r.Length; k++) r[k] += v[k];
+        foreach (var v in vs)
+            for (int k = 0; k < r.Length; k++)
+                r[k] += v[k];
         return r;
     }
-    static void Normalize(double[] a) { var n = Norm(a); for (int k = 0; k < a.Length; k++) a[k] /= n; }
-    public static double[] Axpy(double[] x, double[] y, double a) { var r = (double[])x.Clone(); for (int k = 0; k < r.Length; k++) r[k] += a * y[k]; return r; }
+
+    static void Normalize(double[] a)
+    {
+        var n = Norm(a);
+        for (int k = 0; k < a.Length; k++)
+            a[k] /= n;
+    }
+
+    public static double[] Axpy(double[] x, double[] y, double a)
+    {
+        var r = (double[])x.Clone();
+        for (int k = 0; k < r.Length; k++)
+            r[k] += a * y[k];
+        return r;
+    }
 }

@@ -17,16 +17,23 @@ public static class GradientAlignment
         trainer.BeforeUpdate = (batch, step) =>
         {
             var rng = new Random(unchecked((int)(o.Seed * 31 + step)));
-            var expert = Enumerable.Range(0, o.GradientAlignmentExamples)
-                .Select(_ => trainer.Codec.Sft(trainer.Prompts[rng.Next(trainer.Prompts.Count)])).ToList();
+            var expert = Enumerable
+                .Range(0, o.GradientAlignmentExamples)
+                .Select(_ => trainer.Codec.Sft(trainer.Prompts[rng.Next(trainer.Prompts.Count)]))
+                .ToList();
             return Measure(trainer.Policy, expert, trainer.Codec.PadId, batch, (int)step);
         };
     }
 
-    public static Dictionary<string, double> Measure(Qwen3ForCausalLM model, IReadOnlyList<SftSequence> expert, int padId,
-        GrpoBatch batch, int seed)
+    public static Dictionary<string, double> Measure(
+        Qwen3ForCausalLM model,
+        IReadOnlyList<SftSequence> expert,
+        int padId,
+        GrpoBatch batch,
+        int seed
+    )
     {
-        var (sftParts, rlParts) = Pieces(model, expert, padId, batch);   // autograd.grad: .grad untouched
+        var (sftParts, rlParts) = Pieces(model, expert, padId, batch); // autograd.grad: .grad untouched
         var s = Spectral.Estimate(sftParts, rlParts, seed: seed);
         return new()
         {
@@ -40,11 +47,16 @@ public static class GradientAlignment
     }
 
     /// <summary>Per-example gradients that sum exactly to ∇L_SFT (token mean over the expert batch) and to ∇(GRPO loss).</summary>
-    public static (List<double[]> Sft, List<double[]> Rl) Pieces(Qwen3ForCausalLM model, IReadOnlyList<SftSequence> expert,
-        int padId, GrpoBatch batch)
+    public static (List<double[]> Sft, List<double[]> Rl) Pieces(
+        Qwen3ForCausalLM model,
+        IReadOnlyList<SftSequence> expert,
+        int padId,
+        GrpoBatch batch
+    )
     {
         long sftTokens = Losses.MakeSftBatch(expert, padId, 4096, packing: false).Tokens;
-        var sft = new List<double[]>(); var rl = new List<double[]>();
+        var sft = new List<double[]>();
+        var rl = new List<double[]>();
         foreach (var e in expert)
         {
             var one = Losses.MakeSftBatch([e], padId, 4096, packing: false);

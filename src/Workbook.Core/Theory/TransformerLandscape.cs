@@ -22,44 +22,111 @@ namespace Workbook.Theory;
 public sealed record TransformerLandscapeOptions
 {
     public int Prompts { get; init; } = 12;
+
     /// <summary>Reply templates ({label}, {other}) and their share in the expert data.</summary>
-    public string[] Candidates { get; init; } = ["Answer: {label}", "{label}", "It is {label}.", "Answer: {other}", "It is {other}."];
+    public string[] Candidates { get; init; } =
+    ["Answer: {label}", "{label}", "It is {label}.", "Answer: {other}", "It is {other}."];
     public double[] ExpertMix { get; init; } = [0.5, 0.2, 0.2, 0.07, 0.03];
     public double Beta { get; init; } = 0.5;
     public int SftSteps { get; init; } = 300;
     public double SftLearningRate { get; init; } = 3e-3;
     public int RlSteps { get; init; } = 60;
+
     /// <summary>Extra RL steps after the measured ones, to see where RL ends (the predicted final SFT rise).</summary>
     public int RlTailSteps { get; init; } = 240;
+
     /// <summary>λ of Φ(T) = [J(θ_T) − J(θ_0)] − λ[L_S(θ_T) − L_S(θ_0)].</summary>
     public double Lambda { get; init; } = 0.25;
+
     /// <summary>SFT snapshots (steps 0, 1, 2, 3, 5, 8, ... growing by half) from which one RL step tests the non-decoupling threshold.</summary>
     public int ThresholdPoints { get; init; } = 12;
+
     /// <summary>Estimate ℓ_S, ℓ_R every this many RL steps.</summary>
     public int CurvatureEvery { get; init; } = 10;
     public int PowerIterations { get; init; } = 30;
     public int Seed { get; init; } = 0;
 
-    public TransformerLandscapeOptions Quick() => this with { Prompts = 8, SftSteps = 200, RlSteps = 30, RlTailSteps = 90, CurvatureEvery = 15, PowerIterations = 20 };
+    public TransformerLandscapeOptions Quick() =>
+        this with
+        {
+            Prompts = 8,
+            SftSteps = 200,
+            RlSteps = 30,
+            RlTailSteps = 90,
+            CurvatureEvery = 15,
+            PowerIterations = 20,
+        };
 }
 
-public sealed record TransformerStep(int T, double SftLoss, double Objective, double Reward, double SftGradNorm, double RlGradNorm, double Cos,
-    double TaylorResidual, double TaylorBound, double RiseUpperBound, double ObjectiveGapBound, bool SufficientHeld, bool SftDecreased);
+public sealed record TransformerStep(
+    int T,
+    double SftLoss,
+    double Objective,
+    double Reward,
+    double SftGradNorm,
+    double RlGradNorm,
+    double Cos,
+    double TaylorResidual,
+    double TaylorBound,
+    double RiseUpperBound,
+    double ObjectiveGapBound,
+    bool SufficientHeld,
+    bool SftDecreased
+);
 
 /// <summary>One RL step from an SFT snapshot: the SFT gap, cos(∇J, −∇L_S), the cosine the sufficient condition needs,
 /// whether it held, whether L_S fell, and the gap the condition requires (ℓ_S η²‖∇J‖²/(8cos²φ), when cos > 0).</summary>
-public sealed record ThresholdPoint(int SftStep, double SftGap, double Cos, double CosNeeded, bool SufficientHeld, bool SftDecreased, double GapNeeded);
+public sealed record ThresholdPoint(
+    int SftStep,
+    double SftGap,
+    double Cos,
+    double CosNeeded,
+    bool SufficientHeld,
+    bool SftDecreased,
+    double GapNeeded
+);
 
-public sealed record MisalignmentCheck(double Cos, double CosFromGram, double Epsilon, double Bound, double TopFraction);
+public sealed record MisalignmentCheck(
+    double Cos,
+    double CosFromGram,
+    double Epsilon,
+    double Bound,
+    double TopFraction
+);
 
 public sealed record TransformerLandscapeResult(
-    long Parameters, double Beta, double SftLossStart, double SftEntropyFloor, double SftGradNormStart, double EllS, double EllR, double MuR,
-    double Eta, double Kappa, double JStar, IReadOnlyList<TransformerStep> Trajectory, int TaylorViolations, int RiseViolations, int ContractionViolations,
-    int SufficientHeld, int SufficientButIncreased, int StepsThatLoweredSft, int MeasuredTStar, double PredictedTStar, double Lambda,
-    double PredictedFinalRise, double MeasuredFinalRise, double FinalObjective, int TotalRlSteps,
-    MisalignmentCheck AtStart, MisalignmentCheck AtEnd, IReadOnlyList<ThresholdPoint> Threshold)
+    long Parameters,
+    double Beta,
+    double SftLossStart,
+    double SftEntropyFloor,
+    double SftGradNormStart,
+    double EllS,
+    double EllR,
+    double MuR,
+    double Eta,
+    double Kappa,
+    double JStar,
+    IReadOnlyList<TransformerStep> Trajectory,
+    int TaylorViolations,
+    int RiseViolations,
+    int ContractionViolations,
+    int SufficientHeld,
+    int SufficientButIncreased,
+    int StepsThatLoweredSft,
+    int MeasuredTStar,
+    double PredictedTStar,
+    double Lambda,
+    double PredictedFinalRise,
+    double MeasuredFinalRise,
+    double FinalObjective,
+    int TotalRlSteps,
+    MisalignmentCheck AtStart,
+    MisalignmentCheck AtEnd,
+    IReadOnlyList<ThresholdPoint> Threshold
+)
 {
-    [JsonIgnore] public TransformerStep Last => Trajectory[^1];
+    [JsonIgnore]
+    public TransformerStep Last => Trajectory[^1];
 }
 
 /// <summary>The transformer restricted to a finite set of replies per prompt, with exact SFT and RL objectives.</summary>
@@ -75,14 +142,26 @@ public sealed class CandidatePolicy
     public double[,]? Reference { get; private set; }
     public IReadOnlyList<string[]> Texts { get; }
 
-    public CandidatePolicy(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> prompts, IVerifier reward, TransformerLandscapeOptions o)
+    public CandidatePolicy(
+        Qwen3ForCausalLM model,
+        Codec codec,
+        IReadOnlyList<Example> prompts,
+        IVerifier reward,
+        TransformerLandscapeOptions o
+    )
     {
-        if (o.Candidates.Length != o.ExpertMix.Length) throw new WorkbookException("landscape: candidates and expert_mix differ in length");
-        if (Math.Abs(o.ExpertMix.Sum() - 1) > 1e-9 || o.ExpertMix.Any(p => !(p > 0))) throw new WorkbookException("landscape: expert_mix must be positive and sum to 1");
-        this.model = model; Beta = o.Beta;
-        P = prompts.Count; K = o.Candidates.Length;
-        Rewards = new double[P, K]; Data = new double[P, K];
-        var texts = new List<string[]>(); var seqs = new List<SftSequence>();
+        if (o.Candidates.Length != o.ExpertMix.Length)
+            throw new WorkbookException("landscape: candidates and expert_mix differ in length");
+        if (Math.Abs(o.ExpertMix.Sum() - 1) > 1e-9 || o.ExpertMix.Any(p => !(p > 0)))
+            throw new WorkbookException("landscape: expert_mix must be positive and sum to 1");
+        this.model = model;
+        Beta = o.Beta;
+        P = prompts.Count;
+        K = o.Candidates.Length;
+        Rewards = new double[P, K];
+        Data = new double[P, K];
+        var texts = new List<string[]>();
+        var seqs = new List<SftSequence>();
         for (int x = 0; x < P; x++)
         {
             var e = prompts[x];
@@ -114,21 +193,35 @@ public sealed class CandidatePolicy
 
     /// <summary>L_S as a function of the candidates' log-probs (so that ∂L_S/∂z is available).</summary>
     public Tensor SftLoss(Tensor z) => -(T(Data) * z.log_softmax(1)).sum(1).mean();
+
     public Tensor SftLoss() => SftLoss(SequenceLogProbs());
 
     /// <summary>J_β as a function of the candidates' log-probs; needs the reference (FixReference).</summary>
     public Tensor Objective(Tensor z)
     {
-        if (Reference is null) throw new InvalidOperationException("FixReference first");
-        var logp = z.log_softmax(1); var p = logp.exp();
+        if (Reference is null)
+            throw new InvalidOperationException("FixReference first");
+        var logp = z.log_softmax(1);
+        var p = logp.exp();
         return ((p * T(Rewards)).sum(1) - Beta * (p * (logp - T(Reference).log())).sum(1)).mean();
     }
+
     public Tensor Objective() => Objective(SequenceLogProbs());
 
     /// <summary>Mean strict reward p_θ·r.</summary>
-    public double Reward() { using var _ = no_grad(); using var s = NewDisposeScope(); return (SequenceLogProbs().softmax(1) * T(Rewards)).sum(1).mean().item<double>(); }
+    public double Reward()
+    {
+        using var _ = no_grad();
+        using var s = NewDisposeScope();
+        return (SequenceLogProbs().softmax(1) * T(Rewards)).sum(1).mean().item<double>();
+    }
 
-    public double[,] Policy() { using var _ = no_grad(); using var s = NewDisposeScope(); return ToArray(SequenceLogProbs().softmax(1)); }
+    public double[,] Policy()
+    {
+        using var _ = no_grad();
+        using var s = NewDisposeScope();
+        return ToArray(SequenceLogProbs().softmax(1));
+    }
 
     /// <summary>The current policy becomes the RL reference p_0.</summary>
     public void FixReference() => Reference = Policy();
@@ -137,18 +230,30 @@ public sealed class CandidatePolicy
     public (double JStar, double[,] PStar) Optimum()
     {
         var r0 = Reference ?? throw new InvalidOperationException("FixReference first");
-        var ps = new double[P, K]; double j = 0;
+        var ps = new double[P, K];
+        double j = 0;
         for (int x = 0; x < P; x++)
         {
-            double z = 0; for (int k = 0; k < K; k++) z += r0[x, k] * Math.Exp(Rewards[x, k] / Beta);
-            for (int k = 0; k < K; k++) ps[x, k] = r0[x, k] * Math.Exp(Rewards[x, k] / Beta) / z;
+            double z = 0;
+            for (int k = 0; k < K; k++)
+                z += r0[x, k] * Math.Exp(Rewards[x, k] / Beta);
+            for (int k = 0; k < K; k++)
+                ps[x, k] = r0[x, k] * Math.Exp(Rewards[x, k] / Beta) / z;
             j += Beta * Math.Log(z) / P;
         }
         return (j, ps);
     }
 
     /// <summary>E_x CE(p_data, p) for a table p.</summary>
-    public double CrossEntropy(double[,] p) { double s = 0; for (int x = 0; x < P; x++) for (int k = 0; k < K; k++) s -= Data[x, k] * Math.Log(p[x, k]) / P; return s; }
+    public double CrossEntropy(double[,] p)
+    {
+        double s = 0;
+        for (int x = 0; x < P; x++)
+        for (int k = 0; k < K; k++)
+            s -= Data[x, k] * Math.Log(p[x, k]) / P;
+        return s;
+    }
+
     public double DataEntropy => CrossEntropy(Data);
 
     /// <summary>The misalignment lemma with M = J_θ J_θᵀ exact: J_θ has one row per candidate log-prob (P·K backward passes).</summary>
@@ -159,7 +264,7 @@ public sealed class CandidatePolicy
         var z = SequenceLogProbs();
         var zl = z.detach().requires_grad_(true);
         var gS = autograd.grad([SftLoss(zl)], [zl])[0].flatten();
-        var gR = autograd.grad([-Objective(zl)], [zl])[0].flatten();   // descent direction on −J
+        var gR = autograd.grad([-Objective(zl)], [zl])[0].flatten(); // descent direction on −J
         int n = P * K;
         var rows = new double[n][];
         var flat = z.flatten();
@@ -168,14 +273,25 @@ public sealed class CandidatePolicy
             rows[i] = Curvature.Flat(ps, autograd.grad([flat[i]], ps, retain_graph: true, allow_unused: true));
         }
         var M = new double[n, n];
-        for (int i = 0; i < n; i++) for (int j = i; j < n; j++) M[i, j] = M[j, i] = Curvature.Dot(rows[i], rows[j]);
-        var a = gS.to(ScalarType.Float64).data<double>().ToArray(); var b = gR.to(ScalarType.Float64).data<double>().ToArray();
+        for (int i = 0; i < n; i++)
+        for (int j = i; j < n; j++)
+            M[i, j] = M[j, i] = Curvature.Dot(rows[i], rows[j]);
+        var a = gS.to(ScalarType.Float64).data<double>().ToArray();
+        var b = gR.to(ScalarType.Float64).data<double>().ToArray();
         // the parameter-space gradients G = J_θᵀ g, directly
-        var GS = new double[rows[0].Length]; var GR = new double[rows[0].Length];
-        for (int i = 0; i < n; i++) for (int k = 0; k < GS.Length; k++) { GS[k] += a[i] * rows[i][k]; GR[k] += b[i] * rows[i][k]; }
+        var GS = new double[rows[0].Length];
+        var GR = new double[rows[0].Length];
+        for (int i = 0; i < n; i++)
+        for (int k = 0; k < GS.Length; k++)
+        {
+            GS[k] += a[i] * rows[i][k];
+            GR[k] += b[i] * rows[i][k];
+        }
         double cos = Curvature.Cosine(GS, GR);
         var (cosM, eps, bound) = Landscape.SpectralConcentration(M, a, b);
-        double trace = 0; for (int i = 0; i < n; i++) trace += M[i, i];
+        double trace = 0;
+        for (int i = 0; i < n; i++)
+            trace += M[i, i];
         double top = Linalg.SymmetricEigen(M).values.Max();
         // SpectralConcentration returns |cos|; keep the sign of the direct one
         return new MisalignmentCheck(cos, Math.Sign(cos) * cosM, eps, bound, top / trace);
@@ -184,9 +300,12 @@ public sealed class CandidatePolicy
     static double[,] ToArray(Tensor t)
     {
         var d = t.to(ScalarType.Float64).cpu().data<double>().ToArray();
-        int r = (int)t.shape[0], c = (int)t.shape[1];
+        int r = (int)t.shape[0],
+            c = (int)t.shape[1];
         var a = new double[r, c];
-        for (int i = 0; i < r; i++) for (int j = 0; j < c; j++) a[i, j] = d[i * c + j];
+        for (int i = 0; i < r; i++)
+        for (int j = 0; j < c; j++)
+            a[i, j] = d[i * c + j];
         return a;
     }
 }
@@ -194,9 +313,17 @@ public sealed class CandidatePolicy
 public static class TransformerLandscape
 {
     /// <summary>Runs the protocol on a float64 model (changed in place) and compares predictions with measurements.</summary>
-    public static TransformerLandscapeResult Run(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> prompts, IVerifier reward, TransformerLandscapeOptions o, Action<string>? log = null)
+    public static TransformerLandscapeResult Run(
+        Qwen3ForCausalLM model,
+        Codec codec,
+        IReadOnlyList<Example> prompts,
+        IVerifier reward,
+        TransformerLandscapeOptions o,
+        Action<string>? log = null
+    )
     {
-        if (model.parameters().First().dtype != ScalarType.Float64) throw new WorkbookException("landscape: the model must be float64 (exact constants)");
+        if (model.parameters().First().dtype != ScalarType.Float64)
+            throw new WorkbookException("landscape: the model must be float64 (exact constants)");
         log ??= _ => { };
         var pol = new CandidatePolicy(model, codec, prompts.Take(o.Prompts).ToList(), reward, o);
         model.train(false);
@@ -204,33 +331,47 @@ public static class TransformerLandscape
         // (1) SFT to near-stationarity, keeping snapshots for the threshold test
         var snapshots = new List<(int Step, double[] Theta)>();
         var snapAt = new SortedSet<int>();
-        for (double v = 1; snapAt.Count < o.ThresholdPoints && v < o.SftSteps; v *= 1.5) snapAt.Add((int)v - 1);
+        for (double v = 1; snapAt.Count < o.ThresholdPoints && v < o.SftSteps; v *= 1.5)
+            snapAt.Add((int)v - 1);
         using (var opt = optim.Adam(model.parameters(), o.SftLearningRate))
             for (int s = 0; s < o.SftSteps; s++)
             {
-                if (snapAt.Contains(s)) snapshots.Add((s, Curvature.Get(model)));
+                if (snapAt.Contains(s))
+                    snapshots.Add((s, Curvature.Get(model)));
                 using var scope = NewDisposeScope();
                 opt.zero_grad();
                 var l = pol.SftLoss();
                 l.backward();
                 opt.step();
-                if (s % 100 == 0) log($"landscape sft step {s}: L_S {l.item<double>():F5}");
+                if (s % 100 == 0)
+                    log($"landscape sft step {s}: L_S {l.item<double>():F5}");
             }
-        foreach (var p in model.parameters()) p.grad?.zero_();
+        foreach (var p in model.parameters())
+            p.grad?.zero_();
         pol.FixReference();
         var theta0 = Curvature.Get(model);
         var (s0, gS0) = Curvature.Gradient(model, () => pol.SftLoss());
         var (jStar, pStar) = pol.Optimum();
 
         // (2) RL by gradient ascent, η = 1/ℓ_R(θ_0); curvature re-estimated along the way
-        double ellS = Math.Abs(Curvature.TopHessianEigenvalue(model, () => pol.SftLoss(), o.PowerIterations, seed: o.Seed).Value);
-        double ellR0 = Math.Abs(Curvature.TopHessianEigenvalue(model, () => pol.Objective(), o.PowerIterations, seed: o.Seed + 1).Value);
-        double ellR = ellR0, eta = 1 / ellR0;
-        log($"landscape: θ_0 L_S {s0:F5} (floor {pol.DataEntropy:F5}), ‖∇L_S‖ {Curvature.Norm(gS0):E2}, ℓ_S {ellS:F3}, ℓ_R {ellR0:F3}, η {eta:F4}");
+        double ellS = Math.Abs(
+            Curvature.TopHessianEigenvalue(model, () => pol.SftLoss(), o.PowerIterations, seed: o.Seed).Value
+        );
+        double ellR0 = Math.Abs(
+            Curvature.TopHessianEigenvalue(model, () => pol.Objective(), o.PowerIterations, seed: o.Seed + 1).Value
+        );
+        double ellR = ellR0,
+            eta = 1 / ellR0;
+        log(
+            $"landscape: θ_0 L_S {s0:F5} (floor {pol.DataEntropy:F5}), ‖∇L_S‖ {Curvature.Norm(gS0):E2}, ℓ_S {ellS:F3}, ℓ_R {ellR0:F3}, η {eta:F4}"
+        );
         var start = pol.Misalignment();
         var thetas = new List<double[]> { theta0 };
-        var sft = new List<double>(); var obj = new List<double>(); var rew = new List<double>();
-        var gSs = new List<double[]>(); var gJs = new List<double[]>();
+        var sft = new List<double>();
+        var obj = new List<double>();
+        var rew = new List<double>();
+        var gSs = new List<double[]>();
+        var gJs = new List<double[]>();
         int total = o.RlSteps + o.RlTailSteps;
         for (int t = 0; t <= total; t++)
         {
@@ -238,58 +379,130 @@ public static class TransformerLandscape
             var (jv, gj) = Curvature.Gradient(model, () => pol.Objective());
             if (t <= o.RlSteps)
             {
-                sft.Add(sv); obj.Add(jv); rew.Add(pol.Reward()); gSs.Add(gs); gJs.Add(gj);
+                sft.Add(sv);
+                obj.Add(jv);
+                rew.Add(pol.Reward());
+                gSs.Add(gs);
+                gJs.Add(gj);
                 if (t > 0 && t % o.CurvatureEvery == 0)
                 {
-                    ellS = Math.Max(ellS, Math.Abs(Curvature.TopHessianEigenvalue(model, () => pol.SftLoss(), o.PowerIterations, seed: o.Seed + t).Value));
-                    ellR = Math.Max(ellR, Math.Abs(Curvature.TopHessianEigenvalue(model, () => pol.Objective(), o.PowerIterations, seed: o.Seed + t + 1).Value));
+                    ellS = Math.Max(
+                        ellS,
+                        Math.Abs(
+                            Curvature
+                                .TopHessianEigenvalue(model, () => pol.SftLoss(), o.PowerIterations, seed: o.Seed + t)
+                                .Value
+                        )
+                    );
+                    ellR = Math.Max(
+                        ellR,
+                        Math.Abs(
+                            Curvature
+                                .TopHessianEigenvalue(
+                                    model,
+                                    () => pol.Objective(),
+                                    o.PowerIterations,
+                                    seed: o.Seed + t + 1
+                                )
+                                .Value
+                        )
+                    );
                     log($"landscape rl step {t}: L_S {sv:F5}, J {jv:F5}, ℓ_S {ellS:F3}, ℓ_R {ellR:F3}");
                 }
             }
-            if (t == total) { obj.Add(jv); sft.Add(sv); break; }
-            var next = Curvature.Axpy(Curvature.Get(model), gj, eta);   // ascent on J
+            if (t == total)
+            {
+                obj.Add(jv);
+                sft.Add(sv);
+                break;
+            }
+            var next = Curvature.Axpy(Curvature.Get(model), gj, eta); // ascent on J
             Curvature.Set(model, next);
-            if (t < o.RlSteps) thetas.Add(next);
+            if (t < o.RlSteps)
+                thetas.Add(next);
         }
-        double finalJ = obj[^1], finalS = sft[^1];
-        obj.RemoveAt(obj.Count - 1); sft.RemoveAt(sft.Count - 1);
+        double finalJ = obj[^1],
+            finalS = sft[^1];
+        obj.RemoveAt(obj.Count - 1);
+        sft.RemoveAt(sft.Count - 1);
         Curvature.Set(model, thetas[^1]);
-        var end = pol.Misalignment();   // the model stays at θ_T
+        var end = pol.Misalignment(); // the model stays at θ_T
 
         // (3) predictions against measurements, with the constants estimated above (ℓ: the largest seen on the path)
-        double muR = Enumerable.Range(0, obj.Count).Where(t => jStar - obj[t] > 1e-12)
-            .Select(t => 0.5 * Curvature.Dot(gJs[t], gJs[t]) / (jStar - obj[t])).DefaultIfEmpty(0).Min();
+        double muR = Enumerable
+            .Range(0, obj.Count)
+            .Where(t => jStar - obj[t] > 1e-12)
+            .Select(t => 0.5 * Curvature.Dot(gJs[t], gJs[t]) / (jStar - obj[t]))
+            .DefaultIfEmpty(0)
+            .Min();
         double kappa = eta * muR * (2 - ellR * eta);
         // one RL step lowers L_S whenever cos(∇J, −∇L_S) exceeds ℓ_S η ‖∇J‖ / (2‖∇L_S‖)
         (double Cos, double Needed) Condition(double[] gs, double[] gj)
         {
             double nS = Curvature.Norm(gs);
-            return (-Curvature.Cosine(gj, gs), nS > 0 ? ellS * eta * Curvature.Norm(gj) / (2 * nS) : double.PositiveInfinity);
+            return (
+                -Curvature.Cosine(gj, gs),
+                nS > 0 ? ellS * eta * Curvature.Norm(gj) / (2 * nS) : double.PositiveInfinity
+            );
         }
         var steps = new List<TransformerStep>();
-        int taylorV = 0, riseV = 0, contrV = 0, held = 0, heldButUp = 0, lowered = 0;
-        double inner = 0, sq = 0;
+        int taylorV = 0,
+            riseV = 0,
+            contrV = 0,
+            held = 0,
+            heldButUp = 0,
+            lowered = 0;
+        double inner = 0,
+            sq = 0;
         for (int t = 0; t < sft.Count; t++)
         {
             double rise = sft[t] - s0;
-            double residual = rise - eta * inner, taylorBound = ellS * eta * eta / 2 * sq;
-            if (Math.Abs(residual) > taylorBound * (1 + 1e-6) + 1e-12) taylorV++;
+            double residual = rise - eta * inner,
+                taylorBound = ellS * eta * eta / 2 * sq;
+            if (Math.Abs(residual) > taylorBound * (1 + 1e-6) + 1e-12)
+                taylorV++;
             var disp = Curvature.Axpy(thetas[t], theta0, -1);
             double riseBound = Curvature.Dot(gS0, disp) + ellS / 2 * Curvature.Dot(disp, disp);
-            if (rise > riseBound * (1 + 1e-6) + 1e-12) riseV++;
+            if (rise > riseBound * (1 + 1e-6) + 1e-12)
+                riseV++;
             double gapBound = Math.Pow(1 - kappa, t) * (jStar - obj[0]);
-            if (jStar - obj[t] > gapBound * (1 + 1e-6) + 1e-12) contrV++;
-            double nS = Curvature.Norm(gSs[t]), nJ = Curvature.Norm(gJs[t]);
+            if (jStar - obj[t] > gapBound * (1 + 1e-6) + 1e-12)
+                contrV++;
+            double nS = Curvature.Norm(gSs[t]),
+                nJ = Curvature.Norm(gJs[t]);
             var (cos, needed) = Condition(gSs[t], gJs[t]);
             bool suff = cos > needed;
             bool decreased = t + 1 < sft.Count && sft[t + 1] < sft[t];
             if (t + 1 < sft.Count)
             {
-                if (suff) { held++; if (!decreased) heldButUp++; }
-                if (decreased) lowered++;
+                if (suff)
+                {
+                    held++;
+                    if (!decreased)
+                        heldButUp++;
+                }
+                if (decreased)
+                    lowered++;
             }
-            steps.Add(new TransformerStep(t, sft[t], obj[t], rew[t], nS, nJ, cos, residual, taylorBound, riseBound, gapBound, suff, decreased));
-            inner += Curvature.Dot(gSs[t], gJs[t]); sq += Curvature.Dot(gJs[t], gJs[t]);
+            steps.Add(
+                new TransformerStep(
+                    t,
+                    sft[t],
+                    obj[t],
+                    rew[t],
+                    nS,
+                    nJ,
+                    cos,
+                    residual,
+                    taylorBound,
+                    riseBound,
+                    gapBound,
+                    suff,
+                    decreased
+                )
+            );
+            inner += Curvature.Dot(gSs[t], gJs[t]);
+            sq += Curvature.Dot(gJs[t], gJs[t]);
         }
         var phi = Enumerable.Range(0, sft.Count).Select(t => obj[t] - obj[0] - o.Lambda * (sft[t] - s0)).ToList();
         int tMeasured = phi.IndexOf(phi.Max());
@@ -307,15 +520,54 @@ public static class TransformerLandscape
             var (ls, gs) = Curvature.Gradient(model, () => pol.SftLoss());
             var (_, gj) = Curvature.Gradient(model, () => pol.Objective());
             Curvature.Set(model, Curvature.Axpy(th, gj, eta));
-            double after; using (no_grad()) after = pol.SftLoss().item<double>();
+            double after;
+            using (no_grad())
+                after = pol.SftLoss().item<double>();
             double nJ = Curvature.Norm(gj);
             var (cos, needed) = Condition(gs, gj);
-            threshold.Add(new ThresholdPoint(step, ls - pol.DataEntropy, cos, needed, cos > needed, after < ls,
-                cos > 0 ? ellS * eta * eta * nJ * nJ / (8 * cos * cos) : double.PositiveInfinity));
+            threshold.Add(
+                new ThresholdPoint(
+                    step,
+                    ls - pol.DataEntropy,
+                    cos,
+                    needed,
+                    cos > needed,
+                    after < ls,
+                    cos > 0 ? ellS * eta * eta * nJ * nJ / (8 * cos * cos) : double.PositiveInfinity
+                )
+            );
         }
         Curvature.Set(model, thetaT);
-        return new TransformerLandscapeResult(theta0.Length, o.Beta, s0, pol.DataEntropy, Curvature.Norm(gS0), ellS, ellR, muR, eta, kappa, jStar, steps,
-            taylorV, riseV, contrV, held, heldButUp, lowered, tMeasured, tPred, o.Lambda, predictedRise, finalS - s0, finalJ, total, start, end, threshold);
+        return new TransformerLandscapeResult(
+            theta0.Length,
+            o.Beta,
+            s0,
+            pol.DataEntropy,
+            Curvature.Norm(gS0),
+            ellS,
+            ellR,
+            muR,
+            eta,
+            kappa,
+            jStar,
+            steps,
+            taylorV,
+            riseV,
+            contrV,
+            held,
+            heldButUp,
+            lowered,
+            tMeasured,
+            tPred,
+            o.Lambda,
+            predictedRise,
+            finalS - s0,
+            finalJ,
+            total,
+            start,
+            end,
+            threshold
+        );
     }
 
     /// <summary>What the numbers say, in plain lines.</summary>

@@ -12,7 +12,8 @@ public sealed class AdamW : IDisposable
 {
     readonly Parameter[] ps;
     readonly string[] names;
-    readonly Tensor[] m, v;
+    readonly Tensor[] m,
+        v;
     readonly Tensor?[] master;
     public long Step { get; private set; }
     public double Beta1 { get; }
@@ -20,21 +21,36 @@ public sealed class AdamW : IDisposable
     public double Eps { get; }
     public double WeightDecay { get; }
 
-    public AdamW(IEnumerable<(string name, Parameter p)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.0)
+    public AdamW(
+        IEnumerable<(string name, Parameter p)> parameters,
+        double beta1 = 0.9,
+        double beta2 = 0.999,
+        double eps = 1e-8,
+        double weightDecay = 0.0
+    )
     {
         var list = parameters.Where(x => x.p.requires_grad).ToList();
         names = list.Select(x => x.name).ToArray();
         ps = list.Select(x => x.p).ToArray();
-        Beta1 = beta1; Beta2 = beta2; Eps = eps; WeightDecay = weightDecay;
+        Beta1 = beta1;
+        Beta2 = beta2;
+        Eps = eps;
+        WeightDecay = weightDecay;
         using var _ = no_grad();
-        m = ps.Select(p => zeros(p.shape, dtype: ScalarType.Float32, device: p.device).DetachFromDisposeScope()).ToArray();
-        v = ps.Select(p => zeros(p.shape, dtype: ScalarType.Float32, device: p.device).DetachFromDisposeScope()).ToArray();
-        master = ps.Select(p => p.dtype == ScalarType.Float32 ? null : p.detach().to(ScalarType.Float32).DetachFromDisposeScope()).ToArray();
+        m = ps.Select(p => zeros(p.shape, dtype: ScalarType.Float32, device: p.device).DetachFromDisposeScope())
+            .ToArray();
+        v = ps.Select(p => zeros(p.shape, dtype: ScalarType.Float32, device: p.device).DetachFromDisposeScope())
+            .ToArray();
+        master = ps.Select(p =>
+                p.dtype == ScalarType.Float32 ? null : p.detach().to(ScalarType.Float32).DetachFromDisposeScope()
+            )
+            .ToArray();
     }
 
     public void ZeroGrad()
     {
-        foreach (var p in ps) p.grad?.zero_();
+        foreach (var p in ps)
+            p.grad?.zero_();
     }
 
     /// <summary>Global L2 norm of the gradients; scales them down to maxNorm when above it (torch's clip_grad_norm_).</summary>
@@ -42,7 +58,8 @@ public sealed class AdamW : IDisposable
     {
         using var _ = no_grad();
         var grads = ps.Where(p => p.grad is not null).Select(p => p.grad!).ToList();
-        if (grads.Count == 0) return 0;
+        if (grads.Count == 0)
+            return 0;
         // one scope per parameter, so an upcast square of every gradient never exists at once (at 0.6B scale that
         // doubled the gradients' memory); only the per-parameter sums survive, reduced as before (bit-identical)
         using var outer = NewDisposeScope();
@@ -56,7 +73,8 @@ public sealed class AdamW : IDisposable
         if (maxNorm > 0 && total > maxNorm)
         {
             var coef = maxNorm / (total + 1e-6);
-            foreach (var g in grads) g.mul_(coef);
+            foreach (var g in grads)
+                g.mul_(coef);
         }
         return total;
     }
@@ -65,20 +83,24 @@ public sealed class AdamW : IDisposable
     {
         Step++;
         using var _ = no_grad();
-        double bc1 = 1 - Math.Pow(Beta1, Step), bc2 = 1 - Math.Pow(Beta2, Step);
+        double bc1 = 1 - Math.Pow(Beta1, Step),
+            bc2 = 1 - Math.Pow(Beta2, Step);
         for (int i = 0; i < ps.Length; i++)
         {
             var p = ps[i];
-            if (p.grad is null) continue;
-            using var scope = NewDisposeScope();   // per parameter: its temporaries die before the next one's exist
+            if (p.grad is null)
+                continue;
+            using var scope = NewDisposeScope(); // per parameter: its temporaries die before the next one's exist
             var g = p.grad.dtype == ScalarType.Float32 ? p.grad : p.grad.to(ScalarType.Float32);
             var w = master[i] ?? (Tensor)p;
-            if (WeightDecay != 0) w.mul_(1 - lr * WeightDecay);
+            if (WeightDecay != 0)
+                w.mul_(1 - lr * WeightDecay);
             m[i].mul_(Beta1).add_(g, alpha: 1 - Beta1);
             v[i].mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);
             var denom = v[i].sqrt().div_(Math.Sqrt(bc2)).add_(Eps);
             w.addcdiv_(m[i], denom, value: -lr / bc1);
-            if (master[i] is { } mw) p.copy_(mw);   // copy_ rounds into the bf16 parameter without a temporary
+            if (master[i] is { } mw)
+                p.copy_(mw); // copy_ rounds into the bf16 parameter without a temporary
         }
     }
 
@@ -89,24 +111,36 @@ public sealed class AdamW : IDisposable
         {
             d[$"exp_avg.{names[i]}"] = m[i];
             d[$"exp_avg_sq.{names[i]}"] = v[i];
-            if (master[i] is { } mw) d[$"master.{names[i]}"] = mw;
+            if (master[i] is { } mw)
+                d[$"master.{names[i]}"] = mw;
         }
-        SafetensorsFile.Save(path, d, new Dictionary<string, string> { ["step"] = Step.ToString(), ["format"] = "workbook-adamw" });
+        SafetensorsFile.Save(
+            path,
+            d,
+            new Dictionary<string, string> { ["step"] = Step.ToString(), ["format"] = "workbook-adamw" }
+        );
     }
 
     public void Load(string path)
     {
         using var f = SafetensorsFile.Open(path);
-        if (!f.Metadata.TryGetValue("step", out var s) || !long.TryParse(s, out var step)) throw new WorkbookException($"{path}: optimizer state has no step");
+        if (!f.Metadata.TryGetValue("step", out var s) || !long.TryParse(s, out var step))
+            throw new WorkbookException($"{path}: optimizer state has no step");
         using var _ = no_grad();
         for (int i = 0; i < ps.Length; i++)
         {
-            foreach (var (prefix, t) in new[] { ("exp_avg", m[i]), ("exp_avg_sq", v[i]) }.Concat(master[i] is { } mw ? [("master", mw)] : []))
+            foreach (
+                var (prefix, t) in new[] { ("exp_avg", m[i]), ("exp_avg_sq", v[i]) }.Concat(
+                    master[i] is { } mw ? [("master", mw)] : []
+                )
+            )
             {
                 var key = $"{prefix}.{names[i]}";
-                if (!f.Entries.ContainsKey(key)) throw new WorkbookException($"{path}: optimizer state is missing '{key}'");
+                if (!f.Entries.ContainsKey(key))
+                    throw new WorkbookException($"{path}: optimizer state is missing '{key}'");
                 using var x = f.Read(key);
-                if (!x.shape.SequenceEqual(t.shape)) throw new WorkbookException($"{path}: '{key}' has the wrong shape");
+                if (!x.shape.SequenceEqual(t.shape))
+                    throw new WorkbookException($"{path}: '{key}' has the wrong shape");
                 t.copy_(x);
             }
         }
@@ -115,8 +149,10 @@ public sealed class AdamW : IDisposable
 
     public void Dispose()
     {
-        foreach (var t in m.Concat(v)) t.Dispose();
-        foreach (var t in master) t?.Dispose();
+        foreach (var t in m.Concat(v))
+            t.Dispose();
+        foreach (var t in master)
+            t?.Dispose();
     }
 }
 
@@ -125,14 +161,18 @@ public static class LrSchedule
 {
     public static double At(string type, double baseLr, long step, long totalSteps, long warmupSteps)
     {
-        if (warmupSteps > 0 && step < warmupSteps) return baseLr * (step + 1) / (double)warmupSteps;   // step is 0-based
-        double progress = totalSteps <= warmupSteps ? 1 : (step - warmupSteps) / (double)Math.Max(1, totalSteps - warmupSteps);
+        if (warmupSteps > 0 && step < warmupSteps)
+            return baseLr * (step + 1) / (double)warmupSteps; // step is 0-based
+        double progress =
+            totalSteps <= warmupSteps ? 1 : (step - warmupSteps) / (double)Math.Max(1, totalSteps - warmupSteps);
         return type switch
         {
             "constant" => baseLr,
             "linear" => baseLr * Math.Max(0, 1 - progress),
             "cosine" => baseLr * 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1, progress))),
-            _ => throw new WorkbookException($"unknown lr_scheduler_type '{type}': expected linear, cosine or constant"),
+            _ => throw new WorkbookException(
+                $"unknown lr_scheduler_type '{type}': expected linear, cosine or constant"
+            ),
         };
     }
 }

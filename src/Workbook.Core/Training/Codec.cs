@@ -12,6 +12,7 @@ public sealed class Codec(Qwen3Tokenizer tokenizer, TaskVocabulary vocab)
 {
     public Qwen3Tokenizer Tokenizer { get; } = tokenizer;
     public TaskVocabulary Vocab { get; } = vocab;
+
     /// <summary>The chat template's enable_thinking for generation prompts (task.enable_thinking; false = the empty think
     /// block is pre-filled, the label-answer setting).</summary>
     public bool EnableThinking { get; init; }
@@ -19,7 +20,8 @@ public sealed class Codec(Qwen3Tokenizer tokenizer, TaskVocabulary vocab)
     public int PadId => Vocab.ToCompact(Tokenizer.EndOfTextId);
 
     /// <summary>The prompt with the generation prompt appended: what the policy continues.</summary>
-    public int[] Prompt(Example e) => Vocab.ToCompact(ChatTemplate.Tokenize(Tokenizer, e.Prompt, true, EnableThinking).Ids);
+    public int[] Prompt(Example e) =>
+        Vocab.ToCompact(ChatTemplate.Tokenize(Tokenizer, e.Prompt, true, EnableThinking).Ids);
 
     /// <summary>Prompt + expert response; the loss mask marks the response and its &lt;|im_end|&gt;.</summary>
     public SftSequence Sft(Example e, bool completionOnly = true)
@@ -34,13 +36,22 @@ public sealed class Codec(Qwen3Tokenizer tokenizer, TaskVocabulary vocab)
     public bool[] AnswerMask(Example e, SftSequence seq)
     {
         var mask = new bool[seq.Ids.Length];
-        if (e.AnswerStart < 0) return mask;
-        var head = ChatTemplate.Tokenize(Tokenizer, [.. e.Prompt, ChatMessage.Assistant(e.Expert[..e.AnswerStart].TrimEnd())],
-            false, false).Ids;
+        if (e.AnswerStart < 0)
+            return mask;
+        var head = ChatTemplate
+            .Tokenize(
+                Tokenizer,
+                [.. e.Prompt, ChatMessage.Assistant(e.Expert[..e.AnswerStart].TrimEnd())],
+                false,
+                false
+            )
+            .Ids;
         var ids = Vocab.ToQwen(seq.Ids).ToArray();
         int common = 0;
-        while (common < ids.Length && common < head.Length && ids[common] == head[common]) common++;
-        for (int t = common; t < mask.Length; t++) mask[t] = seq.LossMask[t];
+        while (common < ids.Length && common < head.Length && ids[common] == head[common])
+            common++;
+        for (int t = common; t < mask.Length; t++)
+            mask[t] = seq.LossMask[t];
         return mask;
     }
 

@@ -18,6 +18,7 @@ public sealed record EvalOptions
     public int GenerationBatchSize { get; init; } = 64;
     public int MaxLength { get; init; } = 1024;
     public long Seed { get; init; } = 1234;
+
     /// <summary>Skip sampling (SFT loss only): for cheap evaluations inside SFT-only stages.</summary>
     public bool LossOnly { get; init; }
 }
@@ -34,7 +35,10 @@ public sealed class Evaluator
 
     public Evaluator(Codec codec, IReadOnlyList<Example> examples, IVerifier[] verifiers, EvalOptions? options = null)
     {
-        this.codec = codec; this.examples = examples; this.verifiers = verifiers; Options = options ?? new EvalOptions();
+        this.codec = codec;
+        this.examples = examples;
+        this.verifiers = verifiers;
+        Options = options ?? new EvalOptions();
         sequences = examples.Select(e => codec.Sft(e)).ToList();
         answerMasks = examples.Select((e, i) => codec.AnswerMask(e, sequences[i])).ToList();
         prompts = examples.Select(codec.Prompt).ToArray();
@@ -45,18 +49,24 @@ public sealed class Evaluator
         var m = new Dictionary<string, double>();
         var (loss, acc, _, perSeq) = Losses.EvaluateSft(model, sequences, codec.PadId, Options.MaxLength);
         m["eval_sft_loss"] = loss;
-        m["eval_sft_nll_per_response"] = perSeq;   // the theorem's L_SFT: summed over a response's tokens
+        m["eval_sft_nll_per_response"] = perSeq; // the theorem's L_SFT: summed over a response's tokens
         m["eval_mean_token_accuracy"] = acc;
-        foreach (var (k, v) in SplitNll(model)) m[k] = v;
-        if (lossOnly || Options.LossOnly) return m;
+        foreach (var (k, v) in SplitNll(model))
+            m[k] = v;
+        if (lossOnly || Options.LossOnly)
+            return m;
         var opt = new GenerationOptions
         {
-            MaxNewTokens = Options.MaxNewTokens, Temperature = Options.Temperature, TopP = Options.TopP, TopK = Options.TopK,
-            EosTokenIds = [codec.EosId], PadTokenId = codec.PadId,
+            MaxNewTokens = Options.MaxNewTokens,
+            Temperature = Options.Temperature,
+            TopP = Options.TopP,
+            TopK = Options.TopK,
+            EosTokenIds = [codec.EosId],
+            PadTokenId = codec.PadId,
         };
         var sums = new double[verifiers.Length];
         double length = 0;
-        var labelRows = new List<(string, string)>();   // issue 12: accuracy and MCC (ClassificationMetrics)
+        var labelRows = new List<(string, string)>(); // issue 12: accuracy and MCC (ClassificationMetrics)
         using var rng = new TorchSharp.torch.Generator((ulong)Options.Seed);
         for (int i = 0; i < prompts.Length; i += Options.GenerationBatchSize)
         {
@@ -67,14 +77,17 @@ public sealed class Evaluator
                 var e = examples[i + j];
                 var text = codec.Decode(outs[j].Tokens);
                 length += outs[j].Tokens.Length;
-                labelRows.Add((text, e.Reference));   // issue 12
-                for (int k = 0; k < verifiers.Length; k++) sums[k] += verifiers[k].Score(e.PromptText, text, e.Reference).Reward ?? 0;
+                labelRows.Add((text, e.Reference)); // issue 12
+                for (int k = 0; k < verifiers.Length; k++)
+                    sums[k] += verifiers[k].Score(e.PromptText, text, e.Reference).Reward ?? 0;
             }
         }
-        for (int k = 0; k < verifiers.Length; k++) m[$"eval_rewards/{verifiers[k].Name}/mean"] = sums[k] / prompts.Length;
+        for (int k = 0; k < verifiers.Length; k++)
+            m[$"eval_rewards/{verifiers[k].Name}/mean"] = sums[k] / prompts.Length;
         m["eval_completions/mean_length"] = length / prompts.Length;
-        if (verifiers.Any(v => v is LabelVerifier))   // issue 12: eval_accuracy/*, eval_mcc/* (strict, lenient)
-            foreach (var (k, v) in ClassificationMetrics.LabelMetrics(labelRows)) m[k] = v;
+        if (verifiers.Any(v => v is LabelVerifier)) // issue 12: eval_accuracy/*, eval_mcc/* (strict, lenient)
+            foreach (var (k, v) in ClassificationMetrics.LabelMetrics(labelRows))
+                m[k] = v;
         return m;
     }
 
@@ -84,7 +97,8 @@ public sealed class Evaluator
     public Dictionary<string, double> SplitNll(Qwen3ForCausalLM model)
     {
         var m = new Dictionary<string, double>();
-        if (!examples.Any(e => e.Form.Length > 0)) return m;
+        if (!examples.Any(e => e.Form.Length > 0))
+            return m;
         bool wasTraining = model.training;
         model.eval();
         var sums = new Dictionary<string, double>();
@@ -94,7 +108,12 @@ public sealed class Evaluator
             {
                 using var scope = TorchSharp.torch.NewDisposeScope();
                 var idx = Enumerable.Range(i, Math.Min(32, sequences.Count - i)).ToList();
-                var b = Losses.MakeSftBatch(idx.Select(j => sequences[j]).ToList(), codec.PadId, Options.MaxLength, packing: false);
+                var b = Losses.MakeSftBatch(
+                    idx.Select(j => sequences[j]).ToList(),
+                    codec.PadId,
+                    Options.MaxLength,
+                    packing: false
+                );
                 var nll = Losses.TokenNll(model, b);
                 long T = nll.shape[1];
                 var v = nll.data<double>().ToArray();
@@ -102,10 +121,14 @@ public sealed class Evaluator
                 {
                     var e = examples[idx[r]];
                     var answer = answerMasks[idx[r]];
-                    double rat = 0, ans = 0;
+                    double rat = 0,
+                        ans = 0;
                     // position t predicts token t + 1
                     for (int t = 0; t + 1 < Math.Min(T + 1, answer.Length); t++)
-                        if (answer[t + 1]) ans += v[r * T + t]; else rat += v[r * T + t];
+                        if (answer[t + 1])
+                            ans += v[r * T + t];
+                        else
+                            rat += v[r * T + t];
                     foreach (var (key, x) in new[] { ($"{e.Form}/rationale", rat), ($"{e.Form}/answer", ans) })
                     {
                         sums[key] = sums.GetValueOrDefault(key) + x;
@@ -113,8 +136,10 @@ public sealed class Evaluator
                     }
                 }
             }
-        if (wasTraining) model.train();
-        foreach (var (k, s) in sums) m[$"eval_sft_nll/{k}"] = s / counts[k];
+        if (wasTraining)
+            model.train();
+        foreach (var (k, s) in sums)
+            m[$"eval_sft_nll/{k}"] = s / counts[k];
         return m;
     }
 
@@ -124,8 +149,12 @@ public sealed class Evaluator
     {
         var opt = new GenerationOptions
         {
-            MaxNewTokens = Options.MaxNewTokens, Temperature = Options.Temperature, TopP = Options.TopP, TopK = Options.TopK,
-            EosTokenIds = [codec.EosId], PadTokenId = codec.PadId,
+            MaxNewTokens = Options.MaxNewTokens,
+            Temperature = Options.Temperature,
+            TopP = Options.TopP,
+            TopK = Options.TopK,
+            EosTokenIds = [codec.EosId],
+            PadTokenId = codec.PadId,
         };
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
         var counts = new int[prompts.Length];
@@ -133,15 +162,22 @@ public sealed class Evaluator
         for (int i = 0; i < prompts.Length; i += per)
         {
             var idx = Enumerable.Range(i, Math.Min(per, prompts.Length - i)).ToList();
-            var outs = Generation.Generate(model, idx.SelectMany(j => Enumerable.Repeat(prompts[j], k)).ToList(), opt, rng);
+            var outs = Generation.Generate(
+                model,
+                idx.SelectMany(j => Enumerable.Repeat(prompts[j], k)).ToList(),
+                opt,
+                rng
+            );
             for (int a = 0; a < idx.Count; a++)
             {
                 var e = examples[idx[a]];
                 for (int b = 0; b < k; b++)
                 {
                     var r = reward.Score(e.PromptText, codec.Decode(outs[a * k + b].Tokens), e.Reference).Reward ?? 0;
-                    if (r is not (0 or 1)) throw new WorkbookException($"the C1 prediction needs a 0/1 reward; {reward.Name} gave {r}");
-                    if (r == 1) counts[idx[a]]++;
+                    if (r is not (0 or 1))
+                        throw new WorkbookException($"the C1 prediction needs a 0/1 reward; {reward.Name} gave {r}");
+                    if (r == 1)
+                        counts[idx[a]]++;
                 }
             }
         }
@@ -159,18 +195,38 @@ public sealed class Evaluator
     /// </summary>
     public double EstimateC1(Qwen3ForCausalLM model, IVerifier reward, double beta, int k, long seed)
     {
-        if (!(beta > 0)) throw new ArgumentException("C1 needs beta > 0");
-        var opt = new GenerationOptions { MaxNewTokens = Options.MaxNewTokens, Temperature = 1.0, EosTokenIds = [codec.EosId], PadTokenId = codec.PadId };
+        if (!(beta > 0))
+            throw new ArgumentException("C1 needs beta > 0");
+        var opt = new GenerationOptions
+        {
+            MaxNewTokens = Options.MaxNewTokens,
+            Temperature = 1.0,
+            EosTokenIds = [codec.EosId],
+            PadTokenId = codec.PadId,
+        };
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
         double total = 0;
         for (int i = 0; i < prompts.Length; i += Math.Max(1, Options.GenerationBatchSize / k))
         {
-            var idx = Enumerable.Range(i, Math.Min(Math.Max(1, Options.GenerationBatchSize / k), prompts.Length - i)).ToList();
-            var outs = Generation.Generate(model, idx.SelectMany(j => Enumerable.Repeat(prompts[j], k)).ToList(), opt, rng);
+            var idx = Enumerable
+                .Range(i, Math.Min(Math.Max(1, Options.GenerationBatchSize / k), prompts.Length - i))
+                .ToList();
+            var outs = Generation.Generate(
+                model,
+                idx.SelectMany(j => Enumerable.Repeat(prompts[j], k)).ToList(),
+                opt,
+                rng
+            );
             for (int a = 0; a < idx.Count; a++)
             {
                 var e = examples[idx[a]];
-                var rs = Enumerable.Range(0, k).Select(b => (reward.Score(e.PromptText, codec.Decode(outs[a * k + b].Tokens), e.Reference).Reward ?? 0) / beta).ToArray();
+                var rs = Enumerable
+                    .Range(0, k)
+                    .Select(b =>
+                        (reward.Score(e.PromptText, codec.Decode(outs[a * k + b].Tokens), e.Reference).Reward ?? 0)
+                        / beta
+                    )
+                    .ToArray();
                 double mx = rs.Max();
                 double logZ = mx + Math.Log(rs.Average(r => Math.Exp(r - mx)));
                 total += logZ - (reward.Score(e.PromptText, e.Expert, e.Reference).Reward ?? 0) / beta;
@@ -182,7 +238,13 @@ public sealed class Evaluator
     /// <summary>A few decoded samples (for logs and reports).</summary>
     public List<(string Prompt, string Completion, string Reference)> Samples(Qwen3ForCausalLM model, int n, long seed)
     {
-        var opt = new GenerationOptions { MaxNewTokens = Options.MaxNewTokens, Temperature = Options.Temperature, EosTokenIds = [codec.EosId], PadTokenId = codec.PadId };
+        var opt = new GenerationOptions
+        {
+            MaxNewTokens = Options.MaxNewTokens,
+            Temperature = Options.Temperature,
+            EosTokenIds = [codec.EosId],
+            PadTokenId = codec.PadId,
+        };
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
         var outs = Generation.Generate(model, prompts.Take(n).ToList(), opt, rng);
         return outs.Select((o, i) => (examples[i].PromptText, codec.Decode(o.Tokens), examples[i].Reference)).ToList();

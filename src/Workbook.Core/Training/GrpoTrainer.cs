@@ -23,11 +23,13 @@ using static TorchSharp.torch;
 namespace Workbook.Training;
 
 /// <summary>A GRPO stage whose first steps had zero reward variance in every group: no learning signal.</summary>
-public sealed class NoRewardSignalException(int steps, double reward, string verifier) : WorkbookException(
-    $"no reward signal: in each of the first {steps} GRPO steps every group of completions had the same reward " +
-    $"(frac_reward_zero_std = 1; mean reward {reward:0.###} under {verifier}), so every advantage is 0 and RL does nothing. " +
-    "Run SFT first (train sft, then train grpo --model <its checkpoint>), add a format instruction to the prompt, allow " +
-    "longer completions (max_completion_length), or set zero_signal_steps=0 to train anyway")
+public sealed class NoRewardSignalException(int steps, double reward, string verifier)
+    : WorkbookException(
+        $"no reward signal: in each of the first {steps} GRPO steps every group of completions had the same reward "
+            + $"(frac_reward_zero_std = 1; mean reward {reward:0.###} under {verifier}), so every advantage is 0 and RL does nothing. "
+            + "Run SFT first (train sft, then train grpo --model <its checkpoint>), add a format instruction to the prompt, allow "
+            + "longer completions (max_completion_length), or set zero_signal_steps=0 to train anyway"
+    )
 {
     public int Steps { get; } = steps;
 }
@@ -35,7 +37,8 @@ public sealed class NoRewardSignalException(int steps, double reward, string ver
 /// <summary>The loss of one GRPO batch and the tensors its metrics come from.</summary>
 public sealed record GrpoLoss(Tensor Loss, Tensor PerToken, Tensor? Kl, Tensor Ratio, Tensor IsLow, Tensor IsHigh)
 {
-    public void Deconstruct(out Tensor loss, out Tensor perToken, out Tensor? kl) => (loss, perToken, kl) = (Loss, PerToken, Kl);
+    public void Deconstruct(out Tensor loss, out Tensor perToken, out Tensor? kl) =>
+        (loss, perToken, kl) = (Loss, PerToken, Kl);
 }
 
 public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
@@ -56,39 +59,68 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     /// when gradient_alignment_steps > 0: the option is refused if nothing is attached.</summary>
     public Func<GrpoBatch, long, IReadOnlyDictionary<string, double>>? BeforeUpdate { get; set; }
 
-    public GrpoTrainer(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> prompts, WeightedReward reward,
-        GrpoOptions options, string outDir, Evaluator? evaluator = null)
+    public GrpoTrainer(
+        Qwen3ForCausalLM model,
+        Codec codec,
+        IReadOnlyList<Example> prompts,
+        WeightedReward reward,
+        GrpoOptions options,
+        string outDir,
+        Evaluator? evaluator = null
+    )
         : base(model, options, outDir, evaluator)
     {
-        this.codec = codec; this.prompts = prompts; this.reward = reward;
+        this.codec = codec;
+        this.prompts = prompts;
+        this.reward = reward;
         promptIds = prompts.Select(codec.Prompt).ToArray();
     }
 
-    public GrpoTrainer(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> prompts, IVerifier verifier,
-        GrpoOptions options, string outDir, Evaluator? evaluator = null)
+    public GrpoTrainer(
+        Qwen3ForCausalLM model,
+        Codec codec,
+        IReadOnlyList<Example> prompts,
+        IVerifier verifier,
+        GrpoOptions options,
+        string outDir,
+        Evaluator? evaluator = null
+    )
         : this(model, codec, prompts, new WeightedReward([(verifier, 1.0)]), options, outDir, evaluator) { }
 
     protected override void OnResume()
     {
         if (Opt.GradientAlignmentSteps > 0 && BeforeUpdate is null)
-            throw new WorkbookException("option gradient_alignment_steps: set, but no diagnostic is attached to this trainer " +
-                "(attach Theory.GradientAlignment, as `run` and `train grpo` do)");
+            throw new WorkbookException(
+                "option gradient_alignment_steps: set, but no diagnostic is attached to this trainer "
+                    + "(attach Theory.GradientAlignment, as `run` and `train grpo` do)"
+            );
         reference = LoadReference(Model, OutDir, Opt, State.Step);
         // a resumed stage remembers whether its first steps had a reward signal
         var log = Path.Combine(OutDir, "metrics.jsonl");
-        sawSignal = State.Step > 0 && File.Exists(log) && MetricsLog.Read(log).Any(r => r["step"]!.GetValue<long>() <= State.Step
-            && r["frac_reward_zero_std"] is { } f && f.GetValue<double>() < 1);
+        sawSignal =
+            State.Step > 0
+            && File.Exists(log)
+            && MetricsLog
+                .Read(log)
+                .Any(r =>
+                    r["step"]!.GetValue<long>() <= State.Step
+                    && r["frac_reward_zero_std"] is { } f
+                    && f.GetValue<double>() < 1
+                );
     }
 
     /// <summary>The frozen reference (the policy at GRPO's start), kept on disk so that a resumed run uses the same one.</summary>
     internal static Qwen3ForCausalLM? LoadReference(Qwen3ForCausalLM model, string outDir, GrpoOptions o, long step)
     {
-        if (o.Beta <= 0) return null;
+        if (o.Beta <= 0)
+            return null;
         var refDir = Path.Combine(outDir, "reference");
-        if (step == 0 && !File.Exists(Path.Combine(refDir, Checkpoint.WeightsFile))) Checkpoint.Save(model, refDir);
+        if (step == 0 && !File.Exists(Path.Combine(refDir, Checkpoint.WeightsFile)))
+            Checkpoint.Save(model, refDir);
         var reference = Checkpoint.Load(refDir, model.DType, model.Device);
         reference.eval();
-        foreach (var p in reference.parameters()) p.requires_grad = false;
+        foreach (var p in reference.parameters())
+            p.requires_grad = false;
         return reference;
     }
 
@@ -106,7 +138,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
                 throw new NoRewardSignalException(Opt.ZeroSignalSteps, m["reward"], reward.Parts[0].Verifier.Name);
         }
         if (BeforeUpdate is not null && Opt.GradientAlignmentSteps > 0 && step % Opt.GradientAlignmentSteps == 0)
-            foreach (var (k, v) in BeforeUpdate(batch, step)) m[k] = v;
+            foreach (var (k, v) in BeforeUpdate(batch, step))
+                m[k] = v;
         // 4-5. the loss, μ times on the same rollouts
         var sw = Stopwatch.StartNew();
         var acc = new GrpoBatch.Accumulator();
@@ -119,7 +152,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             acc.Add("loss", lv);
             acc.Add("grad_norm", Update(lr, lv, step));
         }
-        foreach (var (k, v) in acc.Means()) m[k] = v;
+        foreach (var (k, v) in acc.Means())
+            m[k] = v;
         m["timing/update"] = sw.Elapsed.TotalSeconds;
         State = State with { NumTokens = State.NumTokens + batch.Tokens };
         m["num_tokens"] = State.NumTokens;
@@ -135,13 +169,16 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         for (int g = 0; g < n / groupSize; g++)
         {
             var grp = rewards.Skip(g * groupSize).Take(groupSize).ToArray();
-            double mean = grp.Average(), std = Std(grp, mean);
+            double mean = grp.Average(),
+                std = Std(grp, mean);
             for (int i = 0; i < groupSize; i++)
             {
                 double a = grp[i] - mean;
                 adv[g * groupSize + i] = scale switch
                 {
-                    "group" => a / (std + 1e-4), "batch" => a / (batchStd + 1e-4), _ => a,
+                    "group" => a / (std + 1e-4),
+                    "batch" => a / (batchStd + 1e-4),
+                    _ => a,
                 };
             }
         }
@@ -152,27 +189,40 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     /// reward_std is its mean and frac_reward_zero_std the fraction of rows where it is zero.</summary>
     public static double[] RowStd(double[] rewards, int groupSize, string scale)
     {
-        if (scale == "batch") return Enumerable.Repeat(Std(rewards), rewards.Length).ToArray();
-        return Enumerable.Range(0, rewards.Length).Select(j => Std(rewards.Skip(j / groupSize * groupSize).Take(groupSize)
-            .ToArray())).ToArray();
+        if (scale == "batch")
+            return Enumerable.Repeat(Std(rewards), rewards.Length).ToArray();
+        return Enumerable
+            .Range(0, rewards.Length)
+            .Select(j => Std(rewards.Skip(j / groupSize * groupSize).Take(groupSize).ToArray()))
+            .ToArray();
     }
 
     /// <summary>Sample standard deviation (torch.std's default, as TRL uses).</summary>
     static double Std(double[] x, double mean) =>
         x.Length < 2 ? 0 : Math.Sqrt(x.Sum(v => (v - mean) * (v - mean)) / (x.Length - 1));
+
     internal static double Std(double[] x) => Std(x, x.Average());
 
     /// <summary>The GRPO loss of one batch and the tensors of its metrics (public for the gradient tests). In
     /// kl_mode = reward the KL is in the advantages already and no KL term is added here.</summary>
     /// <param name="batchSequences">With <paramref name="batchTokens"/>: the normalisers of the whole batch when these
     /// rows are a slice of it, so that the slices' losses sum to the batch loss (default: the rows are the batch).</param>
-    public static GrpoLoss Loss(Tensor logps, Tensor oldLogps, Tensor? refLogps, Tensor advantages, Tensor completionMask,
-        GrpoOptions o, long? batchSequences = null, Tensor? batchTokens = null)
+    public static GrpoLoss Loss(
+        Tensor logps,
+        Tensor oldLogps,
+        Tensor? refLogps,
+        Tensor advantages,
+        Tensor completionMask,
+        GrpoOptions o,
+        long? batchSequences = null,
+        Tensor? batchTokens = null
+    )
     {
         using var scope = NewDisposeScope();
         var ratio = (logps - oldLogps).exp();
         var a = advantages.unsqueeze(1);
-        double lo = 1 - o.Epsilon, hi = 1 + (o.EpsilonHigh ?? o.Epsilon);
+        double lo = 1 - o.Epsilon,
+            hi = 1 + (o.EpsilonHigh ?? o.Epsilon);
         var perTok = -minimum(ratio * a, ratio.clamp(lo, hi) * a);
         Tensor? kl = null;
         if (o.Beta > 0 && o.KlMode == "loss" && refLogps is not null)
@@ -193,8 +243,14 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         using var _ = no_grad();
         var isLow = ratio.lt(lo) & a.lt(0);
         var isHigh = ratio.gt(hi) & a.gt(0);
-        return new GrpoLoss(loss.MoveToOuterDisposeScope(), perTok.MoveToOuterDisposeScope(), kl?.MoveToOuterDisposeScope(),
-            ratio.detach().MoveToOuterDisposeScope(), isLow.MoveToOuterDisposeScope(), isHigh.MoveToOuterDisposeScope());
+        return new GrpoLoss(
+            loss.MoveToOuterDisposeScope(),
+            perTok.MoveToOuterDisposeScope(),
+            kl?.MoveToOuterDisposeScope(),
+            ratio.detach().MoveToOuterDisposeScope(),
+            isLow.MoveToOuterDisposeScope(),
+            isHigh.MoveToOuterDisposeScope()
+        );
     }
 }
 
@@ -204,15 +260,19 @@ public sealed class GrpoBatch
 {
     public Dictionary<string, double> Metrics { get; } = new();
     public long Tokens { get; private set; }
+
     /// <summary>Left-padded prompts then right-padded completions, [N, P + C], and its attention mask.</summary>
     public Tensor Ids { get; private set; } = null!;
     public Tensor Mask { get; private set; } = null!;
+
     /// <summary>Completion tokens that carry loss, [N, C] (truncated ones excluded with mask_truncated_completions).</summary>
     public Tensor CompletionMask { get; private set; } = null!;
     public Tensor Advantages { get; private set; } = null!;
+
     /// <summary>π_old log-probabilities (only when num_iterations > 1) and the reference's (β > 0).</summary>
     public Tensor? OldLogProbs { get; private set; }
     public Tensor? RefLogProbs { get; private set; }
+
     /// <summary>Verifier rewards, and the rewards the advantages were computed from (minus β·log-ratio in reward mode).</summary>
     public double[] Rewards { get; private set; } = [];
     public double[] ShapedRewards { get; private set; } = [];
@@ -226,16 +286,32 @@ public sealed class GrpoBatch
     public sealed class Accumulator
     {
         readonly Dictionary<string, (double sum, int n)> d = new();
-        public void Add(string k, double v) { d.TryGetValue(k, out var x); d[k] = (x.sum + v, x.n + 1); }
+
+        public void Add(string k, double v)
+        {
+            d.TryGetValue(k, out var x);
+            d[k] = (x.sum + v, x.n + 1);
+        }
+
         public IEnumerable<(string, double)> Means() => d.Select(kv => (kv.Key, kv.Value.sum / kv.Value.n));
     }
 
-    public static GrpoBatch GenerateAndScore(Qwen3ForCausalLM model, Qwen3ForCausalLM? reference, Codec codec,
-        IReadOnlyList<Example> prompts, int[][] promptIds, WeightedReward reward, GrpoOptions o, DataOrder order, long step)
+    public static GrpoBatch GenerateAndScore(
+        Qwen3ForCausalLM model,
+        Qwen3ForCausalLM? reference,
+        Codec codec,
+        IReadOnlyList<Example> prompts,
+        int[][] promptIds,
+        WeightedReward reward,
+        GrpoOptions o,
+        DataOrder order,
+        long step
+    )
     {
         var r = new GrpoBatch { opt = o };
         var m = r.Metrics;
-        int G = o.NumGenerations, nPrompts = o.PerDeviceTrainBatchSize / G;
+        int G = o.NumGenerations,
+            nPrompts = o.PerDeviceTrainBatchSize / G;
 
         // rollout
         var sw = Stopwatch.StartNew();
@@ -256,7 +332,8 @@ public sealed class GrpoBatch
             var e = prompts[idx[j / G]];
             var (t, each) = reward.Score(e.PromptText, codec.Decode(outs[j].Tokens), e.Reference);
             total[j] = t;
-            for (int k = 0; k < each.Length; k++) per[k, j] = each[k].Reward ?? 0;
+            for (int k = 0; k < each.Length; k++)
+                per[k, j] = each[k].Reward ?? 0;
         }
         r.Rewards = total;
         m["reward"] = total.Average();
@@ -276,14 +353,19 @@ public sealed class GrpoBatch
         m["tokens_per_second"] = lens.Sum() / Math.Max(1e-9, m["timing/rollout"]);
 
         // sequences: left-padded prompt | right-padded completion
-        int P = expanded.Max(p => p.Length), C = Math.Max(1, lens.Max());
+        int P = expanded.Max(p => p.Length),
+            C = Math.Max(1, lens.Max());
         var (ids, mask) = Losses.PromptCompletion(expanded, P, outs.Select(c => c.Tokens).ToList(), C, codec.PadId);
         var cm = new float[N * C];
         var real = new float[N * C];
         for (int j = 0; j < N; j++)
         {
             bool keep = !(o.MaskTruncatedCompletions && outs[j].Truncated);
-            for (int t = 0; t < outs[j].Tokens.Length; t++) { real[j * C + t] = 1; cm[j * C + t] = keep ? 1 : 0; }
+            for (int t = 0; t < outs[j].Tokens.Length; t++)
+            {
+                real[j * C + t] = 1;
+                cm[j * C + t] = keep ? 1 : 0;
+            }
         }
         r.PromptLength = P;
         r.Tokens = mask.Sum();
@@ -298,7 +380,8 @@ public sealed class GrpoBatch
             if (reference is not null)
                 r.RefLogProbs = Losses.CompletionLogProbs(reference, r.Ids, r.Mask, P, o.Temperature).LogProbs;
         }
-        if (o.NumIterations > 1) r.OldLogProbs = old;
+        if (o.NumIterations > 1)
+            r.OldLogProbs = old;
 
         // advantages, from the shaped reward in kl_mode = reward
         var shaped = total;
@@ -308,8 +391,8 @@ public sealed class GrpoBatch
             var realT = tensor(real, [N, C]).to(model.Device);
             var logRatio = ((old! - r.RefLogProbs) * realT).sum(1).to(ScalarType.Float64).data<double>().ToArray();
             shaped = total.Select((x, j) => x - o.Beta * logRatio[j]).ToArray();
-            m["kl"] = logRatio.Sum() / Math.Max(1, real.Sum());       // per-token estimate of KL(π‖π_ref)
-            m["reward_kl_penalty"] = o.Beta * logRatio.Average();      // verl's actor/reward_kl_penalty
+            m["kl"] = logRatio.Sum() / Math.Max(1, real.Sum()); // per-token estimate of KL(π‖π_ref)
+            m["reward_kl_penalty"] = o.Beta * logRatio.Average(); // verl's actor/reward_kl_penalty
             m["reward_shaped"] = shaped.Average();
         }
         r.ShapedRewards = shaped;
@@ -327,17 +410,23 @@ public sealed class GrpoBatch
     public Tensor Loss(Qwen3ForCausalLM model, Accumulator acc, long[]? rows = null)
     {
         Tensor Pick(Tensor t) => rows is null ? t : t.index_select(0, tensor(rows, device: t.device));
-        Tensor ids = Pick(Ids), mask = Pick(Mask), cm = Pick(CompletionMask), adv = Pick(Advantages);
-        Tensor? old = OldLogProbs is null ? null : Pick(OldLogProbs), refLp = RefLogProbs is null ? null : Pick(RefLogProbs);
+        Tensor ids = Pick(Ids),
+            mask = Pick(Mask),
+            cm = Pick(CompletionMask),
+            adv = Pick(Advantages);
+        Tensor? old = OldLogProbs is null ? null : Pick(OldLogProbs),
+            refLp = RefLogProbs is null ? null : Pick(RefLogProbs);
         var (lp, entropy) = Losses.CompletionLogProbs(model, ids, mask, PromptLength, opt.Temperature);
-        var l = rows is null ? GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt)
+        var l = rows is null
+            ? GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt)
             : GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt, Sequences, CompletionMask.sum());
         using (no_grad())
         {
             double denom = Math.Max(1, cm.sum().Value());
             double Mean(Tensor t) => (t.to(cm.dtype) * cm).sum().Value() / denom;
             acc.Add("entropy", Mean(entropy));
-            if (l.Kl is not null) acc.Add("kl", Mean(l.Kl));
+            if (l.Kl is not null)
+                acc.Add("kl", Mean(l.Kl));
             acc.Add("clip_ratio/low_mean", Mean(l.IsLow));
             acc.Add("clip_ratio/high_mean", Mean(l.IsHigh));
             acc.Add("clip_ratio/region_mean", Mean(l.IsLow | l.IsHigh));

@@ -6,6 +6,7 @@ public interface ITrainer
     /// <summary>Extra fields written on every metrics line (for instance the experiment stage).</summary>
     Dictionary<string, object> LogFields { get; }
     event Action<long, IReadOnlyDictionary<string, double>>? OnLog;
+
     /// <summary>Called after every step (tests use it to stop a run midway).</summary>
     Action<long>? AfterStep { get; set; }
     TrainerState Train(bool resume = false);

@@ -13,16 +13,22 @@ public sealed record JointOptions : TrainOptions
 {
     public SftOptions Sft { get; init; } = new();
     public GrpoOptions Grpo { get; init; } = new();
+
     /// <summary>λ: weight of the GRPO loss.</summary>
     public double RlWeight { get; init; } = 1.0;
+
     /// <summary>Add the GRPO loss every N steps.</summary>
     public int RlEvery { get; init; } = 1;
 
     public override void Validate()
     {
-        base.Validate(); Sft.Validate(); Grpo.Validate();
-        if (RlWeight < 0) Fail("rl_weight", "must be >= 0");
-        if (RlEvery < 1) Fail("rl_every", "must be >= 1");
+        base.Validate();
+        Sft.Validate();
+        Grpo.Validate();
+        if (RlWeight < 0)
+            Fail("rl_weight", "must be >= 0");
+        if (RlEvery < 1)
+            Fail("rl_every", "must be >= 1");
     }
 }
 
@@ -39,10 +45,19 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
     protected override string TrainerName => "joint";
     protected override int DatasetSize => data.Count;
 
-    public JointTrainer(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> train, IVerifier verifier, JointOptions options, string outDir, Evaluator? evaluator = null)
+    public JointTrainer(
+        Qwen3ForCausalLM model,
+        Codec codec,
+        IReadOnlyList<Example> train,
+        IVerifier verifier,
+        JointOptions options,
+        string outDir,
+        Evaluator? evaluator = null
+    )
         : base(model, options, outDir, evaluator)
     {
-        this.codec = codec; this.train = train;
+        this.codec = codec;
+        this.train = train;
         data = train.Select(e => codec.Sft(e, options.Sft.CompletionOnlyLoss)).ToList();
         promptIds = train.Select(codec.Prompt).ToArray();
         reward = new WeightedReward([(verifier, 1.0)]);
@@ -61,7 +76,12 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
     {
         Optimizer.ZeroGrad();
         var m = new Dictionary<string, double>();
-        var batch = Losses.MakeSftBatch(Order.Next(Opt.Sft.PerDeviceTrainBatchSize).Select(i => data[i]).ToList(), codec.PadId, Opt.Sft.MaxLength, Opt.Sft.Packing);
+        var batch = Losses.MakeSftBatch(
+            Order.Next(Opt.Sft.PerDeviceTrainBatchSize).Select(i => data[i]).ToList(),
+            codec.PadId,
+            Opt.Sft.MaxLength,
+            Opt.Sft.Packing
+        );
         var (nll, correct) = Losses.SftNll(Model, batch);
         var sft = nll / Math.Max(1, batch.Tokens);
         sft.backward();
@@ -70,15 +90,30 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
         m["mean_token_accuracy"] = correct.Value() / Math.Max(1, batch.Tokens);
         if (step % Opt.RlEvery == 0)
         {
-            var rl = GrpoBatch.GenerateAndScore(Model, reference, codec, train, promptIds, reward, Opt.Grpo with { Seed = Opt.Seed }, rlOrder, step);
+            var rl = GrpoBatch.GenerateAndScore(
+                Model,
+                reference,
+                codec,
+                train,
+                promptIds,
+                reward,
+                Opt.Grpo with
+                {
+                    Seed = Opt.Seed,
+                },
+                rlOrder,
+                step
+            );
             var acc = new GrpoBatch.Accumulator();
             var sw = Stopwatch.StartNew();
             var loss = rl.Loss(Model, acc);
             (loss * Opt.RlWeight).backward();
             var lv = loss.Value();
             total += Opt.RlWeight * lv;
-            foreach (var (k, v) in rl.Metrics) m[k] = v;
-            foreach (var (k, v) in acc.Means()) m[k] = v;
+            foreach (var (k, v) in rl.Metrics)
+                m[k] = v;
+            foreach (var (k, v) in acc.Means())
+                m[k] = v;
             m["grpo_loss"] = lv;
             m["timing/update"] = sw.Elapsed.TotalSeconds;
         }

@@ -11,51 +11,102 @@ namespace Workbook.Training;
 public static class Losses
 {
     /// <summary>A padded (or packed) batch: ids, attention mask, position ids, optional segments, targets and loss mask.</summary>
-    public sealed record Batch(Tensor Ids, Tensor Mask, Tensor Positions, Tensor? Segments, Tensor Targets, Tensor LossMask, long Tokens);
+    public sealed record Batch(
+        Tensor Ids,
+        Tensor Mask,
+        Tensor Positions,
+        Tensor? Segments,
+        Tensor Targets,
+        Tensor LossMask,
+        long Tokens
+    );
 
     public static Batch MakeSftBatch(IReadOnlyList<SftSequence> seqs, int padId, int maxLength, bool packing)
     {
         var rows = new List<List<(int[] ids, bool[] m)>>();
         foreach (var s in seqs)
         {
-            var ids = s.Ids.Length > maxLength ? s.Ids[..maxLength] : s.Ids;   // truncation_mode keep_start
+            var ids = s.Ids.Length > maxLength ? s.Ids[..maxLength] : s.Ids; // truncation_mode keep_start
             var m = s.LossMask.Length > maxLength ? s.LossMask[..maxLength] : s.LossMask;
-            if (packing && rows.Count > 0 && rows[^1].Sum(x => x.ids.Length) + ids.Length <= maxLength) rows[^1].Add((ids, m));
-            else rows.Add([(ids, m)]);
+            if (packing && rows.Count > 0 && rows[^1].Sum(x => x.ids.Length) + ids.Length <= maxLength)
+                rows[^1].Add((ids, m));
+            else
+                rows.Add([(ids, m)]);
         }
-        int B = rows.Count, T = rows.Max(r => r.Sum(x => x.ids.Length));
-        var ids_ = new long[B * T]; var mask = new long[B * T]; var pos = new long[B * T]; var seg = new long[B * T];
-        var tgt = new long[B * T]; var lm = new float[B * T];
+        int B = rows.Count,
+            T = rows.Max(r => r.Sum(x => x.ids.Length));
+        var ids_ = new long[B * T];
+        var mask = new long[B * T];
+        var pos = new long[B * T];
+        var seg = new long[B * T];
+        var tgt = new long[B * T];
+        var lm = new float[B * T];
         long tokens = 0;
         for (int b = 0; b < B; b++)
         {
-            int t = 0, segment = 1;
+            int t = 0,
+                segment = 1;
             foreach (var (ids, m) in rows[b])
             {
                 for (int i = 0; i < ids.Length; i++, t++)
                 {
-                    ids_[b * T + t] = ids[i]; mask[b * T + t] = 1; pos[b * T + t] = i; seg[b * T + t] = segment;
-                    if (i + 1 < ids.Length) { tgt[b * T + t] = ids[i + 1]; if (m[i + 1]) { lm[b * T + t] = 1; tokens++; } }
+                    ids_[b * T + t] = ids[i];
+                    mask[b * T + t] = 1;
+                    pos[b * T + t] = i;
+                    seg[b * T + t] = segment;
+                    if (i + 1 < ids.Length)
+                    {
+                        tgt[b * T + t] = ids[i + 1];
+                        if (m[i + 1])
+                        {
+                            lm[b * T + t] = 1;
+                            tokens++;
+                        }
+                    }
                 }
                 segment++;
             }
-            for (; t < T; t++) { ids_[b * T + t] = padId; tgt[b * T + t] = padId; }
+            for (; t < T; t++)
+            {
+                ids_[b * T + t] = padId;
+                tgt[b * T + t] = padId;
+            }
         }
-        return new Batch(tensor(ids_, [B, T]), tensor(mask, [B, T]), tensor(pos, [B, T]), packing ? tensor(seg, [B, T]) : null,
-            tensor(tgt, [B, T]), tensor(lm, [B, T]), tokens);
+        return new Batch(
+            tensor(ids_, [B, T]),
+            tensor(mask, [B, T]),
+            tensor(pos, [B, T]),
+            packing ? tensor(seg, [B, T]) : null,
+            tensor(tgt, [B, T]),
+            tensor(lm, [B, T]),
+            tokens
+        );
     }
 
     /// <summary>Rows of left-padded prompts (to P tokens) followed by right-padded completions (to C tokens): ids and
     /// attention mask, both [N·(P + C)] row-major.</summary>
-    public static (long[] Ids, long[] Mask) PromptCompletion(IReadOnlyList<int[]> prompts, int P,
-        IReadOnlyList<int[]> completions, int C, int padId)
+    public static (long[] Ids, long[] Mask) PromptCompletion(
+        IReadOnlyList<int[]> prompts,
+        int P,
+        IReadOnlyList<int[]> completions,
+        int C,
+        int padId
+    )
     {
-        int N = prompts.Count, L = P + C;
-        var ids = new long[N * L]; var mask = new long[N * L];
+        int N = prompts.Count,
+            L = P + C;
+        var ids = new long[N * L];
+        var mask = new long[N * L];
         for (int j = 0; j < N; j++)
         {
-            var p = prompts[j]; int off = P - p.Length;
-            for (int t = 0; t < P; t++) { bool real = t >= off; ids[j * L + t] = real ? p[t - off] : padId; mask[j * L + t] = real ? 1 : 0; }
+            var p = prompts[j];
+            int off = P - p.Length;
+            for (int t = 0; t < P; t++)
+            {
+                bool real = t >= off;
+                ids[j * L + t] = real ? p[t - off] : padId;
+                mask[j * L + t] = real ? 1 : 0;
+            }
             var c = completions[j];
             for (int t = 0; t < C; t++)
             {
@@ -73,7 +124,8 @@ public static class Losses
         using var scope = NewDisposeScope();
         var dev = model.Device;
         var logits = model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev));
-        if (logits.dtype != ScalarType.Float64) logits = logits.to(ScalarType.Float32);
+        if (logits.dtype != ScalarType.Float64)
+            logits = logits.to(ScalarType.Float32);
         var logp = logits.log_softmax(-1);
         var tgt = b.Targets.to(dev);
         var lm = b.LossMask.to(dev).to(logits.dtype);
@@ -89,36 +141,61 @@ public static class Losses
         var dev = model.Device;
         var logits = model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev));
         var logp = logits.to(ScalarType.Float64).log_softmax(-1);
-        var nll = -logp.gather(-1, b.Targets.to(dev).unsqueeze(-1)).squeeze(-1) * b.LossMask.to(dev).to(ScalarType.Float64);
+        var nll =
+            -logp.gather(-1, b.Targets.to(dev).unsqueeze(-1)).squeeze(-1) * b.LossMask.to(dev).to(ScalarType.Float64);
         return nll.cpu().MoveToOuterDisposeScope();
     }
 
     /// <summary>Mean SFT loss (per token) over a set of sequences, without gradients.</summary>
-    public static (double Loss, double Accuracy, long Tokens, double NllPerSequence) EvaluateSft(Qwen3ForCausalLM model, IReadOnlyList<SftSequence> seqs, int padId, int maxLength, int batchSize = 32)
+    public static (double Loss, double Accuracy, long Tokens, double NllPerSequence) EvaluateSft(
+        Qwen3ForCausalLM model,
+        IReadOnlyList<SftSequence> seqs,
+        int padId,
+        int maxLength,
+        int batchSize = 32
+    )
     {
         bool wasTraining = model.training;
         model.eval();
-        double nll = 0, correct = 0; long tokens = 0;
+        double nll = 0,
+            correct = 0;
+        long tokens = 0;
         using (no_grad())
             for (int i = 0; i < seqs.Count; i += batchSize)
             {
                 using var scope = NewDisposeScope();
                 var b = MakeSftBatch(seqs.Skip(i).Take(batchSize).ToList(), padId, maxLength, packing: false);
                 var (s, c) = SftNll(model, b);
-                nll += s.Value(); correct += c.Value(); tokens += b.Tokens;
+                nll += s.Value();
+                correct += c.Value();
+                tokens += b.Tokens;
             }
-        if (wasTraining) model.train();
-        return (tokens > 0 ? nll / tokens : double.NaN, tokens > 0 ? correct / tokens : double.NaN, tokens, seqs.Count > 0 ? nll / seqs.Count : double.NaN);
+        if (wasTraining)
+            model.train();
+        return (
+            tokens > 0 ? nll / tokens : double.NaN,
+            tokens > 0 ? correct / tokens : double.NaN,
+            tokens,
+            seqs.Count > 0 ? nll / seqs.Count : double.NaN
+        );
     }
 
     /// <summary>Log-probabilities and entropies of the completion tokens ids[:, P:] (given ids[:, :P] as left-padded prompts).</summary>
-    public static (Tensor LogProbs, Tensor Entropy) CompletionLogProbs(Qwen3ForCausalLM model, Tensor ids, Tensor mask, int promptLength, double temperature)
+    public static (Tensor LogProbs, Tensor Entropy) CompletionLogProbs(
+        Qwen3ForCausalLM model,
+        Tensor ids,
+        Tensor mask,
+        int promptLength,
+        double temperature
+    )
     {
         using var scope = NewDisposeScope();
         var dev = model.Device;
-        long L = ids.shape[1], C = L - promptLength;
+        long L = ids.shape[1],
+            C = L - promptLength;
         var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C);
-        if (logits.dtype != ScalarType.Float64) logits = logits.to(ScalarType.Float32);
+        if (logits.dtype != ScalarType.Float64)
+            logits = logits.to(ScalarType.Float32);
         logits = logits / temperature;
         var logp = logits.log_softmax(-1);
         var tok = ids.to(dev).narrow(1, promptLength, C);

@@ -18,7 +18,14 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
     protected override string TrainerName => "sft";
     protected override int DatasetSize => data.Count;
 
-    public SftTrainer(Qwen3ForCausalLM model, Codec codec, IReadOnlyList<Example> train, SftOptions options, string outDir, Evaluator? evaluator = null)
+    public SftTrainer(
+        Qwen3ForCausalLM model,
+        Codec codec,
+        IReadOnlyList<Example> train,
+        SftOptions options,
+        string outDir,
+        Evaluator? evaluator = null
+    )
         : base(model, options, outDir, evaluator)
     {
         this.codec = codec;
@@ -28,24 +35,40 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
     protected override Dictionary<string, double> TrainStep(long step, double lr)
     {
         Optimizer.ZeroGrad();
-        var micro = Enumerable.Range(0, Opt.GradientAccumulationSteps)
-            .Select(_ => Losses.MakeSftBatch(Order.Next(Opt.PerDeviceTrainBatchSize).Select(i => data[i]).ToList(), codec.PadId, Opt.MaxLength, Opt.Packing))
+        var micro = Enumerable
+            .Range(0, Opt.GradientAccumulationSteps)
+            .Select(_ =>
+                Losses.MakeSftBatch(
+                    Order.Next(Opt.PerDeviceTrainBatchSize).Select(i => data[i]).ToList(),
+                    codec.PadId,
+                    Opt.MaxLength,
+                    Opt.Packing
+                )
+            )
             .ToList();
         long tokens = micro.Sum(b => b.Tokens);
-        if (tokens == 0) throw new WorkbookException($"step {step + 1}: the batch has no loss tokens (are the responses empty or truncated away by max_length {Opt.MaxLength}?)");
-        double nll = 0, correct = 0;
+        if (tokens == 0)
+            throw new WorkbookException(
+                $"step {step + 1}: the batch has no loss tokens (are the responses empty or truncated away by max_length {Opt.MaxLength}?)"
+            );
+        double nll = 0,
+            correct = 0;
         foreach (var b in micro)
         {
             var (s, c) = Losses.SftNll(Model, b);
-            (s / tokens).backward();   // token-mean over the whole accumulated step
-            nll += s.Value(); correct += c.Value();
+            (s / tokens).backward(); // token-mean over the whole accumulated step
+            nll += s.Value();
+            correct += c.Value();
         }
         var loss = nll / tokens;
         var gn = Update(lr, loss, step);
         State = State with { NumTokens = State.NumTokens + micro.Sum(b => b.Mask.sum().item<long>()) };
         return new Dictionary<string, double>
         {
-            ["loss"] = loss, ["grad_norm"] = gn, ["mean_token_accuracy"] = correct / tokens, ["num_tokens"] = State.NumTokens,
+            ["loss"] = loss,
+            ["grad_norm"] = gn,
+            ["mean_token_accuracy"] = correct / tokens,
+            ["num_tokens"] = State.NumTokens,
         };
     }
 }

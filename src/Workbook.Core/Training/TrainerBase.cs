@@ -8,7 +8,8 @@ using static TorchSharp.torch;
 
 namespace Workbook.Training;
 
-public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOptions
+public abstract class TrainerBase<TOptions> : ITrainer
+    where TOptions : TrainOptions
 {
     protected readonly Qwen3ForCausalLM Model;
     protected readonly TOptions Opt;
@@ -18,8 +19,10 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
     protected TrainerState State = null!;
     public MetricsLog? Log { get; private set; }
     public event Action<long, IReadOnlyDictionary<string, double>>? OnLog;
+
     /// <summary>Called after every step (tests use it to stop a run midway).</summary>
     public Action<long>? AfterStep { get; set; }
+
     /// <summary>Extra fields written on every metrics line (for instance the experiment stage).</summary>
     public Dictionary<string, object> LogFields { get; } = new();
 
@@ -31,10 +34,17 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
         options.Validate();
         // AdamW's first update moves a weight by up to lr / (1 - beta1): it must be a finite float
         if (!float.IsFinite((float)(options.LearningRate / (1 - options.AdamBeta1))))
-            throw new WorkbookException($"option learning_rate: {options.LearningRate} is too large (the update overflows float32)");
-        if (options.NumTrainEpochs is not null)   // issue 12: never run max_steps 0 silently
-            throw new WorkbookException("num_train_epochs must be resolved to steps before training (TrainOptions.ResolveSteps)");
-        Model = model; Opt = options; OutDir = outDir; Eval = evaluator;
+            throw new WorkbookException(
+                $"option learning_rate: {options.LearningRate} is too large (the update overflows float32)"
+            );
+        if (options.NumTrainEpochs is not null) // issue 12: never run max_steps 0 silently
+            throw new WorkbookException(
+                "num_train_epochs must be resolved to steps before training (TrainOptions.ResolveSteps)"
+            );
+        Model = model;
+        Opt = options;
+        OutDir = outDir;
+        Eval = evaluator;
     }
 
     protected DataOrder Order = null!;
@@ -48,42 +58,51 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
         if (resume && TrainerCheckpoint.Latest(OutDir) is { } ckpt)
         {
             State = TrainerCheckpoint.Load(ckpt, Model, Optimizer);
-            if (State.Trainer != TrainerName) throw new WorkbookException($"{ckpt}: a {State.Trainer} checkpoint cannot resume a {TrainerName} run");
+            if (State.Trainer != TrainerName)
+                throw new WorkbookException($"{ckpt}: a {State.Trainer} checkpoint cannot resume a {TrainerName} run");
         }
         else if (File.Exists(Path.Combine(OutDir, "metrics.jsonl")) && !resume)
-            throw new WorkbookException($"{OutDir} already holds a run; use --resume to continue it or choose another --out");
+            throw new WorkbookException(
+                $"{OutDir} already holds a run; use --resume to continue it or choose another --out"
+            );
         AtomicFile.WriteAllText(Path.Combine(OutDir, "options.json"), Opt.ToJson());
         Order = new DataOrder(DatasetSize, Opt.Seed, State.Epoch, State.Cursor);
         OnResume();
         using var log = Log = new MetricsLog(OutDir, truncateAfterStep: resume ? State.Step : null);
         log.Logged += (s, m) => OnLog?.Invoke(s, m);
         Model.train();
-        if (State.Step == 0 && !log.HasEvalAt(0)) Evaluate(0);
+        if (State.Step == 0 && !log.HasEvalAt(0))
+            Evaluate(0);
         long warmup = (long)Math.Ceiling(Opt.WarmupRatio * Opt.MaxSteps);
         for (long step = State.Step; step < Opt.MaxSteps; step++)
         {
             var sw = Stopwatch.StartNew();
             var lr = LrSchedule.At(Opt.LrSchedulerType, Opt.LearningRate, step, Opt.MaxSteps, warmup);
             Dictionary<string, double> metrics;
-            using (NewDisposeScope()) metrics = TrainStep(step, lr);
+            using (NewDisposeScope())
+                metrics = TrainStep(step, lr);
             metrics["learning_rate"] = lr;
             metrics["step_time"] = sw.Elapsed.TotalSeconds;
             State = State with { Step = step + 1, Epoch = Order.Epoch, Cursor = Order.Cursor };
             metrics["epoch"] = Order.Epoch + Order.Cursor / (double)Math.Max(1, DatasetSize);
             log.Log(step + 1, metrics, LogFields);
             bool last = step + 1 == Opt.MaxSteps;
-            if (Opt.EvalSteps > 0 && (step + 1) % Opt.EvalSteps == 0 && !last) Evaluate(step + 1);
-            if ((Opt.SaveSteps > 0 && (step + 1) % Opt.SaveSteps == 0) || last) SaveCheckpoint();
+            if (Opt.EvalSteps > 0 && (step + 1) % Opt.EvalSteps == 0 && !last)
+                Evaluate(step + 1);
+            if ((Opt.SaveSteps > 0 && (step + 1) % Opt.SaveSteps == 0) || last)
+                SaveCheckpoint();
             AfterStep?.Invoke(step + 1);
         }
-        if (State.Step == Opt.MaxSteps && Opt.MaxSteps > 0 && !log.HasEvalAt(Opt.MaxSteps)) Evaluate(Opt.MaxSteps);
+        if (State.Step == Opt.MaxSteps && Opt.MaxSteps > 0 && !log.HasEvalAt(Opt.MaxSteps))
+            Evaluate(Opt.MaxSteps);
         Optimizer.Dispose();
         return State;
     }
 
     protected void Evaluate(long step)
     {
-        if (Eval is null) return;
+        if (Eval is null)
+            return;
         var m = Eval.Run(Model);
         Model.train();
         Log!.Log(step, m, LogFields);
@@ -103,8 +122,10 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
         if (!double.IsFinite(lossValue) || !double.IsFinite(gn))
         {
             var last = TrainerCheckpoint.Latest(OutDir);
-            throw new WorkbookException($"non-finite {(double.IsFinite(lossValue) ? "gradient norm" : "loss")} at step {step + 1} (loss {lossValue}, grad_norm {gn}); " +
-                $"the update was not applied and the run stopped. Last good checkpoint: {last ?? "none yet"}. Lower the learning rate or check the data, then --resume.");
+            throw new WorkbookException(
+                $"non-finite {(double.IsFinite(lossValue) ? "gradient norm" : "loss")} at step {step + 1} (loss {lossValue}, grad_norm {gn}); "
+                    + $"the update was not applied and the run stopped. Last good checkpoint: {last ?? "none yet"}. Lower the learning rate or check the data, then --resume."
+            );
         }
         Optimizer.StepWith(lr);
         return gn;
@@ -114,15 +135,20 @@ public abstract class TrainerBase<TOptions> : ITrainer where TOptions : TrainOpt
 /// <summary>Epoch-wise shuffled order over a dataset: epoch e is the permutation drawn from (seed, e).</summary>
 public sealed class DataOrder
 {
-    readonly int n; readonly long seed;
+    readonly int n;
+    readonly long seed;
     int[] perm;
     public int Epoch { get; private set; }
     public int Cursor { get; private set; }
 
     public DataOrder(int n, long seed, int epoch = 0, int cursor = 0)
     {
-        if (n <= 0) throw new WorkbookException("the training set is empty");
-        this.n = n; this.seed = seed; Epoch = epoch; Cursor = cursor;
+        if (n <= 0)
+            throw new WorkbookException("the training set is empty");
+        this.n = n;
+        this.seed = seed;
+        Epoch = epoch;
+        Cursor = cursor;
         perm = Permutation(epoch);
     }
 
@@ -130,7 +156,11 @@ public sealed class DataOrder
     {
         var r = new Random(unchecked((int)(seed * 1_000_003 + epoch * 7919)));
         var p = Enumerable.Range(0, n).ToArray();
-        for (int i = n - 1; i > 0; i--) { int j = r.Next(i + 1); (p[i], p[j]) = (p[j], p[i]); }
+        for (int i = n - 1; i > 0; i--)
+        {
+            int j = r.Next(i + 1);
+            (p[i], p[j]) = (p[j], p[i]);
+        }
         return p;
     }
 
@@ -139,7 +169,12 @@ public sealed class DataOrder
         var r = new int[count];
         for (int i = 0; i < count; i++)
         {
-            if (Cursor == n) { Epoch++; Cursor = 0; perm = Permutation(Epoch); }
+            if (Cursor == n)
+            {
+                Epoch++;
+                Cursor = 0;
+                perm = Permutation(Epoch);
+            }
             r[i] = perm[Cursor++];
         }
         return r;

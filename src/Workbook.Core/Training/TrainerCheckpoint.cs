@@ -21,14 +21,16 @@ public static class TrainerCheckpoint
         Directory.CreateDirectory(tmp);
         Checkpoint.Save(model, tmp);
         // issue 12: a checkpoint of a compact-vocabulary model carries its vocab.json, so it works as --model
-        if (File.Exists(Path.Combine(runDir, "vocab.json"))) File.Copy(Path.Combine(runDir, "vocab.json"), Path.Combine(tmp, "vocab.json"));
+        if (File.Exists(Path.Combine(runDir, "vocab.json")))
+            File.Copy(Path.Combine(runDir, "vocab.json"), Path.Combine(tmp, "vocab.json"));
         opt.Save(Path.Combine(tmp, "optimizer.safetensors"));
         File.WriteAllText(Path.Combine(tmp, "trainer_state.json"), JsonSerializer.Serialize(state, Json));
-        if (Directory.Exists(final)) Directory.Delete(final, true);
+        if (Directory.Exists(final))
+            Directory.Delete(final, true);
         Directory.Move(tmp, final);
         foreach (var old in Complete(runDir).SkipLast(Math.Max(1, keepLast)))
         {
-            File.Delete(Path.Combine(old, "trainer_state.json"));   // first: a kill mid-delete leaves an incomplete folder
+            File.Delete(Path.Combine(old, "trainer_state.json")); // first: a kill mid-delete leaves an incomplete folder
             Directory.Delete(old, true);
         }
         return final;
@@ -38,8 +40,13 @@ public static class TrainerCheckpoint
     public static List<string> Complete(string runDir)
     {
         var root = Path.Combine(runDir, "checkpoints");
-        if (!Directory.Exists(root)) return [];
-        return Directory.GetDirectories(root, "step-*").Where(d => File.Exists(Path.Combine(d, "trainer_state.json"))).Order(StringComparer.Ordinal).ToList();
+        if (!Directory.Exists(root))
+            return [];
+        return Directory
+            .GetDirectories(root, "step-*")
+            .Where(d => File.Exists(Path.Combine(d, "trainer_state.json")))
+            .Order(StringComparer.Ordinal)
+            .ToList();
     }
 
     public static string? Latest(string runDir) => Complete(runDir).LastOrDefault();
@@ -48,8 +55,14 @@ public static class TrainerCheckpoint
     {
         var statePath = Path.Combine(dir, "trainer_state.json");
         TrainerState state;
-        try { state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(statePath))!; }
-        catch (JsonException e) { throw new WorkbookException($"{statePath}: unreadable trainer state ({e.Message})"); }
+        try
+        {
+            state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(statePath))!;
+        }
+        catch (JsonException e)
+        {
+            throw new WorkbookException($"{statePath}: unreadable trainer state ({e.Message})");
+        }
         Checkpoint.LoadWeights(model, Checkpoint.WeightFiles(dir));
         opt.Load(Path.Combine(dir, "optimizer.safetensors"));
         return state;
@@ -60,9 +73,12 @@ public static class TrainerCheckpoint
     public static void CleanTemp(string runDir)
     {
         var root = Path.Combine(runDir, "checkpoints");
-        if (!Directory.Exists(root)) return;
-        foreach (var d in Directory.GetDirectories(root, ".tmp-*")) Directory.Delete(d, true);
+        if (!Directory.Exists(root))
+            return;
+        foreach (var d in Directory.GetDirectories(root, ".tmp-*"))
+            Directory.Delete(d, true);
         foreach (var d in Directory.GetDirectories(root, "step-*"))
-            if (!File.Exists(Path.Combine(d, "trainer_state.json"))) Directory.Delete(d, true);
+            if (!File.Exists(Path.Combine(d, "trainer_state.json")))
+                Directory.Delete(d, true);
     }
 }

@@ -19,10 +19,18 @@ public static class AtomicFile
         }
         finally
         {
-            if (File.Exists(tmp)) File.Delete(tmp);
+            if (File.Exists(tmp))
+                File.Delete(tmp);
         }
     }
 
     public static void WriteAllText(string path, string text) =>
-        Write(path, s => { var b = new System.Text.UTF8Encoding(false).GetBytes(text); s.Write(b); });
+        Write(
+            path,
+            s =>
+            {
+                var b = new System.Text.UTF8Encoding(false).GetBytes(text);
+                s.Write(b);
+            }
+        );
 }

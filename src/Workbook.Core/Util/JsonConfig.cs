@@ -13,12 +13,21 @@ public static class JsonConfig
 {
     public static JsonObject Read(string? path)
     {
-        if (path is null) return new JsonObject();
-        if (Directory.Exists(path)) throw new WorkbookException($"{path}: a folder, not a config file");
-        if (!File.Exists(path)) throw new WorkbookException($"{path}: config file not found");
+        if (path is null)
+            return new JsonObject();
+        if (Directory.Exists(path))
+            throw new WorkbookException($"{path}: a folder, not a config file");
+        if (!File.Exists(path))
+            throw new WorkbookException($"{path}: config file not found");
         JsonObject o;
-        try { o = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new JsonException("empty"); }
-        catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new WorkbookException($"{path}: not a JSON object ({e.Message})"); }
+        try
+        {
+            o = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new JsonException("empty");
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            throw new WorkbookException($"{path}: not a JSON object ({e.Message})");
+        }
         CheckFinite(o, path, "");
         return o;
     }
@@ -28,12 +37,24 @@ public static class JsonConfig
         foreach (var kv in overrides ?? [])
         {
             var eq = kv.IndexOf('=');
-            if (eq <= 0) throw new WorkbookException($"--set '{kv}': expected key=value (nested keys with dots, e.g. grpo.beta=0.1)");
+            if (eq <= 0)
+                throw new WorkbookException(
+                    $"--set '{kv}': expected key=value (nested keys with dots, e.g. grpo.beta=0.1)"
+                );
             var keys = kv[..eq].Trim().Split('.');
-            if (keys.Any(k => k.Length == 0)) throw new WorkbookException($"--set '{kv}': empty key segment");
+            if (keys.Any(k => k.Length == 0))
+                throw new WorkbookException($"--set '{kv}': empty key segment");
             JsonNode? value;
-            try { value = JsonNode.Parse(kv[(eq + 1)..]); } catch (JsonException) { value = JsonValue.Create(kv[(eq + 1)..].Trim()); }
-            if (value is not null) CheckFinite(value, $"--set {kv}", kv[..eq].Trim());
+            try
+            {
+                value = JsonNode.Parse(kv[(eq + 1)..]);
+            }
+            catch (JsonException)
+            {
+                value = JsonValue.Create(kv[(eq + 1)..].Trim());
+            }
+            if (value is not null)
+                CheckFinite(value, $"--set {kv}", kv[..eq].Trim());
             var target = node;
             foreach (var k in keys[..^1])
             {
@@ -52,8 +73,10 @@ public static class JsonConfig
     {
         foreach (var (k, v) in from.ToList())
         {
-            if (v is JsonObject o && into[k] is JsonObject target) Merge(target, o);
-            else into[k] = v?.DeepClone();
+            if (v is JsonObject o && into[k] is JsonObject target)
+                Merge(target, o);
+            else
+                into[k] = v?.DeepClone();
         }
         return into;
     }
@@ -63,13 +86,27 @@ public static class JsonConfig
         switch (node)
         {
             case JsonObject o:
-                foreach (var (k, v) in o) if (v is not null) CheckFinite(v, where, key.Length == 0 ? k : $"{key}.{k}");
+                foreach (var (k, v) in o)
+                    if (v is not null)
+                        CheckFinite(v, where, key.Length == 0 ? k : $"{key}.{k}");
                 break;
-            case JsonArray a: foreach (var v in a) if (v is not null) CheckFinite(v, where, key); break;
+            case JsonArray a:
+                foreach (var v in a)
+                    if (v is not null)
+                        CheckFinite(v, where, key);
+                break;
             case JsonValue v when v.GetValueKind() == JsonValueKind.Number:
                 bool finite;
-                try { finite = double.IsFinite(v.GetValue<double>()); } catch (FormatException) { finite = false; }
-                if (!finite) throw new WorkbookException($"{where}: {key} = {v.ToJsonString()} is not a finite number");
+                try
+                {
+                    finite = double.IsFinite(v.GetValue<double>());
+                }
+                catch (FormatException)
+                {
+                    finite = false;
+                }
+                if (!finite)
+                    throw new WorkbookException($"{where}: {key} = {v.ToJsonString()} is not a finite number");
                 break;
         }
     }
@@ -77,7 +114,10 @@ public static class JsonConfig
     /// <summary>Deserialises, naming the file and the offending key on a type error or an unknown key.</summary>
     public static T Deserialize<T>(JsonObject node, string? path, JsonSerializerOptions options)
     {
-        try { return node.Deserialize<T>(options) ?? throw new JsonException("null"); }
+        try
+        {
+            return node.Deserialize<T>(options) ?? throw new JsonException("null");
+        }
         catch (JsonException e)
         {
             var where = path ?? "options";
@@ -88,13 +128,15 @@ public static class JsonConfig
                 var known = KnownKeys(typeof(T), segments[..^1], options);
                 var prefix = segments.Length > 1 ? string.Join('.', segments[..^1]) + "." : "";
                 var near = known.MinBy(k => Distance(k, segments[^1]));
-                throw new WorkbookException($"{where}: unknown key '{dotted}'" +
-                    (near is null ? "" : $"; did you mean '{prefix}{near}'?"));
+                throw new WorkbookException(
+                    $"{where}: unknown key '{dotted}'" + (near is null ? "" : $"; did you mean '{prefix}{near}'?")
+                );
             }
             if (segments.Length > 0 && PropertyType(typeof(T), segments, options) is { } t)
             {
                 JsonNode? v = node;
-                foreach (var s in segments) v = v is JsonObject o ? o[s] : null;
+                foreach (var s in segments)
+                    v = v is JsonObject o ? o[s] : null;
                 var got = v?.ToJsonString() ?? "null";
                 throw new WorkbookException($"{where}: {dotted}: expected {Describe(t)}, got {got}");
             }
@@ -105,11 +147,13 @@ public static class JsonConfig
     static string Describe(Type t)
     {
         var u = Nullable.GetUnderlyingType(t) ?? t;
-        var s = u == typeof(int) || u == typeof(long) ? "an integer"
+        var s =
+            u == typeof(int) || u == typeof(long) ? "an integer"
             : u == typeof(double) || u == typeof(float) ? "a number"
             : u == typeof(bool) ? "true or false"
             : u == typeof(string) ? "a string"
-            : u.IsArray ? "a list" : "an object";
+            : u.IsArray ? "a list"
+            : "an object";
         return Nullable.GetUnderlyingType(t) is null ? s : s + " or null";
     }
 
@@ -118,7 +162,9 @@ public static class JsonConfig
             .Where(p => p.CanWrite && p.GetCustomAttribute<JsonIgnoreAttribute>() is null);
 
     static string JsonName(PropertyInfo p, JsonSerializerOptions o) =>
-        p.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name ?? o.PropertyNamingPolicy?.ConvertName(p.Name) ?? p.Name;
+        p.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name
+        ?? o.PropertyNamingPolicy?.ConvertName(p.Name)
+        ?? p.Name;
 
     static Type? PropertyType(Type t, string[] path, JsonSerializerOptions o)
     {
@@ -126,7 +172,8 @@ public static class JsonConfig
         foreach (var s in path)
         {
             cur = cur is null ? null : Properties(cur).FirstOrDefault(p => JsonName(p, o) == s)?.PropertyType;
-            if (cur is null) return null;
+            if (cur is null)
+                return null;
         }
         return cur;
     }
@@ -139,10 +186,12 @@ public static class JsonConfig
     public static int Distance(string a, string b)
     {
         var d = new int[b.Length + 1];
-        for (int j = 0; j <= b.Length; j++) d[j] = j;
+        for (int j = 0; j <= b.Length; j++)
+            d[j] = j;
         for (int i = 1; i <= a.Length; i++)
         {
-            int prev = d[0]; d[0] = i;
+            int prev = d[0];
+            d[0] = i;
             for (int j = 1; j <= b.Length; j++)
             {
                 int cur = d[j];

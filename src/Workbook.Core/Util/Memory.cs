@@ -12,47 +12,80 @@ namespace Workbook;
 
 public static class Memory
 {
-    const int M_TRIM_THRESHOLD = -1, M_TOP_PAD = -2, M_MMAP_THRESHOLD = -3, M_MMAP_MAX = -4, M_ARENA_MAX = -8;
+    const int M_TRIM_THRESHOLD = -1,
+        M_TOP_PAD = -2,
+        M_MMAP_THRESHOLD = -3,
+        M_MMAP_MAX = -4,
+        M_ARENA_MAX = -8;
     static bool largeApplied;
 
     /// <summary>What was applied: "tuned", "large-model", "off (...)", "user (...)" or "unavailable".</summary>
     public static string State { get; private set; } = "default";
 
-    [DllImport("libc", EntryPoint = "mallopt")] static extern int mallopt(int param, int value);
+    [DllImport("libc", EntryPoint = "mallopt")]
+    static extern int mallopt(int param, int value);
 
     static string? UserChoice()
     {
         if (Environment.GetEnvironmentVariable("WORKBOOK_MALLOC_TUNE") is "0" or "off" or "false")
             return "off (WORKBOOK_MALLOC_TUNE=0)";
-        foreach (var v in new[] { "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
-                                  "MALLOC_ARENA_MAX", "GLIBC_TUNABLES" })
-            if (Environment.GetEnvironmentVariable(v) is not null) return $"user ({v} is set)";
+        foreach (
+            var v in new[]
+            {
+                "MALLOC_MMAP_THRESHOLD_",
+                "MALLOC_TRIM_THRESHOLD_",
+                "MALLOC_TOP_PAD_",
+                "MALLOC_MMAP_MAX_",
+                "MALLOC_ARENA_MAX",
+                "GLIBC_TUNABLES",
+            }
+        )
+            if (Environment.GetEnvironmentVariable(v) is not null)
+                return $"user ({v} is set)";
         return null;
     }
 
     /// <summary>Startup setting for every model size: keep big blocks (see the top of the file).</summary>
     public static void Tune()
     {
-        if (!OperatingSystem.IsLinux()) { State = "unavailable"; return; }
-        if (UserChoice() is { } why) { State = why; return; }
+        if (!OperatingSystem.IsLinux())
+        {
+            State = "unavailable";
+            return;
+        }
+        if (UserChoice() is { } why)
+        {
+            State = why;
+            return;
+        }
         try
         {
-            bool ok = mallopt(M_MMAP_MAX, 0) == 1 & mallopt(M_TRIM_THRESHOLD, int.MaxValue) == 1
-                      & mallopt(M_TOP_PAD, 1 << 30) == 1;
+            bool ok =
+                mallopt(M_MMAP_MAX, 0) == 1
+                & mallopt(M_TRIM_THRESHOLD, int.MaxValue) == 1
+                & mallopt(M_TOP_PAD, 1 << 30) == 1;
             State = ok ? "tuned" : "unavailable (mallopt refused)";
         }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { State = "unavailable"; }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            State = "unavailable";
+        }
     }
 
     public static void ForLargeModel(long parameters)
     {
-        if (largeApplied || parameters < 100_000_000 || !OperatingSystem.IsLinux() || UserChoice() is not null) return;
+        if (largeApplied || parameters < 100_000_000 || !OperatingSystem.IsLinux() || UserChoice() is not null)
+            return;
         try
         {
-            mallopt(M_MMAP_MAX, 65536); mallopt(M_MMAP_THRESHOLD, 131072); mallopt(M_TRIM_THRESHOLD, 131072);
-            mallopt(M_TOP_PAD, 0); mallopt(M_ARENA_MAX, 2);
-            largeApplied = true; State = "large-model";
+            mallopt(M_MMAP_MAX, 65536);
+            mallopt(M_MMAP_THRESHOLD, 131072);
+            mallopt(M_TRIM_THRESHOLD, 131072);
+            mallopt(M_TOP_PAD, 0);
+            mallopt(M_ARENA_MAX, 2);
+            largeApplied = true;
+            State = "large-model";
         }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }   // not glibc
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
     }
 }

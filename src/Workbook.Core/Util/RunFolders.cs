@@ -8,7 +8,7 @@ namespace Workbook;
 
 public static class RunFolders
 {
-    const int EEXIST = 17;   // Linux and macOS
+    const int EEXIST = 17; // Linux and macOS
 
     [DllImport("libc", EntryPoint = "mkdir", SetLastError = true)]
     static extern int mkdir(string path, uint mode);
@@ -17,7 +17,10 @@ public static class RunFolders
     /// that no other process can also claim. <paramref name="option"/> names the option the root came from.</summary>
     public static string Claim(string runsRoot, string name, string option = "--runs")
     {
-        try { Directory.CreateDirectory(runsRoot); }
+        try
+        {
+            Directory.CreateDirectory(runsRoot);
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new WorkbookException($"{option} {runsRoot}: cannot create the folder ({e.Message})");
@@ -26,7 +29,8 @@ public static class RunFolders
         for (int i = 1; i < 10_000; i++)
         {
             var dir = i == 1 ? stem : $"{stem}-{i}";
-            if (TryCreate(dir, option, runsRoot)) return dir;
+            if (TryCreate(dir, option, runsRoot))
+                return dir;
         }
         throw new WorkbookException($"{option} {runsRoot}: no free run folder name after 10000 tries");
     }
@@ -35,14 +39,17 @@ public static class RunFolders
     {
         if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())
         {
-            if (mkdir(dir, Convert.ToUInt32("775", 8)) == 0) return true;
+            if (mkdir(dir, Convert.ToUInt32("775", 8)) == 0)
+                return true;
             int errno = Marshal.GetLastPInvokeError();
-            if (errno == EEXIST) return false;
+            if (errno == EEXIST)
+                return false;
             var why = Marshal.GetPInvokeErrorMessage(errno);
             throw new WorkbookException($"{option} {root}: cannot create a run folder in it ({why})");
         }
         // elsewhere (not a supported platform for libtorch here): check-then-create, not atomic
-        if (Directory.Exists(dir) || File.Exists(dir)) return false;
+        if (Directory.Exists(dir) || File.Exists(dir))
+            return false;
         Directory.CreateDirectory(dir);
         return true;
     }

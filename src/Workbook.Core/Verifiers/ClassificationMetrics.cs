@@ -15,17 +15,23 @@ public static class ClassificationMetrics
     /// <summary>Accuracy and MCC of (gold, predicted) pairs; a null prediction is the class "none".</summary>
     public static ClassificationScore Score(IReadOnlyList<(string Gold, string? Predicted)> pairs)
     {
-        if (pairs.Count == 0) return new ClassificationScore(0, double.NaN, double.NaN, 0);
+        if (pairs.Count == 0)
+            return new ClassificationScore(0, double.NaN, double.NaN, 0);
         const string none = "\u0000none";
         var pred = pairs.Select(p => p.Predicted ?? none).ToList();
         var classes = pairs.Select(p => p.Gold).Concat(pred).Distinct().ToList();
         double s = pairs.Count;
         double c = pairs.Where((p, i) => p.Gold == pred[i]).Count();
-        double pt = 0, pp = 0, tt = 0;
+        double pt = 0,
+            pp = 0,
+            tt = 0;
         foreach (var k in classes)
         {
-            double pk = pred.Count(x => x == k), tk = pairs.Count(p => p.Gold == k);
-            pt += pk * tk; pp += pk * pk; tt += tk * tk;
+            double pk = pred.Count(x => x == k),
+                tk = pairs.Count(p => p.Gold == k);
+            pt += pk * tk;
+            pp += pk * pk;
+            tt += tk * tk;
         }
         double den = Math.Sqrt((s * s - pp) * (s * s - tt));
         double mcc = den == 0 ? 0 : (c * s - pt) / den;
@@ -41,15 +47,19 @@ public static class ClassificationMetrics
         var lenient = new List<(string, string?)>();
         foreach (var (completion, reference) in rows)
         {
-            if (LabelVerifier.ReferenceLabel(reference) is not { } gold) continue;
+            if (LabelVerifier.ReferenceLabel(reference) is not { } gold)
+                continue;
             strict.Add((gold, LabelVerifier.StrictAnswer(completion)));
             lenient.Add((gold, LabelVerifier.LenientAnswer(completion)));
         }
-        var a = Score(strict); var b = Score(lenient);
+        var a = Score(strict);
+        var b = Score(lenient);
         return new()
         {
-            ["eval_accuracy/strict"] = a.Accuracy, ["eval_mcc/strict"] = a.Mcc,
-            ["eval_accuracy/lenient"] = b.Accuracy, ["eval_mcc/lenient"] = b.Mcc,
+            ["eval_accuracy/strict"] = a.Accuracy,
+            ["eval_mcc/strict"] = a.Mcc,
+            ["eval_accuracy/lenient"] = b.Accuracy,
+            ["eval_mcc/lenient"] = b.Mcc,
         };
     }
 }

@@ -18,7 +18,8 @@ public sealed class Gsm8kVerifier(bool flexible) : IVerifier
             return new VerifierResult(null, null, false, $"unparseable reference '{reference}'");
         var strict = MathAnswer.ExtractHash(completion);
         var pred = flexible ? MathAnswer.ExtractLastNumber(completion) : strict;
-        if (pred is null) return new VerifierResult(0, null, strict is not null);
+        if (pred is null)
+            return new VerifierResult(0, null, strict is not null);
         return new VerifierResult(MathAnswer.Equivalent(pred, gold) ? 1 : 0, pred, strict is not null);
     }
 }
@@ -30,11 +31,17 @@ public sealed class MathVerifier : IVerifier
 
     public VerifierResult Score(string prompt, string completion, string reference)
     {
-        var gold = reference.Contains("####") || reference.Contains("\\boxed") ? MathAnswer.Extract(reference) : reference.Trim();
-        if (string.IsNullOrWhiteSpace(gold)) return new VerifierResult(null, null, false, $"unparseable reference '{reference}'");
+        var gold =
+            reference.Contains("####") || reference.Contains("\\boxed")
+                ? MathAnswer.Extract(reference)
+                : reference.Trim();
+        if (string.IsNullOrWhiteSpace(gold))
+            return new VerifierResult(null, null, false, $"unparseable reference '{reference}'");
         var pred = MathAnswer.Extract(completion);
-        bool formatOk = MathAnswer.ExtractBoxed(completion) is not null || MathAnswer.ExtractHash(completion) is not null;
-        if (pred is null) return new VerifierResult(0, null, formatOk);
+        bool formatOk =
+            MathAnswer.ExtractBoxed(completion) is not null || MathAnswer.ExtractHash(completion) is not null;
+        if (pred is null)
+            return new VerifierResult(0, null, formatOk);
         return new VerifierResult(MathAnswer.Equivalent(pred, gold) ? 1 : 0, pred, formatOk);
     }
 }

@@ -9,16 +9,20 @@ public sealed partial class LabelVerifier(bool strict) : IVerifier
 {
     public string Name => strict ? "cola-strict" : "cola-lenient";
 
-    [GeneratedRegex(@"\b(unacceptable|acceptable)\b", RegexOptions.IgnoreCase)] private static partial Regex LabelWord();
-    [GeneratedRegex(@"^Answer: (acceptable|unacceptable)$")] private static partial Regex StrictLine();
+    [GeneratedRegex(@"\b(unacceptable|acceptable)\b", RegexOptions.IgnoreCase)]
+    private static partial Regex LabelWord();
+
+    [GeneratedRegex(@"^Answer: (acceptable|unacceptable)$")]
+    private static partial Regex StrictLine();
 
     /// <summary>Reference forms: "acceptable"/"unacceptable", "1"/"0" (CoLA: 1 = acceptable).</summary>
-    public static string? ReferenceLabel(string reference) => reference.Trim().ToLowerInvariant() switch
-    {
-        "1" or "acceptable" => "acceptable",
-        "0" or "unacceptable" => "unacceptable",
-        _ => null,
-    };
+    public static string? ReferenceLabel(string reference) =>
+        reference.Trim().ToLowerInvariant() switch
+        {
+            "1" or "acceptable" => "acceptable",
+            "0" or "unacceptable" => "unacceptable",
+            _ => null,
+        };
 
     public static string? StrictAnswer(string completion)
     {
@@ -36,7 +40,8 @@ public sealed partial class LabelVerifier(bool strict) : IVerifier
     public VerifierResult Score(string prompt, string completion, string reference)
     {
         var gold = ReferenceLabel(reference);
-        if (gold is null) return new VerifierResult(null, null, false, $"unparseable label reference '{reference}'");
+        if (gold is null)
+            return new VerifierResult(null, null, false, $"unparseable label reference '{reference}'");
         var strictAns = StrictAnswer(completion);
         var pred = strict ? strictAns : LenientAnswer(completion);
         return new VerifierResult(pred == gold ? 1 : 0, pred, strictAns is not null);
@@ -51,8 +56,11 @@ public sealed class ThinkFormatVerifier : IVerifier
     public VerifierResult Score(string prompt, string completion, string reference)
     {
         var c = completion.TrimStart();
-        bool ok = c.StartsWith("<think>") && c.IndexOf("</think>", StringComparison.Ordinal) is var e and > 0
-                  && c.IndexOf("<think>", 1, StringComparison.Ordinal) < 0 && c[(e + "</think>".Length)..].Trim().Length > 0;
+        bool ok =
+            c.StartsWith("<think>")
+            && c.IndexOf("</think>", StringComparison.Ordinal) is var e and > 0
+            && c.IndexOf("<think>", 1, StringComparison.Ordinal) < 0
+            && c[(e + "</think>".Length)..].Trim().Length > 0;
         return new VerifierResult(ok ? 1 : 0, null, ok);
     }
 }

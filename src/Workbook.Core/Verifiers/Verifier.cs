@@ -21,23 +21,33 @@ public sealed class WeightedReward(IReadOnlyList<(IVerifier Verifier, double Wei
     {
         var each = Parts.Select(p => p.Verifier.Score(prompt, completion, reference)).ToArray();
         double total = 0;
-        for (int i = 0; i < each.Length; i++) total += Parts[i].Weight * (each[i].Reward ?? 0);
+        for (int i = 0; i < each.Length; i++)
+            total += Parts[i].Weight * (each[i].Reward ?? 0);
         return (total, each);
     }
 }
 
 public static class VerifierRegistry
 {
-    public static readonly string[] Names = ["gsm8k", "gsm8k-flexible", "math", "cola-strict", "cola-lenient", "think-format"];
+    public static readonly string[] Names =
+    [
+        "gsm8k",
+        "gsm8k-flexible",
+        "math",
+        "cola-strict",
+        "cola-lenient",
+        "think-format",
+    ];
 
-    public static IVerifier Create(string name) => name switch
-    {
-        "gsm8k" => new Gsm8kVerifier(flexible: false),
-        "gsm8k-flexible" => new Gsm8kVerifier(flexible: true),
-        "math" => new MathVerifier(),
-        "cola-strict" => new LabelVerifier(strict: true),
-        "cola-lenient" => new LabelVerifier(strict: false),
-        "think-format" => new ThinkFormatVerifier(),
-        _ => throw new WorkbookException($"unknown verifier '{name}': expected one of {string.Join(", ", Names)}"),
-    };
+    public static IVerifier Create(string name) =>
+        name switch
+        {
+            "gsm8k" => new Gsm8kVerifier(flexible: false),
+            "gsm8k-flexible" => new Gsm8kVerifier(flexible: true),
+            "math" => new MathVerifier(),
+            "cola-strict" => new LabelVerifier(strict: true),
+            "cola-lenient" => new LabelVerifier(strict: false),
+            "think-format" => new ThinkFormatVerifier(),
+            _ => throw new WorkbookException($"unknown verifier '{name}': expected one of {string.Join(", ", Names)}"),
+        };
 }

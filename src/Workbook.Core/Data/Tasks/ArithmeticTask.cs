@@ -15,33 +15,53 @@ public static class ArithmeticTask
     {
         o.Validate();
         var rng = new Random(seed * 104729 + 5);
-        var all = DistinctRows.Draw("arithmetic", o.TrainSize + o.EvalSize, _ =>
-        {
-            var (question, steps, answer) = Problem(rng);
-            return (question, () =>
+        var all = DistinctRows.Draw(
+            "arithmetic",
+            o.TrainSize + o.EvalSize,
+            _ =>
             {
-                var prompt = new List<ChatMessage> { ChatMessage.User(question) };
-                bool loose = rng.NextDouble() < o.LooseFormatFraction;
-                var end = loose ? $"The answer is {answer}." : $"#### {answer}";
-                var expert = o.Rationales ? $"{steps}\n{end}" : end;
-                return (new Example(prompt, expert, answer.ToString(), "arithmetic"),
-                        new Example(prompt, rng.Next(2) == 0 ? $"#### {answer}" : answer.ToString(), answer.ToString(), "arithmetic"));
-            });
-        });
+                var (question, steps, answer) = Problem(rng);
+                return (
+                    question,
+                    () =>
+                    {
+                        var prompt = new List<ChatMessage> { ChatMessage.User(question) };
+                        bool loose = rng.NextDouble() < o.LooseFormatFraction;
+                        var end = loose ? $"The answer is {answer}." : $"#### {answer}";
+                        var expert = o.Rationales ? $"{steps}\n{end}" : end;
+                        return (
+                            new Example(prompt, expert, answer.ToString(), "arithmetic"),
+                            new Example(
+                                prompt,
+                                rng.Next(2) == 0 ? $"#### {answer}" : answer.ToString(),
+                                answer.ToString(),
+                                "arithmetic"
+                            )
+                        );
+                    }
+                );
+            }
+        );
         var train = all.Take(o.TrainSize).ToList();
         var eval = all.Skip(o.TrainSize).Take(o.EvalSize).ToList();
-        return new TaskData("arithmetic", train.Select(t => t.Expert).ToList(), eval.Select(t => t.Expert).ToList(),
-            train.Select(t => t.Terse).ToList(), new Gsm8kVerifier(flexible: false),
+        return new TaskData(
+            "arithmetic",
+            train.Select(t => t.Expert).ToList(),
+            eval.Select(t => t.Expert).ToList(),
+            train.Select(t => t.Terse).ToList(),
+            new Gsm8kVerifier(flexible: false),
             [new Gsm8kVerifier(flexible: false), new Gsm8kVerifier(flexible: true)],
-            $"Embedded arithmetic word problems (2-3 steps, small integers). Expert solutions show each step; {o.LooseFormatFraction:P0} end with " +
-            "'The answer is N.' and the rest with '#### N'. RL reward: GSM8K strict ('#### N' correct).");
+            $"Embedded arithmetic word problems (2-3 steps, small integers). Expert solutions show each step; {o.LooseFormatFraction:P0} end with "
+                + "'The answer is N.' and the rest with '#### N'. RL reward: GSM8K strict ('#### N' correct)."
+        );
     }
 
     static (string question, string steps, int answer) Problem(Random r)
     {
         var name = Names[r.Next(Names.Length)];
         var thing = Things[r.Next(Things.Length)];
-        int a = r.Next(2, 10), b = r.Next(1, 10);
+        int a = r.Next(2, 10),
+            b = r.Next(1, 10);
         int x = a + b;
         var q = $"{name} has {a} {thing}. {name} gets {b} more.";
         var steps = $"{a} + {b} = {x}.";
@@ -49,9 +69,15 @@ public static class ArithmeticTask
         {
             case 0:
                 int c = r.Next(1, x);
-                q += $" Then {name} gives away {c}."; steps += $" {x} - {c} = {x - c}."; x -= c; break;
+                q += $" Then {name} gives away {c}.";
+                steps += $" {x} - {c} = {x - c}.";
+                x -= c;
+                break;
             case 1:
-                q += $" Then {name} doubles them."; steps += $" {x} * 2 = {x * 2}."; x *= 2; break;
+                q += $" Then {name} doubles them.";
+                steps += $" {x} * 2 = {x * 2}.";
+                x *= 2;
+                break;
         }
         q += $" How many {thing} does {name} have now?";
         return (q, steps, x);

@@ -15,8 +15,8 @@ namespace Workbook.Data;
 public sealed record DuplicateCounts(int Rows, int Kept, int MergedRows, int ConflictingSentences, int ConflictingRows)
 {
     public override string ToString() =>
-        $"{Rows} rows: {MergedRows} exact duplicate(s) merged, {ConflictingSentences} sentence(s) with conflicting labels " +
-        $"dropped ({ConflictingRows} rows), {Kept} kept";
+        $"{Rows} rows: {MergedRows} exact duplicate(s) merged, {ConflictingSentences} sentence(s) with conflicting labels "
+        + $"dropped ({ConflictingRows} rows), {Kept} kept";
 }
 
 public static class FileTasks
@@ -33,7 +33,9 @@ public static class FileTasks
             "user" => [ChatMessage.User($"{question}\n{Instruction}")],
             "system" => [ChatMessage.System(Instruction), ChatMessage.User(question)],
             "none" => [ChatMessage.User(question)],
-            _ => throw new WorkbookException($"format_instruction must be user, system or none (got '{formatInstruction}')"),
+            _ => throw new WorkbookException(
+                $"format_instruction must be user, system or none (got '{formatInstruction}')"
+            ),
         };
     }
 
@@ -46,7 +48,8 @@ public static class FileTasks
         foreach (var r in rows)
         {
             var key = r.Sentence.Trim();
-            if (!labels.TryGetValue(key, out var set)) labels[key] = set = [];
+            if (!labels.TryGetValue(key, out var set))
+                labels[key] = set = [];
             set.Add(r.Label);
             count[key] = count.GetValueOrDefault(key) + 1;
         }
@@ -56,12 +59,20 @@ public static class FileTasks
         foreach (var r in rows)
         {
             var key = r.Sentence.Trim();
-            if (labels[key].Count > 1) continue;
-            if (!seen.Add(key)) { merged++; continue; }
+            if (labels[key].Count > 1)
+                continue;
+            if (!seen.Add(key))
+            {
+                merged++;
+                continue;
+            }
             kept.Add(r);
         }
         var conflicting = labels.Where(kv => kv.Value.Count > 1).Select(kv => kv.Key).ToList();
-        return (kept, new DuplicateCounts(rows.Count, kept.Count, merged, conflicting.Count, conflicting.Sum(k => count[k])));
+        return (
+            kept,
+            new DuplicateCounts(rows.Count, kept.Count, merged, conflicting.Count, conflicting.Sum(k => count[k]))
+        );
     }
 
     /// <summary>A CoLA evaluation file: the raw 4-column format (in_domain_dev.tsv, out_of_domain_dev.tsv, GLUE's
@@ -69,26 +80,37 @@ public static class FileTasks
     /// is an error naming the file (and line).</summary>
     public static (List<ColaRow> Rows, DuplicateCounts Counts) LoadColaEval(string path)
     {
-        if (!File.Exists(path)) throw new WorkbookException($"{path}: eval file not found");
+        if (!File.Exists(path))
+            throw new WorkbookException($"{path}: eval file not found");
         int lineNo = 0;
         string? first = null;
         foreach (var line in File.ReadLines(path))
         {
             lineNo++;
-            if (line.Trim().Length > 0) { first = line; break; }
+            if (line.Trim().Length > 0)
+            {
+                first = line;
+                break;
+            }
         }
-        if (first is null) throw new WorkbookException($"{path}: the eval file has no rows");
+        if (first is null)
+            throw new WorkbookException($"{path}: the eval file has no rows");
         var f = first.Split('\t');
         bool raw = f.Length == 4 && f[1].Trim() is "0" or "1";
         bool glue = f.Length == 2 && f[0].Trim() == "sentence" && f[1].Trim() == "label";
         if (f.Length == 2 && f[0].Trim() == "index" && f[1].Trim() == "sentence")
-            throw new WorkbookException($"{path}:{lineNo}: an unlabelled file (header 'index, sentence': GLUE's test split); " +
-                "evaluation needs labels: use in_domain_dev.tsv, out_of_domain_dev.tsv or GLUE's dev.tsv");
+            throw new WorkbookException(
+                $"{path}:{lineNo}: an unlabelled file (header 'index, sentence': GLUE's test split); "
+                    + "evaluation needs labels: use in_domain_dev.tsv, out_of_domain_dev.tsv or GLUE's dev.tsv"
+            );
         if (!raw && !glue)
-            throw new WorkbookException($"{path}:{lineNo}: unknown CoLA layout ({f.Length} tab-separated field(s)); expected " +
-                "the raw 4-column format (source, label 0/1, mark, sentence) or 2 columns with the header 'sentence<TAB>label'");
+            throw new WorkbookException(
+                $"{path}:{lineNo}: unknown CoLA layout ({f.Length} tab-separated field(s)); expected "
+                    + "the raw 4-column format (source, label 0/1, mark, sentence) or 2 columns with the header 'sentence<TAB>label'"
+            );
         var (rows, _) = Datasets.LoadCola(path);
-        if (rows.Count == 0) throw new WorkbookException($"{path}: the eval file has no rows (only a header)");
+        if (rows.Count == 0)
+            throw new WorkbookException($"{path}: the eval file has no rows (only a header)");
         return Deduplicate(rows);
     }
 
@@ -108,8 +130,10 @@ public static class FileTasks
         }
         var examples = rows.OrderBy(_ => rng.Next()).ToList().Select(Make).ToList();
         if (o.LooseFormatFraction > 0)
-            notes.Add($"CoLA expert responses: {o.LooseFormatFraction * 100:0.#}% in natural wording (task.loose_format_fraction; " +
-                "the paper recipe uses 0, the strict line only)");
+            notes.Add(
+                $"CoLA expert responses: {o.LooseFormatFraction * 100:0.#}% in natural wording (task.loose_format_fraction; "
+                    + "the paper recipe uses 0, the strict line only)"
+            );
         string where = "held out from the training file";
         List<(Example, Example)>? evalRows = null;
         if (o.EvalFile is { } evalPath)
@@ -122,31 +146,49 @@ public static class FileTasks
             evalRows = ev.OrderBy(_ => evRng.Next()).ToList().Select(Make).Take(o.EvalSize).ToList();
             where = $"from {evalPath}";
         }
-        var design = $"CoLA from {path} ({counts}). Prompt: the question and the sentence" +
-            (o.FormatInstruction == "none" ? "" : $", with the format instruction as a {o.FormatInstruction} message") +
-            $". Expert responses are the label: the strict line 'Answer: <label>'" +
-            (o.LooseFormatFraction > 0 ? $", or ({o.LooseFormatFraction * 100:0.#}%) natural wording" : " only") +
-            $". Held-out data {where}. RL reward: strict format; evaluation also reports the lenient last-label parse.";
-        var task = evalRows is null ? Split("cola", examples, o, design) : WithEval("cola", examples, evalRows, o, design);
+        var design =
+            $"CoLA from {path} ({counts}). Prompt: the question and the sentence"
+            + (o.FormatInstruction == "none" ? "" : $", with the format instruction as a {o.FormatInstruction} message")
+            + $". Expert responses are the label: the strict line 'Answer: <label>'"
+            + (o.LooseFormatFraction > 0 ? $", or ({o.LooseFormatFraction * 100:0.#}%) natural wording" : " only")
+            + $". Held-out data {where}. RL reward: strict format; evaluation also reports the lenient last-label parse.";
+        var task = evalRows is null
+            ? Split("cola", examples, o, design)
+            : WithEval("cola", examples, evalRows, o, design);
         return task with { Notes = notes };
     }
 
     static TaskData Split(string name, List<(Example expert, Example terse)> ex, TaskOptions o, string design)
     {
         int evalN = Math.Min(o.EvalSize, ex.Count / 5);
-        if (evalN < 1) throw new WorkbookException($"{name}: too few rows ({ex.Count}) for a held-out set");
+        if (evalN < 1)
+            throw new WorkbookException($"{name}: too few rows ({ex.Count}) for a held-out set");
         return WithEval(name, ex.Skip(evalN).ToList(), ex.Take(evalN).ToList(), o, design);
     }
 
-    static TaskData WithEval(string name, List<(Example expert, Example terse)> train, List<(Example expert, Example terse)> eval,
-        TaskOptions o, string design)
+    static TaskData WithEval(
+        string name,
+        List<(Example expert, Example terse)> train,
+        List<(Example expert, Example terse)> eval,
+        TaskOptions o,
+        string design
+    )
     {
-        train = train.Take(o.TrainSize > 0 ? o.TrainSize : int.MaxValue).ToList();   // train_size 0 = every row
+        train = train.Take(o.TrainSize > 0 ? o.TrainSize : int.MaxValue).ToList(); // train_size 0 = every row
         IVerifier reward = name == "cola" ? new LabelVerifier(true) : new Gsm8kVerifier(false);
-        IVerifier[] evals = name == "cola" ? [new LabelVerifier(true), new LabelVerifier(false)]
-            : [new Gsm8kVerifier(false), new Gsm8kVerifier(true)];
-        return new TaskData(name, train.Select(t => t.expert).ToList(), eval.Select(t => t.expert).ToList(),
-            train.Select(t => t.terse).ToList(), reward, evals, design);
+        IVerifier[] evals =
+            name == "cola"
+                ? [new LabelVerifier(true), new LabelVerifier(false)]
+                : [new Gsm8kVerifier(false), new Gsm8kVerifier(true)];
+        return new TaskData(
+            name,
+            train.Select(t => t.expert).ToList(),
+            eval.Select(t => t.expert).ToList(),
+            train.Select(t => t.terse).ToList(),
+            reward,
+            evals,
+            design
+        );
     }
 
     public static TaskData Gsm8k(string path, int seed, TaskOptions o)
@@ -154,12 +196,21 @@ public static class FileTasks
         o.Validate();
         var (rows, _) = Datasets.LoadGsm8k(path, o.SkipBad);
         var rng = new Random(seed);
-        var examples = rows.OrderBy(_ => rng.Next()).Select(r =>
-        {
-            var prompt = new List<ChatMessage> { ChatMessage.User(r.Question) };
-            return (new Example(prompt, r.Answer, r.FinalAnswer, "gsm8k"), new Example(prompt, $"#### {r.FinalAnswer}", r.FinalAnswer, "gsm8k"));
-        }).ToList();
-        return Split("gsm8k", examples, o,
-            $"GSM8K from {path}: expert responses are the reference solutions. RL reward: strict '#### N'.");
+        var examples = rows.OrderBy(_ => rng.Next())
+            .Select(r =>
+            {
+                var prompt = new List<ChatMessage> { ChatMessage.User(r.Question) };
+                return (
+                    new Example(prompt, r.Answer, r.FinalAnswer, "gsm8k"),
+                    new Example(prompt, $"#### {r.FinalAnswer}", r.FinalAnswer, "gsm8k")
+                );
+            })
+            .ToList();
+        return Split(
+            "gsm8k",
+            examples,
+            o,
+            $"GSM8K from {path}: expert responses are the reference solutions. RL reward: strict '#### N'."
+        );
     }
 }

@@ -14,14 +14,17 @@ public sealed record TaskData(
     List<Example> Base,
     IVerifier Reward,
     IVerifier[] EvalVerifiers,
-    string Design)
+    string Design
+)
 {
     /// <summary>E_{y~p_data} r(x, y) when the task's expert mix makes it known exactly (generated tasks), else null (then
     /// it is measured on the held-out expert responses).</summary>
     public double? ExpertReward { get; init; }
+
     /// <summary>Text the task can produce in other configurations (e.g. every expert wording of the grammar task), added
     /// to the compact vocabulary so that it, and the base model, do not depend on loose_format_fraction.</summary>
     public IReadOnlyList<string> ExtraVocabularyText { get; init; } = [];
+
     /// <summary>What loading did to the data (duplicates merged, conflicting rows dropped, defaults inherited): lines for
     /// the run log, so nothing is changed silently.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
@@ -43,12 +46,15 @@ public static class TaskRegistry
             "arithmetic" => ArithmeticTask.Create(seed, options),
             "cola" when file is not null => FileTasks.Cola(file, seed, options),
             "gsm8k" when file is not null => FileTasks.Gsm8k(file, seed, options),
-            _ => throw new WorkbookException($"unknown dataset '{spec}': expected grammar, arithmetic, cola:FILE or gsm8k:FILE"),
+            _ => throw new WorkbookException(
+                $"unknown dataset '{spec}': expected grammar, arithmetic, cola:FILE or gsm8k:FILE"
+            ),
         };
         // the RL reward: the strict verifier (the first evaluation verifier) or the lenient one (the last)
         task = options.Reward == "lenient" ? task with { Reward = task.EvalVerifiers[^1] } : task;
         // grammar: every expert label is right; the strict line ends a (1 − loose_format_fraction) share of responses
-        if (kind == "grammar") task = task with { ExpertReward = options.Reward == "lenient" ? 1 : 1 - options.LooseFormatFraction };
+        if (kind == "grammar")
+            task = task with { ExpertReward = options.Reward == "lenient" ? 1 : 1 - options.LooseFormatFraction };
         return task;
     }
 }
@@ -58,16 +64,22 @@ static class DistinctRows
 {
     /// <param name="draw">draws a candidate: its prompt key, and a builder that is called (consuming more randomness)
     /// only when the key is new, so the sequence of random draws does not depend on how duplicates are handled</param>
-    public static List<(Example Expert, Example Terse)> Draw(string task, int need, Func<int, (string Key, Func<(Example, Example)> Build)> draw)
+    public static List<(Example Expert, Example Terse)> Draw(
+        string task,
+        int need,
+        Func<int, (string Key, Func<(Example, Example)> Build)> draw
+    )
     {
         var rows = new List<(Example, Example)>();
         var seen = new HashSet<string>();
         for (int guard = 0; rows.Count < need && guard < need * 50; guard++)
         {
             var (key, build) = draw(rows.Count);
-            if (seen.Add(key)) rows.Add(build());
+            if (seen.Add(key))
+                rows.Add(build());
         }
-        if (rows.Count < need) throw new WorkbookException($"{task} task: only {rows.Count} distinct prompts for {need} requested rows");
+        if (rows.Count < need)
+            throw new WorkbookException($"{task} task: only {rows.Count} distinct prompts for {need} requested rows");
         return rows;
     }
 }
@@ -77,33 +89,43 @@ public sealed record TaskOptions
 {
     /// <summary>Training examples generated (embedded tasks) or taken (file tasks; 0 = all).</summary>
     public int TrainSize { get; init; } = 4000;
+
     /// <summary>Held-out expert examples for the SFT-loss curve and the reward evaluation.</summary>
     public int EvalSize { get; init; } = 256;
+
     /// <summary>Fraction of expert responses that state the label in natural wording instead of the strict final line.
     /// This is the design choice behind the format half of both coupling effects; set 0 to switch it off.</summary>
     public double LooseFormatFraction { get; init; } = 0.35;
+
     /// <summary>Whether expert responses carry a short rationale before the answer.</summary>
     public bool Rationales { get; init; } = true;
     public bool SkipBad { get; init; }
+
     /// <summary>The RL reward: strict (the exact final line / "#### N", the paper's) or lenient (the last label or number
     /// anywhere, which every expert response earns: under it Theorem 3.1 predicts no SFT-loss rise).</summary>
     public string Reward { get; init; } = "strict";
+
     /// <summary>File tasks: where the prompt states the required answer format: user (appended to the question), system
     /// (a system message) or none.</summary>
     public string FormatInstruction { get; init; } = "user";
+
     /// <summary>The chat template's enable_thinking for generation prompts (false pre-fills an empty think block).</summary>
     public bool EnableThinking { get; init; }
+
     /// <summary>File tasks: a separate held-out file (CoLA: in_domain_dev.tsv, out_of_domain_dev.tsv or GLUE's dev);
     /// null = hold out eval_size rows of the training file.</summary>
     public string? EvalFile { get; init; }
 
     public void Validate()
     {
-        if (TrainSize < 0) throw new WorkbookException($"train_size must be >= 0 (got {TrainSize})");
-        if (EvalSize < 1) throw new WorkbookException($"eval_size must be >= 1 (got {EvalSize})");
+        if (TrainSize < 0)
+            throw new WorkbookException($"train_size must be >= 0 (got {TrainSize})");
+        if (EvalSize < 1)
+            throw new WorkbookException($"eval_size must be >= 1 (got {EvalSize})");
         if (Reward is not ("strict" or "lenient"))
             throw new WorkbookException($"option task.reward: '{Reward}' is not strict or lenient");
-        if (LooseFormatFraction is < 0 or > 1) throw new WorkbookException($"loose_format_fraction must be in [0, 1] (got {LooseFormatFraction})");
+        if (LooseFormatFraction is < 0 or > 1)
+            throw new WorkbookException($"loose_format_fraction must be in [0, 1] (got {LooseFormatFraction})");
         if (FormatInstruction is not ("user" or "system" or "none"))
             throw new WorkbookException($"format_instruction must be user, system or none (got '{FormatInstruction}')");
     }
