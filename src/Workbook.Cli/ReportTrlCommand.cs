@@ -39,10 +39,7 @@ public sealed class CouplingReportCommand : Command<CouplingReportCommand.Settin
     public override int Execute(CommandContext context, Settings s)
     {
         if (s.RunDir is not null)
-        {
-            AnsiConsole.MarkupLineInterpolated($"report: {Report.Write(s.RunDir)}");
-            return 0;
-        }
+            return new ReportCommand().Execute(context, new ReportCommand.Settings { RunDir = s.RunDir });
         var path = TrlImport.Write(s.FromTrl!, s.Out);
         foreach (var f in TrlImport.Findings(TrlImport.Load(s.FromTrl!)).Where(f => f.Statement.Length > 0))
             AnsiConsole.MarkupLineInterpolated($"{f.Statement}");

@@ -66,8 +66,11 @@ public sealed class RunCommand : Command<RunCommand.Settings>
     {
         var start = quick ? new ExperimentConfig().Quick() : new ExperimentConfig();
         var node = JsonNode.Parse(start.ToJson())!.AsObject();
-        JsonConfig.Merge(node, JsonConfig.Read(file));
-        JsonConfig.Merge(node, JsonConfig.WithOverrides(new JsonObject(), overrides));
+        // the user's keys (file, then --set): num_train_epochs there replaces the preset's max_steps
+        var user = JsonConfig.Read(file);
+        JsonConfig.Merge(user, JsonConfig.WithOverrides(new JsonObject(), overrides));
+        TrainOptions.StepsOrEpochs(user, file);
+        JsonConfig.Merge(node, user);
         var c = JsonConfig.Deserialize<ExperimentConfig>(
             node,
             file is null ? "--set" : $"{file} (or --set)",

@@ -35,14 +35,4 @@ public class BenchCliTests
         Assert.Equal(2, code);
         Assert.Contains(message, output.Replace("\n", " "));
     }
-
-    [Theory]
-    [InlineData("1", "\"on\"")]
-    [InlineData(null, "off (set WORKBOOK_MKL_VENDOR_FIX=1")]
-    public void The_oneMKL_vendor_fix_is_opt_in_and_loads_before_libtorch_when_asked(string? env, string state)
-    {
-        var (code, output) = RunWith(env, "bench", "gemm", "--json");
-        Assert.Equal(0, code);
-        Assert.Contains(state, output);
-    }
 }

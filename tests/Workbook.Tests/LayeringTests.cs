@@ -38,7 +38,7 @@ public class LayeringTests
             var used = Regex
                 .Matches(
                     code,
-                    @"\bWorkbook\.(\w+)\b|\b(Util|Model|Text|Verifiers|Data|Training|Theory|Experiments|Charts)\.[A-Z]\w*\."
+                    @"\bWorkbook\.(\w+)\b|(?<![\w.])(Util|Model|Text|Verifiers|Data|Training|Theory|Experiments|Charts)\.[A-Z]\w*\."
                 )
                 .Select(m => m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value)
                 .Where(Rank.ContainsKey)

@@ -607,6 +607,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
                             SaveSteps = 5,
                             NumIterations = 2,
                             Beta = 0.02,
+                            ZeroSignalSteps = 0, // about resuming, not learning: an untrained model may earn no reward
                         },
                         dir
                     );

@@ -63,11 +63,11 @@ public class TransformerLandscapeTests(TrainingFixture fx) : IClassFixture<Train
         var (lam, its) = Curvature.TopHessianEigenvalue(
             model,
             () => pol.SftLoss(),
-            maxIterations: 200,
-            tol: 1e-9,
+            maxIterations: 400,
+            tol: 1e-7,
             seed: 1
         );
-        Assert.True(its < 200, "power iteration did not converge");
+        Assert.True(its < 400, "power iteration did not converge");
         // λ is a Rayleigh quotient, so |vᵀHv| ≤ |λ| for random unit v, and the top direction attains it
         var rng = new Random(2);
         var theta = Curvature.Get(model);
