@@ -220,14 +220,6 @@ public class ZeroSignalTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         public Verifiers.VerifierResult Score(string prompt, string completion, string reference) => new(0, null, true);
     }
 
-    sealed class LengthReward : Verifiers.IVerifier
-    {
-        public string Name => "length";
-
-        public Verifiers.VerifierResult Score(string prompt, string completion, string reference) =>
-            new(completion.Length % 3, null, true);
-    }
-
     GrpoOptions Options =>
         new()
         {
@@ -256,7 +248,14 @@ public class ZeroSignalTests(TrainingFixture fx) : IClassFixture<TrainingFixture
     public void A_reward_that_varies_within_groups_trains_to_the_end()
     {
         var dir = TestData.TempDir();
-        var state = new GrpoTrainer(fx.NewModel(3), fx.Codec, fx.Task.Train, new LengthReward(), Options, dir).Train();
+        var state = new GrpoTrainer(
+            fx.NewModel(3),
+            fx.Codec,
+            fx.Task.Train,
+            new TrainingTests.LengthReward(),
+            Options,
+            dir
+        ).Train();
         Assert.Equal(4, state.Step);
     }
 

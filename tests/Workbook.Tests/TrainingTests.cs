@@ -414,7 +414,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     /// <summary>A reward that varies within groups even for an untrained model, so that advantages are nonzero.</summary>
-    sealed class LengthReward : Verifiers.IVerifier
+    internal sealed class LengthReward : Verifiers.IVerifier
     {
         public string Name => "length";
 

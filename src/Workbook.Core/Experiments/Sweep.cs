@@ -65,18 +65,7 @@ public static class Sweep
             Path.Combine(runner.RunDir, "grid.json"),
             JsonSerializer.Serialize(grid, TrainOptions.Json)
         );
-        var rows =
-            new List<(
-                double Beta,
-                double F,
-                long Seed,
-                C1Prediction Pred,
-                double Measured,
-                double FinalReward,
-                double? TwinReward,
-                double? TwinPredicted,
-                List<(long, double)> Curve
-            )>();
+        var rows = new List<SweepRow>();
         foreach (var seed in runner.SeedList)
         {
             var baseDir = runner.BaseModel(seed);
@@ -145,27 +134,11 @@ public static class Sweep
                         twinPred = (t.ExpertReward ?? runner.ExpertReward(t)) * last[runner.LenientKey];
                     }
                     model.Dispose();
-                    rows.Add((beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve));
+                    rows.Add(new SweepRow(beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve));
                 }
             }
         }
-        var summary = Build(
-            cfg,
-            grid,
-            rows.Select(r => new SweepRow(
-                    r.Beta,
-                    r.F,
-                    r.Seed,
-                    r.Pred,
-                    r.Measured,
-                    r.FinalReward,
-                    r.TwinReward,
-                    r.TwinPredicted,
-                    r.Curve
-                ))
-                .ToList(),
-            runner.SeedList
-        );
+        var summary = Build(cfg, grid, rows, runner.SeedList);
         AtomicFile.WriteAllText(
             Path.Combine(runner.RunDir, "sweep.json"),
             summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true })

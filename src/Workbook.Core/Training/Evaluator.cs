@@ -55,15 +55,7 @@ public sealed class Evaluator
             m[k] = v;
         if (lossOnly || Options.LossOnly)
             return m;
-        var opt = new GenerationOptions
-        {
-            MaxNewTokens = Options.MaxNewTokens,
-            Temperature = Options.Temperature,
-            TopP = Options.TopP,
-            TopK = Options.TopK,
-            EosTokenIds = [codec.EosId],
-            PadTokenId = codec.PadId,
-        };
+        var opt = Sampling();
         var sums = new double[verifiers.Length];
         double length = 0;
         var labelRows = new List<(string, string)>(); // issue 12: accuracy and MCC (ClassificationMetrics)
@@ -147,15 +139,7 @@ public sealed class Evaluator
     /// seeded): the input of Theory.C1Predictor.</summary>
     public int[] SuccessCounts(Qwen3ForCausalLM model, IVerifier reward, int k, long seed)
     {
-        var opt = new GenerationOptions
-        {
-            MaxNewTokens = Options.MaxNewTokens,
-            Temperature = Options.Temperature,
-            TopP = Options.TopP,
-            TopK = Options.TopK,
-            EosTokenIds = [codec.EosId],
-            PadTokenId = codec.PadId,
-        };
+        var opt = Sampling();
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
         var counts = new int[prompts.Length];
         int per = Math.Max(1, Options.GenerationBatchSize / k);
@@ -188,52 +172,17 @@ public sealed class Evaluator
     public double ExpertReward(IVerifier reward) =>
         examples.Average(e => reward.Score(e.PromptText, e.Expert, e.Reference).Reward ?? 0);
 
-    /// <summary>
-    /// Monte-Carlo estimate of Theorem 3.1's C1(β) = E_x[log Z_β(x) − E_{p_data} r/β], Z_β(x) = E_{y~p}[e^{r/β}], with p the
-    /// current (SFT) policy, k samples per held-out prompt and the held-out expert response as the p_data sample.
-    /// It is the SFT-loss increase (nats per response) that the exact KL-regularised RL optimum would cause.
-    /// </summary>
-    public double EstimateC1(Qwen3ForCausalLM model, IVerifier reward, double beta, int k, long seed)
-    {
-        if (!(beta > 0))
-            throw new ArgumentException("C1 needs beta > 0");
-        var opt = new GenerationOptions
+    /// <summary>How evaluations sample: the evaluation options' settings, stopping at &lt;|im_end|&gt;.</summary>
+    GenerationOptions Sampling() =>
+        new()
         {
             MaxNewTokens = Options.MaxNewTokens,
-            Temperature = 1.0,
+            Temperature = Options.Temperature,
+            TopP = Options.TopP,
+            TopK = Options.TopK,
             EosTokenIds = [codec.EosId],
             PadTokenId = codec.PadId,
         };
-        using var rng = new TorchSharp.torch.Generator((ulong)seed);
-        double total = 0;
-        for (int i = 0; i < prompts.Length; i += Math.Max(1, Options.GenerationBatchSize / k))
-        {
-            var idx = Enumerable
-                .Range(i, Math.Min(Math.Max(1, Options.GenerationBatchSize / k), prompts.Length - i))
-                .ToList();
-            var outs = Generation.Generate(
-                model,
-                idx.SelectMany(j => Enumerable.Repeat(prompts[j], k)).ToList(),
-                opt,
-                rng
-            );
-            for (int a = 0; a < idx.Count; a++)
-            {
-                var e = examples[idx[a]];
-                var rs = Enumerable
-                    .Range(0, k)
-                    .Select(b =>
-                        (reward.Score(e.PromptText, codec.Decode(outs[a * k + b].Tokens), e.Reference).Reward ?? 0)
-                        / beta
-                    )
-                    .ToArray();
-                double mx = rs.Max();
-                double logZ = mx + Math.Log(rs.Average(r => Math.Exp(r - mx)));
-                total += logZ - (reward.Score(e.PromptText, e.Expert, e.Reference).Reward ?? 0) / beta;
-            }
-        }
-        return total / prompts.Length;
-    }
 
     /// <summary>A few decoded samples (for logs and reports).</summary>
     public List<(string Prompt, string Completion, string Reference)> Samples(Qwen3ForCausalLM model, int n, long seed)
