@@ -14,9 +14,14 @@ public sealed class RunCommand : Command<RunCommand.Settings>
     {
         [CommandArgument(0, "<EXPERIMENT>")]
         [Description(
-            "sft-then-rl, rl-then-sft, interleaved, joint, a control (lenient-reward, no-format-mix, fresh-optimizer) or all"
+            "sft-then-rl, rl-then-sft, interleaved, joint, a control (lenient-reward, no-format-mix, fresh-optimizer), "
+                + "a mixed method (sft-anchored, chord, luffy, guarded) or all"
         )]
         public string Experiment { get; init; } = "";
+
+        [CommandOption("--pipelines <LIST>")]
+        [Description("With `run all`: the pipelines to run, comma-separated, or all (every pipeline, control and method)")]
+        public string? Pipelines { get; init; }
 
         [CommandOption("--config <FILE>")]
         [Description("Experiment config (JSON, snake_case keys); defaults are the embedded default")]
@@ -82,7 +87,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s)
     {
-        var pipelines = ExperimentConfig.Resolve(s.Experiment);
+        var pipelines = ExperimentConfig.Resolve(s.Experiment, s.Pipelines);
         ExperimentConfig cfg;
         string runDir;
         if (s.Resume is not null)

@@ -86,17 +86,46 @@ public sealed record ExperimentConfig
     /// budget (optimizer-reset artefacts).</summary>
     public static readonly string[] Controls = ["lenient-reward", "no-format-mix", "fresh-optimizer"];
 
-    /// <summary>The pipelines an experiment name stands for: one pipeline or control, or all (pipelines then controls).</summary>
-    public static IReadOnlyList<string> Resolve(string experiment)
+    /// <summary>Methods that mix SFT and RL (issue 14). Each starts from sft-then-rl's SFT stage (reused, same seed) and
+    /// changes only the RL stage, so its paired difference against sft-then-rl is the method's effect on the same
+    /// budget: sft-anchored (GRPO + λ·L_SFT), chord (μ decayed), luffy (expert response in each group), guarded (GRPO
+    /// stopped by grpo.stop_when).</summary>
+    public static readonly string[] Methods = ["sft-anchored", "chord", "luffy", "guarded"];
+
+    /// <summary>The methods `run all` includes without --pipelines (the main job's time budget decides).</summary>
+    public static readonly string[] DefaultMethods = ["sft-anchored", "chord", "luffy", "guarded"];
+
+    /// <summary>Every name `run` knows, in run order.</summary>
+    public static IEnumerable<string> Known => Pipelines.Concat(Controls).Concat(Methods);
+
+    /// <summary>The pipelines an experiment name stands for: one pipeline, control or method; or all (the default set:
+    /// pipelines, controls and the default methods). <paramref name="pipelines"/> (`--pipelines`, with all only) picks
+    /// a comma-separated subset, or every one with "all".</summary>
+    public static IReadOnlyList<string> Resolve(string experiment, string? pipelines = null)
     {
+        if (pipelines is not null)
+        {
+            if (experiment != "all")
+                throw new WorkbookException(
+                    $"--pipelines: only with `run all` (got `run {experiment}`, which names its pipeline already)"
+                );
+            if (pipelines.Trim() == "all")
+                return [.. Known];
+            var names = pipelines.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            if (names.Length == 0)
+                throw new WorkbookException("--pipelines: empty list; give names separated by commas, or all");
+            foreach (var n in names)
+                if (!Known.Contains(n))
+                    throw new WorkbookException(
+                        $"--pipelines: unknown pipeline '{n}': expected some of {string.Join(", ", Known)}, or all"
+                    );
+            return [.. Known.Where(names.Contains)];
+        }
         if (experiment == "all")
-            return [.. Pipelines, .. Controls];
-        if (Pipelines.Contains(experiment) || Controls.Contains(experiment))
+            return [.. Pipelines, .. Controls, .. DefaultMethods];
+        if (Known.Contains(experiment))
             return [experiment];
-        throw new WorkbookException(
-            $"unknown experiment '{experiment}': expected one of "
-                + $"{string.Join(", ", Pipelines.Concat(Controls))}, or all"
-        );
+        throw new WorkbookException($"unknown experiment '{experiment}': expected one of {string.Join(", ", Known)}, or all");
     }
 
     public ExperimentConfig Quick() =>

@@ -238,7 +238,11 @@ public sealed class ExperimentRunner
 
     /// <summary>One stage of a pipeline: what it trains, for how long, on which task and reward; ShareFrom names a
     /// stage of another pipeline that is the same computation (same seed, data and options), reused when it is done.</summary>
-    public sealed record StagePlan(string Name, string Kind, int Steps, TaskData Task, string? ShareFrom = null);
+    public sealed record StagePlan(string Name, string Kind, int Steps, TaskData Task, string? ShareFrom = null)
+    {
+        /// <summary>The GRPO options of this stage when they differ from the config's (the mixed methods).</summary>
+        public GrpoOptions? Grpo { get; init; }
+    }
 
     List<StagePlan> Plan(string pipeline)
     {
@@ -264,9 +268,20 @@ public sealed class ExperimentRunner
             "lenient-reward" => [sharedSft, new("rl", "grpo", nR, LenientTask)],
             "no-format-mix" => [new("sft", "sft", nS, NoMixTask), new("rl", "grpo", nR, NoMixTask)],
             "fresh-optimizer" => [sharedSft, new("sft-more", "sft", nR, task)],
+            "sft-anchored" or "chord" or "luffy" or "guarded" => [
+                sharedSft,
+                new("rl", "grpo", nR, task) { Grpo = MethodOptions(pipeline) },
+            ],
             _ => throw new WorkbookException($"unknown pipeline '{pipeline}'"),
         };
     }
+
+    /// <summary>The RL-stage options of a mixed method (issue 14).</summary>
+    GrpoOptions MethodOptions(string method) =>
+        method switch
+        {
+            _ => throw new WorkbookException($"pipeline {method}: not built yet"),
+        };
 
     TaskData? lenientTask,
         noMixTask;
@@ -341,7 +356,16 @@ public sealed class ExperimentRunner
                 && cfg.Grpo.Beta > 0
                 && cfg.C1Samples > 0
             )
-                predicted = CachedPrediction(seedDir, model, st.Task, cfg.Grpo.Beta, seed);
+                // after a shared SFT stage with the main task's reward the prediction is the sharing pipeline's
+                predicted = CachedPrediction(
+                    plan[i - 1].ShareFrom is { } from && st.Task == task
+                        ? Path.Combine(runDir, from, $"seed-{seed}")
+                        : seedDir,
+                    model,
+                    st.Task,
+                    (st.Grpo ?? cfg.Grpo).Beta,
+                    seed
+                );
             model = RunStage(
                 model,
                 dir,
@@ -386,7 +410,7 @@ public sealed class ExperimentRunner
         }
         bool resume = File.Exists(Path.Combine(dir, "metrics.jsonl"));
         var ev = EvaluatorFor(st.Task);
-        var g = (grpo ?? cfg.Grpo) with { MaxSteps = st.Steps, Seed = stageSeed, EvalSteps = evalEvery };
+        var g = (grpo ?? st.Grpo ?? cfg.Grpo) with { MaxSteps = st.Steps, Seed = stageSeed, EvalSteps = evalEvery };
         ITrainer trainer = st.Kind switch
         {
             "sft" => new SftTrainer(

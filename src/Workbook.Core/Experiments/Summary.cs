@@ -68,7 +68,8 @@ public static class Summary
         foreach (var (name, rs) in results)
         {
             var o = new JsonObject();
-            bool sftThenRl = name == "sft-then-rl" || name is "lenient-reward" or "no-format-mix" or "fresh-optimizer";
+            bool sftThenRl =
+                name == "sft-then-rl" || ExperimentConfig.Controls.Contains(name) || ExperimentConfig.Methods.Contains(name);
             if (sftThenRl)
             {
                 var loss = Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss"));
