@@ -20,7 +20,9 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         public string Experiment { get; init; } = "";
 
         [CommandOption("--pipelines <LIST>")]
-        [Description("With `run all`: the pipelines to run, comma-separated, or all (every pipeline, control and method)")]
+        [Description(
+            "With `run all`: the pipelines to run, comma-separated, or all (every pipeline, control and method)"
+        )]
         public string? Pipelines { get; init; }
 
         [CommandOption("--config <FILE>")]
@@ -35,6 +37,12 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         [Description("Number of training seeds (default 3; wins over --quick)")]
         public int? Seeds { get; init; }
 
+        [CommandOption("--jobs <N>")]
+        [Description(
+            "Seeds trained at once (default: all seeds for the small model, 1 with --model); same numbers for any N"
+        )]
+        public int? Jobs { get; init; }
+
         [CommandOption("--quick")]
         [Description("Small budgets (CI); --config, --set and --seeds still apply on top")]
         public bool Quick { get; init; }
@@ -46,6 +54,10 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         [CommandOption("--dataset <SPEC>")]
         [Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")]
         public string? Dataset { get; init; }
+
+        [CommandOption("--eval-dataset <SPEC>")]
+        [Description("cola:FILE: evaluate on a CoLA dev file (raw 4-column or GLUE) instead of held-out training rows")]
+        public string? EvalDataset { get; init; }
 
         [CommandOption("--dtype <DTYPE>")]
         [Description("Compute dtype of every stage: f32 or bf16 (default f32)")]
@@ -98,14 +110,16 @@ public sealed class RunCommand : Command<RunCommand.Settings>
                 s.Config is not null
                 || s.Set.Length > 0
                 || s.Seeds is not null
+                || s.Jobs is not null
                 || s.Quick
                 || s.Model is not null
                 || s.Dataset is not null
+                || s.EvalDataset is not null
                 || s.DType is not null
                 || s.Device is not null
             )
                 throw new WorkbookException(
-                    "--resume: a resumed run uses its own config.json; drop --config, --set, --seeds, --quick, --model, --dataset, --dtype and --device"
+                    "--resume: a resumed run uses its own config.json; drop --config, --set, --seeds, --jobs, --quick, --model, --dataset, --eval-dataset, --dtype and --device"
                 );
             cfg = ExperimentConfig.Load(Path.Combine(s.Resume, "config.json"));
             runDir = s.Resume;
@@ -115,10 +129,14 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             var overrides = s.Set.ToList();
             if (s.Seeds is { } n)
                 overrides.Add($"seeds={n}");
+            if (s.Jobs is { } j)
+                overrides.Add($"jobs={j}");
             if (s.Model is not null)
                 overrides.Add($"model={System.Text.Json.JsonSerializer.Serialize(s.Model)}");
             if (s.Dataset is not null)
                 overrides.Add($"dataset={System.Text.Json.JsonSerializer.Serialize(s.Dataset)}");
+            if (s.EvalDataset is not null)
+                overrides.Add($"task.eval_file={System.Text.Json.JsonSerializer.Serialize(EvalFile(s))}");
             if (s.Device is not null)
                 overrides.Add($"device={System.Text.Json.JsonSerializer.Serialize(s.Device)}");
             if (s.DType is not null)
@@ -136,6 +154,18 @@ public sealed class RunCommand : Command<RunCommand.Settings>
                 RunFolders.RemoveIfEmpty(runDir);
             throw;
         }
+    }
+
+    /// <summary>The file of --eval-dataset cola:FILE (the only evaluation source files have so far).</summary>
+    static string EvalFile(Settings s)
+    {
+        var spec = s.EvalDataset!;
+        if (!spec.StartsWith("cola:") || spec.Length == 5)
+            throw new WorkbookException($"--eval-dataset {spec}: expected cola:FILE (a CoLA dev file)");
+        var file = spec[5..];
+        if (!File.Exists(file))
+            throw new WorkbookException($"--eval-dataset {spec}: file not found");
+        return file;
     }
 
     static int Run(Settings s, ExperimentConfig cfg, string runDir, IReadOnlyList<string> pipelines)

@@ -19,7 +19,7 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         public string? Beta { get; init; }
 
         [CommandOption("--loose-format-fraction <LIST>")]
-        [Description("Shares of natural-words expert responses, in [0, 1] (default 0.35,0)")]
+        [Description("Shares of natural-words expert responses, in [[0, 1]] (default 0.35,0)")]
         public string? LooseFormatFraction { get; init; }
 
         [CommandOption("--no-twin")]

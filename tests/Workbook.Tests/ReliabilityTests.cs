@@ -566,4 +566,19 @@ public class ReliabilityTests
         Assert.Equal(["2/4", "4/4"], steps);
         Assert.Single(Directory.GetDirectories(runs)); // --runs is where train writes
     }
+
+    [Fact]
+    public void Eval_dataset_and_jobs_get_clear_errors_before_a_run_folder_exists()
+    {
+        var runs = TestData.TempDir();
+        UserError(Run("run", "all", "--runs", runs, "--eval-dataset", "dev.tsv"), "expected cola:FILE");
+        UserError(Run("run", "all", "--runs", runs, "--eval-dataset", "cola:/no/such/dev.tsv"), "file not found");
+        var dev = Path.Combine(runs, "dev.tsv");
+        File.WriteAllText(dev, "src\t1\t\tA sentence.\n");
+        UserError(Run("run", "all", "--runs", runs, "--eval-dataset", $"cola:{dev}"), "only for cola:FILE");
+        UserError(Run("run", "all", "--runs", runs, "--jobs", "-1"), "jobs");
+        UserError(Run("run", "sft-then-rl", "--runs", runs, "--pipelines", "all"), "--pipelines");
+        UserError(Run("run", "all", "--runs", runs, "--pipelines", "sft-then-rl,nope"), "unknown pipeline 'nope'");
+        Assert.Empty(Directory.GetDirectories(runs));
+    }
 }

@@ -32,6 +32,12 @@ public sealed record ExperimentConfig
     /// <summary>Number of training seeds; the seeds are seed_base, seed_base+1, ...</summary>
     public int Seeds { get; init; } = 3;
 
+    /// <summary>Seeds trained at once (null = auto: every seed at once, at most 8, for the small model trained here; 1
+    /// with --model, whose copies would not fit in memory). The small model is dispatch-bound, so each seed trains on one
+    /// torch thread whatever jobs is: the numbers do not depend on jobs, and seeds in parallel use the other cores.
+    /// With --model a seed gets cores / jobs threads.</summary>
+    public int? Jobs { get; init; }
+
     /// <summary>Reported runs use seeds from 1000; the settings were chosen on seeds 1..3 (see the report).</summary>
     public int SeedBase { get; init; } = 1000;
 
@@ -125,8 +131,16 @@ public sealed record ExperimentConfig
             return [.. Pipelines, .. Controls, .. DefaultMethods];
         if (Known.Contains(experiment))
             return [experiment];
-        throw new WorkbookException($"unknown experiment '{experiment}': expected one of {string.Join(", ", Known)}, or all");
+        throw new WorkbookException(
+            $"unknown experiment '{experiment}': expected one of {string.Join(", ", Known)}, or all"
+        );
     }
+
+    /// <summary>The seeds trained at once on this machine.</summary>
+    public int ResolvedJobs => Math.Clamp(Jobs ?? (Model is null ? 8 : 1), 1, Seeds);
+
+    /// <summary>Torch threads of each seed's work (see <see cref="Jobs"/>).</summary>
+    public int ThreadsPerSeed => Model is null ? 1 : Math.Max(1, Environment.ProcessorCount / ResolvedJobs);
 
     public ExperimentConfig Quick() =>
         this with
@@ -153,6 +167,8 @@ public sealed record ExperimentConfig
         Grpo.Validate();
         if (Seeds < 1)
             throw new WorkbookException($"option seeds: must be >= 1 (got {Seeds})");
+        if (Jobs < 1)
+            throw new WorkbookException($"option jobs (--jobs): must be >= 1, or unset for auto (got {Jobs})");
         if (EvalsPerStage < 1)
             throw new WorkbookException("option evals_per_stage: must be >= 1");
         bool stepsKnown = Sft.NumTrainEpochs is null && Grpo.NumTrainEpochs is null; // issue 12: else checked once resolved

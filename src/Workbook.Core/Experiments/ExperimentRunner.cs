@@ -105,17 +105,41 @@ public sealed class ExperimentRunner
         pipelines = pipelines.OrderBy(p => p == "sft-then-rl" ? 0 : 1).ToList();
         Directory.CreateDirectory(runDir);
         WriteRunFiles(pipelines);
-        var results = pipelines.ToDictionary(p => p, _ => new List<SeedResult>());
-        foreach (var seed in SeedList)
-        {
-            var baseDir = BaseModel(seed);
-            foreach (var p in pipelines)
+        var perSeed = new Dictionary<string, SeedResult>[SeedList.Count];
+        ForEachSeed(
+            (i, seed) =>
             {
-                log($"[{p} seed {seed}]");
-                results[p].Add(RunPipeline(p, seed, baseDir));
+                var baseDir = BaseModel(seed);
+                perSeed[i] = new();
+                // in order: the pipelines that reuse sft-then-rl's stages come after it
+                foreach (var p in pipelines)
+                {
+                    log($"[{p} seed {seed}]");
+                    perSeed[i][p] = RunPipeline(p, seed, baseDir);
+                }
             }
+        );
+        return pipelines.ToDictionary(p => p, p => perSeed.Select(d => d[p]).ToList());
+    }
+
+    /// <summary>Runs <paramref name="body"/>(index, seed) for every seed, config jobs at a time. Seeds share nothing
+    /// but the read-only task data (all randomness is seeded per stage), so the order of completion does not matter.
+    /// </summary>
+    public void ForEachSeed(Action<int, long> body)
+    {
+        var seeds = SeedList;
+        int jobs = cfg.ResolvedJobs,
+            before = get_num_threads();
+        set_num_threads(cfg.ThreadsPerSeed);
+        log($"{seeds.Count} seed(s), {jobs} at a time, {cfg.ThreadsPerSeed} torch thread(s) each");
+        try
+        {
+            Parallel.For(0, seeds.Count, new ParallelOptions { MaxDegreeOfParallelism = jobs }, i => body(i, seeds[i]));
         }
-        return results;
+        finally
+        {
+            set_num_threads(before);
+        }
     }
 
     /// <summary>Runs the pipelines, then writes summary.json and report.html into the run folder. Returns the summary and
@@ -145,6 +169,8 @@ public sealed class ExperimentRunner
                     seeds = SeedList,
                     pipelines,
                     dataset_seed = cfg.DatasetSeed,
+                    jobs = cfg.ResolvedJobs,
+                    torch_threads_per_seed = cfg.ThreadsPerSeed,
                 }
             )
         );
@@ -204,7 +230,13 @@ public sealed class ExperimentRunner
             return dir;
         }
         log($"base model: {cfg.Base.MaxSteps} SFT steps on terse answers (seed {seed}) -> {dir}");
-        var work = Path.Combine(cacheRoot, "base", hash, $".tmp-seed-{seed}-{Guid.NewGuid():N}");
+        RemoveAbandonedWork(Path.Combine(cacheRoot, "base", hash));
+        var work = Path.Combine(
+            cacheRoot,
+            "base",
+            hash,
+            $".tmp-seed-{seed}-{Environment.ProcessId}-{Guid.NewGuid():N}"
+        );
         using (var model = new Qwen3ForCausalLM(cfg.ModelConfig(codec.Vocab.Size), dtype, device, seed))
         {
             var tr = new SftTrainer(
@@ -234,6 +266,38 @@ public sealed class ExperimentRunner
             Directory.Delete(work, true);
         }
         return dir;
+    }
+
+    /// <summary>Deletes the work folders of base stages whose process is gone (killed mid-stage): they are named
+    /// .tmp-seed-N-PID-GUID, and a live process's folder is left alone (another run may be training it now).</summary>
+    public static void RemoveAbandonedWork(string dir)
+    {
+        if (!Directory.Exists(dir))
+            return;
+        foreach (var d in Directory.GetDirectories(dir, ".tmp-seed-*"))
+        {
+            var parts = Path.GetFileName(d).Split('-');
+            bool alive = parts.Length == 5 && int.TryParse(parts[3], out var pid) && ProcessAlive(pid);
+            if (!alive)
+                try
+                {
+                    Directory.Delete(d, true);
+                }
+                catch (IOException) { } // another process cleaning it at the same time
+        }
+    }
+
+    static bool ProcessAlive(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
     }
 
     /// <summary>One stage of a pipeline: what it trains, for how long, on which task and reward; ShareFrom names a
@@ -268,7 +332,8 @@ public sealed class ExperimentRunner
             "lenient-reward" => [sharedSft, new("rl", "grpo", nR, LenientTask)],
             "no-format-mix" => [new("sft", "sft", nS, NoMixTask), new("rl", "grpo", nR, NoMixTask)],
             "fresh-optimizer" => [sharedSft, new("sft-more", "sft", nR, task)],
-            "sft-anchored" or "chord" or "luffy" or "guarded" => [
+            "sft-anchored" or "chord" or "luffy" or "guarded" =>
+            [
                 sharedSft,
                 new("rl", "grpo", nR, task) { Grpo = MethodOptions(pipeline) },
             ],
@@ -283,20 +348,28 @@ public sealed class ExperimentRunner
             _ => throw new WorkbookException($"pipeline {method}: not built yet"),
         };
 
-    TaskData? lenientTask,
-        noMixTask;
+    TaskData? lenientTask;
     public ExperimentConfig Config => cfg;
 
+    // seeds run on parallel threads (config jobs): the task variants and evaluators below are built once, under a lock
+    readonly Lock gate = new();
+
     /// <summary>The task with the lenient verifier as the RL reward (the same data).</summary>
-    TaskData LenientTask =>
-        lenientTask ??= task with
+    TaskData LenientTask
+    {
+        get
         {
-            Reward = task.EvalVerifiers[^1],
-            ExpertReward = task.ExpertReward is null ? null : 1.0,
-        };
+            lock (gate)
+                return lenientTask ??= task with
+                {
+                    Reward = task.EvalVerifiers[^1],
+                    ExpertReward = task.ExpertReward is null ? null : 1.0,
+                };
+        }
+    }
 
     /// <summary>The task with every expert response in the strict form (same prompts, labels and rationales).</summary>
-    TaskData NoMixTask => noMixTask ??= TaskWithLooseFraction(0);
+    TaskData NoMixTask => TaskWithLooseFraction(0);
 
     readonly Dictionary<double, TaskData> variants = new();
 
@@ -305,15 +378,18 @@ public sealed class ExperimentRunner
     {
         if (f == cfg.Task.LooseFormatFraction)
             return task;
-        if (!variants.TryGetValue(f, out var t))
+        lock (gate)
         {
-            t = TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task with { LooseFormatFraction = f });
-            // the codec's vocabulary was built from the main task: check it covers the variant's text
-            foreach (var e in t.Train.Concat(t.Eval).Take(400))
-                codec.Sft(e);
-            variants[f] = t;
+            if (!variants.TryGetValue(f, out var t))
+            {
+                t = TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task with { LooseFormatFraction = f });
+                // the codec's vocabulary was built from the main task: check it covers the variant's text
+                foreach (var e in t.Train.Concat(t.Eval).Take(400))
+                    codec.Sft(e);
+                variants[f] = t;
+            }
+            return t;
         }
-        return t;
     }
 
     readonly Dictionary<TaskData, Evaluator> evaluators = new(ReferenceEqualityComparer.Instance);
@@ -323,9 +399,12 @@ public sealed class ExperimentRunner
     {
         if (t.Eval == task.Eval)
             return evaluator;
-        if (!evaluators.TryGetValue(t, out var e))
-            evaluators[t] = e = new Evaluator(codec, t.Eval, t.EvalVerifiers, evaluator.Options);
-        return e;
+        lock (gate)
+        {
+            if (!evaluators.TryGetValue(t, out var e))
+                evaluators[t] = e = new Evaluator(codec, t.Eval, t.EvalVerifiers, evaluator.Options);
+            return e;
+        }
     }
 
     SeedResult RunPipeline(string pipeline, long seed, string baseDir)

@@ -65,80 +65,83 @@ public static class Sweep
             Path.Combine(runner.RunDir, "grid.json"),
             JsonSerializer.Serialize(grid, TrainOptions.Json)
         );
-        var rows = new List<SweepRow>();
-        foreach (var seed in runner.SeedList)
-        {
-            var baseDir = runner.BaseModel(seed);
-            foreach (var f in grid.LooseFormatFractions)
+        var perSeed = new List<SweepRow>[runner.SeedList.Count];
+        runner.ForEachSeed(
+            (i, seed) =>
             {
-                var t = runner.TaskWithLooseFraction(f);
-                var fDir = Path.Combine(root, $"f{Key(f)}", $"seed-{seed}");
-                Directory.CreateDirectory(fDir);
-                var sft = new ExperimentRunner.StagePlan("sft", "sft", cfg.Sft.MaxSteps, t);
-                using var sftModel = runner.RunStage(
-                    runner.LoadBase(baseDir),
-                    Path.Combine(fDir, "1-sft"),
-                    sft,
-                    "sweep",
-                    seed * 100,
-                    Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage),
-                    $"sweep f={Key(f)}/seed-{seed}/sft"
-                );
-                var sftCkpt = TrainerCheckpoint.Latest(Path.Combine(fDir, "1-sft"))!;
-                foreach (var beta in grid.Betas)
+                var rows = perSeed[i] = new List<SweepRow>();
+                var baseDir = runner.BaseModel(seed);
+                foreach (var f in grid.LooseFormatFractions)
                 {
-                    log($"[sweep β={Key(beta)} f={Key(f)} seed {seed}]");
-                    var pDir = Path.Combine(fDir, $"beta{Key(beta)}");
-                    Directory.CreateDirectory(pDir);
-                    var pred = runner.CachedPrediction(pDir, sftModel, t, beta, seed);
-                    var g = RlOptions(cfg, beta);
-                    var rl = new ExperimentRunner.StagePlan("rl", "grpo", g.MaxSteps, t);
-                    var rlDir = Path.Combine(pDir, "2-rl");
-                    var model = runner.RunStage(
-                        runner.LoadBase(sftCkpt),
-                        rlDir,
-                        rl,
+                    var t = runner.TaskWithLooseFraction(f);
+                    var fDir = Path.Combine(root, $"f{Key(f)}", $"seed-{seed}");
+                    Directory.CreateDirectory(fDir);
+                    var sft = new ExperimentRunner.StagePlan("sft", "sft", cfg.Sft.MaxSteps, t);
+                    using var sftModel = runner.RunStage(
+                        runner.LoadBase(baseDir),
+                        Path.Combine(fDir, "1-sft"),
+                        sft,
                         "sweep",
-                        seed * 100 + 1,
-                        Math.Max(1, g.MaxSteps / cfg.EvalsPerStage),
-                        $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/rl",
-                        g
+                        seed * 100,
+                        Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage),
+                        $"sweep f={Key(f)}/seed-{seed}/sft"
                     );
-                    var pts = ExperimentRunner.EvalPoints(rlDir).ToList();
-                    double measured =
-                        pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"];
-                    double finalReward = pts[^1].Metrics[runner.StrictKey];
-                    var curve = pts.Select(p =>
-                            (
-                                p.Step,
-                                p.Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"]
-                            )
-                        )
-                        .ToList();
-                    double? twinReward = null,
-                        twinPred = null;
-                    if (grid.Twin)
+                    var sftCkpt = TrainerCheckpoint.Latest(Path.Combine(fDir, "1-sft"))!;
+                    foreach (var beta in grid.Betas)
                     {
-                        var twinDir = Path.Combine(pDir, "3-sft");
-                        model = runner.RunStage(
-                            model,
-                            twinDir,
-                            sft,
+                        log($"[sweep β={Key(beta)} f={Key(f)} seed {seed}]");
+                        var pDir = Path.Combine(fDir, $"beta{Key(beta)}");
+                        Directory.CreateDirectory(pDir);
+                        var pred = runner.CachedPrediction(pDir, sftModel, t, beta, seed);
+                        var g = RlOptions(cfg, beta);
+                        var rl = new ExperimentRunner.StagePlan("rl", "grpo", g.MaxSteps, t);
+                        var rlDir = Path.Combine(pDir, "2-rl");
+                        var model = runner.RunStage(
+                            runner.LoadBase(sftCkpt),
+                            rlDir,
+                            rl,
                             "sweep",
-                            seed * 100 + 2,
-                            Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage),
-                            $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/twin-sft"
+                            seed * 100 + 1,
+                            Math.Max(1, g.MaxSteps / cfg.EvalsPerStage),
+                            $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/rl",
+                            g
                         );
-                        var last = ExperimentRunner.EvalPoints(twinDir).Last().Metrics;
-                        twinReward = last[runner.StrictKey];
-                        twinPred = (t.ExpertReward ?? runner.ExpertReward(t)) * last[runner.LenientKey];
+                        var pts = ExperimentRunner.EvalPoints(rlDir).ToList();
+                        double measured =
+                            pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"];
+                        double finalReward = pts[^1].Metrics[runner.StrictKey];
+                        var curve = pts.Select(p =>
+                                (
+                                    p.Step,
+                                    p.Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"]
+                                )
+                            )
+                            .ToList();
+                        double? twinReward = null,
+                            twinPred = null;
+                        if (grid.Twin)
+                        {
+                            var twinDir = Path.Combine(pDir, "3-sft");
+                            model = runner.RunStage(
+                                model,
+                                twinDir,
+                                sft,
+                                "sweep",
+                                seed * 100 + 2,
+                                Math.Max(1, cfg.Sft.MaxSteps / cfg.EvalsPerStage),
+                                $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/twin-sft"
+                            );
+                            var last = ExperimentRunner.EvalPoints(twinDir).Last().Metrics;
+                            twinReward = last[runner.StrictKey];
+                            twinPred = (t.ExpertReward ?? runner.ExpertReward(t)) * last[runner.LenientKey];
+                        }
+                        model.Dispose();
+                        rows.Add(new SweepRow(beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve));
                     }
-                    model.Dispose();
-                    rows.Add(new SweepRow(beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve));
                 }
             }
-        }
-        var summary = Build(cfg, grid, rows, runner.SeedList);
+        );
+        var summary = Build(cfg, grid, perSeed.SelectMany(r => r).ToList(), runner.SeedList);
         AtomicFile.WriteAllText(
             Path.Combine(runner.RunDir, "sweep.json"),
             summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true })

@@ -87,6 +87,13 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     )
         : this(model, codec, prompts, new WeightedReward([(verifier, 1.0)]), options, outDir, evaluator) { }
 
+    protected override (string Option, long Rows, long Length)? StepShape =>
+        (
+            "per_device_train_batch_size",
+            Opt.PerDeviceTrainBatchSize,
+            (promptIds.Length == 0 ? 0 : promptIds.Max(p => p.Length)) + Opt.MaxCompletionLength
+        );
+
     protected override void OnResume()
     {
         if (Opt.GradientAlignmentSteps > 0 && BeforeUpdate is null)

@@ -32,37 +32,48 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
         data = train.Select(e => codec.Sft(e, options.CompletionOnlyLoss)).ToList();
     }
 
+    protected override (string Option, long Rows, long Length)? StepShape =>
+        (
+            "per_device_train_batch_size",
+            Opt.PerDeviceTrainBatchSize,
+            Math.Min(Opt.MaxLength, data.Count == 0 ? 0 : data.Max(d => d.Ids.Length))
+        );
+
     protected override Dictionary<string, double> TrainStep(long step, double lr)
     {
         Optimizer.ZeroGrad();
-        var micro = Enumerable
+        // the rows of every micro-batch first (indices only), so that one micro-batch's tensors live at a time: the
+        // token count that normalises the loss is known before the first backward
+        var picks = Enumerable
             .Range(0, Opt.GradientAccumulationSteps)
-            .Select(_ =>
-                Losses.MakeSftBatch(
-                    Order.Next(Opt.PerDeviceTrainBatchSize).Select(i => data[i]).ToList(),
-                    codec.PadId,
-                    Opt.MaxLength,
-                    Opt.Packing
-                )
-            )
+            .Select(_ => Order.Next(Opt.PerDeviceTrainBatchSize))
             .ToList();
-        long tokens = micro.Sum(b => b.Tokens);
+        Losses.Batch Make(int[] rows) =>
+            Losses.MakeSftBatch(rows.Select(i => data[i]).ToList(), codec.PadId, Opt.MaxLength, Opt.Packing);
+        long tokens = 0,
+            seen = 0;
+        foreach (var rows in picks)
+            using (NewDisposeScope())
+                tokens += Make(rows).Tokens;
         if (tokens == 0)
             throw new WorkbookException(
                 $"step {step + 1}: the batch has no loss tokens (are the responses empty or truncated away by max_length {Opt.MaxLength}?)"
             );
         double nll = 0,
             correct = 0;
-        foreach (var b in micro)
+        foreach (var rows in picks)
         {
+            using var scope = NewDisposeScope();
+            var b = Make(rows);
             var (s, c) = Losses.SftNll(Model, b);
             (s / tokens).backward(); // token-mean over the whole accumulated step
             nll += s.Value();
             correct += c.Value();
+            seen += b.Mask.sum().item<long>();
         }
         var loss = nll / tokens;
         var gn = Update(lr, loss, step);
-        State = State with { NumTokens = State.NumTokens + micro.Sum(b => b.Mask.sum().item<long>()) };
+        State = State with { NumTokens = State.NumTokens + seen };
         return new Dictionary<string, double>
         {
             ["loss"] = loss,

@@ -49,8 +49,14 @@ public abstract class TrainerBase<TOptions> : ITrainer
 
     protected DataOrder Order = null!;
 
+    /// <summary>The option that sets a step's rows, the rows and the longest row: checked against the memory available
+    /// before anything is allocated (Training/StepMemory.cs). Null: not checked.</summary>
+    protected virtual (string Option, long Rows, long Length)? StepShape => null;
+
     public TrainerState Train(bool resume = false)
     {
+        if (StepShape is var (option, rows, length))
+            StepMemory.Check(Model.Config, option, rows, length);
         Directory.CreateDirectory(OutDir);
         Optimizer = new AdamW(Model.named_parameters(), Opt.AdamBeta1, Opt.AdamBeta2, Opt.AdamEpsilon, Opt.WeightDecay);
         State = new TrainerState(0, 0, 0, 0, Opt.Seed, TrainerName);

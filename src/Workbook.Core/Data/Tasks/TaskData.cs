@@ -40,6 +40,10 @@ public static class TaskRegistry
         options ??= new TaskOptions();
         var colon = spec.IndexOf(':');
         var (kind, file) = colon < 0 ? (spec, null) : (spec[..colon], spec[(colon + 1)..]);
+        if (options.EvalFile is not null && kind != "cola")
+            throw new WorkbookException(
+                $"option task.eval_file (--eval-dataset): only for cola:FILE datasets (got dataset {spec})"
+            );
         var task = kind switch
         {
             "grammar" => GrammarTask.Create(seed, options),

@@ -1,0 +1,95 @@
+using Workbook.Model;
+using Workbook.Training;
+using static TorchSharp.torch;
+
+namespace Workbook.Tests;
+
+public class StepMemoryTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
+{
+    [Fact]
+    public void Gradient_accumulation_matches_one_big_batch_and_keeps_one_micro_batch_alive()
+    {
+        // same rows in the same order: 1 × 8 and 2 × 4 must make the same token-mean step
+        Qwen3ForCausalLM Step(int batch, int accumulation)
+        {
+            var model = fx.NewModel(3);
+            new SftTrainer(
+                model,
+                fx.Codec,
+                fx.Task.Train.Take(16).ToList(),
+                new SftOptions
+                {
+                    LearningRate = 1e-2,
+                    MaxSteps = 2,
+                    PerDeviceTrainBatchSize = batch,
+                    GradientAccumulationSteps = accumulation,
+                    LrSchedulerType = "constant",
+                },
+                TestData.TempDir()
+            ).Train();
+            return model;
+        }
+        using var one = Step(8, 1);
+        using var two = Step(4, 2);
+        var a = one.parameters().ToList();
+        var b = two.parameters().ToList();
+        for (int i = 0; i < a.Count; i++)
+            Assert.True(
+                (a[i] - b[i]).abs().max().item<float>() < 1e-5,
+                $"parameter {i} differs by {(a[i] - b[i]).abs().max().item<float>()}"
+            );
+    }
+
+    [Fact]
+    public void A_step_that_cannot_fit_is_refused_naming_the_option()
+    {
+        var c = fx.NewModel(1).Config;
+        // the estimate grows linearly in rows and at least linearly in length
+        Assert.Equal(2 * StepMemory.Estimate(c, 8, 64), StepMemory.Estimate(c, 16, 64), 6);
+        Assert.True(StepMemory.Estimate(c, 8, 128) > 2 * StepMemory.Estimate(c, 8, 64));
+        StepMemory.Check(c, "per_device_train_batch_size", 8, 64, available: 1e9);
+        var e = Assert.Throws<WorkbookException>(() =>
+            StepMemory.Check(c, "per_device_train_batch_size", 100_000_000, 64, available: 1e9)
+        );
+        Assert.Contains("per_device_train_batch_size", e.Message);
+        Assert.Contains("GB", e.Message);
+    }
+
+    [Fact]
+    public void An_oversized_batch_fails_before_training_allocates_it()
+    {
+        var model = fx.NewModel(1);
+        var dir = TestData.TempDir();
+        var e = Assert.Throws<WorkbookException>(() =>
+            new SftTrainer(
+                model,
+                fx.Codec,
+                fx.Task.Train.Take(16).ToList(),
+                new SftOptions { MaxSteps = 1, PerDeviceTrainBatchSize = 1_000_000_000 },
+                dir
+            ).Train()
+        );
+        Assert.Contains("per_device_train_batch_size", e.Message);
+        Assert.False(File.Exists(Path.Combine(dir, "metrics.jsonl")));
+    }
+}
+
+public class AbandonedWorkTests
+{
+    [Fact]
+    public void A_killed_base_stage_s_work_folder_is_removed_and_a_live_one_is_kept()
+    {
+        var dir = TestData.TempDir();
+        var dead = Path.Combine(dir, ".tmp-seed-1000-999999999-abc"); // no such process
+        var old = Path.Combine(dir, ".tmp-seed-1000-abcdef"); // the name before process ids
+        var live = Path.Combine(dir, $".tmp-seed-1000-{Environment.ProcessId}-abc");
+        var done = Path.Combine(dir, "seed-1000");
+        foreach (var d in new[] { dead, old, live, done })
+            Directory.CreateDirectory(d);
+        Workbook.Experiments.ExperimentRunner.RemoveAbandonedWork(dir);
+        Assert.False(Directory.Exists(dead));
+        Assert.False(Directory.Exists(old));
+        Assert.True(Directory.Exists(live));
+        Assert.True(Directory.Exists(done));
+    }
+}
