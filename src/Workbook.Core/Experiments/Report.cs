@@ -217,6 +217,26 @@ public static class Report
             sb.Append("</table>");
         }
 
+        if (pipes.Any(p => p.Value?["final_classification"] is JsonObject))
+        {
+            // issue 12: what CoLA users compare (the label's accuracy and MCC at the end, strict and lenient parse)
+            sb.Append(
+                "<h2>Classification at the end</h2><p>The label of the policy's samples at the last evaluation: "
+                    + "accuracy and Matthews correlation (MCC), strict parse (the reward's) and lenient (the last label)."
+                    + "</p><table><tr><th>pipeline</th><th>accuracy (strict)</th><th>MCC (strict)</th>"
+                    + "<th>accuracy (lenient)</th><th>MCC (lenient)</th></tr>"
+            );
+            foreach (var (name, v) in pipes)
+                if (v?["final_classification"] is JsonObject c)
+                    sb.Append($"<tr><td>{E(name)}</td>")
+                        .Append(Cell(c["accuracy/strict"]))
+                        .Append(Cell(c["mcc/strict"]))
+                        .Append(Cell(c["accuracy/lenient"]))
+                        .Append(Cell(c["mcc/lenient"]))
+                        .Append("</tr>");
+            sb.Append("</table>");
+        }
+
         sb.Append("<h2>Curves</h2>");
         foreach (var (name, _) in pipes)
         {

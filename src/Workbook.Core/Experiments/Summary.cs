@@ -69,7 +69,9 @@ public static class Summary
         {
             var o = new JsonObject();
             bool sftThenRl =
-                name == "sft-then-rl" || ExperimentConfig.Controls.Contains(name) || ExperimentConfig.Methods.Contains(name);
+                name == "sft-then-rl"
+                || ExperimentConfig.Controls.Contains(name)
+                || ExperimentConfig.Methods.Contains(name);
             if (sftThenRl)
             {
                 var loss = Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss"));
@@ -177,6 +179,8 @@ public static class Summary
                     )
                     .ToArray()
             );
+            if (Classification(rs) is { } cls)
+                o["final_classification"] = cls;
             pipes[name] = o;
         }
         var controls = Controls(results, pipes, statements);
@@ -207,6 +211,26 @@ public static class Summary
         if (comparisons.Count > 0)
             summary["comparisons"] = comparisons;
         return summary;
+    }
+
+    /// <summary>Accuracy and Matthews correlation of the label at the last evaluation (strict and lenient parse), for
+    /// classification tasks (issue 12): accuracy's interval inside [0, 1], MCC's inside [−1, 1].</summary>
+    static JsonObject? Classification(List<SeedResult> rs)
+    {
+        var o = new JsonObject();
+        foreach (
+            var key in new[] { "eval_accuracy/strict", "eval_mcc/strict", "eval_accuracy/lenient", "eval_mcc/lenient" }
+        )
+        {
+            var last = rs.Select(r =>
+                    r.Curve.Count > 0 && r.Curve[^1].Metrics.TryGetValue(key, out var v) ? v : double.NaN
+                )
+                .ToArray();
+            if (last.Any(double.IsNaN))
+                continue;
+            o[key["eval_".Length..]] = StatJson(Stat.Bounded(last, key.Contains("mcc") ? -1 : 0, 1));
+        }
+        return o.Count > 0 ? o : null;
     }
 
     static JsonObject PredictionJson(List<SeedResult> rs, string perResponse)
