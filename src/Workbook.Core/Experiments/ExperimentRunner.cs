@@ -590,7 +590,8 @@ public sealed class ExperimentRunner
     {
         var path = Path.Combine(
             seedDir,
-            $"prediction-beta{beta.ToString(System.Globalization.CultureInfo.InvariantCulture)}.json"
+            // v2: with KL(p*‖p_ref); the counts' seed is unchanged, so the prediction itself is the same
+            $"prediction-v2-beta{beta.ToString(System.Globalization.CultureInfo.InvariantCulture)}.json"
         );
         if (File.Exists(path))
             return JsonSerializer.Deserialize<C1Prediction>(File.ReadAllText(path), TrainOptions.Json)!;

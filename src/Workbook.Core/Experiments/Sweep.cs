@@ -110,6 +110,27 @@ public static class Sweep
                         double measured =
                             pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"];
                         double finalReward = pts[^1].Metrics[runner.StrictKey];
+                        // where the rise sits: the split keys are nats per response of each form; weight by the forms'
+                        // shares of the held-out set, so rationale + answer = the measured rise
+                        double Span(string span) =>
+                            t
+                                .Eval.GroupBy(e => e.Form)
+                                .Sum(g =>
+                                    pts[^1].Metrics.TryGetValue($"eval_sft_nll/{g.Key}/{span}", out var end)
+                                        ? g.Count()
+                                            / (double)t.Eval.Count
+                                            * (end - pts[0].Metrics[$"eval_sft_nll/{g.Key}/{span}"])
+                                        : double.NaN
+                                );
+                        // KL(π‖π_ref) per response RL reached: β·KL is verl's reward_kl_penalty, averaged over the last
+                        // ten steps' rollouts
+                        var klRows = MetricsLog
+                            .Read(Path.Combine(rlDir, "metrics.jsonl"))
+                            .Where(r => r["reward_kl_penalty"] is not null)
+                            .TakeLast(10)
+                            .Select(r => r["reward_kl_penalty"]!.GetValue<double>() / beta)
+                            .ToList();
+                        double klReached = klRows.Count > 0 ? klRows.Average() : double.NaN;
                         var curve = pts.Select(p =>
                                 (
                                     p.Step,
@@ -136,7 +157,14 @@ public static class Sweep
                             twinPred = (t.ExpertReward ?? runner.ExpertReward(t)) * last[runner.LenientKey];
                         }
                         model.Dispose();
-                        rows.Add(new SweepRow(beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve));
+                        rows.Add(
+                            new SweepRow(beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve)
+                            {
+                                RationaleRise = Span("rationale"),
+                                AnswerRise = Span("answer"),
+                                KlReached = klReached,
+                            }
+                        );
                     }
                 }
             }
@@ -159,7 +187,15 @@ public static class Sweep
         double? TwinReward,
         double? TwinPredicted,
         List<(long Step, double Rise)> Curve
-    );
+    )
+    {
+        /// <summary>The measured rise's parts in the rationale spans and the answer spans (nats per response).</summary>
+        public double RationaleRise { get; init; } = double.NaN;
+        public double AnswerRise { get; init; } = double.NaN;
+
+        /// <summary>KL(π‖π_ref) per response at the end of RL (the last rollouts' estimate).</summary>
+        public double KlReached { get; init; } = double.NaN;
+    }
 
     static JsonObject StatJson(Stat s) =>
         new()
@@ -195,6 +231,17 @@ public static class Sweep
             var ratio = Stat.Of(rs.Select(r => r.Measured / r.Pred.Mean).ToArray());
             var reached = Stat.Bounded(rs.Select(r => r.FinalReward).ToArray(), 0, 1);
             var atOpt = Stat.Bounded(rs.Select(r => r.Pred.RewardAtOptimum).ToArray(), 0, 1);
+            var rationale = Stat.Of(rs.Select(r => r.RationaleRise).ToArray());
+            var answer = Stat.Of(rs.Select(r => r.AnswerRise).ToArray());
+            var klReached = Stat.Of(rs.Select(r => r.KlReached).ToArray());
+            var klOpt = Stat.Of(rs.Select(r => r.Pred.KlAtOptimum ?? double.NaN).ToArray());
+            // measured, not guessed: where the rise sits and how far RL moved against how far p* is
+            var mechanism =
+                double.IsFinite(rationale.Mean) && double.IsFinite(klReached.Mean)
+                    ? $"; of the measured rise, the rationale spans (which the reward does not score) "
+                        + $"carry {F3(rationale.Mean)} and the answer spans {F3(answer.Mean)}; RL moved KL(π‖π_ref) "
+                        + $"{klReached.Mean:0.000} nats per response against {klOpt.Mean:0.000} at p*"
+                    : "";
             // a plateau: the last evaluation interval moved the rise by less than 10% of the rise (or 0.02 nats)
             var plateau = rs.Select(r =>
                     r.Curve.Count >= 2
@@ -216,6 +263,10 @@ public static class Sweep
                 ["reward_reached"] = StatJson(reached),
                 ["reward_at_optimum"] = StatJson(atOpt),
                 ["plateau_per_seed"] = new JsonArray(plateau.Select(x => (JsonNode?)x).ToArray()),
+                ["measured_rationale_spans"] = StatJson(rationale),
+                ["measured_answer_spans"] = StatJson(answer),
+                ["kl_reached"] = StatJson(klReached),
+                ["kl_at_optimum"] = StatJson(klOpt),
                 ["curves"] = new JsonArray(
                     rs.Select(r =>
                             (JsonNode?)
@@ -259,13 +310,14 @@ public static class Sweep
                                 ? ""
                                 : $"; {plateau.Count(x => !x)} of {plateau.Length} seeds had not plateaued"
                         )
+                        + mechanism
                         + "."
                 );
             }
             else
                 sentences.Add(
                     $"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), measured {F3(measured.Mean)} "
-                        + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}])."
+                        + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]){mechanism}."
                 );
         }
         var headline =

@@ -20,7 +20,8 @@ public sealed record C1Prediction(
     double DataReward,
     string DataRewardSource,
     double MeanSuccess,
-    double RewardAtOptimum
+    double RewardAtOptimum,
+    double? KlAtOptimum = null
 );
 
 public static class C1Predictor
@@ -37,6 +38,10 @@ public static class C1Predictor
     /// <summary>E_{p*} r for a 0/1 reward: the reward RL reaches at the optimum, P / (P + (1 − P)e^{−1/β}) per prompt
     /// (to tell a run that has not converged from a prediction that missed).</summary>
     public static double RewardAtOptimum(double p, double beta) => p <= 0 ? 0 : p / (p + (1 - p) * Math.Exp(-1 / beta));
+
+    /// <summary>KL(p*‖p) per response for a 0/1 reward: E_{p*} r/β − log Z (how far RL must move to reach the optimum;
+    /// a run that moved much further moved in directions the reward does not ask for).</summary>
+    public static double KlAtOptimum(double p, double beta) => RewardAtOptimum(p, beta) / beta - LogZ(p, beta);
 
     /// <summary>The prediction from per-prompt success counts out of k samples and the expert data's mean reward.</summary>
     public static C1Prediction FromCounts(
@@ -87,7 +92,8 @@ public static class C1Predictor
             dataReward,
             dataRewardSource,
             phat.Average(),
-            phat.Average(p => RewardAtOptimum(p, beta))
+            phat.Average(p => RewardAtOptimum(p, beta)),
+            phat.Average(p => KlAtOptimum(p, beta))
         );
     }
 
