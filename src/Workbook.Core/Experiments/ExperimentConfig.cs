@@ -81,6 +81,28 @@ public sealed record ExperimentConfig
     /// <summary>λ of the joint objective L_SFT + λ·L_GRPO.</summary>
     public double JointRlWeight { get; init; } = 1.0;
 
+    // ---- The mixed methods' RL stage (issue 14): each sets GrpoOptions' mixing options on top of grpo.* ----
+
+    /// <summary>sft-anchored: λ of L_GRPO + λ·L_SFT, constant over the stage (grpo.sft_coef with sft_mix = add). Not
+    /// tuned: λ = 1 weighs the two token-mean losses equally (CHORD's fixed-μ baseline at μ = 0.5 is the same objective
+    /// up to a factor 2). InstructGPT's ptx γ = 27.8 mixes pretraining data into PPO at another loss scale and is not
+    /// comparable. If retuned, tune on seeds 1-2 (--set dataset_seed=0 --set seed_base=1), never on seeds 1000+.</summary>
+    public double AnchorSftCoef { get; init; } = 1.0;
+
+    /// <summary>chord: μ at the RL stage's start in (1 − μ)·L_GRPO + μ·L_SFT (grpo.sft_coef with sft_mix = convex). 1 =
+    /// the stage starts as pure SFT on the expert responses; CHORD-μ's released scripts start at a peak of 0.9.</summary>
+    public double ChordMuStart { get; init; } = 1.0;
+
+    /// <summary>chord: μ's floor at the stage's end (grpo.sft_coef_min); 0.05 is CHORD-μ's valley. Not tuned.</summary>
+    public double ChordMuFloor { get; init; } = 0.05;
+
+    /// <summary>chord: μ's decay (grpo.sft_coef_schedule): cosine, CHORD-μ's shape, or linear / constant.</summary>
+    public string ChordMuSchedule { get; init; } = "cosine";
+
+    /// <summary>luffy: the policy-shaping γ of the expert tokens' ratio π_θ/(π_θ + γ) (grpo.off_policy_shaping_gamma);
+    /// 0.1 is LUFFY's value; null = no shaping (ratio π_θ).</summary>
+    public double? LuffyShapingGamma { get; init; } = 0.1;
+
     /// <summary>Samples k per held-out prompt of the SFT policy for the predicted SFT-loss rise (Theory/C1Prediction.cs;
     /// 0 = skip, else at least 16).</summary>
     public int C1Samples { get; init; } = 16;
@@ -205,6 +227,7 @@ public sealed record ExperimentConfig
         }
         if (JointRlWeight < 0)
             throw new WorkbookException("option joint_rl_weight: must be >= 0");
+        ValidateMethods(dflt.Grpo);
         if (Model is not null && !Directory.Exists(Model))
             throw new WorkbookException($"--model {Model}: model folder not found");
         if (Model is null && (HiddenSize % NumAttentionHeads != 0 || (HiddenSize / NumAttentionHeads) % 2 != 0))
@@ -212,6 +235,44 @@ public sealed record ExperimentConfig
                 $"option hidden_size: {HiddenSize} must split into {NumAttentionHeads} heads of even size"
             );
         Devices.ParseDType(Dtype);
+    }
+
+    /// <summary>The mixed methods' keys; and grpo.*'s mixing options, which run sets per method (a value in grpo would
+    /// change every GRPO stage, the baselines' too).</summary>
+    void ValidateMethods(GrpoOptions d)
+    {
+        if (
+            Grpo.SftCoef != d.SftCoef
+            || Grpo.SftMix != d.SftMix
+            || Grpo.SftCoefMin != d.SftCoefMin
+            || Grpo.SftCoefSchedule != d.SftCoefSchedule
+            || Grpo.SftBatchSize != d.SftBatchSize
+            || Grpo.SftMaxLength != d.SftMaxLength
+            || Grpo.OffPolicyExpert != d.OffPolicyExpert
+            || Grpo.OffPolicyShapingGamma != d.OffPolicyShapingGamma
+        )
+            throw new WorkbookException(
+                "option grpo.sft_*/off_policy_*: run sets these per method (sft-anchored, chord, luffy); set "
+                    + "anchor_sft_coef, chord_mu_start, chord_mu_floor, chord_mu_schedule or luffy_shaping_gamma instead"
+            );
+        if (!(AnchorSftCoef > 0))
+            throw new WorkbookException($"option anchor_sft_coef: must be > 0 (got {AnchorSftCoef})");
+        if (!(ChordMuStart > 0 && ChordMuStart <= 1))
+            throw new WorkbookException($"option chord_mu_start: must be in (0, 1] (got {ChordMuStart})");
+        if (!(ChordMuFloor >= 0 && ChordMuFloor <= ChordMuStart))
+            throw new WorkbookException(
+                $"option chord_mu_floor: must be in [0, chord_mu_start = {ChordMuStart}] (got {ChordMuFloor})"
+            );
+        if (ChordMuSchedule is not ("constant" or "linear" or "cosine"))
+            throw new WorkbookException(
+                $"option chord_mu_schedule: '{ChordMuSchedule}' is not constant, linear or cosine"
+            );
+        if (ChordMuSchedule == "constant" && ChordMuFloor != 0)
+            throw new WorkbookException(
+                "option chord_mu_floor: a constant chord_mu_schedule has no floor; set chord_mu_floor=0 or decay μ"
+            );
+        if (LuffyShapingGamma is { } g && !(g > 0))
+            throw new WorkbookException($"option luffy_shaping_gamma: must be > 0, or null for no shaping (got {g})");
     }
 
     public Qwen3Config ModelConfig(int vocab) =>

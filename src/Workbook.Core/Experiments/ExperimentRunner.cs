@@ -341,10 +341,24 @@ public sealed class ExperimentRunner
         };
     }
 
-    /// <summary>The RL-stage options of a mixed method (issue 14).</summary>
-    GrpoOptions MethodOptions(string method) =>
+    /// <summary>The RL-stage options of a mixed method (issue 14): the config's grpo.* plus the method's mixing.</summary>
+    public GrpoOptions MethodOptions(string method) => MethodOptions(cfg, method);
+
+    public static GrpoOptions MethodOptions(ExperimentConfig cfg, string method) =>
         method switch
         {
+            // InstructGPT's ptx / CHORD's fixed weight: L_GRPO + λ·L_SFT, λ constant
+            "sft-anchored" => cfg.Grpo with { SftCoef = cfg.AnchorSftCoef, SftMix = "add" },
+            // CHORD-μ: (1 − μ)·L_GRPO + μ·L_SFT, μ decayed from chord_mu_start to chord_mu_floor over the stage
+            "chord" => cfg.Grpo with
+            {
+                SftCoef = cfg.ChordMuStart,
+                SftMix = "convex",
+                SftCoefMin = cfg.ChordMuFloor,
+                SftCoefSchedule = cfg.ChordMuSchedule,
+            },
+            // LUFFY: the expert response as each group's G-th member, policy shaping on its tokens
+            "luffy" => cfg.Grpo with { OffPolicyExpert = true, OffPolicyShapingGamma = cfg.LuffyShapingGamma },
             _ => throw new WorkbookException($"pipeline {method}: not built yet"),
         };
 

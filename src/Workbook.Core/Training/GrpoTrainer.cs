@@ -12,6 +12,13 @@
 //     (grpo: per-sequence mean; dr_grpo: sum / (N·max_completion_length); dapo/bnpo: token mean).
 //  5. num_iterations = μ optimizer steps reuse the same rollouts. Unlike TRL, max_steps counts rollout batches, so a run
 //     makes μ·max_steps optimizer steps (TRL's max_steps counts optimizer steps).
+//  6. SFT term (sft_coef > 0; off by default): each optimizer step also takes sft_batch_size expert sequences from the
+//     training examples (own DataOrder, seed + 1, so a resumed stage draws the same ones) and the loss becomes
+//     L_GRPO + λ·L_SFT (sft_mix = add: InstructGPT's ptx) or (1 − μ)·L_GRPO + μ·L_SFT (convex: CHORD-μ), L_SFT being
+//     SftTrainer's token-mean completion-only NLL and λ or μ scheduled over the stage (sft_coef → sft_coef_min).
+//  7. off-policy expert (off_policy_expert; LUFFY): each group is G − 1 samples plus the prompt's expert response, so
+//     advantages are relative to the mixed group; the expert's tokens use the ratio π_θ (or π_θ/(π_θ + γ) with
+//     shaping), unclipped and without KL (the KL term, either kl_mode, covers on-policy tokens only).
 // Diagnostics that need more than the batch (the gradient alignment of Theory/GradientAlignment.cs) attach through
 // BeforeUpdate, so Training does not depend on Theory.
 using System.Diagnostics;
@@ -48,6 +55,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     readonly int[][] promptIds;
     readonly WeightedReward reward;
     Qwen3ForCausalLM? reference;
+    List<SftSequence>? sftData;
+    DataOrder? sftOrder;
 
     protected override string TrainerName => "grpo";
     protected override int DatasetSize => prompts.Count;
@@ -102,6 +111,18 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
                     + "(attach Theory.GradientAlignment, as `run` and `train grpo` do)"
             );
         reference = LoadReference(Model, OutDir, Opt, State.Step);
+        if (Opt.SftCoef > 0)
+        {
+            // 6. the expert stream is a second order over the same rows; its position is a function of the step
+            sftData ??= prompts.Select(e => codec.Sft(e)).ToList();
+            long drawn = State.Step * Opt.NumIterations * Opt.SftExamplesPerStep;
+            sftOrder = new DataOrder(
+                prompts.Count,
+                Opt.Seed + 1,
+                (int)(drawn / prompts.Count),
+                (int)(drawn % prompts.Count)
+            );
+        }
         // a resumed stage remembers whether its first steps had a reward signal
         var log = Path.Combine(OutDir, "metrics.jsonl");
         sawSignal =
@@ -147,13 +168,21 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         if (BeforeUpdate is not null && Opt.GradientAlignmentSteps > 0 && step % Opt.GradientAlignmentSteps == 0)
             foreach (var (k, v) in BeforeUpdate(batch, step))
                 m[k] = v;
-        // 4-5. the loss, μ times on the same rollouts
+        // 4-6. the loss (with the SFT term when sft_coef > 0), μ times on the same rollouts
         var sw = Stopwatch.StartNew();
         var acc = new GrpoBatch.Accumulator();
+        double coef = Opt.SftCoefAt(step);
         for (int it = 0; it < Opt.NumIterations; it++)
         {
             Optimizer.ZeroGrad();
             var loss = batch.Loss(Model, acc);
+            if (sftOrder is not null)
+            {
+                var sft = SftLoss(step);
+                acc.Add("grpo_loss", loss.Value());
+                acc.Add("sft_loss", sft.Value());
+                loss = MixedLoss(loss, sft, coef, Opt.SftMix);
+            }
             loss.backward();
             var lv = loss.Value();
             acc.Add("loss", lv);
@@ -161,11 +190,33 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         }
         foreach (var (k, v) in acc.Means())
             m[k] = v;
+        if (sftOrder is not null)
+            m["sft_coef"] = coef;
         m["timing/update"] = sw.Elapsed.TotalSeconds;
         State = State with { NumTokens = State.NumTokens + batch.Tokens };
         m["num_tokens"] = State.NumTokens;
         return m;
     }
+
+    /// <summary>SftTrainer's loss on the next sft_batch_size expert sequences: token-mean NLL of the responses.</summary>
+    Tensor SftLoss(long step)
+    {
+        var b = Losses.MakeSftBatch(
+            sftOrder!.Next(Opt.SftExamplesPerStep).Select(i => sftData![i]).ToList(),
+            codec.PadId,
+            Opt.SftMaxLength,
+            packing: false
+        );
+        if (b.Tokens == 0)
+            throw new WorkbookException(
+                $"step {step + 1}: the SFT term's expert batch has no loss tokens (responses truncated away by sft_max_length {Opt.SftMaxLength}?)"
+            );
+        return Losses.SftNll(Model, b).NllSum / b.Tokens;
+    }
+
+    /// <summary>L_GRPO + c·L_SFT (add) or (1 − c)·L_GRPO + c·L_SFT (convex) (public for tests).</summary>
+    public static Tensor MixedLoss(Tensor grpo, Tensor sft, double coef, string mix) =>
+        mix == "convex" ? (1 - coef) * grpo + coef * sft : grpo + coef * sft;
 
     /// <summary>Group-relative advantages (public for tests).</summary>
     public static double[] Advantages(double[] rewards, int groupSize, string scale)
@@ -222,7 +273,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         Tensor completionMask,
         GrpoOptions o,
         long? batchSequences = null,
-        Tensor? batchTokens = null
+        Tensor? batchTokens = null,
+        Tensor? offPolicy = null
     )
     {
         using var scope = NewDisposeScope();
@@ -231,11 +283,21 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         double lo = 1 - o.Epsilon,
             hi = 1 + (o.EpsilonHigh ?? o.Epsilon);
         var perTok = -minimum(ratio * a, ratio.clamp(lo, hi) * a);
+        // 7. expert rows (LUFFY): ratio π_θ/π_expert with π_expert ≡ 1, optionally shaped, never clipped
+        Tensor? off = offPolicy?.to(ScalarType.Bool).unsqueeze(1);
+        if (off is not null)
+        {
+            var p = logps.exp();
+            var f = o.OffPolicyShapingGamma is { } g ? p / (p + g) : p;
+            perTok = where(off, -f * a, perTok);
+        }
         Tensor? kl = null;
         if (o.Beta > 0 && o.KlMode == "loss" && refLogps is not null)
         {
             var d = refLogps - logps;
             kl = d.exp() - d - 1;
+            if (off is not null)
+                kl = where(off, zeros_like(kl), kl); // the KL term covers on-policy tokens only
             perTok = perTok + o.Beta * kl;
         }
         var cm = completionMask;
@@ -250,6 +312,11 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         using var _ = no_grad();
         var isLow = ratio.lt(lo) & a.lt(0);
         var isHigh = ratio.gt(hi) & a.gt(0);
+        if (off is not null)
+        {
+            isLow = isLow & off.logical_not();
+            isHigh = isHigh & off.logical_not();
+        }
         return new GrpoLoss(
             loss.MoveToOuterDisposeScope(),
             perTok.MoveToOuterDisposeScope(),
@@ -284,6 +351,12 @@ public sealed class GrpoBatch
     public double[] Rewards { get; private set; } = [];
     public double[] ShapedRewards { get; private set; } = [];
     public int PromptLength { get; private set; }
+
+    /// <summary>off_policy_expert: 1 on the rows holding the expert response (the last of each group), [N]; else null.</summary>
+    public Tensor? OffPolicy { get; private set; }
+
+    /// <summary>Which rows are expert responses (all false without off_policy_expert).</summary>
+    public bool[] OffPolicyRows { get; private set; } = [];
     GrpoOptions opt = null!;
 
     /// <summary>Sequences in the batch.</summary>
@@ -318,20 +391,35 @@ public sealed class GrpoBatch
         var r = new GrpoBatch { opt = o };
         var m = r.Metrics;
         int G = o.NumGenerations,
-            nPrompts = o.PerDeviceTrainBatchSize / G;
+            nPrompts = o.PerDeviceTrainBatchSize / G,
+            nOn = o.OffPolicyExpert ? G - 1 : G; // 7. LUFFY: the G-th member of each group is the expert response
 
         // rollout
         var sw = Stopwatch.StartNew();
         var idx = order.Next(nPrompts);
-        var expanded = idx.SelectMany(i => Enumerable.Repeat(promptIds[i], G)).ToList();
+        var sampledPrompts = idx.SelectMany(i => Enumerable.Repeat(promptIds[i], nOn)).ToList();
         List<Completion> outs;
         using (var rng = new Generator((ulong)(o.Seed * 1_000_003 + step)))
-            outs = Generation.Generate(model, expanded, o.Sampling(codec.EosId, codec.PadId), rng);
+            outs = Generation.Generate(model, sampledPrompts, o.Sampling(codec.EosId, codec.PadId), rng);
         model.train();
         m["timing/rollout"] = sw.Elapsed.TotalSeconds;
+        int N = nPrompts * G;
+        var off = new bool[N];
+        if (o.OffPolicyExpert)
+        {
+            var mixed = new List<Completion>(N);
+            for (int g = 0; g < nPrompts; g++)
+            {
+                mixed.AddRange(outs.Skip(g * nOn).Take(nOn));
+                mixed.Add(ExpertCompletion(codec, prompts[idx[g]], o.MaxCompletionLength));
+                off[mixed.Count - 1] = true;
+            }
+            outs = mixed;
+        }
+        var expanded = idx.SelectMany(i => Enumerable.Repeat(promptIds[i], G)).ToList();
+        var onRows = Enumerable.Range(0, N).Where(j => !off[j]).ToArray();
 
-        // rewards
-        int N = outs.Count;
+        // rewards (metrics over the on-policy samples; the expert responses' mean separately)
         var total = new double[N];
         var per = new double[reward.Parts.Count, N];
         for (int j = 0; j < N; j++)
@@ -343,25 +431,32 @@ public sealed class GrpoBatch
                 per[k, j] = each[k].Reward ?? 0;
         }
         r.Rewards = total;
-        m["reward"] = total.Average();
+        r.OffPolicyRows = off;
+        m["reward"] = onRows.Average(j => total[j]);
+        if (o.OffPolicyExpert)
+        {
+            m["on_policy/reward_mean"] = m["reward"];
+            m["off_policy/reward_mean"] = Enumerable.Range(0, N).Where(j => off[j]).Average(j => total[j]);
+        }
         for (int k = 0; k < reward.Parts.Count; k++)
         {
-            var x = Enumerable.Range(0, N).Select(j => per[k, j]).ToArray();
+            var x = onRows.Select(j => per[k, j]).ToArray();
             m[$"rewards/{reward.Parts[k].Verifier.Name}/mean"] = x.Average();
             m[$"rewards/{reward.Parts[k].Verifier.Name}/std"] = GrpoTrainer.Std(x);
         }
-        var lens = outs.Select(c => c.Tokens.Length).ToArray();
+        var sampled = onRows.Select(j => outs[j]).ToArray();
+        var lens = sampled.Select(c => c.Tokens.Length).ToArray();
         m["completions/mean_length"] = lens.Average();
         m["completions/min_length"] = lens.Min();
         m["completions/max_length"] = lens.Max();
-        m["completions/clipped_ratio"] = outs.Count(c => c.Truncated) / (double)N;
-        var term = outs.Where(c => !c.Truncated).Select(c => c.Tokens.Length).ToArray();
+        m["completions/clipped_ratio"] = sampled.Count(c => c.Truncated) / (double)sampled.Length;
+        var term = sampled.Where(c => !c.Truncated).Select(c => c.Tokens.Length).ToArray();
         m["completions/mean_terminated_length"] = term.Length > 0 ? term.Average() : 0;
         m["tokens_per_second"] = lens.Sum() / Math.Max(1e-9, m["timing/rollout"]);
 
         // sequences: left-padded prompt | right-padded completion
         int P = expanded.Max(p => p.Length),
-            C = Math.Max(1, lens.Max());
+            C = Math.Max(1, outs.Max(c => c.Tokens.Length));
         var (ids, mask) = Losses.PromptCompletion(expanded, P, outs.Select(c => c.Tokens).ToList(), C, codec.PadId);
         var cm = new float[N * C];
         var real = new float[N * C];
@@ -370,7 +465,7 @@ public sealed class GrpoBatch
             bool keep = !(o.MaskTruncatedCompletions && outs[j].Truncated);
             for (int t = 0; t < outs[j].Tokens.Length; t++)
             {
-                real[j * C + t] = 1;
+                real[j * C + t] = off[j] ? 0 : 1; // on-policy tokens: the KL of kl_mode = reward covers only these
                 cm[j * C + t] = keep ? 1 : 0;
             }
         }
@@ -379,6 +474,8 @@ public sealed class GrpoBatch
         r.Ids = tensor(ids, [N, P + C]);
         r.Mask = tensor(mask, [N, P + C]);
         r.CompletionMask = tensor(cm, [N, C]).to(model.Device);
+        if (o.OffPolicyExpert)
+            r.OffPolicy = tensor(off.Select(b => b ? 1f : 0f).ToArray()).to(model.Device);
         Tensor? old = null;
         using (no_grad())
         {
@@ -399,7 +496,7 @@ public sealed class GrpoBatch
             var logRatio = ((old! - r.RefLogProbs) * realT).sum(1).to(ScalarType.Float64).data<double>().ToArray();
             shaped = total.Select((x, j) => x - o.Beta * logRatio[j]).ToArray();
             m["kl"] = logRatio.Sum() / Math.Max(1, real.Sum()); // per-token estimate of KL(π‖π_ref)
-            m["reward_kl_penalty"] = o.Beta * logRatio.Average(); // verl's actor/reward_kl_penalty
+            m["reward_kl_penalty"] = o.Beta * onRows.Average(j => logRatio[j]); // verl's actor/reward_kl_penalty
             m["reward_shaped"] = shaped.Average();
         }
         r.ShapedRewards = shaped;
@@ -409,6 +506,26 @@ public sealed class GrpoBatch
         var adv = GrpoTrainer.Advantages(shaped, G, o.ScaleRewards);
         r.Advantages = tensor(adv.Select(a => (float)a).ToArray()).to(model.Device);
         return r;
+    }
+
+    /// <summary>The expert response of <paramref name="e"/> as a completion of its generation prompt: the tokens after
+    /// the prompt up to and including &lt;|im_end|&gt;, cut at <paramref name="maxLength"/> like a sample (then
+    /// Truncated). Its LogProbs are empty: nothing sampled it.</summary>
+    public static Completion ExpertCompletion(Codec codec, Example e, int maxLength)
+    {
+        var prompt = codec.Prompt(e);
+        var full = codec.Sft(e).Ids;
+        if (full.Length <= prompt.Length || !full.AsSpan(0, prompt.Length).SequenceEqual(prompt))
+            throw new WorkbookException(
+                "off_policy_expert: the expert rendering does not continue the generation prompt (chat template with "
+                    + "enable_thinking on?), so the expert response cannot be placed in a group"
+            );
+        var tokens = full[prompt.Length..];
+        int end = Array.IndexOf(tokens, codec.EosId);
+        if (end >= 0)
+            tokens = tokens[..(end + 1)];
+        bool cut = tokens.Length > maxLength;
+        return new Completion(cut ? tokens[..maxLength] : tokens, [], cut, cut ? null : "expert");
     }
 
     /// <summary>The GRPO loss of this batch under the current policy; adds entropy, kl and clip metrics to the
@@ -422,21 +539,31 @@ public sealed class GrpoBatch
             cm = Pick(CompletionMask),
             adv = Pick(Advantages);
         Tensor? old = OldLogProbs is null ? null : Pick(OldLogProbs),
-            refLp = RefLogProbs is null ? null : Pick(RefLogProbs);
+            refLp = RefLogProbs is null ? null : Pick(RefLogProbs),
+            off = OffPolicy is null ? null : Pick(OffPolicy);
         var (lp, entropy) = Losses.CompletionLogProbs(model, ids, mask, PromptLength, opt.Temperature);
         var l = rows is null
-            ? GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt)
-            : GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt, Sequences, CompletionMask.sum());
+            ? GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt, offPolicy: off)
+            : GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt, Sequences, CompletionMask.sum(), off);
         using (no_grad())
         {
-            double denom = Math.Max(1, cm.sum().Value());
-            double Mean(Tensor t) => (t.to(cm.dtype) * cm).sum().Value() / denom;
+            // entropy, KL and clipping describe the on-policy tokens; the expert tokens get their own metrics
+            var onCm = off is null ? cm : cm * (1 - off.to(cm.dtype)).unsqueeze(1);
+            double denom = Math.Max(1, onCm.sum().Value());
+            double Mean(Tensor t) => (t.to(cm.dtype) * onCm).sum().Value() / denom;
             acc.Add("entropy", Mean(entropy));
             if (l.Kl is not null)
                 acc.Add("kl", Mean(l.Kl));
             acc.Add("clip_ratio/low_mean", Mean(l.IsLow));
             acc.Add("clip_ratio/high_mean", Mean(l.IsHigh));
             acc.Add("clip_ratio/region_mean", Mean(l.IsLow | l.IsHigh));
+            if (off is not null)
+            {
+                var offCm = cm * off.to(cm.dtype).unsqueeze(1);
+                double offDenom = offCm.sum().Value();
+                if (offDenom > 0)
+                    acc.Add("off_policy/prob_mean", (lp.detach().exp().to(cm.dtype) * offCm).sum().Value() / offDenom);
+            }
         }
         return l.Loss;
     }

@@ -29,6 +29,8 @@ public sealed record JointOptions : TrainOptions
             Fail("rl_weight", "must be >= 0");
         if (RlEvery < 1)
             Fail("rl_every", "must be >= 1");
+        if (Grpo.SftCoef > 0) // the joint objective has its own SFT term; GrpoTrainer's would be dropped here
+            Fail("grpo.sft_coef", "the joint trainer's SFT term is L_SFT itself; leave grpo.sft_coef at 0");
     }
 }
 

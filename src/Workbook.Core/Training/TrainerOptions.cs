@@ -222,6 +222,64 @@ public sealed record GrpoOptions : TrainOptions
     /// <summary>Expert examples in the SFT batch of the alignment diagnostic.</summary>
     public int GradientAlignmentExamples { get; init; } = 32;
 
+    // ---- Mixing SFT into the GRPO stage (issue 14). All off by default: the default GRPO is unchanged. ----
+
+    /// <summary>The SFT coefficient at the stage's start (0 = off). With sft_mix = add it is λ of L_GRPO + λ·L_SFT
+    /// (InstructGPT's ptx term; CHORD's fixed-weight baseline); with sft_mix = convex it is μ of
+    /// (1 − μ)·L_GRPO + μ·L_SFT (CHORD-μ) and must be in (0, 1]. When > 0 every optimizer step also takes a batch of
+    /// sft_batch_size expert sequences from the stage's training examples (their expert responses) with its own data
+    /// order, and L_SFT is SftTrainer's token-mean completion-only NLL on it. Logged as sft_coef (λ or μ) and
+    /// sft_loss; grpo_loss is the GRPO part and loss the total.</summary>
+    public double SftCoef { get; init; }
+
+    /// <summary>add | convex: how the SFT term enters the loss (see sft_coef).</summary>
+    public string SftMix { get; init; } = "add";
+
+    /// <summary>The coefficient's value at the stage's end (the floor); the schedule goes from sft_coef to it. Must be
+    /// in [0, sft_coef]; only with a decaying schedule (linear or cosine).</summary>
+    public double SftCoefMin { get; init; }
+
+    /// <summary>constant | linear | cosine: the coefficient at rollout step t of T is sft_coef_min + (sft_coef −
+    /// sft_coef_min)·d(t/T), with d = 1, 1 − p, or ½(1 + cos πp). cosine is CHORD-μ's decay (its code decays μ from
+    /// a peak to a valley with a half cosine, after an optional linear warmup that is not used here).</summary>
+    public string SftCoefSchedule { get; init; } = "constant";
+
+    /// <summary>Expert sequences per optimizer step for the SFT term; null = the prompts per step
+    /// (per_device_train_batch_size / num_generations), so the SFT term sees one expert response per RL prompt.</summary>
+    public int? SftBatchSize { get; init; }
+
+    /// <summary>Longest expert sequence (prompt + response) of the SFT term, in tokens; longer ones are truncated at
+    /// the end (SftOptions' default).</summary>
+    public int SftMaxLength { get; init; } = 1024;
+
+    /// <summary>LUFFY (arXiv 2504.14945): each group of num_generations holds G − 1 on-policy samples and the prompt's
+    /// expert response as the G-th (tokenised as a completion, cut at max_completion_length, scored by the same
+    /// reward); advantages are normalised over the mixed group. Expert tokens use the ratio π_θ(token) (LUFFY's
+    /// importance ratio with the expert policy taken as 1), unclipped; on-policy tokens keep the clipped ratio. The KL
+    /// term (either kl_mode) covers on-policy tokens only. reward, rewards/* and completions/* describe the on-policy
+    /// samples (on_policy/reward_mean too); off_policy/reward_mean is the expert responses' mean reward.</summary>
+    public bool OffPolicyExpert { get; init; }
+
+    /// <summary>LUFFY's policy shaping γ: the expert tokens' ratio becomes π_θ/(π_θ + γ), which raises the gradient
+    /// of low-probability expert tokens (LUFFY uses 0.1). null = off (ratio π_θ). Needs off_policy_expert.</summary>
+    public double? OffPolicyShapingGamma { get; init; }
+
+    /// <summary>Expert sequences the SFT term takes per optimizer step (sft_batch_size or its default).</summary>
+    public int SftExamplesPerStep => SftBatchSize ?? ExamplesPerStep;
+
+    /// <summary>The SFT coefficient (λ or μ) at rollout step <paramref name="step"/> of max_steps.</summary>
+    public double SftCoefAt(long step)
+    {
+        double p = MaxSteps <= 0 ? 0 : Math.Clamp(step / (double)MaxSteps, 0, 1);
+        double d = SftCoefSchedule switch
+        {
+            "linear" => 1 - p,
+            "cosine" => 0.5 * (1 + Math.Cos(Math.PI * p)),
+            _ => 1,
+        };
+        return SftCoefMin + (SftCoef - SftCoefMin) * d;
+    }
+
     /// <summary>The generation options of the rollouts (and of evaluations that sample like them).</summary>
     public GenerationOptions Sampling(int eosId, int padId) =>
         new()
@@ -281,5 +339,55 @@ public sealed record GrpoOptions : TrainOptions
             Fail("zero_signal_steps", "must be >= 0");
         if (GradientAlignmentSteps < 0 || GradientAlignmentExamples < 1)
             Fail("gradient_alignment_steps/examples", "must be >= 0 / >= 1");
+        ValidateMixing();
+    }
+
+    void ValidateMixing()
+    {
+        if (!(SftCoef >= 0))
+            Fail("sft_coef", $"must be >= 0 (got {SftCoef})");
+        if (SftMix is not ("add" or "convex"))
+            Fail("sft_mix", $"'{SftMix}' is not add or convex");
+        if (SftCoefSchedule is not ("constant" or "linear" or "cosine"))
+            Fail("sft_coef_schedule", $"'{SftCoefSchedule}' is not constant, linear or cosine");
+        if (!(SftCoefMin >= 0))
+            Fail("sft_coef_min", $"must be >= 0 (got {SftCoefMin})");
+        if (SftCoefMin > SftCoef)
+            Fail("sft_coef_min", $"the floor {SftCoefMin} is above the start sft_coef {SftCoef}");
+        if (SftCoef == 0)
+        {
+            // every SFT-term option below would do nothing: refuse it rather than ignore it
+            if (SftMix != "add")
+                Fail("sft_mix", $"{SftMix} needs sft_coef > 0 (with sft_coef = 0 there is no SFT term)");
+            if (SftCoefSchedule != "constant")
+                Fail("sft_coef_schedule", "needs sft_coef > 0 (with sft_coef = 0 there is no SFT term)");
+            if (SftBatchSize is not null)
+                Fail("sft_batch_size", "needs sft_coef > 0 (with sft_coef = 0 there is no SFT term)");
+            if (SftMaxLength != 1024)
+                Fail("sft_max_length", "needs sft_coef > 0 (with sft_coef = 0 there is no SFT term)");
+        }
+        if (SftCoefSchedule == "constant" && SftCoefMin != 0)
+            Fail("sft_coef_min", "a floor needs a decaying sft_coef_schedule (linear or cosine), not constant");
+        if (SftMix == "convex" && SftCoef > 1)
+            Fail(
+                "sft_coef",
+                $"with sft_mix = convex it is μ of (1 − μ)·L_GRPO + μ·L_SFT and must be <= 1 (got {SftCoef})"
+            );
+        if (SftBatchSize is < 1)
+            Fail("sft_batch_size", $"must be >= 1 (got {SftBatchSize})");
+        if (SftMaxLength < 2)
+            Fail("sft_max_length", "must be >= 2");
+        if (OffPolicyExpert && NumGenerations < 2)
+            Fail(
+                "off_policy_expert",
+                $"needs num_generations >= 2 (one expert plus on-policy samples; got {NumGenerations})"
+            );
+        if (OffPolicyShapingGamma is { } gamma)
+        {
+            if (!OffPolicyExpert)
+                Fail("off_policy_shaping_gamma", "needs off_policy_expert = true (it shapes the expert tokens' ratio)");
+            if (!(gamma > 0))
+                Fail("off_policy_shaping_gamma", $"must be > 0, or null for no shaping (got {gamma})");
+        }
     }
 }
