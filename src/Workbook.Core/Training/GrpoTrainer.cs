@@ -49,6 +49,9 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     readonly WeightedReward reward;
     Qwen3ForCausalLM? reference;
 
+    /// <summary>The reference is the policy at the stage's start (β &gt; 0): eval_kl_from_start reuses it.</summary>
+    protected override Qwen3ForCausalLM? StartModel => reference;
+
     protected override string TrainerName => "grpo";
     protected override int DatasetSize => prompts.Count;
     public Codec Codec => codec;
