@@ -13,15 +13,23 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
     const int V = 4,
         Eos = 3;
 
-    /// <summary>A float64 Qwen3 over 4 tokens whose logits are far from uniform (embeddings scaled: they are tied to the
-    /// output layer).</summary>
+    /// <summary>A float64 Qwen3 over 4 tokens whose logits are far from uniform: an untied output layer, scaled (tied
+    /// and scaled embeddings would make every model repeat its last token).</summary>
     static Qwen3ForCausalLM Small(long seed)
     {
-        var m = new Qwen3ForCausalLM(Qwen3Config.Tiny(V), ScalarType.Float64, CPU, seed);
+        var m = new Qwen3ForCausalLM(
+            Qwen3Config.Tiny(V) with
+            {
+                TieWordEmbeddings = false,
+            },
+            ScalarType.Float64,
+            CPU,
+            seed
+        );
         using (no_grad())
             foreach (var (name, p) in m.named_parameters())
-                if (name.Contains("embed"))
-                    p.mul_(60);
+                if (name.Contains("lm_head"))
+                    p.mul_(30);
         m.eval();
         return m;
     }
@@ -139,7 +147,7 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
                     model,
                     fx.Codec,
                     fx.Task.Train,
-                    fx.Task.Reward,
+                    new TrainingTests.LengthReward(), // a reward an untrained model's groups disagree on, so it moves
                     new GrpoOptions
                     {
                         LearningRate = 3e-3,
