@@ -25,14 +25,19 @@ public sealed class TaskVocabulary
     /// <summary>The identity mapping over a full vocabulary (for full-size models).</summary>
     public static TaskVocabulary Identity(int size) => new(Enumerable.Range(0, size));
 
-    public static TaskVocabulary Build(Qwen3Tokenizer tok, TaskData task)
+    /// <param name="other">a second task the model also sees (forgetting_task): its text, and its held-out terse
+    /// answers, join the vocabulary; null leaves the vocabulary exactly the task's own</param>
+    public static TaskVocabulary Build(Qwen3Tokenizer tok, TaskData task, TaskData? other = null)
     {
         var ids = new HashSet<int>(tok.AddedTokens.Values);
-        foreach (var e in task.Train.Concat(task.Eval).Concat(task.Base))
+        var rows = task.Train.Concat(task.Eval).Concat(task.Base);
+        if (other is not null)
+            rows = rows.Concat(other.Train).Concat(other.Eval).Concat(other.Base).Concat(other.HeldOutBase);
+        foreach (var e in rows)
         {
             ids.UnionWith(ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids);
         }
-        foreach (var text in task.ExtraVocabularyText)
+        foreach (var text in task.ExtraVocabularyText.Concat(other?.ExtraVocabularyText ?? []))
             ids.UnionWith(tok.Encode(text));
         // ASCII printable single-byte tokens, so that generation can spell anything short
         foreach (var c in Enumerable.Range(32, 95))

@@ -107,6 +107,26 @@ public sealed record ExperimentConfig
     /// 0 = skip, else at least 16).</summary>
     public int C1Samples { get; init; } = 16;
 
+    /// <summary>Forgetting (issue 14, §4): the other embedded task the model should not forget. "none" (default: the
+    /// pipelines are unchanged); "grammar" or "arithmetic" (the one the dataset is not); "other" (whichever that is).
+    /// Enabled, the vocabulary covers both tasks, the base stage language-models a mix with forgetting_task_fraction of
+    /// the other task's terse data, and every evaluation logs eval_other_task_sft_loss on its held-out terse answers.
+    /// Embedded datasets only (file tasks and --model have no base stage to put the other task in).</summary>
+    public string ForgettingTask { get; init; } = "none";
+
+    /// <summary>The share of the base stage's examples that are the other task's (in (0, 1); used only when
+    /// forgetting_task is set).</summary>
+    public double ForgettingTaskFraction { get; init; } = 0.25;
+
+    /// <summary>The other embedded task forgetting_task names, or null when it is off.</summary>
+    public string? OtherTask() =>
+        ForgettingTask switch
+        {
+            "none" => null,
+            "other" => Dataset == "grammar" ? "arithmetic" : "grammar",
+            _ => ForgettingTask,
+        };
+
     public static readonly string[] Pipelines = ["sft-then-rl", "rl-then-sft", "interleaved", "joint"];
 
     /// <summary>Controls of sft-then-rl under which Theorem 3.1 predicts no SFT-loss rise: RL with the lenient reward (every
@@ -235,6 +255,30 @@ public sealed record ExperimentConfig
                 $"option hidden_size: {HiddenSize} must split into {NumAttentionHeads} heads of even size"
             );
         Devices.ParseDType(Dtype);
+        ValidateForgetting();
+    }
+
+    void ValidateForgetting()
+    {
+        if (ForgettingTask is not ("none" or "other" or "grammar" or "arithmetic"))
+            throw new WorkbookException(
+                $"option forgetting_task: '{ForgettingTask}' is not none, other, grammar or arithmetic"
+            );
+        if (ForgettingTaskFraction is not (> 0 and < 1))
+            throw new WorkbookException(
+                $"option forgetting_task_fraction: must be in (0, 1) (got {ForgettingTaskFraction})"
+            );
+        if (ForgettingTask == "none")
+            return;
+        if (!TaskRegistry.Embedded.Contains(Dataset) || Model is not null)
+            throw new WorkbookException(
+                $"option forgetting_task: for the embedded tasks (grammar, arithmetic) with their base stage; "
+                    + $"{(Model is not null ? "--model has no base stage" : $"dataset {Dataset} is a file task")}"
+            );
+        if (OtherTask() == Dataset)
+            throw new WorkbookException(
+                $"option forgetting_task: {ForgettingTask} is the dataset itself; name the other embedded task (or other)"
+            );
     }
 
     /// <summary>The mixed methods' keys; and grpo.*'s mixing options, which run sets per method (a value in grpo would

@@ -6,7 +6,9 @@
 //   rl-then-sft : GRPO (N_rl) then SFT (N_sft)                — the paper predicts the reward falls during SFT
 //   interleaved : R rounds of [SFT N_sft/R, GRPO N_rl/R]      — same budget
 //   joint       : N_sft steps of L_SFT + λ·L_GRPO, the GRPO term every N_sft/N_rl steps — same budget
-// Every stage evaluates on held-out expert data (SFT loss, strict and lenient reward) at its start and every few steps.
+// Every stage evaluates on held-out expert data (SFT loss, strict and lenient reward) at its start and every few steps,
+// with the forgetting metrics (Training/Forgetting.cs): KL from the stage's start, entropy, and with forgetting_task the
+// other embedded task's held-out loss (that task is then in the vocabulary and in the base stage's data).
 // A stage folder with done.json is complete; a killed run resumes inside the unfinished stage from its last checkpoint.
 using System.Security.Cryptography;
 using System.Text;
@@ -42,6 +44,7 @@ public sealed class ExperimentRunner
         cacheRoot;
     readonly Action<string> log;
     readonly TaskData task;
+    readonly TaskData? otherTask; // forgetting_task
     readonly Codec codec;
     readonly Evaluator evaluator;
     readonly ScalarType dtype;
@@ -70,8 +73,9 @@ public sealed class ExperimentRunner
             cfg.Model is not null && File.Exists(Path.Combine(cfg.Model, "tokenizer.json"))
                 ? Qwen3Tokenizer.Load(cfg.Model)
                 : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(this.log));
+        otherTask = cfg.OtherTask() is { } other ? TaskRegistry.Create(other, cfg.DatasetSeed, cfg.Task) : null;
         var vocab = cfg.Model is null
-            ? TaskVocabulary.Build(tok, task)
+            ? TaskVocabulary.Build(tok, task, otherTask)
             : ModelVocabulary.For(cfg.Model, Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize); // issue 12
         codec = new Codec(tok, vocab) { EnableThinking = cfg.Task.EnableThinking }; // issue 12
         evaluator = new Evaluator(
@@ -87,7 +91,10 @@ public sealed class ExperimentRunner
                 MaxLength = cfg.Sft.MaxLength,
                 Seed = 4242,
             }
-        );
+        )
+        {
+            OtherTask = otherTask?.HeldOutBase,
+        };
     }
 
     /// <summary>runs/&lt;yyyyMMdd-HHmmss&gt;-&lt;name&gt;, with a suffix if that exists: a run never overwrites another.
@@ -203,25 +210,8 @@ public sealed class ExperimentRunner
     {
         if (cfg.Model is not null)
             return cfg.Model;
-        // the base stage sees only the terse data: key on it (not on the expert mix), so task variants share base models
-        var terseText = string.Join(
-            "\u0001",
-            task.Base.Select(e => string.Join("\u0002", e.Prompt.Select(m => m.Content)) + "\u0003" + e.Expert)
-        );
-        var terse = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(terseText)))[..16];
-        var key = JsonSerializer.Serialize(
-            new
-            {
-                cfg.Dataset,
-                cfg.DatasetSeed,
-                terse,
-                shape = cfg.ModelConfig(codec.Vocab.Size),
-                cfg.Base,
-                vocab = codec.Vocab.QwenIds,
-                cfg.Dtype,
-            },
-            TrainOptions.Json
-        );
+        var baseData = BaseData();
+        var key = BaseCacheKey(baseData);
         var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)))[..12];
         var dir = Path.Combine(cacheRoot, "base", hash, $"seed-{seed}");
         if (File.Exists(Path.Combine(dir, "done.json")))
@@ -239,16 +229,7 @@ public sealed class ExperimentRunner
         );
         using (var model = new Qwen3ForCausalLM(cfg.ModelConfig(codec.Vocab.Size), dtype, device, seed))
         {
-            var tr = new SftTrainer(
-                model,
-                codec,
-                task.Base,
-                cfg.Base with
-                {
-                    Seed = seed,
-                },
-                Path.Combine(work, "train")
-            );
+            var tr = new SftTrainer(model, codec, baseData, cfg.Base with { Seed = seed }, Path.Combine(work, "train"));
             tr.Train();
             Checkpoint.Save(model, work);
         }
@@ -299,6 +280,62 @@ public sealed class ExperimentRunner
             return false;
         }
     }
+
+    /// <summary>The base stage's examples: the task's terse data; with forgetting_task, a forgetting_task_fraction share
+    /// of them replaced by the other task's (the first rows of each, so the mix is a function of the config).</summary>
+    public List<Example> BaseData()
+    {
+        if (otherTask is null)
+            return task.Base;
+        int n = task.Base.Count,
+            nOther = Math.Min(otherTask.Base.Count, (int)Math.Round(cfg.ForgettingTaskFraction * n));
+        return [.. task.Base.Take(n - nOther), .. otherTask.Base.Take(nOther)];
+    }
+
+    /// <summary>What the cached base model depends on. Without forgetting_task it is the key base models always had, so
+    /// existing caches stay valid.</summary>
+    public string BaseCacheKey(IReadOnlyList<Example> baseData)
+    {
+        // the base stage sees only the terse data: key on it (not on the expert mix), so task variants share base models
+        var terseText = string.Join(
+            "\u0001",
+            baseData.Select(e => string.Join("\u0002", e.Prompt.Select(m => m.Content)) + "\u0003" + e.Expert)
+        );
+        var terse = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(terseText)))[..16];
+        if (otherTask is null)
+            return JsonSerializer.Serialize(
+                new
+                {
+                    cfg.Dataset,
+                    cfg.DatasetSeed,
+                    terse,
+                    shape = cfg.ModelConfig(codec.Vocab.Size),
+                    cfg.Base,
+                    vocab = codec.Vocab.QwenIds,
+                    cfg.Dtype,
+                },
+                TrainOptions.Json
+            );
+        return JsonSerializer.Serialize(
+            new
+            {
+                cfg.Dataset,
+                cfg.DatasetSeed,
+                terse,
+                shape = cfg.ModelConfig(codec.Vocab.Size),
+                cfg.Base,
+                vocab = codec.Vocab.QwenIds,
+                cfg.Dtype,
+                forgetting_task = otherTask.Name,
+                cfg.ForgettingTaskFraction,
+            },
+            TrainOptions.Json
+        );
+    }
+
+    /// <summary>The base cache folder's name for this config (the first 12 hex digits of the key's SHA-256).</summary>
+    public string BaseCacheHash() =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(BaseCacheKey(BaseData()))))[..12];
 
     /// <summary>One stage of a pipeline: what it trains, for how long, on which task and reward; ShareFrom names a
     /// stage of another pipeline that is the same computation (same seed, data and options), reused when it is done.</summary>
@@ -416,7 +453,10 @@ public sealed class ExperimentRunner
         lock (gate)
         {
             if (!evaluators.TryGetValue(t, out var e))
-                evaluators[t] = e = new Evaluator(codec, t.Eval, t.EvalVerifiers, evaluator.Options);
+                evaluators[t] = e = new Evaluator(codec, t.Eval, t.EvalVerifiers, evaluator.Options)
+                {
+                    OtherTask = evaluator.OtherTask,
+                };
             return e;
         }
     }

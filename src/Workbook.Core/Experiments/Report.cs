@@ -237,6 +237,7 @@ public static class Report
             sb.Append("</table>");
         }
 
+        ForgettingSection(sb, s); // issue 14 §4
         sb.Append("<h2>Curves</h2>");
         foreach (var (name, _) in pipes)
         {
@@ -254,6 +255,58 @@ public static class Report
             .Append("</pre>");
         sb.Append("</body></html>");
         return sb.ToString();
+    }
+
+    /// <summary>Forgetting while it happens (issue 14, §4): the changes during RL, the computed correlation sentence
+    /// and the charts against the SFT-loss rise (ForgettingSummary, ForgettingChart).</summary>
+    static void ForgettingSection(StringBuilder sb, JsonObject s)
+    {
+        if (s["forgetting"] is not JsonObject f)
+            return;
+        var pipes = s["pipelines"]!.AsObject();
+        sb.Append("<h2>Forgetting while it happens</h2><p>At every evaluation: the KL from the stage's start, ")
+            .Append(
+                "KL(p<sub>start</sub> ‖ p<sub>current</sub>) on held-out prompts (exact over the vocabulary at each "
+            )
+            .Append(
+                "position of one completion per prompt sampled from p<sub>start</sub>; nats per response), the policy's "
+            )
+            .Append(
+                "entropy on its own samples, and with forgetting_task the held-out loss of the other embedded task. "
+            )
+            .Append("RL's Razor (arXiv 2509.04259) relates the first to forgetting.</p>");
+        if (s["statements"]?["forgetting"] is JsonNode st)
+            sb.Append("<p>").Append(E(st.GetValue<string>())).Append("</p>");
+        sb.Append("<table><tr><th>change during RL</th>");
+        var names = pipes
+            .Where(p => p.Value!["kl_from_start_change_during_rl"] is not null)
+            .Select(p => p.Key)
+            .ToList();
+        foreach (var name in names)
+            sb.Append($"<th>{E(name)}</th>");
+        sb.Append("</tr>");
+        foreach (
+            var (key, label) in new[]
+            {
+                ("sft_nll_per_response_change_during_rl", "Δ SFT loss (nats/response)"),
+                ("kl_from_start_change_during_rl", "KL from start at the end (nats/response)"),
+                ("kl_from_start_per_token_change_during_rl", "KL from start at the end (nats/token)"),
+                ("entropy_change_during_rl", "Δ entropy (nats/token)"),
+                ("other_task_sft_loss_change_during_rl", "Δ other task's SFT loss (nats/token)"),
+            }
+        )
+        {
+            if (!names.Any(n => pipes[n]![key] is not null))
+                continue;
+            sb.Append($"<tr><td>{E(label)}</td>");
+            foreach (var name in names)
+                sb.Append(Cell(pipes[name]![key]));
+            sb.Append("</tr>");
+        }
+        sb.Append("</table><div class=charts>");
+        foreach (var chart in ForgettingChart.Charts(s))
+            sb.Append(CurveCharts.Html(chart));
+        sb.Append("</div>");
     }
 }
 

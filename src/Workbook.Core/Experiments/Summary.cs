@@ -13,7 +13,7 @@ namespace Workbook.Experiments;
 
 public static class Summary
 {
-    static JsonObject StatJson(Stat s) =>
+    internal static JsonObject StatJson(Stat s) =>
         new()
         {
             ["mean"] = Num(s.Mean),
@@ -21,10 +21,10 @@ public static class Summary
             ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
         };
 
-    static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
+    internal static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
 
     /// <summary>Change of a metric over stage k of a pipeline, per seed: value at the stage's last evaluation minus its first.</summary>
-    static double[] ChangeDuring(List<SeedResult> seeds, int stage, string key) =>
+    internal static double[] ChangeDuring(List<SeedResult> seeds, int stage, string key) =>
         seeds
             .Select(r =>
             {
@@ -36,14 +36,14 @@ public static class Summary
     static double[] Final(List<SeedResult> seeds, string key) =>
         seeds.Select(r => r.Curve.LastOrDefault(p => p.Metrics.ContainsKey(key))?.Metrics[key] ?? double.NaN).ToArray();
 
-    static string F(double x) =>
+    internal static string F(double x) =>
         Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
 
     static string Abs(double x) => Math.Abs(x).ToString("0.000", CultureInfo.InvariantCulture);
 
     static string P2(double x) => x.ToString("0.00", CultureInfo.InvariantCulture);
 
-    static string Ci(Stat s) => $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]";
+    internal static string Ci(Stat s) => $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]";
 
     /// <summary>A reward mean (in [0, 1]) or change (in [−1, 1]) over seeds: its interval stays in the range.</summary>
     static Stat Reward(double[] xs, bool change) => Stat.Bounded(xs, change ? -1 : 0, 1);
@@ -129,6 +129,7 @@ public static class Summary
                             : "."
                     );
             }
+            ForgettingSummary.Changes(name, rs, o); // issue 14 §4
             var silent = rs.Where(r => r.Stages.Any(st => st.NoRewardSignal)).ToList();
             if (silent.Count > 0)
             {
@@ -210,6 +211,8 @@ public static class Summary
             summary["controls"] = controls;
         if (comparisons.Count > 0)
             summary["comparisons"] = comparisons;
+        if (ForgettingSummary.Build(results, statements) is { } forgetting) // issue 14 §4
+            summary["forgetting"] = forgetting;
         return summary;
     }
 

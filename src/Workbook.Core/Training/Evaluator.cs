@@ -2,7 +2,9 @@
 //  - eval_sft_loss: token-mean cross-entropy of the expert responses under the policy (the SFT loss);
 //  - eval_rewards/<verifier>/mean: mean reward of the policy's own samples (temperature sampling with a fixed seed, so
 //    two evaluations differ only because the policy differs), for every evaluation verifier (strict and lenient);
-//  - eval_completions/mean_length.
+//  - eval_completions/mean_length;
+//  - forgetting (Forgetting.cs): eval_kl_from_start (with the stage's start snapshot), eval_entropy on the evaluation's
+//    own samples, and eval_other_task_sft_loss when another task's held-out data is attached (OtherTask).
 using Workbook.Data;
 using Workbook.Model;
 using Workbook.Verifiers;
@@ -21,6 +23,11 @@ public sealed record EvalOptions
 
     /// <summary>Skip sampling (SFT loss only): for cheap evaluations inside SFT-only stages.</summary>
     public bool LossOnly { get; init; }
+
+    /// <summary>Trainers keep the policy at the stage's start and log eval_kl_from_start at every evaluation
+    /// (Forgetting.cs: one forward of two models per evaluation; the start weights on disk in &lt;stage&gt;/start unless
+    /// the trainer's GRPO reference is that model).</summary>
+    public bool KlFromStart { get; init; } = true;
 }
 
 public sealed class Evaluator
@@ -33,6 +40,19 @@ public sealed class Evaluator
     readonly IVerifier[] verifiers;
     public EvalOptions Options { get; }
 
+    /// <summary>Held-out examples of a task this stage does not train (forgetting_task): their SFT loss is logged as
+    /// eval_other_task_sft_loss. Null = none.</summary>
+    public IReadOnlyList<Example>? OtherTask
+    {
+        get;
+        init
+        {
+            field = value;
+            otherSequences = value?.Select(e => codec.Sft(e)).ToList();
+        }
+    }
+    IReadOnlyList<SftSequence>? otherSequences;
+
     public Evaluator(Codec codec, IReadOnlyList<Example> examples, IVerifier[] verifiers, EvalOptions? options = null)
     {
         this.codec = codec;
@@ -44,7 +64,14 @@ public sealed class Evaluator
         prompts = examples.Select(codec.Prompt).ToArray();
     }
 
-    public Dictionary<string, double> Run(Qwen3ForCausalLM model, bool lossOnly = false)
+    /// <param name="start">the stage's start snapshot: adds eval_kl_from_start</param>
+    /// <param name="atStart">the model is p_start (the stage's first evaluation): its samples are the snapshot's</param>
+    public Dictionary<string, double> Run(
+        Qwen3ForCausalLM model,
+        bool lossOnly = false,
+        StageStart? start = null,
+        bool atStart = false
+    )
     {
         var m = new Dictionary<string, double>();
         var (loss, acc, _, perSeq) = Losses.EvaluateSft(model, sequences, codec.PadId, Options.MaxLength);
@@ -53,26 +80,27 @@ public sealed class Evaluator
         m["eval_mean_token_accuracy"] = acc;
         foreach (var (k, v) in SplitNll(model))
             m[k] = v;
+        if (otherSequences is not null)
+            m["eval_other_task_sft_loss"] = Losses
+                .EvaluateSft(model, otherSequences, codec.PadId, Options.MaxLength)
+                .Loss;
+        if (start is not null)
+            foreach (var (k, v) in KlFromStart(model, start))
+                m[k] = v;
         if (lossOnly || Options.LossOnly)
             return m;
-        var opt = Sampling();
         var sums = new double[verifiers.Length];
         double length = 0;
         var labelRows = new List<(string, string)>(); // issue 12: accuracy and MCC (ClassificationMetrics)
-        using var rng = new TorchSharp.torch.Generator((ulong)Options.Seed);
-        for (int i = 0; i < prompts.Length; i += Options.GenerationBatchSize)
+        var outs = atStart && start is not null ? start.Completions : Sample(model).Select(c => c.Tokens).ToList();
+        for (int j = 0; j < outs.Count; j++)
         {
-            var batch = prompts.Skip(i).Take(Options.GenerationBatchSize).ToList();
-            var outs = Generation.Generate(model, batch, opt, rng);
-            for (int j = 0; j < outs.Count; j++)
-            {
-                var e = examples[i + j];
-                var text = codec.Decode(outs[j].Tokens);
-                length += outs[j].Tokens.Length;
-                labelRows.Add((text, e.Reference)); // issue 12
-                for (int k = 0; k < verifiers.Length; k++)
-                    sums[k] += verifiers[k].Score(e.PromptText, text, e.Reference).Reward ?? 0;
-            }
+            var e = examples[j];
+            var text = codec.Decode(outs[j]);
+            length += outs[j].Length;
+            labelRows.Add((text, e.Reference)); // issue 12
+            for (int k = 0; k < verifiers.Length; k++)
+                sums[k] += verifiers[k].Score(e.PromptText, text, e.Reference).Reward ?? 0;
         }
         for (int k = 0; k < verifiers.Length; k++)
             m[$"eval_rewards/{verifiers[k].Name}/mean"] = sums[k] / prompts.Length;
@@ -80,7 +108,73 @@ public sealed class Evaluator
         if (verifiers.Any(v => v is LabelVerifier)) // issue 12: eval_accuracy/*, eval_mcc/* (strict, lenient)
             foreach (var (k, v) in ClassificationMetrics.LabelMetrics(labelRows))
                 m[k] = v;
+        foreach (var (k, v) in EntropyOf(model, outs))
+            m[k] = v;
         return m;
+    }
+
+    /// <summary>One completion per held-out prompt, sampled with the evaluation's settings and seed (so two calls
+    /// differ only because the model differs).</summary>
+    public List<Completion> Sample(Qwen3ForCausalLM model)
+    {
+        var opt = Sampling();
+        var all = new List<Completion>();
+        using var rng = new TorchSharp.torch.Generator((ulong)Options.Seed);
+        for (int i = 0; i < prompts.Length; i += Options.GenerationBatchSize)
+            all.AddRange(
+                Generation.Generate(model, prompts.Skip(i).Take(Options.GenerationBatchSize).ToList(), opt, rng)
+            );
+        return all;
+    }
+
+    /// <summary>eval_kl_from_start (nats per response) and eval_kl_from_start_per_token: KL(p_start ‖ p_cur) on the
+    /// completions p_start sampled (Forgetting.cs).</summary>
+    public Dictionary<string, double> KlFromStart(Qwen3ForCausalLM model, StageStart start)
+    {
+        bool wasTraining = model.training;
+        model.eval();
+        var (kl, tokens) = start.WithModel(
+            model,
+            p0 =>
+                Forgetting.Kl(
+                    p0,
+                    model,
+                    prompts,
+                    start.Completions,
+                    codec.PadId,
+                    Options.Temperature,
+                    Options.GenerationBatchSize
+                )
+        );
+        if (wasTraining)
+            model.train();
+        return new()
+        {
+            ["eval_kl_from_start"] = kl.Average(),
+            ["eval_kl_from_start_per_token"] = kl.Sum() / Math.Max(1, tokens.Sum()),
+        };
+    }
+
+    /// <summary>eval_entropy (nats per token) and eval_entropy_per_response of the policy on its own samples.</summary>
+    Dictionary<string, double> EntropyOf(Qwen3ForCausalLM model, IReadOnlyList<int[]> outs)
+    {
+        bool wasTraining = model.training;
+        model.eval();
+        var (h, tokens) = Forgetting.Entropy(
+            model,
+            prompts,
+            outs,
+            codec.PadId,
+            Options.Temperature,
+            Options.GenerationBatchSize
+        );
+        if (wasTraining)
+            model.train();
+        return new()
+        {
+            ["eval_entropy"] = h.Sum() / Math.Max(1, tokens.Sum()),
+            ["eval_entropy_per_response"] = h.Average(),
+        };
     }
 
     /// <summary>The held-out SFT loss split by expert-response form and by span (nats per response of that form):

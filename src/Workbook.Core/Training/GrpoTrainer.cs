@@ -58,6 +58,9 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     List<SftSequence>? sftData;
     DataOrder? sftOrder;
 
+    /// <summary>The reference is the policy at the stage's start (β &gt; 0): eval_kl_from_start reuses it.</summary>
+    protected override Qwen3ForCausalLM? StartModel => reference;
+
     protected override string TrainerName => "grpo";
     protected override int DatasetSize => prompts.Count;
     public Codec Codec => codec;

@@ -44,6 +44,9 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
     DataOrder rlOrder = null!;
     Qwen3ForCausalLM? reference;
 
+    /// <summary>The reference is the policy at the stage's start (β &gt; 0): eval_kl_from_start reuses it.</summary>
+    protected override Qwen3ForCausalLM? StartModel => reference;
+
     protected override string TrainerName => "joint";
     protected override int DatasetSize => data.Count;
 

@@ -2,6 +2,7 @@
 // existing run), evaluate at step 0, then per step: one TrainStep in its own dispose scope, the non-finite guard, the
 // optimizer update, logging, periodic evaluation and checkpoints; a final evaluation and checkpoint at the end.
 // Data order and sampling randomness derive from (seed, epoch) and (seed, step), so a resumed run needs no RNG state.
+// With an evaluator, the policy at the stage's start is kept (StageStart, Forgetting.cs) for eval_kl_from_start.
 using System.Diagnostics;
 using Workbook.Model;
 using static TorchSharp.torch;
@@ -74,6 +75,8 @@ public abstract class TrainerBase<TOptions> : ITrainer
         AtomicFile.WriteAllText(Path.Combine(OutDir, "options.json"), Opt.ToJson());
         Order = new DataOrder(DatasetSize, Opt.Seed, State.Epoch, State.Cursor);
         OnResume();
+        if (Eval is not null && Eval.Options.KlFromStart)
+            start = StageStart.Prepare(OutDir, Model, State.Step, StartModel, Eval);
         using var log = Log = new MetricsLog(OutDir, truncateAfterStep: resume ? State.Step : null);
         log.Logged += (s, m) => OnLog?.Invoke(s, m);
         Model.train();
@@ -109,7 +112,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
     {
         if (Eval is null)
             return;
-        var m = Eval.Run(Model);
+        var m = Eval.Run(Model, start: start, atStart: step == 0);
         Model.train();
         Log!.Log(step, m, LogFields);
     }
@@ -117,6 +120,12 @@ public abstract class TrainerBase<TOptions> : ITrainer
     protected void SaveCheckpoint() => TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit);
 
     protected virtual void OnResume() { }
+
+    StageStart? start;
+
+    /// <summary>A frozen copy of the policy at the stage's start that the trainer keeps anyway (GRPO's reference when
+    /// β &gt; 0): the stage-start snapshot then stores no second copy of the weights.</summary>
+    protected virtual Qwen3ForCausalLM? StartModel => null;
 
     /// <summary>One optimizer step's work: forward/backward (and the update, through <see cref="Update"/>); returns metrics.</summary>
     protected abstract Dictionary<string, double> TrainStep(long step, double lr);

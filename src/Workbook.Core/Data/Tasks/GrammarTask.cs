@@ -106,6 +106,7 @@ public static class GrammarTask
         )
         {
             ExtraVocabularyText = forms,
+            HeldOutBase = eval.Select(t => t.Terse).ToList(),
         };
     }
 

@@ -21,6 +21,10 @@ public sealed record TaskData(
     /// it is measured on the held-out expert responses).</summary>
     public double? ExpertReward { get; init; }
 
+    /// <summary>Terse answers to the held-out prompts (embedded tasks; empty for file tasks): what the base stage's
+    /// language modelling would have learnt on them. forgetting_task evaluates the other task on these.</summary>
+    public List<Example> HeldOutBase { get; init; } = [];
+
     /// <summary>Text the task can produce in other configurations (e.g. every expert wording of the grammar task), added
     /// to the compact vocabulary so that it, and the base model, do not depend on loose_format_fraction.</summary>
     public IReadOnlyList<string> ExtraVocabularyText { get; init; } = [];

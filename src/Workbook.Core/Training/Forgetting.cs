@@ -1,0 +1,189 @@
+// Forgetting while it happens (issue 14, §4): at every evaluation of a stage, how far the policy has moved from the
+// policy at the stage's start, and how sure it is.
+//  1. eval_kl_from_start: forward KL(p_start ‖ p_cur) per response, E_x E_{y~p_start}[Σ_t KL(p_start(·|x,y<t) ‖
+//     p_cur(·|x,y<t))], exact over the vocabulary at every position of one completion per held-out prompt sampled once
+//     from p_start (the evaluation's own sampling settings and seed, so these are the samples of the stage's first
+//     evaluation). By the chain rule its expectation is the sequence-level KL(p_start(y|x) ‖ p_cur(y|x)), the quantity
+//     RL's Razor (arXiv 2509.04259) relates to forgetting; eval_kl_from_start_per_token divides by the tokens instead.
+//  2. eval_entropy: the policy's mean per-token entropy on its own evaluation samples; eval_entropy_per_response sums it
+//     over each completion. Both use softmax(logits / temperature), the distribution the samples come from (as TRL's
+//     `entropy`); top-p / top-k truncation is not applied.
+//  3. What the snapshot costs (StageStart): the sampled completions (ints, a few KB) in <stage>/start/samples.json and,
+//     unless the trainer holds the start model already (GRPO's and joint's frozen reference when β > 0, which is that
+//     model), one copy of the weights in <stage>/start/ on disk. That copy is loaded for each evaluation and disposed
+//     after it, so memory holds a second model only while evaluating (a 0.6B model: ~1.2 GB in bf16, as GRPO's
+//     reference). Compute per evaluation: one forward of each model over the held-out prompts and completions.
+//  4. Resume: p_start is the stage's start, not the resume point: the folder is written once at step 0 (samples last, so
+//     their file marks a complete snapshot) and read back on resume. A stage resumed past step 0 without it (a run from
+//     before this feature) logs no KL rather than a KL from the wrong policy.
+using System.Text.Json;
+using Workbook.Model;
+using static TorchSharp.torch;
+
+namespace Workbook.Training;
+
+public static class Forgetting
+{
+    /// <summary>Per completion, Σ_t KL(p_a(·|x,y&lt;t) ‖ p_b(·|x,y&lt;t)) over its positions, exact over the vocabulary, with
+    /// p = softmax(logits / temperature); and the number of positions.</summary>
+    public static (double[] PerSequence, int[] Tokens) Kl(
+        Qwen3ForCausalLM a,
+        Qwen3ForCausalLM b,
+        IReadOnlyList<int[]> prompts,
+        IReadOnlyList<int[]> completions,
+        int padId,
+        double temperature,
+        int batchSize = 32
+    ) =>
+        PerPosition(
+            prompts,
+            completions,
+            padId,
+            Rows(a, completions, batchSize),
+            (ids, mask, P) =>
+            {
+                var la = LogProbs(a, ids, mask, P, temperature);
+                var lb = LogProbs(b, ids, mask, P, temperature);
+                return (la.exp() * (la - lb)).sum(-1);
+            }
+        );
+
+    /// <summary>Per completion, Σ_t H(p(·|x,y&lt;t)) over its positions (p = softmax(logits / temperature)), and the
+    /// number of positions.</summary>
+    public static (double[] PerSequence, int[] Tokens) Entropy(
+        Qwen3ForCausalLM model,
+        IReadOnlyList<int[]> prompts,
+        IReadOnlyList<int[]> completions,
+        int padId,
+        double temperature,
+        int batchSize = 32
+    ) =>
+        PerPosition(
+            prompts,
+            completions,
+            padId,
+            Rows(model, completions, batchSize),
+            (ids, mask, P) =>
+            {
+                var lp = LogProbs(model, ids, mask, P, temperature);
+                return -(lp.exp() * lp).sum(-1);
+            }
+        );
+
+    /// <summary>Rows per forward so that one [rows, C, V] float64 tensor stays under 256 MB (a full 151,936-token
+    /// vocabulary takes a few rows at a time; a compact one the whole batch).</summary>
+    static int Rows(Qwen3ForCausalLM model, IReadOnlyList<int[]> completions, int batchSize)
+    {
+        long perRow =
+            Math.Max(1, completions.Count == 0 ? 1 : completions.Max(c => c.Length)) * (long)model.Config.VocabSize;
+        return (int)Math.Clamp((1L << 25) / perRow, 1, Math.Max(1, batchSize));
+    }
+
+    /// <summary>Float64 log-probabilities [N, C, V] of the distributions that predict completion positions 0..C−1.</summary>
+    static Tensor LogProbs(Qwen3ForCausalLM model, Tensor ids, Tensor mask, int P, double temperature)
+    {
+        var dev = model.Device;
+        long C = ids.shape[1] - P;
+        var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, P - 1, C); // position P−1+t predicts token t
+        return (logits.to(ScalarType.Float64) / temperature).log_softmax(-1).cpu();
+    }
+
+    /// <summary>Batches of left-padded prompts | right-padded completions; <paramref name="f"/> gives a value per
+    /// position [N, C]; returns its sum over each completion's real positions.</summary>
+    static (double[] PerSequence, int[] Tokens) PerPosition(
+        IReadOnlyList<int[]> prompts,
+        IReadOnlyList<int[]> completions,
+        int padId,
+        int batchSize,
+        Func<Tensor, Tensor, int, Tensor> f
+    )
+    {
+        int n = prompts.Count;
+        var sums = new double[n];
+        var tokens = completions.Select(c => c.Length).ToArray();
+        using var _ = no_grad();
+        for (int i = 0; i < n; i += batchSize)
+        {
+            using var scope = NewDisposeScope();
+            int m = Math.Min(batchSize, n - i);
+            var ps = prompts.Skip(i).Take(m).ToList();
+            var cs = completions.Skip(i).Take(m).ToList();
+            int P = ps.Max(p => p.Length),
+                C = Math.Max(1, cs.Max(c => c.Length));
+            var (ids, mask) = Losses.PromptCompletion(ps, P, cs, C, padId);
+            var v = f(tensor(ids, [m, P + C]), tensor(mask, [m, P + C]), P);
+            var real = new double[m * C];
+            for (int j = 0; j < m; j++)
+            for (int t = 0; t < cs[j].Length; t++)
+                real[j * C + t] = 1;
+            var s = (v * tensor(real, [m, C], ScalarType.Float64)).sum(1).data<double>().ToArray();
+            Array.Copy(s, 0, sums, i, m);
+        }
+        return (sums, tokens);
+    }
+}
+
+/// <summary>The policy at a stage's start (see Forgetting's header, 3-4): its completions of the held-out prompts and
+/// where its weights are.</summary>
+public sealed class StageStart
+{
+    public const string Folder = "start",
+        SamplesFile = "samples.json";
+
+    /// <summary>One completion per held-out prompt, sampled from p_start (model vocabulary ids).</summary>
+    public IReadOnlyList<int[]> Completions { get; }
+    readonly string? weightsDir;
+    readonly Qwen3ForCausalLM? resident;
+
+    StageStart(IReadOnlyList<int[]> completions, string? weightsDir, Qwen3ForCausalLM? resident)
+    {
+        Completions = completions;
+        this.weightsDir = weightsDir;
+        this.resident = resident;
+    }
+
+    /// <summary>The stage's start snapshot in <paramref name="outDir"/>/start: written at step 0 from
+    /// <paramref name="model"/> (weights only when <paramref name="resident"/>, a frozen copy of the start model the
+    /// trainer keeps anyway, is null), read back on resume; null when a stage resumed past step 0 has none.</summary>
+    public static StageStart? Prepare(
+        string outDir,
+        Qwen3ForCausalLM model,
+        long step,
+        Qwen3ForCausalLM? resident,
+        Evaluator ev
+    )
+    {
+        var dir = Path.Combine(outDir, Folder);
+        var samples = Path.Combine(dir, SamplesFile);
+        if (!File.Exists(samples))
+        {
+            if (step > 0)
+                return null;
+            if (resident is null)
+                Checkpoint.Save(model, dir);
+            var drawn = ev.Sample(model).Select(c => c.Tokens).ToList();
+            AtomicFile.WriteAllText(samples, JsonSerializer.Serialize(new { completions = drawn }));
+        }
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(samples));
+        var completions = doc
+            .RootElement.GetProperty("completions")
+            .EnumerateArray()
+            .Select(a => a.EnumerateArray().Select(x => x.GetInt32()).ToArray())
+            .ToList();
+        bool onDisk = File.Exists(Path.Combine(dir, Checkpoint.WeightsFile));
+        if (!onDisk && resident is null)
+            throw new WorkbookException($"{dir}: the stage-start snapshot has samples but no weights");
+        return new StageStart(completions, onDisk ? dir : null, onDisk ? null : resident);
+    }
+
+    /// <summary>Runs <paramref name="f"/> with p_start: the trainer's frozen copy, or the weights loaded for this call
+    /// and disposed after it.</summary>
+    public T WithModel<T>(Qwen3ForCausalLM like, Func<Qwen3ForCausalLM, T> f)
+    {
+        if (resident is not null)
+            return f(resident);
+        using var m = Checkpoint.Load(weightsDir!, like.DType, like.Device);
+        m.eval();
+        return f(m);
+    }
+}

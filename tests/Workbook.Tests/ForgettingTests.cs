@@ -1,0 +1,325 @@
+using System.Text.Json.Nodes;
+using Workbook.Data;
+using Workbook.Experiments;
+using Workbook.Model;
+using Workbook.Training;
+using static TorchSharp.torch;
+
+namespace Workbook.Tests;
+
+/// <summary>Issue 14 §4: KL from the stage's start, entropy, the other task's loss (Training/Forgetting.cs).</summary>
+public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
+{
+    const int V = 4,
+        Eos = 3;
+
+    /// <summary>A float64 Qwen3 over 4 tokens whose logits are far from uniform: an untied output layer, scaled (tied
+    /// and scaled embeddings would make every model repeat its last token).</summary>
+    static Qwen3ForCausalLM Small(long seed)
+    {
+        var m = new Qwen3ForCausalLM(
+            Qwen3Config.Tiny(V) with
+            {
+                TieWordEmbeddings = false,
+            },
+            ScalarType.Float64,
+            CPU,
+            seed
+        );
+        using (no_grad())
+            foreach (var (name, p) in m.named_parameters())
+                if (name.Contains("lm_head"))
+                    p.mul_(30);
+        m.eval();
+        return m;
+    }
+
+    /// <summary>The next-token distribution after <paramref name="prefix"/>, from one unpadded forward (the hand
+    /// computation: no batching, no padding).</summary>
+    static double[] Next(Qwen3ForCausalLM m, int[] prefix)
+    {
+        using var _ = no_grad();
+        var ids = tensor(prefix.Select(x => (long)x).ToArray(), [1, prefix.Length]);
+        var logits = m.Forward(ids, ones_like(ids));
+        return logits[0, prefix.Length - 1].softmax(-1).data<double>().ToArray();
+    }
+
+    /// <summary>Every completion of at most 2 tokens that generation can produce (stop at EOS, else cut at 2).</summary>
+    static List<int[]> AllCompletions()
+    {
+        var all = new List<int[]> { new[] { Eos } };
+        for (int a = 0; a < V; a++)
+            if (a != Eos)
+                for (int b = 0; b < V; b++)
+                    all.Add([a, b]);
+        return all;
+    }
+
+    static double SeqProb(Qwen3ForCausalLM m, int[] prompt, int[] y)
+    {
+        double p = 1;
+        for (int t = 0; t < y.Length; t++)
+            p *= Next(m, [.. prompt, .. y[..t]])[y[t]];
+        return p;
+    }
+
+    [Fact]
+    public void Kl_from_start_is_exact_against_an_enumeration_of_every_completion()
+    {
+        using var p0 = Small(1);
+        using var p1 = Small(2);
+        int[] prompt = [0, 1, 2];
+        var ys = AllCompletions();
+        Assert.Equal(1.0, ys.Sum(y => SeqProb(p0, prompt, y)), 10);
+        // exact sequence-level KL(p0 ‖ p1) by enumeration
+        double exact = ys.Sum(y =>
+        {
+            double a = SeqProb(p0, prompt, y),
+                b = SeqProb(p1, prompt, y);
+            return a * Math.Log(a / b);
+        });
+        var (perSeq, tokens) = Forgetting.Kl(p0, p1, ys.Select(_ => prompt).ToList(), ys, padId: 0, temperature: 1.0);
+        Assert.Equal(ys.Select(y => y.Length), tokens);
+        // E_{y~p0}[Σ_t KL_t] is the sequence KL (chain rule), so the estimator's enumerated mean equals it
+        double viaPositions = ys.Select((y, i) => SeqProb(p0, prompt, y) * perSeq[i]).Sum();
+        Assert.True(exact > 0.05, $"the two models should differ (KL {exact})");
+        Assert.Equal(exact, viaPositions, 9);
+    }
+
+    [Fact]
+    public void Kl_and_entropy_per_completion_match_a_hand_computation_with_padding_and_temperature()
+    {
+        using var p0 = Small(3);
+        using var p1 = Small(4);
+        // prompts of different lengths (left padding) and completions of different lengths (right padding)
+        var prompts = new List<int[]> { new[] { 0, 1, 2 }, new[] { 2 }, new[] { 1, 1 } };
+        var completions = new List<int[]> { new[] { 1, 0, Eos }, new[] { Eos }, new[] { 2, 2 } };
+        const double T = 0.7;
+        double[] Tempered(double[] p)
+        {
+            var w = p.Select(x => Math.Pow(x, 1 / T)).ToArray();
+            return w.Select(x => x / w.Sum()).ToArray();
+        }
+        var (kl, _) = Forgetting.Kl(p0, p1, prompts, completions, padId: 0, temperature: T);
+        var (h, _) = Forgetting.Entropy(p1, prompts, completions, padId: 0, temperature: T);
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            double k = 0,
+                e = 0;
+            for (int t = 0; t < completions[i].Length; t++)
+            {
+                int[] prefix = [.. prompts[i], .. completions[i][..t]];
+                var a = Tempered(Next(p0, prefix));
+                var b = Tempered(Next(p1, prefix));
+                k += a.Select((x, v) => x * Math.Log(x / b[v])).Sum();
+                e -= b.Select(x => x * Math.Log(x)).Sum();
+            }
+            Assert.Equal(k, kl[i], 9);
+            Assert.Equal(e, h[i], 9);
+        }
+        Assert.True(kl.All(x => x > 0));
+    }
+
+    Evaluator NewEvaluator() =>
+        new(fx.Codec, fx.Task.Eval.Take(8).ToList(), fx.Task.EvalVerifiers, new EvalOptions { MaxNewTokens = 8 });
+
+    ITrainer Trainer(string kind, string dir, Evaluator ev, long? stopAt = null)
+    {
+        var model = fx.NewModel(5);
+        ITrainer tr =
+            kind == "sft"
+                ? new SftTrainer(
+                    model,
+                    fx.Codec,
+                    fx.Task.Train,
+                    new SftOptions
+                    {
+                        LearningRate = 3e-3,
+                        MaxSteps = 12,
+                        PerDeviceTrainBatchSize = 8,
+                        SaveSteps = 5,
+                        EvalSteps = 4,
+                    },
+                    dir,
+                    ev
+                )
+                : new GrpoTrainer(
+                    model,
+                    fx.Codec,
+                    fx.Task.Train,
+                    new TrainingTests.LengthReward(), // a reward an untrained model's groups disagree on, so it moves
+                    new GrpoOptions
+                    {
+                        LearningRate = 3e-3,
+                        MaxSteps = 12,
+                        PerDeviceTrainBatchSize = 16,
+                        NumGenerations = 4,
+                        MaxCompletionLength = 8,
+                        SaveSteps = 5,
+                        EvalSteps = 4,
+                        Beta = 0.04,
+                        ZeroSignalSteps = 0,
+                    },
+                    dir,
+                    ev
+                );
+        if (stopAt is { } s)
+            tr.AfterStep = step =>
+            {
+                if (step == s)
+                    throw new OperationCanceledException("simulated crash");
+            };
+        return tr;
+    }
+
+    static List<(long Step, Dictionary<string, double> M)> Evals(string dir) =>
+        ExperimentRunner.EvalPoints(dir).Select(p => (p.Step, p.Metrics)).ToList();
+
+    [Theory]
+    [InlineData("sft")]
+    [InlineData("grpo")]
+    public void Kl_from_start_is_zero_at_the_start_grows_and_a_resumed_stage_logs_the_same_values(string kind)
+    {
+        var ev = NewEvaluator();
+        var full = TestData.TempDir();
+        Trainer(kind, full, ev).Train();
+        var a = Evals(full);
+        Assert.Equal([0L, 4, 8, 12], a.Select(x => x.Step));
+        Assert.Equal(0.0, a[0].M["eval_kl_from_start"], 12);
+        Assert.Equal(0.0, a[0].M["eval_kl_from_start_per_token"], 12);
+        Assert.True(a[^1].M["eval_kl_from_start"] > 1e-4, $"KL at the end {a[^1].M["eval_kl_from_start"]}");
+        Assert.True(a.All(x => x.M["eval_entropy"] > 0 && x.M["eval_entropy_per_response"] > 0));
+        // GRPO with β > 0 reuses its reference (the start model): the snapshot stores no second copy of the weights
+        var startDir = Path.Combine(full, StageStart.Folder);
+        Assert.True(File.Exists(Path.Combine(startDir, StageStart.SamplesFile)));
+        Assert.Equal(kind == "sft", File.Exists(Path.Combine(startDir, Checkpoint.WeightsFile)));
+
+        var broken = TestData.TempDir();
+        Assert.Throws<OperationCanceledException>(() => Trainer(kind, broken, ev, stopAt: 10).Train());
+        Assert.Equal("step-000010", Path.GetFileName(TrainerCheckpoint.Latest(broken)));
+        // resumed at step 10 from a model that is not p_start: the KL must still be from the stage's start
+        Trainer(kind, broken, ev).Train(resume: true);
+        var b = Evals(broken);
+        Assert.Equal(a.Select(x => x.Step), b.Select(x => x.Step));
+        for (int i = 0; i < a.Count; i++)
+            foreach (var k in new[] { "eval_kl_from_start", "eval_kl_from_start_per_token", "eval_entropy" })
+                Assert.True(a[i].M[k] == b[i].M[k], $"step {a[i].Step} {k}: {a[i].M[k]} vs {b[i].M[k]}");
+    }
+
+    [Fact]
+    public void The_start_evaluation_scores_the_snapshot_samples_so_rewards_are_unchanged()
+    {
+        // the stage's first evaluation uses p_start's snapshot samples; they are the evaluator's own samples
+        var ev = NewEvaluator();
+        using var model = fx.NewModel(7);
+        var own = ev.Sample(model).Select(c => c.Tokens).ToList();
+        var dir = TestData.TempDir();
+        var start = StageStart.Prepare(dir, model, 0, null, ev)!;
+        Assert.Equal(own, start.Completions);
+        var plain = ev.Run(model);
+        var withStart = ev.Run(model, start: start, atStart: true);
+        foreach (var (k, v) in plain)
+            Assert.True(withStart[k] == v, $"{k}: {v} vs {withStart[k]}");
+        Assert.Equal(0.0, withStart["eval_kl_from_start"], 12);
+        // a stage resumed past step 0 without a snapshot logs no KL rather than one from the wrong policy
+        Assert.Null(StageStart.Prepare(TestData.TempDir(), model, 3, null, ev));
+    }
+
+    [Theory]
+    [InlineData("forgetting_task=\"chess\"", "option forgetting_task")]
+    [InlineData("forgetting_task_fraction=0", "option forgetting_task_fraction")]
+    [InlineData("forgetting_task_fraction=1", "option forgetting_task_fraction")]
+    [InlineData("forgetting_task_fraction=-0.2", "option forgetting_task_fraction")]
+    [InlineData("forgetting_task=\"grammar\"", "the dataset itself")]
+    public void Bad_forgetting_options_are_refused_with_the_option_named(string set, string expect)
+    {
+        var e = Assert.Throws<WorkbookException>(() => ExperimentConfig.Load(null, [set]));
+        Assert.Contains(expect, e.Message);
+    }
+
+    [Fact]
+    public void Forgetting_task_is_for_the_embedded_tasks()
+    {
+        var e = Assert.Throws<WorkbookException>(() =>
+            ExperimentConfig.Load(null, ["dataset=\"cola:/data/in_domain_train.tsv\"", "forgetting_task=\"other\""])
+        );
+        Assert.Contains("option forgetting_task", e.Message);
+        Assert.Contains("embedded", e.Message);
+        Assert.Equal("arithmetic", ExperimentConfig.Load(null, ["forgetting_task=\"other\""]).OtherTask());
+        Assert.Equal(
+            "grammar",
+            ExperimentConfig.Load(null, ["dataset=\"arithmetic\"", "forgetting_task=\"other\""]).OtherTask()
+        );
+        Assert.Null(new ExperimentConfig().OtherTask());
+    }
+
+    [Fact]
+    public void The_default_config_keeps_its_vocabulary_and_base_cache_key()
+    {
+        var root = TestData.TempDir();
+        var dflt = new ExperimentRunner(new ExperimentConfig(), Path.Combine(root, "a"), root);
+        // 52eecad2d6a6: the base cache folder the main job used before forgetting_task existed (runs/.cache/base)
+        Assert.Equal("52eecad2d6a6", dflt.BaseCacheHash());
+        Assert.Equal(260, dflt.Codec.Vocab.Size);
+        Assert.Same(dflt.Task.Base, dflt.BaseData());
+
+        var other = new ExperimentRunner(
+            ExperimentConfig.Load(null, ["forgetting_task=\"other\""]),
+            Path.Combine(root, "b"),
+            root
+        );
+        Assert.NotEqual("52eecad2d6a6", other.BaseCacheHash());
+        Assert.Superset(dflt.Codec.Vocab.QwenIds.ToHashSet(), other.Codec.Vocab.QwenIds.ToHashSet());
+        Assert.True(other.Codec.Vocab.Size > dflt.Codec.Vocab.Size);
+        var mix = other.BaseData();
+        Assert.Equal(dflt.Task.Base.Count, mix.Count);
+        Assert.Equal(0.25, mix.Count(e => e.Source == "arithmetic") / (double)mix.Count, 3);
+        // and the fraction enters the key
+        var other2 = new ExperimentRunner(
+            ExperimentConfig.Load(null, ["forgetting_task=\"other\"", "forgetting_task_fraction=0.5"]),
+            Path.Combine(root, "c"),
+            root
+        );
+        Assert.NotEqual(other.BaseCacheHash(), other2.BaseCacheHash());
+    }
+
+    [Fact]
+    public void A_pipeline_with_forgetting_task_logs_the_other_tasks_loss_and_summarises_forgetting()
+    {
+        var root = TestData.TempDir();
+        var runDir = Path.Combine(root, "run");
+        var cfg = ExperimentTests.Tiny with { ForgettingTask = "other", Seeds = 2, EvalsPerStage = 2 };
+        var runner = new ExperimentRunner(cfg, runDir, root);
+        var (summary, report) = runner.RunAndReport(["sft-then-rl"]);
+        var p = summary["pipelines"]!["sft-then-rl"]!;
+        foreach (
+            var k in new[]
+            {
+                "kl_from_start_change_during_rl",
+                "entropy_change_during_rl",
+                "other_task_sft_loss_change_during_rl",
+            }
+        )
+            Assert.NotNull(p[k]);
+        var pts = summary["forgetting"]!["points"]!["sft-then-rl"]!.AsArray();
+        Assert.Equal(2 * 2, pts.Count); // 2 seeds × 2 evaluations after the RL stage's first
+        Assert.Equal(runner.SeedList.Order(), pts.Select(x => x!["seed"]!.GetValue<long>()).Distinct().Order());
+        Assert.All(pts, x => Assert.NotNull(x!["other_task_sft_loss"]));
+        var html = File.ReadAllText(report);
+        Assert.Contains("Forgetting while it happens", html);
+        Assert.Contains("seed " + runner.SeedList[0], html);
+    }
+
+    [Fact]
+    public void Pearson_and_its_fisher_interval_match_a_hand_computation()
+    {
+        // x = 1..5, y = 2, 4, 5, 4, 5: r = 6 / sqrt(10 · 6) = 0.7746
+        var (r, lo, hi) = ForgettingSummary.Pearson([1, 2, 3, 4, 5], [2, 4, 5, 4, 5]);
+        Assert.Equal(6 / Math.Sqrt(60), r, 10);
+        double z = Math.Atanh(r),
+            h = 1.959964 / Math.Sqrt(2);
+        Assert.Equal(Math.Tanh(z - h), lo, 10);
+        Assert.Equal(Math.Tanh(z + h), hi, 10);
+        Assert.True(double.IsNaN(ForgettingSummary.Pearson([1, 2, 3], [1, 2, 4]).Lo));
+    }
+}
