@@ -13,7 +13,7 @@ namespace Workbook.Experiments;
 
 public static class Summary
 {
-    static JsonObject StatJson(Stat s) =>
+    internal static JsonObject StatJson(Stat s) =>
         new()
         {
             ["mean"] = Num(s.Mean),
@@ -33,8 +33,15 @@ public static class Summary
             })
             .ToArray();
 
-    static double[] Final(List<SeedResult> seeds, string key) =>
-        seeds.Select(r => r.Curve.LastOrDefault(p => p.Metrics.ContainsKey(key))?.Metrics[key] ?? double.NaN).ToArray();
+    /// <summary>The evaluation a pipeline's result is read at: its last evaluation. Every "final" value (the
+    /// per-pipeline finals, the comparisons, the frontier) comes from here, so a pipeline that ends elsewhere (e.g. at
+    /// a stopping step) changes only this. Null when the seed has no evaluation.</summary>
+    public static EvalPoint? FinalPoint(SeedResult r) =>
+        r.Curve.LastOrDefault(p => p.Metrics.ContainsKey("eval_sft_loss"));
+
+    /// <summary>Per seed, the metric at <see cref="FinalPoint"/> (NaN where it has no such metric).</summary>
+    internal static double[] Final(List<SeedResult> seeds, string key) =>
+        seeds.Select(r => FinalPoint(r)?.Metrics.GetValueOrDefault(key, double.NaN) ?? double.NaN).ToArray();
 
     static string F(double x) =>
         Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
@@ -69,7 +76,9 @@ public static class Summary
         {
             var o = new JsonObject();
             bool sftThenRl =
-                name == "sft-then-rl" || ExperimentConfig.Controls.Contains(name) || ExperimentConfig.Methods.Contains(name);
+                name == "sft-then-rl"
+                || ExperimentConfig.Controls.Contains(name)
+                || ExperimentConfig.Methods.Contains(name);
             if (sftThenRl)
             {
                 var loss = Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss"));
@@ -181,6 +190,7 @@ public static class Summary
         }
         var controls = Controls(results, pipes, statements);
         var comparisons = Comparisons(results, strictKey, statements);
+        var frontier = Frontier.Build(results, strictKey, statements);
         var summary = new JsonObject
         {
             ["pipelines"] = new JsonObject(
@@ -206,6 +216,8 @@ public static class Summary
             summary["controls"] = controls;
         if (comparisons.Count > 0)
             summary["comparisons"] = comparisons;
+        if (frontier is not null)
+            summary["frontier"] = frontier;
         return summary;
     }
 
