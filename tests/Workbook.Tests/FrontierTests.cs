@@ -242,6 +242,13 @@ public class FrontierTests
         );
     }
 
+    [Fact]
+    public void One_seed_gives_no_interval_and_the_statement_says_so() =>
+        Assert.Equal(
+            "no interval (under 2 seeds), so nothing is separated",
+            Frontier.Separation(Stat.Of([-0.1]), Stat.Bounded([0.2], -1, 1))
+        );
+
     static Stat S(double lo, double hi) => new((lo + hi) / 2, [lo, hi], []);
 
     [Fact]

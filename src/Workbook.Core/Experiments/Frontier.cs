@@ -138,6 +138,8 @@ public static class Frontier
     /// separated from zero and in which direction.</summary>
     public static string Separation(Stat dl, Stat dr)
     {
+        if (!double.IsFinite(dl.Ci95[0]) && !double.IsFinite(dr.Ci95[0]))
+            return "no interval (under 2 seeds), so nothing is separated";
         string L =
             dl.BelowZero ? "lower SFT loss"
             : dl.AboveZero ? "higher SFT loss"
