@@ -46,6 +46,73 @@ public static class Report
         return $"<td>{F(stat["mean"])} <span class=ci>[{F(ci[0])}, {F(ci[1])}]</span></td>";
     }
 
+    /// <summary>What each mixed method is and where it comes from, cited only when it ran.</summary>
+    static readonly (string name, string what)[] MethodNotes =
+    [
+        (
+            "sft-anchored",
+            "GRPO plus λ·L<sub>SFT</sub> on expert data, the pretraining-mix (ptx) objective of InstructGPT "
+                + "(Ouyang et al., arXiv 2203.02155) with expert data in place of pretraining data"
+        ),
+        (
+            "chord",
+            "GRPO plus an SFT term on expert data whose weight μ decays over the stage, after CHORD "
+                + "(Zhang et al., arXiv 2508.11408)"
+        ),
+        (
+            "luffy",
+            "an expert response placed in each GRPO group (off-policy guidance), after LUFFY "
+                + "(Yan et al., arXiv 2504.14945)"
+        ),
+        ("guarded", "GRPO stopped early by its stopping rule (grpo.stop_when)"),
+    ];
+
+    /// <summary>The report's first chart: the decoupling frontier, its computed sentence and a table with the paired
+    /// differences against sft-then-rl.</summary>
+    static void FrontierSection(StringBuilder sb, JsonObject s)
+    {
+        if (s["frontier"] is not JsonObject fr)
+            return;
+        sb.Append("<h2>The decoupling frontier</h2><p>")
+            .Append(E(s["statements"]?["frontier"]?.GetValue<string>()))
+            .Append("</p>")
+            .Append(CurveCharts.Html(FrontierChart.Build(s)))
+            .Append("<p>")
+            .Append(E(fr["what"]?.GetValue<string>()))
+            .Append(" ")
+            .Append(E(fr["controls_note"]?.GetValue<string>()))
+            .Append(" Differences are paired by seed (pipeline minus sft-then-rl; same base model per seed).</p>");
+        sb.Append("<table><tr><th>pipeline</th><th>role</th><th>final SFT loss (nats/token)</th>")
+            .Append("<th>final strict reward</th><th>on the front</th><th>Δ SFT loss vs sft-then-rl</th>")
+            .Append("<th>Δ strict reward vs sft-then-rl</th></tr>");
+        foreach (var (name, p) in fr["pipelines"]!.AsObject())
+        {
+            string role = p!["role"]!.GetValue<string>();
+            string front =
+                p["on_front"]!.GetValue<bool>() ? "yes"
+                : role == "control" ? "not a candidate"
+                : "no";
+            sb.Append($"<tr><td>{E(name)}</td><td>{E(role)}</td>")
+                .Append(Cell(p["final_sft_loss"]))
+                .Append(Cell(p["final_reward"]))
+                .Append($"<td>{front}</td>")
+                .Append(Cell(p["vs_sft_then_rl"]?["final_sft_loss"]))
+                .Append(Cell(p["vs_sft_then_rl"]?["final_reward"]))
+                .Append("</tr>");
+        }
+        sb.Append("</table>");
+        var present = MethodNotes.Where(m => fr["pipelines"]![m.name] is not null).ToList();
+        if (present.Count > 0)
+        {
+            sb.Append(
+                "<p>Methods in this run (each reuses sft-then-rl's SFT stage and changes only the RL stage):</p><ul>"
+            );
+            foreach (var (name, what) in present)
+                sb.Append($"<li><b>{E(name)}</b>: {what}.</li>");
+            sb.Append("</ul>");
+        }
+    }
+
     public static string Render(JsonObject s, string title)
     {
         var sb = new StringBuilder();
@@ -80,10 +147,13 @@ public static class Report
             .Append(
                 "Each result below has a prediction, a measurement of the same quantity, and controls under which the theorem predicts no rise.</p>"
             );
+        FrontierSection(sb, s);
         sb.Append("<h2>Predictions</h2><ul>");
         var held = s["prediction_held"]?.AsObject() ?? new JsonObject();
         foreach (var (name, st) in s["statements"]?.AsObject() ?? new JsonObject())
         {
+            if (name == "frontier" && s["frontier"] is not null)
+                continue; // stated with the frontier chart above
             var text = st?.GetValue<string>() ?? "";
             foreach (var prefix in new[] { "Held: ", "Not shown: " })
                 if (text.StartsWith(prefix))

@@ -33,8 +33,15 @@ public static class Summary
             })
             .ToArray();
 
-    static double[] Final(List<SeedResult> seeds, string key) =>
-        seeds.Select(r => r.Curve.LastOrDefault(p => p.Metrics.ContainsKey(key))?.Metrics[key] ?? double.NaN).ToArray();
+    /// <summary>The evaluation a pipeline's result is read at: its last evaluation. Every "final" value (the
+    /// per-pipeline finals, the comparisons, the frontier) comes from here, so a pipeline that ends elsewhere (e.g. at
+    /// a stopping step) changes only this. Null when the seed has no evaluation.</summary>
+    public static EvalPoint? FinalPoint(SeedResult r) =>
+        r.Curve.LastOrDefault(p => p.Metrics.ContainsKey("eval_sft_loss"));
+
+    /// <summary>Per seed, the metric at <see cref="FinalPoint"/> (NaN where it has no such metric).</summary>
+    internal static double[] Final(List<SeedResult> seeds, string key) =>
+        seeds.Select(r => FinalPoint(r)?.Metrics.GetValueOrDefault(key, double.NaN) ?? double.NaN).ToArray();
 
     internal static string F(double x) =>
         Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
@@ -186,6 +193,7 @@ public static class Summary
         }
         var controls = Controls(results, pipes, statements);
         var comparisons = Comparisons(results, strictKey, statements);
+        var frontier = Frontier.Build(results, strictKey, statements);
         var summary = new JsonObject
         {
             ["pipelines"] = new JsonObject(
@@ -211,6 +219,8 @@ public static class Summary
             summary["controls"] = controls;
         if (comparisons.Count > 0)
             summary["comparisons"] = comparisons;
+        if (frontier is not null)
+            summary["frontier"] = frontier;
         if (ForgettingSummary.Build(results, statements) is { } forgetting) // issue 14 §4
             summary["forgetting"] = forgetting;
         return summary;
@@ -225,10 +235,7 @@ public static class Summary
             var key in new[] { "eval_accuracy/strict", "eval_mcc/strict", "eval_accuracy/lenient", "eval_mcc/lenient" }
         )
         {
-            var last = rs.Select(r =>
-                    r.Curve.Count > 0 && r.Curve[^1].Metrics.TryGetValue(key, out var v) ? v : double.NaN
-                )
-                .ToArray();
+            var last = Final(rs, key);
             if (last.Any(double.IsNaN))
                 continue;
             o[key["eval_".Length..]] = StatJson(Stat.Bounded(last, key.Contains("mcc") ? -1 : 0, 1));

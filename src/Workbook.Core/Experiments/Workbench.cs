@@ -58,6 +58,24 @@ public static class Workbench
     public static GenericChart RewardChart(JsonObject summary, string pipeline) =>
         CurveCharts.Pipeline(summary, pipeline).reward;
 
+    /// <summary>What notebook 05 runs for the frontier: the four pipelines and the mixed methods
+    /// (ExperimentConfig.Methods); the full run adds the controls, drawn greyed (quick mode leaves them out to stay
+    /// cheap).</summary>
+    public static string[] FrontierPipelines(bool quick) =>
+        quick
+            ? [.. ExperimentConfig.Pipelines, .. ExperimentConfig.Methods]
+            : [.. ExperimentConfig.Pipelines, .. ExperimentConfig.Controls, .. ExperimentConfig.Methods];
+
+    /// <summary>The decoupling frontier of a run's summary (final SFT loss against final strict reward, 95% CIs,
+    /// the Pareto front, controls greyed): the report's first chart.</summary>
+    public static GenericChart FrontierChart(JsonObject summary) => Charts.FrontierChart.Build(summary);
+
+    /// <summary>The frontier's computed sentence: which pipelines are on the front, their paired differences against
+    /// sft-then-rl with 95% CIs, and whether the CIs separate them.</summary>
+    public static string FrontierStatement(JsonObject summary) =>
+        summary["statements"]?["frontier"]?.GetValue<string>()
+        ?? throw new WorkbookException("summary: no frontier statement (written by Summary.Build since issue 14)");
+
     /// <summary>The plain-words statements of a summary, one per line.</summary>
     public static string Statements(JsonObject summary) =>
         string.Join("\n", summary["statements"]!.AsObject().Select(kv => $"{kv.Key}: {kv.Value}"));
