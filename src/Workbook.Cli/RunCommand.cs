@@ -20,7 +20,9 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         public string Experiment { get; init; } = "";
 
         [CommandOption("--pipelines <LIST>")]
-        [Description("With `run all`: the pipelines to run, comma-separated, or all (every pipeline, control and method)")]
+        [Description(
+            "With `run all`: the pipelines to run, comma-separated, or all (every pipeline, control and method)"
+        )]
         public string? Pipelines { get; init; }
 
         [CommandOption("--config <FILE>")]
@@ -124,6 +126,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             if (s.DType is not null)
                 overrides.Add($"dtype={System.Text.Json.JsonSerializer.Serialize(s.DType)}");
             cfg = LoadConfig(s.Config, s.Quick, overrides);
+            cfg.ValidateFor(pipelines); // issue 14
             runDir = ExperimentRunner.NewRunDir(s.Runs, (s.Quick ? "quick-" : "") + s.Experiment);
         }
         try
