@@ -281,7 +281,9 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             .Read(Path.Combine(dir, "metrics.jsonl"))
             .Select(o =>
             {
-                foreach (var k in o.Select(kv => kv.Key).Where(k => k.Contains("time") || k.Contains("per_second")))
+                foreach (
+                    var k in o.Select(kv => kv.Key).Where(k => k.Contains("tim") || k.Contains("per_second")).ToList()
+                )
                     o.Remove(k);
                 return o.ToJsonString();
             })
