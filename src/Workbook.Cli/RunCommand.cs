@@ -142,6 +142,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             if (s.DType is not null)
                 overrides.Add($"dtype={System.Text.Json.JsonSerializer.Serialize(s.DType)}");
             cfg = LoadConfig(s.Config, s.Quick, overrides);
+            cfg.ValidateFor(pipelines); // issue 14
             runDir = ExperimentRunner.NewRunDir(s.Runs, (s.Quick ? "quick-" : "") + s.Experiment);
         }
         try

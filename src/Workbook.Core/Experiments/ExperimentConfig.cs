@@ -127,6 +127,11 @@ public sealed record ExperimentConfig
             _ => ForgettingTask,
         };
 
+    /// <summary>The `guarded` pipeline's stop rule (issue 14, section 3): its RL stage is GRPO with grpo.stop_when =
+    /// guarded.stop_when, checked every guarded.stop_check_steps steps, and trained on to the full budget after the rule
+    /// fires so the same run measures the hindsight optimum (the pipeline's result is the model at the stopping step).</summary>
+    public GuardedOptions Guarded { get; init; } = new();
+
     public static readonly string[] Pipelines = ["sft-then-rl", "rl-then-sft", "interleaved", "joint"];
 
     /// <summary>Controls of sft-then-rl under which Theorem 3.1 predicts no SFT-loss rise: RL with the lenient reward (every
@@ -245,6 +250,12 @@ public sealed record ExperimentConfig
                     $"option {name}.dtype: run trains every stage in one dtype; set dtype={o.Dtype} (top level) instead"
                 );
         }
+        Guarded.Validate(); // issue 14: a bad stop rule fails here, before any run folder exists
+        if (Grpo.StopWhen is not null || Grpo.StopHindsight || Grpo.StopCheckSteps != dflt.Grpo.StopCheckSteps)
+            throw new WorkbookException(
+                "option grpo.stop_when/stop_check_steps/stop_hindsight: run applies a stop rule only in the guarded "
+                    + "pipeline; set guarded.stop_when and guarded.stop_check_steps instead"
+            );
         if (JointRlWeight < 0)
             throw new WorkbookException("option joint_rl_weight: must be >= 0");
         ValidateMethods(dflt.Grpo);
@@ -319,6 +330,17 @@ public sealed record ExperimentConfig
             throw new WorkbookException($"option luffy_shaping_gamma: must be > 0, or null for no shaping (got {g})");
     }
 
+    /// <summary>Checks that depend on which pipelines run (before any run folder exists): the guarded pipeline's rule
+    /// needs at least two checks in the RL budget (with num_train_epochs, checked once the steps are resolved).</summary>
+    public void ValidateFor(IReadOnlyList<string> pipelines)
+    {
+        if (pipelines.Contains("guarded") && Grpo.NumTrainEpochs is null && 2L * Guarded.StopCheckSteps > Grpo.MaxSteps)
+            throw new WorkbookException(
+                $"option guarded.stop_check_steps: {Guarded.StopCheckSteps} leaves the rule fewer than two checks in "
+                    + $"grpo.max_steps {Grpo.MaxSteps} (it needs three evaluations)"
+            );
+    }
+
     public Qwen3Config ModelConfig(int vocab) =>
         Qwen3Config.Tiny(vocab) with
         {
@@ -354,4 +376,24 @@ public sealed record ExperimentConfig
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, TrainOptions.Json);
+}
+
+/// <summary>The `guarded` pipeline's options (issue 14, section 3).</summary>
+public sealed record GuardedOptions
+{
+    /// <summary>The stop rule (Training/StopRule.cs grammar). Default: stop when the reward gained per step falls below
+    /// the SFT-loss rise per step (λ = 1: one unit of strict reward is worth one nat/token of held-out SFT loss).</summary>
+    public string StopWhen { get; init; } = "dJ < 1*dL_SFT";
+
+    /// <summary>k: evaluate and decide every k GRPO steps. 4 of the main job's 40 (10 checks) is a prior choice, NOT yet
+    /// tuned: tune it on seeds 1-2 (`--set dataset_seed=0 --set seed_base=1`), never on the reported seeds 1000+
+    /// (README, "Stopping RL early").</summary>
+    public int StopCheckSteps { get; init; } = 4;
+
+    public void Validate()
+    {
+        StopRule.Parse(StopWhen, "guarded.stop_when");
+        if (StopCheckSteps < 1)
+            throw new WorkbookException($"option guarded.stop_check_steps: must be >= 1 (got {StopCheckSteps})");
+    }
 }

@@ -31,8 +31,24 @@ public sealed record StageInfo(string Name, string Kind, long Start, long Steps)
     public bool NoRewardSignal { get; init; }
 }
 
+/// <summary>A GRPO stage with a stop rule (issue 14 §3): where it stopped, what it predicted at the check before, the
+/// planned budget, and the evaluations (step, J, L) at the steps where it could stop (0, k, 2k, ... and the budget's end),
+/// including those after the stop when it trained on for hindsight.</summary>
+public sealed record StopRun(
+    string Rule,
+    int CheckSteps,
+    long StoppedAt,
+    bool Fired,
+    long? PredictedStep,
+    long PlannedSteps,
+    List<StopEval> Evals
+);
+
 public sealed record SeedResult(long Seed, List<StageInfo> Stages, List<EvalPoint> Curve, double? C1)
 {
+    /// <summary>The stop rule's record of this pipeline's RL stage (the guarded pipeline), else null.</summary>
+    public StopRun? Stop { get; init; }
+
     /// <summary>The predicted SFT-loss rise during this pipeline's RL stage (SFT then RL pipelines only).</summary>
     public C1Prediction? Prediction { get; init; }
 }
@@ -396,7 +412,15 @@ public sealed class ExperimentRunner
             },
             // LUFFY: the expert response as each group's G-th member, policy shaping on its tokens
             "luffy" => cfg.Grpo with { OffPolicyExpert = true, OffPolicyShapingGamma = cfg.LuffyShapingGamma },
-            _ => throw new WorkbookException($"pipeline {method}: not built yet"),
+            // issue 14 §3: the rule stops the stage; it trains on to the budget only to measure hindsight on the same
+            // run, and the pipeline's result is the model kept at the stopping step
+            "guarded" => cfg.Grpo with
+            {
+                StopWhen = cfg.Guarded.StopWhen,
+                StopCheckSteps = cfg.Guarded.StopCheckSteps,
+                StopHindsight = true,
+            },
+            _ => throw new WorkbookException($"pipeline {method}: not a mixed method"),
         };
 
     TaskData? lenientTask;
@@ -470,6 +494,7 @@ public sealed class ExperimentRunner
         var stages = new List<StageInfo>();
         var curve = new List<EvalPoint>();
         C1Prediction? predicted = null;
+        StopRun? stop = null;
         long global = 0;
         for (int i = 0; i < plan.Count; i++)
         {
@@ -509,12 +534,16 @@ public sealed class ExperimentRunner
                 $"{pipeline}/seed-{seed}/{st.Name}"
             );
             stages.Add(new StageInfo(st.Name, st.Kind, global, st.Steps) { NoRewardSignal = NoRewardSignal(dir) });
+            var stopped = StopRunOf(dir, st);
+            stop ??= stopped;
+            // a stage that stopped: its result is the model at the stopping step; later evaluations are hindsight only
             foreach (var (step, m) in EvalPoints(dir))
-                curve.Add(new EvalPoint(global + step, i, st.Kind, m));
+                if (stopped is null || step <= stopped.StoppedAt)
+                    curve.Add(new EvalPoint(global + step, i, st.Kind, m));
             global += st.Steps;
         }
         model.Dispose();
-        return new SeedResult(seed, stages, curve, predicted?.Mean) { Prediction = predicted };
+        return new SeedResult(seed, stages, curve, predicted?.Mean) { Prediction = predicted, Stop = stop };
     }
 
     /// <summary>Trains one stage into <paramref name="dir"/> (or resumes it, or loads it when done) and returns the model
@@ -534,11 +563,12 @@ public sealed class ExperimentRunner
         {
             model.Dispose();
             var stopped = Path.Combine(dir, NoSignalModel);
+            var kept = Path.Combine(dir, GrpoTrainer.StoppedModelDir); // issue 14: the model at the stopping step
             return LoadModel(
-                Directory.Exists(stopped)
-                    ? stopped
-                    : TrainerCheckpoint.Latest(dir)
-                        ?? throw new WorkbookException($"{dir}: marked done but has no checkpoint")
+                Directory.Exists(stopped) ? stopped
+                : Directory.Exists(kept) ? kept
+                : TrainerCheckpoint.Latest(dir)
+                    ?? throw new WorkbookException($"{dir}: marked done but has no checkpoint")
             );
         }
         bool resume = File.Exists(Path.Combine(dir, "metrics.jsonl"));
@@ -610,11 +640,65 @@ public sealed class ExperimentRunner
             );
             return model;
         }
+        if (trainer is GrpoTrainer stopper && g.StopWhen is not null) // issue 14: where the rule stopped the stage
+        {
+            File.WriteAllText(
+                Path.Combine(dir, "done.json"),
+                JsonSerializer.Serialize(
+                    new
+                    {
+                        steps = st.Steps,
+                        kind = st.Kind,
+                        stop_when = g.StopWhen,
+                        stop_check_steps = g.StopCheckSteps,
+                        stopped_at = stopper.StoppedAt ?? st.Steps,
+                        fired = stopper.StoppedAt is not null,
+                        predicted_step = stopper.PredictedBeforeStop,
+                        planned_steps = st.Steps,
+                        hindsight = g.StopHindsight,
+                    }
+                )
+            );
+            log(
+                $"{label}: stop rule '{g.StopWhen}' "
+                    + (stopper.StoppedAt is { } at ? $"stopped at step {at} of {st.Steps}" : "did not fire")
+            );
+            if (g.StopHindsight && stopper.StoppedAt is not null)
+            {
+                model.Dispose();
+                return LoadModel(Path.Combine(dir, GrpoTrainer.StoppedModelDir));
+            }
+            return model;
+        }
         File.WriteAllText(
             Path.Combine(dir, "done.json"),
             JsonSerializer.Serialize(new { steps = st.Steps, kind = st.Kind })
         );
         return model;
+    }
+
+    /// <summary>The stop rule's record of a finished stage folder (null: the stage had no rule).</summary>
+    StopRun? StopRunOf(string dir, StagePlan st)
+    {
+        var done = Path.Combine(dir, "done.json");
+        if (!File.Exists(done) || JsonNode.Parse(File.ReadAllText(done)) is not JsonObject d || d["stop_when"] is null)
+            return null;
+        int k = d["stop_check_steps"]!.GetValue<int>();
+        long planned = d["planned_steps"]!.GetValue<long>();
+        var jKey = $"eval_rewards/{st.Task.Reward.Name}/mean";
+        var evals = EvalPoints(dir)
+            .Where(p => (p.Step % k == 0 || p.Step == planned) && p.Metrics.ContainsKey(jKey))
+            .Select(p => new StopEval(p.Step, p.Metrics[jKey], p.Metrics["eval_sft_loss"]))
+            .ToList();
+        return new StopRun(
+            d["stop_when"]!.GetValue<string>(),
+            k,
+            d["stopped_at"]!.GetValue<long>(),
+            d["fired"]!.GetValue<bool>(),
+            d["predicted_step"]?.GetValue<long>(),
+            planned,
+            evals
+        );
     }
 
     const string NoSignalModel = "no-signal-model";

@@ -113,6 +113,34 @@ public static class Report
         }
     }
 
+    /// <summary>The stop rule against hindsight on the same runs (summary.json "stop_rule").</summary>
+    static void StopRuleSection(StringBuilder sb, JsonObject s)
+    {
+        if (s["stop_rule"] is not JsonObject st)
+            return;
+        string F(JsonNode? n) =>
+            n is null ? "undefined" : n.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture);
+        sb.Append("<h2>Stop rule against hindsight</h2><p>")
+            .Append(
+                $"The {E(st["pipeline"]?.GetValue<string>())} pipeline's GRPO stage evaluates every {st["check_steps"]} "
+            )
+            .Append(
+                "steps and stops when its rule fires; it then trains on to the full budget only to measure, on the same "
+            )
+            .Append("run, where stopping would have been best. ")
+            .Append(E(st["phi"]?.GetValue<string>()))
+            .Append(".</p><p>")
+            .Append(E(st["statement"]?.GetValue<string>()))
+            .Append("</p><table><tr><th>seed</th><th>stopped at</th><th>hindsight step</th><th>Φ stopped</th>")
+            .Append("<th>Φ hindsight</th><th>ratio</th></tr>");
+        foreach (var p in st["per_seed"]!.AsArray())
+            sb.Append($"<tr><td>{p!["seed"]}</td><td>{p["predicted_step"]}</td><td>{p["hindsight_step"]}</td>")
+                .Append(
+                    $"<td>{F(p["phi_predicted"])}</td><td>{F(p["phi_hindsight"])}</td><td>{F(p["phi_ratio"])}</td></tr>"
+                );
+        sb.Append("</table>").Append(CurveCharts.Html(StopRuleCharts.Phi(st)));
+    }
+
     public static string Render(JsonObject s, string title)
     {
         var sb = new StringBuilder();
@@ -308,6 +336,7 @@ public static class Report
         }
 
         ForgettingSection(sb, s); // issue 14 §4
+        StopRuleSection(sb, s); // issue 14 §3
         sb.Append("<h2>Curves</h2>");
         foreach (var (name, _) in pipes)
         {

@@ -223,6 +223,8 @@ public static class Summary
             summary["frontier"] = frontier;
         if (ForgettingSummary.Build(results, statements) is { } forgetting) // issue 14 §4
             summary["forgetting"] = forgetting;
+        if (StopRuleJson(results, statements) is { } stop) // issue 14 §3
+            summary["stop_rule"] = stop;
         return summary;
     }
 
@@ -376,6 +378,88 @@ public static class Summary
             statements["comparisons"] =
                 "Final values, paired by seed (same base model): " + string.Join(". ", words) + ".";
         return comparisons;
+    }
+
+    /// <summary>The stop rule against hindsight on the same runs (issue 14 §3): per seed, the step where the rule stopped
+    /// (its prediction of the best stopping step), the hindsight step argmax Φ(T) over the steps where it could have
+    /// stopped, and Φ(stopped)/Φ(hindsight), undefined (null, never divided) when Φ(hindsight) ≤ 0 or the stopped step
+    /// broke a budget. Null when no pipeline ran a stop rule.</summary>
+    public static JsonObject? StopRuleJson(Dictionary<string, List<SeedResult>> results, JsonObject statements)
+    {
+        var (name, rs) = results.FirstOrDefault(p => p.Value.Count > 0 && p.Value.All(r => r.Stop is not null));
+        if (name is null)
+            return null;
+        var rule = Training.StopRule.Parse(rs[0].Stop!.Rule, "guarded.stop_when");
+        var per = rs.Select(r =>
+                (r.Seed, r.Stop!, H: Training.StopHindsight.Of(rule, r.Stop!.Evals, r.Stop!.StoppedAt))
+            )
+            .ToList();
+        var ratios = per.Select(p => p.H.Ratio ?? double.NaN).ToArray();
+        var ratio = Stat.Of(ratios);
+        var defined = per.Where(p => p.H.Ratio is not null).ToList();
+        var undefined = per.Where(p => p.H.Ratio is null).ToList();
+        JsonArray Longs(IEnumerable<long> xs) => new(xs.Select(x => (JsonNode?)x).ToArray());
+        var o = new JsonObject
+        {
+            ["pipeline"] = name,
+            ["rule"] = rule.Text,
+            ["check_steps"] = rs[0].Stop!.CheckSteps,
+            ["phi"] =
+                rule.PhiText + "; ΔJ, ΔL_SFT: held-out strict reward and SFT loss (nats/token) since the stage began",
+            ["phi_ratio"] = StatJson(ratio),
+            ["predicted_step"] = Longs(per.Select(p => p.Item2.StoppedAt)),
+            ["hindsight_step"] = Longs(per.Select(p => p.H.HindsightStep)),
+            ["planned_steps"] = rs[0].Stop!.PlannedSteps,
+            ["per_seed"] = new JsonArray(
+                per.Select(p =>
+                        (JsonNode?)
+                            new JsonObject
+                            {
+                                ["seed"] = p.Seed,
+                                ["predicted_step"] = p.Item2.StoppedAt,
+                                ["fired"] = p.Item2.Fired,
+                                ["prediction_before_stop"] = p.Item2.PredictedStep,
+                                ["hindsight_step"] = p.H.HindsightStep,
+                                ["phi_predicted"] = Num(p.H.PhiStopped),
+                                ["phi_hindsight"] = Num(p.H.PhiHindsight),
+                                ["phi_ratio"] = p.H.Ratio is { } x ? Num(x) : null,
+                                ["phi_curve"] = new JsonArray(
+                                    p.H.Curve.Select(c =>
+                                            (JsonNode?)new JsonObject { ["step"] = c.Step, ["phi"] = Num(c.Phi) }
+                                        )
+                                        .ToArray()
+                                ),
+                            }
+                    )
+                    .ToArray()
+            ),
+        };
+        var steps = string.Join(", ", per.Select(p => $"seed {p.Seed}: {p.Item2.StoppedAt} vs {p.H.HindsightStep}"));
+        var text =
+            $"Stop rule '{rule.Text}' (checked every {rs[0].Stop!.CheckSteps} of {rs[0].Stop!.PlannedSteps} steps) against "
+            + $"hindsight on the same runs, {rule.PhiText}: stopped vs hindsight step {steps}. ";
+        if (defined.Count == 0)
+            text +=
+                "Φ(stopped)/Φ(hindsight) is undefined in every seed (Φ at the hindsight optimum ≤ 0, or the stopped step "
+                + "broke the budget), so the rule's ratio is not measured.";
+        else
+        {
+            text +=
+                $"Φ(stopped)/Φ(hindsight) = {P2(ratio.Mean)} (95% CI [{P2(ratio.Ci95[0])}, {P2(ratio.Ci95[1])}], "
+                + $"{defined.Count} of {per.Count} seeds), "
+                + (ratio.Mean >= 0.9 ? "at or above the goal of 0.9 on the mean" : "below the goal of 0.9 on the mean")
+                + (ratio.Ci95[0] >= 0.9 ? " and on the whole interval." : ".");
+            if (undefined.Count > 0)
+                text +=
+                    $" Undefined in seed(s) {string.Join(", ", undefined.Select(p => p.Seed))}: Φ at the hindsight "
+                    + "optimum ≤ 0 or the stopped step broke the budget (not divided).";
+            text +=
+                " The hindsight argmax is taken over noisy evaluations, so Φ(hindsight) is biased up and the ratio is "
+                + "conservative.";
+        }
+        statements["stop rule"] = text;
+        o["statement"] = text;
+        return o;
     }
 
     /// <summary>The seed-selection sentence, only for the configuration it describes.</summary>

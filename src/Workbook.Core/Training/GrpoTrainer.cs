@@ -126,6 +126,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
                 (int)(drawn % prompts.Count)
             );
         }
+        ResumeStopRule();
         // a resumed stage remembers whether its first steps had a reward signal
         var log = Path.Combine(OutDir, "metrics.jsonl");
         sawSignal =
@@ -156,6 +157,106 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     }
 
     bool sawSignal;
+
+    // --- stop rule (issue 14; Training/StopRule.cs) ---
+    StopRule? stopRule;
+    readonly List<StopEval> stopEvals = [];
+
+    /// <summary>Where the stop rule stopped the stage (null: it has not fired), the prediction it logged at the check
+    /// before, and the folder of the model kept at the stopping step when training went on (stop_hindsight).</summary>
+    public long? StoppedAt { get; private set; }
+    public long? PredictedBeforeStop { get; private set; }
+    public const string StoppedModelDir = "stopped-model";
+
+    /// <summary>The key of J: the held-out mean reward under the stage's own (first) verifier.</summary>
+    public string StopRewardKey => $"eval_rewards/{reward.Parts[0].Verifier.Name}/mean";
+
+    protected override bool Finished => StoppedAt is not null && !Opt.StopHindsight;
+
+    /// <summary>Rebuilds the rule's state from the evaluations kept in metrics.jsonl (those up to the checkpoint), so a
+    /// resumed stage decides exactly as an uninterrupted one.</summary>
+    void ResumeStopRule()
+    {
+        stopEvals.Clear();
+        (StoppedAt, PredictedBeforeStop) = (null, null);
+        if (Opt.StopWhen is null)
+            return;
+        stopRule = StopRule.Parse(Opt.StopWhen, "grpo.stop_when");
+        if (Eval is null || Eval.Options.LossOnly)
+            throw new WorkbookException(
+                "option grpo.stop_when: the stop rule needs held-out evaluations that sample (an evaluator without loss_only)"
+            );
+        var log = Path.Combine(OutDir, "metrics.jsonl");
+        if (!File.Exists(log))
+            return;
+        foreach (var r in MetricsLog.Read(log))
+        {
+            long st = r["step"]!.GetValue<long>();
+            if (st <= State.Step && st % Opt.StopCheckSteps == 0 && r.ContainsKey("eval_sft_loss"))
+                AddStopEval(st, r[StopRewardKey]?.GetValue<double>(), r["eval_sft_loss"]!.GetValue<double>());
+        }
+        var checks = StopEstimator.Replay(stopRule, stopEvals, Opt.MaxSteps, Opt.StopCheckSteps);
+        if (checks.Count > 0 && checks[^1].Fire)
+            (StoppedAt, PredictedBeforeStop) = (checks[^1].Step, checks.Count > 1 ? checks[^2].PredictedStep : null);
+        else if (checks.Count > 0)
+            PredictedBeforeStop = checks[^1].PredictedStep;
+    }
+
+    void AddStopEval(long step, double? j, double l)
+    {
+        if (j is null)
+            throw new WorkbookException(
+                $"option grpo.stop_when: the evaluations have no {StopRewardKey} (J of the stop rule)"
+            );
+        if (stopEvals.Count == 0 || stopEvals[^1].Step < step)
+            stopEvals.Add(new StopEval(step, j.Value, l));
+    }
+
+    protected override void OnEvaluated(long step, Dictionary<string, double> m)
+    {
+        if (stopRule is not null && step % Opt.StopCheckSteps == 0)
+            AddStopEval(step, m.TryGetValue(StopRewardKey, out var j) ? j : null, m["eval_sft_loss"]);
+    }
+
+    protected override bool StopAfter(long step)
+    {
+        if (stopRule is null || step % Opt.StopCheckSteps != 0)
+            return false;
+        if (LastEval?.Step != step) // the rule's own evaluation, when the stage's cadence has none here
+            Evaluate(step);
+        if (StoppedAt is not null) // training on for hindsight: the evaluation above is all a check does
+            return false;
+        var c = StopEstimator.Check(stopRule, stopEvals, Opt.MaxSteps, Opt.StopCheckSteps);
+        Log!.Log(
+            step,
+            new Dictionary<string, double>
+            {
+                ["stop_rule/predicted_step"] = c.PredictedStep,
+                ["stop_rule/rate_reward"] = c.RateJ,
+                ["stop_rule/rate_sft_loss"] = c.RateL,
+                ["stop_rule/fired"] = c.Fire ? 1 : 0,
+            },
+            LogFields
+        );
+        if (!c.Fire)
+        {
+            PredictedBeforeStop = c.PredictedStep;
+            return false;
+        }
+        StoppedAt = step;
+        if (!Opt.StopHindsight)
+            return true;
+        // keep this step's model; a kill before the next checkpoint re-fires here and writes the same weights
+        var keep = Path.Combine(OutDir, StoppedModelDir);
+        var tmp = keep + ".tmp";
+        if (Directory.Exists(tmp))
+            Directory.Delete(tmp, true);
+        Checkpoint.Save(Model, tmp);
+        if (Directory.Exists(keep))
+            Directory.Delete(keep, true);
+        Directory.Move(tmp, keep);
+        return false;
+    }
 
     protected override Dictionary<string, double> TrainStep(long step, double lr)
     {

@@ -83,7 +83,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
         if (State.Step == 0 && !log.HasEvalAt(0))
             Evaluate(0);
         long warmup = (long)Math.Ceiling(Opt.WarmupRatio * Opt.MaxSteps);
-        for (long step = State.Step; step < Opt.MaxSteps; step++)
+        for (long step = State.Step; step < Opt.MaxSteps && !Finished; step++)
         {
             var sw = Stopwatch.StartNew();
             var lr = LrSchedule.At(Opt.LrSchedulerType, Opt.LearningRate, step, Opt.MaxSteps, warmup);
@@ -98,9 +98,12 @@ public abstract class TrainerBase<TOptions> : ITrainer
             bool last = step + 1 == Opt.MaxSteps;
             if (Opt.EvalSteps > 0 && (step + 1) % Opt.EvalSteps == 0 && !last)
                 Evaluate(step + 1);
-            if ((Opt.SaveSteps > 0 && (step + 1) % Opt.SaveSteps == 0) || last)
+            bool stop = StopAfter(step + 1); // a stop rule (GRPO) ends the stage here: checkpoint this step
+            if ((Opt.SaveSteps > 0 && (step + 1) % Opt.SaveSteps == 0) || last || stop)
                 SaveCheckpoint();
             AfterStep?.Invoke(step + 1);
+            if (stop)
+                break;
         }
         if (State.Step == Opt.MaxSteps && Opt.MaxSteps > 0 && !log.HasEvalAt(Opt.MaxSteps))
             Evaluate(Opt.MaxSteps);
@@ -115,7 +118,20 @@ public abstract class TrainerBase<TOptions> : ITrainer
         var m = Eval.Run(Model, start: start, atStart: step == 0);
         Model.train();
         Log!.Log(step, m, LogFields);
+        LastEval = (step, m);
+        OnEvaluated(step, m);
     }
+
+    /// <summary>The latest evaluation of this session (step, metrics).</summary>
+    protected (long Step, Dictionary<string, double> Metrics)? LastEval { get; private set; }
+
+    protected virtual void OnEvaluated(long step, Dictionary<string, double> metrics) { }
+
+    /// <summary>After step <paramref name="step"/> is logged and evaluated: true ends the stage there.</summary>
+    protected virtual bool StopAfter(long step) => false;
+
+    /// <summary>True when the stage ended before max_steps (a resumed stage that had stopped does not train on).</summary>
+    protected virtual bool Finished => false;
 
     protected void SaveCheckpoint() => TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit);
 

@@ -280,6 +280,20 @@ public sealed record GrpoOptions : TrainOptions
         return SftCoefMin + (SftCoef - SftCoefMin) * d;
     }
 
+    // --- stop rule (issue 14, section 3; Training/StopRule.cs) ---
+
+    /// <summary>A stop rule: "sft_loss_rise > δ" or "dJ < λ*dL_SFT" (Training/StopRule.cs). Every stop_check_steps steps
+    /// the stage evaluates on held-out data and the rule decides; when it fires the stage ends there. null = off.</summary>
+    public string? StopWhen { get; init; }
+
+    /// <summary>k: the stop rule's evaluation and decision cadence in steps (used only with stop_when).</summary>
+    public int StopCheckSteps { get; init; } = 4;
+
+    /// <summary>With stop_when: after the rule fires, keep the model of that step in &lt;out&gt;/stopped-model and train on
+    /// to max_steps (evaluating every stop_check_steps), so the same run also measures what stopping elsewhere would
+    /// have given (the `guarded` pipeline's hindsight). false = the stage ends when the rule fires.</summary>
+    public bool StopHindsight { get; init; }
+
     /// <summary>The generation options of the rollouts (and of evaluations that sample like them).</summary>
     public GenerationOptions Sampling(int eosId, int padId) =>
         new()
@@ -340,6 +354,7 @@ public sealed record GrpoOptions : TrainOptions
         if (GradientAlignmentSteps < 0 || GradientAlignmentExamples < 1)
             Fail("gradient_alignment_steps/examples", "must be >= 0 / >= 1");
         ValidateMixing();
+        ValidateStopRule();
     }
 
     void ValidateMixing()
@@ -389,5 +404,20 @@ public sealed record GrpoOptions : TrainOptions
             if (!(gamma > 0))
                 Fail("off_policy_shaping_gamma", $"must be > 0, or null for no shaping (got {gamma})");
         }
+    }
+
+    void ValidateStopRule()
+    {
+        if (StopWhen is not null)
+            StopRule.Parse(StopWhen, "grpo.stop_when");
+        if (StopCheckSteps < 1)
+            Fail("stop_check_steps", $"must be >= 1 (got {StopCheckSteps})");
+        if (StopWhen is not null && NumTrainEpochs is null && 2L * StopCheckSteps > MaxSteps)
+            Fail(
+                "stop_check_steps",
+                $"{StopCheckSteps} leaves the rule fewer than two checks in max_steps {MaxSteps} (it needs three evaluations)"
+            );
+        if (StopHindsight && StopWhen is null)
+            Fail("stop_hindsight", "needs stop_when (there is no stopping step to keep)");
     }
 }

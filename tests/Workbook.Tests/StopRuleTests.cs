@@ -1,0 +1,348 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Workbook.Experiments;
+using Workbook.Training;
+
+namespace Workbook.Tests;
+
+/// <summary>Issue 14 §3: the GRPO stop rule — its grammar, the estimator and the decision on synthetic trajectories with
+/// known rates, Φ/hindsight/ratio arithmetic, config validation before any run folder, and the rule inside a GRPO stage
+/// (it decides as a replay of its own logged evaluations, stops the stage, and resumes exactly).</summary>
+public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
+{
+    [Theory]
+    [InlineData("sft_loss_rise > 0.2", StopKind.Budget, 0.2)]
+    [InlineData("  SFT_LOSS_RISE>0.2 ", StopKind.Budget, 0.2)]
+    [InlineData("sft_loss_rise > 1e-1", StopKind.Budget, 0.1)]
+    [InlineData("dJ < 0.5*dL_SFT", StopKind.Marginal, 0.5)]
+    [InlineData("dJ<0.5·dL_SFT", StopKind.Marginal, 0.5)]
+    [InlineData("dJ < 2 * dL_SFT", StopKind.Marginal, 2.0)]
+    [InlineData("dJ < dL_SFT", StopKind.Marginal, 1.0)]
+    public void Rules_parse(string text, StopKind kind, double threshold)
+    {
+        var r = StopRule.Parse(text, "grpo.stop_when");
+        Assert.Equal(kind, r.Kind);
+        Assert.Equal(threshold, r.Threshold, 12);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("dJ > 0.5*dL_SFT")]
+    [InlineData("sft_loss_rise < 0.2")]
+    [InlineData("sft_loss_rise > -0.2")]
+    [InlineData("sft_loss_rise > abc")]
+    [InlineData("dJ < 0.5 dL_SFT")]
+    [InlineData("reward > 0.9")]
+    public void Bad_rules_name_the_option_and_the_grammar(string text)
+    {
+        var e = Assert.Throws<WorkbookException>(() => StopRule.Parse(text, "grpo.stop_when"));
+        Assert.Contains("grpo.stop_when", e.Message);
+        Assert.Contains("sft_loss_rise > δ", e.Message);
+        Assert.Contains("dJ < λ*dL_SFT", e.Message);
+        var o = Assert.Throws<WorkbookException>(() => new GrpoOptions { StopWhen = text, MaxSteps = 40 }.Validate());
+        Assert.Contains("grpo.stop_when", o.Message);
+    }
+
+    [Fact]
+    public void Grpo_options_refuse_a_cadence_without_two_checks_and_hindsight_without_a_rule()
+    {
+        var e = Assert.Throws<WorkbookException>(() =>
+            new GrpoOptions
+            {
+                StopWhen = "dJ < dL_SFT",
+                StopCheckSteps = 30,
+                MaxSteps = 40,
+            }.Validate()
+        );
+        Assert.Contains("stop_check_steps", e.Message);
+        e = Assert.Throws<WorkbookException>(() => new GrpoOptions { StopCheckSteps = 0 }.Validate());
+        Assert.Contains("stop_check_steps", e.Message);
+        e = Assert.Throws<WorkbookException>(() => new GrpoOptions { StopHindsight = true }.Validate());
+        Assert.Contains("stop_hindsight", e.Message);
+        new GrpoOptions
+        {
+            StopWhen = "dJ < dL_SFT",
+            StopCheckSteps = 20,
+            MaxSteps = 40,
+        }.Validate();
+    }
+
+    [Fact]
+    public void The_fit_recovers_a_quadratic_and_a_line_exactly()
+    {
+        double[] u = [-3, -2, -1, 0];
+        var c = StopEstimator.Fit(u, u.Select(x => 0.5 - 0.25 * x + 0.125 * x * x).ToList(), 2);
+        Assert.Equal([0.5, -0.25, 0.125], c.Select(v => Math.Round(v, 12)));
+        // least squares through non-collinear points: y = 0, 1, 1 at u = 0, 1, 2 -> slope 1/2, intercept 2/3 − 1/2
+        var l = StopEstimator.Fit([0, 1, 2], [0, 1, 1], 1);
+        Assert.Equal(1.0 / 6, l[0], 12);
+        Assert.Equal(0.5, l[1], 12);
+    }
+
+    // J(t) = a t − b t², L(t) = L0 + c t: the marginal gain J'(t) − λ L'(t) = a − 2bt − λc is zero at t* = (a − λc)/(2b).
+    static List<StopEval> Quadratic(double a, double b, double c, int k, int planned) =>
+        Enumerable
+            .Range(0, planned / k + 1)
+            .Select(i => i * k)
+            .Select(t => new StopEval(t, 0.3 + a * t - b * t * t, 1.0 + c * t))
+            .ToList();
+
+    [Fact]
+    public void The_marginal_rule_predicts_the_known_step_and_fires_at_the_first_check_past_it()
+    {
+        // a = 0.02, b = 0.0005, λc = 0.0025: t* = 0.0175 / 0.001 = 17.5 -> first integer step 18; checks every 4 of 40
+        var evals = Quadratic(0.02, 0.0005, 0.0025, 4, 40);
+        var rule = StopRule.Parse("dJ < 1*dL_SFT", "x");
+        var checks = StopEstimator.Replay(rule, evals, 40, 4);
+        // step 4: two evaluations, a line: constant gain (J(4) − J(0))/4 − c = 0.018 − 0.0025 > 0, no crossing
+        Assert.Equal(4, checks[0].Step);
+        Assert.Equal(40, checks[0].PredictedStep);
+        Assert.False(checks[0].Fire);
+        Assert.Equal(0.018, checks[0].RateJ, 9);
+        Assert.Equal(0.0025, checks[0].RateL, 9);
+        // steps 8..16: the quadratic fit is exact, so the prediction is t* = 18, logged before the rule gets there
+        foreach (var ch in checks.Where(x => x.Step is >= 8 and <= 16))
+        {
+            Assert.Equal(18, ch.PredictedStep);
+            Assert.False(ch.Fire);
+            Assert.Equal(0.02 - 2 * 0.0005 * ch.Step, ch.RateJ, 9);
+        }
+        // fires at 20, the first check with J'(t) ≤ λ L'(t); the replay stops there
+        Assert.Equal(20, checks[^1].Step);
+        Assert.True(checks[^1].Fire);
+        Assert.Equal(20, checks[^1].PredictedStep);
+        // λ = 3: t* = (0.02 − 0.0075)/0.001 = 12.5 -> 13; J'(12) − λL'(12) = 0.0005 > 0, so it fires at the check at 16
+        var c3 = StopEstimator.Replay(StopRule.Parse("dJ < 3*dL_SFT", "x"), evals, 40, 4);
+        Assert.Equal(16, c3[^1].Step);
+        Assert.True(c3[^1].Fire);
+        Assert.Equal(13, c3[^2].PredictedStep);
+    }
+
+    [Fact]
+    public void The_budget_rule_stops_before_the_check_that_would_cross()
+    {
+        // L rises 0.01 per step; δ = 0.155 is crossed at t = 15.5 -> first integer step 16
+        var evals = Quadratic(0.01, 0, 0.01, 4, 40);
+        var checks = StopEstimator.Replay(StopRule.Parse("sft_loss_rise > 0.155", "x"), evals, 40, 4);
+        Assert.Equal(16, checks[0].PredictedStep); // from two points: the line is exact too
+        Assert.False(checks[0].Fire); // but a fitted crossing needs three evaluations
+        Assert.Equal(16, checks[1].PredictedStep);
+        Assert.False(checks[1].Fire); // at 8 the crossing (16) is after the next check (12)
+        Assert.Equal(12, checks[^1].Step); // at 12 the next check (16) would be over the budget: stop, rise 0.12
+        Assert.True(checks[^1].Fire);
+        // a flat SFT loss never crosses: the prediction is the budget and the rule never fires
+        var flat = StopEstimator.Replay(
+            StopRule.Parse("sft_loss_rise > 0.155", "x"),
+            Quadratic(0.01, 0, 0, 4, 40),
+            40,
+            4
+        );
+        Assert.All(flat, ch => Assert.Equal(40, ch.PredictedStep));
+        Assert.DoesNotContain(flat, ch => ch.Fire);
+        // a measured rise over the budget fires at once, even at the first check
+        var jump = new List<StopEval> { new(0, 0.3, 1.0), new(4, 0.3, 1.5) };
+        Assert.True(StopEstimator.Check(StopRule.Parse("sft_loss_rise > 0.2", "x"), jump, 40, 4).Fire);
+    }
+
+    [Fact]
+    public void Phi_hindsight_and_the_ratio_match_hand_arithmetic()
+    {
+        List<StopEval> evals = [new(0, 0.5, 1.0), new(4, 0.6, 1.02), new(8, 0.68, 1.06), new(12, 0.7, 1.14)];
+        // λ = 1: Φ = 0, 0.08, 0.12, 0.06 -> hindsight 8 (0.12); stopped at 12: 0.06 / 0.12 = 0.5
+        var h = StopHindsight.Of(StopRule.Parse("dJ < 1*dL_SFT", "x"), evals, 12);
+        Assert.Equal(8, h.HindsightStep);
+        Assert.Equal(0.12, h.PhiHindsight, 12);
+        Assert.Equal(0.06, h.PhiStopped, 12);
+        Assert.Equal(0.5, h.Ratio!.Value, 12);
+        Assert.Equal([0, 0.08, 0.12, 0.06], h.Curve.Select(c => Math.Round(c.Phi, 12)));
+        // budget δ = 0.05: feasible steps 0 (Φ 0) and 4 (ΔL 0.02, Φ 0.1); 8 and 12 are over budget
+        var b = StopHindsight.Of(StopRule.Parse("sft_loss_rise > 0.05", "x"), evals, 4);
+        Assert.Equal(4, b.HindsightStep);
+        Assert.Equal(1.0, b.Ratio!.Value, 12);
+        Assert.Null(StopHindsight.Of(StopRule.Parse("sft_loss_rise > 0.05", "x"), evals, 12).Ratio); // broke the budget
+        // a reward that only falls: Φ(hindsight) = Φ(0) = 0, the ratio is undefined (never divided)
+        List<StopEval> falling = [new(0, 0.5, 1.0), new(4, 0.4, 1.0), new(8, 0.3, 1.1)];
+        var f = StopHindsight.Of(StopRule.Parse("dJ < 1*dL_SFT", "x"), falling, 8);
+        Assert.Equal(0, f.HindsightStep);
+        Assert.Null(f.Ratio);
+    }
+
+    [Fact]
+    public void The_summary_reports_the_ratio_per_seed_and_says_where_it_is_undefined()
+    {
+        StopRun Run(long stopped, params StopEval[] e) => new("dJ < 1*dL_SFT", 4, stopped, true, 4, 12, [.. e]);
+        StopEval[] good = [new(0, 0.5, 1.0), new(4, 0.6, 1.02), new(8, 0.68, 1.06), new(12, 0.7, 1.14)];
+        StopEval[] bad = [new(0, 0.5, 1.0), new(4, 0.4, 1.0), new(8, 0.3, 1.1), new(12, 0.3, 1.2)];
+        var results = new Dictionary<string, List<SeedResult>>
+        {
+            ["guarded"] =
+            [
+                new SeedResult(1, [], [], null) { Stop = Run(8, good) }, // ratio 1
+                new SeedResult(2, [], [], null) { Stop = Run(12, good) }, // ratio 0.5
+                new SeedResult(3, [], [], null) { Stop = Run(8, bad) }, // undefined
+            ],
+        };
+        var statements = new JsonObject();
+        var s = Summary.StopRuleJson(results, statements)!;
+        Assert.Equal([8L, 12, 8], s["predicted_step"]!.AsArray().Select(x => x!.GetValue<long>()));
+        Assert.Equal([8L, 8, 0], s["hindsight_step"]!.AsArray().Select(x => x!.GetValue<long>()));
+        var ratio = s["phi_ratio"]!;
+        Assert.Equal(0.75, ratio["mean"]!.GetValue<double>(), 9);
+        var per = ratio["per_seed"]!.AsArray();
+        Assert.Equal(1.0, per[0]!.GetValue<double>(), 9);
+        Assert.Equal(0.5, per[1]!.GetValue<double>(), 9);
+        Assert.Null(per[2]);
+        var text = statements["stop rule"]!.GetValue<string>();
+        Assert.Contains("0.75", text);
+        Assert.Contains("2 of 3 seeds", text);
+        Assert.Contains("below the goal of 0.9", text);
+        Assert.Contains("Undefined in seed(s) 3", text);
+        // the report renders the section and its chart
+        var html = Report.Render(
+            new JsonObject
+            {
+                ["pipelines"] = new JsonObject(),
+                ["statements"] = statements.DeepClone(),
+                ["stop_rule"] = s.DeepClone(),
+            },
+            "t"
+        );
+        Assert.Contains("Stop rule against hindsight", html);
+        Assert.Contains("hindsight argmax (step 8)", html);
+        Assert.Null(Summary.StopRuleJson(new() { ["sft-then-rl"] = [new SeedResult(1, [], [], null)] }, statements));
+    }
+
+    [Fact]
+    public void Run_config_validates_the_guarded_rule_and_refuses_a_global_grpo_rule()
+    {
+        var e = Assert.Throws<WorkbookException>(() => ExperimentConfig.Load(null, ["guarded.stop_when=dJ > 3"]));
+        Assert.Contains("guarded.stop_when", e.Message);
+        e = Assert.Throws<WorkbookException>(() => ExperimentConfig.Load(null, ["guarded.stop_check_steps=0"]));
+        Assert.Contains("guarded.stop_check_steps", e.Message);
+        e = Assert.Throws<WorkbookException>(() => ExperimentConfig.Load(null, ["grpo.stop_when=dJ < dL_SFT"]));
+        Assert.Contains("guarded.stop_when", e.Message);
+        var ok = ExperimentConfig.Load(null, ["guarded.stop_when=sft_loss_rise > 0.1", "guarded.stop_check_steps=30"]);
+        ok.ValidateFor(["sft-then-rl"]); // the cadence only matters when guarded runs
+        e = Assert.Throws<WorkbookException>(() => ok.ValidateFor(["guarded"]));
+        Assert.Contains("guarded.stop_check_steps", e.Message);
+    }
+
+    [Fact]
+    public void A_bad_rule_on_the_command_line_fails_before_any_run_folder_exists()
+    {
+        var runs = TestData.TempDir();
+        var psi = new ProcessStartInfo(
+            "dotnet",
+            [
+                Path.Combine(AppContext.BaseDirectory, "workbook.dll"),
+                "run",
+                "guarded",
+                "--quick",
+                "--runs",
+                runs,
+                "--set",
+                "guarded.stop_when=dJ > 3",
+            ]
+        )
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        p.StandardOutput.ReadToEnd();
+        Assert.True(p.WaitForExit(120_000));
+        Assert.Equal(2, p.ExitCode);
+        Assert.Contains("guarded.stop_when", err.Result);
+        Assert.Empty(Directory.Exists(runs) ? Directory.GetFileSystemEntries(runs) : []);
+    }
+
+    GrpoOptions Tiny(bool hindsight) =>
+        new()
+        {
+            LearningRate = 3e-3,
+            MaxSteps = 8,
+            PerDeviceTrainBatchSize = 8,
+            NumGenerations = 4,
+            MaxCompletionLength = 8,
+            Beta = 0.04,
+            StopWhen = "dJ < 1000*dL_SFT",
+            StopCheckSteps = 2,
+            StopHindsight = hindsight,
+            SaveSteps = 2,
+            ZeroSignalSteps = 0,
+        };
+
+    Evaluator Eval() =>
+        new(fx.Codec, fx.Task.Eval.Take(8).ToList(), fx.Task.EvalVerifiers, new EvalOptions { MaxNewTokens = 8 });
+
+    static List<string> Lines(string dir) =>
+        MetricsLog
+            .Read(Path.Combine(dir, "metrics.jsonl"))
+            .Select(o =>
+            {
+                foreach (
+                    var k in o.Select(kv => kv.Key).Where(k => k.Contains("tim") || k.Contains("per_second")).ToList()
+                )
+                    o.Remove(k);
+                return o.ToJsonString();
+            })
+            .ToList();
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void In_a_grpo_stage_the_rule_decides_as_its_replay_stops_the_stage_and_resumes_exactly(bool hindsight)
+    {
+        var o = Tiny(hindsight);
+        var dir = TestData.TempDir();
+        var tr = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir, Eval());
+        var state = tr.Train();
+        var rows = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl"));
+        var evals = rows.Where(r => r.ContainsKey("eval_sft_loss") && r["step"]!.GetValue<long>() % 2 == 0)
+            .Select(r => new StopEval(
+                r["step"]!.GetValue<long>(),
+                r[tr.StopRewardKey]!.GetValue<double>(),
+                r["eval_sft_loss"]!.GetValue<double>()
+            ))
+            .ToList();
+        var logged = rows.Where(r => r.ContainsKey("stop_rule/predicted_step")).ToList();
+        var replay = StopEstimator.Replay(StopRule.Parse(o.StopWhen, "x"), evals, o.MaxSteps, o.StopCheckSteps);
+        Assert.NotEmpty(logged);
+        Assert.Equal(replay.Count, logged.Count); // one logged check per replayed check, none after firing
+        for (int i = 0; i < replay.Count; i++)
+        {
+            Assert.Equal(replay[i].Step, logged[i]["step"]!.GetValue<long>());
+            Assert.Equal(replay[i].PredictedStep, logged[i]["stop_rule/predicted_step"]!.GetValue<double>());
+            Assert.Equal(replay[i].Fire ? 1.0 : 0.0, logged[i]["stop_rule/fired"]!.GetValue<double>());
+        }
+        bool fired = replay[^1].Fire;
+        Assert.Equal(fired ? replay[^1].Step : null, tr.StoppedAt);
+        if (fired && !hindsight)
+        {
+            Assert.Equal(tr.StoppedAt, state.Step); // the stage ended at the stopping step, checkpointed there
+            Assert.DoesNotContain(rows, r => r["step"]!.GetValue<long>() > tr.StoppedAt);
+        }
+        else
+            Assert.Equal(o.MaxSteps, state.Step);
+        Assert.Equal(fired && hindsight, Directory.Exists(Path.Combine(dir, GrpoTrainer.StoppedModelDir)));
+        // killed after step 3 (or at the stopping step 2, after its checkpoint), resumed from the checkpoint at 2:
+        // the same log, line for line, and the same decision
+        long kill = Math.Min(3, tr.StoppedAt is { } at && !hindsight ? at : 3);
+        var dir2 = TestData.TempDir();
+        var t2 = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir2, Eval())
+        {
+            AfterStep = s =>
+            {
+                if (s == kill)
+                    throw new OperationCanceledException("killed");
+            },
+        };
+        Assert.Throws<OperationCanceledException>(() => t2.Train());
+        var t3 = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir2, Eval());
+        t3.Train(resume: true);
+        Assert.Equal(Lines(dir), Lines(dir2));
+        Assert.Equal(tr.StoppedAt, t3.StoppedAt);
+        Assert.Equal(tr.PredictedBeforeStop, t3.PredictedBeforeStop);
+    }
+}
