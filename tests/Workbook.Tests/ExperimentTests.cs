@@ -27,6 +27,7 @@ public class ExperimentTests
                 "evals_per_stage=1",
                 "interleave_rounds=2",
                 "c1_samples=16",
+                "guarded.stop_check_steps=1",
             ]
         );
 
@@ -168,8 +169,12 @@ public class ExperimentTests
         int inLibrary = System
             .Text.RegularExpressions.Regex.Matches(Workbook.Charts.CurveCharts.PlotlyJs(), "Plotly.newPlot")
             .Count;
-        // the frontier, then (loss, reward) per pipeline
-        int charts = 1 + 2 * s["pipelines"]!.AsObject().Count;
+        // the frontier, the forgetting charts, the stop rule's Φ, then (loss, reward) per pipeline
+        int charts =
+            1
+            + Workbook.Charts.ForgettingChart.Charts(s.AsObject()).Count
+            + (s["stop_rule"] is null ? 0 : 1)
+            + 2 * s["pipelines"]!.AsObject().Count;
         Assert.Equal(charts, System.Text.RegularExpressions.Regex.Matches(html, "Plotly.newPlot").Count - inLibrary);
         ChromiumRender.AssertChartsRender(report, minCharts: charts);
     }

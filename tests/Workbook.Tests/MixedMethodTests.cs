@@ -447,9 +447,10 @@ public class MixedMethodTests(TrainingFixture fx) : IClassFixture<TrainingFixtur
         Assert.Equal(0.25, ExperimentRunner.MethodOptions(tuned, "sft-anchored").SftCoef);
         Assert.Equal(0.0, ExperimentRunner.MethodOptions(tuned, "chord").SftCoefMin);
         Assert.Null(ExperimentRunner.MethodOptions(tuned, "luffy").OffPolicyShapingGamma);
+        Assert.Equal(cfg.Guarded.StopWhen, ExperimentRunner.MethodOptions(cfg, "guarded").StopWhen);
         Assert.Contains(
-            "not built yet",
-            Assert.Throws<WorkbookException>(() => ExperimentRunner.MethodOptions(cfg, "guarded")).Message
+            "not a mixed method",
+            Assert.Throws<WorkbookException>(() => ExperimentRunner.MethodOptions(cfg, "joint")).Message
         );
     }
 

@@ -124,6 +124,7 @@ public sealed class ExperimentRunner
     {
         foreach (var p in pipelines)
             ExperimentConfig.Resolve(p);
+        cfg.ValidateFor(pipelines);
         // stages shared with sft-then-rl are reused when it runs first
         pipelines = pipelines.OrderBy(p => p == "sft-then-rl" ? 0 : 1).ToList();
         Directory.CreateDirectory(runDir);
@@ -158,6 +159,11 @@ public sealed class ExperimentRunner
         try
         {
             Parallel.For(0, seeds.Count, new ParallelOptions { MaxDegreeOfParallelism = jobs }, i => body(i, seeds[i]));
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            // a seed's error is the run's error, as it is when seeds run one at a time
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
         }
         finally
         {

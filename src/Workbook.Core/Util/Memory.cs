@@ -1,4 +1,5 @@
 // glibc malloc tuning, applied once at startup (NativeSetup's module initializer):
+//  0. One arena per core (seeds train on parallel threads).
 //  1. Default glibc maps every block above its (dynamic) mmap threshold with mmap and unmaps it on free, so each
 //     training step maps, faults in and unmaps its multi-megabyte activation buffers again. Like tuned PyTorch
 //     (MALLOC_MMAP_THRESHOLD_/TRIM_THRESHOLD_/TOP_PAD_), the workbook never maps big blocks (M_MMAP_MAX 0: they come
@@ -60,8 +61,11 @@ public static class Memory
         }
         try
         {
+            // one arena per core: seeds train on parallel threads (run --jobs), and fewer arenas than threads make
+            // them wait on malloc's locks; no more than that keeps RSS bounded
             bool ok =
-                mallopt(M_MMAP_MAX, 0) == 1
+                mallopt(M_ARENA_MAX, Math.Max(2, Environment.ProcessorCount)) == 1
+                & mallopt(M_MMAP_MAX, 0) == 1
                 & mallopt(M_TRIM_THRESHOLD, int.MaxValue) == 1
                 & mallopt(M_TOP_PAD, 1 << 30) == 1;
             State = ok ? "tuned" : "unavailable (mallopt refused)";
