@@ -8,6 +8,7 @@
 //  - top-p sorts only when top_p < 1; without top-k/top-p the probabilities are exp(log_softmax), computed once
 //  - logprobs are those of the sampled token under softmax(logits / temperature), before top-k/top-p (as TRL computes them)
 //  - a sequence stops at an EOS id, at a stop string (checked on the decoded completion), or at max_new_tokens (truncated)
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Workbook.Model;
@@ -169,10 +170,11 @@ public static class Generation
             else
             {
                 var filtered = scaled;
+                using Scalar minusInf = float.NegativeInfinity; // named, so the GC cannot finalize it mid-call
                 if (topK)
                 {
                     var kth = filtered.topk(opt.TopK, -1).values.narrow(-1, opt.TopK - 1, 1);
-                    filtered = filtered.masked_fill(filtered.lt(kth), float.NegativeInfinity);
+                    filtered = filtered.masked_fill(filtered.lt(kth), minusInf);
                 }
                 if (topP)
                 {
@@ -181,7 +183,7 @@ public static class Generation
                     var before = sp.cumsum(-1) - sp; // mass strictly above each token
                     var drop = before.gt(opt.TopP); // keep the smallest prefix whose mass reaches top_p
                     var dropOrig = zeros_like(drop).scatter(-1, idx, drop);
-                    filtered = filtered.masked_fill(dropOrig, float.NegativeInfinity);
+                    filtered = filtered.masked_fill(dropOrig, minusInf);
                 }
                 probs = filtered.softmax(-1);
             }

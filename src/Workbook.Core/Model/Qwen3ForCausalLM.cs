@@ -294,8 +294,12 @@ public sealed class Qwen3ForCausalLM : nn.Module
             var seg = segmentIds.to(dev);
             allowed = allowed & seg.unsqueeze(2).eq(seg.unsqueeze(1)).unsqueeze(1);
         }
+        // a named Scalar: an implicit one is unreachable once its handle is read, and the GC may finalize it while the
+        // native call still reads it (seen as a garbage fill value, "Expected false to be true" in toFloat)
+        using Scalar blocked = -1e30f;
         var mask = zeros(allowed.shape, dtype: ScalarType.Float32, device: dev)
-            .masked_fill(allowed.logical_not(), -1e30f);
+            .masked_fill(allowed.logical_not(), blocked);
+        GC.KeepAlive(blocked);
 
         var h = model.embed_tokens.forward(inputIds.to(dev));
         for (int i = 0; i < model.layers.Count; i++)

@@ -386,7 +386,9 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         var a = advantages.unsqueeze(1);
         double lo = 1 - o.Epsilon,
             hi = 1 + (o.EpsilonHigh ?? o.Epsilon);
-        var perTok = -minimum(ratio * a, ratio.clamp(lo, hi) * a);
+        using TorchSharp.Scalar low = lo,
+            high = hi; // named: an implicit Scalar may be finalized mid-call
+        var perTok = -minimum(ratio * a, ratio.clamp(low, high) * a);
         // 7. expert rows (LUFFY): ratio π_θ/π_expert with π_expert ≡ 1, optionally shaped, never clipped
         Tensor? off = offPolicy?.to(ScalarType.Bool).unsqueeze(1);
         if (off is not null)
