@@ -324,8 +324,8 @@ public sealed class ExperimentRunner
             baseData.Select(e => string.Join("\u0002", e.Prompt.Select(m => m.Content)) + "\u0003" + e.Expert)
         );
         var terse = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(terseText)))[..16];
-        if (otherTask is null)
-            return JsonSerializer.Serialize(
+        var key = JsonSerializer
+            .SerializeToNode(
                 new
                 {
                     cfg.Dataset,
@@ -337,22 +337,14 @@ public sealed class ExperimentRunner
                     cfg.Dtype,
                 },
                 TrainOptions.Json
-            );
-        return JsonSerializer.Serialize(
-            new
-            {
-                cfg.Dataset,
-                cfg.DatasetSeed,
-                terse,
-                shape = cfg.ModelConfig(codec.Vocab.Size),
-                cfg.Base,
-                vocab = codec.Vocab.QwenIds,
-                cfg.Dtype,
-                forgetting_task = otherTask.Name,
-                cfg.ForgettingTaskFraction,
-            },
-            TrainOptions.Json
-        );
+            )!
+            .AsObject();
+        if (otherTask is not null)
+        {
+            key["forgetting_task"] = otherTask.Name;
+            key["forgetting_task_fraction"] = cfg.ForgettingTaskFraction;
+        }
+        return key.ToJsonString(TrainOptions.Json);
     }
 
     /// <summary>The base cache folder's name for this config (the first 12 hex digits of the key's SHA-256).</summary>

@@ -21,6 +21,17 @@ public static class Losses
         long Tokens
     );
 
+    /// <summary>Tokens of one sequence that carry loss in <see cref="MakeSftBatch"/>: the targets (positions 1..) the
+    /// loss mask marks, after truncation to <paramref name="maxLength"/>.</summary>
+    public static long LossTokens(SftSequence s, int maxLength)
+    {
+        long n = 0;
+        for (int j = 1; j < Math.Min(s.LossMask.Length, maxLength); j++)
+            if (s.LossMask[j])
+                n++;
+        return n;
+    }
+
     public static Batch MakeSftBatch(IReadOnlyList<SftSequence> seqs, int padId, int maxLength, bool packing)
     {
         var rows = new List<List<(int[] ids, bool[] m)>>();
@@ -41,7 +52,7 @@ public static class Losses
         var seg = new long[B * T];
         var tgt = new long[B * T];
         var lm = new float[B * T];
-        long tokens = 0;
+        long tokens = seqs.Sum(s => LossTokens(s, maxLength));
         for (int b = 0; b < B; b++)
         {
             int t = 0,
@@ -58,10 +69,7 @@ public static class Losses
                     {
                         tgt[b * T + t] = ids[i + 1];
                         if (m[i + 1])
-                        {
                             lm[b * T + t] = 1;
-                            tokens++;
-                        }
                     }
                 }
                 segment++;

@@ -50,11 +50,8 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
             .ToList();
         Losses.Batch Make(int[] rows) =>
             Losses.MakeSftBatch(rows.Select(i => data[i]).ToList(), codec.PadId, Opt.MaxLength, Opt.Packing);
-        long tokens = 0,
+        long tokens = picks.Sum(rows => rows.Sum(i => Losses.LossTokens(data[i], Opt.MaxLength))),
             seen = 0;
-        foreach (var rows in picks)
-            using (NewDisposeScope())
-                tokens += Make(rows).Tokens;
         if (tokens == 0)
             throw new WorkbookException(
                 $"step {step + 1}: the batch has no loss tokens (are the responses empty or truncated away by max_length {Opt.MaxLength}?)"
