@@ -26,6 +26,13 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         [Description("Skip the RL-then-SFT twin (SFT again after each RL stage)")]
         public bool NoTwin { get; init; }
 
+        [CommandOption("--null <WHERE>")]
+        [Description(
+            "Where the coin-reward null runs (RL with a fair coin as the reward, predicted rise 0): all (default), "
+                + "tested (points predicted >= 0.1 nats/response) or none; with --resume it adds nulls to a sweep"
+        )]
+        public string? Null { get; init; }
+
         [CommandOption("--config <FILE>")]
         [Description("Experiment config (JSON, snake_case keys), as for run")]
         public string? Config { get; init; }
@@ -55,6 +62,11 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
     /// <summary>The sweep's defaults on top of the main job's: RL long enough to plateau at the rate chosen for it.</summary>
     public static readonly string[] Defaults = ["grpo.max_steps=80", "grpo.learning_rate=0.0005"];
 
+    static string CheckNull(string v) =>
+        SweepGrid.NullModes.Contains(v)
+            ? v
+            : throw new WorkbookException($"--null: '{v}' is not one of {string.Join(", ", SweepGrid.NullModes)}");
+
     public override int Execute(CommandContext context, Settings s)
     {
         ExperimentConfig cfg;
@@ -72,6 +84,8 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
                 TrainOptions.Json
             )!;
             runDir = s.Resume;
+            if (s.Null is not null)
+                grid = grid with { Null = CheckNull(s.Null) };
         }
         else
         {
@@ -81,7 +95,7 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
             var fractions = s.LooseFormatFraction is null
                 ? (s.Quick ? [0.35, 0] : SweepGrid.DefaultFractions)
                 : SweepGrid.ParseList("--loose-format-fraction", s.LooseFormatFraction, 0, 1, minExclusive: false);
-            grid = new SweepGrid(betas, fractions, !s.NoTwin);
+            grid = new SweepGrid(betas, fractions, !s.NoTwin, CheckNull(s.Null ?? "all"));
             var overrides = Defaults.Concat(s.Set).ToList();
             if (s.Seeds is { } n)
                 overrides.Add($"seeds={n}");

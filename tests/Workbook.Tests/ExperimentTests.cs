@@ -86,7 +86,7 @@ public class ExperimentTests
         var root = TestData.TempDir();
         var runDir = ExperimentRunner.NewRunDir(root, "tiny");
         var runner = new ExperimentRunner(Tiny, runDir, root);
-        var results = runner.Run(ExperimentConfig.Resolve("all"));
+        var results = runner.Run(ExperimentConfig.Resolve("all", "all"));
         var summary = Summary.Build(
             Tiny,
             results,
@@ -153,7 +153,7 @@ public class ExperimentTests
         // resuming a finished run retrains nothing and gives the same curves
         var metrics = Path.Combine(runDir, "sft-then-rl", "seed-1001", "2-rl", "metrics.jsonl");
         var before = File.GetLastWriteTimeUtc(metrics);
-        var again = new ExperimentRunner(Tiny, runDir, root).Run(ExperimentConfig.Resolve("all"));
+        var again = new ExperimentRunner(Tiny, runDir, root).Run(ExperimentConfig.Resolve("all", "all"));
         Assert.Equal(before, File.GetLastWriteTimeUtc(metrics));
         Assert.Equal(
             results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]),
@@ -259,7 +259,7 @@ public class SweepTests
         var root = TestData.TempDir();
         var cfg = ExperimentTests.Tiny with { Grpo = ExperimentTests.Tiny.Grpo with { LearningRate = 1e-3 } };
         var runDir = ExperimentRunner.NewRunDir(root, "sweep");
-        var grid = new SweepGrid([0.5, 1.0], [0.35, 0]);
+        var grid = new SweepGrid([0.5, 1.0], [0.35, 0], Null: "none");
         var s = Sweep.Run(new ExperimentRunner(cfg, runDir, root), grid, _ => { });
         var points = s["points"]!.AsArray();
         Assert.Equal(4, points.Count);
@@ -280,5 +280,34 @@ public class SweepTests
         Assert.Equal(points.ToJsonString(), again["points"]!.ToJsonString());
         var html = File.ReadAllText(SweepReport.Write(runDir, again));
         Assert.Contains("measured vs predicted", html);
+        Assert.Null(points[0]!["coin_null"]);
+    }
+
+    [Fact]
+    public void The_coin_null_runs_RL_from_the_same_SFT_policy_and_the_net_rise_is_the_paired_difference()
+    {
+        var root = TestData.TempDir();
+        var cfg = ExperimentTests.Tiny with { Grpo = ExperimentTests.Tiny.Grpo with { LearningRate = 1e-3 } };
+        var runDir = ExperimentRunner.NewRunDir(root, "sweep");
+        var s = Sweep.Run(new ExperimentRunner(cfg, runDir, root), new SweepGrid([1.0], [0.35], Twin: false), _ => { });
+        var p = s["points"]!.AsArray().Single()!;
+        var nul = p["coin_null"]!;
+        Assert.Equal(0, nul["predicted"]!.GetValue<double>());
+        var measured = p["measured"]!["per_seed"]!.AsArray().Select(x => (double)x!).ToArray();
+        var nulls = nul["measured"]!["per_seed"]!.AsArray().Select(x => (double)x!).ToArray();
+        var net = p["measured_minus_null"]!["per_seed"]!.AsArray().Select(x => (double)x!).ToArray();
+        for (int i = 0; i < net.Length; i++)
+            Assert.Equal(measured[i] - nulls[i], net[i], 5);
+        var coinDir = Path.Combine(runDir, "sweep", "f0.35", "seed-1000", "beta1", "2-rl-coin");
+        var rewards = Training
+            .MetricsLog.Read(Path.Combine(coinDir, "metrics.jsonl"))
+            .Where(r => r["rewards/coin/mean"] is not null)
+            .ToList();
+        Assert.NotEmpty(rewards);
+        // the null starts from the same SFT checkpoint as the real RL: the same held-out loss at its step 0
+        var first = ExperimentRunner.EvalPoints(coinDir).First().Metrics["eval_sft_nll_per_response"];
+        var real = ExperimentRunner.EvalPoints(Path.Combine(coinDir, "..", "2-rl")).First();
+        Assert.Equal(real.Metrics["eval_sft_nll_per_response"], first, 9);
+        Assert.Contains(s["statements"]!.AsArray(), st => st!.GetValue<string>().Contains("coin-reward null"));
     }
 }

@@ -561,7 +561,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
                         kv.Value is JsonValue v
                         && v.TryGetValue<double>(out _)
                         && !kv.Key.StartsWith("timing/")
-                        && kv.Key is not ("step_time" or "tokens_per_second")
+                        && kv.Key is not ("step_time" or "tokens_per_second" or "eval_runtime")
                     )
                     .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())
             )

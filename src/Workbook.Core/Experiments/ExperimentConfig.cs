@@ -134,10 +134,16 @@ public sealed record ExperimentConfig
 
     public static readonly string[] Pipelines = ["sft-then-rl", "rl-then-sft", "interleaved", "joint"];
 
-    /// <summary>Controls of sft-then-rl under which Theorem 3.1 predicts no SFT-loss rise: RL with the lenient reward (every
-    /// expert response earns it), SFT data without the natural-words mix, and SFT continued with a fresh AdamW for the RL
-    /// budget (optimizer-reset artefacts).</summary>
-    public static readonly string[] Controls = ["lenient-reward", "no-format-mix", "fresh-optimizer"];
+    /// <summary>The pipelines `run all` includes without --pipelines: the paper's two orders. interleaved and joint
+    /// (each about as costly as both orders together) run with --pipelines all or by name; the main job's time budget
+    /// decides (timing.json in every run folder shows where it goes).</summary>
+    public static readonly string[] DefaultPipelines = ["sft-then-rl", "rl-then-sft"];
+
+    /// <summary>Controls of sft-then-rl under which Theorem 3.1 predicts no SFT-loss rise: RL with the lenient reward
+    /// (every expert response earns it), RL with a fair coin as the reward (the optimum is the reference policy: what
+    /// moves is RL's own noise), SFT data without the natural-words mix, and SFT continued with a fresh AdamW for the
+    /// RL budget (optimizer-reset artefacts).</summary>
+    public static readonly string[] Controls = ["lenient-reward", "coin-reward", "no-format-mix", "fresh-optimizer"];
 
     /// <summary>Methods that mix SFT and RL (issue 14). Each starts from sft-then-rl's SFT stage (reused, same seed) and
     /// changes only the RL stage, so its paired difference against sft-then-rl is the method's effect on the same
@@ -175,7 +181,7 @@ public sealed record ExperimentConfig
             return [.. Known.Where(names.Contains)];
         }
         if (experiment == "all")
-            return [.. Pipelines, .. Controls, .. DefaultMethods];
+            return [.. DefaultPipelines, .. Controls, .. DefaultMethods];
         if (Known.Contains(experiment))
             return [experiment];
         throw new WorkbookException(

@@ -19,6 +19,7 @@ using Workbook.Model;
 using Workbook.Text;
 using Workbook.Theory;
 using Workbook.Training;
+using Workbook.Verifiers;
 using static TorchSharp.torch;
 
 namespace Workbook.Experiments;
@@ -130,20 +131,53 @@ public sealed class ExperimentRunner
         Directory.CreateDirectory(runDir);
         WriteRunFiles(pipelines);
         var perSeed = new Dictionary<string, SeedResult>[SeedList.Count];
+        var seconds = new Dictionary<string, double>[SeedList.Count];
+        var wall = System.Diagnostics.Stopwatch.StartNew();
         ForEachSeed(
             (i, seed) =>
             {
+                var sw = System.Diagnostics.Stopwatch.StartNew();
                 var baseDir = BaseModel(seed);
                 perSeed[i] = new();
+                seconds[i] = new() { ["base"] = sw.Elapsed.TotalSeconds };
                 // in order: the pipelines that reuse sft-then-rl's stages come after it
                 foreach (var p in pipelines)
                 {
                     log($"[{p} seed {seed}]");
+                    sw.Restart();
                     perSeed[i][p] = RunPipeline(p, seed, baseDir);
+                    seconds[i][p] = sw.Elapsed.TotalSeconds;
                 }
             }
         );
+        WriteTiming(pipelines, seconds, wall.Elapsed.TotalSeconds);
         return pipelines.ToDictionary(p => p, p => perSeed.Select(d => d[p]).ToList());
+    }
+
+    /// <summary>timing.json: where this session's wall time went, per seed and pipeline (a pipeline that reuses
+    /// sft-then-rl's stages counts only its own; a resumed or cached stage counts what was left). Kept out of
+    /// summary.json so that the numbers there are the same on every run of the same config.</summary>
+    void WriteTiming(IReadOnlyList<string> pipelines, Dictionary<string, double>[] seconds, double wall)
+    {
+        var names = new[] { "base" }.Concat(pipelines).ToList();
+        var o = new JsonObject
+        {
+            ["wall_seconds"] = Math.Round(wall, 1),
+            ["jobs"] = cfg.ResolvedJobs,
+            ["seconds_per_seed"] = new JsonObject(
+                names.Select(n =>
+                    KeyValuePair.Create(
+                        n,
+                        (JsonNode?)new JsonArray(seconds.Select(d => (JsonNode?)Math.Round(d[n], 1)).ToArray())
+                    )
+                )
+            ),
+        };
+        AtomicFile.WriteAllText(Path.Combine(runDir, "timing.json"), o.ToJsonString(new() { WriteIndented = true }));
+        log(
+            $"wall time {wall:F0} s; seconds per seed: "
+                + string.Join(", ", names.Select(n => $"{n} {seconds.Average(d => d[n]):F0}"))
+        );
     }
 
     /// <summary>Runs <paramref name="body"/>(index, seed) for every seed, config jobs at a time. Seeds share nothing
@@ -381,6 +415,7 @@ public sealed class ExperimentRunner
                 .ToList(),
             "joint" => [new("joint", "joint", nS, task)],
             "lenient-reward" => [sharedSft, new("rl", "grpo", nR, LenientTask)],
+            "coin-reward" => [sharedSft, new("rl", "grpo", nR, CoinTask(task))],
             "no-format-mix" => [new("sft", "sft", nS, NoMixTask), new("rl", "grpo", nR, NoMixTask)],
             "fresh-optimizer" => [sharedSft, new("sft-more", "sft", nR, task)],
             "sft-anchored" or "chord" or "luffy" or "guarded" =>
@@ -440,6 +475,10 @@ public sealed class ExperimentRunner
                 };
         }
     }
+
+    /// <summary>The task with a fair coin as the RL reward (the null control: the optimum is the reference policy).
+    /// The coin holds no state (each trainer draws its own seeded coins), so the variant is shared freely.</summary>
+    public static TaskData CoinTask(TaskData t) => t with { Reward = new CoinReward(), ExpertReward = 0.5 };
 
     /// <summary>The task with every expert response in the strict form (same prompts, labels and rationales).</summary>
     TaskData NoMixTask => TaskWithLooseFraction(0);
@@ -715,7 +754,7 @@ public sealed class ExperimentRunner
             .Select(o =>
                 (
                     o["step"]!.GetValue<long>(),
-                    o.Where(kv => kv.Key.StartsWith("eval_") && kv.Value is JsonValue)
+                    o.Where(kv => kv.Key.StartsWith("eval_") && kv.Key != "eval_runtime" && kv.Value is JsonValue)
                         .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())
                 )
             );
@@ -729,6 +768,21 @@ public sealed class ExperimentRunner
             // v2: with KL(p*‖p_ref); the counts' seed is unchanged, so the prediction itself is the same
             $"prediction-v2-beta{beta.ToString(System.Globalization.CultureInfo.InvariantCulture)}.json"
         );
+        if (t.Reward is CoinReward coin) // E[r|x,y] = p for every y: p* is the reference, the rise exactly 0
+            return new C1Prediction(
+                0,
+                [0, 0],
+                coin.P / beta,
+                coin.P / beta,
+                beta,
+                t.Eval.Count,
+                0,
+                coin.P,
+                "exact: the coin's expected reward is the same for every response",
+                coin.P,
+                coin.P,
+                0
+            );
         if (File.Exists(path))
             return JsonSerializer.Deserialize<C1Prediction>(File.ReadAllText(path), TrainOptions.Json)!;
         var ev = EvaluatorFor(t);

@@ -114,7 +114,7 @@ public static class Frontier
             ["baseline"] = hasBase ? Baseline : null,
             ["front"] = new JsonArray(onFront.Select(n => (JsonNode?)JsonValue.Create(n)).ToArray()),
             ["controls_note"] =
-                "Controls (lenient-reward, no-format-mix, fresh-optimizer) are drawn greyed and are never on the "
+                $"Controls ({string.Join(", ", ExperimentConfig.Controls)}) are drawn greyed and are never on the "
                 + "front: each changes the reward, the SFT data or drops RL to test the theorem, so none is a way to "
                 + "post-train for the strict reward.",
             ["pipelines"] = pipes,

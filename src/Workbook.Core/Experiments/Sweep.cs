@@ -15,12 +15,18 @@ using Workbook.Training;
 
 namespace Workbook.Experiments;
 
+/// <param name="Null">where the coin-reward null runs (RL from the same SFT policy with a fair coin as the reward, whose
+/// optimum is the reference: Theorem 3.1 predicts 0, so what it measures is RL's own drift): all points, tested (those
+/// whose prediction is ≥ 0.1 nats per response), or none.</param>
 public sealed record SweepGrid(
     IReadOnlyList<double> Betas,
     IReadOnlyList<double> LooseFormatFractions,
-    bool Twin = true
+    bool Twin = true,
+    string Null = "all"
 )
 {
+    public static readonly string[] NullModes = ["all", "tested", "none"];
+
     public static readonly double[] DefaultBetas = [0.25, 0.5, 1, 2];
     public static readonly double[] DefaultFractions = [0.35, 0];
 
@@ -157,12 +163,35 @@ public static class Sweep
                             twinPred = (t.ExpertReward ?? runner.ExpertReward(t)) * last[runner.LenientKey];
                         }
                         model.Dispose();
+                        NullRun? nul = null;
+                        if (grid.Null == "all" || (grid.Null == "tested" && pred.Mean >= 0.1))
+                        {
+                            var nDir = Path.Combine(pDir, "2-rl-coin");
+                            var coin = ExperimentRunner.CoinTask(t);
+                            runner
+                                .RunStage(
+                                    runner.LoadBase(sftCkpt),
+                                    nDir,
+                                    rl with
+                                    {
+                                        Task = coin,
+                                    },
+                                    "sweep",
+                                    seed * 100 + 1,
+                                    Math.Max(1, g.MaxSteps / cfg.EvalsPerStage),
+                                    $"sweep β={Key(beta)} f={Key(f)}/seed-{seed}/coin-rl",
+                                    g
+                                )
+                                .Dispose();
+                            nul = Measure(nDir, t, runner.StrictKey, beta);
+                        }
                         rows.Add(
                             new SweepRow(beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve)
                             {
                                 RationaleRise = Span("rationale"),
                                 AnswerRise = Span("answer"),
                                 KlReached = klReached,
+                                Null = nul,
                             }
                         );
                     }
@@ -175,6 +204,37 @@ public static class Sweep
             summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true })
         );
         return summary;
+    }
+
+    /// <summary>What the coin-reward null moved: the rise (nats per response), its rationale and answer parts, the KL
+    /// reached and the strict reward at the end.</summary>
+    public sealed record NullRun(double Rise, double RationaleRise, double AnswerRise, double KlReached, double Reward);
+
+    /// <summary>The rise, its span parts and the KL reached of a finished RL stage folder.</summary>
+    static NullRun Measure(string rlDir, Data.TaskData t, string strictKey, double beta)
+    {
+        var pts = ExperimentRunner.EvalPoints(rlDir).ToList();
+        double Span(string span) =>
+            t
+                .Eval.GroupBy(e => e.Form)
+                .Sum(g =>
+                    pts[^1].Metrics.TryGetValue($"eval_sft_nll/{g.Key}/{span}", out var end)
+                        ? g.Count() / (double)t.Eval.Count * (end - pts[0].Metrics[$"eval_sft_nll/{g.Key}/{span}"])
+                        : double.NaN
+                );
+        var kl = MetricsLog
+            .Read(Path.Combine(rlDir, "metrics.jsonl"))
+            .Where(r => r["reward_kl_penalty"] is not null)
+            .TakeLast(10)
+            .Select(r => r["reward_kl_penalty"]!.GetValue<double>() / beta)
+            .ToList();
+        return new NullRun(
+            pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"],
+            Span("rationale"),
+            Span("answer"),
+            kl.Count > 0 ? kl.Average() : double.NaN,
+            pts[^1].Metrics[strictKey]
+        );
     }
 
     public sealed record SweepRow(
@@ -195,6 +255,9 @@ public static class Sweep
 
         /// <summary>KL(π‖π_ref) per response at the end of RL (the last rollouts' estimate).</summary>
         public double KlReached { get; init; } = double.NaN;
+
+        /// <summary>The coin-reward null from the same SFT policy, when the grid runs it here.</summary>
+        public NullRun? Null { get; init; }
     }
 
     static JsonObject StatJson(Stat s) =>
@@ -220,7 +283,9 @@ public static class Sweep
         var points = new JsonArray();
         var sentences = new List<string>();
         int tested = 0,
-            within = 0;
+            within = 0,
+            testedNet = 0,
+            withinNet = 0;
         foreach (var grp in rows.GroupBy(r => (r.Beta, r.F)))
         {
             var rs = grp.OrderBy(r => r.Seed).ToList();
@@ -242,6 +307,32 @@ public static class Sweep
                         + $"carry {F3(rationale.Mean)} and the answer spans {F3(answer.Mean)}; RL moved KL(π‖π_ref) "
                         + $"{klReached.Mean:0.000} nats per response against {klOpt.Mean:0.000} at p*"
                     : "";
+            // the coin-reward null from the same SFT policies: predicted 0, so its rise is RL's own drift; the paired
+            // difference is the part of the rise the reward's tilt made
+            string nullText = "";
+            JsonObject? nullJson = null;
+            Stat? net = null,
+                netRatio = null;
+            if (rs.All(r => r.Null is not null))
+            {
+                var nRise = Stat.Of(rs.Select(r => r.Null!.Rise).ToArray());
+                net = Stat.Of(rs.Select(r => r.Measured - r.Null!.Rise).ToArray());
+                netRatio = Stat.Of(rs.Select(r => (r.Measured - r.Null!.Rise) / r.Pred.Mean).ToArray());
+                var nRat = Stat.Of(rs.Select(r => r.Null!.RationaleRise).ToArray());
+                nullJson = new JsonObject
+                {
+                    ["predicted"] = 0.0,
+                    ["measured"] = StatJson(nRise),
+                    ["measured_rationale_spans"] = StatJson(nRat),
+                    ["measured_answer_spans"] = StatJson(Stat.Of(rs.Select(r => r.Null!.AnswerRise).ToArray())),
+                    ["kl_reached"] = StatJson(Stat.Of(rs.Select(r => r.Null!.KlReached).ToArray())),
+                    ["strict_reward_reached"] = StatJson(Stat.Bounded(rs.Select(r => r.Null!.Reward).ToArray(), 0, 1)),
+                };
+                nullText =
+                    $"; under the coin-reward null (predicted 0) the rise was {F3(nRise.Mean)} (95% CI "
+                    + $"[{F3(nRise.Ci95[0])}, {F3(nRise.Ci95[1])}], rationale spans {F3(nRat.Mean)}), so net of RL's "
+                    + $"own drift the rise is {F3(net.Mean)} (paired CI [{F3(net.Ci95[0])}, {F3(net.Ci95[1])}])";
+            }
             // a plateau: the last evaluation interval moved the rise by less than 10% of the rise (or 0.02 nats)
             var plateau = rs.Select(r =>
                     r.Curve.Count >= 2
@@ -281,6 +372,12 @@ public static class Sweep
                         .ToArray()
                 ),
             };
+            if (nullJson is not null)
+            {
+                p["coin_null"] = nullJson;
+                p["measured_minus_null"] = StatJson(net!);
+                p["ratio_net_of_null"] = StatJson(netRatio!);
+            }
             if (rs.All(r => r.TwinReward is not null))
                 p["twin"] = new JsonObject
                 {
@@ -295,6 +392,13 @@ public static class Sweep
                 bool ok = ratio.Mean is >= 0.7 and <= 1.3;
                 if (ok)
                     within++;
+                if (netRatio is not null)
+                {
+                    testedNet++;
+                    if (netRatio.Mean is >= 0.7 and <= 1.3)
+                        withinNet++;
+                    nullText += $", ratio {netRatio.Mean:0.00} net of the null";
+                }
                 var why =
                     ok ? ""
                     : reached.Mean < atOpt.Mean - 0.05
@@ -311,19 +415,22 @@ public static class Sweep
                                 : $"; {plateau.Count(x => !x)} of {plateau.Length} seeds had not plateaued"
                         )
                         + mechanism
+                        + nullText
                         + "."
                 );
             }
             else
                 sentences.Add(
                     $"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), measured {F3(measured.Mean)} "
-                        + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]){mechanism}."
+                        + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]){mechanism}{nullText}."
                 );
         }
         var headline =
             tested == 0
                 ? "No grid point had a predicted rise of at least 0.1 nats per response."
-                : $"{within} of {tested} points with a predicted rise ≥ 0.1 nats per response have measured/predicted within [0.7, 1.3].";
+                : $"{within} of {tested} points with a predicted rise ≥ 0.1 nats per response have measured/predicted "
+                    + "within [0.7, 1.3]"
+                    + (testedNet > 0 ? $"; net of the coin-reward null, {withinNet} of {testedNet} are." : ".");
         return new JsonObject
         {
             ["points"] = points,
@@ -353,7 +460,7 @@ public static class SweepBench
         if (quick)
             cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
         var grid = quick
-            ? new SweepGrid([0.5], [0.35, 0])
+            ? new SweepGrid([0.5], [0.35, 0], Null: "tested")
             : new SweepGrid(SweepGrid.DefaultBetas, SweepGrid.DefaultFractions);
         var runDir = ExperimentRunner.NewRunDir(runsRoot, (quick ? "quick-" : "") + "sweep");
         var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);

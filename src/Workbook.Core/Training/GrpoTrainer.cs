@@ -528,13 +528,19 @@ public sealed class GrpoBatch
         // rewards (metrics over the on-policy samples; the expert responses' mean separately)
         var total = new double[N];
         var per = new double[reward.Parts.Count, N];
+        // the coin (null control) is drawn per step from the stage's seed, not scored from the text
+        var coins = reward.Parts.Select(p => (p.Verifier as CoinReward)?.Draw(o.Seed, step, N)).ToArray();
         for (int j = 0; j < N; j++)
         {
             var e = prompts[idx[j / G]];
-            var (t, each) = reward.Score(e.PromptText, codec.Decode(outs[j].Tokens), e.Reference);
-            total[j] = t;
-            for (int k = 0; k < each.Length; k++)
-                per[k, j] = each[k].Reward ?? 0;
+            var text = codec.Decode(outs[j].Tokens);
+            for (int k = 0; k < reward.Parts.Count; k++)
+            {
+                per[k, j] = coins[k] is { } c
+                    ? c[j]
+                    : reward.Parts[k].Verifier.Score(e.PromptText, text, e.Reference).Reward ?? 0;
+                total[j] += reward.Parts[k].Weight * per[k, j];
+            }
         }
         r.Rewards = total;
         r.OffPolicyRows = off;

@@ -115,7 +115,9 @@ public abstract class TrainerBase<TOptions> : ITrainer
     {
         if (Eval is null)
             return;
+        var sw = Stopwatch.StartNew();
         var m = Eval.Run(Model, start: start, atStart: step == 0);
+        m["eval_runtime"] = sw.Elapsed.TotalSeconds; // TRL's name: seconds this evaluation took
         Model.train();
         Log!.Log(step, m, LogFields);
         LastEval = (step, m);

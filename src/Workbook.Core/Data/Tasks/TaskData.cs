@@ -63,6 +63,12 @@ public static class TaskRegistry
         // grammar: every expert label is right; the strict line ends a (1 − loose_format_fraction) share of responses
         if (kind == "grammar")
             task = task with { ExpertReward = options.Reward == "lenient" ? 1 : 1 - options.LooseFormatFraction };
+        // the null control: a fair coin whatever the response (Verifiers/CoinReward.cs); E_{p_data} r is its p
+        if (options.Reward == "coin")
+        {
+            var coin = new CoinReward();
+            task = task with { Reward = coin, ExpertReward = coin.P };
+        }
         return task;
     }
 }
@@ -110,7 +116,9 @@ public sealed record TaskOptions
     public bool SkipBad { get; init; }
 
     /// <summary>The RL reward: strict (the exact final line / "#### N", the paper's) or lenient (the last label or number
-    /// anywhere, which every expert response earns: under it Theorem 3.1 predicts no SFT-loss rise).</summary>
+    /// anywhere, which every expert response earns: under it Theorem 3.1 predicts no SFT-loss rise), or coin (a fair
+    /// coin per sampled completion, whatever it says: its optimum is the reference policy, so any rise is RL's noise).
+    /// Evaluations always score the strict and lenient rewards.</summary>
     public string Reward { get; init; } = "strict";
 
     /// <summary>File tasks: where the prompt states the required answer format: user (appended to the question), system
@@ -130,8 +138,10 @@ public sealed record TaskOptions
             throw new WorkbookException($"train_size must be >= 0 (got {TrainSize})");
         if (EvalSize < 1)
             throw new WorkbookException($"eval_size must be >= 1 (got {EvalSize})");
-        if (Reward is not ("strict" or "lenient"))
-            throw new WorkbookException($"option task.reward: '{Reward}' is not strict or lenient");
+        if (Reward is not ("strict" or "lenient" or "coin"))
+            throw new WorkbookException(
+                $"option task.reward: '{Reward}' is not strict, lenient or coin (a fair coin: the null control)"
+            );
         if (LooseFormatFraction is < 0 or > 1)
             throw new WorkbookException($"loose_format_fraction must be in [0, 1] (got {LooseFormatFraction})");
         if (FormatInstruction is not ("user" or "system" or "none"))
