@@ -110,6 +110,17 @@ public static class SweepCharts
             "measured ΔL_SFT (nats per response)"
         );
 
+    /// <summary>The rise net of the coin-reward null (measured − null, paired by seed) against the prediction: what the
+    /// reward's tilt made, once RL's own drift in the same budget is taken out.</summary>
+    public static GenericChart RiseNetOfNull(JsonObject sweep) =>
+        Scatter(
+            sweep["points"]!.AsArray(),
+            p => (p["predicted"], p["measured_minus_null"]),
+            "SFT then RL net of the coin-reward null: measured − null vs predicted (error bars: 95% CIs, paired)",
+            "predicted ΔL_SFT (nats per response)",
+            "measured − coin null ΔL_SFT (nats per response)"
+        );
+
     /// <summary>The twin: strict reward after SFT following RL, against E_{p_data} r × label accuracy.</summary>
     public static GenericChart Twin(JsonObject sweep) =>
         Scatter(

@@ -191,6 +191,7 @@ public static class Sweep
                                 RationaleRise = Span("rationale"),
                                 AnswerRise = Span("answer"),
                                 KlReached = klReached,
+                                RewardStd = MeanRewardStd(rlDir),
                                 Null = nul,
                             }
                         );
@@ -208,7 +209,24 @@ public static class Sweep
 
     /// <summary>What the coin-reward null moved: the rise (nats per response), its rationale and answer parts, the KL
     /// reached and the strict reward at the end.</summary>
-    public sealed record NullRun(double Rise, double RationaleRise, double AnswerRise, double KlReached, double Reward);
+    public sealed record NullRun(
+        double Rise,
+        double RationaleRise,
+        double AnswerRise,
+        double KlReached,
+        double Reward,
+        double RewardStd
+    );
+
+    /// <summary>The mean over a GRPO stage's steps of reward_std (the within-group std of the reward the advantages
+    /// are made of; with kl_mode = reward that is the shaped reward): how much noise the advantages carried.</summary>
+    static double MeanRewardStd(string rlDir) =>
+        MetricsLog
+            .Read(Path.Combine(rlDir, "metrics.jsonl"))
+            .Where(r => r["reward_std"] is not null)
+            .Select(r => r["reward_std"]!.GetValue<double>())
+            .DefaultIfEmpty(double.NaN)
+            .Average();
 
     /// <summary>The rise, its span parts and the KL reached of a finished RL stage folder.</summary>
     static NullRun Measure(string rlDir, Data.TaskData t, string strictKey, double beta)
@@ -233,7 +251,8 @@ public static class Sweep
             Span("rationale"),
             Span("answer"),
             kl.Count > 0 ? kl.Average() : double.NaN,
-            pts[^1].Metrics[strictKey]
+            pts[^1].Metrics[strictKey],
+            MeanRewardStd(rlDir)
         );
     }
 
@@ -255,6 +274,9 @@ public static class Sweep
 
         /// <summary>KL(π‖π_ref) per response at the end of RL (the last rollouts' estimate).</summary>
         public double KlReached { get; init; } = double.NaN;
+
+        /// <summary>Mean within-group reward std over the RL stage.</summary>
+        public double RewardStd { get; init; } = double.NaN;
 
         /// <summary>The coin-reward null from the same SFT policy, when the grid runs it here.</summary>
         public NullRun? Null { get; init; }
@@ -326,12 +348,21 @@ public static class Sweep
                     ["measured_rationale_spans"] = StatJson(nRat),
                     ["measured_answer_spans"] = StatJson(Stat.Of(rs.Select(r => r.Null!.AnswerRise).ToArray())),
                     ["kl_reached"] = StatJson(Stat.Of(rs.Select(r => r.Null!.KlReached).ToArray())),
+                    ["reward_std_mean"] = StatJson(Stat.Of(rs.Select(r => r.Null!.RewardStd).ToArray())),
                     ["strict_reward_reached"] = StatJson(Stat.Bounded(rs.Select(r => r.Null!.Reward).ToArray(), 0, 1)),
                 };
                 nullText =
                     $"; under the coin-reward null (predicted 0) the rise was {F3(nRise.Mean)} (95% CI "
                     + $"[{F3(nRise.Ci95[0])}, {F3(nRise.Ci95[1])}], rationale spans {F3(nRat.Mean)}), so net of RL's "
-                    + $"own drift the rise is {F3(net.Mean)} (paired CI [{F3(net.Ci95[0])}, {F3(net.Ci95[1])}])";
+                    + $"own drift the rise is {F3(net.Mean)} (paired CI [{F3(net.Ci95[0])}, {F3(net.Ci95[1])}]); "
+                    + "the coin's groups carried a mean within-group std of the shaped reward (reward − β·log-ratio, "
+                    + $"what the advantages are made of) of {rs.Average(r => r.Null!.RewardStd):0.00} against "
+                    + $"{rs.Average(r => r.RewardStd):0.00} under the strict reward"
+                    + (
+                        rs.Average(r => r.Null!.RewardStd) > rs.Average(r => r.RewardStd)
+                            ? " (more noise than the real run's, so the net rise is if anything understated)"
+                            : " (no more noise than the real run's)"
+                    );
             }
             // a plateau: the last evaluation interval moved the rise by less than 10% of the rise (or 0.02 nats)
             var plateau = rs.Select(r =>
@@ -357,6 +388,7 @@ public static class Sweep
                 ["measured_rationale_spans"] = StatJson(rationale),
                 ["measured_answer_spans"] = StatJson(answer),
                 ["kl_reached"] = StatJson(klReached),
+                ["reward_std_mean"] = StatJson(Stat.Of(rs.Select(r => r.RewardStd).ToArray())),
                 ["kl_at_optimum"] = StatJson(klOpt),
                 ["curves"] = new JsonArray(
                     rs.Select(r =>
