@@ -318,6 +318,28 @@ public static class Summary
                 $"{name}: {F(own.Mean)} nats/token (95% CI {Ci(own)}); main − control {F(diff.Mean)} (paired CI {Ci(diff)})"
             );
         }
+        var notExceeded = controls
+            .Where(c => c.Value!["main_exceeds_control"]!.GetValue<bool>() == false)
+            .Select(c => c.Key)
+            .ToList();
+        string coin = "";
+        if (controls["coin-reward"] is JsonObject cc)
+        {
+            var d = cc["main_minus_control_sft_loss_change"]!;
+            double lo = d["ci95"]![0]?.GetValue<double>() ?? double.NaN,
+                hi = d["ci95"]![1]?.GetValue<double>() ?? double.NaN;
+            // the coin's optimum is the reference: what it moves is GRPO's own noise in the same budget
+            coin =
+                " Under the coin-reward control the reward carries no information, so its rise is GRPO's own noise: "
+                + (
+                    lo > 0 ? "the main effect exceeds it, so the strict reward's tilt adds to that noise."
+                    : hi < 0
+                        ? "the SFT loss rose more under the coin than under the strict reward, so in this setting "
+                            + "the rise is not evidence of the theorem's mechanism; the sweep measures it net of the null."
+                    : "the main effect is not separated from it, so in this setting the rise is not evidence of the "
+                        + "theorem's mechanism; the sweep measures it net of the null."
+                );
+        }
         if (controls.Count > 0)
             statements["controls"] =
                 $"SFT-loss change during the RL budget, where the theorem predicts no rise: {string.Join("; ", parts)}. "
@@ -325,14 +347,14 @@ public static class Summary
                     all
                         ? "The main effect exceeds every control (each paired interval is above zero)."
                         : "The main effect does not exceed every control: "
-                            + string.Join(
-                                ", ",
-                                controls
-                                    .Where(c => c.Value!["main_exceeds_control"]!.GetValue<bool>() == false)
-                                    .Select(c => c.Key)
+                            + string.Join(", ", notExceeded)
+                            + (
+                                notExceeded.Count == 1
+                                    ? " has a paired interval that reaches zero or below."
+                                    : " have paired intervals that reach zero or below."
                             )
-                            + " has a paired interval that reaches zero or below."
-                );
+                )
+                + coin;
         return controls;
     }
 
