@@ -1,12 +1,14 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Workbook.Experiments;
+using Workbook.Reports;
 
 namespace Workbook.Tests;
 
 public class ExperimentTests
 {
-    /// <summary>A complete experiment in seconds: the real pipelines with budgets far too small to show anything.</summary>
+    /// <summary>A complete experiment in seconds: the real pipelines with budgets far too small to show
+    /// anything.</summary>
     public static ExperimentConfig Tiny =>
         ExperimentConfig.Load(
             null,
@@ -180,7 +182,8 @@ public class ExperimentTests
     }
 }
 
-/// <summary>Opens an HTML file in headless Chromium (Debian's chromium, installed by .ci/run) and checks that plotly drew SVG.</summary>
+/// <summary>Opens an HTML file in headless Chromium (Debian's chromium, installed by .ci/run) and checks that plotly
+/// drew SVG.</summary>
 public static class ChromiumRender
 {
     public static string Browser =>
