@@ -7,6 +7,7 @@ using Microsoft.DotNet.Interactive.Formatting;
 using Plotly.NET;
 using Workbook.Charts;
 using Workbook.Experiments;
+using Workbook.Reports;
 using Workbook.Theory;
 using static Microsoft.DotNet.Interactive.Kernel;
 

@@ -2,6 +2,7 @@ using System.ComponentModel;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using Workbook.Experiments;
+using Workbook.Reports;
 using Workbook.Theory;
 
 namespace Workbook.Cli;

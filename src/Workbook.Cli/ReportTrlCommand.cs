@@ -2,6 +2,7 @@ using System.ComponentModel;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using Workbook.Experiments;
+using Workbook.Reports;
 
 namespace Workbook.Cli;
 
@@ -40,7 +41,7 @@ public sealed class CouplingReportCommand : Command<CouplingReportCommand.Settin
     {
         if (s.RunDir is not null)
             return new ReportCommand().Execute(context, new ReportCommand.Settings { RunDir = s.RunDir });
-        var path = TrlImport.Write(s.FromTrl!, s.Out);
+        var path = TrlReport.Write(s.FromTrl!, s.Out);
         foreach (var f in TrlImport.Findings(TrlImport.Load(s.FromTrl!)).Where(f => f.Statement.Length > 0))
             AnsiConsole.MarkupLineInterpolated($"{f.Statement}");
         AnsiConsole.MarkupLineInterpolated($"[bold]report:[/] {path}");

@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using Workbook.Experiments;
+using Workbook.Reports;
 using Workbook.Training;
 
 namespace Workbook.Cli;
@@ -77,8 +78,8 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         public string? Resume { get; init; }
     }
 
-    /// <summary>The config in precedence order: defaults, then --quick's budgets, then the --config file, then --set and
-    /// the explicit options. Explicit options always win over presets.</summary>
+    /// <summary>The config in precedence order: defaults, then --quick's budgets, then the --config file, then --set
+    /// and the explicit options. Explicit options always win over presets.</summary>
     public static ExperimentConfig LoadConfig(string? file, bool quick, IEnumerable<string> overrides)
     {
         var start = quick ? new ExperimentConfig().Quick() : new ExperimentConfig();
@@ -119,7 +120,8 @@ public sealed class RunCommand : Command<RunCommand.Settings>
                 || s.Device is not null
             )
                 throw new WorkbookException(
-                    "--resume: a resumed run uses its own config.json; drop --config, --set, --seeds, --jobs, --quick, --model, --dataset, --eval-dataset, --dtype and --device"
+                    "--resume: a resumed run uses its own config.json; drop --config, --set, --seeds, --jobs, "
+                        + "--quick, --model, --dataset, --eval-dataset, --dtype and --device"
                 );
             cfg = ExperimentConfig.Load(Path.Combine(s.Resume, "config.json"));
             runDir = s.Resume;
@@ -184,13 +186,15 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         runner.OnMetrics += (stage, step, m) =>
         {
             if (m.ContainsKey("eval_sft_loss"))
-                AnsiConsole.MarkupLineInterpolated(
-                    $"  {stage} step {step}: {MetricsLog.Format(m, "eval_sft_loss", runner.StrictKey, runner.LenientKey)}  [grey]({sw.Elapsed:mm\\:ss})[/]"
-                );
+            {
+                var eval = MetricsLog.Format(m, "eval_sft_loss", runner.StrictKey, runner.LenientKey);
+                AnsiConsole.MarkupLineInterpolated($"  {stage} step {step}: {eval}  [grey]({sw.Elapsed:mm\\:ss})[/]");
+            }
             else if (step % LoggingSteps(cfg, stage) == 0)
-                AnsiConsole.MarkupLineInterpolated(
-                    $"[grey]  {stage} step {step}: {MetricsLog.Format(m, "loss", "reward", "kl", "grad_norm")}  ({sw.Elapsed:mm\\:ss})[/]"
-                );
+            {
+                var train = MetricsLog.Format(m, "loss", "reward", "kl", "grad_norm");
+                AnsiConsole.MarkupLineInterpolated($"[grey]  {stage} step {step}: {train}  ({sw.Elapsed:mm\\:ss})[/]");
+            }
         };
         var (summary, report) = runner.RunAndReport(pipelines);
         AnsiConsole.WriteLine();
@@ -201,8 +205,8 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         return 0;
     }
 
-    /// <summary>A training line every logging_steps steps of the stage's options (RL stages: grpo.logging_steps; SFT and
-    /// joint stages: sft.logging_steps).</summary>
+    /// <summary>A training line every logging_steps steps of the stage's options (RL stages: grpo.logging_steps; SFT
+    /// and joint stages: sft.logging_steps).</summary>
     static int LoggingSteps(ExperimentConfig cfg, string stage)
     {
         var name = stage[(stage.LastIndexOf('/') + 1)..];

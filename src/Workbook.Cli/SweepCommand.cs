@@ -4,12 +4,13 @@ using System.Text.Json;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using Workbook.Experiments;
+using Workbook.Reports;
 using Workbook.Training;
 
 namespace Workbook.Cli;
 
-/// <summary>`workbook sweep`: SFT then RL (kl_mode = reward) over a grid of β and loose_format_fraction; predicted against
-/// measured SFT-loss rise, and the RL-then-SFT twin. Writes sweep.json and sweep.html.</summary>
+/// <summary>`workbook sweep`: SFT then RL (kl_mode = reward) over a grid of β and loose_format_fraction; predicted
+/// against measured SFT-loss rise, and the RL-then-SFT twin. Writes sweep.json and sweep.html.</summary>
 public sealed class SweepCommand : Command<SweepCommand.Settings>
 {
     public sealed class Settings : CommandSettings
@@ -59,7 +60,8 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         public string? Resume { get; init; }
     }
 
-    /// <summary>The sweep's defaults on top of the main job's: RL long enough to plateau at the rate chosen for it.</summary>
+    /// <summary>The sweep's defaults on top of the main job's: RL long enough to plateau at the rate chosen for
+    /// it.</summary>
     public static readonly string[] Defaults = ["grpo.max_steps=80", "grpo.learning_rate=0.0005"];
 
     static string CheckNull(string v) =>
@@ -120,9 +122,10 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         runner.OnMetrics += (stage, step, m) =>
         {
             if (m.ContainsKey("eval_sft_loss"))
-                AnsiConsole.MarkupLineInterpolated(
-                    $"  {stage} step {step}: {MetricsLog.Format(m, "eval_sft_nll_per_response", runner.StrictKey)}  [grey]({sw.Elapsed:mm\\:ss})[/]"
-                );
+            {
+                var eval = MetricsLog.Format(m, "eval_sft_nll_per_response", runner.StrictKey);
+                AnsiConsole.MarkupLineInterpolated($"  {stage} step {step}: {eval}  [grey]({sw.Elapsed:mm\\:ss})[/]");
+            }
         };
         var sweep = Sweep.Run(runner, grid, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
         var html = SweepReport.Write(runDir, sweep);

@@ -1,12 +1,14 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Workbook.Experiments;
+using Workbook.Reports;
 
 namespace Workbook.Tests;
 
 public class ExperimentTests
 {
-    /// <summary>A complete experiment in seconds: the real pipelines with budgets far too small to show anything.</summary>
+    /// <summary>A complete experiment in seconds: the real pipelines with budgets far too small to show
+    /// anything.</summary>
     public static ExperimentConfig Tiny =>
         ExperimentConfig.Load(
             null,
@@ -180,7 +182,8 @@ public class ExperimentTests
     }
 }
 
-/// <summary>Opens an HTML file in headless Chromium (Debian's chromium, installed by .ci/run) and checks that plotly drew SVG.</summary>
+/// <summary>Opens an HTML file in headless Chromium (Debian's chromium, installed by .ci/run) and checks that plotly
+/// drew SVG.</summary>
 public static class ChromiumRender
 {
     public static string Browser =>
@@ -309,5 +312,8 @@ public class SweepTests
         var real = ExperimentRunner.EvalPoints(Path.Combine(coinDir, "..", "2-rl")).First();
         Assert.Equal(real.Metrics["eval_sft_nll_per_response"], first, 9);
         Assert.Contains(s["statements"]!.AsArray(), st => st!.GetValue<string>().Contains("coin-reward null"));
+        var html = File.ReadAllText(SweepReport.Write(runDir, s));
+        Assert.Contains("The coin-reward null", html);
+        Assert.Contains("measured − coin null", html);
     }
 }

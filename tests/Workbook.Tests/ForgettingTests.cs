@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Workbook.Data;
 using Workbook.Experiments;
 using Workbook.Model;
+using Workbook.Reports;
 using Workbook.Training;
 using static TorchSharp.torch;
 
@@ -44,7 +45,8 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         return logits[0, prefix.Length - 1].softmax(-1).data<double>().ToArray();
     }
 
-    /// <summary>Every completion of at most 2 tokens that generation can produce (stop at EOS, else cut at 2).</summary>
+    /// <summary>Every completion of at most 2 tokens that generation can produce (stop at EOS, else cut at
+    /// 2).</summary>
     static List<int[]> AllCompletions()
     {
         var all = new List<int[]> { new[] { Eos } };

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Workbook.Charts;
 using Workbook.Experiments;
+using Workbook.Reports;
 
 namespace Workbook.Tests;
 

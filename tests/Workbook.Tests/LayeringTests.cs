@@ -3,7 +3,7 @@ using System.Text.RegularExpressions;
 namespace Workbook.Tests;
 
 /// <summary>The core's folders depend one way: Util ← Model, Text, Verifiers ← Data ← Training ← Theory ← Experiments ←
-/// Charts. A folder may use its own namespace and lower ones only.</summary>
+/// Charts ← Reports. A folder may use its own namespace and lower ones only.</summary>
 public class LayeringTests
 {
     static readonly Dictionary<string, int> Rank = new()
@@ -17,10 +17,12 @@ public class LayeringTests
         ["Theory"] = 4,
         ["Experiments"] = 5,
         ["Charts"] = 6,
+        ["Reports"] = 7,
     };
 
-    /// <summary>Known upward edges, each a piece of work still open (issue 10): HTML reports in Experiments draw charts.</summary>
-    static readonly HashSet<(string, string)> Open = [("Experiments", "Charts")];
+    /// <summary>Known upward edges, each a piece of work still open; none since issue 10 moved the HTML reports
+    /// (which draw charts) to Reports.</summary>
+    static readonly HashSet<(string, string)> Open = [];
 
     [Fact]
     public void Core_folders_depend_only_on_lower_layers()
@@ -38,7 +40,8 @@ public class LayeringTests
             var used = Regex
                 .Matches(
                     code,
-                    @"\bWorkbook\.(\w+)\b|(?<![\w.])(Util|Model|Text|Verifiers|Data|Training|Theory|Experiments|Charts)\.[A-Z]\w*\."
+                    @"\bWorkbook\.(\w+)\b|(?<![\w.])"
+                        + @"(Util|Model|Text|Verifiers|Data|Training|Theory|Experiments|Charts|Reports)\.[A-Z]\w*\."
                 )
                 .Select(m => m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value)
                 .Where(Rank.ContainsKey)

@@ -1,13 +1,14 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Workbook.Experiments;
+using Workbook.Reports;
 using Workbook.Training;
 
 namespace Workbook.Tests;
 
-/// <summary>Issue 14 §3: the GRPO stop rule — its grammar, the estimator and the decision on synthetic trajectories with
-/// known rates, Φ/hindsight/ratio arithmetic, config validation before any run folder, and the rule inside a GRPO stage
-/// (it decides as a replay of its own logged evaluations, stops the stage, and resumes exactly).</summary>
+/// <summary>Issue 14 §3: the GRPO stop rule — its grammar, the estimator and the decision on synthetic trajectories
+/// with known rates, Φ/hindsight/ratio arithmetic, config validation before any run folder, and the rule inside a GRPO
+/// stage (it decides as a replay of its own logged evaluations, stops the stage, and resumes exactly).</summary>
 public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
 {
     [Theory]
@@ -79,7 +80,8 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.Equal(0.5, l[1], 12);
     }
 
-    // J(t) = a t − b t², L(t) = L0 + c t: the marginal gain J'(t) − λ L'(t) = a − 2bt − λc is zero at t* = (a − λc)/(2b).
+    // J(t) = a t − b t², L(t) = L0 + c t: the marginal gain J'(t) − λ L'(t) = a − 2bt − λc
+    // is zero at t* = (a − λc)/(2b).
     static List<StopEval> Quadratic(double a, double b, double c, int k, int planned) =>
         Enumerable
             .Range(0, planned / k + 1)

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Workbook.Experiments;
+using Workbook.Reports;
 using Workbook.Theory;
 
 namespace Workbook.Tests;

@@ -7,8 +7,8 @@
 //   interleaved : R rounds of [SFT N_sft/R, GRPO N_rl/R]      — same budget
 //   joint       : N_sft steps of L_SFT + λ·L_GRPO, the GRPO term every N_sft/N_rl steps — same budget
 // Every stage evaluates on held-out expert data (SFT loss, strict and lenient reward) at its start and every few steps,
-// with the forgetting metrics (Training/Forgetting.cs): KL from the stage's start, entropy, and with forgetting_task the
-// other embedded task's held-out loss (that task is then in the vocabulary and in the base stage's data).
+// with the forgetting metrics (Training/Forgetting.cs): KL from the stage's start, entropy, and with forgetting_task
+// the other embedded task's held-out loss (that task is then in the vocabulary and in the base stage's data).
 // A stage folder with done.json is complete; a killed run resumes inside the unfinished stage from its last checkpoint.
 using System.Security.Cryptography;
 using System.Text;
@@ -33,8 +33,8 @@ public sealed record StageInfo(string Name, string Kind, long Start, long Steps)
 }
 
 /// <summary>A GRPO stage with a stop rule (issue 14 §3): where it stopped, what it predicted at the check before, the
-/// planned budget, and the evaluations (step, J, L) at the steps where it could stop (0, k, 2k, ... and the budget's end),
-/// including those after the stop when it trained on for hindsight.</summary>
+/// planned budget, and the evaluations (step, J, L) at the steps where it could stop (0, k, 2k, ... and the budget's
+/// end), including those after the stop when it trained on for hindsight.</summary>
 public sealed record StopRun(
     string Rule,
     int CheckSteps,
@@ -91,9 +91,10 @@ public sealed class ExperimentRunner
                 ? Qwen3Tokenizer.Load(cfg.Model)
                 : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(this.log));
         otherTask = cfg.OtherTask() is { } other ? TaskRegistry.Create(other, cfg.DatasetSeed, cfg.Task) : null;
+        // issue 12: a model folder brings its own vocabulary
         var vocab = cfg.Model is null
             ? TaskVocabulary.Build(tok, task, otherTask)
-            : ModelVocabulary.For(cfg.Model, Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize); // issue 12
+            : ModelVocabulary.For(cfg.Model, Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize);
         codec = new Codec(tok, vocab) { EnableThinking = cfg.Task.EnableThinking }; // issue 12
         evaluator = new Evaluator(
             codec,
@@ -114,8 +115,8 @@ public sealed class ExperimentRunner
         };
     }
 
-    /// <summary>runs/&lt;yyyyMMdd-HHmmss&gt;-&lt;name&gt;, with a suffix if that exists: a run never overwrites another.
-    /// The folder is created (claimed atomically), so concurrent runs never share one.</summary>
+    /// <summary>runs/&lt;yyyyMMdd-HHmmss&gt;-&lt;name&gt;, with a suffix if that exists: a run never overwrites
+    /// another. The folder is created (claimed atomically), so concurrent runs never share one.</summary>
     public static string NewRunDir(string runsRoot, string name) => RunFolders.Claim(runsRoot, name);
 
     public IReadOnlyList<long> SeedList =>
@@ -205,14 +206,14 @@ public sealed class ExperimentRunner
         }
     }
 
-    /// <summary>Runs the pipelines, then writes summary.json and report.html into the run folder. Returns the summary and
-    /// the report's path.</summary>
-    public (JsonObject Summary, string Report) RunAndReport(IReadOnlyList<string> pipelines)
+    /// <summary>Runs the pipelines, then writes summary.json into the run folder and returns it (report.html is
+    /// Reports.Report's, a layer up: RunAndReport).</summary>
+    public JsonObject RunAndSummarize(IReadOnlyList<string> pipelines)
     {
         var results = Run(pipelines);
         var summary = Summary.Build(cfg, results, StrictKey, LenientKey, task.Design, Versions(), SeedList);
         Summary.Save(runDir, summary);
-        return (summary, Report.Write(runDir));
+        return summary;
     }
 
     void WriteRunFiles(IReadOnlyList<string> pipelines)
@@ -337,8 +338,9 @@ public sealed class ExperimentRunner
         }
     }
 
-    /// <summary>The base stage's examples: the task's terse data; with forgetting_task, a forgetting_task_fraction share
-    /// of them replaced by the other task's (the first rows of each, so the mix is a function of the config).</summary>
+    /// <summary>The base stage's examples: the task's terse data; with forgetting_task, a forgetting_task_fraction
+    /// share of them replaced by the other task's (the first rows of each, so the mix is a function of the
+    /// config).</summary>
     public List<Example> BaseData()
     {
         if (otherTask is null)
@@ -352,7 +354,8 @@ public sealed class ExperimentRunner
     /// existing caches stay valid.</summary>
     public string BaseCacheKey(IReadOnlyList<Example> baseData)
     {
-        // the base stage sees only the terse data: key on it (not on the expert mix), so task variants share base models
+        // the base stage sees only the terse data: key on it (not on the expert mix), so
+        // task variants share base models
         var terseText = string.Join(
             "\u0001",
             baseData.Select(e => string.Join("\u0002", e.Prompt.Select(m => m.Content)) + "\u0003" + e.Expert)
@@ -386,7 +389,8 @@ public sealed class ExperimentRunner
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(BaseCacheKey(BaseData()))))[..12];
 
     /// <summary>One stage of a pipeline: what it trains, for how long, on which task and reward; ShareFrom names a
-    /// stage of another pipeline that is the same computation (same seed, data and options), reused when it is done.</summary>
+    /// stage of another pipeline that is the same computation (same seed, data and options), reused when it is
+    /// done.</summary>
     public sealed record StagePlan(string Name, string Kind, int Steps, TaskData Task, string? ShareFrom = null)
     {
         /// <summary>The GRPO options of this stage when they differ from the config's (the mixed methods).</summary>
@@ -427,7 +431,8 @@ public sealed class ExperimentRunner
         };
     }
 
-    /// <summary>The RL-stage options of a mixed method (issue 14): the config's grpo.* plus the method's mixing.</summary>
+    /// <summary>The RL-stage options of a mixed method (issue 14): the config's grpo.* plus the method's
+    /// mixing.</summary>
     public GrpoOptions MethodOptions(string method) => MethodOptions(cfg, method);
 
     public static GrpoOptions MethodOptions(ExperimentConfig cfg, string method) =>
@@ -485,7 +490,8 @@ public sealed class ExperimentRunner
 
     readonly Dictionary<double, TaskData> variants = new();
 
-    /// <summary>The task with another share of natural-words expert responses (same prompts, labels and rationales).</summary>
+    /// <summary>The task with another share of natural-words expert responses (same prompts, labels and
+    /// rationales).</summary>
     public TaskData TaskWithLooseFraction(double f)
     {
         if (f == cfg.Task.LooseFormatFraction)
@@ -506,7 +512,8 @@ public sealed class ExperimentRunner
 
     readonly Dictionary<TaskData, Evaluator> evaluators = new(ReferenceEqualityComparer.Instance);
 
-    /// <summary>Held-out evaluation on the task's own expert data (same prompts for every variant of the task).</summary>
+    /// <summary>Held-out evaluation on the task's own expert data (same prompts for every variant of the
+    /// task).</summary>
     Evaluator EvaluatorFor(TaskData t)
     {
         if (t.Eval == task.Eval)
@@ -542,7 +549,8 @@ public sealed class ExperimentRunner
                 : Path.Combine(runDir, st.ShareFrom, $"seed-{seed}", $"{i + 1}-{st.Name}");
             if (shared is not null && File.Exists(Path.Combine(shared, "done.json")))
                 dir = shared;
-            // the prediction for an RL stage that follows SFT: from the SFT policy (GRPO's reference) and the stage's reward
+            // the prediction for an RL stage that follows SFT: from the SFT policy (GRPO's
+            // reference) and the stage's reward
             if (
                 i > 0
                 && st.Kind == "grpo"
@@ -583,8 +591,8 @@ public sealed class ExperimentRunner
         return new SeedResult(seed, stages, curve, predicted?.Mean) { Prediction = predicted, Stop = stop };
     }
 
-    /// <summary>Trains one stage into <paramref name="dir"/> (or resumes it, or loads it when done) and returns the model
-    /// at its end. Public for the sweep, which runs stages of its own.</summary>
+    /// <summary>Trains one stage into <paramref name="dir"/> (or resumes it, or loads it when done) and returns the
+    /// model at its end. Public for the sweep, which runs stages of its own.</summary>
     public Qwen3ForCausalLM RunStage(
         Qwen3ForCausalLM model,
         string dir,
@@ -759,8 +767,8 @@ public sealed class ExperimentRunner
                 )
             );
 
-    /// <summary>Theorem 3.1's predicted SFT-loss rise (nats per response) for RL with <paramref name="t"/>'s reward from
-    /// <paramref name="model"/>, cached in the pipeline's seed folder.</summary>
+    /// <summary>Theorem 3.1's predicted SFT-loss rise (nats per response) for RL with <paramref name="t"/>'s reward
+    /// from <paramref name="model"/>, cached in the pipeline's seed folder.</summary>
     public C1Prediction CachedPrediction(string seedDir, Qwen3ForCausalLM model, TaskData t, double beta, long seed)
     {
         var path = Path.Combine(

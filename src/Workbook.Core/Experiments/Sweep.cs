@@ -1,5 +1,5 @@
-// Dose-response of the coupling: SFT then RL over a grid of β and loose_format_fraction, RL with kl_mode = reward (whose
-// optimum is Theorem 3.1's p*) run to a plateau, and the measured SFT-loss rise set against the predicted one.
+// Dose-response of the coupling: SFT then RL over a grid of β and loose_format_fraction, RL with kl_mode = reward
+// (whose optimum is Theorem 3.1's p*) run to a plateau, and the measured SFT-loss rise set against the predicted one.
 //  1. per (fraction, seed): one SFT stage from the base model on that fraction's expert data (shared by every β);
 //  2. from the SFT policy: the prediction (Theory/C1Prediction.cs) with the stage's β and its CI;
 //  3. per (β, fraction, seed): RL to the budget, measured ΔL_SFT (nats per response) on held-out expert data; the
@@ -30,7 +30,8 @@ public sealed record SweepGrid(
     public static readonly double[] DefaultBetas = [0.25, 0.5, 1, 2];
     public static readonly double[] DefaultFractions = [0.35, 0];
 
-    /// <summary>Parses "0.25,0.5,1" for an option; empty, non-numeric, non-finite or out-of-range values are errors.</summary>
+    /// <summary>Parses "0.25,0.5,1" for an option; empty, non-numeric, non-finite or out-of-range values are
+    /// errors.</summary>
     public static double[] ParseList(string option, string text, double min, double max, bool minExclusive)
     {
         var parts = text.Split(',', StringSplitOptions.TrimEntries);
@@ -268,7 +269,8 @@ public static class Sweep
         List<(long Step, double Rise)> Curve
     )
     {
-        /// <summary>The measured rise's parts in the rationale spans and the answer spans (nats per response).</summary>
+        /// <summary>The measured rise's parts in the rationale spans and the answer spans (nats per
+        /// response).</summary>
         public double RationaleRise { get; init; } = double.NaN;
         public double AnswerRise { get; init; } = double.NaN;
 
@@ -431,13 +433,14 @@ public static class Sweep
                         withinNet++;
                     nullText += $", ratio {netRatio.Mean:0.00} net of the null";
                 }
+                var vs = $"{reached.Mean:0.00} vs {atOpt.Mean:0.00}";
                 var why =
                     ok ? ""
                     : reached.Mean < atOpt.Mean - 0.05
-                        ? $"; RL had not reached the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}: not converged)"
+                        ? $"; RL had not reached the optimum's reward ({vs}: not converged)"
                     : reached.Mean > atOpt.Mean + 0.05
-                        ? $"; RL went past the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}: the policy moved further than p*)"
-                    : $"; RL reached the optimum's reward ({reached.Mean:0.00} vs {atOpt.Mean:0.00}), so the miss is in how the mass moved, not how far";
+                        ? $"; RL went past the optimum's reward ({vs}: the policy moved further than p*)"
+                    : $"; RL reached the optimum's reward ({vs}), so the miss is in how the mass moved, not how far";
                 sentences.Add(
                     $"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response, "
                         + $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]){why}"
@@ -453,15 +456,16 @@ public static class Sweep
             }
             else
                 sentences.Add(
-                    $"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), measured {F3(measured.Mean)} "
+                    $"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), "
+                        + $"measured {F3(measured.Mean)} "
                         + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]){mechanism}{nullText}."
                 );
         }
         var headline =
             tested == 0
                 ? "No grid point had a predicted rise of at least 0.1 nats per response."
-                : $"{within} of {tested} points with a predicted rise ≥ 0.1 nats per response have measured/predicted "
-                    + "within [0.7, 1.3]"
+                : $"{within} of {tested} points with a predicted rise ≥ 0.1 nats per response have "
+                    + "measured/predicted within [0.7, 1.3]"
                     + (testedNet > 0 ? $"; net of the coin-reward null, {withinNet} of {testedNet} are." : ".");
         return new JsonObject
         {
@@ -478,28 +482,5 @@ public static class Sweep
             ["config"] = JsonNode.Parse(cfg.ToJson()),
             ["versions"] = JsonSerializer.SerializeToNode(ExperimentRunner.Versions()),
         };
-    }
-}
-
-public static class SweepBench
-{
-    /// <summary>The sweep as notebooks call it: the default grid (or the quick one: β 0.5, fractions 0.35 and 0), a new run
-    /// folder under <paramref name="runsRoot"/>, sweep.json and sweep.html written. The same as `workbook sweep [--quick]`.</summary>
-    public static JsonObject Run(bool quick, string runsRoot, Action<string>? log = null)
-    {
-        log ??= Console.WriteLine;
-        var cfg = ExperimentConfig.Load(null, ["grpo.max_steps=80", "grpo.learning_rate=0.0005"]);
-        if (quick)
-            cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
-        var grid = quick
-            ? new SweepGrid([0.5], [0.35, 0], Null: "tested")
-            : new SweepGrid(SweepGrid.DefaultBetas, SweepGrid.DefaultFractions);
-        var runDir = ExperimentRunner.NewRunDir(runsRoot, (quick ? "quick-" : "") + "sweep");
-        var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);
-        Directory.CreateDirectory(runDir);
-        AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), cfg.ToJson());
-        var sweep = Sweep.Run(runner, grid, log);
-        log($"sweep: {SweepReport.Write(runDir, sweep)}");
-        return sweep;
     }
 }

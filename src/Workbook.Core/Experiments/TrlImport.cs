@@ -1,4 +1,5 @@
-// `workbook report --from-trl DIR`: the coupling report from TRL runs (trainer_state.json: log_history, TRL's names).
+// `workbook report --from-trl DIR`: the coupling findings of TRL runs (trainer_state.json: log_history, TRL's names);
+// the page is Reports/TrlReport.cs.
 //  1. Layout (what `export-recipe --engine trl` writes; the levels in brackets are optional):
 //       DIR/[<pipeline>/][seed-<N>/]<k>-<name>/trainer_state.json   (or the last checkpoint-<step>/trainer_state.json)
 //     Stage folders run in the order of k; each is the output_dir of one TRL run, started from the previous one's
@@ -11,12 +12,9 @@
 //  3. A change during a stage is its last value minus its value at the stage's start: the stage's step-0 evaluation,
 //     or else the previous stage's last one (the same model). Over seeds: mean and 95% Student-t interval.
 using System.Globalization;
-using System.Net;
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
-using Workbook.Charts;
 
 namespace Workbook.Experiments;
 
@@ -75,7 +73,8 @@ public static partial class TrlImport
         if (pipelines.Count == 0)
             throw new WorkbookException(
                 $"--from-trl {dir}: no TRL stage folders found; expected "
-                    + "DIR/[<pipeline>/][seed-<N>/]<k>-<name>/trainer_state.json (e.g. sft-then-rl/seed-1/1-sft, 2-grpo)"
+                    + "DIR/[<pipeline>/][seed-<N>/]<k>-<name>/trainer_state.json "
+                    + "(e.g. sft-then-rl/seed-1/1-sft, 2-grpo)"
             );
         foreach (var p in pipelines)
         {
@@ -189,7 +188,8 @@ public static partial class TrlImport
     static double[] Deltas(TrlPipeline p, int stage, string key) =>
         p.Seeds.Select(s => Change(s, stage, key) is var (a, b) ? b - a : double.NaN).ToArray();
 
-    static string F(double x) => double.IsFinite(x) ? x.ToString("+0.000;-0.000", CultureInfo.InvariantCulture) : "n/a";
+    internal static string F(double x) =>
+        double.IsFinite(x) ? x.ToString("+0.000;-0.000", CultureInfo.InvariantCulture) : "n/a";
 
     static string Interval(Stat s, int n) =>
         double.IsFinite(s.Ci95[0])
@@ -254,7 +254,8 @@ public static partial class TrlImport
         return list;
     }
 
-    static IReadOnlyList<(double, double)[]> Series(TrlPipeline p, string key) =>
+    /// <summary>A metric's points per seed over the pipeline's steps (stages laid end to end).</summary>
+    internal static IReadOnlyList<(double, double)[]> Series(TrlPipeline p, string key) =>
         p
             .Seeds.Select(s =>
             {
@@ -270,96 +271,4 @@ public static partial class TrlImport
                 return pts.ToArray();
             })
             .ToList();
-
-    static string E(string s) => WebUtility.HtmlEncode(s);
-
-    /// <summary>Renders DIR's runs into an HTML report (default DIR/coupling-report.html); returns its path.</summary>
-    public static string Write(string dir, string? outPath = null)
-    {
-        var pipelines = Load(dir);
-        var findings = Findings(pipelines);
-        var sb = new StringBuilder();
-        sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>TRL coupling report</title><style>")
-            .Append("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}")
-            .Append("table{border-collapse:collapse;margin:1em 0}")
-            .Append("td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}")
-            .Append("td:first-child,td:nth-child(2){text-align:left}code{font-size:90%}")
-            .Append(".charts{display:flex;flex-wrap:wrap;gap:8px}</style>")
-            .Append(CurveCharts.PlotlyScriptTag())
-            .Append("</head><body>");
-        sb.Append("<h1>SFT and RL do not decouple: TRL runs in ").Append(E(dir)).Append("</h1>");
-        sb.Append("<p>From TRL's <code>trainer_state.json</code> files (<code>log_history</code>). ")
-            .Append("The paper (arXiv 2601.07389) predicts that GRPO after SFT raises the SFT loss on expert data, ")
-            .Append("and that SFT after GRPO lowers the reward GRPO reached.</p>");
-        sb.Append("<h2>Statements</h2><ul>");
-        foreach (var f in findings.Where(f => f.Statement.Length > 0))
-            sb.Append("<li>").Append(E(f.Statement)).Append("</li>");
-        sb.Append("</ul><h2>Changes</h2><table><tr><th>pipeline</th><th>quantity</th><th>mean</th><th>95% CI</th>")
-            .Append("<th>per seed</th></tr>");
-        foreach (var (p, q, s, _) in findings)
-        {
-            var ci = double.IsFinite(s.Ci95[0]) ? $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]" : "–";
-            sb.Append($"<tr><td>{E(p)}</td><td>{E(q)}</td><td>{F(s.Mean)}</td><td>{ci}</td>")
-                .Append($"<td>{E(string.Join(", ", s.PerSeed.Select(F)))}</td></tr>");
-        }
-        sb.Append("</table><p>A change is the stage's last evaluation minus its first ")
-            .Append("(its step-0 evaluation, else the previous stage's last).</p>");
-        sb.Append("<h2>Curves</h2>");
-        foreach (var p in pipelines)
-        {
-            var bounds = new List<double>();
-            double off = 0;
-            foreach (var st in p.Seeds[0].Stages.SkipLast(1))
-            {
-                off += st.Steps;
-                bounds.Add(off);
-            }
-            var stages = string.Join(" → ", p.Seeds[0].Stages.Select(s => $"{s.Name} ({s.Kind}, {s.Steps:0} steps)"));
-            sb.Append($"<h3>{E(p.Name)}</h3><p>Stages: {E(stages)}; {p.Seeds.Count} seed(s).</p><div class=charts>");
-            if (Series(p, SftLoss).Any(x => x.Length > 0))
-                sb.Append(
-                    CurveCharts.Html(
-                        CurveCharts.Curves(
-                            $"{p.Name}: SFT loss on held-out expert data",
-                            "cross-entropy (nats/token, log scale)",
-                            [("eval SFT loss", Series(p, SftLoss))],
-                            bounds,
-                            logY: true
-                        )
-                    )
-                );
-            var rewards = new List<(string, IReadOnlyList<(double, double)[]>)>();
-            if (Series(p, Strict).Any(x => x.Length > 0))
-                rewards.Add(("strict format", Series(p, Strict)));
-            if (Series(p, Lenient).Any(x => x.Length > 0))
-                rewards.Add(("lenient (last label)", Series(p, Lenient)));
-            if (rewards.Count > 0)
-                sb.Append(
-                    CurveCharts.Html(
-                        CurveCharts.Curves($"{p.Name}: reward on held-out prompts", "mean reward", rewards, bounds)
-                    )
-                );
-            if (Series(p, TrainReward).Any(x => x.Length > 0))
-                sb.Append(
-                    CurveCharts.Html(
-                        CurveCharts.Curves(
-                            $"{p.Name}: GRPO training reward (TRL's reward)",
-                            "mean reward",
-                            [("reward", Series(p, TrainReward))],
-                            bounds
-                        )
-                    )
-                );
-            sb.Append("</div>");
-        }
-        sb.Append("<h2>Sources</h2><ul>");
-        foreach (var p in pipelines)
-        foreach (var s in p.Seeds)
-        foreach (var st in s.Stages)
-            sb.Append($"<li>{E(p.Name)} / {E(s.Name)} / {E(st.Name)} ({st.Kind}): <code>{E(st.Source)}</code></li>");
-        sb.Append("</ul></body></html>");
-        var path = outPath ?? Path.Combine(dir, "coupling-report.html");
-        AtomicFile.WriteAllText(path, sb.ToString());
-        return path;
-    }
 }

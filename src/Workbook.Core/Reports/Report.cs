@@ -1,17 +1,29 @@
-// report.html from a run folder's summary.json: the design and why it produces each effect, the predictions and whether
-// they held, a results table, loss and reward curves per pipeline (seed bands, stage boundaries), config, versions.
-// Self-contained: plotly.js is inlined, so the file renders offline. Written atomically.
+// report.html from a run folder's summary.json: the design and why it produces each effect, the predictions and
+// whether they held, a results table, loss and reward curves per pipeline (seed bands, stage boundaries), config,
+// versions. Self-contained (HtmlPage inlines plotly.js), so the file renders offline. Written atomically.
 using System.Globalization;
-using System.Net;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Workbook.Charts;
+using Workbook.Experiments;
+using static Workbook.Reports.HtmlPage;
 
-namespace Workbook.Experiments;
+namespace Workbook.Reports;
 
 public static class Report
 {
+    /// <summary>Runs the pipelines (summary.json written), then writes report.html. Returns the summary and the
+    /// report's path.</summary>
+    public static (JsonObject Summary, string Report) RunAndReport(
+        this ExperimentRunner runner,
+        IReadOnlyList<string> pipelines
+    )
+    {
+        var summary = runner.RunAndSummarize(pipelines);
+        return (summary, Write(runner.RunDir));
+    }
+
     public static string Write(string runDir)
     {
         var summaryPath = Path.Combine(runDir, "summary.json");
@@ -28,13 +40,10 @@ public static class Report
         {
             throw new WorkbookException($"{summaryPath}: unreadable ({e.Message})");
         }
-        var html = Render(s, Path.GetFileName(runDir.TrimEnd('/')));
         var path = Path.Combine(runDir, "report.html");
-        AtomicFile.WriteAllText(path, html);
+        AtomicFile.WriteAllText(path, Render(s, Path.GetFileName(runDir.TrimEnd('/'))));
         return path;
     }
-
-    static string E(string? x) => WebUtility.HtmlEncode(x ?? "");
 
     static string Cell(JsonNode? stat)
     {
@@ -121,12 +130,9 @@ public static class Report
         string F(JsonNode? n) =>
             n is null ? "undefined" : n.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture);
         sb.Append("<h2>Stop rule against hindsight</h2><p>")
-            .Append(
-                $"The {E(st["pipeline"]?.GetValue<string>())} pipeline's GRPO stage evaluates every {st["check_steps"]} "
-            )
-            .Append(
-                "steps and stops when its rule fires; it then trains on to the full budget only to measure, on the same "
-            )
+            .Append($"The {E(st["pipeline"]?.GetValue<string>())} pipeline's GRPO stage evaluates every ")
+            .Append($"{st["check_steps"]} steps and stops when its rule fires; it then trains on to the full budget ")
+            .Append("only to measure, on the same ")
             .Append("run, where stopping would have been best. ")
             .Append(E(st["phi"]?.GetValue<string>()))
             .Append(".</p><p>")
@@ -141,40 +147,23 @@ public static class Report
         sb.Append("</table>").Append(CurveCharts.Html(StopRuleCharts.Phi(st)));
     }
 
+    /// <summary>The paper's claim and Theorem 3.1's identity, above every report.</summary>
+    const string Intro =
+        "<p>Reproduction of <i>On the Non-decoupling of Supervised Fine-tuning and Reinforcement "
+        + "Learning in Post-training</i> (arXiv 2601.07389): RL after SFT raises the SFT loss, and SFT "
+        + "after RL lowers the reward RL reached. Theorem 3.1's identity: if RL reaches the KL-regularised "
+        + "optimum p* ∝ p<sub>ref</sub>·e<sup>r/β</sup>, the SFT loss on expert data changes by "
+        + "E<sub>x</sub> log E<sub>p<sub>ref</sub></sub> e<sup>r/β</sup> − E<sub>x</sub> "
+        + "E<sub>p<sub>data</sub></sub> r/β nats per response, which is ≥ 0 when p<sub>ref</sub> = "
+        + "p<sub>data</sub> and 0 when the reward is constant on what the expert writes. Each result below "
+        + "has a prediction, a measurement of the same quantity, and controls under which the theorem "
+        + "predicts no rise.</p>";
+
     public static string Render(JsonObject s, string title)
     {
         var sb = new StringBuilder();
-        sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>")
-            .Append(E(title))
-            .Append("</title><style>")
-            .Append("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}")
-            .Append(
-                "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}"
-            )
-            .Append(
-                "td:first-child{text-align:left}.ci{color:#777;font-size:90%}.held{color:#176a17;font-weight:600}.not{color:#a33;font-weight:600}"
-            )
-            .Append(
-                "pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:85%}.charts{display:flex;flex-wrap:wrap;gap:8px}</style>"
-            )
-            .Append(CurveCharts.PlotlyScriptTag())
-            .Append("</head><body>");
         sb.Append("<h1>SFT and RL do not decouple: ").Append(E(title)).Append("</h1>");
-        sb.Append(
-                "<p>Reproduction of <i>On the Non-decoupling of Supervised Fine-tuning and Reinforcement Learning in Post-training</i> (arXiv 2601.07389): "
-            )
-            .Append(
-                "RL after SFT raises the SFT loss, and SFT after RL lowers the reward RL reached. Theorem 3.1's identity: if RL reaches the KL-regularised optimum "
-            )
-            .Append(
-                "p* ∝ p<sub>ref</sub>·e<sup>r/β</sup>, the SFT loss on expert data changes by E<sub>x</sub> log E<sub>p<sub>ref</sub></sub> e<sup>r/β</sup> − E<sub>x</sub> E<sub>p<sub>data</sub></sub> r/β "
-            )
-            .Append(
-                "nats per response, which is ≥ 0 when p<sub>ref</sub> = p<sub>data</sub> and 0 when the reward is constant on what the expert writes. "
-            )
-            .Append(
-                "Each result below has a prediction, a measurement of the same quantity, and controls under which the theorem predicts no rise.</p>"
-            );
+        sb.Append(Intro);
         FrontierSection(sb, s);
         sb.Append("<h2>Predictions</h2><ul>");
         var held = s["prediction_held"]?.AsObject() ?? new JsonObject();
@@ -192,9 +181,8 @@ public static class Report
                 continue;
             }
             bool ok = held[name]!.GetValue<bool>();
-            sb.Append(
-                $"<li><b>{E(name)}</b>: <span class={(ok ? "held" : "not")}>{(ok ? "held" : "not shown")}</span>. {E(text)}</li>"
-            );
+            sb.Append($"<li><b>{E(name)}</b>: <span class={(ok ? "held" : "not")}>")
+                .Append($"{(ok ? "held" : "not shown")}</span>. {E(text)}</li>");
         }
         sb.Append("</ul>");
         sb.Append("<h2>Design</h2><p>")
@@ -205,7 +193,9 @@ public static class Report
 
         var pipes = s["pipelines"]!.AsObject();
         sb.Append(
-            "<h2>Results</h2><p>Mean over seeds with a 95% interval (Student-t; for rewards kept inside their range). Changes are measured between the first and last evaluation of the stage.</p><table><tr><th>quantity</th>"
+            "<h2>Results</h2><p>Mean over seeds with a 95% interval (Student-t; for rewards kept inside "
+                + "their range). Changes are measured between the first and last evaluation of the "
+                + "stage.</p><table><tr><th>quantity</th>"
         );
         foreach (var (name, _) in pipes)
             sb.Append($"<th>{E(name)}</th>");
@@ -237,9 +227,8 @@ public static class Report
         {
             sb.Append("<h2>Predicted against measured (SFT then RL)</h2><p>")
                 .Append(E(pr["what"]?.GetValue<string>()))
-                .Append(
-                    $". P(r=1|x) from {pr["samples_per_prompt"]} samples of the SFT policy on each of {pr["prompts"]} held-out prompts "
-                )
+                .Append($". P(r=1|x) from {pr["samples_per_prompt"]} samples of the SFT policy on each of ")
+                .Append($"{pr["prompts"]} held-out prompts ")
                 .Append("(plug-in, biased low by Jensen: under 5% of log Z for P ≥ 0.3 at k = 16); the expert term ")
                 .Append(E(pr["expert_reward_source"]?.GetValue<string>()))
                 .Append(".</p><table><tr><th>quantity</th><th>mean [95% CI]</th><th>per seed</th></tr>");
@@ -252,21 +241,20 @@ public static class Report
                     ("sft_policy_success_rate", "SFT policy's P(r = 1)"),
                 }
             )
-                sb.Append(
-                    $"<tr><td>{E(label)}</td>{Cell(pr[key])}<td>{E(pr[key]?["per_seed"]?.ToJsonString())}</td></tr>"
-                );
+                sb.Append($"<tr><td>{E(label)}</td>{Cell(pr[key])}")
+                    .Append($"<td>{E(pr[key]?["per_seed"]?.ToJsonString())}</td></tr>");
             sb.Append("</table>");
         }
         if (s["controls"] is JsonObject controls)
         {
             sb.Append(
-                    "<h2>Controls</h2><p>Same base models, seeds and budgets. Under each, the theorem predicts no SFT-loss rise: "
-                )
-                .Append(
-                    "<b>lenient-reward</b> (RL with the lenient reward, which every expert response earns), <b>no-format-mix</b> (SFT data with "
-                )
-                .Append(
-                    "the strict line only), <b>fresh-optimizer</b> (SFT continued with a fresh AdamW for the RL budget). Paired differences are per seed.</p>"
+                    "<h2>Controls</h2><p>Same base models, seeds and budgets. Under each, the theorem "
+                        + "predicts no SFT-loss rise: <b>lenient-reward</b> (RL with the lenient reward, which "
+                        + "every expert response earns), <b>coin-reward</b> (RL with a fair coin as the reward: "
+                        + "its optimum is the reference, so what moves is GRPO's own noise in the same budget), "
+                        + "<b>no-format-mix</b> (SFT data with the strict line "
+                        + "only), <b>fresh-optimizer</b> (SFT continued with a fresh AdamW for the RL budget). "
+                        + "Paired differences are per seed.</p>"
                 )
                 .Append("<table><tr><th>quantity</th><th>sft-then-rl</th>");
             foreach (var (name, _) in controls)
@@ -296,11 +284,10 @@ public static class Report
         if (pipes["sft-then-rl"]?["sft_nll_change_during_rl_by_form_and_span"] is JsonObject split)
         {
             sb.Append(
-                    "<h2>Where the rise sits</h2><p>Change during RL of the held-out SFT loss, by expert-response form and span "
-                )
-                .Append(
-                    "(nats per response of that form; the answer span includes &lt;|im_end|&gt;).</p><table><tr><th>form / span</th><th>Δ (nats/response)</th></tr>"
-                );
+                "<h2>Where the rise sits</h2><p>Change during RL of the held-out SFT loss, by expert-response "
+                    + "form and span (nats per response of that form; the answer span includes "
+                    + "&lt;|im_end|&gt;).</p><table><tr><th>form / span</th><th>Δ (nats/response)</th></tr>"
+            );
             foreach (var (k, v) in split)
                 sb.Append($"<tr><td>{E(k)}</td>{Cell(v)}</tr>");
             sb.Append("</table>");
@@ -308,7 +295,8 @@ public static class Report
         if (s["comparisons"] is JsonObject comps)
         {
             sb.Append(
-                "<h2>Paired comparisons</h2><table><tr><th>pair</th><th>Δ final SFT loss</th><th>Δ final strict reward</th></tr>"
+                "<h2>Paired comparisons</h2><table><tr><th>pair</th><th>Δ final SFT loss</th>"
+                    + "<th>Δ final strict reward</th></tr>"
             );
             foreach (var (k, v) in comps)
                 sb.Append($"<tr><td>{E(k)}</td>{Cell(v!["final_sft_loss"])}{Cell(v["final_reward"])}</tr>");
@@ -320,7 +308,8 @@ public static class Report
             // issue 12: what CoLA users compare (the label's accuracy and MCC at the end, strict and lenient parse)
             sb.Append(
                 "<h2>Classification at the end</h2><p>The label of the policy's samples at the last evaluation: "
-                    + "accuracy and Matthews correlation (MCC), strict parse (the reward's) and lenient (the last label)."
+                    + "accuracy and Matthews correlation (MCC), strict parse (the reward's) and lenient "
+                    + "(the last label)."
                     + "</p><table><tr><th>pipeline</th><th>accuracy (strict)</th><th>MCC (strict)</th>"
                     + "<th>accuracy (lenient)</th><th>MCC (lenient)</th></tr>"
             );
@@ -346,14 +335,8 @@ public static class Report
                 .Append(CurveCharts.Html(reward))
                 .Append("</div>");
         }
-        sb.Append("<h2>Configuration</h2><pre>")
-            .Append(E(s["config"]?.ToJsonString(new JsonSerializerOptions { WriteIndented = true })))
-            .Append("</pre>");
-        sb.Append("<h2>Versions</h2><pre>")
-            .Append(E(s["versions"]?.ToJsonString(new JsonSerializerOptions { WriteIndented = true })))
-            .Append("</pre>");
-        sb.Append("</body></html>");
-        return sb.ToString();
+        sb.Append(JsonSection("Configuration", s["config"])).Append(JsonSection("Versions", s["versions"]));
+        return HtmlPage.Render(title, sb.ToString());
     }
 
     /// <summary>Forgetting while it happens (issue 14, §4): the changes during RL, the computed correlation sentence
@@ -364,15 +347,10 @@ public static class Report
             return;
         var pipes = s["pipelines"]!.AsObject();
         sb.Append("<h2>Forgetting while it happens</h2><p>At every evaluation: the KL from the stage's start, ")
-            .Append(
-                "KL(p<sub>start</sub> ‖ p<sub>current</sub>) on held-out prompts (exact over the vocabulary at each "
-            )
-            .Append(
-                "position of one completion per prompt sampled from p<sub>start</sub>; nats per response), the policy's "
-            )
-            .Append(
-                "entropy on its own samples, and with forgetting_task the held-out loss of the other embedded task. "
-            )
+            .Append("KL(p<sub>start</sub> ‖ p<sub>current</sub>) on held-out prompts (exact over the vocabulary ")
+            .Append("at each position of one completion per prompt sampled from p<sub>start</sub>; nats per ")
+            .Append("response), the policy's entropy on its own samples, and with forgetting_task the held-out ")
+            .Append("loss of the other embedded task. ")
             .Append("RL's Razor (arXiv 2509.04259) relates the first to forgetting.</p>");
         if (s["statements"]?["forgetting"] is JsonNode st)
             sb.Append("<p>").Append(E(st.GetValue<string>())).Append("</p>");
@@ -406,66 +384,5 @@ public static class Report
         foreach (var chart in ForgettingChart.Charts(s))
             sb.Append(CurveCharts.Html(chart));
         sb.Append("</div>");
-    }
-}
-
-public static class SweepReport
-{
-    /// <summary>sweep.html beside sweep.json: the charts, the computed statements and a table per point.</summary>
-    public static string Write(string runDir, JsonObject sweep)
-    {
-        string E(string? x) => WebUtility.HtmlEncode(x ?? "");
-        string S(JsonNode? st) =>
-            st is null ? "–" : $"{St(st["mean"])} <span class=ci>[{St(st["ci95"]?[0])}, {St(st["ci95"]?[1])}]</span>";
-        string St(JsonNode? n) =>
-            n is null ? "n/a" : n.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture);
-        var sb = new StringBuilder();
-        sb.Append("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>sweep</title><style>")
-            .Append("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}")
-            .Append(
-                "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-            )
-            .Append(
-                "th{background:#f4f4f4}.ci{color:#777;font-size:90%}pre{background:#f7f7f7;padding:1em;overflow:auto}</style>"
-            )
-            .Append(CurveCharts.PlotlyScriptTag())
-            .Append("</head><body>");
-        sb.Append("<h1>Dose-response: predicted against measured SFT-loss rise</h1>");
-        sb.Append(
-                "<p>SFT then RL with the KL in the reward (kl_mode = reward, scale_rewards = none), whose optimum is "
-            )
-            .Append(
-                "p* ∝ p<sub>SFT</sub>·e<sup>r/β</sup>. Theorem 3.1 then predicts ΔL<sub>SFT</sub> = E<sub>x</sub> log(1 + P(r=1|x)(e<sup>1/β</sup> − 1)) − "
-            )
-            .Append(
-                "E<sub>p<sub>data</sub></sub> r/β nats per response, with P estimated from the SFT policy's own samples. "
-            )
-            .Append(
-                "The twin runs SFT again after RL; the strict reward should return to the expert data's own reward.</p><ul>"
-            );
-        foreach (var st in sweep["statements"]!.AsArray())
-            sb.Append("<li>").Append(E(st!.GetValue<string>())).Append("</li>");
-        sb.Append("</ul>").Append(CurveCharts.Html(SweepCharts.Rise(sweep)));
-        if (sweep["points"]!.AsArray().Any(p => p!["twin"] is not null))
-            sb.Append(CurveCharts.Html(SweepCharts.Twin(sweep)));
-        sb.Append("<table><tr><th>β</th><th>loose fraction</th><th>predicted ΔL</th><th>measured ΔL</th><th>ratio</th>")
-            .Append("<th>reward reached</th><th>reward at p*</th><th>twin: predicted</th><th>twin: measured</th></tr>");
-        foreach (var p in sweep["points"]!.AsArray())
-            sb.Append(
-                    $"<tr><td>{p!["beta"]}</td><td>{p["loose_format_fraction"]}</td><td>{S(p["predicted"])}</td><td>{S(p["measured"])}</td>"
-                )
-                .Append(
-                    $"<td>{S(p["ratio"])}</td><td>{S(p["reward_reached"])}</td><td>{S(p["reward_at_optimum"])}</td>"
-                )
-                .Append($"<td>{S(p["twin"]?["predicted"])}</td><td>{S(p["twin"]?["measured"])}</td></tr>");
-        sb.Append(
-            "</table><p>Intervals: 95% Student-t over seeds (rewards: kept inside [0, 1]); per-seed values are in sweep.json.</p>"
-        );
-        sb.Append("<h2>Configuration</h2><pre>")
-            .Append(E(sweep["config"]?.ToJsonString(new JsonSerializerOptions { WriteIndented = true })))
-            .Append("</pre></body></html>");
-        var path = Path.Combine(runDir, "sweep.html");
-        AtomicFile.WriteAllText(path, sb.ToString());
-        return path;
     }
 }

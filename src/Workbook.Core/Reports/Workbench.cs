@@ -9,13 +9,14 @@ using System.Text.Json.Nodes;
 using Plotly.NET;
 using Workbook.Charts;
 using Workbook.Data;
+using Workbook.Experiments;
 using Workbook.Model;
 using Workbook.Text;
 using Workbook.Theory;
 using Workbook.Training;
 using static TorchSharp.torch;
 
-namespace Workbook.Experiments;
+namespace Workbook.Reports;
 
 public static class Workbench
 {
@@ -88,9 +89,9 @@ public static class Workbench
         return $"{field}: {s["mean"]} (95% CI [{ci[0]}, {ci[1]}]; per seed {s["per_seed"]!.ToJsonString()})";
     }
 
-    /// <summary>The landscape constants measured on the small transformer (Theory/TransformerLandscape.cs): the base model of
-    /// the default config (cached; trained if missing), in float64, SFT then RL on a candidate set with exact objectives.
-    /// Writes landscape.json (with config and versions) into a new run folder. The same as
+    /// <summary>The landscape constants measured on the small transformer (Theory/TransformerLandscape.cs): the base
+    /// model of the default config (cached; trained if missing), in float64, SFT then RL on a candidate set with exact
+    /// objectives. Writes landscape.json (with config and versions) into a new run folder. The same as
     /// `./workbook landscape [--quick]`; <paramref name="quick"/> picks the quick experiment config and, without
     /// <paramref name="options"/>, the quick options.</summary>
     public static TransformerLandscapeResult TransformerLandscape(
@@ -129,25 +130,13 @@ public static class Workbench
             json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true })
         );
         var (sft, rl, thr) = TheoryCharts.TransformerLandscape(result);
-        var html = new System.Text.StringBuilder(
-            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>landscape</title>"
-        )
-            .Append(
-                "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}</style>"
-            )
-            .Append(CurveCharts.PlotlyScriptTag())
-            .Append("</head><body><h1>The landscape view on the small transformer</h1>")
-            .Append(
-                "<p><b>Provenance.</b> The statements checked here are our reconstruction of the paper's v2 PL results (notes/paper.md §3), not quotations.</p><ul>"
-            );
+        var html = new System.Text.StringBuilder("<h1>The landscape view on the small transformer</h1>")
+            .Append("<p><b>Provenance.</b> The statements checked here are our reconstruction of the paper's v2 PL ")
+            .Append("results (notes/paper.md §3), not quotations.</p><ul>");
         foreach (var line in Theory.TransformerLandscape.Describe(result))
-            html.Append("<li>").Append(System.Net.WebUtility.HtmlEncode(line)).Append("</li>");
-        html.Append("</ul>")
-            .Append(CurveCharts.Html(sft))
-            .Append(CurveCharts.Html(rl))
-            .Append(CurveCharts.Html(thr))
-            .Append("</body></html>");
-        AtomicFile.WriteAllText(Path.Combine(runDir, "landscape.html"), html.ToString());
+            html.Append("<li>").Append(HtmlPage.E(line)).Append("</li>");
+        html.Append("</ul>").Append(CurveCharts.Html(sft)).Append(CurveCharts.Html(rl)).Append(CurveCharts.Html(thr));
+        HtmlPage.Write(Path.Combine(runDir, "landscape.html"), "landscape", html.ToString());
         log($"landscape: {Path.Combine(runDir, "landscape.json")} and landscape.html");
         return result;
     }
@@ -155,7 +144,8 @@ public static class Workbench
     /// <summary>
     /// The paper's model at CPU scale: builds Qwen3-0.6B (596,049,920 parameters; random init in bf16) or loads a real
     /// folder, and runs one AdamW step of SFT on one CoLA-format example with the real Qwen3 tokenizer and the full
-    /// vocabulary. Returns what happened (parameters, loss before/after, seconds, RSS), so a reader sees the real model run.
+    /// vocabulary. Returns what happened (parameters, loss before/after, seconds, RSS), so a reader sees the real model
+    /// run.
     /// </summary>
     public static Dictionary<string, object> PaperScaleStep(string? modelDir = null, double learningRate = 1e-5)
     {
@@ -342,7 +332,8 @@ public static class Workbench
                 + (
                     !bothEarly ? ". They do not both say stop early."
                     : r.PredictedTStar < 1
-                        ? ". Both say stop early, the prediction (which maximises a loose lower bound) before the first step."
+                        ? ". Both say stop early, the prediction (which maximises a loose lower bound) "
+                            + "before the first step."
                     : $". Both say stop early; the prediction maximises a loose lower bound{ratio}."
                 )
         );
