@@ -682,7 +682,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
                 SaveTotalLimit = 1,
                 LrSchedulerType = "constant",
             };
-        SftTrainer Trainer(double lr, int steps) => new(fx.NewModel(8), fx.Codec, fx.Task.Train, Options(lr, steps), dir);
+        SftTrainer Trainer(double lr, int steps) =>
+            new(fx.NewModel(8), fx.Codec, fx.Task.Train, Options(lr, steps), dir);
         Trainer(1e-3, 2).Train();
         // the run goes on with a huge rate: the first update leaves finite but exploded weights (checkpointed), the
         // next forward pass overflows

@@ -1,6 +1,6 @@
 // The loop both trainers share, top to bottom: resume from the last good complete checkpoint (or refuse to overwrite
-// an existing run), evaluate at step 0, then per step: one TrainStep in its own dispose scope, the non-finite guard, the
-// optimizer update, logging, periodic evaluation and checkpoints; a final evaluation and checkpoint at the end.
+// an existing run), evaluate at step 0, then per step: one TrainStep in its own dispose scope, the non-finite guard,
+// the optimizer update, logging, periodic evaluation and checkpoints; a final evaluation and checkpoint at the end.
 // Data order and sampling randomness derive from (seed, epoch) and (seed, step), so a resumed run needs no RNG state.
 // With an evaluator, the policy at the stage's start is kept (StageStart, Forgetting.cs) for eval_kl_from_start.
 using System.Diagnostics;

@@ -12,7 +12,8 @@ namespace Workbook.Training;
 public sealed record TrainerState(long Step, int Epoch, int Cursor, long NumTokens, long Seed, string Trainer);
 
 /// <summary>What a checkpoint's weights looked like when it was saved (health.json): the largest |weight|, the step's
-/// gradient norm before clipping, the run's references for both, and whether that makes it a good resume point.</summary>
+/// gradient norm before clipping, the run's references for both, and whether that makes it a good resume
+/// point.</summary>
 public sealed record CheckpointHealth(
     double MaxAbsWeight,
     double GradNorm,
@@ -123,7 +124,8 @@ public static class TrainerCheckpoint
         }
     }
 
-    /// <summary>The latest complete checkpoint whose weights are good (one without health.json counts as good).</summary>
+    /// <summary>The latest complete checkpoint whose weights are good (one without health.json counts as
+    /// good).</summary>
     public static string? LatestGood(string runDir) => Complete(runDir).LastOrDefault(d => Health(d)?.Good != false);
 
     /// <summary>The step a checkpoint folder holds (step-000123 -> 123).</summary>
@@ -161,8 +163,8 @@ public static class TrainerCheckpoint
         return state;
     }
 
-    /// <summary>Deletes leftovers of interrupted checkpoint writes: temp folders whose process is gone, and step folders
-    /// without a trainer state (a kill while pruning an old checkpoint can leave one half-deleted).</summary>
+    /// <summary>Deletes leftovers of interrupted checkpoint writes: temp folders whose process is gone, and step
+    /// folders without a trainer state (a kill while pruning an old checkpoint can leave one half-deleted).</summary>
     public static void CleanTemp(string runDir)
     {
         var root = Path.Combine(runDir, "checkpoints");

@@ -5,7 +5,8 @@ namespace Workbook;
 
 public static class WorkFolders
 {
-    /// <summary>A work folder name for this process: .tmp-{kind}-{id}-{PID}-{GUID} (kind and id without dashes).</summary>
+    /// <summary>A work folder name for this process: .tmp-{kind}-{id}-{PID}-{GUID} (kind and id without
+    /// dashes).</summary>
     public static string Name(string kind, string id) =>
         $".tmp-{kind}-{id.Replace('-', 'm')}-{Environment.ProcessId}-{Guid.NewGuid():N}";
 

@@ -33,7 +33,8 @@ public sealed record TaskData(
     /// the run log, so nothing is changed silently.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
-    /// <summary>Rows of the data files skipped as bad (task.skip_bad / --skip-bad): in the notes and the summary.</summary>
+    /// <summary>Rows of the data files skipped as bad (task.skip_bad, --skip-bad): in the notes and the
+    /// summary.</summary>
     public int SkippedBadRows { get; init; }
 }
 
