@@ -524,6 +524,26 @@ public class ReliabilityTests
     }
 
     [Fact]
+    public void A_checkpoint_with_non_finite_weights_is_saved_and_never_counted_good()
+    {
+        var run = TestData.TempDir();
+        using var m = new Qwen3ForCausalLM(Qwen3Config.Preset("tiny"), TorchSharp.torch.ScalarType.Float32, null, 1);
+        using var opt = new AdamW(m.named_parameters(), 0.9, 0.999, 1e-8, 0);
+        var good = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(m), 1, CheckpointHealth.MaxAbsOf(m), 1);
+        var first = TrainerCheckpoint.Save(run, m, opt, new TrainerState(1, 0, 0, 0, 1, "sft"), 1, good);
+        using (TorchSharp.torch.no_grad())
+            m.model.norm.weight.fill_(double.PositiveInfinity);
+        var inf = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(m), 1, good.StartMaxAbsWeight, 1);
+        Assert.False(inf.Good);
+        TrainerCheckpoint.Save(run, m, opt, new TrainerState(2, 0, 0, 0, 1, "sft"), 1, inf);
+        Assert.Equal(double.PositiveInfinity, TrainerCheckpoint.Health(TrainerCheckpoint.Latest(run)!)!.MaxAbsWeight);
+        Assert.Equal(first, TrainerCheckpoint.LatestGood(run)); // kept beyond save_total_limit 1
+        Assert.False(CheckpointHealth.Judge(1e6, 1, 1, 1).Good); // exploded but finite
+        Assert.False(CheckpointHealth.Judge(1, 1e9, 1, 1).Good); // the gradient norm grew by orders of magnitude
+        Assert.True(CheckpointHealth.Judge(5, 20, 1, 1).Good);
+    }
+
+    [Fact]
     public void Checkpoint_temp_folders_of_a_live_process_are_kept_and_a_dead_one_s_removed()
     {
         var run = TestData.TempDir();

@@ -67,6 +67,12 @@ public static class TrainerCheckpoint
 {
     static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
+    // health.json may hold NaN or Infinity (an exploded checkpoint's max |w|)
+    static readonly JsonSerializerOptions HealthJson = new(Json)
+    {
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
     public const string HealthFile = "health.json";
 
     public static string Save(
@@ -89,7 +95,7 @@ public static class TrainerCheckpoint
             File.Copy(Path.Combine(runDir, "vocab.json"), Path.Combine(tmp, "vocab.json"));
         opt.Save(Path.Combine(tmp, "optimizer.safetensors"));
         if (health is not null)
-            File.WriteAllText(Path.Combine(tmp, HealthFile), JsonSerializer.Serialize(health, Json));
+            File.WriteAllText(Path.Combine(tmp, HealthFile), JsonSerializer.Serialize(health, HealthJson));
         File.WriteAllText(Path.Combine(tmp, "trainer_state.json"), JsonSerializer.Serialize(state, Json));
         if (Directory.Exists(final))
             Directory.Delete(final, true);
@@ -116,7 +122,7 @@ public static class TrainerCheckpoint
             return null;
         try
         {
-            return JsonSerializer.Deserialize<CheckpointHealth>(File.ReadAllText(path));
+            return JsonSerializer.Deserialize<CheckpointHealth>(File.ReadAllText(path), HealthJson);
         }
         catch (JsonException e)
         {
