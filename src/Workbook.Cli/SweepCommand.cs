@@ -107,6 +107,20 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
             cfg.Validate();
             runDir = ExperimentRunner.NewRunDir(s.Runs, (s.Quick ? "quick-" : "") + "sweep");
         }
+        try
+        {
+            return Run(cfg, grid, runDir);
+        }
+        catch
+        {
+            if (s.Resume is null)
+                RunFolders.RemoveIfEmpty(runDir); // bad input (e.g. a dataset file) leaves no empty run folder
+            throw;
+        }
+    }
+
+    static int Run(ExperimentConfig cfg, SweepGrid grid, string runDir)
+    {
         var sw = Stopwatch.StartNew();
         var runner = new ExperimentRunner(
             cfg,

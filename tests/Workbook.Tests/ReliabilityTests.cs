@@ -369,6 +369,9 @@ public class ReliabilityTests
         var options = File.ReadAllText(Path.Combine(dir, "options.json"));
         var stamp = File.GetLastWriteTimeUtc(Path.Combine(dir, "options.json"));
         UserError(Run(["train", "sft", "--resume", dir, "--train-size", "300", .. args]), "--train-size 40");
+        UserError(Run(["train", "sft", "--resume", dir, "--dataset", "arithmetic", .. args]), "--dataset grammar");
+        UserError(Run(["train", "sft", "--resume", dir, "--terse", .. args]), "--terse");
+        UserError(Run(["train", "sft", "--resume", dir, "--preset", "small", "--set", "max_steps=1"]), "--preset tiny");
         Assert.Equal(stamp, File.GetLastWriteTimeUtc(Path.Combine(dir, "options.json")));
         Assert.Equal(options, File.ReadAllText(Path.Combine(dir, "options.json")));
     }
@@ -402,6 +405,49 @@ public class ReliabilityTests
         Assert.True(r.Code == 0, r.Err);
         Assert.Contains($"skipped 1 bad row(s) of {tsv}", r.Err);
         Assert.Contains("cola.tsv:61", r.Err);
+        Assert.Contains($"skipped 1 bad row(s) of {tsv}", r.Out); // the run's log too
+    }
+
+    [Fact]
+    public void Rows_skipped_in_run_are_counted_for_its_log_and_summary_and_the_error_names_the_run_form()
+    {
+        var tsv = Path.Combine(TestData.TempDir(), "cola.tsv");
+        File.WriteAllLines(
+            tsv,
+            Enumerable.Range(0, 60).Select(i => $"src\t{i % 2}\t\tThe cat number {i} sleeps.").Append("bad row")
+        );
+        var task = TaskRegistry.Create(
+            $"cola:{tsv}",
+            0,
+            new TaskOptions
+            {
+                TrainSize = 40,
+                EvalSize = 4,
+                SkipBad = true,
+            }
+        );
+        Assert.Equal(1, task.SkippedBadRows); // RunAndReport writes it to summary.json as skipped_bad_rows
+        Assert.Contains(task.Notes, n => n.StartsWith($"skipped 1 bad row(s) of {tsv}") && n.Contains("cola.tsv:61"));
+        var runs = TestData.TempDir();
+        UserError(Run("run", "sft-then-rl", "--runs", runs, "--dataset", $"cola:{tsv}"), "--set task.skip_bad=true");
+        Assert.Empty(Directory.GetFileSystemEntries(runs));
+    }
+
+    [Fact]
+    public void A_sweep_or_landscape_that_fails_on_bad_input_leaves_no_run_folder()
+    {
+        var runs = TestData.TempDir();
+        UserError(
+            Run("sweep", "--quick", "--runs", runs, "--set", "dataset=\"cola:/no/such/file.tsv\""),
+            "file not found"
+        );
+        Assert.Empty(Directory.GetFileSystemEntries(runs));
+        var bad = new Workbook.Theory.TransformerLandscapeOptions { ExpertMix = [1] };
+        Assert.Contains(
+            "expert_mix",
+            Assert.Throws<WorkbookException>(() => Workbench.TransformerLandscape(true, bad, runs, _ => { })).Message
+        );
+        Assert.Empty(Directory.GetFileSystemEntries(runs));
     }
 
     [Fact]
@@ -475,6 +521,55 @@ public class ReliabilityTests
         File.WriteAllText(Path.Combine(root, "step-000004", "trainer_state.json"), "{}");
         TrainerCheckpoint.CleanTemp(run);
         Assert.Equal(["step-000004"], Directory.GetDirectories(root).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void A_checkpoint_with_non_finite_weights_is_saved_and_never_counted_good()
+    {
+        var run = TestData.TempDir();
+        using var m = new Qwen3ForCausalLM(Qwen3Config.Preset("tiny"), TorchSharp.torch.ScalarType.Float32, null, 1);
+        using var opt = new AdamW(m.named_parameters(), 0.9, 0.999, 1e-8, 0);
+        var good = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(m), 1, CheckpointHealth.MaxAbsOf(m), 1);
+        var first = TrainerCheckpoint.Save(run, m, opt, new TrainerState(1, 0, 0, 0, 1, "sft"), 1, good);
+        using (TorchSharp.torch.no_grad())
+            m.model.norm.weight.fill_(double.PositiveInfinity);
+        var inf = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(m), 1, good.StartMaxAbsWeight, 1);
+        Assert.False(inf.Good);
+        TrainerCheckpoint.Save(run, m, opt, new TrainerState(2, 0, 0, 0, 1, "sft"), 1, inf);
+        Assert.Equal(double.PositiveInfinity, TrainerCheckpoint.Health(TrainerCheckpoint.Latest(run)!)!.MaxAbsWeight);
+        Assert.Equal(first, TrainerCheckpoint.LatestGood(run)); // kept beyond save_total_limit 1
+        Assert.False(CheckpointHealth.Judge(1e6, 1, 1, 1).Good); // exploded but finite
+        Assert.False(CheckpointHealth.Judge(1, 1e9, 1, 1).Good); // the gradient norm grew by orders of magnitude
+        Assert.True(CheckpointHealth.Judge(5, 20, 1, 1).Good);
+    }
+
+    [Fact]
+    public void Checkpoint_temp_folders_of_a_live_process_are_kept_and_a_dead_one_s_removed()
+    {
+        var run = TestData.TempDir();
+        var root = Path.Combine(run, "checkpoints");
+        var live = Path.Combine(root, $".tmp-step-000006-{Environment.ProcessId}-abc");
+        var dead = Path.Combine(root, ".tmp-step-000007-999999999-abc");
+        Directory.CreateDirectory(live);
+        Directory.CreateDirectory(dead);
+        TrainerCheckpoint.CleanTemp(run);
+        Assert.True(Directory.Exists(live));
+        Assert.False(Directory.Exists(dead));
+    }
+
+    [Fact]
+    public void A_killed_base_stage_under_any_cache_key_is_cleaned_at_the_next_start()
+    {
+        var cache = TestData.TempDir();
+        var dead = Path.Combine(cache, "base", "aaaaaaaaaaaa", ".tmp-seed-1000-999999999-abc");
+        var live = Path.Combine(cache, "base", "bbbbbbbbbbbb", $".tmp-seed-1000-{Environment.ProcessId}-abc");
+        var done = Path.Combine(cache, "base", "bbbbbbbbbbbb", "seed-1000");
+        foreach (var d in new[] { dead, live, done })
+            Directory.CreateDirectory(d);
+        ExperimentRunner.RemoveAbandonedBaseWork(cache);
+        Assert.False(Directory.Exists(dead));
+        Assert.True(Directory.Exists(live));
+        Assert.True(Directory.Exists(done));
     }
 
     [Fact]

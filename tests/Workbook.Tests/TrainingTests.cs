@@ -669,6 +669,46 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void A_blow_up_names_a_checkpoint_from_before_it_and_resuming_from_it_at_a_lower_rate_works()
+    {
+        var dir = TestData.TempDir();
+        SftOptions Options(double lr, int steps) =>
+            new()
+            {
+                LearningRate = lr,
+                MaxSteps = steps,
+                PerDeviceTrainBatchSize = 4,
+                SaveSteps = 1,
+                SaveTotalLimit = 1,
+                LrSchedulerType = "constant",
+            };
+        SftTrainer Trainer(double lr, int steps) =>
+            new(fx.NewModel(8), fx.Codec, fx.Task.Train, Options(lr, steps), dir);
+        Trainer(1e-3, 2).Train();
+        // the run goes on with a huge rate: the first update leaves finite but exploded weights (checkpointed), the
+        // next forward pass overflows
+        var e = Assert.Throws<WorkbookException>(() => Trainer(1e10, 8).Train(resume: true));
+        Assert.Contains("non-finite", e.Message);
+        var named = Path.Combine(dir, "checkpoints", "step-000002");
+        Assert.Contains($"Last good checkpoint: {named} (step 2", e.Message);
+        var exploded = TrainerCheckpoint.Latest(dir)!;
+        Assert.NotEqual(named, exploded); // an exploded checkpoint was saved after it, and pruning kept the good one
+        Assert.False(TrainerCheckpoint.Health(exploded)!.Good);
+        Assert.True(TrainerCheckpoint.Health(named)!.Good);
+        using (var m = Checkpoint.Load(named))
+        {
+            Assert.True(m.parameters().All(p => p.isfinite().all().item<bool>()));
+            Assert.InRange(CheckpointHealth.MaxAbsOf(m), 0.1, 10);
+        }
+        var state = Trainer(1e-3, 6).Train(resume: true);
+        Assert.Equal(6, state.Step);
+        Assert.Equal("step-000006", Path.GetFileName(TrainerCheckpoint.Latest(dir)));
+        Assert.True(TrainerCheckpoint.Health(TrainerCheckpoint.Latest(dir)!)!.Good);
+        var steps = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Select(r => (long)r["step"]!).ToList();
+        Assert.Equal(Enumerable.Range(1, 6).Select(i => (long)i), steps.Where(s => s > 0));
+    }
+
+    [Fact]
     public void An_existing_run_is_never_overwritten()
     {
         var dir = TestData.TempDir();

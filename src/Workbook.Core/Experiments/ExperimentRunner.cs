@@ -212,6 +212,7 @@ public sealed class ExperimentRunner
     {
         var results = Run(pipelines);
         var summary = Summary.Build(cfg, results, StrictKey, LenientKey, task.Design, Versions(), SeedList);
+        summary["skipped_bad_rows"] = task.SkippedBadRows; // task.skip_bad: also a line of the run log
         Summary.Save(runDir, summary);
         return summary;
     }
@@ -267,6 +268,7 @@ public sealed class ExperimentRunner
     {
         if (cfg.Model is not null)
             return cfg.Model;
+        RemoveAbandonedBaseWork(cacheRoot);
         var baseData = BaseData();
         var key = BaseCacheKey(baseData);
         var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)))[..12];
@@ -277,12 +279,11 @@ public sealed class ExperimentRunner
             return dir;
         }
         log($"base model: {cfg.Base.MaxSteps} SFT steps on terse answers (seed {seed}) -> {dir}");
-        RemoveAbandonedWork(Path.Combine(cacheRoot, "base", hash));
         var work = Path.Combine(
             cacheRoot,
             "base",
             hash,
-            $".tmp-seed-{seed}-{Environment.ProcessId}-{Guid.NewGuid():N}"
+            WorkFolders.Name("seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture))
         );
         using (var model = new Qwen3ForCausalLM(cfg.ModelConfig(codec.Vocab.Size), dtype, device, seed))
         {
@@ -308,34 +309,17 @@ public sealed class ExperimentRunner
 
     /// <summary>Deletes the work folders of base stages whose process is gone (killed mid-stage): they are named
     /// .tmp-seed-N-PID-GUID, and a live process's folder is left alone (another run may be training it now).</summary>
-    public static void RemoveAbandonedWork(string dir)
-    {
-        if (!Directory.Exists(dir))
-            return;
-        foreach (var d in Directory.GetDirectories(dir, ".tmp-seed-*"))
-        {
-            var parts = Path.GetFileName(d).Split('-');
-            bool alive = parts.Length == 5 && int.TryParse(parts[3], out var pid) && ProcessAlive(pid);
-            if (!alive)
-                try
-                {
-                    Directory.Delete(d, true);
-                }
-                catch (IOException) { } // another process cleaning it at the same time
-        }
-    }
+    public static void RemoveAbandonedWork(string dir) => WorkFolders.RemoveAbandoned(dir, ".tmp-seed-*");
 
-    static bool ProcessAlive(int pid)
+    /// <summary><see cref="RemoveAbandonedWork"/> in every base-model cache folder (runs/.cache/base/*), whatever
+    /// the key: a killed base stage of another configuration is cleaned at the next start too.</summary>
+    public static void RemoveAbandonedBaseWork(string cacheRoot)
     {
-        try
-        {
-            using var p = System.Diagnostics.Process.GetProcessById(pid);
-            return !p.HasExited;
-        }
-        catch (ArgumentException)
-        {
-            return false;
-        }
+        var root = Path.Combine(cacheRoot, "base");
+        if (!Directory.Exists(root))
+            return;
+        foreach (var d in Directory.GetDirectories(root))
+            RemoveAbandonedWork(d);
     }
 
     /// <summary>The base stage's examples: the task's terse data; with forgetting_task, a forgetting_task_fraction

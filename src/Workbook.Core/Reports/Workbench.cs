@@ -107,7 +107,27 @@ public static class Workbench
         if (quick)
             cfg = cfg.Quick();
         var o = options ?? (quick ? new TransformerLandscapeOptions().Quick() : new TransformerLandscapeOptions());
+        o.Validate(); // bad input fails before a run folder exists
         var runDir = ExperimentRunner.NewRunDir(runsRoot, (quick ? "quick-" : "") + "landscape");
+        try
+        {
+            return TransformerLandscape(cfg, o, runsRoot, runDir, log);
+        }
+        catch
+        {
+            RunFolders.RemoveIfEmpty(runDir); // a failure leaves no empty run folder behind
+            throw;
+        }
+    }
+
+    static TransformerLandscapeResult TransformerLandscape(
+        ExperimentConfig cfg,
+        TransformerLandscapeOptions o,
+        string runsRoot,
+        string runDir,
+        Action<string> log
+    )
+    {
         var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);
         long seed = cfg.SeedBase;
         using var model = Checkpoint.Load(runner.BaseModel(seed), ScalarType.Float64, CPU);

@@ -56,6 +56,21 @@ public sealed record TransformerLandscapeOptions
             CurvatureEvery = 15,
             PowerIterations = 20,
         };
+
+    /// <summary>Checks the options before any work (and before a run folder is claimed).</summary>
+    public void Validate()
+    {
+        if (Candidates.Length != ExpertMix.Length)
+            throw new WorkbookException("landscape: candidates and expert_mix differ in length");
+        if (Math.Abs(ExpertMix.Sum() - 1) > 1e-9 || ExpertMix.Any(p => !(p > 0)))
+            throw new WorkbookException("landscape: expert_mix must be positive and sum to 1");
+        if (!(Beta > 0) || !double.IsFinite(Beta))
+            throw new WorkbookException($"landscape: beta must be a finite number > 0 (got {Beta})");
+        if (Prompts < 1 || SftSteps < 0 || RlSteps < 1 || RlTailSteps < 0)
+            throw new WorkbookException(
+                "landscape: prompts and rl_steps must be >= 1, sft_steps and rl_tail_steps >= 0"
+            );
+    }
 }
 
 public sealed record TransformerStep(
@@ -150,10 +165,7 @@ public sealed class CandidatePolicy
         TransformerLandscapeOptions o
     )
     {
-        if (o.Candidates.Length != o.ExpertMix.Length)
-            throw new WorkbookException("landscape: candidates and expert_mix differ in length");
-        if (Math.Abs(o.ExpertMix.Sum() - 1) > 1e-9 || o.ExpertMix.Any(p => !(p > 0)))
-            throw new WorkbookException("landscape: expert_mix must be positive and sum to 1");
+        o.Validate();
         this.model = model;
         Beta = o.Beta;
         P = prompts.Count;

@@ -1,6 +1,6 @@
-// The loop both trainers share, top to bottom: resume from the last complete checkpoint (or refuse to overwrite an
-// existing run), evaluate at step 0, then per step: one TrainStep in its own dispose scope, the non-finite guard, the
-// optimizer update, logging, periodic evaluation and checkpoints; a final evaluation and checkpoint at the end.
+// The loop both trainers share, top to bottom: resume from the last good complete checkpoint (or refuse to overwrite
+// an existing run), evaluate at step 0, then per step: one TrainStep in its own dispose scope, the non-finite guard,
+// the optimizer update, logging, periodic evaluation and checkpoints; a final evaluation and checkpoint at the end.
 // Data order and sampling randomness derive from (seed, epoch) and (seed, step), so a resumed run needs no RNG state.
 // With an evaluator, the policy at the stage's start is kept (StageStart, Forgetting.cs) for eval_kl_from_start.
 using System.Diagnostics;
@@ -62,17 +62,26 @@ public abstract class TrainerBase<TOptions> : ITrainer
         Optimizer = new AdamW(Model.named_parameters(), Opt.AdamBeta1, Opt.AdamBeta2, Opt.AdamEpsilon, Opt.WeightDecay);
         State = new TrainerState(0, 0, 0, 0, Opt.Seed, TrainerName);
         TrainerCheckpoint.CleanTemp(OutDir);
-        if (resume && TrainerCheckpoint.Latest(OutDir) is { } ckpt)
+        startMaxAbs = null;
+        startGrad = null;
+        firstGrads.Clear();
+        // a resume starts from the last good checkpoint: after a blow-up the newer ones hold exploded weights
+        if (resume && TrainerCheckpoint.LatestGood(OutDir) is { } ckpt)
         {
             State = TrainerCheckpoint.Load(ckpt, Model, Optimizer);
             if (State.Trainer != TrainerName)
                 throw new WorkbookException($"{ckpt}: a {State.Trainer} checkpoint cannot resume a {TrainerName} run");
+            if (TrainerCheckpoint.Health(ckpt) is { } h)
+                (startMaxAbs, startGrad) = (h.StartMaxAbsWeight, h.StartGradNorm);
+            foreach (var later in TrainerCheckpoint.Complete(OutDir).Where(d => string.CompareOrdinal(d, ckpt) > 0))
+                TrainerCheckpoint.Remove(later); // the run continues from ckpt, as its metrics do
         }
         else if (File.Exists(Path.Combine(OutDir, "metrics.jsonl")) && !resume)
             throw new WorkbookException(
                 $"{OutDir} already holds a run; use --resume to continue it or choose another --out"
             );
         AtomicFile.WriteAllText(Path.Combine(OutDir, "options.json"), Opt.ToJson());
+        startMaxAbs ??= CheckpointHealth.MaxAbsOf(Model);
         Order = new DataOrder(DatasetSize, Opt.Seed, State.Epoch, State.Cursor);
         OnResume();
         if (Eval is not null && Eval.Options.KlFromStart)
@@ -135,7 +144,19 @@ public abstract class TrainerBase<TOptions> : ITrainer
     /// <summary>True when the stage ended before max_steps (a resumed stage that had stopped does not train on).</summary>
     protected virtual bool Finished => false;
 
-    protected void SaveCheckpoint() => TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit);
+    protected void SaveCheckpoint()
+    {
+        var health = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(Model), lastGrad, startMaxAbs!.Value, startGrad);
+        TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit, health);
+    }
+
+    // the references a checkpoint's health is judged against: max |w| at the run's start, and the median gradient
+    // norm of its first steps (both carried across resumes in health.json)
+    double? startMaxAbs,
+        startGrad;
+    readonly List<double> firstGrads = [];
+    double lastGrad;
+    const int FirstGradSteps = 5;
 
     protected virtual void OnResume() { }
 
@@ -153,15 +174,35 @@ public abstract class TrainerBase<TOptions> : ITrainer
     {
         var gn = Optimizer.ClipGradNorm(Opt.MaxGradNorm);
         if (!double.IsFinite(lossValue) || !double.IsFinite(gn))
-        {
-            var last = TrainerCheckpoint.Latest(OutDir);
             throw new WorkbookException(
-                $"non-finite {(double.IsFinite(lossValue) ? "gradient norm" : "loss")} at step {step + 1} (loss {lossValue}, grad_norm {gn}); "
-                    + $"the update was not applied and the run stopped. Last good checkpoint: {last ?? "none yet"}. Lower the learning rate or check the data, then --resume."
+                $"non-finite {(double.IsFinite(lossValue) ? "gradient norm" : "loss")} at step {step + 1} "
+                    + $"(loss {lossValue}, grad_norm {gn}); the update was not applied and the run stopped. "
+                    + GoodCheckpointAdvice()
             );
+        lastGrad = gn;
+        if (startGrad is null && gn > 0)
+        {
+            firstGrads.Add(gn);
+            if (firstGrads.Count == FirstGradSteps)
+                startGrad = firstGrads.Order().ElementAt(FirstGradSteps / 2);
         }
         Optimizer.StepWith(lr);
         return gn;
+    }
+
+    /// <summary>Where to go on after a blow-up: the last checkpoint saved before it began (finite weights of sane
+    /// size), which --resume starts from.</summary>
+    string GoodCheckpointAdvice()
+    {
+        if (TrainerCheckpoint.LatestGood(OutDir) is not { } good)
+            return "Last good checkpoint: none yet (no checkpoint from before the blow-up); "
+                + "start again with a lower learning rate or check the data.";
+        var h = TrainerCheckpoint.Health(good);
+        var size = h is null ? "" : $", max |w| {h.MaxAbsWeight:G3}";
+        var dropped = TrainerCheckpoint.Complete(OutDir).Count(d => string.CompareOrdinal(d, good) > 0);
+        return $"Last good checkpoint: {good} (step {TrainerCheckpoint.StepOf(good)}{size}"
+            + (dropped > 0 ? $"; the {dropped} newer one(s) hold exploded weights" : "")
+            + "). Lower the learning rate or check the data, then --resume: it continues from that checkpoint.";
     }
 }
 

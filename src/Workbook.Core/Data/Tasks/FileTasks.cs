@@ -117,9 +117,11 @@ public static class FileTasks
     public static TaskData Cola(string path, int seed, TaskOptions o)
     {
         o.Validate();
-        var (loaded, _) = Datasets.LoadCola(path, o.SkipBad);
+        var (loaded, report) = Datasets.LoadCola(path, o.SkipBad);
         var (rows, counts) = Deduplicate(loaded);
         var notes = new List<string> { $"CoLA {path}: {counts}" };
+        if (report.Skipped > 0)
+            notes.Add(SkippedNote(path, report));
         var rng = new Random(seed);
         (Example, Example) Make(ColaRow r)
         {
@@ -155,8 +157,11 @@ public static class FileTasks
         var task = evalRows is null
             ? Split("cola", examples, o, design)
             : WithEval("cola", examples, evalRows, o, design);
-        return task with { Notes = notes };
+        return task with { Notes = notes, SkippedBadRows = report.Skipped };
     }
+
+    static string SkippedNote(string path, LoadReport r) =>
+        $"skipped {r.Skipped} bad row(s) of {path} (skip_bad): {string.Join("; ", r.FirstProblems)}";
 
     static TaskData Split(string name, List<(Example expert, Example terse)> ex, TaskOptions o, string design)
     {
@@ -194,7 +199,7 @@ public static class FileTasks
     public static TaskData Gsm8k(string path, int seed, TaskOptions o)
     {
         o.Validate();
-        var (rows, _) = Datasets.LoadGsm8k(path, o.SkipBad);
+        var (rows, report) = Datasets.LoadGsm8k(path, o.SkipBad);
         var rng = new Random(seed);
         var examples = rows.OrderBy(_ => rng.Next())
             .Select(r =>
@@ -211,6 +216,10 @@ public static class FileTasks
             examples,
             o,
             $"GSM8K from {path}: expert responses are the reference solutions. RL reward: strict '#### N'."
-        );
+        ) with
+        {
+            Notes = report.Skipped > 0 ? [SkippedNote(path, report)] : [],
+            SkippedBadRows = report.Skipped,
+        };
     }
 }

@@ -32,6 +32,10 @@ public sealed record TaskData(
     /// <summary>What loading did to the data (duplicates merged, conflicting rows dropped, defaults inherited): lines for
     /// the run log, so nothing is changed silently.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
+
+    /// <summary>Rows of the data files skipped as bad (task.skip_bad, --skip-bad): in the notes and the
+    /// summary.</summary>
+    public int SkippedBadRows { get; init; }
 }
 
 public static class TaskRegistry
