@@ -163,9 +163,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 r[k] = v;
         if (s.What is "grpo" or "all")
         {
-            var tok = Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault());
             var task = TaskRegistry.Create("grammar", 0, new TaskOptions { TrainSize = 500, EvalSize = 8 });
-            var codec = new Codec(tok, TaskVocabulary.Build(tok, task));
+            var codec = ModelSetup.Codec(null, task);
             foreach (var (k, v) in Benchmarks.Grpo(Qwen3Config.Small(codec.Vocab.Size), dtype, codec, task, 4))
                 r[k] = v;
         }

@@ -160,22 +160,13 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         // two rows: last 6 tokens are the "completion"; left-pad prompts to P
         var rows = seqs.Select(s => (prompt: s.Ids[..^C], comp: s.Ids[^C..])).ToList();
         int Pm = rows.Max(r => r.prompt.Length);
-        var ids = new long[2 * (Pm + C)];
-        var mask = new long[2 * (Pm + C)];
-        for (int j = 0; j < 2; j++)
-        {
-            int off = Pm - rows[j].prompt.Length;
-            for (int t = 0; t < Pm; t++)
-            {
-                ids[j * (Pm + C) + t] = t < off ? fx.Codec.PadId : rows[j].prompt[t - off];
-                mask[j * (Pm + C) + t] = t < off ? 0 : 1;
-            }
-            for (int t = 0; t < C; t++)
-            {
-                ids[j * (Pm + C) + Pm + t] = rows[j].comp[t];
-                mask[j * (Pm + C) + Pm + t] = 1;
-            }
-        }
+        var (ids, mask) = PromptPadding.PromptCompletion(
+            rows.Select(r => r.prompt).ToList(),
+            Pm,
+            rows.Select(r => r.comp).ToList(),
+            C,
+            fx.Codec.PadId
+        );
         var idsT = tensor(ids, [2, Pm + C]);
         var maskT = tensor(mask, [2, Pm + C]);
         var cm = tensor(
@@ -259,19 +250,13 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var rows = fx.Task.Train.Skip(20).Take(4).Select(e => fx.Codec.Sft(e).Ids).ToList();
         int C = 5,
             P = rows.Max(r => r.Length) - C;
-        var ids = new long[4 * (P + C)];
-        var mask = new long[4 * (P + C)];
-        for (int j = 0; j < 4; j++)
-        {
-            var r = rows[j];
-            int off = P - (r.Length - C);
-            for (int t = 0; t < P + C; t++)
-            {
-                bool real = t >= off;
-                ids[j * (P + C) + t] = real ? r[t - off] : fx.Codec.PadId;
-                mask[j * (P + C) + t] = real ? 1 : 0;
-            }
-        }
+        var (ids, mask) = PromptPadding.PromptCompletion(
+            rows.Select(r => r[..^C]).ToList(),
+            P,
+            rows.Select(r => r[^C..]).ToList(),
+            C,
+            fx.Codec.PadId
+        );
         var idsT = tensor(ids, [4, P + C]);
         var maskT = tensor(mask, [4, P + C]);
         var adv = tensor(new double[] { 1.2, -0.4, 0.9, -1.7 });

@@ -86,15 +86,9 @@ public sealed class ExperimentRunner
         (cfg, var epochNotes) = EpochResolution.Resolve(cfg, task); // issue 12: epochs -> steps, data notes in the log
         foreach (var note in task.Notes.Concat(epochNotes))
             this.log(note);
-        Qwen3Tokenizer tok =
-            cfg.Model is not null && File.Exists(Path.Combine(cfg.Model, "tokenizer.json"))
-                ? Qwen3Tokenizer.Load(cfg.Model)
-                : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(this.log));
         otherTask = cfg.OtherTask() is { } other ? TaskRegistry.Create(other, cfg.DatasetSeed, cfg.Task) : null;
-        var vocab = cfg.Model is null
-            ? TaskVocabulary.Build(tok, task, otherTask)
-            : ModelVocabulary.For(cfg.Model, Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize); // issue 12
-        codec = new Codec(tok, vocab) { EnableThinking = cfg.Task.EnableThinking }; // issue 12
+        // a folder's vocabulary (issue 12) must cover the task; a fresh model gets the task's compact vocabulary
+        codec = ModelSetup.Codec(cfg.Model, task, otherTask, enableThinking: cfg.Task.EnableThinking, log: this.log);
         evaluator = new Evaluator(
             codec,
             task.Eval,
@@ -283,7 +277,7 @@ public sealed class ExperimentRunner
             hash,
             $".tmp-seed-{seed}-{Environment.ProcessId}-{Guid.NewGuid():N}"
         );
-        using (var model = new Qwen3ForCausalLM(cfg.ModelConfig(codec.Vocab.Size), dtype, device, seed))
+        using (var model = ModelSetup.Model(null, cfg.ModelConfig, codec.Vocab.Size, dtype, device, seed))
         {
             var tr = new SftTrainer(model, codec, baseData, cfg.Base with { Seed = seed }, Path.Combine(work, "train"));
             tr.Train();
