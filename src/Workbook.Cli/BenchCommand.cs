@@ -40,6 +40,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         public int Batch { get; init; } = 8;
 
         [CommandOption("--seq <N>")]
+        [Description("Training sequence length in tokens")]
         [DefaultValue(256)]
         public int Seq { get; init; } = 256;
 
@@ -85,6 +86,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         public string? Out { get; init; }
 
         [CommandOption("--json")]
+        [Description("Print the JSON instead of the aligned key-value lines")]
         public bool Json { get; init; }
 
         public override ValidationResult Validate()
