@@ -626,20 +626,7 @@ public sealed class ExperimentRunner
                 codec,
                 st.Task.Train,
                 st.Task.Reward,
-                new JointOptions
-                {
-                    LearningRate = cfg.Sft.LearningRate,
-                    MaxSteps = st.Steps,
-                    WarmupRatio = cfg.Sft.WarmupRatio,
-                    LrSchedulerType = cfg.Sft.LrSchedulerType,
-                    MaxGradNorm = cfg.Sft.MaxGradNorm,
-                    Seed = stageSeed,
-                    EvalSteps = evalEvery,
-                    Sft = cfg.Sft,
-                    Grpo = cfg.Grpo,
-                    RlWeight = cfg.JointRlWeight,
-                    RlEvery = Math.Max(1, cfg.Sft.MaxSteps / Math.Max(1, cfg.Grpo.MaxSteps)),
-                },
+                cfg.JointStageOptions(st.Steps, stageSeed, evalEvery),
                 dir,
                 ev
             ),
