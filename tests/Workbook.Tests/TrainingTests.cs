@@ -273,7 +273,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         }
         var (gs, gr) = Theory.GradientAlignment.Pair(model, SftLoss, RlLoss);
         double cos = Theory.Curvature.Cosine(gr, gs);
-        Assert.InRange(cos, -1, 1);
+        double dot = gs.Zip(gr).Sum(z => z.First * z.Second);
+        Assert.Equal(dot / (Theory.Curvature.Norm(gs) * Theory.Curvature.Norm(gr)), cos, 12); // the definition
         double before;
         using (no_grad())
             before = SftLoss().Value();
@@ -319,6 +320,14 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         dir = TestData.TempDir();
         tr = new GrpoTrainer(fx.NewModel(9), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir);
         Theory.GradientAlignment.Attach(tr, o);
+        var measure = tr.BeforeUpdate!;
+        var measured = new List<double>(); // what the attached diagnostic returned, step by step
+        tr.BeforeUpdate = (batch, step) =>
+        {
+            var m = measure(batch, step);
+            measured.Add(m["diagnostics/cos_rl_sft"]);
+            return m;
+        };
         tr.Train();
         var lines = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("reward")).ToList();
         Assert.True(
@@ -326,7 +335,10 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
                 && !lines[1].ContainsKey("diagnostics/cos_rl_sft")
                 && lines[2].ContainsKey("diagnostics/cos_rl_sft")
         );
-        Assert.InRange(lines[0]["diagnostics/cos_rl_sft"]!.GetValue<double>(), -1, 1);
+        // the log holds the diagnostic's values, at its cadence (steps 1 and 3 of 3)
+        Assert.Equal(2, measured.Count);
+        Assert.Equal(measured[0], lines[0]["diagnostics/cos_rl_sft"]!.GetValue<double>(), 12);
+        Assert.Equal(measured[1], lines[2]["diagnostics/cos_rl_sft"]!.GetValue<double>(), 12);
         Assert.True(lines[0]["diagnostics/sft_grad_norm"]!.GetValue<double>() > 0);
         foreach (var l in new[] { lines[0], lines[2] })
         {
