@@ -40,6 +40,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         public int Batch { get; init; } = 8;
 
         [CommandOption("--seq <N>")]
+        [Description("Training sequence length in tokens")]
         [DefaultValue(256)]
         public int Seq { get; init; } = 256;
 
@@ -85,6 +86,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         public string? Out { get; init; }
 
         [CommandOption("--json")]
+        [Description("Print the JSON instead of the aligned key-value lines")]
         public bool Json { get; init; }
 
         public override ValidationResult Validate()
@@ -163,9 +165,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 r[k] = v;
         if (s.What is "grpo" or "all")
         {
-            var tok = Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault());
             var task = TaskRegistry.Create("grammar", 0, new TaskOptions { TrainSize = 500, EvalSize = 8 });
-            var codec = new Codec(tok, TaskVocabulary.Build(tok, task));
+            var codec = ModelSetup.Codec(null, task);
             foreach (var (k, v) in Benchmarks.Grpo(Qwen3Config.Small(codec.Vocab.Size), dtype, codec, task, 4))
                 r[k] = v;
         }

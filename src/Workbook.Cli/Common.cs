@@ -1,7 +1,9 @@
 using System.ComponentModel;
 using System.Text.Json;
 using Spectre.Console.Cli;
+using Workbook.Data;
 using Workbook.Model;
+using Workbook.Training;
 using static TorchSharp.torch;
 
 namespace Workbook.Cli;
@@ -50,25 +52,18 @@ public class ModelSettings : CommandSettings
         return base.Validate();
     }
 
-    public Qwen3ForCausalLM LoadModel()
-    {
-        var dtype = Devices.ParseDType(DType);
-        var device = Devices.Resolve(Device);
-        if (Model is not null)
-            return Checkpoint.Load(Model, dtype, device);
-        return new Qwen3ForCausalLM(Qwen3Config.Preset(Preset!), dtype, device, Seed);
-    }
-
-    public Workbook.Text.Qwen3Tokenizer LoadTokenizer()
-    {
-        if (Tokenizer is not null)
-            return Workbook.Text.Qwen3Tokenizer.Load(Tokenizer);
-        if (Model is not null && File.Exists(Path.Combine(Model, "tokenizer.json")))
-            return Workbook.Text.Qwen3Tokenizer.Load(Model);
-        return Workbook.Text.Qwen3Tokenizer.Load(
-            Workbook.Text.TokenizerFiles.EnsureDefault(m => Console.Error.WriteLine(m))
+    public Qwen3ForCausalLM LoadModel() =>
+        ModelSetup.Model(
+            Model,
+            _ => Qwen3Config.Preset(Preset!),
+            ModelVocabulary.QwenVocabSize, // a preset keeps its own (Qwen3's) vocabulary
+            Devices.ParseDType(DType),
+            Devices.Resolve(Device),
+            Seed
         );
-    }
+
+    public Workbook.Text.Qwen3Tokenizer LoadTokenizer() =>
+        ModelSetup.Tokenizer(Model, m => Console.Error.WriteLine(m), Tokenizer);
 
     public static int[] ParseIds(string s, string option)
     {

@@ -78,15 +78,16 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
                 $"--max-new-tokens {s.MaxNewTokens}: prompt ({ids.Length}) + new tokens exceed the model's "
                     + $"max_position_embeddings ({model.Config.MaxPositionEmbeddings})"
             );
-        var opt = new GenerationOptions
+        var opt = GenerationOptions.Sampling(
+            s.MaxNewTokens,
+            s.Temperature,
+            s.TopP,
+            s.TopK,
+            model.Config.EosTokenIds
+        ) with
         {
-            MaxNewTokens = s.MaxNewTokens,
             Greedy = s.Greedy,
-            Temperature = s.Temperature,
-            TopP = s.TopP,
-            TopK = s.TopK,
             Seed = s.Seed,
-            EosTokenIds = model.Config.EosTokenIds,
             StopStrings = s.Stop,
         };
         var sw = Stopwatch.StartNew();

@@ -3,7 +3,7 @@ using Spectre.Console.Cli;
 using Workbook.Data;
 using Workbook.Experiments;
 using Workbook.Model;
-using Workbook.Text;
+using Workbook.Training;
 using static TorchSharp.torch;
 
 namespace Workbook.Cli;
@@ -33,8 +33,8 @@ public sealed class InfoCommand : Command
         var cfg = new ExperimentConfig();
         try
         {
-            var tok = Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(m => Console.Error.WriteLine(m)));
-            var vocab = TaskVocabulary.Build(tok, TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task));
+            var tok = ModelSetup.Tokenizer(null, m => Console.Error.WriteLine(m));
+            var vocab = ModelSetup.Vocabulary(tok, null, TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task));
             Row("run (main job, default)", cfg.ModelConfig(vocab.Size));
         }
         catch (WorkbookException e)

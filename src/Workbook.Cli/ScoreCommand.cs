@@ -33,11 +33,7 @@ public sealed class ScoreCommand : Command<ScoreCommand.Settings>
     {
         using var model = s.LoadModel();
         // model ids -> Qwen3 ids: the identity for full models, the checkpoint's vocab.json for compact-vocabulary ones
-        Workbook.Data.TaskVocabulary? vocab =
-            s.Model is not null ? Workbook.Data.ModelVocabulary.For(s.Model, model.Config.VocabSize)
-            : model.Config.VocabSize >= Workbook.Data.ModelVocabulary.QwenVocabSize
-                ? Workbook.Data.TaskVocabulary.Identity(model.Config.VocabSize)
-            : null;
+        var vocab = Workbook.Training.ModelSetup.VocabularyOf(s.Model, model.Config.VocabSize);
         var tok = s.Text is not null || vocab is not null ? s.LoadTokenizer() : null;
         int[] ids;
         if (s.Text is null)

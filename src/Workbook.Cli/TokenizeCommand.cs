@@ -49,7 +49,7 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s)
     {
-        var tok = Qwen3Tokenizer.Load(s.Tokenizer ?? TokenizerFiles.EnsureDefault(m => Console.Error.WriteLine(m)));
+        var tok = Workbook.Training.ModelSetup.Tokenizer(null, m => Console.Error.WriteLine(m), s.Tokenizer);
         if (s.Text is not null)
         {
             var ids = tok.Encode(s.Text);

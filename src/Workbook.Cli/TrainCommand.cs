@@ -186,52 +186,23 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             AnsiConsole.MarkupLineInterpolated($"[grey]{note}[/]");
         // num_train_epochs (TRL's name) becomes max_steps now that the dataset size is known
         opt = opt.ResolveSteps(w.Terse ? task.Base.Count : task.Train.Count);
-        var tok =
-            w.Model is not null && File.Exists(Path.Combine(w.Model, "tokenizer.json"))
-                ? Qwen3Tokenizer.Load(w.Model)
-                : Qwen3Tokenizer.Load(
-                    TokenizerFiles.EnsureDefault(m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"))
-                );
-        var dtype = Devices.ParseDType(opt.Dtype);
-        var device = Devices.Resolve(s.Device);
-        Qwen3ForCausalLM model;
-        TaskVocabulary vocab;
-        if (w.Model is not null)
-        {
-            model = Checkpoint.Load(w.Model, dtype, device);
-            // a checkpoint of a compact-vocabulary model (train sft --preset tiny) carries its vocab.json: stages chain
-            vocab = ModelVocabulary.For(w.Model, model.Config.VocabSize);
-            if (vocab.Size < ModelVocabulary.QwenVocabSize)
-            {
-                var missing = task
-                    .Train.Concat(task.Eval)
-                    .SelectMany(e =>
-                        ChatTemplate.Tokenize(tok, [.. e.Prompt, ChatMessage.Assistant(e.Expert)], false, false).Ids
-                    )
-                    .Where(id => !vocab.Contains(id))
-                    .Distinct()
-                    .Take(5)
-                    .Select(i => $"{i} '{tok.Decode([i])}'")
-                    .ToList();
-                if (missing.Count > 0)
-                    throw new WorkbookException(
-                        $"{w.Model}: the model's compact vocabulary lacks token(s) {string.Join(", ", missing)} "
-                            + $"that the dataset '{w.Dataset}' uses; a compact-vocabulary model only knows the task it was built for"
-                    );
-            }
-        }
-        else
-        {
-            var preset = w.Preset ?? "tiny";
-            vocab = preset.StartsWith("qwen3") ? TaskVocabulary.Identity(151936) : TaskVocabulary.Build(tok, task);
-            model = new Qwen3ForCausalLM(
-                Qwen3Config.Preset(preset, preset.StartsWith("qwen3") ? null : vocab.Size),
-                dtype,
-                device,
-                opt.Seed
-            );
-        }
-        var codec = new Codec(tok, vocab);
+        var preset = w.Preset ?? "tiny";
+        bool fullVocabulary = w.Model is null && preset.StartsWith("qwen3");
+        var codec = ModelSetup.Codec(
+            w.Model,
+            task,
+            fullVocabulary: fullVocabulary,
+            log: m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")
+        );
+        var vocab = codec.Vocab;
+        var model = ModelSetup.Model(
+            w.Model,
+            v => Qwen3Config.Preset(preset, fullVocabulary ? null : v),
+            vocab.Size,
+            Devices.ParseDType(opt.Dtype),
+            Devices.Resolve(s.Device),
+            opt.Seed
+        );
         var ev = new Evaluator(
             codec,
             task.Eval,

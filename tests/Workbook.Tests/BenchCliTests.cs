@@ -35,4 +35,17 @@ public class BenchCliTests
         Assert.Equal(2, code);
         Assert.Contains(message, output.Replace("\n", " "));
     }
+
+    [Fact]
+    public void Every_bench_option_has_a_help_line()
+    {
+        var missing = typeof(Workbook.Cli.BenchCommand.Settings)
+            .GetProperties()
+            .Where(p =>
+                p.GetCustomAttributes(typeof(Spectre.Console.Cli.CommandOptionAttribute), true).Length > 0
+                && p.GetCustomAttributes(typeof(System.ComponentModel.DescriptionAttribute), true).Length == 0
+            )
+            .Select(p => p.Name);
+        Assert.Empty(missing);
+    }
 }

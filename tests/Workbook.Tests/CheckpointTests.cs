@@ -79,7 +79,15 @@ public class CheckpointTests
                 tensors[k] = f.Read(k);
         tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone();
         SafetensorsFile.Save(path, tensors);
-        Checkpoint.Load(dir);
+        // the copy is skipped: the loaded model is the tied model, with the same weights as without the copy
+        using var withCopy = Checkpoint.Load(dir);
+        using var original = Checkpoint.Load(Path.Combine(TestData.Golden, "tiny-qwen3-bf16"));
+        Assert.Null(withCopy.lm_head);
+        var expected = original.state_dict();
+        var loaded = withCopy.state_dict();
+        Assert.Equal(expected.Keys.Order(), loaded.Keys.Order());
+        foreach (var (k, v) in expected)
+            Assert.True(v.equal(loaded[k]).all().item<bool>(), k);
     }
 
     [Fact]

@@ -81,30 +81,59 @@ public class ExperimentTests
         Assert.Throws<WorkbookException>(() => ok.Run(["sft-then-rl", "bogus"]));
         Assert.False(Directory.Exists(runDir));
     }
+}
 
-    [Fact]
-    public void A_tiny_experiment_writes_the_summary_schema_and_a_resumed_run_skips_finished_stages()
+/// <summary>One tiny experiment (every pipeline and control, two seeds), run once for the facts of
+/// <see cref="TinyExperimentTests"/>.</summary>
+public sealed class TinyExperiment
+{
+    public string Root { get; }
+    public string RunDir { get; }
+    public Dictionary<string, List<SeedResult>> Results { get; }
+    public JsonNode Summary { get; }
+
+    public TinyExperiment()
     {
-        var root = TestData.TempDir();
-        var runDir = ExperimentRunner.NewRunDir(root, "tiny");
-        var runner = new ExperimentRunner(Tiny, runDir, root);
-        var results = runner.Run(ExperimentConfig.Resolve("all", "all"));
-        var summary = Summary.Build(
-            Tiny,
-            results,
+        Root = TestData.TempDir();
+        RunDir = ExperimentRunner.NewRunDir(Root, "tiny");
+        var runner = new ExperimentRunner(ExperimentTests.Tiny, RunDir, Root);
+        Results = runner.Run(ExperimentConfig.Resolve("all", "all"));
+        var summary = Experiments.Summary.Build(
+            ExperimentTests.Tiny,
+            Results,
             runner.StrictKey,
             runner.LenientKey,
             runner.Task.Design,
             ExperimentRunner.Versions(),
             runner.SeedList
         );
-        Summary.Save(runDir, summary);
+        Experiments.Summary.Save(RunDir, summary);
+        Summary = JsonNode.Parse(File.ReadAllText(Path.Combine(RunDir, "summary.json")))!;
+    }
+}
 
-        var s = JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, "summary.json")))!;
+public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperiment>
+{
+    [Fact]
+    public void The_summary_has_per_seed_changes_predictions_statements_and_comparisons()
+    {
+        var s = x.Summary;
         foreach (var key in new[] { "sft_loss_change_during_rl", "reward_change_during_rl" })
             Assert.Equal(2, s["pipelines"]!["sft-then-rl"]![key]!["per_seed"]!.AsArray().Count);
         Assert.Equal(2, s["pipelines"]!["sft-then-rl"]!["prediction"]!["predicted"]!["per_seed"]!.AsArray().Count);
-        // the controls, each with the two measured changes as {mean, ci95, per_seed}, beside a paired difference
+        Assert.Equal(2, s["pipelines"]!["rl-then-sft"]!["reward_change_during_sft"]!["ci95"]!.AsArray().Count);
+        Assert.NotNull(s["pipelines"]!["rl-then-sft"]!["sft_loss_change_during_sft"]!["mean"]);
+        Assert.Equal(new long[] { 1000, 1001 }, s["seeds"]!.AsArray().Select(v => v!.GetValue<long>()));
+        Assert.NotNull(s["statements"]!["controls"]);
+        Assert.NotNull(s["comparisons"]!["interleaved - sft-then-rl"]);
+        Assert.NotNull(s["prediction_held"]!["sft-then-rl"]);
+        Assert.NotNull(s["prediction_held"]!["rl-then-sft"]);
+    }
+
+    [Fact]
+    public void Each_control_has_its_changes_and_a_paired_difference_against_the_main_order()
+    {
+        var s = x.Summary;
         Assert.Equal(ExperimentConfig.Controls, s["controls"]!.AsObject().Select(kv => kv.Key));
         foreach (var (name, c) in s["controls"]!.AsObject())
         {
@@ -123,46 +152,65 @@ public class ExperimentTests
             }
             Assert.Equal(name == "fresh-optimizer", c!["prediction"] is null); // no RL stage, no prediction
         }
-        // lenient-reward and fresh-optimizer reuse sft-then-rl's SFT stage instead of training it again
-        Assert.False(Directory.Exists(Path.Combine(runDir, "lenient-reward", "seed-1000", "1-sft")));
-        Assert.True(Directory.Exists(Path.Combine(runDir, "no-format-mix", "seed-1000", "1-sft")));
-        // reward intervals stay inside [0, 1]
-        foreach (var (_, p) in s["pipelines"]!.AsObject())
+    }
+
+    [Fact]
+    public void Controls_with_sft_then_rls_sft_stage_reuse_it_instead_of_training_it_again()
+    {
+        Assert.False(Directory.Exists(Path.Combine(x.RunDir, "lenient-reward", "seed-1000", "1-sft")));
+        Assert.True(Directory.Exists(Path.Combine(x.RunDir, "no-format-mix", "seed-1000", "1-sft")));
+    }
+
+    [Fact]
+    public void Reward_intervals_stay_inside_0_and_1()
+    {
+        foreach (var (_, p) in x.Summary["pipelines"]!.AsObject())
         foreach (var b in p!["final_reward"]!["ci95"]!.AsArray().Where(b => b is not null))
             Assert.InRange(b!.GetValue<double>(), 0, 1);
-        Assert.NotNull(s["statements"]!["controls"]);
-        Assert.NotNull(s["comparisons"]!["interleaved - sft-then-rl"]);
-        Assert.Equal(2, s["pipelines"]!["rl-then-sft"]!["reward_change_during_sft"]!["ci95"]!.AsArray().Count);
-        Assert.NotNull(s["pipelines"]!["rl-then-sft"]!["sft_loss_change_during_sft"]!["mean"]);
-        Assert.Equal(new long[] { 1000, 1001 }, s["seeds"]!.AsArray().Select(x => x!.GetValue<long>()));
-        Assert.NotNull(s["prediction_held"]!["sft-then-rl"]);
-        Assert.NotNull(s["prediction_held"]!["rl-then-sft"]);
+    }
+
+    [Fact]
+    public void The_run_folder_holds_its_inputs_and_each_stage_its_logs_and_the_base_models_are_cached()
+    {
         foreach (var f in new[] { "config.json", "versions.json", "seeds.json", "vocab.json" })
-            Assert.True(File.Exists(Path.Combine(runDir, f)), f);
-        var stage = Path.Combine(runDir, "interleaved", "seed-1000", "4-round2-rl");
+            Assert.True(File.Exists(Path.Combine(x.RunDir, f)), f);
+        var stage = Path.Combine(x.RunDir, "interleaved", "seed-1000", "4-round2-rl");
         Assert.True(File.Exists(Path.Combine(stage, "metrics.jsonl")) && File.Exists(Path.Combine(stage, "done.json")));
         Assert.NotEmpty(
             Directory
                 .GetDirectories(Path.Combine(stage, "tensorboard"))
                 .Concat(Directory.GetFiles(Path.Combine(stage, "tensorboard")))
         );
-        // the base model is cached and reused
+        // one cached base model per seed, reused by every pipeline
         Assert.Equal(
             2,
-            Directory.GetDirectories(Path.Combine(root, ".cache", "base")).SelectMany(Directory.GetDirectories).Count()
+            Directory
+                .GetDirectories(Path.Combine(x.Root, ".cache", "base"))
+                .SelectMany(Directory.GetDirectories)
+                .Count()
         );
+    }
 
-        // resuming a finished run retrains nothing and gives the same curves
-        var metrics = Path.Combine(runDir, "sft-then-rl", "seed-1001", "2-rl", "metrics.jsonl");
+    [Fact]
+    public void Resuming_a_finished_run_retrains_nothing_and_gives_the_same_curves()
+    {
+        var metrics = Path.Combine(x.RunDir, "sft-then-rl", "seed-1001", "2-rl", "metrics.jsonl");
         var before = File.GetLastWriteTimeUtc(metrics);
-        var again = new ExperimentRunner(Tiny, runDir, root).Run(ExperimentConfig.Resolve("all", "all"));
+        var again = new ExperimentRunner(ExperimentTests.Tiny, x.RunDir, x.Root).Run(
+            ExperimentConfig.Resolve("all", "all")
+        );
         Assert.Equal(before, File.GetLastWriteTimeUtc(metrics));
         Assert.Equal(
-            results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]),
+            x.Results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]),
             again["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"])
         );
+    }
 
-        // the report is self-contained (plotly.js inline, no CDN) and has a chart per pipeline and metric
+    [Fact]
+    public void The_report_is_self_contained_with_a_chart_per_pipeline_and_metric()
+    {
+        var s = x.Summary;
+        var runDir = x.RunDir;
         var report = Report.Write(runDir);
         var html = File.ReadAllText(report);
         Assert.DoesNotMatch("<script[^>]+src=\"https?://", html); // nothing loaded from a CDN

@@ -32,7 +32,7 @@ public class MixedMethodTests(TrainingFixture fx) : IClassFixture<TrainingFixtur
         var comps = ex.Select(e => GrpoBatch.ExpertCompletion(fx.Codec, e, 1024).Tokens).ToList();
         int P = prompts.Max(p => p.Length),
             C = comps.Max(c => c.Length);
-        var (ids, mask) = Losses.PromptCompletion(prompts, P, comps, C, fx.Codec.PadId);
+        var (ids, mask) = PromptPadding.PromptCompletion(prompts, P, comps, C, fx.Codec.PadId);
         double[] lp;
         using (no_grad())
             lp = D(

@@ -41,15 +41,27 @@ public class PolyglotKernelTests
     [Fact]
     public void The_polyglot_kernel_renders_a_chart_after_fix_kernel()
     {
-        new NotebookRunner(TestData.RepoRoot, _ => { }).Prepare(); // dotnet tool restore
+        var restoreInfo = new System.Diagnostics.ProcessStartInfo("dotnet", ["tool", "restore"])
+        {
+            WorkingDirectory = TestData.RepoRoot,
+        };
+        using (var restore = System.Diagnostics.Process.Start(restoreInfo)!)
+        {
+            restore.WaitForExit();
+            Assert.Equal(0, restore.ExitCode);
+        }
         var dir = NotebookRunner.KernelFolders().FirstOrDefault(d => d.Contains("microsoft.dotnet-interactive"));
         Assert.True(dir is not null, "dotnet-interactive is not in the NuGet cache after dotnet tool restore");
-        NotebookRunner.FixKernel(dir!, _ => { });
-        Assert.False(NotebookRunner.FixKernel(dir!, _ => { })); // idempotent
+        // the fix applies to a private kernel folder, so the machine's NuGet cache stays as it was
+        var cached = File.ReadAllBytes(Path.Combine(dir!, "FSharp.Core.dll"));
+        var kernel = PrivateKernel(dir!);
+        NotebookRunner.FixKernel(kernel, _ => { });
+        Assert.False(NotebookRunner.FixKernel(kernel, _ => { })); // idempotent
+        Assert.Equal(cached, File.ReadAllBytes(Path.Combine(dir!, "FSharp.Core.dll")));
 
         var psi = new System.Diagnostics.ProcessStartInfo(
             "dotnet",
-            ["tool", "run", "dotnet-interactive", "--", "stdio", "--default-kernel", "csharp"]
+            [Path.Combine(kernel, "Microsoft.DotNet.Interactive.App.dll"), "stdio", "--default-kernel", "csharp"]
         )
         {
             WorkingDirectory = Path.Combine(TestData.RepoRoot, "notebooks"),
@@ -125,5 +137,24 @@ public class PolyglotKernelTests
             }
             catch (InvalidOperationException) { }
         }
+    }
+
+    /// <summary>A kernel folder of our own: the app's entry files and FSharp.Core copied (the host resolves the app's
+    /// folder from the entry assembly's real path), everything else linked to the tool's files.</summary>
+    static string PrivateKernel(string toolDir)
+    {
+        var kernel = TestData.TempDir();
+        foreach (var entry in Directory.EnumerateFileSystemEntries(toolDir))
+        {
+            var name = Path.GetFileName(entry);
+            var dest = Path.Combine(kernel, name);
+            if (Directory.Exists(entry))
+                Directory.CreateSymbolicLink(dest, entry);
+            else if (name == "FSharp.Core.dll" || name.StartsWith("Microsoft.DotNet.Interactive.App."))
+                File.Copy(entry, dest);
+            else
+                File.CreateSymbolicLink(dest, entry);
+        }
+        return kernel;
     }
 }

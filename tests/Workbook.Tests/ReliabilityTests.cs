@@ -5,6 +5,7 @@ using Workbook.Cli;
 using Workbook.Data;
 using Workbook.Experiments;
 using Workbook.Model;
+using Workbook.Reports;
 using Workbook.Training;
 
 namespace Workbook.Tests;

@@ -160,22 +160,13 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         // two rows: last 6 tokens are the "completion"; left-pad prompts to P
         var rows = seqs.Select(s => (prompt: s.Ids[..^C], comp: s.Ids[^C..])).ToList();
         int Pm = rows.Max(r => r.prompt.Length);
-        var ids = new long[2 * (Pm + C)];
-        var mask = new long[2 * (Pm + C)];
-        for (int j = 0; j < 2; j++)
-        {
-            int off = Pm - rows[j].prompt.Length;
-            for (int t = 0; t < Pm; t++)
-            {
-                ids[j * (Pm + C) + t] = t < off ? fx.Codec.PadId : rows[j].prompt[t - off];
-                mask[j * (Pm + C) + t] = t < off ? 0 : 1;
-            }
-            for (int t = 0; t < C; t++)
-            {
-                ids[j * (Pm + C) + Pm + t] = rows[j].comp[t];
-                mask[j * (Pm + C) + Pm + t] = 1;
-            }
-        }
+        var (ids, mask) = PromptPadding.PromptCompletion(
+            rows.Select(r => r.prompt).ToList(),
+            Pm,
+            rows.Select(r => r.comp).ToList(),
+            C,
+            fx.Codec.PadId
+        );
         var idsT = tensor(ids, [2, Pm + C]);
         var maskT = tensor(mask, [2, Pm + C]);
         var cm = tensor(
@@ -259,19 +250,13 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var rows = fx.Task.Train.Skip(20).Take(4).Select(e => fx.Codec.Sft(e).Ids).ToList();
         int C = 5,
             P = rows.Max(r => r.Length) - C;
-        var ids = new long[4 * (P + C)];
-        var mask = new long[4 * (P + C)];
-        for (int j = 0; j < 4; j++)
-        {
-            var r = rows[j];
-            int off = P - (r.Length - C);
-            for (int t = 0; t < P + C; t++)
-            {
-                bool real = t >= off;
-                ids[j * (P + C) + t] = real ? r[t - off] : fx.Codec.PadId;
-                mask[j * (P + C) + t] = real ? 1 : 0;
-            }
-        }
+        var (ids, mask) = PromptPadding.PromptCompletion(
+            rows.Select(r => r[..^C]).ToList(),
+            P,
+            rows.Select(r => r[^C..]).ToList(),
+            C,
+            fx.Codec.PadId
+        );
         var idsT = tensor(ids, [4, P + C]);
         var maskT = tensor(mask, [4, P + C]);
         var adv = tensor(new double[] { 1.2, -0.4, 0.9, -1.7 });
@@ -288,7 +273,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         }
         var (gs, gr) = Theory.GradientAlignment.Pair(model, SftLoss, RlLoss);
         double cos = Theory.Curvature.Cosine(gr, gs);
-        Assert.InRange(cos, -1, 1);
+        double dot = gs.Zip(gr).Sum(z => z.First * z.Second);
+        Assert.Equal(dot / (Theory.Curvature.Norm(gs) * Theory.Curvature.Norm(gr)), cos, 12); // the definition
         double before;
         using (no_grad())
             before = SftLoss().Value();
@@ -334,6 +320,14 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         dir = TestData.TempDir();
         tr = new GrpoTrainer(fx.NewModel(9), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir);
         Theory.GradientAlignment.Attach(tr, o);
+        var measure = tr.BeforeUpdate!;
+        var measured = new List<double>(); // what the attached diagnostic returned, step by step
+        tr.BeforeUpdate = (batch, step) =>
+        {
+            var m = measure(batch, step);
+            measured.Add(m["diagnostics/cos_rl_sft"]);
+            return m;
+        };
         tr.Train();
         var lines = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Where(o => o.ContainsKey("reward")).ToList();
         Assert.True(
@@ -341,7 +335,10 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
                 && !lines[1].ContainsKey("diagnostics/cos_rl_sft")
                 && lines[2].ContainsKey("diagnostics/cos_rl_sft")
         );
-        Assert.InRange(lines[0]["diagnostics/cos_rl_sft"]!.GetValue<double>(), -1, 1);
+        // the log holds the diagnostic's values, at its cadence (steps 1 and 3 of 3)
+        Assert.Equal(2, measured.Count);
+        Assert.Equal(measured[0], lines[0]["diagnostics/cos_rl_sft"]!.GetValue<double>(), 12);
+        Assert.Equal(measured[1], lines[2]["diagnostics/cos_rl_sft"]!.GetValue<double>(), 12);
         Assert.True(lines[0]["diagnostics/sft_grad_norm"]!.GetValue<double>() > 0);
         foreach (var l in new[] { lines[0], lines[2] })
         {

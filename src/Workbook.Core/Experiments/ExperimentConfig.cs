@@ -347,6 +347,33 @@ public sealed record ExperimentConfig
             );
     }
 
+    /// <summary>The joint stage's options: one AdamW for L_SFT + λ·L_GRPO, so sft's optimizer, schedule, accumulation
+    /// and checkpoint options apply (grpo's learning rate and schedule serve the GRPO stages of the other pipelines);
+    /// the steps, seed and evaluation cadence come from the pipeline plan, as for every stage.</summary>
+    public JointOptions JointStageOptions(int steps, long seed, int evalEvery) =>
+        new()
+        {
+            LearningRate = Sft.LearningRate,
+            MaxSteps = steps,
+            WarmupRatio = Sft.WarmupRatio,
+            LrSchedulerType = Sft.LrSchedulerType,
+            MaxGradNorm = Sft.MaxGradNorm,
+            WeightDecay = Sft.WeightDecay,
+            AdamBeta1 = Sft.AdamBeta1,
+            AdamBeta2 = Sft.AdamBeta2,
+            AdamEpsilon = Sft.AdamEpsilon,
+            SaveSteps = Sft.SaveSteps,
+            SaveTotalLimit = Sft.SaveTotalLimit,
+            LoggingSteps = Sft.LoggingSteps,
+            Dtype = Sft.Dtype,
+            Seed = seed,
+            EvalSteps = evalEvery,
+            Sft = Sft,
+            Grpo = Grpo,
+            RlWeight = JointRlWeight,
+            RlEvery = Math.Max(1, Sft.MaxSteps / Math.Max(1, Grpo.MaxSteps)),
+        };
+
     public Qwen3Config ModelConfig(int vocab) =>
         Qwen3Config.Tiny(vocab) with
         {

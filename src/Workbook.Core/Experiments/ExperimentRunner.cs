@@ -86,16 +86,9 @@ public sealed class ExperimentRunner
         (cfg, var epochNotes) = EpochResolution.Resolve(cfg, task); // issue 12: epochs -> steps, data notes in the log
         foreach (var note in task.Notes.Concat(epochNotes))
             this.log(note);
-        Qwen3Tokenizer tok =
-            cfg.Model is not null && File.Exists(Path.Combine(cfg.Model, "tokenizer.json"))
-                ? Qwen3Tokenizer.Load(cfg.Model)
-                : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault(this.log));
         otherTask = cfg.OtherTask() is { } other ? TaskRegistry.Create(other, cfg.DatasetSeed, cfg.Task) : null;
-        // issue 12: a model folder brings its own vocabulary
-        var vocab = cfg.Model is null
-            ? TaskVocabulary.Build(tok, task, otherTask)
-            : ModelVocabulary.For(cfg.Model, Qwen3Config.Load(Path.Combine(cfg.Model, "config.json")).VocabSize);
-        codec = new Codec(tok, vocab) { EnableThinking = cfg.Task.EnableThinking }; // issue 12
+        // a folder's vocabulary (issue 12) must cover the task; a fresh model gets the task's compact vocabulary
+        codec = ModelSetup.Codec(cfg.Model, task, otherTask, enableThinking: cfg.Task.EnableThinking, log: this.log);
         evaluator = new Evaluator(
             codec,
             task.Eval,
@@ -285,7 +278,7 @@ public sealed class ExperimentRunner
             hash,
             WorkFolders.Name("seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture))
         );
-        using (var model = new Qwen3ForCausalLM(cfg.ModelConfig(codec.Vocab.Size), dtype, device, seed))
+        using (var model = ModelSetup.Model(null, cfg.ModelConfig, codec.Vocab.Size, dtype, device, seed))
         {
             var tr = new SftTrainer(model, codec, baseData, cfg.Base with { Seed = seed }, Path.Combine(work, "train"));
             tr.Train();
@@ -624,20 +617,7 @@ public sealed class ExperimentRunner
                 codec,
                 st.Task.Train,
                 st.Task.Reward,
-                new JointOptions
-                {
-                    LearningRate = cfg.Sft.LearningRate,
-                    MaxSteps = st.Steps,
-                    WarmupRatio = cfg.Sft.WarmupRatio,
-                    LrSchedulerType = cfg.Sft.LrSchedulerType,
-                    MaxGradNorm = cfg.Sft.MaxGradNorm,
-                    Seed = stageSeed,
-                    EvalSteps = evalEvery,
-                    Sft = cfg.Sft,
-                    Grpo = cfg.Grpo,
-                    RlWeight = cfg.JointRlWeight,
-                    RlEvery = Math.Max(1, cfg.Sft.MaxSteps / Math.Max(1, cfg.Grpo.MaxSteps)),
-                },
+                cfg.JointStageOptions(st.Steps, stageSeed, evalEvery),
                 dir,
                 ev
             ),

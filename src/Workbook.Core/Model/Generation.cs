@@ -25,6 +25,26 @@ public sealed record GenerationOptions
     public string[] StopStrings { get; init; } = [];
     public long Seed { get; init; } = 0;
 
+    /// <summary>The one mapping from the sampling fields of the trainers, the evaluator and `generate` (TRL's names:
+    /// max_completion_length or max_new_tokens, temperature, top_p, top_k) to generation options.</summary>
+    public static GenerationOptions Sampling(
+        int maxNewTokens,
+        double temperature,
+        double topP,
+        int topK,
+        int[] eosTokenIds,
+        int padTokenId = 151643
+    ) =>
+        new()
+        {
+            MaxNewTokens = maxNewTokens,
+            Temperature = temperature,
+            TopP = topP,
+            TopK = topK,
+            EosTokenIds = eosTokenIds,
+            PadTokenId = padTokenId,
+        };
+
     public void Validate()
     {
         if (MaxNewTokens < 0)
@@ -68,17 +88,7 @@ public static class Generation
         var ownRng = rng is null && !opt.Greedy ? new Generator((ulong)opt.Seed) : null;
         rng ??= ownRng;
 
-        var ids = new long[B * P];
-        var mask = new long[B * P];
-        for (int b = 0; b < B; b++)
-        {
-            int off = P - prompts[b].Length;
-            for (int t = 0; t < P; t++)
-            {
-                ids[b * P + t] = t < off ? opt.PadTokenId : prompts[b][t - off];
-                mask[b * P + t] = t < off ? 0 : 1;
-            }
-        }
+        var (ids, mask, _) = PromptPadding.LeftPad(prompts, opt.PadTokenId);
         var outTokens = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
         var outLogps = Enumerable.Range(0, B).Select(_ => new List<float>()).ToArray();
         var done = new bool[B];

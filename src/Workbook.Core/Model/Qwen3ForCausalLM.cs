@@ -208,16 +208,22 @@ public sealed class Qwen3ForCausalLM : nn.Module
     {
         var gen = seed is { } s ? new Generator((ulong)s) : null;
         using var _ = no_grad();
+        // torch.normal(mean, std) is randn * std + mean with implicit Scalars, which the GC may finalize while the
+        // native call reads them ("Expected false to be true" in toFloat): the same arithmetic with named Scalars
+        using Scalar std = Config.InitializerRange,
+            mean = 0.0,
+            one = 1.0;
         foreach (var (name, p) in named_parameters())
         {
             if (p.dim() == 2)
             {
-                var w = normal(0.0, Config.InitializerRange, p.shape, dtype: ScalarType.Float32, generator: gen);
+                using var r = randn(p.shape, dtype: ScalarType.Float32, generator: gen);
+                using var scaled = r.mul(std);
+                using var w = scaled.add(mean);
                 p.copy_(w.to(p.dtype));
-                w.Dispose();
             }
             else if (name.EndsWith("norm.weight") || name.EndsWith("layernorm.weight"))
-                p.fill_(1.0);
+                p.fill_(one);
             else
                 p.zero_();
         }

@@ -268,26 +268,19 @@ public sealed class Evaluator
 
     /// <summary>How evaluations sample: the evaluation options' settings, stopping at &lt;|im_end|&gt;.</summary>
     GenerationOptions Sampling() =>
-        new()
-        {
-            MaxNewTokens = Options.MaxNewTokens,
-            Temperature = Options.Temperature,
-            TopP = Options.TopP,
-            TopK = Options.TopK,
-            EosTokenIds = [codec.EosId],
-            PadTokenId = codec.PadId,
-        };
+        GenerationOptions.Sampling(
+            Options.MaxNewTokens,
+            Options.Temperature,
+            Options.TopP,
+            Options.TopK,
+            [codec.EosId],
+            codec.PadId
+        );
 
     /// <summary>A few decoded samples (for logs and reports).</summary>
     public List<(string Prompt, string Completion, string Reference)> Samples(Qwen3ForCausalLM model, int n, long seed)
     {
-        var opt = new GenerationOptions
-        {
-            MaxNewTokens = Options.MaxNewTokens,
-            Temperature = Options.Temperature,
-            EosTokenIds = [codec.EosId],
-            PadTokenId = codec.PadId,
-        };
+        var opt = Sampling(); // top_p and top_k too: the samples show what the evaluation draws
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
         var outs = Generation.Generate(model, prompts.Take(n).ToList(), opt, rng);
         return outs.Select((o, i) => (examples[i].PromptText, codec.Decode(o.Tokens), examples[i].Reference)).ToList();

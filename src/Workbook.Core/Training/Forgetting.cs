@@ -110,7 +110,7 @@ public static class Forgetting
             var cs = completions.Skip(i).Take(m).ToList();
             int P = ps.Max(p => p.Length),
                 C = Math.Max(1, cs.Max(c => c.Length));
-            var (ids, mask) = Losses.PromptCompletion(ps, P, cs, C, padId);
+            var (ids, mask) = PromptPadding.PromptCompletion(ps, P, cs, C, padId);
             var v = f(tensor(ids, [m, P + C]), tensor(mask, [m, P + C]), P);
             var real = new double[m * C];
             for (int j = 0; j < m; j++)

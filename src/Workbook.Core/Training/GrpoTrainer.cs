@@ -569,7 +569,13 @@ public sealed class GrpoBatch
         // sequences: left-padded prompt | right-padded completion
         int P = expanded.Max(p => p.Length),
             C = Math.Max(1, outs.Max(c => c.Tokens.Length));
-        var (ids, mask) = Losses.PromptCompletion(expanded, P, outs.Select(c => c.Tokens).ToList(), C, codec.PadId);
+        var (ids, mask) = PromptPadding.PromptCompletion(
+            expanded,
+            P,
+            outs.Select(c => c.Tokens).ToList(),
+            C,
+            codec.PadId
+        );
         var cm = new float[N * C];
         var real = new float[N * C];
         for (int j = 0; j < N; j++)

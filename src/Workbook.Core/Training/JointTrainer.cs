@@ -81,18 +81,31 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
     {
         Optimizer.ZeroGrad();
         var m = new Dictionary<string, double>();
-        var batch = Losses.MakeSftBatch(
-            Order.Next(Opt.Sft.PerDeviceTrainBatchSize).Select(i => data[i]).ToList(),
-            codec.PadId,
-            Opt.Sft.MaxLength,
-            Opt.Sft.Packing
-        );
-        var (nll, correct) = Losses.SftNll(Model, batch);
-        var sft = nll / Math.Max(1, batch.Tokens);
-        sft.backward();
-        double total = sft.Value();
+        // the SFT term: sft.gradient_accumulation_steps micro-batches, token mean over all of them (as SftTrainer)
+        var picks = Enumerable
+            .Range(0, Opt.Sft.GradientAccumulationSteps)
+            .Select(_ => Order.Next(Opt.Sft.PerDeviceTrainBatchSize))
+            .ToList();
+        long tokens = Math.Max(1, picks.Sum(rows => rows.Sum(i => Losses.LossTokens(data[i], Opt.Sft.MaxLength))));
+        double nll = 0,
+            correct = 0;
+        foreach (var rows in picks)
+        {
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            var batch = Losses.MakeSftBatch(
+                rows.Select(i => data[i]).ToList(),
+                codec.PadId,
+                Opt.Sft.MaxLength,
+                Opt.Sft.Packing
+            );
+            var (s, c) = Losses.SftNll(Model, batch);
+            (s / tokens).backward();
+            nll += s.Value();
+            correct += c.Value();
+        }
+        double total = nll / tokens;
         m["sft_loss"] = total;
-        m["mean_token_accuracy"] = correct.Value() / Math.Max(1, batch.Tokens);
+        m["mean_token_accuracy"] = correct / tokens;
         if (step % Opt.RlEvery == 0)
         {
             var rl = GrpoBatch.GenerateAndScore(

@@ -91,41 +91,6 @@ public static class Losses
         );
     }
 
-    /// <summary>Rows of left-padded prompts (to P tokens) followed by right-padded completions (to C tokens): ids and
-    /// attention mask, both [N·(P + C)] row-major.</summary>
-    public static (long[] Ids, long[] Mask) PromptCompletion(
-        IReadOnlyList<int[]> prompts,
-        int P,
-        IReadOnlyList<int[]> completions,
-        int C,
-        int padId
-    )
-    {
-        int N = prompts.Count,
-            L = P + C;
-        var ids = new long[N * L];
-        var mask = new long[N * L];
-        for (int j = 0; j < N; j++)
-        {
-            var p = prompts[j];
-            int off = P - p.Length;
-            for (int t = 0; t < P; t++)
-            {
-                bool real = t >= off;
-                ids[j * L + t] = real ? p[t - off] : padId;
-                mask[j * L + t] = real ? 1 : 0;
-            }
-            var c = completions[j];
-            for (int t = 0; t < C; t++)
-            {
-                bool real = t < c.Length;
-                ids[j * L + P + t] = real ? c[t] : padId;
-                mask[j * L + P + t] = real ? 1 : 0;
-            }
-        }
-        return (ids, mask);
-    }
-
     /// <summary>Summed NLL over loss-masked tokens and the number of correct argmax predictions among them.</summary>
     public static (Tensor NllSum, Tensor Correct) SftNll(Qwen3ForCausalLM model, Batch b)
     {

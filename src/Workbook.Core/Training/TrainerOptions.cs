@@ -296,15 +296,7 @@ public sealed record GrpoOptions : TrainOptions
 
     /// <summary>The generation options of the rollouts (and of evaluations that sample like them).</summary>
     public GenerationOptions Sampling(int eosId, int padId) =>
-        new()
-        {
-            MaxNewTokens = MaxCompletionLength,
-            Temperature = Temperature,
-            TopP = TopP,
-            TopK = TopK,
-            EosTokenIds = [eosId],
-            PadTokenId = padId,
-        };
+        GenerationOptions.Sampling(MaxCompletionLength, Temperature, TopP, TopK, [eosId], padId);
 
     /// <summary>Prompts per step: per_device_train_batch_size counts completions, num_generations per prompt.</summary>
     public override int ExamplesPerStep => Math.Max(1, PerDeviceTrainBatchSize / NumGenerations);
