@@ -54,7 +54,8 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
         return failed == 0 ? 0 : 1;
     }
 
-    /// <summary>dotnet-interactive (VS Code's Polyglot Notebooks kernel, the Jupyter .NET kernel) and dotnet-repl, wherever
+    /// <summary>dotnet-interactive (VS Code's Polyglot Notebooks kernel, the Jupyter .NET kernel) and dotnet-repl,
+    /// wherever
     /// they are installed, plus folders given on the command line.</summary>
     static int FixKernels(string[] extra)
     {

@@ -8,7 +8,8 @@ using Workbook.Training;
 
 namespace Workbook.Cli;
 
-/// <summary>workbook train sft|grpo --config FILE [--model DIR|--preset NAME] [--out RUN_DIR] [--resume RUN_DIR]</summary>
+/// <summary>workbook train sft|grpo --config FILE [--model DIR|--preset NAME] [--out RUN_DIR] [--resume
+/// RUN_DIR]</summary>
 public sealed class TrainCommand : Command<TrainCommand.Settings>
 {
     public sealed class Settings : CommandSettings
@@ -136,7 +137,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
 
     const string InputsFile = "train.json";
 
-    /// <summary>A resume uses the recorded inputs; an option given with a different value is refused (before anything in
+    /// <summary>A resume uses the recorded inputs; an option given with a different value is refused (before anything
+    /// in
     /// the run folder is rewritten).</summary>
     static Inputs Resumed(Settings s, string path)
     {
@@ -246,7 +248,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                     "eval_sft_loss",
                     $"eval_rewards/{task.Reward.Name}/mean",
                 ];
-        // a progress line every logging_steps steps (a live bar on a terminal, plain lines otherwise); evaluations always
+        // a progress line every logging_steps steps (a live bar on a terminal, plain lines otherwise); evaluations
+        // always
         var sw = System.Diagnostics.Stopwatch.StartNew();
         string Line(long step, IReadOnlyDictionary<string, double> m) =>
             $"{s.Trainer} step {step}/{opt.MaxSteps}  {MetricsLog.Format(m, keys)}";

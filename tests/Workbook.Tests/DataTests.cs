@@ -102,7 +102,8 @@ public class DataTests
         Assert.Equal(a.Train.Select(e => e.Expert + e.PromptText), b.Train.Select(e => e.Expert + e.PromptText));
         Assert.NotEqual(a.Train.Select(e => e.PromptText), c.Train.Select(e => e.PromptText));
         Assert.Empty(a.Train.Select(e => e.PromptText).Intersect(a.Eval.Select(e => e.PromptText)));
-        // the expert responses earn the lenient reward always, and the strict reward exactly when they use the strict form
+        // the expert responses earn the lenient reward always, and the strict reward exactly when they use the strict
+        // form
         var lenient = a.EvalVerifiers[1];
         foreach (var e in a.Train.Concat(a.Eval))
         {

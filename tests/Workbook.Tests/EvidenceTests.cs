@@ -5,13 +5,15 @@ using static TorchSharp.torch;
 
 namespace Workbook.Tests;
 
-/// <summary>The pieces that make a result a test of the theory: the KL-in-reward fixed point, the C1 predictor.</summary>
+/// <summary>The pieces that make a result a test of the theory: the KL-in-reward fixed point, the C1
+/// predictor.</summary>
 public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
 {
     static readonly double[] RefProbs = [0.4, 0.25, 0.2, 0.1, 0.05];
     static readonly double[] Rewards = [0, 1, 0, 1, 0.5];
 
-    /// <summary>Exact-expectation GRPO on a softmax bandit through GrpoTrainer.Loss: each arm is one one-token completion,
+    /// <summary>Exact-expectation GRPO on a softmax bandit through GrpoTrainer.Loss: each arm is one one-token
+    /// completion,
     /// weighted by π (the completion mask carries the weights, so the token mean is E_π); the advantages are the exact
     /// ones of the option's kl_mode and scale_rewards. Returns π after plain gradient descent.</summary>
     static double[] Iterate(GrpoOptions o, int steps, double lr)
@@ -141,7 +143,8 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     [Fact]
     public void The_predicted_rise_equals_the_exact_loss_change_at_the_tilted_optimum()
     {
-        // enumerable policies: 6 prompts, 4 responses, 0/1 reward; reference ≠ data (the identity holds for any reference)
+        // enumerable policies: 6 prompts, 4 responses, 0/1 reward; reference ≠ data (the identity holds for any
+        // reference)
         var rng = new Random(7);
         double[] Dist()
         {
@@ -194,7 +197,8 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     [Fact]
     public void The_bootstrap_interval_covers_the_true_prediction()
     {
-        // 48 prompts with known P, 16 samples each: the 95% interval should cover the truth in about 95% of replications
+        // 48 prompts with known P, 16 samples each: the 95% interval should cover the truth in about 95% of
+        // replications
         var rng = new Random(11);
         var P = Enumerable.Range(0, 48).Select(i => 0.35 + 0.6 * (i % 7) / 6.0).ToArray();
         double truth = P.Average(p => C1Predictor.LogZ(p, 0.5)) - 0.65 / 0.5;

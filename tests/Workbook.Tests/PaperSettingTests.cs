@@ -229,7 +229,8 @@ public class PaperSettingTests
             TrainOptions.Load<SftOptions>(null, ["num_train_epochs=2", "max_steps=10"])
         );
         Assert.Contains("not both", e.Message);
-        Assert.Throws<WorkbookException>(() => new SftOptions { NumTrainEpochs = 1 }.Validate()); // max_steps 100 and epochs
+        // max_steps 100 and epochs
+        Assert.Throws<WorkbookException>(() => new SftOptions { NumTrainEpochs = 1 }.Validate());
         Assert.Throws<WorkbookException>(() => TrainOptions.Load<SftOptions>(null, ["num_train_epochs=0"]));
         var cfg = ExperimentConfig.Load(null, ["sft.num_train_epochs=2", "grpo.num_train_epochs=1"]);
         Assert.Equal(0, cfg.Sft.MaxSteps);

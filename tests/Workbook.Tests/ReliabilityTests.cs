@@ -16,7 +16,8 @@ public class ReliabilityTests
 {
     static string Cli => Path.Combine(AppContext.BaseDirectory, "workbook.dll");
 
-    /// <summary>Runs the CLI to completion with stdout and stderr redirected (so: plain, non-terminal output).</summary>
+    /// <summary>Runs the CLI to completion with stdout and stderr redirected (so: plain, non-terminal
+    /// output).</summary>
     static (int Code, string Out, string Err) Run(params string[] args) => RunIn(null, args);
 
     static (int Code, string Out, string Err) RunIn(string? cwd, params string[] args)
@@ -35,7 +36,8 @@ public class ReliabilityTests
         return (p.ExitCode, outp, err.Result);
     }
 
-    /// <summary>A user error: exit 2, one line "error: ..." on stderr naming the problem, no stack trace, stdout clean.</summary>
+    /// <summary>A user error: exit 2, one line "error: ..." on stderr naming the problem, no stack trace, stdout
+    /// clean.</summary>
     static string UserError((int Code, string Out, string Err) r, string expect)
     {
         Assert.True(r.Code == 2, $"exit {r.Code}; stderr: {r.Err}");

@@ -4,7 +4,8 @@ using Workbook.Text;
 
 namespace Workbook.Tests;
 
-/// <summary>The tokenizer and chat template against ../shared/golden (HF Rust tokenizers 0.22.2, Jinja2 renderings).</summary>
+/// <summary>The tokenizer and chat template against ../shared/golden (HF Rust tokenizers 0.22.2, Jinja2
+/// renderings).</summary>
 public class TokenizerTests
 {
     static readonly Lazy<Qwen3Tokenizer> Tok = new(() =>

@@ -285,7 +285,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             foreach (var p in model.parameters())
             {
                 var n = (int)p.numel();
-                p.add_(tensor(gr.Skip(o).Take(n).Select(x => -eps * x).ToArray()).reshape(p.shape)); // one RL step: ascent on J
+                // one RL step: ascent on J
+                p.add_(tensor(gr.Skip(o).Take(n).Select(x => -eps * x).ToArray()).reshape(p.shape));
                 o += n;
             }
         }
@@ -410,7 +411,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.InRange(s.TopFraction, 1.0 / 19 - 1e-12, 1 + 1e-12); // λ_1 ≥ tr/n for n pieces
     }
 
-    /// <summary>A reward that varies within groups even for an untrained model, so that advantages are nonzero.</summary>
+    /// <summary>A reward that varies within groups even for an untrained model, so that advantages are
+    /// nonzero.</summary>
     internal sealed class LengthReward : Verifiers.IVerifier
     {
         public string Name => "length";
@@ -619,7 +621,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var full = TestData.TempDir();
         var broken = TestData.TempDir();
         Run(full, false, null);
-        Assert.Throws<OperationCanceledException>(() => Run(broken, false, 8)); // dies after step 8; last checkpoint is step 5
+        // dies after step 8; last checkpoint is step 5
+        Assert.Throws<OperationCanceledException>(() => Run(broken, false, 8));
         Assert.Equal("step-000005", Path.GetFileName(TrainerCheckpoint.Latest(broken)));
         Run(broken, true, null);
         var a = Comparable(full);

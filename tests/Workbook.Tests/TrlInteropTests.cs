@@ -40,7 +40,8 @@ public class TrlInteropTests
         var s2r = ps[1];
         Assert.Equal(2, s2r.Seeds.Count);
         Assert.Equal(["sft", "grpo"], s2r.Seeds[0].Stages.Select(s => s.Kind));
-        Assert.EndsWith(Path.Combine("checkpoint-4", "trainer_state.json"), s2r.Seeds[0].Stages[1].Source); // the last checkpoint
+        // the last checkpoint
+        Assert.EndsWith(Path.Combine("checkpoint-4", "trainer_state.json"), s2r.Seeds[0].Stages[1].Source);
         Assert.Equal(10, s2r.Seeds[0].Stages[0].Steps);
 
         var f = TrlImport.Findings(ps);
@@ -75,7 +76,8 @@ public class TrlInteropTests
         Assert.Contains("during GRPO after SFT", r.Out);
         var text = File.ReadAllText(html);
         int inLibrary = Regex.Matches(Workbook.Charts.CurveCharts.PlotlyJs(), "Plotly.newPlot").Count;
-        Assert.Equal(6, Regex.Matches(text, "Plotly.newPlot").Count - inLibrary); // 2 pipelines x (loss, reward, training reward)
+        // 2 pipelines x (loss, reward, training reward)
+        Assert.Equal(6, Regex.Matches(text, "Plotly.newPlot").Count - inLibrary);
         Assert.DoesNotMatch("<script[^>]+src=\"https?://", text);
         ChromiumRender.AssertChartsRender(html, minCharts: 6);
 

@@ -5,7 +5,8 @@
 //     dotnet-interactive 1.0.712001 (VS Code's Polyglot kernel) has the same clash: `notebooks fix-kernel` fixes it;
 //  3. `dotnet repl --run notebooks/N.ipynb --exit-after-run` per notebook (exit code 2 = a cell failed; output cells
 //     are checked for errors too), WORKBOOK_QUICK=1 in quick mode;
-//  4. `jupyter-nbconvert --to html` of the executed notebook into reports/notebooks/N.html (charts are offline: the setup
+// 4. `jupyter-nbconvert --to html` of the executed notebook into reports/notebooks/N.html (charts are offline: the
+// setup
 //     cell inlines plotly.js).
 using System.Diagnostics;
 using System.Text.Json.Nodes;
@@ -90,8 +91,10 @@ public sealed class NotebookRunner(string repoRoot, Action<string>? log = null)
             );
     }
 
-    /// <summary>The notebook kernels installed on this machine: dotnet-repl and dotnet-interactive (the kernel of VS Code's
-    /// Polyglot Notebooks and of the Jupyter .NET kernel) as local tools (NuGet cache) or global tools (~/.dotnet/tools).</summary>
+    /// <summary>The notebook kernels installed on this machine: dotnet-repl and dotnet-interactive (the kernel of VS
+    /// Code's
+    /// Polyglot Notebooks and of the Jupyter .NET kernel) as local tools (NuGet cache) or global tools
+    /// (~/.dotnet/tools).</summary>
     public static IReadOnlyList<string> KernelFolders()
     {
         var found = new List<string>();
@@ -115,9 +118,11 @@ public sealed class NotebookRunner(string repoRoot, Action<string>? log = null)
         return found.Distinct().Order().ToList();
     }
 
-    /// <summary>Plotly.NET 6 needs FSharp.Core 10.1; dotnet-repl 0.3.259 and dotnet-interactive 1.0.712001 ship 10.0, so a
+    /// <summary>Plotly.NET 6 needs FSharp.Core 10.1; dotnet-repl 0.3.259 and dotnet-interactive 1.0.712001 ship 10.0,
+    /// so a
     /// chart cell fails with MissingMethodException. Replaces the kernel's FSharp.Core with ours when it is older (same
-    /// assembly version, binary compatible); never downgrades; idempotent; says when it acts. Returns whether it replaced.</summary>
+    /// assembly version, binary compatible); never downgrades; idempotent; says when it acts. Returns whether it
+    /// replaced.</summary>
     public static bool FixKernel(string toolDir, Action<string> log)
     {
         var theirs = Path.Combine(toolDir, "FSharp.Core.dll");
@@ -180,7 +185,8 @@ public sealed class NotebookRunner(string repoRoot, Action<string>? log = null)
         string? html = null;
         if (File.Exists(executed))
         {
-            // MathJax from Debian's libjs-mathjax when present (renders the LaTeX offline); nbconvert's default is a CDN
+            // MathJax from Debian's libjs-mathjax when present (renders the LaTeX offline); nbconvert's default is a
+            // CDN
             const string LocalMathJax = "/usr/share/javascript/mathjax/MathJax.js";
             List<string> args = ["--to", "html", executed, "--output", name + ".html", "--output-dir", ReportsDir];
             if (File.Exists(LocalMathJax))

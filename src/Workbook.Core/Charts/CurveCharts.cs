@@ -234,7 +234,8 @@ public static class CurveCharts
         return (loss, reward);
     }
 
-    /// <summary>A JSON number as double, whether the node was parsed from text or built in memory from a long.</summary>
+    /// <summary>A JSON number as double, whether the node was parsed from text or built in memory from a
+    /// long.</summary>
     static double Num(JsonNode n) =>
         n.AsValue().TryGetValue<double>(out var d) ? d
         : n.AsValue().TryGetValue<long>(out var l) ? l
@@ -249,7 +250,8 @@ public static class CurveCharts
         return r.ReadToEnd();
     }
 
-    /// <summary>A script tag defining window.Plotly offline (AMD 'define' hidden so it also works beside require.js).</summary>
+    /// <summary>A script tag defining window.Plotly offline (AMD 'define' hidden so it also works beside
+    /// require.js).</summary>
     public static string PlotlyScriptTag() =>
         "<script type=\"text/javascript\">(function(){var d=window.define;window.define=undefined;\n"
         + PlotlyJs()

@@ -47,7 +47,8 @@ public static class TheoryCharts
         return Plotly.NET.Chart.withTitle("Theorem 3.1: RL raises the SFT loss by C1(β)", null).Invoke(chart);
     }
 
-    /// <summary>RL from the SFT optimum on the softmax-linear model: the SFT gap with its smoothness upper bound, and the
+    /// <summary>RL from the SFT optimum on the softmax-linear model: the SFT gap with its smoothness upper bound, and
+    /// the
     /// RL objective gap with the PL contraction bound (log scale).</summary>
     public static (GenericChart sft, GenericChart rl, GenericChart tradeoff) Landscape(
         SoftmaxLinear m,
@@ -126,7 +127,8 @@ public static class TheoryCharts
         );
     }
 
-    /// <summary>The transformer measurements: SFT rise with its bounds, the RL gap against the PL bound, and the one-step
+    /// <summary>The transformer measurements: SFT rise with its bounds, the RL gap against the PL bound, and the
+    /// one-step
     /// threshold (SFT gap at each snapshot against the gap the sufficient condition needs).</summary>
     public static (GenericChart sft, GenericChart rl, GenericChart threshold) TransformerLandscape(
         TransformerLandscapeResult r

@@ -10,7 +10,8 @@ public sealed record Example(IReadOnlyList<ChatMessage> Prompt, string Expert, s
 {
     public string PromptText => Prompt[^1].Content;
 
-    /// <summary>The expert response's form when the task mixes several (grammar: "strict" line or "loose" words).</summary>
+    /// <summary>The expert response's form when the task mixes several (grammar: "strict" line or "loose"
+    /// words).</summary>
     public string Form { get; init; } = "";
 
     /// <summary>Where the answer part of the expert response starts (characters; −1 = not split): the rest before it is

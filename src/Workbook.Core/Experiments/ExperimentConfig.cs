@@ -1,5 +1,7 @@
-// The experiment configuration: task, model shape, budgets of each stage, seeds. Plain record, JSON with snake_case keys
-// (unknown keys are errors), written in full into every run folder. Defaults are the embedded default the README's first
+// The experiment configuration: task, model shape, budgets of each stage, seeds. Plain record, JSON with snake_case
+// keys
+// (unknown keys are errors), written in full into every run folder. Defaults are the embedded default the README's
+// first
 // command runs; `--quick` shrinks the budgets for CI.
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -14,12 +16,14 @@ public sealed record ExperimentConfig
     /// <summary>grammar | arithmetic | cola:FILE | gsm8k:FILE.</summary>
     public string Dataset { get; init; } = "grammar";
 
-    /// <summary>Seed of the dataset itself (generation / shuffling of the file); fixed across training seeds. Settings were
+    /// <summary>Seed of the dataset itself (generation / shuffling of the file); fixed across training seeds. Settings
+    /// were
     /// chosen with dataset seed 0 (other eval prompts); reported runs use 1.</summary>
     public int DatasetSeed { get; init; } = 1;
     public TaskOptions Task { get; init; } = new() { TrainSize = 3000, EvalSize = 128 };
 
-    /// <summary>A Hugging Face model folder to start from (then no base stage); null = a small Qwen3 trained here.</summary>
+    /// <summary>A Hugging Face model folder to start from (then no base stage); null = a small Qwen3 trained
+    /// here.</summary>
     public string? Model { get; init; }
     public int HiddenSize { get; init; } = 96;
     public int NumHiddenLayers { get; init; } = 3;
@@ -33,7 +37,8 @@ public sealed record ExperimentConfig
     public int Seeds { get; init; } = 3;
 
     /// <summary>Seeds trained at once (null = auto: every seed at once, at most 8, for the small model trained here; 1
-    /// with --model, whose copies would not fit in memory). The small model is dispatch-bound, so each seed trains on one
+    /// with --model, whose copies would not fit in memory). The small model is dispatch-bound, so each seed trains on
+    /// one
     /// torch thread whatever jobs is: the numbers do not depend on jobs, and seeds in parallel use the other cores.
     /// With --model a seed gets cores / jobs threads.</summary>
     public int? Jobs { get; init; }
@@ -42,7 +47,8 @@ public sealed record ExperimentConfig
     public int SeedBase { get; init; } = 1000;
 
     /// <summary>The base stage: language modelling of the task's generic text (prompts and terse answers, loss on every
-    /// token), the stand-in for pretraining. With the loss on the answer only, a model this small never learns the labels.</summary>
+    /// token), the stand-in for pretraining. With the loss on the answer only, a model this small never learns the
+    /// labels.</summary>
     public SftOptions Base { get; init; } =
         new()
         {
@@ -86,11 +92,13 @@ public sealed record ExperimentConfig
     /// <summary>sft-anchored: λ of L_GRPO + λ·L_SFT, constant over the stage (grpo.sft_coef with sft_mix = add). Not
     /// tuned: λ = 1 weighs the two token-mean losses equally (CHORD's fixed-μ baseline at μ = 0.5 is the same objective
     /// up to a factor 2). InstructGPT's ptx γ = 27.8 mixes pretraining data into PPO at another loss scale and is not
-    /// comparable. If retuned, tune on seeds 1-2 (--set dataset_seed=0 --set seed_base=1), never on seeds 1000+.</summary>
+    /// comparable. If retuned, tune on seeds 1-2 (--set dataset_seed=0 --set seed_base=1), never on seeds
+    /// 1000+.</summary>
     public double AnchorSftCoef { get; init; } = 1.0;
 
     /// <summary>chord: μ at the RL stage's start in (1 − μ)·L_GRPO + μ·L_SFT (grpo.sft_coef with sft_mix = convex). 1 =
-    /// the stage starts as pure SFT on the expert responses; CHORD-μ's released scripts start at a peak of 0.9.</summary>
+    /// the stage starts as pure SFT on the expert responses; CHORD-μ's released scripts start at a peak of
+    /// 0.9.</summary>
     public double ChordMuStart { get; init; } = 1.0;
 
     /// <summary>chord: μ's floor at the stage's end (grpo.sft_coef_min); 0.05 is CHORD-μ's valley. Not tuned.</summary>
@@ -103,7 +111,8 @@ public sealed record ExperimentConfig
     /// 0.1 is LUFFY's value; null = no shaping (ratio π_θ).</summary>
     public double? LuffyShapingGamma { get; init; } = 0.1;
 
-    /// <summary>Samples k per held-out prompt of the SFT policy for the predicted SFT-loss rise (Theory/C1Prediction.cs;
+    /// <summary>Samples k per held-out prompt of the SFT policy for the predicted SFT-loss rise
+    /// (Theory/C1Prediction.cs;
     /// 0 = skip, else at least 16).</summary>
     public int C1Samples { get; init; } = 16;
 
@@ -128,8 +137,10 @@ public sealed record ExperimentConfig
         };
 
     /// <summary>The `guarded` pipeline's stop rule (issue 14, section 3): its RL stage is GRPO with grpo.stop_when =
-    /// guarded.stop_when, checked every guarded.stop_check_steps steps, and trained on to the full budget after the rule
-    /// fires so the same run measures the hindsight optimum (the pipeline's result is the model at the stopping step).</summary>
+    /// guarded.stop_when, checked every guarded.stop_check_steps steps, and trained on to the full budget after the
+    /// rule
+    /// fires so the same run measures the hindsight optimum (the pipeline's result is the model at the stopping
+    /// step).</summary>
     public GuardedOptions Guarded { get; init; } = new();
 
     public static readonly string[] Pipelines = ["sft-then-rl", "rl-then-sft", "interleaved", "joint"];
@@ -145,7 +156,8 @@ public sealed record ExperimentConfig
     /// RL budget (optimizer-reset artefacts).</summary>
     public static readonly string[] Controls = ["lenient-reward", "coin-reward", "no-format-mix", "fresh-optimizer"];
 
-    /// <summary>Methods that mix SFT and RL (issue 14). Each starts from sft-then-rl's SFT stage (reused, same seed) and
+    /// <summary>Methods that mix SFT and RL (issue 14). Each starts from sft-then-rl's SFT stage (reused, same seed)
+    /// and
     /// changes only the RL stage, so its paired difference against sft-then-rl is the method's effect on the same
     /// budget: sft-anchored (GRPO + λ·L_SFT), chord (μ decayed), luffy (expert response in each group), guarded (GRPO
     /// stopped by grpo.stop_when).</summary>
@@ -224,7 +236,8 @@ public sealed record ExperimentConfig
             throw new WorkbookException($"option jobs (--jobs): must be >= 1, or unset for auto (got {Jobs})");
         if (EvalsPerStage < 1)
             throw new WorkbookException("option evals_per_stage: must be >= 1");
-        bool stepsKnown = Sft.NumTrainEpochs is null && Grpo.NumTrainEpochs is null; // issue 12: else checked once resolved
+        // issue 12: else checked once resolved
+        bool stepsKnown = Sft.NumTrainEpochs is null && Grpo.NumTrainEpochs is null;
         if (InterleaveRounds < 1 || (stepsKnown && InterleaveRounds > Math.Min(Sft.MaxSteps, Grpo.MaxSteps)))
             throw new WorkbookException(
                 $"option interleave_rounds: must be in [1, min(sft.max_steps, grpo.max_steps)] (got {InterleaveRounds})"
@@ -337,7 +350,8 @@ public sealed record ExperimentConfig
     }
 
     /// <summary>Checks that depend on which pipelines run (before any run folder exists): the guarded pipeline's rule
-    /// needs at least two checks in the RL budget (with num_train_epochs, checked once the steps are resolved).</summary>
+    /// needs at least two checks in the RL budget (with num_train_epochs, checked once the steps are
+    /// resolved).</summary>
     public void ValidateFor(IReadOnlyList<string> pipelines)
     {
         if (pipelines.Contains("guarded") && Grpo.NumTrainEpochs is null && 2L * Guarded.StopCheckSteps > Grpo.MaxSteps)
@@ -415,10 +429,12 @@ public sealed record ExperimentConfig
 public sealed record GuardedOptions
 {
     /// <summary>The stop rule (Training/StopRule.cs grammar). Default: stop when the reward gained per step falls below
-    /// the SFT-loss rise per step (λ = 1: one unit of strict reward is worth one nat/token of held-out SFT loss).</summary>
+    /// the SFT-loss rise per step (λ = 1: one unit of strict reward is worth one nat/token of held-out SFT
+    /// loss).</summary>
     public string StopWhen { get; init; } = "dJ < 1*dL_SFT";
 
-    /// <summary>k: evaluate and decide every k GRPO steps. 4 of the main job's 40 (10 checks) is a prior choice, NOT yet
+    /// <summary>k: evaluate and decide every k GRPO steps. 4 of the main job's 40 (10 checks) is a prior choice, NOT
+    /// yet
     /// tuned: tune it on seeds 1-2 (`--set dataset_seed=0 --set seed_base=1`), never on the reported seeds 1000+
     /// (README, "Stopping RL early").</summary>
     public int StopCheckSteps { get; init; } = 4;

@@ -4,7 +4,7 @@
 //  2. "forgetting": one point per evaluation of every GRPO stage after its first (x: the rise of the held-out SFT loss
 //     since the stage's start, nats per response; y: KL from the stage's start, entropy, the other task's loss), with
 //     real seeds, for the chart (Charts/ForgettingChart.cs);
-//  3. per pipeline, Pearson's r of KL-from-start with the SFT-loss rise over those points, with a Fisher-z 95% interval.
+// 3. per pipeline, Pearson's r of KL-from-start with the SFT-loss rise over those points, with a Fisher-z 95% interval.
 //     That interval treats the evaluations as independent; successive evaluations of one run are not, so it is too
 //     narrow, and the statement says so. The per-seed r are listed beside it.
 using System.Globalization;
@@ -20,7 +20,8 @@ public static class ForgettingSummary
         Other = "eval_other_task_sft_loss",
         Rise = "eval_sft_nll_per_response";
 
-    /// <summary>The stage whose changes are "during RL" for a pipeline, or null when it has none (interleaved, joint).</summary>
+    /// <summary>The stage whose changes are "during RL" for a pipeline, or null when it has none (interleaved,
+    /// joint).</summary>
     public static int? RlStage(string pipeline) =>
         pipeline == "rl-then-sft" ? 0
         : pipeline == "sft-then-rl"
@@ -51,7 +52,8 @@ public static class ForgettingSummary
         }
     }
 
-    /// <summary>The points and correlations (file header, 2-3), and a computed statement; null when no GRPO stage logged
+    /// <summary>The points and correlations (file header, 2-3), and a computed statement; null when no GRPO stage
+    /// logged
     /// eval_kl_from_start.</summary>
     public static JsonObject? Build(Dictionary<string, List<SeedResult>> results, JsonObject statements)
     {

@@ -23,7 +23,8 @@ public static class Summary
 
     internal static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
 
-    /// <summary>Change of a metric over stage k of a pipeline, per seed: value at the stage's last evaluation minus its first.</summary>
+    /// <summary>Change of a metric over stage k of a pipeline, per seed: value at the stage's last evaluation minus its
+    /// first.</summary>
     internal static double[] ChangeDuring(List<SeedResult> seeds, int stage, string key) =>
         seeds
             .Select(r =>
@@ -270,7 +271,8 @@ public static class Summary
         };
     }
 
-    /// <summary>The predicted-against-measured sentence, with the reason a miss is expected when GRPO does not target p*.</summary>
+    /// <summary>The predicted-against-measured sentence, with the reason a miss is expected when GRPO does not target
+    /// p*.</summary>
     static string PredictionSentence(JsonObject o, ExperimentConfig cfg)
     {
         if (o["prediction"] is not JsonObject p)
@@ -358,7 +360,8 @@ public static class Summary
         return controls;
     }
 
-    /// <summary>Paired comparisons of interleaved and joint against the two stage orders, and what they conclude.</summary>
+    /// <summary>Paired comparisons of interleaved and joint against the two stage orders, and what they
+    /// conclude.</summary>
     static JsonObject Comparisons(Dictionary<string, List<SeedResult>> results, string strictKey, JsonObject statements)
     {
         var comparisons = new JsonObject();
@@ -402,7 +405,8 @@ public static class Summary
         return comparisons;
     }
 
-    /// <summary>The stop rule against hindsight on the same runs (issue 14 §3): per seed, the step where the rule stopped
+    /// <summary>The stop rule against hindsight on the same runs (issue 14 §3): per seed, the step where the rule
+    /// stopped
     /// (its prediction of the best stopping step), the hindsight step argmax Φ(T) over the steps where it could have
     /// stopped, and Φ(stopped)/Φ(hindsight), undefined (null, never divided) when Φ(hindsight) ≤ 0 or the stopped step
     /// broke a budget. Null when no pipeline ran a stop rule.</summary>

@@ -192,7 +192,8 @@ public static class Checkpoint
         }
     }
 
-    /// <summary>Writes config.json and model.safetensors (tensors in the model's dtype). Both writes are atomic.</summary>
+    /// <summary>Writes config.json and model.safetensors (tensors in the model's dtype). Both writes are
+    /// atomic.</summary>
     public static void Save(Qwen3ForCausalLM model, string dir, ScalarType? storeAs = null)
     {
         Directory.CreateDirectory(dir);

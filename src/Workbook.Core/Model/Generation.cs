@@ -1,13 +1,16 @@
 // Batched autoregressive generation with the KV cache.
-//  - prompts of different lengths are left-padded; the attention mask hides the padding and position ids count real tokens
+// - prompts of different lengths are left-padded; the attention mask hides the padding and position ids count real
+// tokens
 //  - one prefill pass, then one token per step through the cache (no re-running of the prefix)
 //  - greedy (argmax, first index on ties) or sampling with temperature, top-k, top-p from a seeded torch.Generator
 //  - sampling is by inverse CDF: one uniform per row from the Generator, then a float64 running sum over the row's
 //    probabilities on the host. torch's multinomial draws an exponential for every vocabulary entry (~3 ms per row
 //    at V=151936); this costs one pass. Same seed, same tokens across runs, but not the tokens multinomial drew.
 //  - top-p sorts only when top_p < 1; without top-k/top-p the probabilities are exp(log_softmax), computed once
-//  - logprobs are those of the sampled token under softmax(logits / temperature), before top-k/top-p (as TRL computes them)
-//  - a sequence stops at an EOS id, at a stop string (checked on the decoded completion), or at max_new_tokens (truncated)
+// - logprobs are those of the sampled token under softmax(logits / temperature), before top-k/top-p (as TRL computes
+// them)
+// - a sequence stops at an EOS id, at a stop string (checked on the decoded completion), or at max_new_tokens
+// (truncated)
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -109,7 +112,8 @@ public static class Generation
                 float[] logps;
                 using (var scope = NewDisposeScope())
                 {
-                    var logits = model.Forward(next, maskT, cache: cache, lastOnly: true).to(ScalarType.Float32).cpu(); // [B, V]
+                    // [B, V]
+                    var logits = model.Forward(next, maskT, cache: cache, lastOnly: true).to(ScalarType.Float32).cpu();
                     (chosen, logps) = Pick(logits, opt, rng);
                 }
                 for (int b = 0; b < B; b++)
@@ -159,7 +163,8 @@ public static class Generation
             .ToList();
     }
 
-    /// <summary>Chooses one token per row of float32 logits [B, V]; returns the ids and their log-probabilities.</summary>
+    /// <summary>Chooses one token per row of float32 logits [B, V]; returns the ids and their
+    /// log-probabilities.</summary>
     public static (long[] ids, float[] logps) Pick(Tensor logits, GenerationOptions opt, Generator? rng)
     {
         using var scope = NewDisposeScope();

@@ -245,7 +245,8 @@ public sealed record Qwen3Config
             MaxWindowLayers = 28,
         };
 
-    /// <summary>The small CPU preset of the platform notes (4 layers, hidden 256); vocab is the task vocabulary size.</summary>
+    /// <summary>The small CPU preset of the platform notes (4 layers, hidden 256); vocab is the task vocabulary
+    /// size.</summary>
     public static Qwen3Config Small(int vocab = 4096) =>
         new()
         {

@@ -4,7 +4,8 @@
 //  - rotate-half RoPE (theta over head_dim), grouped-query attention (query head j uses KV head j / (H/KV)),
 //    scale 1/sqrt(head_dim), softmax in float32, additive causal + padding mask
 //  - SwiGLU MLP down(silu(gate(x)) * up(x)); final norm; lm_head tied to embed_tokens or its own matrix
-// Module fields carry the Hugging Face state-dict names (model.layers.0.self_attn.q_proj.weight, ...) so checkpoints load by name.
+// Module fields carry the Hugging Face state-dict names (model.layers.0.self_attn.q_proj.weight, ...) so checkpoints
+// load by name.
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -30,7 +31,8 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32); // float32 at least (float64 for gradient checks)
+        // float32 at least (float64 for gradient checks)
+        var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
         var normed = xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + eps);
         return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
@@ -97,7 +99,8 @@ public sealed class Qwen3Attention : nn.Module
     }
 
     /// <param name="h">[B, T, hidden]</param><param name="cos">[B, 1, T, head_dim]</param>
-    /// <param name="mask">additive float32 [B, 1, T, S]</param><param name="cache">this layer's KV cache, or null</param>
+    /// <param name="mask">additive float32 [B, 1, T, S]</param><param name="cache">this layer's KV cache, or
+    /// null</param>
     public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, KVCache? cache, int layer)
     {
         using var scope = NewDisposeScope();
@@ -167,7 +170,8 @@ public sealed class Qwen3Model : nn.Module
     }
 }
 
-/// <summary>The causal language model. <see cref="Forward"/> returns logits [B, T, V] (or [B, V] with lastOnly).</summary>
+/// <summary>The causal language model. <see cref="Forward"/> returns logits [B, T, V] (or [B, V] with
+/// lastOnly).</summary>
 public sealed class Qwen3ForCausalLM : nn.Module
 {
     public Qwen3Model model;
@@ -203,7 +207,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
         InitWeights(seed);
     }
 
-    /// <summary>HF initialisation: every matrix N(0, initializer_range), norms 1. Deterministic given the seed.</summary>
+    /// <summary>HF initialisation: every matrix N(0, initializer_range), norms 1. Deterministic given the
+    /// seed.</summary>
     public void InitWeights(long? seed)
     {
         var gen = seed is { } s ? new Generator((ulong)s) : null;
@@ -233,7 +238,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
     public Tensor LmHeadWeight => lm_head?.weight ?? model.embed_tokens.weight!;
 
     /// <summary>
-    /// Forward pass. <paramref name="attentionMask"/> is [B, past+T] with 1 for real tokens and 0 for padding (left padding for
+    /// Forward pass. <paramref name="attentionMask"/> is [B, past+T] with 1 for real tokens and 0 for padding (left
+    /// padding for
     /// generation); <paramref name="positionIds"/> defaults to the count of real tokens before each position. With a
     /// <paramref name="cache"/>, keys/values of this call are appended and attention covers the cached prefix.
     /// </summary>
@@ -254,7 +260,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
     }
 
     /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.
-    /// <paramref name="segmentIds"/> [B, T] (packed rows, no cache): a token only attends to earlier tokens of its own segment.</summary>
+    /// <paramref name="segmentIds"/> [B, T] (packed rows, no cache): a token only attends to earlier tokens of its own
+    /// segment.</summary>
     public Tensor HiddenStates(
         Tensor inputIds,
         Tensor? attentionMask = null,
@@ -320,7 +327,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
 }
 
 /// <summary>
-/// Preallocated per-layer key/value buffers [B, kv_heads, capacity, head_dim]. Appending writes in place, so the cost of a
+/// Preallocated per-layer key/value buffers [B, kv_heads, capacity, head_dim]. Appending writes in place, so the cost
+/// of a
 /// decoding step does not grow with position beyond attention itself.
 /// </summary>
 public sealed class KVCache : IDisposable

@@ -1,6 +1,8 @@
-// The safetensors format: u64 little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[b,e]}},
+// The safetensors format: u64 little-endian header length N, N bytes of JSON {name: {dtype, shape,
+// data_offsets:[b,e]}},
 // then the raw little-endian tensor bytes. Reading validates everything against the file length before allocating, so a
-// truncated file or a lying header is an error naming the file, never a crash or a huge allocation. No code runs from data.
+// truncated file or a lying header is an error naming the file, never a crash or a huge allocation. No code runs from
+// data.
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -216,7 +218,8 @@ public sealed class SafetensorsFile : IDisposable
 
     public void Dispose() => stream.Dispose();
 
-    /// <summary>Writes tensors (sorted by name, header padded with spaces to 8 bytes, as the reference writer does). Atomic.</summary>
+    /// <summary>Writes tensors (sorted by name, header padded with spaces to 8 bytes, as the reference writer does).
+    /// Atomic.</summary>
     public static void Save(
         string path,
         IEnumerable<KeyValuePair<string, Tensor>> tensors,

@@ -1,6 +1,8 @@
 // Qwen3's chat template (tokenizer_config.json "chat_template"), transcribed from its Jinja source for conversations
-// without a tools list: ChatML turns, add_generation_prompt, enable_thinking=false pre-filling "<think>\n\n</think>\n\n",
-// reasoning stripped from assistant turns before the last user query and re-rendered after it, tool calls / tool results.
+// without a tools list: ChatML turns, add_generation_prompt, enable_thinking=false pre-filling
+// "<think>\n\n</think>\n\n",
+// reasoning stripped from assistant turns before the last user query and re-rendered after it, tool calls / tool
+// results.
 // Rendering also records where each assistant reply sits, so SFT can put the loss on the assistant's tokens only.
 using System.Text;
 
@@ -23,7 +25,8 @@ public sealed record ChatMessage(
 }
 
 /// <summary>A rendered conversation. <see cref="AssistantSpans"/> are character ranges [start, end) of each assistant
-/// reply: from after "&lt;|im_start|&gt;assistant\n" (and after an empty template think block) through "&lt;|im_end|&gt;".</summary>
+/// reply: from after "&lt;|im_start|&gt;assistant\n" (and after an empty template think block) through
+/// "&lt;|im_end|&gt;".</summary>
 public sealed record RenderedChat(string Text, IReadOnlyList<(int Start, int End)> AssistantSpans);
 
 /// <summary>Token ids with a parallel mask: true where the token belongs to an assistant reply.</summary>
@@ -136,7 +139,8 @@ public static class ChatTemplate
         return new RenderedChat(sb.ToString(), spans);
     }
 
-    /// <summary>Renders (after NFC-normalising the messages, so character offsets survive tokenisation) and tokenises.</summary>
+    /// <summary>Renders (after NFC-normalising the messages, so character offsets survive tokenisation) and
+    /// tokenises.</summary>
     public static TokenizedChat Tokenize(
         Qwen3Tokenizer tok,
         IReadOnlyList<ChatMessage> messages,

@@ -154,10 +154,12 @@ public sealed class Qwen3Tokenizer
     }
 }
 
-/// <summary>Splits out added tokens, then applies the split regex with astral code points mapped to same-class BMP stand-ins.</summary>
+/// <summary>Splits out added tokens, then applies the split regex with astral code points mapped to same-class BMP
+/// stand-ins.</summary>
 public sealed class AstralSafeRegexPreTokenizer : PreTokenizer
 {
-    /// <summary>Longest pre-token (an unbroken run of letters, of punctuation, ...). BPE's cost grows with the square of a
+    /// <summary>Longest pre-token (an unbroken run of letters, of punctuation, ...). BPE's cost grows with the square
+    /// of a
     /// pre-token's length (640k letters took 24 s), so longer runs are an error rather than a hang.</summary>
     public const int MaxPreTokenChars = 20_000;
 

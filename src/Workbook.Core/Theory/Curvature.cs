@@ -67,7 +67,8 @@ public static class Curvature
         return Flat(ps, hv);
     }
 
-    /// <summary>The eigenvalue of ∇²f(θ) largest in magnitude, by power iteration (Rayleigh quotient of the last iterate).</summary>
+    /// <summary>The eigenvalue of ∇²f(θ) largest in magnitude, by power iteration (Rayleigh quotient of the last
+    /// iterate).</summary>
     public static (double Value, int Iterations) TopHessianEigenvalue(
         Qwen3ForCausalLM model,
         Func<Tensor> f,
@@ -99,7 +100,8 @@ public static class Curvature
         return (lam, maxIterations);
     }
 
-    /// <summary>Gradients of the parameters (as autograd.grad returns them; unused ones undefined) as one flat vector.</summary>
+    /// <summary>Gradients of the parameters (as autograd.grad returns them; unused ones undefined) as one flat
+    /// vector.</summary>
     internal static double[] Flat(Tensor[] ps, IList<Tensor> g) =>
         cat(
                 ps.Select(

@@ -11,7 +11,8 @@ namespace Workbook.Theory;
 
 public static class GradientAlignment
 {
-    /// <summary>Attaches the diagnostic to a trainer (every gradient_alignment_steps steps, from its options).</summary>
+    /// <summary>Attaches the diagnostic to a trainer (every gradient_alignment_steps steps, from its
+    /// options).</summary>
     public static void Attach(GrpoTrainer trainer, GrpoOptions o)
     {
         trainer.BeforeUpdate = (batch, step) =>
@@ -46,7 +47,8 @@ public static class GradientAlignment
         };
     }
 
-    /// <summary>Per-example gradients that sum exactly to ∇L_SFT (token mean over the expert batch) and to ∇(GRPO loss).</summary>
+    /// <summary>Per-example gradients that sum exactly to ∇L_SFT (token mean over the expert batch) and to ∇(GRPO
+    /// loss).</summary>
     public static (List<double[]> Sft, List<double[]> Rl) Pieces(
         Qwen3ForCausalLM model,
         IReadOnlyList<SftSequence> expert,

@@ -180,7 +180,8 @@ public sealed class SoftmaxLinear
         return lam;
     }
 
-    /// <summary>Distance from W to the SFT-optimal set {W* + 1uᵀ} (softmax ignores a shift common to all responses).</summary>
+    /// <summary>Distance from W to the SFT-optimal set {W* + 1uᵀ} (softmax ignores a shift common to all
+    /// responses).</summary>
     public double DistanceToSftOptimum(double[,] W)
     {
         double s = 0;
@@ -221,7 +222,8 @@ public sealed record LandscapeResult(
 
 public static class Landscape
 {
-    /// <summary>Gradient ascent on J_β from the SFT optimum with η = 1/ℓ_R; constants and bounds along the way.</summary>
+    /// <summary>Gradient ascent on J_β from the SFT optimum with η = 1/ℓ_R; constants and bounds along the
+    /// way.</summary>
     public static LandscapeResult RlFromSftOptimum(SoftmaxLinear m, int steps, double lambda)
     {
         var W = (double[,])m.WStar.Clone();
@@ -294,7 +296,8 @@ public static class Landscape
         int Decreased
     );
 
-    /// <summary>Single RL steps from random points around the SFT optimum: when the sufficient condition holds, the SFT loss
+    /// <summary>Single RL steps from random points around the SFT optimum: when the sufficient condition holds, the SFT
+    /// loss
     /// must fall and the SFT gap must exceed ℓ_S η²‖∇J‖²/(8cos²φ).</summary>
     public static ThresholdCheck OneStepThreshold(SoftmaxLinear m, double eta, int trials, int seed)
     {
@@ -332,7 +335,8 @@ public static class Landscape
         return new ThresholdCheck(trials, held, notDecreased, belowThreshold, decreased);
     }
 
-    /// <summary>|aᵀMb| / (‖a‖_M ‖b‖_M) and the bound 1 − 2ε, with ε the larger share of M-energy off the top eigenvector.</summary>
+    /// <summary>|aᵀMb| / (‖a‖_M ‖b‖_M) and the bound 1 − 2ε, with ε the larger share of M-energy off the top
+    /// eigenvector.</summary>
     public static (double Cos, double Epsilon, double Bound) SpectralConcentration(double[,] M, double[] a, double[] b)
     {
         var (values, vectors) = Linalg.SymmetricEigen(M);

@@ -2,8 +2,9 @@
 // notes/paper.md §3.6 [R]). With per-example gradients g_1..g_n (SFT examples and RL sequences) and F = Σ g_i g_iᵀ:
 //  • power iteration, matrix-free (v ← Σ g_i ⟨g_i, v⟩), gives the top eigenpair (λ_1, u_1) of F without forming d×d;
 //  • the share of F's energy on u_1 is λ_1 / tr F, tr F = Σ‖g_i‖² (the proxy 1 − ε of the notes);
-//  • for the two batch gradients G_S, G_R: if ⟨u,G⟩² ≥ (1 − ε)‖G‖² for both, then |cos(G_S, G_R)| ≥ 1 − 2ε, for ANY unit u
-//    (|α_1β_1| ≥ (1−ε)‖G_S‖‖G_R‖ and Cauchy–Schwarz bounds the rest by ε‖G_S‖‖G_R‖). With u = u_1 the lemma is checkable
+// • for the two batch gradients G_S, G_R: if ⟨u,G⟩² ≥ (1 − ε)‖G‖² for both, then |cos(G_S, G_R)| ≥ 1 − 2ε, for ANY unit
+// u
+// (|α_1β_1| ≥ (1−ε)‖G_S‖‖G_R‖ and Cauchy–Schwarz bounds the rest by ε‖G_S‖‖G_R‖). With u = u_1 the lemma is checkable
 //    on every logged step; it is informative only when ε < ½.
 namespace Workbook.Theory;
 
@@ -63,7 +64,8 @@ public static class Spectral
         return (lam, v, Math.Min(it, maxIterations));
     }
 
-    /// <summary>The concentration statistics of the batch gradients G_S = Σ sft_i and G_R = Σ rl_j on F's top eigenvector.</summary>
+    /// <summary>The concentration statistics of the batch gradients G_S = Σ sft_i and G_R = Σ rl_j on F's top
+    /// eigenvector.</summary>
     public static SpectralEstimate Estimate(
         IReadOnlyList<double[]> sft,
         IReadOnlyList<double[]> rl,

@@ -5,11 +5,13 @@
 //    zero iff r is constant on the expert support; C1 → E_x Var_{p_data}[r] / (2β²) as β → ∞ and
 //    ~ E_x[max_supp r − E_{p_data} r]/β as β → 0.
 //  RL then SFT: for p* ∝ π_ref·e^{r/β} and any p, J(p) − J(p*) = −β KL(p‖p*) + β[KL(p‖π_ref) − KL(p*‖π_ref)];
-//    the reward drop when SFT moves p* to p_data; and the counterexample (r ≡ 0) showing a KL band alone forces no drop.
-// (The identities are from notes/paper.md: Theorem 3.1 is the paper's; the exact reward identity is a derivation of ours.)
+// the reward drop when SFT moves p* to p_data; and the counterexample (r ≡ 0) showing a KL band alone forces no drop.
+// (The identities are from notes/paper.md: Theorem 3.1 is the paper's; the exact reward identity is a derivation of
+// ours.)
 namespace Workbook.Theory;
 
-/// <summary>A finite problem: prompts with weights q(x); for each prompt, K responses with p_data and rewards.</summary>
+/// <summary>A finite problem: prompts with weights q(x); for each prompt, K responses with p_data and
+/// rewards.</summary>
 public sealed record TabularProblem(double[] Q, double[][] PData, double[][] Reward)
 {
     public int Prompts => Q.Length;
@@ -164,11 +166,13 @@ public static class Tabular
         return new RewardIdentityResult(lhs, rhs, lhs - rhs);
     }
 
-    /// <summary>The reward lost when SFT moves the RL optimum p* ∝ π_ref·e^{r/β} to p_data: J(p*) − J(p_data).</summary>
+    /// <summary>The reward lost when SFT moves the RL optimum p* ∝ π_ref·e^{r/β} to p_data: J(p*) −
+    /// J(p_data).</summary>
     public static double RewardDropAfterSft(TabularProblem t, double[][] piRef, double beta) =>
         Reward(t.Q, Tilt(piRef, t.Reward, beta), t.Reward) - Reward(t.Q, t.PData, t.Reward);
 
-    /// <summary>One prompt, two answers, r ≡ 0, p_RL = π_ref = (½, ½), p_SFT = (¾, ¼): KL(p_SFT‖p_RL) ≈ 0.130812 lies in
+    /// <summary>One prompt, two answers, r ≡ 0, p_RL = π_ref = (½, ½), p_SFT = (¾, ¼): KL(p_SFT‖p_RL) ≈ 0.130812 lies
+    /// in
     /// the band [0.1, 0.2], yet the reward does not change — a KL band alone does not force a strict drop.</summary>
     public static (double Kl, double RewardChange) Counterexample()
     {

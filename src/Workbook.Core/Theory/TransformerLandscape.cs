@@ -1,14 +1,19 @@
 // The landscape view (OUR reconstruction, notes/paper.md §3 [R]) measured on the small Qwen3 transformer.
-// So that every objective is exact (no sampling noise), the policy is the transformer restricted to a finite candidate set:
-//   p_θ(y|x) = softmax over y ∈ C_x of log π_θ(y|x), log π_θ(y|x) = Σ log-probs of the reply's tokens and its <|im_end|>;
-//   L_S(θ) = E_x CE(p_data(·|x), p_θ(·|x)), p_data = the expert mix over the candidates (half strict, the rest terse or in words,
+// So that every objective is exact (no sampling noise), the policy is the transformer restricted to a finite candidate
+// set:
+// p_θ(y|x) = softmax over y ∈ C_x of log π_θ(y|x), log π_θ(y|x) = Σ log-probs of the reply's tokens and its <|im_end|>;
+// L_S(θ) = E_x CE(p_data(·|x), p_θ(·|x)), p_data = the expert mix over the candidates (half strict, the rest terse or
+// in words,
 //            a little label noise);
 //   J_β(θ) = E_x [p_θ·r − β KL(p_θ ‖ p_0)], r = the task's strict verifier on each candidate, p_0 = the policy at θ_0.
 // Protocol, in float64: (1) SFT by full-batch Adam from the base model until ‖∇L_S‖ is small (θ_0 ≈ an SFT optimum);
-// (2) RL by plain gradient ascent on J_β with η = 1/ℓ_R; (3) along the way, compare the §3 statements with what happens:
+// (2) RL by plain gradient ascent on J_β with η = 1/ℓ_R; (3) along the way, compare the §3 statements with what
+// happens:
 // smoothness (ℓ from Hessian-vector products, power iteration, maximum along the path: an estimate, not a bound),
-// PL contraction of the RL gap with μ_R measured on the path, T*, the one-step threshold, and the misalignment lemma with
-// M = J_θ J_θᵀ computed exactly (J_θ = the Jacobian of the candidates' log-probs). The candidate class has a closed-form
+// PL contraction of the RL gap with μ_R measured on the path, T*, the one-step threshold, and the misalignment lemma
+// with
+// M = J_θ J_θᵀ computed exactly (J_θ = the Jacobian of the candidates' log-probs). The candidate class has a
+// closed-form
 // RL optimum p* ∝ p_0·exp(r/β) (Theorem 3.1's tilt), which gives J* and the predicted SFT rise if RL runs to the end.
 using System.Text.Json.Serialization;
 using Workbook.Data;
@@ -38,7 +43,8 @@ public sealed record TransformerLandscapeOptions
     /// <summary>λ of Φ(T) = [J(θ_T) − J(θ_0)] − λ[L_S(θ_T) − L_S(θ_0)].</summary>
     public double Lambda { get; init; } = 0.25;
 
-    /// <summary>SFT snapshots (steps 0, 1, 2, 3, 5, 8, ... growing by half) from which one RL step tests the non-decoupling threshold.</summary>
+    /// <summary>SFT snapshots (steps 0, 1, 2, 3, 5, 8, ... growing by half) from which one RL step tests the
+    /// non-decoupling threshold.</summary>
     public int ThresholdPoints { get; init; } = 12;
 
     /// <summary>Estimate ℓ_S, ℓ_R every this many RL steps.</summary>
@@ -90,7 +96,8 @@ public sealed record TransformerStep(
 );
 
 /// <summary>One RL step from an SFT snapshot: the SFT gap, cos(∇J, −∇L_S), the cosine the sufficient condition needs,
-/// whether it held, whether L_S fell, and the gap the condition requires (ℓ_S η²‖∇J‖²/(8cos²φ), when cos > 0).</summary>
+/// whether it held, whether L_S fell, and the gap the condition requires (ℓ_S η²‖∇J‖²/(8cos²φ), when cos >
+/// 0).</summary>
 public sealed record ThresholdPoint(
     int SftStep,
     double SftGap,
@@ -144,7 +151,8 @@ public sealed record TransformerLandscapeResult(
     public TransformerStep Last => Trajectory[^1];
 }
 
-/// <summary>The transformer restricted to a finite set of replies per prompt, with exact SFT and RL objectives.</summary>
+/// <summary>The transformer restricted to a finite set of replies per prompt, with exact SFT and RL
+/// objectives.</summary>
 public sealed class CandidatePolicy
 {
     readonly Qwen3ForCausalLM model;
@@ -238,7 +246,8 @@ public sealed class CandidatePolicy
     /// <summary>The current policy becomes the RL reference p_0.</summary>
     public void FixReference() => Reference = Policy();
 
-    /// <summary>The exact optimum of J_β over all candidate distributions: p* ∝ p_0 exp(r/β); J* = E_x β log Σ p_0 exp(r/β).</summary>
+    /// <summary>The exact optimum of J_β over all candidate distributions: p* ∝ p_0 exp(r/β); J* = E_x β log Σ p_0
+    /// exp(r/β).</summary>
     public (double JStar, double[,] PStar) Optimum()
     {
         var r0 = Reference ?? throw new InvalidOperationException("FixReference first");
@@ -268,7 +277,8 @@ public sealed class CandidatePolicy
 
     public double DataEntropy => CrossEntropy(Data);
 
-    /// <summary>The misalignment lemma with M = J_θ J_θᵀ exact: J_θ has one row per candidate log-prob (P·K backward passes).</summary>
+    /// <summary>The misalignment lemma with M = J_θ J_θᵀ exact: J_θ has one row per candidate log-prob (P·K backward
+    /// passes).</summary>
     public MisalignmentCheck Misalignment()
     {
         using var scope = NewDisposeScope();
@@ -324,7 +334,8 @@ public sealed class CandidatePolicy
 
 public static class TransformerLandscape
 {
-    /// <summary>Runs the protocol on a float64 model (changed in place) and compares predictions with measurements.</summary>
+    /// <summary>Runs the protocol on a float64 model (changed in place) and compares predictions with
+    /// measurements.</summary>
     public static TransformerLandscapeResult Run(
         Qwen3ForCausalLM model,
         Codec codec,

@@ -53,7 +53,8 @@ public sealed class AdamW : IDisposable
             p.grad?.zero_();
     }
 
-    /// <summary>Global L2 norm of the gradients; scales them down to maxNorm when above it (torch's clip_grad_norm_).</summary>
+    /// <summary>Global L2 norm of the gradients; scales them down to maxNorm when above it (torch's
+    /// clip_grad_norm_).</summary>
     public double ClipGradNorm(double maxNorm)
     {
         using var _ = no_grad();
@@ -156,7 +157,8 @@ public sealed class AdamW : IDisposable
     }
 }
 
-/// <summary>Learning-rate schedules as transformers defines them: linear warmup, then linear/cosine decay or constant.</summary>
+/// <summary>Learning-rate schedules as transformers defines them: linear warmup, then linear/cosine decay or
+/// constant.</summary>
 public static class LrSchedule
 {
     public static double At(string type, double baseLr, long step, long totalSteps, long warmupSteps)

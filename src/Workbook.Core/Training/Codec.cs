@@ -13,7 +13,8 @@ public sealed class Codec(Qwen3Tokenizer tokenizer, TaskVocabulary vocab)
     public Qwen3Tokenizer Tokenizer { get; } = tokenizer;
     public TaskVocabulary Vocab { get; } = vocab;
 
-    /// <summary>The chat template's enable_thinking for generation prompts (task.enable_thinking; false = the empty think
+    /// <summary>The chat template's enable_thinking for generation prompts (task.enable_thinking; false = the empty
+    /// think
     /// block is pre-filled, the label-answer setting).</summary>
     public bool EnableThinking { get; init; }
     public int EosId => Vocab.ToCompact(Tokenizer.ImEndId);
@@ -32,7 +33,8 @@ public sealed class Codec(Qwen3Tokenizer tokenizer, TaskVocabulary vocab)
     }
 
     /// <summary>Which loss-masked tokens of <see cref="Sft"/> belong to the answer span (from e.AnswerStart on, with
-    /// &lt;|im_end|&gt;): those from the first token where the rendering differs from the rationale-only rendering.</summary>
+    /// &lt;|im_end|&gt;): those from the first token where the rendering differs from the rationale-only
+    /// rendering.</summary>
     public bool[] AnswerMask(Example e, SftSequence seq)
     {
         var mask = new bool[seq.Ids.Length];

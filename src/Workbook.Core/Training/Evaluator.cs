@@ -25,7 +25,8 @@ public sealed record EvalOptions
     public bool LossOnly { get; init; }
 
     /// <summary>Trainers keep the policy at the stage's start and log eval_kl_from_start at every evaluation
-    /// (Forgetting.cs: one forward of two models per evaluation; the start weights on disk in &lt;stage&gt;/start unless
+    /// (Forgetting.cs: one forward of two models per evaluation; the start weights on disk in &lt;stage&gt;/start
+    /// unless
     /// the trainer's GRPO reference is that model).</summary>
     public bool KlFromStart { get; init; } = true;
 }
@@ -65,7 +66,8 @@ public sealed class Evaluator
     }
 
     /// <param name="start">the stage's start snapshot: adds eval_kl_from_start</param>
-    /// <param name="atStart">the model is p_start (the stage's first evaluation): its samples are the snapshot's</param>
+    /// <param name="atStart">the model is p_start (the stage's first evaluation): its samples are the
+    /// snapshot's</param>
     public Dictionary<string, double> Run(
         Qwen3ForCausalLM model,
         bool lossOnly = false,
@@ -178,7 +180,8 @@ public sealed class Evaluator
     }
 
     /// <summary>The held-out SFT loss split by expert-response form and by span (nats per response of that form):
-    /// eval_sft_nll/&lt;form&gt;/rationale and eval_sft_nll/&lt;form&gt;/answer (the answer span includes &lt;|im_end|&gt;).
+    /// eval_sft_nll/&lt;form&gt;/rationale and eval_sft_nll/&lt;form&gt;/answer (the answer span includes
+    /// &lt;|im_end|&gt;).
     /// Empty when the task's examples carry no form.</summary>
     public Dictionary<string, double> SplitNll(Qwen3ForCausalLM model)
     {
@@ -229,7 +232,8 @@ public sealed class Evaluator
         return m;
     }
 
-    /// <summary>Per held-out prompt, how many of k samples of the policy earn reward 1 (the rollouts' sampling settings,
+    /// <summary>Per held-out prompt, how many of k samples of the policy earn reward 1 (the rollouts' sampling
+    /// settings,
     /// seeded): the input of Theory.C1Predictor.</summary>
     public int[] SuccessCounts(Qwen3ForCausalLM model, IVerifier reward, int k, long seed)
     {

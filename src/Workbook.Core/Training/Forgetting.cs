@@ -5,7 +5,7 @@
 //     from p_start (the evaluation's own sampling settings and seed, so these are the samples of the stage's first
 //     evaluation). By the chain rule its expectation is the sequence-level KL(p_start(y|x) ‖ p_cur(y|x)), the quantity
 //     RL's Razor (arXiv 2509.04259) relates to forgetting; eval_kl_from_start_per_token divides by the tokens instead.
-//  2. eval_entropy: the policy's mean per-token entropy on its own evaluation samples; eval_entropy_per_response sums it
+// 2. eval_entropy: the policy's mean per-token entropy on its own evaluation samples; eval_entropy_per_response sums it
 //     over each completion. Both use softmax(logits / temperature), the distribution the samples come from (as TRL's
 //     `entropy`); top-p / top-k truncation is not applied.
 //  3. What the snapshot costs (StageStart): the sampled completions (ints, a few KB) in <stage>/start/samples.json and,
@@ -13,7 +13,7 @@
 //     model), one copy of the weights in <stage>/start/ on disk. That copy is loaded for each evaluation and disposed
 //     after it, so memory holds a second model only while evaluating (a 0.6B model: ~1.2 GB in bf16, as GRPO's
 //     reference). Compute per evaluation: one forward of each model over the held-out prompts and completions.
-//  4. Resume: p_start is the stage's start, not the resume point: the folder is written once at step 0 (samples last, so
+// 4. Resume: p_start is the stage's start, not the resume point: the folder is written once at step 0 (samples last, so
 //     their file marks a complete snapshot) and read back on resume. A stage resumed past step 0 without it (a run from
 //     before this feature) logs no KL rather than a KL from the wrong policy.
 using System.Text.Json;
@@ -24,7 +24,8 @@ namespace Workbook.Training;
 
 public static class Forgetting
 {
-    /// <summary>Per completion, Σ_t KL(p_a(·|x,y&lt;t) ‖ p_b(·|x,y&lt;t)) over its positions, exact over the vocabulary, with
+    /// <summary>Per completion, Σ_t KL(p_a(·|x,y&lt;t) ‖ p_b(·|x,y&lt;t)) over its positions, exact over the
+    /// vocabulary, with
     /// p = softmax(logits / temperature); and the number of positions.</summary>
     public static (double[] PerSequence, int[] Tokens) Kl(
         Qwen3ForCausalLM a,
@@ -79,7 +80,8 @@ public static class Forgetting
         return (int)Math.Clamp((1L << 25) / perRow, 1, Math.Max(1, batchSize));
     }
 
-    /// <summary>Float64 log-probabilities [N, C, V] of the distributions that predict completion positions 0..C−1.</summary>
+    /// <summary>Float64 log-probabilities [N, C, V] of the distributions that predict completion positions
+    /// 0..C−1.</summary>
     static Tensor LogProbs(Qwen3ForCausalLM model, Tensor ids, Tensor mask, int P, double temperature)
     {
         var dev = model.Device;

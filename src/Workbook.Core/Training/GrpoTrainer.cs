@@ -1,5 +1,5 @@
 // Group Relative Policy Optimization, following TRL's GRPOTrainer. One step, top to bottom:
-//  1. generate and score (GrpoBatch.GenerateAndScore): for per_device_train_batch_size / G prompts, sample G completions
+// 1. generate and score (GrpoBatch.GenerateAndScore): for per_device_train_batch_size / G prompts, sample G completions
 //     with the KV cache (temperature / top-p / top-k, stop at <|im_end|>, cut at max_completion_length), seeded from
 //     (seed, step); reward = the weighted verifiers on the decoded completion. The result is one record of tensors.
 //  2. KL placement (kl_mode): `loss` (TRL) adds β·k3(π‖π_ref) per token to the loss; `reward` (verl's use_kl_in_reward)
@@ -10,7 +10,7 @@
 //  4. one loss function (GrpoTrainer.Loss) makes the loss and every clip/KL metric from the same tensors: per token
 //     −min(ρA, clip(ρ, 1−ε, 1+ε_high)·A) [+ β·k3], ρ = π/π_old (≡ 1 when num_iterations = 1), aggregated per loss_type
 //     (grpo: per-sequence mean; dr_grpo: sum / (N·max_completion_length); dapo/bnpo: token mean).
-//  5. num_iterations = μ optimizer steps reuse the same rollouts. Unlike TRL, max_steps counts rollout batches, so a run
+// 5. num_iterations = μ optimizer steps reuse the same rollouts. Unlike TRL, max_steps counts rollout batches, so a run
 //     makes μ·max_steps optimizer steps (TRL's max_steps counts optimizer steps).
 //  6. SFT term (sft_coef > 0; off by default): each optimizer step also takes sft_batch_size expert sequences from the
 //     training examples (own DataOrder, seed + 1, so a resumed stage draws the same ones) and the loss becomes
@@ -67,7 +67,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     public IReadOnlyList<Example> Prompts => prompts;
     public Qwen3ForCausalLM Policy => Model;
 
-    /// <summary>Extra metrics computed from the step's batch before the update (e.g. Theory's gradient alignment). Required
+    /// <summary>Extra metrics computed from the step's batch before the update (e.g. Theory's gradient alignment).
+    /// Required
     /// when gradient_alignment_steps > 0: the option is refused if nothing is attached.</summary>
     public Func<GrpoBatch, long, IReadOnlyDictionary<string, double>>? BeforeUpdate { get; set; }
 
@@ -141,7 +142,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
                 );
     }
 
-    /// <summary>The frozen reference (the policy at GRPO's start), kept on disk so that a resumed run uses the same one.</summary>
+    /// <summary>The frozen reference (the policy at GRPO's start), kept on disk so that a resumed run uses the same
+    /// one.</summary>
     internal static Qwen3ForCausalLM? LoadReference(Qwen3ForCausalLM model, string outDir, GrpoOptions o, long step)
     {
         if (o.Beta <= 0)
@@ -302,7 +304,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         return m;
     }
 
-    /// <summary>SftTrainer's loss on the next sft_batch_size expert sequences: token-mean NLL of the responses.</summary>
+    /// <summary>SftTrainer's loss on the next sft_batch_size expert sequences: token-mean NLL of the
+    /// responses.</summary>
     Tensor SftLoss(long step)
     {
         var b = Losses.MakeSftBatch(
@@ -368,7 +371,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     /// <summary>The GRPO loss of one batch and the tensors of its metrics (public for the gradient tests). In
     /// kl_mode = reward the KL is in the advantages already and no KL term is added here.</summary>
     /// <param name="batchSequences">With <paramref name="batchTokens"/>: the normalisers of the whole batch when these
-    /// rows are a slice of it, so that the slices' losses sum to the batch loss (default: the rows are the batch).</param>
+    /// rows are a slice of it, so that the slices' losses sum to the batch loss (default: the rows are the
+    /// batch).</param>
     public static GrpoLoss Loss(
         Tensor logps,
         Tensor oldLogps,
@@ -445,7 +449,8 @@ public sealed class GrpoBatch
     public Tensor Ids { get; private set; } = null!;
     public Tensor Mask { get; private set; } = null!;
 
-    /// <summary>Completion tokens that carry loss, [N, C] (truncated ones excluded with mask_truncated_completions).</summary>
+    /// <summary>Completion tokens that carry loss, [N, C] (truncated ones excluded with
+    /// mask_truncated_completions).</summary>
     public Tensor CompletionMask { get; private set; } = null!;
     public Tensor Advantages { get; private set; } = null!;
 
@@ -453,12 +458,14 @@ public sealed class GrpoBatch
     public Tensor? OldLogProbs { get; private set; }
     public Tensor? RefLogProbs { get; private set; }
 
-    /// <summary>Verifier rewards, and the rewards the advantages were computed from (minus β·log-ratio in reward mode).</summary>
+    /// <summary>Verifier rewards, and the rewards the advantages were computed from (minus β·log-ratio in reward
+    /// mode).</summary>
     public double[] Rewards { get; private set; } = [];
     public double[] ShapedRewards { get; private set; } = [];
     public int PromptLength { get; private set; }
 
-    /// <summary>off_policy_expert: 1 on the rows holding the expert response (the last of each group), [N]; else null.</summary>
+    /// <summary>off_policy_expert: 1 on the rows holding the expert response (the last of each group), [N]; else
+    /// null.</summary>
     public Tensor? OffPolicy { get; private set; }
 
     /// <summary>Which rows are expert responses (all false without off_policy_expert).</summary>

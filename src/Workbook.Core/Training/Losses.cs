@@ -10,7 +10,8 @@ namespace Workbook.Training;
 
 public static class Losses
 {
-    /// <summary>A padded (or packed) batch: ids, attention mask, position ids, optional segments, targets and loss mask.</summary>
+    /// <summary>A padded (or packed) batch: ids, attention mask, position ids, optional segments, targets and loss
+    /// mask.</summary>
     public sealed record Batch(
         Tensor Ids,
         Tensor Mask,
@@ -107,7 +108,8 @@ public static class Losses
         return ((nll * lm).sum().MoveToOuterDisposeScope(), correct.MoveToOuterDisposeScope());
     }
 
-    /// <summary>Per-position NLL of the next token where the loss mask is set (0 elsewhere), [B, T] on the CPU, float64.</summary>
+    /// <summary>Per-position NLL of the next token where the loss mask is set (0 elsewhere), [B, T] on the CPU,
+    /// float64.</summary>
     public static Tensor TokenNll(Qwen3ForCausalLM model, Batch b)
     {
         using var scope = NewDisposeScope();
@@ -153,7 +155,8 @@ public static class Losses
         );
     }
 
-    /// <summary>Log-probabilities and entropies of the completion tokens ids[:, P:] (given ids[:, :P] as left-padded prompts).</summary>
+    /// <summary>Log-probabilities and entropies of the completion tokens ids[:, P:] (given ids[:, :P] as left-padded
+    /// prompts).</summary>
     public static (Tensor LogProbs, Tensor Entropy) CompletionLogProbs(
         Qwen3ForCausalLM model,
         Tensor ids,

@@ -80,7 +80,8 @@ public sealed class MetricsLog : IDisposable
         Logged?.Invoke(step, metrics);
     }
 
-    /// <summary>Reads a metrics file. A half-written last line (a kill mid-write) is ignored; any other unreadable line is
+    /// <summary>Reads a metrics file. A half-written last line (a kill mid-write) is ignored; any other unreadable line
+    /// is
     /// an error naming the file and line.</summary>
     public static List<JsonObject> Read(string path)
     {

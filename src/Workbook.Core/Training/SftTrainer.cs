@@ -1,6 +1,6 @@
 // Supervised fine-tuning. Choices, as TRL's SFTTrainer makes them:
 //  1. loss = cross-entropy on the assistant's reply tokens only (completion_only_loss), token-mean over the whole
-//     optimizer step (all micro-batches of the gradient accumulation together), padding and prompt tokens carry no loss;
+// optimizer step (all micro-batches of the gradient accumulation together), padding and prompt tokens carry no loss;
 //  2. right padding, or packing of several examples per row with attention kept inside each example;
 //  3. AdamW, linear/cosine schedule with warmup, global-norm clipping.
 // Logged per step: loss, mean_token_accuracy, num_tokens, grad_norm, learning_rate; eval_sft_loss on the held-out set.

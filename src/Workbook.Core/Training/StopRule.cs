@@ -2,7 +2,8 @@
 //   "sft_loss_rise > δ"  (a budget: stop before the held-out SFT loss has risen by δ nats/token since the stage began)
 //   "dJ < λ*dL_SFT"      (marginal gain: stop when the reward gained per step falls below λ times the SFT-loss rise per
 //                        step; "·" works for "*", "dJ < dL_SFT" means λ = 1).
-//  1. Every k = stop_check_steps steps the stage evaluates on held-out data: J = the mean held-out reward under the stage's
+// 1. Every k = stop_check_steps steps the stage evaluates on held-out data: J = the mean held-out reward under the
+// stage's
 //     own (strict) verifier, L = eval_sft_loss in nats/token. The rule sees only the evaluations at 0, k, 2k, ... so
 //     that what it decides does not depend on the other evaluation cadences of the stage.
 //  2. Estimator: least-squares polynomials of degree min(2, m − 1) to ΔJ(t) and ΔL(t) (rises from step 0) over the last
@@ -15,9 +16,9 @@
 //     exceeds δ (budget); the planned budget when that does not happen within it.
 //  4. Firing: marginal, when J'(now) ≤ λ·L'(now) on at least 3 evaluations (two points give one noisy difference);
 //     budget, when the measured rise already exceeds δ, or (3+ evaluations) the fit crosses δ by the next check.
-//  5. Hindsight (the measure of the rule, on the same run): Φ(T) = ΔJ(T) − λ·ΔL(T) over the evaluated check steps; for a
+// 5. Hindsight (the measure of the rule, on the same run): Φ(T) = ΔJ(T) − λ·ΔL(T) over the evaluated check steps; for a
 //     budget, Φ(T) = ΔJ(T) where ΔL(T) ≤ δ and undefined elsewhere (the constrained problem the budget states). The
-//     hindsight step is argmax Φ (earliest on ties); the ratio Φ(stopped)/Φ(hindsight) is undefined when Φ(hindsight) ≤ 0
+// hindsight step is argmax Φ (earliest on ties); the ratio Φ(stopped)/Φ(hindsight) is undefined when Φ(hindsight) ≤ 0
 //     (RL never paid under the trade-off) or when the stopped step broke the budget.
 using System.Globalization;
 using System.Text.RegularExpressions;
@@ -84,7 +85,8 @@ public sealed partial record StopRule(StopKind Kind, double Threshold, string Te
             : $"Φ(T) = ΔJ(T) where ΔL_SFT(T) ≤ {Threshold.ToString(CultureInfo.InvariantCulture)} (else outside the budget)";
 }
 
-/// <summary>One evaluation the rule sees: step within the stage, held-out reward J, held-out SFT loss L (nats/token).</summary>
+/// <summary>One evaluation the rule sees: step within the stage, held-out reward J, held-out SFT loss L
+/// (nats/token).</summary>
 public readonly record struct StopEval(long Step, double J, double L);
 
 /// <summary>What the rule concluded at one check: the fitted rates at the current step, the predicted stop step, and
@@ -100,7 +102,8 @@ public static class StopEstimator
     /// <summary>Evaluations needed before a fitted (not measured) crossing may fire the rule.</summary>
     public const int MinEvaluations = 3;
 
-    /// <summary>Least-squares polynomial y ≈ c0 + c1·u + c2·u² of degree <paramref name="degree"/> (0..2) in u.</summary>
+    /// <summary>Least-squares polynomial y ≈ c0 + c1·u + c2·u² of degree <paramref name="degree"/> (0..2) in
+    /// u.</summary>
     public static double[] Fit(IReadOnlyList<double> u, IReadOnlyList<double> y, int degree)
     {
         int p = degree + 1,
@@ -201,7 +204,8 @@ public sealed record StopHindsight(
     IReadOnlyList<(long Step, double Phi)> Curve
 )
 {
-    /// <summary><paramref name="evals"/>: the run's evaluations (step 0 first) at the steps where it could have stopped;
+    /// <summary><paramref name="evals"/>: the run's evaluations (step 0 first) at the steps where it could have
+    /// stopped;
     /// <paramref name="stoppedAt"/> must be one of them.</summary>
     public static StopHindsight Of(StopRule rule, IReadOnlyList<StopEval> evals, long stoppedAt)
     {

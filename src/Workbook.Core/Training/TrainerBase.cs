@@ -141,7 +141,8 @@ public abstract class TrainerBase<TOptions> : ITrainer
     /// <summary>After step <paramref name="step"/> is logged and evaluated: true ends the stage there.</summary>
     protected virtual bool StopAfter(long step) => false;
 
-    /// <summary>True when the stage ended before max_steps (a resumed stage that had stopped does not train on).</summary>
+    /// <summary>True when the stage ended before max_steps (a resumed stage that had stopped does not train
+    /// on).</summary>
     protected virtual bool Finished => false;
 
     protected void SaveCheckpoint()
@@ -166,10 +167,12 @@ public abstract class TrainerBase<TOptions> : ITrainer
     /// β &gt; 0): the stage-start snapshot then stores no second copy of the weights.</summary>
     protected virtual Qwen3ForCausalLM? StartModel => null;
 
-    /// <summary>One optimizer step's work: forward/backward (and the update, through <see cref="Update"/>); returns metrics.</summary>
+    /// <summary>One optimizer step's work: forward/backward (and the update, through <see cref="Update"/>); returns
+    /// metrics.</summary>
     protected abstract Dictionary<string, double> TrainStep(long step, double lr);
 
-    /// <summary>Clip, check for non-finite values (then stop without applying the update), and step the optimizer.</summary>
+    /// <summary>Clip, check for non-finite values (then stop without applying the update), and step the
+    /// optimizer.</summary>
     protected double Update(double lr, double lossValue, long step)
     {
         var gn = Optimizer.ClipGradNorm(Opt.MaxGradNorm);

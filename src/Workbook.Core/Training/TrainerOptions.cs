@@ -12,7 +12,8 @@ public record TrainOptions
     /// <summary>Peak learning rate after warmup.</summary>
     public double LearningRate { get; init; } = 2e-5;
 
-    /// <summary>Optimizer steps to run. With num_train_epochs set it must be 0 (unset): the steps come from the epochs.</summary>
+    /// <summary>Optimizer steps to run. With num_train_epochs set it must be 0 (unset): the steps come from the
+    /// epochs.</summary>
     public int MaxSteps { get; init; } = 100;
 
     /// <summary>TRL's alternative to max_steps: passes over the training set, resolved to steps from the dataset size
@@ -41,7 +42,8 @@ public record TrainOptions
     public int LoggingSteps { get; init; } = 10;
     public long Seed { get; init; } = 42;
 
-    /// <summary>Compute dtype of the trained model: f32 or bf16 (bf16 keeps float32 master weights in the optimizer).</summary>
+    /// <summary>Compute dtype of the trained model: f32 or bf16 (bf16 keeps float32 master weights in the
+    /// optimizer).</summary>
     public string Dtype { get; init; } = "f32";
 
     public virtual void Validate()
@@ -147,7 +149,8 @@ public sealed record SftOptions : TrainOptions
     /// <summary>Loss on the assistant's reply only (TRL's completion_only_loss / assistant_only_loss).</summary>
     public bool CompletionOnlyLoss { get; init; } = true;
 
-    /// <summary>Pack several examples into one row of max_length tokens (attention stays within each example).</summary>
+    /// <summary>Pack several examples into one row of max_length tokens (attention stays within each
+    /// example).</summary>
     public bool Packing { get; init; }
 
     public override int ExamplesPerStep => PerDeviceTrainBatchSize * GradientAccumulationSteps;
@@ -184,7 +187,8 @@ public sealed record GrpoOptions : TrainOptions
     /// <summary>KL coefficient to the frozen reference (the policy at the start of GRPO). 0 = no reference.</summary>
     public double Beta { get; init; } = 0.0;
 
-    /// <summary>Where β·KL goes. loss (TRL): a per-token k3 term in the loss. reward (verl's use_kl_in_reward): β times the
+    /// <summary>Where β·KL goes. loss (TRL): a per-token k3 term in the loss. reward (verl's use_kl_in_reward): β times
+    /// the
     /// sequence log-ratio log(π/π_ref) is subtracted from each reward, so the optimum is p* ∝ π_ref·e^{r/β}
     /// (Theorem 3.1's); needs β > 0, scale_rewards = none and a loss_type other than grpo (its 1/|y| weights move the
     /// fixed point).</summary>
@@ -201,16 +205,20 @@ public sealed record GrpoOptions : TrainOptions
     /// <summary>group | batch | none: divide advantages by the group's std, the batch's std, or not at all.</summary>
     public string ScaleRewards { get; init; } = "group";
 
-    /// <summary>grpo (per-sequence mean), dr_grpo (sum / (N·max_completion_length)), dapo / bnpo (token mean over the batch).</summary>
+    /// <summary>grpo (per-sequence mean), dr_grpo (sum / (N·max_completion_length)), dapo / bnpo (token mean over the
+    /// batch).</summary>
     public string LossType { get; init; } = "dapo";
 
     /// <summary>Exclude completions cut at max_completion_length from the loss.</summary>
     public bool MaskTruncatedCompletions { get; init; }
 
     /// <summary>Every N steps (0 = off), log the alignment of the RL and SFT gradients before the update:
-    /// diagnostics/cos_rl_sft = cos(∇J, −∇L_SFT) on this step's rollouts and an expert batch (negative: the RL step raises
-    /// the SFT loss), both gradient norms, and the spectral concentration of the per-example gradients (each expert example,
-    /// each rollout sequence): diagnostics/spectral_top_fraction, spectral_epsilon, cos_bound = 1 − 2ε (Theory/Spectral.cs).
+    /// diagnostics/cos_rl_sft = cos(∇J, −∇L_SFT) on this step's rollouts and an expert batch (negative: the RL step
+    /// raises
+    /// the SFT loss), both gradient norms, and the spectral concentration of the per-example gradients (each expert
+    /// example,
+    /// each rollout sequence): diagnostics/spectral_top_fraction, spectral_epsilon, cos_bound = 1 − 2ε
+    /// (Theory/Spectral.cs).
     /// Costs one forward/backward pass per example.</summary>
     public int GradientAlignmentSteps { get; init; }
 
@@ -245,7 +253,8 @@ public sealed record GrpoOptions : TrainOptions
     public string SftCoefSchedule { get; init; } = "constant";
 
     /// <summary>Expert sequences per optimizer step for the SFT term; null = the prompts per step
-    /// (per_device_train_batch_size / num_generations), so the SFT term sees one expert response per RL prompt.</summary>
+    /// (per_device_train_batch_size / num_generations), so the SFT term sees one expert response per RL
+    /// prompt.</summary>
     public int? SftBatchSize { get; init; }
 
     /// <summary>Longest expert sequence (prompt + response) of the SFT term, in tokens; longer ones are truncated at
@@ -282,14 +291,17 @@ public sealed record GrpoOptions : TrainOptions
 
     // --- stop rule (issue 14, section 3; Training/StopRule.cs) ---
 
-    /// <summary>A stop rule: "sft_loss_rise > δ" or "dJ < λ*dL_SFT" (Training/StopRule.cs). Every stop_check_steps steps
-    /// the stage evaluates on held-out data and the rule decides; when it fires the stage ends there. null = off.</summary>
+    /// <summary>A stop rule: "sft_loss_rise > δ" or "dJ < λ*dL_SFT" (Training/StopRule.cs). Every stop_check_steps
+    /// steps
+    /// the stage evaluates on held-out data and the rule decides; when it fires the stage ends there. null =
+    /// off.</summary>
     public string? StopWhen { get; init; }
 
     /// <summary>k: the stop rule's evaluation and decision cadence in steps (used only with stop_when).</summary>
     public int StopCheckSteps { get; init; } = 4;
 
-    /// <summary>With stop_when: after the rule fires, keep the model of that step in &lt;out&gt;/stopped-model and train on
+    /// <summary>With stop_when: after the rule fires, keep the model of that step in &lt;out&gt;/stopped-model and
+    /// train on
     /// to max_steps (evaluating every stop_check_steps), so the same run also measures what stopping elsewhere would
     /// have given (the `guarded` pipeline's hindsight). false = the stage ends when the rule fires.</summary>
     public bool StopHindsight { get; init; }

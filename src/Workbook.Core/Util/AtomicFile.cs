@@ -1,6 +1,7 @@
 namespace Workbook;
 
-/// <summary>Writes that never leave a half-written file behind: write to a temp file beside the target, flush, rename.</summary>
+/// <summary>Writes that never leave a half-written file behind: write to a temp file beside the target, flush,
+/// rename.</summary>
 public static class AtomicFile
 {
     public static void Write(string path, Action<Stream> write)

@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 
 namespace Workbook;
 
-/// <summary>Device and dtype choice from user strings. "auto" picks CUDA only when a CUDA build of TorchSharp finds a GPU.</summary>
+/// <summary>Device and dtype choice from user strings. "auto" picks CUDA only when a CUDA build of TorchSharp finds a
+/// GPU.</summary>
 public static class Devices
 {
     public static Device Resolve(string? name)

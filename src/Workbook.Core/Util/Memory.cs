@@ -5,7 +5,7 @@
 //     (MALLOC_MMAP_THRESHOLD_/TRIM_THRESHOLD_/TOP_PAD_), the workbook never maps big blocks (M_MMAP_MAX 0: they come
 //     from the heap and are reused), never trims the heap top (M_TRIM_THRESHOLD 2 GiB-1) and grows it in 1 GiB steps.
 //  2. Large models (>= 100M parameters) keep the older, measured setting instead: blocks above 128 KiB are mapped and
-//     returned, which keeps RSS flat across steps at a real cost in speed (a 0.6B model's buffers are too big to hoard).
+// returned, which keeps RSS flat across steps at a real cost in speed (a 0.6B model's buffers are too big to hoard).
 //  3. Off: WORKBOOK_MALLOC_TUNE=0; also left alone when the user sets any MALLOC_*_ variable or GLIBC_TUNABLES.
 using System.Runtime.InteropServices;
 

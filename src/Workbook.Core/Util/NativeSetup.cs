@@ -1,5 +1,6 @@
 // What the workbook does to the process's native libraries, once, when the core assembly is first touched (a module
-// initializer, so every entry point gets it: the CLI, the tests, the notebook kernels), before TorchSharp loads libtorch:
+// initializer, so every entry point gets it: the CLI, the tests, the notebook kernels), before TorchSharp loads
+// libtorch:
 //  1. oneMKL vendor check. libtorch's statically linked oneMKL takes its non-Intel code path on AMD CPUs (f32 GEMM at
 //     less than half speed). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c beside the assemblies)
 //     answers MKL's exported mkl_serv_intel_cpu_true with 1; loaded RTLD_NOW|RTLD_GLOBAL, it interposes libtorch_cpu's

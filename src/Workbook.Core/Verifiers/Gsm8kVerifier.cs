@@ -24,7 +24,8 @@ public sealed class Gsm8kVerifier(bool flexible) : IVerifier
     }
 }
 
-/// <summary>Free-form math: priority extraction (#### > \boxed{} > "answer is" > last number), normalised, numeric compare.</summary>
+/// <summary>Free-form math: priority extraction (#### > \boxed{} > "answer is" > last number), normalised, numeric
+/// compare.</summary>
 public sealed class MathVerifier : IVerifier
 {
     public string Name => "math";

@@ -1,4 +1,5 @@
-// CoLA-style acceptability labels, as the paper uses them: RL is trained with a STRICT format reward (the final line must
+// CoLA-style acceptability labels, as the paper uses them: RL is trained with a STRICT format reward (the final line
+// must
 // be exactly "Answer: acceptable" or "Answer: unacceptable" and match the reference) and evaluated with a LENIENT parse
 // (the last label word anywhere in the output). The two differ on purpose; both are reported.
 using System.Text.RegularExpressions;
@@ -48,7 +49,8 @@ public sealed partial class LabelVerifier(bool strict) : IVerifier
     }
 }
 
-/// <summary>Format reward for thinking mode: exactly one closed &lt;think&gt;...&lt;/think&gt; block at the start, then an answer.</summary>
+/// <summary>Format reward for thinking mode: exactly one closed &lt;think&gt;...&lt;/think&gt; block at the start, then
+/// an answer.</summary>
 public sealed class ThinkFormatVerifier : IVerifier
 {
     public string Name => "think-format";

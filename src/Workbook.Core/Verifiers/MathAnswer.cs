@@ -1,7 +1,8 @@
 // Answer extraction and normalisation for math, following the union of verl's gsm8k/math scorers, lm-eval's gsm8k and
 // Math-Verify's priorities (see notes/anchors.md §4): look at the tail of the text; "#### N" > last \boxed{...} (brace
 // balanced) > "the answer is ..." > last number; strip $, \$, thousands commas, a trailing '.', \text{...}, ^\circ, %,
-// \left/\right; \dfrac/\tfrac -> \frac; compare as numbers (rationals and decimals, relative tolerance 1e-6) before falling
+// \left/\right; \dfrac/\tfrac -> \frac; compare as numbers (rationals and decimals, relative tolerance 1e-6) before
+// falling
 // back to string equality.
 using System.Globalization;
 using System.Text;
@@ -47,7 +48,8 @@ public static partial class MathAnswer
         return null;
     }
 
-    /// <summary>The content of the last \boxed{...} (or \fbox{...}), braces balanced; null if absent or unclosed.</summary>
+    /// <summary>The content of the last \boxed{...} (or \fbox{...}), braces balanced; null if absent or
+    /// unclosed.</summary>
     public static string? ExtractBoxed(string text)
     {
         int idx = Math.Max(

@@ -12,7 +12,8 @@ public interface IVerifier
     VerifierResult Score(string prompt, string completion, string reference);
 }
 
-/// <summary>A weighted sum of verifiers (TRL's reward_weights); null rewards count as 0 in the sum but are reported.</summary>
+/// <summary>A weighted sum of verifiers (TRL's reward_weights); null rewards count as 0 in the sum but are
+/// reported.</summary>
 public sealed class WeightedReward(IReadOnlyList<(IVerifier Verifier, double Weight)> parts)
 {
     public IReadOnlyList<(IVerifier Verifier, double Weight)> Parts { get; } = parts;

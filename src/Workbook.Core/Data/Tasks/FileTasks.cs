@@ -1,6 +1,6 @@
 // Tasks built from real dataset files (the paper's setting: CoLA; and GSM8K). Choices for CoLA:
 //  1. Rows are de-duplicated on the exact sentence: repeats with one label merge into one row; a sentence seen with
-//     both labels is dropped (its label is not a fact). Both counts go to Notes (the run log) and to Design (the report).
+// both labels is dropped (its label is not a fact). Both counts go to Notes (the run log) and to Design (the report).
 //  2. The prompt states the required format (task.format_instruction: user, system or none), so a model that follows
 //     instructions earns the strict reward before any training.
 //  3. Expert responses are the label: the strict line "Answer: <label>", or with loose_format_fraction natural wording.

@@ -17,7 +17,8 @@ public sealed record TaskData(
     string Design
 )
 {
-    /// <summary>E_{y~p_data} r(x, y) when the task's expert mix makes it known exactly (generated tasks), else null (then
+    /// <summary>E_{y~p_data} r(x, y) when the task's expert mix makes it known exactly (generated tasks), else null
+    /// (then
     /// it is measured on the held-out expert responses).</summary>
     public double? ExpertReward { get; init; }
 
@@ -25,11 +26,13 @@ public sealed record TaskData(
     /// language modelling would have learnt on them. forgetting_task evaluates the other task on these.</summary>
     public List<Example> HeldOutBase { get; init; } = [];
 
-    /// <summary>Text the task can produce in other configurations (e.g. every expert wording of the grammar task), added
+    /// <summary>Text the task can produce in other configurations (e.g. every expert wording of the grammar task),
+    /// added
     /// to the compact vocabulary so that it, and the base model, do not depend on loose_format_fraction.</summary>
     public IReadOnlyList<string> ExtraVocabularyText { get; init; } = [];
 
-    /// <summary>What loading did to the data (duplicates merged, conflicting rows dropped, defaults inherited): lines for
+    /// <summary>What loading did to the data (duplicates merged, conflicting rows dropped, defaults inherited): lines
+    /// for
     /// the run log, so nothing is changed silently.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
@@ -119,7 +122,8 @@ public sealed record TaskOptions
     public bool Rationales { get; init; } = true;
     public bool SkipBad { get; init; }
 
-    /// <summary>The RL reward: strict (the exact final line / "#### N", the paper's) or lenient (the last label or number
+    /// <summary>The RL reward: strict (the exact final line / "#### N", the paper's) or lenient (the last label or
+    /// number
     /// anywhere, which every expert response earns: under it Theorem 3.1 predicts no SFT-loss rise), or coin (a fair
     /// coin per sampled completion, whatever it says: its optimum is the reference policy, so any rise is RL's noise).
     /// Evaluations always score the strict and lenient rewards.</summary>
@@ -129,7 +133,8 @@ public sealed record TaskOptions
     /// (a system message) or none.</summary>
     public string FormatInstruction { get; init; } = "user";
 
-    /// <summary>The chat template's enable_thinking for generation prompts (false pre-fills an empty think block).</summary>
+    /// <summary>The chat template's enable_thinking for generation prompts (false pre-fills an empty think
+    /// block).</summary>
     public bool EnableThinking { get; init; }
 
     /// <summary>File tasks: a separate held-out file (CoLA: in_domain_dev.tsv, out_of_domain_dev.tsv or GLUE's dev);
