@@ -55,8 +55,7 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
     }
 
     /// <summary>dotnet-interactive (VS Code's Polyglot Notebooks kernel, the Jupyter .NET kernel) and dotnet-repl,
-    /// wherever
-    /// they are installed, plus folders given on the command line.</summary>
+    /// wherever they are installed, plus folders given on the command line.</summary>
     static int FixKernels(string[] extra)
     {
         var dirs = NotebookRunner.KernelFolders().Concat(extra.Select(Path.GetFullPath)).Distinct().ToList();

@@ -138,8 +138,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
     const string InputsFile = "train.json";
 
     /// <summary>A resume uses the recorded inputs; an option given with a different value is refused (before anything
-    /// in
-    /// the run folder is rewritten).</summary>
+    /// in the run folder is rewritten).</summary>
     static Inputs Resumed(Settings s, string path)
     {
         Inputs rec;

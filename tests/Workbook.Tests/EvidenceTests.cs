@@ -13,9 +13,8 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     static readonly double[] Rewards = [0, 1, 0, 1, 0.5];
 
     /// <summary>Exact-expectation GRPO on a softmax bandit through GrpoTrainer.Loss: each arm is one one-token
-    /// completion,
-    /// weighted by π (the completion mask carries the weights, so the token mean is E_π); the advantages are the exact
-    /// ones of the option's kl_mode and scale_rewards. Returns π after plain gradient descent.</summary>
+    /// completion, weighted by π (the completion mask carries the weights, so the token mean is E_π); the advantages
+    /// are the exact ones of the option's kl_mode and scale_rewards. Returns π after plain gradient descent.</summary>
     static double[] Iterate(GrpoOptions o, int steps, double lr)
     {
         var logRef = tensor(RefProbs.Select(p => Math.Log(p)).ToArray(), ScalarType.Float64).unsqueeze(1);

@@ -4,8 +4,7 @@ namespace Workbook.Tests;
 
 /// <summary>Executes a notebook headless with dotnet repl (from the repository's tool manifest), renders it with
 /// jupyter-nbconvert and checks in headless Chromium that its chart was drawn offline. Needs the Release build of the
-/// CLI
-/// (the notebooks load the core from it; tools/test.sh builds it first).</summary>
+/// CLI (the notebooks load the core from it; tools/test.sh builds it first).</summary>
 public class NotebookTests
 {
     [Fact]
@@ -36,8 +35,7 @@ public class NotebookTests
 }
 
 /// <summary>VS Code's Polyglot Notebooks runs dotnet-interactive and talks to it over stdio (JSON kernel commands).
-/// This
-/// drives the same kernel, from the tool manifest, the way the extension does: the shared setup cell, then a chart
+/// This drives the same kernel, from the tool manifest, the way the extension does: the shared setup cell, then a chart
 /// cell.</summary>
 public class PolyglotKernelTests
 {

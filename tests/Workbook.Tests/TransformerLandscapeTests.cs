@@ -4,8 +4,7 @@ using static TorchSharp.torch;
 namespace Workbook.Tests;
 
 /// <summary>The landscape measurements on a (tiny, float64) Qwen3 transformer: curvature by double backward against
-/// finite
-/// differences, the candidate policy's objectives against closed forms, and the protocol end to end.</summary>
+/// finite differences, the candidate policy's objectives against closed forms, and the protocol end to end.</summary>
 public class TransformerLandscapeTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
 {
     CandidatePolicy Policy(Model.Qwen3ForCausalLM model, int prompts = 3) =>

@@ -317,10 +317,8 @@ public static class Benchmarks
     ).Split(' ');
 
     /// <summary>Encode speed of a fresh tokenizer instance (empty word cache) on (a) English-like prose: common words
-    /// drawn
-    /// with Zipf frequencies, punctuation and numbers, as real text repeats words; (b) adversarial text where nearly
-    /// every
-    /// word is new (random suffixes); (c) optionally a real text file. One thread: the tokenizer is
+    /// drawn with Zipf frequencies, punctuation and numbers, as real text repeats words; (b) adversarial text where
+    /// nearly every word is new (random suffixes); (c) optionally a real text file. One thread: the tokenizer is
     /// single-threaded.</summary>
     public static Dictionary<string, object> Tokenizer(
         string tokenizerPath,

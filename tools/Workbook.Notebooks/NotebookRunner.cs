@@ -6,8 +6,7 @@
 //  3. `dotnet repl --run notebooks/N.ipynb --exit-after-run` per notebook (exit code 2 = a cell failed; output cells
 //     are checked for errors too), WORKBOOK_QUICK=1 in quick mode;
 // 4. `jupyter-nbconvert --to html` of the executed notebook into reports/notebooks/N.html (charts are offline: the
-// setup
-//     cell inlines plotly.js).
+// setup     cell inlines plotly.js).
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 
@@ -92,8 +91,7 @@ public sealed class NotebookRunner(string repoRoot, Action<string>? log = null)
     }
 
     /// <summary>The notebook kernels installed on this machine: dotnet-repl and dotnet-interactive (the kernel of VS
-    /// Code's
-    /// Polyglot Notebooks and of the Jupyter .NET kernel) as local tools (NuGet cache) or global tools
+    /// Code's Polyglot Notebooks and of the Jupyter .NET kernel) as local tools (NuGet cache) or global tools
     /// (~/.dotnet/tools).</summary>
     public static IReadOnlyList<string> KernelFolders()
     {
@@ -119,9 +117,8 @@ public sealed class NotebookRunner(string repoRoot, Action<string>? log = null)
     }
 
     /// <summary>Plotly.NET 6 needs FSharp.Core 10.1; dotnet-repl 0.3.259 and dotnet-interactive 1.0.712001 ship 10.0,
-    /// so a
-    /// chart cell fails with MissingMethodException. Replaces the kernel's FSharp.Core with ours when it is older (same
-    /// assembly version, binary compatible); never downgrades; idempotent; says when it acts. Returns whether it
+    /// so a chart cell fails with MissingMethodException. Replaces the kernel's FSharp.Core with ours when it is older
+    /// (same assembly version, binary compatible); never downgrades; idempotent; says when it acts. Returns whether it
     /// replaced.</summary>
     public static bool FixKernel(string toolDir, Action<string> log)
     {

@@ -48,8 +48,7 @@ public static class TheoryCharts
     }
 
     /// <summary>RL from the SFT optimum on the softmax-linear model: the SFT gap with its smoothness upper bound, and
-    /// the
-    /// RL objective gap with the PL contraction bound (log scale).</summary>
+    /// the RL objective gap with the PL contraction bound (log scale).</summary>
     public static (GenericChart sft, GenericChart rl, GenericChart tradeoff) Landscape(
         SoftmaxLinear m,
         LandscapeResult r
@@ -128,8 +127,7 @@ public static class TheoryCharts
     }
 
     /// <summary>The transformer measurements: SFT rise with its bounds, the RL gap against the PL bound, and the
-    /// one-step
-    /// threshold (SFT gap at each snapshot against the gap the sufficient condition needs).</summary>
+    /// one-step threshold (SFT gap at each snapshot against the gap the sufficient condition needs).</summary>
     public static (GenericChart sft, GenericChart rl, GenericChart threshold) TransformerLandscape(
         TransformerLandscapeResult r
     )

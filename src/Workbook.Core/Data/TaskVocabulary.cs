@@ -1,7 +1,6 @@
 // A compact vocabulary for small models: the Qwen3 token ids a task actually uses (its rendered prompts, expert and
-// terse
-// responses, and the chat-template tokens), renumbered 0..n-1. The mapping is lossless in both directions, so the same
-// Qwen3 tokenizer serves a tiny model with a few hundred embedding rows and the full 151,936-row model.
+// terse responses, and the chat-template tokens), renumbered 0..n-1. The mapping is lossless in both directions, so the
+// same Qwen3 tokenizer serves a tiny model with a few hundred embedding rows and the full 151,936-row model.
 using System.Text.Json;
 using Workbook.Text;
 

@@ -53,8 +53,7 @@ public static class ForgettingSummary
     }
 
     /// <summary>The points and correlations (file header, 2-3), and a computed statement; null when no GRPO stage
-    /// logged
-    /// eval_kl_from_start.</summary>
+    /// logged eval_kl_from_start.</summary>
     public static JsonObject? Build(Dictionary<string, List<SeedResult>> results, JsonObject statements)
     {
         var points = new JsonObject();

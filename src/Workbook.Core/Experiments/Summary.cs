@@ -406,10 +406,9 @@ public static class Summary
     }
 
     /// <summary>The stop rule against hindsight on the same runs (issue 14 §3): per seed, the step where the rule
-    /// stopped
-    /// (its prediction of the best stopping step), the hindsight step argmax Φ(T) over the steps where it could have
-    /// stopped, and Φ(stopped)/Φ(hindsight), undefined (null, never divided) when Φ(hindsight) ≤ 0 or the stopped step
-    /// broke a budget. Null when no pipeline ran a stop rule.</summary>
+    /// stopped (its prediction of the best stopping step), the hindsight step argmax Φ(T) over the steps where it could
+    /// have stopped, and Φ(stopped)/Φ(hindsight), undefined (null, never divided) when Φ(hindsight) ≤ 0 or the stopped
+    /// step broke a budget. Null when no pipeline ran a stop rule.</summary>
     public static JsonObject? StopRuleJson(Dictionary<string, List<SeedResult>> results, JsonObject statements)
     {
         var (name, rs) = results.FirstOrDefault(p => p.Value.Count > 0 && p.Value.All(r => r.Stop is not null));

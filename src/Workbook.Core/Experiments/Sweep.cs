@@ -16,9 +16,8 @@ using Workbook.Training;
 namespace Workbook.Experiments;
 
 /// <param name="Null">where the coin-reward null runs (RL from the same SFT policy with a fair coin as the reward,
-/// whose
-/// optimum is the reference: Theorem 3.1 predicts 0, so what it measures is RL's own drift): all points, tested (those
-/// whose prediction is ≥ 0.1 nats per response), or none.</param>
+/// whose optimum is the reference: Theorem 3.1 predicts 0, so what it measures is RL's own drift): all points, tested
+/// (those whose prediction is ≥ 0.1 nats per response), or none.</param>
 public sealed record SweepGrid(
     IReadOnlyList<double> Betas,
     IReadOnlyList<double> LooseFormatFractions,

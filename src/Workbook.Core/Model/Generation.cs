@@ -1,7 +1,6 @@
 // Batched autoregressive generation with the KV cache.
 // - prompts of different lengths are left-padded; the attention mask hides the padding and position ids count real
-// tokens
-//  - one prefill pass, then one token per step through the cache (no re-running of the prefix)
+// tokens  - one prefill pass, then one token per step through the cache (no re-running of the prefix)
 //  - greedy (argmax, first index on ties) or sampling with temperature, top-k, top-p from a seeded torch.Generator
 //  - sampling is by inverse CDF: one uniform per row from the Generator, then a float64 running sum over the row's
 //    probabilities on the host. torch's multinomial draws an exponential for every vocabulary entry (~3 ms per row

@@ -239,8 +239,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
 
     /// <summary>
     /// Forward pass. <paramref name="attentionMask"/> is [B, past+T] with 1 for real tokens and 0 for padding (left
-    /// padding for
-    /// generation); <paramref name="positionIds"/> defaults to the count of real tokens before each position. With a
+    /// padding for generation); <paramref name="positionIds"/> defaults to the count of real tokens before each
+    /// position. With a
     /// <paramref name="cache"/>, keys/values of this call are appended and attention covers the cached prefix.
     /// </summary>
     public Tensor Forward(
@@ -328,8 +328,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
 
 /// <summary>
 /// Preallocated per-layer key/value buffers [B, kv_heads, capacity, head_dim]. Appending writes in place, so the cost
-/// of a
-/// decoding step does not grow with position beyond attention itself.
+/// of a decoding step does not grow with position beyond attention itself.
 /// </summary>
 public sealed class KVCache : IDisposable
 {

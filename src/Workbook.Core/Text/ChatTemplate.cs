@@ -2,8 +2,8 @@
 // without a tools list: ChatML turns, add_generation_prompt, enable_thinking=false pre-filling
 // "<think>\n\n</think>\n\n",
 // reasoning stripped from assistant turns before the last user query and re-rendered after it, tool calls / tool
-// results.
-// Rendering also records where each assistant reply sits, so SFT can put the loss on the assistant's tokens only.
+// results. Rendering also records where each assistant reply sits, so SFT can put the loss on the assistant's tokens
+// only.
 using System.Text;
 
 namespace Workbook.Text;

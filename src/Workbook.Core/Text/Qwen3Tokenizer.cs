@@ -159,8 +159,7 @@ public sealed class Qwen3Tokenizer
 public sealed class AstralSafeRegexPreTokenizer : PreTokenizer
 {
     /// <summary>Longest pre-token (an unbroken run of letters, of punctuation, ...). BPE's cost grows with the square
-    /// of a
-    /// pre-token's length (640k letters took 24 s), so longer runs are an error rather than a hang.</summary>
+    /// of a pre-token's length (640k letters took 24 s), so longer runs are an error rather than a hang.</summary>
     public const int MaxPreTokenChars = 20_000;
 
     readonly Regex split;

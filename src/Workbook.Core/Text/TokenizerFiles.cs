@@ -82,8 +82,7 @@ public static class TokenizerFiles
             Check(Path.Combine(staging, "tokenizer_config.json"), ConfigSha);
             Directory.CreateDirectory(Path.GetDirectoryName(dir)!);
             // publish the complete folder with one rename; when several processes fetch at once the first one wins and
-            // a
-            // complete folder is never deleted under a reader
+            // a complete folder is never deleted under a reader
             if (Directory.Exists(dir) && !Complete())
                 Directory.Delete(dir, true);
             try

@@ -99,8 +99,7 @@ public static class C1Predictor
     }
 
     /// <summary>The exact ΔL_SFT (nats per response) for enumerable distributions: expert data p_data(y|x), reference
-    /// p(y|x)
-    /// and reward r(x, y), with p* ∝ p·e^{r/β}: E_x Σ_y p_data(y|x)[log p(y|x) − log p*(y|x)].</summary>
+    /// p(y|x) and reward r(x, y), with p* ∝ p·e^{r/β}: E_x Σ_y p_data(y|x)[log p(y|x) − log p*(y|x)].</summary>
     public static double Exact(double[][] pData, double[][] pRef, double[][] reward, double beta)
     {
         double total = 0;

@@ -297,8 +297,7 @@ public static class Landscape
     );
 
     /// <summary>Single RL steps from random points around the SFT optimum: when the sufficient condition holds, the SFT
-    /// loss
-    /// must fall and the SFT gap must exceed ℓ_S η²‖∇J‖²/(8cos²φ).</summary>
+    /// loss must fall and the SFT gap must exceed ℓ_S η²‖∇J‖²/(8cos²φ).</summary>
     public static ThresholdCheck OneStepThreshold(SoftmaxLinear m, double eta, int trials, int seed)
     {
         double ellS = m.SftSmoothness,

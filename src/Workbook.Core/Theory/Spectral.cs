@@ -3,8 +3,7 @@
 //  • power iteration, matrix-free (v ← Σ g_i ⟨g_i, v⟩), gives the top eigenpair (λ_1, u_1) of F without forming d×d;
 //  • the share of F's energy on u_1 is λ_1 / tr F, tr F = Σ‖g_i‖² (the proxy 1 − ε of the notes);
 // • for the two batch gradients G_S, G_R: if ⟨u,G⟩² ≥ (1 − ε)‖G‖² for both, then |cos(G_S, G_R)| ≥ 1 − 2ε, for ANY unit
-// u
-// (|α_1β_1| ≥ (1−ε)‖G_S‖‖G_R‖ and Cauchy–Schwarz bounds the rest by ε‖G_S‖‖G_R‖). With u = u_1 the lemma is checkable
+// u (|α_1β_1| ≥ (1−ε)‖G_S‖‖G_R‖ and Cauchy–Schwarz bounds the rest by ε‖G_S‖‖G_R‖). With u = u_1 the lemma is checkable
 //    on every logged step; it is informative only when ε < ½.
 namespace Workbook.Theory;
 

@@ -172,8 +172,7 @@ public static class Tabular
         Reward(t.Q, Tilt(piRef, t.Reward, beta), t.Reward) - Reward(t.Q, t.PData, t.Reward);
 
     /// <summary>One prompt, two answers, r ≡ 0, p_RL = π_ref = (½, ½), p_SFT = (¾, ¼): KL(p_SFT‖p_RL) ≈ 0.130812 lies
-    /// in
-    /// the band [0.1, 0.2], yet the reward does not change — a KL band alone does not force a strict drop.</summary>
+    /// in the band [0.1, 0.2], yet the reward does not change — a KL band alone does not force a strict drop.</summary>
     public static (double Kl, double RewardChange) Counterexample()
     {
         double[] rl = [0.5, 0.5],

@@ -1,20 +1,16 @@
 // The landscape view (OUR reconstruction, notes/paper.md §3 [R]) measured on the small Qwen3 transformer.
 // So that every objective is exact (no sampling noise), the policy is the transformer restricted to a finite candidate
-// set:
-// p_θ(y|x) = softmax over y ∈ C_x of log π_θ(y|x), log π_θ(y|x) = Σ log-probs of the reply's tokens and its <|im_end|>;
-// L_S(θ) = E_x CE(p_data(·|x), p_θ(·|x)), p_data = the expert mix over the candidates (half strict, the rest terse or
-// in words,
-//            a little label noise);
+// set: p_θ(y|x) = softmax over y ∈ C_x of log π_θ(y|x), log π_θ(y|x) = Σ log-probs of the reply's tokens and its
+// <|im_end|>; L_S(θ) = E_x CE(p_data(·|x), p_θ(·|x)), p_data = the expert mix over the candidates (half strict, the
+// rest terse or in words,            a little label noise);
 //   J_β(θ) = E_x [p_θ·r − β KL(p_θ ‖ p_0)], r = the task's strict verifier on each candidate, p_0 = the policy at θ_0.
 // Protocol, in float64: (1) SFT by full-batch Adam from the base model until ‖∇L_S‖ is small (θ_0 ≈ an SFT optimum);
 // (2) RL by plain gradient ascent on J_β with η = 1/ℓ_R; (3) along the way, compare the §3 statements with what
-// happens:
-// smoothness (ℓ from Hessian-vector products, power iteration, maximum along the path: an estimate, not a bound),
-// PL contraction of the RL gap with μ_R measured on the path, T*, the one-step threshold, and the misalignment lemma
-// with
-// M = J_θ J_θᵀ computed exactly (J_θ = the Jacobian of the candidates' log-probs). The candidate class has a
-// closed-form
-// RL optimum p* ∝ p_0·exp(r/β) (Theorem 3.1's tilt), which gives J* and the predicted SFT rise if RL runs to the end.
+// happens: smoothness (ℓ from Hessian-vector products, power iteration, maximum along the path: an estimate, not a
+// bound), PL contraction of the RL gap with μ_R measured on the path, T*, the one-step threshold, and the misalignment
+// lemma with M = J_θ J_θᵀ computed exactly (J_θ = the Jacobian of the candidates' log-probs). The candidate class has a
+// closed-form RL optimum p* ∝ p_0·exp(r/β) (Theorem 3.1's tilt), which gives J* and the predicted SFT rise if RL runs
+// to the end.
 using System.Text.Json.Serialization;
 using Workbook.Data;
 using Workbook.Model;

@@ -14,8 +14,7 @@ public sealed class Codec(Qwen3Tokenizer tokenizer, TaskVocabulary vocab)
     public TaskVocabulary Vocab { get; } = vocab;
 
     /// <summary>The chat template's enable_thinking for generation prompts (task.enable_thinking; false = the empty
-    /// think
-    /// block is pre-filled, the label-answer setting).</summary>
+    /// think block is pre-filled, the label-answer setting).</summary>
     public bool EnableThinking { get; init; }
     public int EosId => Vocab.ToCompact(Tokenizer.ImEndId);
     public int PadId => Vocab.ToCompact(Tokenizer.EndOfTextId);

@@ -26,8 +26,7 @@ public sealed record EvalOptions
 
     /// <summary>Trainers keep the policy at the stage's start and log eval_kl_from_start at every evaluation
     /// (Forgetting.cs: one forward of two models per evaluation; the start weights on disk in &lt;stage&gt;/start
-    /// unless
-    /// the trainer's GRPO reference is that model).</summary>
+    /// unless the trainer's GRPO reference is that model).</summary>
     public bool KlFromStart { get; init; } = true;
 }
 
@@ -181,8 +180,7 @@ public sealed class Evaluator
 
     /// <summary>The held-out SFT loss split by expert-response form and by span (nats per response of that form):
     /// eval_sft_nll/&lt;form&gt;/rationale and eval_sft_nll/&lt;form&gt;/answer (the answer span includes
-    /// &lt;|im_end|&gt;).
-    /// Empty when the task's examples carry no form.</summary>
+    /// &lt;|im_end|&gt;). Empty when the task's examples carry no form.</summary>
     public Dictionary<string, double> SplitNll(Qwen3ForCausalLM model)
     {
         var m = new Dictionary<string, double>();
@@ -233,8 +231,7 @@ public sealed class Evaluator
     }
 
     /// <summary>Per held-out prompt, how many of k samples of the policy earn reward 1 (the rollouts' sampling
-    /// settings,
-    /// seeded): the input of Theory.C1Predictor.</summary>
+    /// settings, seeded): the input of Theory.C1Predictor.</summary>
     public int[] SuccessCounts(Qwen3ForCausalLM model, IVerifier reward, int k, long seed)
     {
         var opt = Sampling();

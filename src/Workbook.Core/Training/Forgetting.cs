@@ -25,8 +25,7 @@ namespace Workbook.Training;
 public static class Forgetting
 {
     /// <summary>Per completion, Σ_t KL(p_a(·|x,y&lt;t) ‖ p_b(·|x,y&lt;t)) over its positions, exact over the
-    /// vocabulary, with
-    /// p = softmax(logits / temperature); and the number of positions.</summary>
+    /// vocabulary, with p = softmax(logits / temperature); and the number of positions.</summary>
     public static (double[] PerSequence, int[] Tokens) Kl(
         Qwen3ForCausalLM a,
         Qwen3ForCausalLM b,

@@ -68,8 +68,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     public Qwen3ForCausalLM Policy => Model;
 
     /// <summary>Extra metrics computed from the step's batch before the update (e.g. Theory's gradient alignment).
-    /// Required
-    /// when gradient_alignment_steps > 0: the option is refused if nothing is attached.</summary>
+    /// Required when gradient_alignment_steps > 0: the option is refused if nothing is attached.</summary>
     public Func<GrpoBatch, long, IReadOnlyDictionary<string, double>>? BeforeUpdate { get; set; }
 
     public GrpoTrainer(

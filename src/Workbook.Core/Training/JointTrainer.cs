@@ -1,9 +1,8 @@
 // The "joint" baseline: one objective, L = L_SFT + λ·L_GRPO, optimised by one AdamW. Every step takes an SFT batch;
-// every
-// `rl_every`-th step also samples a GRPO batch and adds its loss, so a joint run of N_sft steps with rl_every =
-// N_sft/N_rl
-// sees the same data and rollouts as the two-stage pipelines (N_sft SFT steps + N_rl GRPO steps). The GRPO term has the
-// same frozen reference (the policy at the stage's start), β and kl_mode as the GRPO stages of the other pipelines.
+// every `rl_every`-th step also samples a GRPO batch and adds its loss, so a joint run of N_sft steps with rl_every =
+// N_sft/N_rl sees the same data and rollouts as the two-stage pipelines (N_sft SFT steps + N_rl GRPO steps). The GRPO
+// term has the same frozen reference (the policy at the stage's start), β and kl_mode as the GRPO stages of the other
+// pipelines.
 using System.Diagnostics;
 using Workbook.Data;
 using Workbook.Model;

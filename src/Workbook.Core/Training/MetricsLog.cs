@@ -81,8 +81,7 @@ public sealed class MetricsLog : IDisposable
     }
 
     /// <summary>Reads a metrics file. A half-written last line (a kill mid-write) is ignored; any other unreadable line
-    /// is
-    /// an error naming the file and line.</summary>
+    /// is an error naming the file and line.</summary>
     public static List<JsonObject> Read(string path)
     {
         var lines = File.ReadAllLines(path);

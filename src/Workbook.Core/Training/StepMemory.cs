@@ -1,8 +1,7 @@
 // A lower estimate of one training step's activation memory, so that a batch that cannot fit is refused before it is
 // allocated (a per_device_train_batch_size of 100000 otherwise grows to tens of GB before failing):
 // 1. per token and layer, what backward keeps at the least: ~4·hidden + 2·intermediate floats (attention and MLP
-// inputs,
-//     norms) plus the attention probabilities of each head over the row (heads·length);
+// inputs,     norms) plus the attention probabilities of each head over the row (heads·length);
 //  2. per token, the logits and their log-softmax: 2·vocab floats;
 //  3. refused only when this lower estimate exceeds the memory the OS reports available (Linux MemAvailable), so a
 //     config that runs is never refused; elsewhere the check is skipped.

@@ -3,9 +3,8 @@
 //   "dJ < λ*dL_SFT"      (marginal gain: stop when the reward gained per step falls below λ times the SFT-loss rise per
 //                        step; "·" works for "*", "dJ < dL_SFT" means λ = 1).
 // 1. Every k = stop_check_steps steps the stage evaluates on held-out data: J = the mean held-out reward under the
-// stage's
-//     own (strict) verifier, L = eval_sft_loss in nats/token. The rule sees only the evaluations at 0, k, 2k, ... so
-//     that what it decides does not depend on the other evaluation cadences of the stage.
+// stage's     own (strict) verifier, L = eval_sft_loss in nats/token. The rule sees only the evaluations at 0, k, 2k,
+// ... so     that what it decides does not depend on the other evaluation cadences of the stage.
 //  2. Estimator: least-squares polynomials of degree min(2, m − 1) to ΔJ(t) and ΔL(t) (rises from step 0) over the last
 //     m = min(n, 6) evaluations. A quadratic is the second-order local model of a saturating curve: its derivative at
 //     the current step is the rate (dJ/dt, dL/dt, logged), and its curvature says where the rate runs out. Six points

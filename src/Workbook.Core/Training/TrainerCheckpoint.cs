@@ -1,9 +1,8 @@
 // Checkpoints: <run>/checkpoints/step-000123/ holds the model in Hugging Face layout (config.json + model.safetensors,
 // loadable by `--model`), the optimizer state and trainer_state.json. A checkpoint is written into a hidden temp folder
 // and renamed into place when complete, so a killed run never leaves a half-written checkpoint that resume would pick
-// up.
-// Each checkpoint's health.json says whether its weights are sane (finite, max |w| not orders of magnitude above the
-// run's start, the step's gradient norm not orders above the run's first ones): the non-finite guard names the last
+// up. Each checkpoint's health.json says whether its weights are sane (finite, max |w| not orders of magnitude above
+// the run's start, the step's gradient norm not orders above the run's first ones): the non-finite guard names the last
 // good one, pruning never deletes it, and a resume starts from it (dropping the exploded checkpoints after it).
 using System.Text.Json;
 using Workbook.Model;

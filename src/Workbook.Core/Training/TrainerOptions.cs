@@ -188,8 +188,7 @@ public sealed record GrpoOptions : TrainOptions
     public double Beta { get; init; } = 0.0;
 
     /// <summary>Where β·KL goes. loss (TRL): a per-token k3 term in the loss. reward (verl's use_kl_in_reward): β times
-    /// the
-    /// sequence log-ratio log(π/π_ref) is subtracted from each reward, so the optimum is p* ∝ π_ref·e^{r/β}
+    /// the sequence log-ratio log(π/π_ref) is subtracted from each reward, so the optimum is p* ∝ π_ref·e^{r/β}
     /// (Theorem 3.1's); needs β > 0, scale_rewards = none and a loss_type other than grpo (its 1/|y| weights move the
     /// fixed point).</summary>
     public string KlMode { get; init; } = "loss";
@@ -214,12 +213,9 @@ public sealed record GrpoOptions : TrainOptions
 
     /// <summary>Every N steps (0 = off), log the alignment of the RL and SFT gradients before the update:
     /// diagnostics/cos_rl_sft = cos(∇J, −∇L_SFT) on this step's rollouts and an expert batch (negative: the RL step
-    /// raises
-    /// the SFT loss), both gradient norms, and the spectral concentration of the per-example gradients (each expert
-    /// example,
-    /// each rollout sequence): diagnostics/spectral_top_fraction, spectral_epsilon, cos_bound = 1 − 2ε
-    /// (Theory/Spectral.cs).
-    /// Costs one forward/backward pass per example.</summary>
+    /// raises the SFT loss), both gradient norms, and the spectral concentration of the per-example gradients (each
+    /// expert example, each rollout sequence): diagnostics/spectral_top_fraction, spectral_epsilon, cos_bound = 1 − 2ε
+    /// (Theory/Spectral.cs). Costs one forward/backward pass per example.</summary>
     public int GradientAlignmentSteps { get; init; }
 
     /// <summary>If every group of each of the first N steps has zero reward variance (frac_reward_zero_std = 1), the
@@ -292,8 +288,7 @@ public sealed record GrpoOptions : TrainOptions
     // --- stop rule (issue 14, section 3; Training/StopRule.cs) ---
 
     /// <summary>A stop rule: "sft_loss_rise > δ" or "dJ < λ*dL_SFT" (Training/StopRule.cs). Every stop_check_steps
-    /// steps
-    /// the stage evaluates on held-out data and the rule decides; when it fires the stage ends there. null =
+    /// steps the stage evaluates on held-out data and the rule decides; when it fires the stage ends there. null =
     /// off.</summary>
     public string? StopWhen { get; init; }
 
@@ -301,9 +296,8 @@ public sealed record GrpoOptions : TrainOptions
     public int StopCheckSteps { get; init; } = 4;
 
     /// <summary>With stop_when: after the rule fires, keep the model of that step in &lt;out&gt;/stopped-model and
-    /// train on
-    /// to max_steps (evaluating every stop_check_steps), so the same run also measures what stopping elsewhere would
-    /// have given (the `guarded` pipeline's hindsight). false = the stage ends when the rule fires.</summary>
+    /// train on to max_steps (evaluating every stop_check_steps), so the same run also measures what stopping elsewhere
+    /// would have given (the `guarded` pipeline's hindsight). false = the stage ends when the rule fires.</summary>
     public bool StopHindsight { get; init; }
 
     /// <summary>The generation options of the rollouts (and of evaluations that sample like them).</summary>

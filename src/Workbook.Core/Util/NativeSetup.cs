@@ -1,12 +1,11 @@
 // What the workbook does to the process's native libraries, once, when the core assembly is first touched (a module
 // initializer, so every entry point gets it: the CLI, the tests, the notebook kernels), before TorchSharp loads
-// libtorch:
-//  1. oneMKL vendor check. libtorch's statically linked oneMKL takes its non-Intel code path on AMD CPUs (f32 GEMM at
-//     less than half speed). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c beside the assemblies)
-//     answers MKL's exported mkl_serv_intel_cpu_true with 1; loaded RTLD_NOW|RTLD_GLOBAL, it interposes libtorch_cpu's
-//     PLT call. Opt-in (WORKBOOK_MKL_VENDOR_FIX=1): on this project's machines it measured faster only when the machine
-//     was not oversubscribed (149 vs 115 GFLOP/s at load 8.6) and 5-15x slower when it was (two MKL threads per
-//     process), so it is not the default.
+// libtorch:  1. oneMKL vendor check. libtorch's statically linked oneMKL takes its non-Intel code path on AMD CPUs (f32
+// GEMM at     less than half speed). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c beside the
+// assemblies)     answers MKL's exported mkl_serv_intel_cpu_true with 1; loaded RTLD_NOW|RTLD_GLOBAL, it interposes
+// libtorch_cpu's     PLT call. Opt-in (WORKBOOK_MKL_VENDOR_FIX=1): on this project's machines it measured faster only
+// when the machine     was not oversubscribed (149 vs 115 GFLOP/s at load 8.6) and 5-15x slower when it was (two MKL
+// threads per     process), so it is not the default.
 //  2. glibc malloc keeps big blocks instead of mapping and unmapping activation buffers every step (Memory.Tune).
 //     Off: WORKBOOK_MALLOC_TUNE=0.
 // Both report their state in Status (bench and info print it).

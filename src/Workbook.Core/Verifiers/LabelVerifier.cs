@@ -1,7 +1,6 @@
 // CoLA-style acceptability labels, as the paper uses them: RL is trained with a STRICT format reward (the final line
-// must
-// be exactly "Answer: acceptable" or "Answer: unacceptable" and match the reference) and evaluated with a LENIENT parse
-// (the last label word anywhere in the output). The two differ on purpose; both are reported.
+// must be exactly "Answer: acceptable" or "Answer: unacceptable" and match the reference) and evaluated with a LENIENT
+// parse (the last label word anywhere in the output). The two differ on purpose; both are reported.
 using System.Text.RegularExpressions;
 
 namespace Workbook.Verifiers;

@@ -2,8 +2,7 @@
 // Math-Verify's priorities (see notes/anchors.md §4): look at the tail of the text; "#### N" > last \boxed{...} (brace
 // balanced) > "the answer is ..." > last number; strip $, \$, thousands commas, a trailing '.', \text{...}, ^\circ, %,
 // \left/\right; \dfrac/\tfrac -> \frac; compare as numbers (rationals and decimals, relative tolerance 1e-6) before
-// falling
-// back to string equality.
+// falling back to string equality.
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;

@@ -1,7 +1,7 @@
 // The embedded GSM8K-like task: short multi-step word problems over small integers, with expert step-by-step solutions
 // ending in "#### N" (deterministic by seed). Reward: GSM8K strict (last "#### N" equals the answer). Some expert
-// solutions
-// (LooseFormatFraction) end with "The answer is N." instead, the natural wording the strict reward does not accept.
+// solutions (LooseFormatFraction) end with "The answer is N." instead, the natural wording the strict reward does not
+// accept.
 using Workbook.Text;
 using Workbook.Verifiers;
 

@@ -1,17 +1,14 @@
 // The embedded CoLA-like acceptability task, generated from a small grammar (deterministic by seed).
 // - Acceptable sentences: determiner + noun (singular/plural) + agreeing verb (+ object for transitive verbs) +
-// optional
-//    adjunct. Unacceptable ones carry exactly one error: subject-verb agreement, word order, or argument structure
-//    (an object after an intransitive verb, or none after a transitive one). Half the rows are acceptable.
+// optional    adjunct. Unacceptable ones carry exactly one error: subject-verb agreement, word order, or argument
+// structure    (an object after an intransitive verb, or none after a transitive one). Half the rows are acceptable.
 //  - The expert (SFT) response is a one-line rationale that names the words involved, then the label. Most end with the
 //    strict line "Answer: acceptable|unacceptable"; a fraction (LooseFormatFraction) say it in natural words instead.
 //  - The RL reward is the strict verifier (final line exact and correct); evaluation also reports the lenient one.
 // Why the effects appear: RL's reward prefers one of the forms the expert data mixes (strict line vs natural wording)
-// and
-// does not care about the rationale's wording, so RL moves mass away from expert responses (SFT loss rises); SFT after
-// RL
-// pulls the policy back towards the mixed forms (strict reward falls). With LooseFormatFraction = 0 the format part of
-// both effects disappears and what remains is sharpening of the rationale distribution.
+// and does not care about the rationale's wording, so RL moves mass away from expert responses (SFT loss rises); SFT
+// after RL pulls the policy back towards the mixed forms (strict reward falls). With LooseFormatFraction = 0 the format
+// part of both effects disappears and what remains is sharpening of the rationale distribution.
 using Workbook.Text;
 using Workbook.Verifiers;
 

@@ -18,8 +18,7 @@ public sealed record TaskData(
 )
 {
     /// <summary>E_{y~p_data} r(x, y) when the task's expert mix makes it known exactly (generated tasks), else null
-    /// (then
-    /// it is measured on the held-out expert responses).</summary>
+    /// (then it is measured on the held-out expert responses).</summary>
     public double? ExpertReward { get; init; }
 
     /// <summary>Terse answers to the held-out prompts (embedded tasks; empty for file tasks): what the base stage's
@@ -27,13 +26,12 @@ public sealed record TaskData(
     public List<Example> HeldOutBase { get; init; } = [];
 
     /// <summary>Text the task can produce in other configurations (e.g. every expert wording of the grammar task),
-    /// added
-    /// to the compact vocabulary so that it, and the base model, do not depend on loose_format_fraction.</summary>
+    /// added to the compact vocabulary so that it, and the base model, do not depend on
+    /// loose_format_fraction.</summary>
     public IReadOnlyList<string> ExtraVocabularyText { get; init; } = [];
 
     /// <summary>What loading did to the data (duplicates merged, conflicting rows dropped, defaults inherited): lines
-    /// for
-    /// the run log, so nothing is changed silently.</summary>
+    /// for the run log, so nothing is changed silently.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
     /// <summary>Rows of the data files skipped as bad (task.skip_bad, --skip-bad): in the notes and the
@@ -123,10 +121,9 @@ public sealed record TaskOptions
     public bool SkipBad { get; init; }
 
     /// <summary>The RL reward: strict (the exact final line / "#### N", the paper's) or lenient (the last label or
-    /// number
-    /// anywhere, which every expert response earns: under it Theorem 3.1 predicts no SFT-loss rise), or coin (a fair
-    /// coin per sampled completion, whatever it says: its optimum is the reference policy, so any rise is RL's noise).
-    /// Evaluations always score the strict and lenient rewards.</summary>
+    /// number anywhere, which every expert response earns: under it Theorem 3.1 predicts no SFT-loss rise), or coin (a
+    /// fair coin per sampled completion, whatever it says: its optimum is the reference policy, so any rise is RL's
+    /// noise). Evaluations always score the strict and lenient rewards.</summary>
     public string Reward { get; init; } = "strict";
 
     /// <summary>File tasks: where the prompt states the required answer format: user (appended to the question), system
