@@ -136,6 +136,33 @@ public class ReliabilityTests
     }
 
     [Fact]
+    public void A_full_disk_is_one_line_on_stderr_and_exit_2()
+    {
+        // /dev/full fails every write with ENOSPC: the real exception a full disk raises
+        var full = Assert.ThrowsAny<IOException>(() =>
+        {
+            using var f = new FileStream("/dev/full", FileMode.Open, FileAccess.Write);
+            f.Write(new byte[1 << 16]);
+            f.Flush();
+        });
+        var err = new StringWriter();
+        var before = Console.Error;
+        Console.SetError(err);
+        try
+        {
+            Assert.Equal(2, Terminal.Report(full));
+        }
+        finally
+        {
+            Console.SetError(before);
+        }
+        var lines = err.ToString().Trim().Split('\n');
+        Assert.Single(lines);
+        Assert.StartsWith("error: ", lines[0]);
+        Assert.DoesNotContain(" at ", lines[0]);
+    }
+
+    [Fact]
     public void Runs_on_a_file_is_one_clear_error()
     {
         var file = Path.Combine(TestData.TempDir(), "afile");

@@ -114,30 +114,9 @@ public static class Sweep
                             g
                         );
                         var pts = ExperimentRunner.EvalPoints(rlDir).ToList();
-                        double measured =
-                            pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"];
-                        double finalReward = pts[^1].Metrics[runner.StrictKey];
-                        // where the rise sits: the split keys are nats per response of each form; weight by the forms'
-                        // shares of the held-out set, so rationale + answer = the measured rise
-                        double Span(string span) =>
-                            t
-                                .Eval.GroupBy(e => e.Form)
-                                .Sum(g =>
-                                    pts[^1].Metrics.TryGetValue($"eval_sft_nll/{g.Key}/{span}", out var end)
-                                        ? g.Count()
-                                            / (double)t.Eval.Count
-                                            * (end - pts[0].Metrics[$"eval_sft_nll/{g.Key}/{span}"])
-                                        : double.NaN
-                                );
-                        // KL(π‖π_ref) per response RL reached: β·KL is verl's reward_kl_penalty, averaged over the last
-                        // ten steps' rollouts
-                        var klRows = MetricsLog
-                            .Read(Path.Combine(rlDir, "metrics.jsonl"))
-                            .Where(r => r["reward_kl_penalty"] is not null)
-                            .TakeLast(10)
-                            .Select(r => r["reward_kl_penalty"]!.GetValue<double>() / beta)
-                            .ToList();
-                        double klReached = klRows.Count > 0 ? klRows.Average() : double.NaN;
+                        var real = Measure(rlDir, t, runner.StrictKey, beta);
+                        double measured = real.Rise,
+                            finalReward = real.Reward;
                         var curve = pts.Select(p =>
                                 (
                                     p.Step,
@@ -164,7 +143,7 @@ public static class Sweep
                             twinPred = (t.ExpertReward ?? runner.ExpertReward(t)) * last[runner.LenientKey];
                         }
                         model.Dispose();
-                        NullRun? nul = null;
+                        RlMove? nul = null;
                         if (grid.Null == "all" || (grid.Null == "tested" && pred.Mean >= 0.1))
                         {
                             var nDir = Path.Combine(pDir, "2-rl-coin");
@@ -189,10 +168,10 @@ public static class Sweep
                         rows.Add(
                             new SweepRow(beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve)
                             {
-                                RationaleRise = Span("rationale"),
-                                AnswerRise = Span("answer"),
-                                KlReached = klReached,
-                                RewardStd = MeanRewardStd(rlDir),
+                                RationaleRise = real.RationaleRise,
+                                AnswerRise = real.AnswerRise,
+                                KlReached = real.KlReached,
+                                RewardStd = real.RewardStd,
                                 Null = nul,
                             }
                         );
@@ -208,9 +187,10 @@ public static class Sweep
         return summary;
     }
 
-    /// <summary>What the coin-reward null moved: the rise (nats per response), its rationale and answer parts, the KL
-    /// reached and the strict reward at the end.</summary>
-    public sealed record NullRun(
+    /// <summary>What an RL stage moved (the real one or the coin-reward null): the rise (nats per response), its
+    /// rationale and answer parts, the KL reached, the strict reward at the end and the mean within-group reward std.
+    /// </summary>
+    public sealed record RlMove(
         double Rise,
         double RationaleRise,
         double AnswerRise,
@@ -229,8 +209,10 @@ public static class Sweep
             .DefaultIfEmpty(double.NaN)
             .Average();
 
-    /// <summary>The rise, its span parts and the KL reached of a finished RL stage folder.</summary>
-    static NullRun Measure(string rlDir, Data.TaskData t, string strictKey, double beta)
+    /// <summary>The rise, its span parts (the split keys are nats per response of each form, weighted by the forms'
+    /// shares of the held-out set, so rationale + answer = the rise) and the KL(π‖π_ref) per response RL reached
+    /// (β·KL is verl's reward_kl_penalty, averaged over the last ten steps' rollouts) of a finished RL stage.</summary>
+    static RlMove Measure(string rlDir, Data.TaskData t, string strictKey, double beta)
     {
         var pts = ExperimentRunner.EvalPoints(rlDir).ToList();
         double Span(string span) =>
@@ -247,7 +229,7 @@ public static class Sweep
             .TakeLast(10)
             .Select(r => r["reward_kl_penalty"]!.GetValue<double>() / beta)
             .ToList();
-        return new NullRun(
+        return new RlMove(
             pts[^1].Metrics["eval_sft_nll_per_response"] - pts[0].Metrics["eval_sft_nll_per_response"],
             Span("rationale"),
             Span("answer"),
@@ -281,7 +263,7 @@ public static class Sweep
         public double RewardStd { get; init; } = double.NaN;
 
         /// <summary>The coin-reward null from the same SFT policy, when the grid runs it here.</summary>
-        public NullRun? Null { get; init; }
+        public RlMove? Null { get; init; }
     }
 
     static JsonObject StatJson(Stat s) =>

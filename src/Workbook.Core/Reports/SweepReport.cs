@@ -79,7 +79,7 @@ public static class SweepBench
         if (quick)
             cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
         var grid = quick
-            ? new SweepGrid([0.5], [0.35, 0], Null: "tested")
+            ? new SweepGrid([0.5], [0.35, 0])
             : new SweepGrid(SweepGrid.DefaultBetas, SweepGrid.DefaultFractions);
         var runDir = ExperimentRunner.NewRunDir(runsRoot, (quick ? "quick-" : "") + "sweep");
         var runner = new ExperimentRunner(cfg, runDir, runsRoot, log);
