@@ -16,8 +16,6 @@ namespace Workbook.Charts;
 
 public static class CurveCharts
 {
-    static readonly string[] Palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
-
     /// <summary>The band's legend name: what the band is.</summary>
     public static string BandName(string label, int seeds) => $"{label}: 95% CI of the mean over {seeds} seeds";
 
@@ -65,7 +63,7 @@ public static class CurveCharts
                 throw new ArgumentException(
                     $"CurveCharts.Curves: {seedIds.Count} seed ids for {seeds.Count} seed curves of '{label}'"
                 );
-            var hex = Palette[s % Palette.Length];
+            var hex = Palette.At(s);
             var color = Color.fromString(hex);
             var fill = Color.fromString(
                 $"rgba({Convert.ToInt32(hex[1..3], 16)},{Convert.ToInt32(hex[3..5], 16)},"

@@ -11,21 +11,6 @@ namespace Workbook.Charts;
 
 public static class ForgettingChart
 {
-    static readonly string[] Palette =
-    [
-        "#1f77b4",
-        "#d62728",
-        "#2ca02c",
-        "#9467bd",
-        "#ff7f0e",
-        "#8c564b",
-        "#e377c2",
-        "#7f7f7f",
-        "#bcbd22",
-        "#17becf",
-        "#393b79",
-    ];
-
     /// <summary>The charts of the summary's forgetting points (empty when there are none): KL, entropy and, when any
     /// point has it, the other task's loss, each against the SFT-loss rise.</summary>
     public static List<GenericChart> Charts(JsonObject summary)
@@ -51,7 +36,7 @@ public static class ForgettingChart
                     .Where(p => p!["sft_loss_rise"] is not null && p[key] is not null)
                     .Select(p => p!)
                     .ToList();
-                var color = Color.fromString(Palette[c++ % Palette.Length]);
+                var color = Color.fromString(Palette.At(c++));
                 if (pts.Count == 0)
                     continue;
                 traces.Add(

@@ -17,19 +17,6 @@ namespace Workbook.Charts;
 
 public static class FrontierChart
 {
-    static readonly string[] Palette =
-    [
-        "#1f77b4",
-        "#d62728",
-        "#2ca02c",
-        "#9467bd",
-        "#ff7f0e",
-        "#8c564b",
-        "#e377c2",
-        "#17becf",
-        "#bcbd22",
-    ];
-
     const string Grey = "#9a9a9a";
 
     static double N(JsonNode? n) => n is null ? double.NaN : n.GetValue<double>();
@@ -86,7 +73,7 @@ public static class FrontierChart
             string role = p!["role"]!.GetValue<string>();
             bool control = role == "control",
                 onFront = p["on_front"]!.GetValue<bool>();
-            var hex = control ? Grey : Palette[colour++ % Palette.Length];
+            var hex = control ? Grey : Palette.At(colour++);
             var seeds = p["seeds"]!.AsArray().Select(s => s!.GetValue<long>()).ToArray();
             var ls = p["final_sft_loss"]!["per_seed"]!.AsArray().Select(N).ToArray();
             var rs = p["final_reward"]!["per_seed"]!.AsArray().Select(N).ToArray();

@@ -10,8 +10,6 @@ namespace Workbook.Charts;
 
 public static class StopRuleCharts
 {
-    static readonly string[] Palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
-
     public static GenericChart Phi(JsonObject stopRule)
     {
         var traces = new List<GenericChart>();
@@ -19,7 +17,7 @@ public static class StopRuleCharts
         for (int i = 0; i < seeds.Count; i++)
         {
             var s = seeds[i]!;
-            var color = Color.fromString(Palette[i % Palette.Length]);
+            var color = Color.fromString(Palette.At(i));
             var pts = s["phi_curve"]!
                 .AsArray()
                 .Where(p => p!["phi"] is not null)

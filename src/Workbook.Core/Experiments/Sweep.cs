@@ -199,16 +199,6 @@ public static class Sweep
         double RewardStd
     );
 
-    /// <summary>The mean over a GRPO stage's steps of reward_std (the within-group std of the reward the advantages
-    /// are made of; with kl_mode = reward that is the shaped reward): how much noise the advantages carried.</summary>
-    static double MeanRewardStd(string rlDir) =>
-        MetricsLog
-            .Read(Path.Combine(rlDir, "metrics.jsonl"))
-            .Where(r => r["reward_std"] is not null)
-            .Select(r => r["reward_std"]!.GetValue<double>())
-            .DefaultIfEmpty(double.NaN)
-            .Average();
-
     /// <summary>The rise, its span parts (the split keys are nats per response of each form, weighted by the forms'
     /// shares of the held-out set, so rationale + answer = the rise) and the KL(π‖π_ref) per response RL reached
     /// (β·KL is verl's reward_kl_penalty, averaged over the last ten steps' rollouts) of a finished RL stage.</summary>
@@ -223,9 +213,8 @@ public static class Sweep
                         ? g.Count() / (double)t.Eval.Count * (end - pts[0].Metrics[$"eval_sft_nll/{g.Key}/{span}"])
                         : double.NaN
                 );
-        var kl = MetricsLog
-            .Read(Path.Combine(rlDir, "metrics.jsonl"))
-            .Where(r => r["reward_kl_penalty"] is not null)
+        var rows = MetricsLog.Read(Path.Combine(rlDir, "metrics.jsonl")).ToList();
+        var kl = rows.Where(r => r["reward_kl_penalty"] is not null)
             .TakeLast(10)
             .Select(r => r["reward_kl_penalty"]!.GetValue<double>() / beta)
             .ToList();
@@ -235,7 +224,12 @@ public static class Sweep
             Span("answer"),
             kl.Count > 0 ? kl.Average() : double.NaN,
             pts[^1].Metrics[strictKey],
-            MeanRewardStd(rlDir)
+            // how much noise the advantages carried: the within-group std of the reward they are made of (with
+            // kl_mode = reward, the shaped reward), averaged over the stage's steps
+            rows.Where(r => r["reward_std"] is not null)
+                .Select(r => r["reward_std"]!.GetValue<double>())
+                .DefaultIfEmpty(double.NaN)
+                .Average()
         );
     }
 
