@@ -33,6 +33,14 @@ public class NativeSetupTests
     }
 
     [Fact]
+    public void A_run_records_the_BLAS_path_and_allocator_it_took()
+    {
+        var v = Workbook.Experiments.ExperimentRunner.Versions();
+        Assert.Equal(NativeSetup.MklVendorFix, v["mkl_vendor_fix"]);
+        Assert.Equal(Memory.State, v["malloc_tuning"]);
+    }
+
+    [Fact]
     public void Float32GemmMatchesFloat64Reference()
     {
         using var scope = NewDisposeScope();

@@ -245,6 +245,9 @@ public sealed class ExperimentRunner
             ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
             ["threads"] = get_num_threads().ToString(),
             ["device"] = cuda.is_available() ? "cuda" : "cpu",
+            // the BLAS path changes the last bits of f32 results: a run records which one it took
+            ["mkl_vendor_fix"] = NativeSetup.MklVendorFix,
+            ["malloc_tuning"] = Memory.State,
         };
 
     Qwen3ForCausalLM LoadModel(string dir) => Checkpoint.Load(dir, dtype, device);

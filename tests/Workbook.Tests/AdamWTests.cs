@@ -1,0 +1,89 @@
+// Training/AdamW.cs against libtorch's own torch.optim.AdamW (TorchSharp's binding), and its set-to-none zero_grad.
+
+using Parameter = TorchSharp.Modules.Parameter;
+using Workbook.Training;
+using static TorchSharp.torch;
+
+namespace Workbook.Tests;
+
+public class AdamWTests
+{
+    static (Parameter a, Parameter b) Pair(long seed)
+    {
+        var g = new Generator((ulong)seed);
+        return (
+            new Parameter(randn([7, 5], dtype: ScalarType.Float32, generator: g)),
+            new Parameter(randn([5], dtype: ScalarType.Float32, generator: g))
+        );
+    }
+
+    static Tensor Loss(Parameter a, Parameter b, Tensor x) => (x.matmul(a).add(b)).tanh().pow(2).sum();
+
+    /// <summary>TorchSharp's AdamW is C#, not libtorch's, and places eps differently (its results differ by ~eps), so
+    /// it checks everything but eps, with eps negligible; eps has the closed-form test below.</summary>
+    [Fact]
+    public void Five_steps_match_TorchSharp_AdamW_with_weight_decay()
+    {
+        using var scope = NewDisposeScope();
+        var (a1, b1) = Pair(3);
+        var (a2, b2) = Pair(3);
+        var x = randn([4, 7], dtype: ScalarType.Float32, generator: new Generator(9));
+        var ours = new AdamW([("a", a1), ("b", b1)], beta1: 0.8, beta2: 0.95, eps: 1e-14, weightDecay: 0.1);
+        var theirs = optim.AdamW([a2, b2], lr: 0.05, beta1: 0.8, beta2: 0.95, eps: 1e-14, weight_decay: 0.1);
+        for (int s = 0; s < 5; s++)
+        {
+            ours.ZeroGrad();
+            Loss(a1, b1, x).backward();
+            ours.StepWith(0.05);
+            theirs.zero_grad();
+            Loss(a2, b2, x).backward();
+            theirs.step();
+        }
+        float da = (a1 - a2).abs().max().item<float>(), moved = (a1 - Pair(3).a).abs().max().item<float>();
+        Assert.True(da < 2e-6, $"matrix differs from torch.optim.AdamW by {da} (moved {moved})");
+        Assert.True(b1.allclose(b2, rtol: 0, atol: 2e-6), "vector differs from torch.optim.AdamW");
+        ours.Dispose();
+    }
+
+    /// <summary>torch.optim.AdamW's first step from zero state, in closed form: m̂ = g, v̂ = g², so
+    /// p₁ = p₀·(1 − lr·wd) − lr·g / (|g| + eps), with eps added after the bias correction.</summary>
+    [Fact]
+    public void First_step_is_torchs_closed_form_with_eps_after_the_bias_correction()
+    {
+        using var scope = NewDisposeScope();
+        var p = new Parameter(tensor(new[] { 0.5f, -1.0f, 2.0f }));
+        var g = new[] { 0.3, -0.02, 1.5 };
+        var opt = new AdamW([("p", p)], beta1: 0.9, beta2: 0.99, eps: 0.25, weightDecay: 0.2);
+        p.mul(tensor(g.Select(x => (float)x).ToArray())).sum().backward(); // dL/dp = g
+        opt.StepWith(0.1);
+        var got = p.data<float>().ToArray();
+        double[] p0 = [0.5, -1.0, 2.0];
+        for (int i = 0; i < 3; i++)
+        {
+            double want = p0[i] * (1 - 0.1 * 0.2) - 0.1 * g[i] / (Math.Abs(g[i]) + 0.25);
+            Assert.Equal(want, got[i], 1e-6); // the moments are float32 by design
+        }
+        opt.Dispose();
+    }
+
+    [Fact]
+    public void ZeroGrad_drops_gradients_and_a_parameter_without_one_is_not_stepped()
+    {
+        using var scope = NewDisposeScope();
+        var (a, b) = Pair(4);
+        var x = randn([4, 7], dtype: ScalarType.Float32, generator: new Generator(10));
+        var opt = new AdamW([("a", a), ("b", b)], weightDecay: 0.1);
+        Loss(a, b, x).backward();
+        opt.ZeroGrad();
+        Assert.Null(a.grad);
+        Assert.Null(b.grad);
+        // only a gets a gradient: b keeps its value (no decay, no moment update), as torch does with set_to_none
+        var bBefore = b.detach().clone();
+        x.matmul(a).sum().backward();
+        Assert.Null(b.grad);
+        opt.StepWith(0.01);
+        Assert.True(b.allclose(bBefore, rtol: 0, atol: 0));
+        Assert.False(a.grad is null);
+        opt.Dispose();
+    }
+}
