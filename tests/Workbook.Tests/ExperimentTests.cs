@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Workbook.Experiments;
+using Workbook.Model;
 using Workbook.Reports;
+using Workbook.Training;
 
 namespace Workbook.Tests;
 
@@ -159,6 +161,22 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
     {
         Assert.False(Directory.Exists(Path.Combine(x.RunDir, "lenient-reward", "seed-1000", "1-sft")));
         Assert.True(Directory.Exists(Path.Combine(x.RunDir, "no-format-mix", "seed-1000", "1-sft")));
+    }
+
+    [Fact]
+    public void A_finished_stage_keeps_its_weights_but_not_its_optimizer_state_and_says_so_if_resumed()
+    {
+        var stage = Path.Combine(x.RunDir, "sft-then-rl", "seed-1000", "2-rl");
+        var ckpt = TrainerCheckpoint.Latest(stage)!;
+        Assert.True(File.Exists(Path.Combine(ckpt, "model.safetensors")));
+        Assert.False(File.Exists(Path.Combine(ckpt, TrainerCheckpoint.OptimizerFile)));
+        using var model = Checkpoint.Load(ckpt); // still a --model
+        using var opt = new AdamW(model.named_parameters());
+        var e = Assert.Throws<WorkbookException>(() => TrainerCheckpoint.Load(ckpt, model, opt));
+        Assert.Contains("cannot resume", e.Message);
+        // an unfinished stage's state is its resume point: never dropped
+        var unfinished = TestData.TempDir();
+        Assert.Throws<InvalidOperationException>(() => TrainerCheckpoint.DropOptimizerState(unfinished));
     }
 
     [Fact]

@@ -584,6 +584,24 @@ public sealed class ExperimentRunner
         GrpoOptions? grpo = null
     )
     {
+        var result = TrainStage(model, dir, st, pipeline, stageSeed, evalEvery, label, grpo);
+        // a finished stage never resumes and every stage starts a fresh optimizer: its moments are dead weight on
+        // disk (at 0.6B in bf16, 7.2 of a checkpoint's 8.3 GB)
+        TrainerCheckpoint.DropOptimizerState(dir);
+        return result;
+    }
+
+    Qwen3ForCausalLM TrainStage(
+        Qwen3ForCausalLM model,
+        string dir,
+        StagePlan st,
+        string pipeline,
+        long stageSeed,
+        int evalEvery,
+        string label,
+        GrpoOptions? grpo
+    )
+    {
         if (File.Exists(Path.Combine(dir, "done.json")))
         {
             model.Dispose();

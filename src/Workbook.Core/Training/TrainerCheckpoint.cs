@@ -93,7 +93,7 @@ public static class TrainerCheckpoint
         // issue 12: a checkpoint of a compact-vocabulary model carries its vocab.json, so it works as --model
         if (File.Exists(Path.Combine(runDir, "vocab.json")))
             File.Copy(Path.Combine(runDir, "vocab.json"), Path.Combine(tmp, "vocab.json"));
-        opt.Save(Path.Combine(tmp, "optimizer.safetensors"));
+        opt.Save(Path.Combine(tmp, OptimizerFile));
         if (health is not null)
             File.WriteAllText(Path.Combine(tmp, HealthFile), JsonSerializer.Serialize(health, HealthJson));
         File.WriteAllText(Path.Combine(tmp, "trainer_state.json"), JsonSerializer.Serialize(state, Json));
@@ -152,8 +152,25 @@ public static class TrainerCheckpoint
 
     public static string? Latest(string runDir) => Complete(runDir).LastOrDefault();
 
+    /// <summary>Deletes the optimizer state of a finished stage's checkpoints (the weights stay). Only for stages
+    /// marked done: their checkpoints can no longer resume training.</summary>
+    public static void DropOptimizerState(string runDir)
+    {
+        if (!File.Exists(Path.Combine(runDir, "done.json")))
+            throw new InvalidOperationException($"{runDir}: not finished; its optimizer state is its resume point");
+        foreach (var d in Complete(runDir))
+            File.Delete(Path.Combine(d, OptimizerFile));
+    }
+
+    public const string OptimizerFile = "optimizer.safetensors";
+
     public static TrainerState Load(string dir, Qwen3ForCausalLM model, AdamW opt)
     {
+        if (!File.Exists(Path.Combine(dir, OptimizerFile)))
+            throw new WorkbookException(
+                $"{dir}: no {OptimizerFile}; a run drops it when the stage finishes, so this checkpoint cannot resume "
+                    + "training (its weights load as --model)"
+            );
         var statePath = Path.Combine(dir, "trainer_state.json");
         TrainerState state;
         try
@@ -165,7 +182,7 @@ public static class TrainerCheckpoint
             throw new WorkbookException($"{statePath}: unreadable trainer state ({e.Message})");
         }
         Checkpoint.LoadWeights(model, Checkpoint.WeightFiles(dir));
-        opt.Load(Path.Combine(dir, "optimizer.safetensors"));
+        opt.Load(Path.Combine(dir, OptimizerFile));
         return state;
     }
 
