@@ -1,8 +1,8 @@
 // Training/AdamW.cs against libtorch's own torch.optim.AdamW (TorchSharp's binding), and its set-to-none zero_grad.
 
-using Parameter = TorchSharp.Modules.Parameter;
 using Workbook.Training;
 using static TorchSharp.torch;
+using Parameter = TorchSharp.Modules.Parameter;
 
 namespace Workbook.Tests;
 
@@ -39,7 +39,8 @@ public class AdamWTests
             Loss(a2, b2, x).backward();
             theirs.step();
         }
-        float da = (a1 - a2).abs().max().item<float>(), moved = (a1 - Pair(3).a).abs().max().item<float>();
+        float da = (a1 - a2).abs().max().item<float>(),
+            moved = (a1 - Pair(3).a).abs().max().item<float>();
         Assert.True(da < 2e-6, $"matrix differs from torch.optim.AdamW by {da} (moved {moved})");
         Assert.True(b1.allclose(b2, rtol: 0, atol: 2e-6), "vector differs from torch.optim.AdamW");
         ours.Dispose();

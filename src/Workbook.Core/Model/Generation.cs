@@ -169,7 +169,9 @@ public static class Generation
         using var scope = NewDisposeScope();
         int B = (int)logits.shape[0],
             V = (int)logits.shape[1];
-        var scaled = opt.Greedy || opt.Temperature == 1.0 ? logits : logits / opt.Temperature;
+        using Scalar temperature = opt.Temperature,
+            topPMass = opt.TopP; // named, so the GC cannot finalize them mid-call
+        var scaled = opt.Greedy || opt.Temperature == 1.0 ? logits : logits / temperature;
         var logp = scaled.log_softmax(-1);
         long[] ids;
         if (opt.Greedy)
@@ -195,7 +197,7 @@ public static class Generation
                     var (sorted, idx) = filtered.sort(-1, descending: true);
                     var sp = sorted.softmax(-1);
                     var before = sp.cumsum(-1) - sp; // mass strictly above each token
-                    var drop = before.gt(opt.TopP); // keep the smallest prefix whose mass reaches top_p
+                    var drop = before.gt(topPMass); // keep the smallest prefix whose mass reaches top_p
                     var dropOrig = zeros_like(drop).scatter(-1, idx, drop);
                     filtered = filtered.masked_fill(dropOrig, minusInf);
                 }

@@ -18,7 +18,11 @@ namespace Workbook.Model;
 public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
 {
     public Parameter weight;
-    readonly double eps;
+
+    // Scalars held by the module: an implicit one (x.pow(2), x + eps) is unreachable once its handle is read, and a GC
+    // triggered by another thread (seeds train in parallel) may finalize it while the native call still reads it
+    readonly Scalar two = 2,
+        eps;
 
     public Qwen3RMSNorm(long dim, double eps, ScalarType dtype, Device device)
         : base("Qwen3RMSNorm")
@@ -33,7 +37,7 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         // float32 at least (float64 for gradient checks)
         var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
-        var normed = xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + eps);
+        var normed = xf * rsqrt(xf.pow(two).mean([-1L], keepdim: true) + eps);
         return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
 }
@@ -71,7 +75,7 @@ public sealed class Qwen3Attention : nn.Module
     readonly int heads,
         kvHeads,
         headDim;
-    readonly double scale;
+    readonly Scalar scale; // held, not implicit: see Qwen3RMSNorm
 
     public Qwen3Attention(Qwen3Config c, ScalarType dtype, Device device)
         : base("Qwen3Attention")
@@ -287,7 +291,9 @@ public sealed class Qwen3ForCausalLM : nn.Module
             throw new ArgumentException(
                 $"attention_mask must cover past+current = {S} positions, got {keyMask.shape[1]}"
             );
-        positionIds ??= (keyMask.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0).narrow(1, past, T);
+        using Scalar minusOne = -1,
+            zero = 0; // named: see Qwen3RMSNorm
+        positionIds ??= (keyMask.to(ScalarType.Int64).cumsum(1) + minusOne).clamp_min(zero).narrow(1, past, T);
         positionIds = positionIds.to(dev);
 
         // RoPE tables [B, 1, T, head_dim] in float32, cast to the compute dtype (as transformers does).
@@ -297,6 +303,9 @@ public sealed class Qwen3ForCausalLM : nn.Module
         var emb = cat([freqs, freqs], -1);
         var cos = emb.cos().unsqueeze(1).to(DType);
         var sin = emb.sin().unsqueeze(1).to(DType);
+
+        GC.KeepAlive(minusOne);
+        GC.KeepAlive(zero);
 
         // Additive mask [B, 1, T, S]: query i (absolute past+i) sees key j <= past+i that is not padding.
         var qi = arange(past, S, device: dev).unsqueeze(1);

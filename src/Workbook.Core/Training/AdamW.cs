@@ -68,16 +68,18 @@ public sealed class AdamW : IDisposable
         // one scope per parameter, so an upcast square of every gradient never exists at once (at 0.6B scale that
         // doubled the gradients' memory); only the per-parameter sums survive, reduced as before (bit-identical)
         using var outer = NewDisposeScope();
+        // every Scalar here is named: an implicit one may be finalized by a GC on another thread mid-call
+        using Scalar two = 2;
         var sums = new Tensor[grads.Count];
         for (int i = 0; i < grads.Count; i++)
         {
             using var scope = NewDisposeScope();
-            sums[i] = grads[i].to(ScalarType.Float32).pow(2).sum().MoveToOuterDisposeScope();
+            sums[i] = grads[i].to(ScalarType.Float32).pow(two).sum().MoveToOuterDisposeScope();
         }
         var total = stack(sums).sum().sqrt().Value();
         if (maxNorm > 0 && total > maxNorm)
         {
-            var coef = maxNorm / (total + 1e-6);
+            using Scalar coef = maxNorm / (total + 1e-6);
             foreach (var g in grads)
                 g.mul_(coef);
         }
@@ -90,6 +92,15 @@ public sealed class AdamW : IDisposable
         using var _ = no_grad();
         double bc1 = 1 - Math.Pow(Beta1, Step),
             bc2 = 1 - Math.Pow(Beta2, Step);
+        // named Scalars, made once per step: an implicit one may be finalized by a GC on another thread mid-call
+        using Scalar decay = 1 - lr * WeightDecay,
+            b1 = Beta1,
+            b2 = Beta2,
+            oneMinusB1 = 1 - Beta1,
+            oneMinusB2 = 1 - Beta2,
+            sqrtBc2 = Math.Sqrt(bc2),
+            eps = Eps,
+            stepSize = -lr / bc1;
         for (int i = 0; i < ps.Length; i++)
         {
             var p = ps[i];
@@ -99,11 +110,11 @@ public sealed class AdamW : IDisposable
             var g = p.grad.dtype == ScalarType.Float32 ? p.grad : p.grad.to(ScalarType.Float32);
             var w = master[i] ?? (Tensor)p;
             if (WeightDecay != 0)
-                w.mul_(1 - lr * WeightDecay);
-            m[i].mul_(Beta1).add_(g, alpha: 1 - Beta1);
-            v[i].mul_(Beta2).addcmul_(g, g, value: 1 - Beta2);
-            var denom = v[i].sqrt().div_(Math.Sqrt(bc2)).add_(Eps);
-            w.addcdiv_(m[i], denom, value: -lr / bc1);
+                w.mul_(decay);
+            m[i].mul_(b1).add_(g, alpha: oneMinusB1);
+            v[i].mul_(b2).addcmul_(g, g, value: oneMinusB2);
+            var denom = v[i].sqrt().div_(sqrtBc2).add_(eps);
+            w.addcdiv_(m[i], denom, value: stepSize);
             if (master[i] is { } mw)
                 p.copy_(mw); // copy_ rounds into the bf16 parameter without a temporary
         }

@@ -389,38 +389,44 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         var a = advantages.unsqueeze(1);
         double lo = 1 - o.Epsilon,
             hi = 1 + (o.EpsilonHigh ?? o.Epsilon);
+        // every Scalar named: an implicit one may be finalized by a GC on another thread while the call reads it
         using TorchSharp.Scalar low = lo,
-            high = hi; // named: an implicit Scalar may be finalized mid-call
+            high = hi,
+            zero = 0,
+            one = 1,
+            beta = o.Beta,
+            gamma = o.OffPolicyShapingGamma ?? 0,
+            sequences = batchSequences ?? completionMask.shape[0],
+            drTokens = (batchSequences ?? completionMask.shape[0]) * (double)o.MaxCompletionLength;
         var perTok = -minimum(ratio * a, ratio.clamp(low, high) * a);
         // 7. expert rows (LUFFY): ratio π_θ/π_expert with π_expert ≡ 1, optionally shaped, never clipped
         Tensor? off = offPolicy?.to(ScalarType.Bool).unsqueeze(1);
         if (off is not null)
         {
             var p = logps.exp();
-            var f = o.OffPolicyShapingGamma is { } g ? p / (p + g) : p;
+            var f = o.OffPolicyShapingGamma is not null ? p / (p + gamma) : p;
             perTok = where(off, -f * a, perTok);
         }
         Tensor? kl = null;
         if (o.Beta > 0 && o.KlMode == "loss" && refLogps is not null)
         {
             var d = refLogps - logps;
-            kl = d.exp() - d - 1;
+            kl = d.exp() - d - one;
             if (off is not null)
                 kl = where(off, zeros_like(kl), kl); // the KL term covers on-policy tokens only
-            perTok = perTok + o.Beta * kl;
+            perTok = perTok + kl * beta;
         }
         var cm = completionMask;
-        long n = batchSequences ?? cm.shape[0];
-        var perSeq = (perTok * cm).sum(1) / cm.sum(1).clamp_min(1);
+        var perSeq = (perTok * cm).sum(1) / cm.sum(1).clamp_min(one);
         var loss = o.LossType switch
         {
-            "grpo" => batchSequences is null ? perSeq.mean() : perSeq.sum() / n,
-            "dr_grpo" => (perTok * cm).sum() / (n * (double)o.MaxCompletionLength),
-            _ => (perTok * cm).sum() / (batchTokens ?? cm.sum()).clamp_min(1),
+            "grpo" => batchSequences is null ? perSeq.mean() : perSeq.sum() / sequences,
+            "dr_grpo" => (perTok * cm).sum() / drTokens,
+            _ => (perTok * cm).sum() / (batchTokens ?? cm.sum()).clamp_min(one),
         };
         using var _ = no_grad();
-        var isLow = ratio.lt(lo) & a.lt(0);
-        var isHigh = ratio.gt(hi) & a.gt(0);
+        var isLow = ratio.lt(low) & a.lt(zero);
+        var isHigh = ratio.gt(high) & a.gt(zero);
         if (off is not null)
         {
             isLow = isLow & off.logical_not();

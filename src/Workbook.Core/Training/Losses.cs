@@ -172,7 +172,8 @@ public static class Losses
         var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C);
         if (logits.dtype != ScalarType.Float64)
             logits = logits.to(ScalarType.Float32);
-        logits = logits / temperature;
+        using (TorchSharp.Scalar t = temperature) // named, so the GC cannot finalize it mid-call
+            logits = logits / t;
         var logp = logits.log_softmax(-1);
         var tok = ids.to(dev).narrow(1, promptLength, C);
         var lp = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1);
