@@ -407,6 +407,10 @@ public class ReliabilityTests
     }
 
     [Fact]
+    public void Terse_with_grpo_is_refused_rather_than_ignored() =>
+        UserError(Run("train", "grpo", "--terse", "--runs", TestData.TempDir()), "--terse is for sft only");
+
+    [Fact]
     public void Rows_skipped_with_skip_bad_are_reported()
     {
         var tsv = Path.Combine(TestData.TempDir(), "cola.tsv");

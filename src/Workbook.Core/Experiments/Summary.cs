@@ -382,19 +382,10 @@ public static class Summary
                     ["final_sft_loss"] = StatJson(dl),
                     ["final_reward"] = StatJson(dr),
                 };
-                string L =
-                    dl.BelowZero ? "lower SFT loss"
-                    : dl.AboveZero ? "higher SFT loss"
-                    : "SFT loss not separated";
-                string R =
-                    dr.AboveZero ? "higher strict reward"
-                    : dr.BelowZero ? "lower strict reward"
-                    : "strict reward not separated";
-                verdicts.Add($"against {b}: {L} ({F(dl.Mean)}, CI {Ci(dl)}), {R} ({F(dr.Mean)}, CI {Ci(dr)})");
-                if (dl.BelowZero && dr.AboveZero)
-                    verdicts[^1] += " — better on both";
-                else if (dl.AboveZero && dr.BelowZero)
-                    verdicts[^1] += " — worse on both";
+                verdicts.Add(
+                    $"against {b}: SFT loss {F(dl.Mean)} (CI {Ci(dl)}), strict reward {F(dr.Mean)} (CI {Ci(dr)}), "
+                        + PairedVerdict.Of(dl, dr)
+                );
             }
             if (verdicts.Count > 0)
                 words.Add($"{a} {string.Join("; ", verdicts)}");
