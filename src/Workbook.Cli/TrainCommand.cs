@@ -227,8 +227,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                 Path.Combine(dir, InputsFile),
                 System.Text.Json.JsonSerializer.Serialize(w, TrainOptions.Json)
             );
+        long parameters = model.ParameterCount();
         AnsiConsole.MarkupLineInterpolated(
-            $"[bold]run folder:[/] {dir}  [grey]({model.ParameterCount():N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]"
+            $"[bold]run folder:[/] {dir}  [grey]({parameters:N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]"
         );
         string[] keys =
             s.Trainer == "sft"
@@ -298,8 +299,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                     trainer.Train(s.Resume is not null);
                     bar.Value = bar.MaxValue;
                 });
+        var metrics = Path.Combine(dir, "metrics.jsonl");
         AnsiConsole.MarkupLineInterpolated(
-            $"[bold]done:[/] metrics {Path.Combine(dir, "metrics.jsonl")}, last checkpoint {TrainerCheckpoint.Latest(dir)}"
+            $"[bold]done:[/] metrics {metrics}, last checkpoint {TrainerCheckpoint.Latest(dir)}"
         );
         return 0;
     }

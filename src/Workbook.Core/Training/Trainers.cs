@@ -1,6 +1,6 @@
 // The one place that turns trainer options into a trainer, for `run` (ExperimentRunner.RunStage) and `train`
-// (TrainCommand). The options' type picks the trainer (SftOptions → SFT, GrpoOptions → GRPO, JointOptions → joint), so a
-// trainer and its options cannot disagree; the options reach the trainer as given and the trainer validates them.
+// (TrainCommand). The options' type picks the trainer (SftOptions: SFT, GrpoOptions: GRPO, JointOptions: joint), so
+// a trainer and its options cannot disagree; the options reach the trainer as given and the trainer validates them.
 // Theory's diagnostics attach afterwards (GradientAlignment.AttachIfAsked): Training does not depend on Theory.
 using Workbook.Data;
 using Workbook.Model;
