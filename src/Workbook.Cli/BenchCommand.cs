@@ -110,7 +110,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                     return ValidationResult.Error($"{name} {v}: must be at least {min}");
             if (Vocab is { } n && (n < 2 || n > MaxVocab))
                 return ValidationResult.Error(
-                    $"--vocab {n} does not fit preset '{Preset}': it must be between 2 and {MaxVocab} (Qwen3's vocabulary)"
+                    $"--vocab {n} does not fit preset '{Preset}': it must be between 2 and {MaxVocab} (Qwen3's "
+                        + "vocabulary)"
                 );
             if (GenBatch is { } gb && gb < 1)
                 return ValidationResult.Error($"--gen-batch {gb}: must be at least 1");
@@ -184,9 +185,14 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             Console.WriteLine(json);
         else
             foreach (var (k, v) in r.Where(kv => kv.Key != "versions"))
-                AnsiConsole.MarkupLineInterpolated(
-                    $"{k, -38} {(v is double d ? d.ToString("G4") : v is Dictionary<string, string> m ? string.Join("; ", m.Select(x => $"{x.Key}={x.Value}")) : v)}"
-                );
+                AnsiConsole.MarkupLineInterpolated($"{k, -38} {Shown(v)}");
         return 0;
     }
+
+    /// <summary>A measurement as the table shows it: a number to 4 significant digits, a map as key=value
+    /// pairs.</summary>
+    static object? Shown(object? v) =>
+        v is double d ? d.ToString("G4")
+        : v is Dictionary<string, string> m ? string.Join("; ", m.Select(x => $"{x.Key}={x.Value}"))
+        : v;
 }

@@ -115,8 +115,9 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         if (tok is not null)
             AnsiConsole.MarkupLineInterpolated($"[bold]text:[/] {tok.Decode(c.Tokens)}");
         AnsiConsole.MarkupLineInterpolated($"[bold]ids:[/] {string.Join(",", c.Tokens)}");
+        var end = c.Truncated ? "truncated at max_new_tokens" : "stopped: " + c.StopReason;
         AnsiConsole.MarkupLineInterpolated(
-            $"[grey]{c.Tokens.Length} tokens in {sw.Elapsed.TotalSeconds:F2}s; {(c.Truncated ? "truncated at max_new_tokens" : "stopped: " + c.StopReason)}[/]"
+            $"[grey]{c.Tokens.Length} tokens in {sw.Elapsed.TotalSeconds:F2}s; {end}[/]"
         );
         return 0;
     }

@@ -15,8 +15,9 @@ public sealed class InfoCommand : Command
         AnsiConsole.MarkupLineInterpolated(
             $"workbook {typeof(Qwen3Config).Assembly.GetName().Version} on .NET {Environment.Version}"
         );
+        var torchSharp = typeof(TorchSharp.torch).Assembly.GetName().Version;
         AnsiConsole.MarkupLineInterpolated(
-            $"TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version}; cuda available: {cuda.is_available()}; threads: {get_num_threads()}"
+            $"TorchSharp {torchSharp}; cuda available: {cuda.is_available()}; threads: {get_num_threads()}"
         );
         var t = new Table().AddColumns("model", "layers", "hidden", "heads/kv", "head_dim", "vocab", "parameters");
         void Row(string name, Qwen3Config c) =>

@@ -48,8 +48,9 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
                 AnsiConsole.MarkupLineInterpolated($"  [red]failed[/] in {r.Elapsed:mm\\:ss}: {r.Error}");
             }
         }
+        int ok = names.Length - failed;
         AnsiConsole.MarkupLineInterpolated(
-            $"{names.Length - failed} notebook(s) ok, {failed} failed; executed notebooks and HTML in {runner.ReportsDir}"
+            $"{ok} notebook(s) ok, {failed} failed; executed notebooks and HTML in {runner.ReportsDir}"
         );
         return failed == 0 ? 0 : 1;
     }

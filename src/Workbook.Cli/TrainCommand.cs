@@ -76,6 +76,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         {
             if (Trainer is not ("sft" or "grpo"))
                 return ValidationResult.Error($"unknown trainer '{Trainer}': expected sft or grpo");
+            if (Terse && Trainer != "sft") // it picks SFT data; GRPO trains on the prompts either way
+                return ValidationResult.Error("--terse is for sft only (it trains on the terse answers)");
             if (Model is not null && Preset is not null)
                 return ValidationResult.Error("give at most one of --model and --preset");
             if (Out is not null && Resume is not null)
@@ -186,7 +188,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         foreach (var note in task.Notes)
             AnsiConsole.MarkupLineInterpolated($"[grey]{note}[/]");
         // num_train_epochs (TRL's name) becomes max_steps now that the dataset size is known
-        opt = opt.ResolveSteps(w.Terse ? task.Base.Count : task.Train.Count);
+        var data = w.Terse && s.Trainer == "sft" ? task.Base : task.Train;
+        opt = opt.ResolveSteps(data.Count);
         var preset = w.Preset ?? "tiny";
         bool fullVocabulary = w.Model is null && preset.StartsWith("qwen3");
         var codec = ModelSetup.Codec(
@@ -214,14 +217,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                 LossOnly = s.Trainer == "sft",
             }
         );
-        ITrainer trainer = opt switch
-        {
-            SftOptions so => new SftTrainer(model, codec, w.Terse ? task.Base : task.Train, so, dir, ev),
-            GrpoOptions go => new GrpoTrainer(model, codec, task.Train, task.Reward, go, dir, ev),
-            _ => throw new InvalidOperationException(),
-        };
-        if (trainer is GrpoTrainer gt && opt is GrpoOptions { GradientAlignmentSteps: > 0 } ga)
-            Theory.GradientAlignment.Attach(gt, ga);
+        var trainer = Trainers.Create(opt, model, codec, data, task.Reward, dir, ev);
+        Theory.GradientAlignment.AttachIfAsked(trainer, opt);
         // written once the inputs are known to be good (the trainer validated its options): a failure leaves nothing
         Directory.CreateDirectory(dir);
         vocab.Save(Path.Combine(dir, "vocab.json"));
@@ -230,8 +227,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                 Path.Combine(dir, InputsFile),
                 System.Text.Json.JsonSerializer.Serialize(w, TrainOptions.Json)
             );
+        long parameters = model.ParameterCount();
         AnsiConsole.MarkupLineInterpolated(
-            $"[bold]run folder:[/] {dir}  [grey]({model.ParameterCount():N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]"
+            $"[bold]run folder:[/] {dir}  [grey]({parameters:N0} parameters, {task.Name}, {opt.MaxSteps} steps)[/]"
         );
         string[] keys =
             s.Trainer == "sft"
@@ -301,8 +299,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                     trainer.Train(s.Resume is not null);
                     bar.Value = bar.MaxValue;
                 });
+        var metrics = Path.Combine(dir, "metrics.jsonl");
         AnsiConsole.MarkupLineInterpolated(
-            $"[bold]done:[/] metrics {Path.Combine(dir, "metrics.jsonl")}, last checkpoint {TrainerCheckpoint.Latest(dir)}"
+            $"[bold]done:[/] metrics {metrics}, last checkpoint {TrainerCheckpoint.Latest(dir)}"
         );
         return 0;
     }

@@ -92,7 +92,9 @@ public sealed class VerifyCommand : Command<VerifyCommand.Settings>
             Console.WriteLine(JsonSerializer.Serialize(new { summary }, ModelSettings.JsonOut));
         else
             Console.Error.WriteLine(
-                $"{v.Name}: {rows.Count} rows, mean reward {summary.mean_reward:F4} over {scored} scored, {unscorable} unscorable reference(s), format ok {summary.format_ok_rate:P1}, {report.Skipped} bad row(s) skipped"
+                $"{v.Name}: {rows.Count} rows, mean reward {summary.mean_reward:F4} over {scored} scored, "
+                    + $"{unscorable} unscorable reference(s), format ok {summary.format_ok_rate:P1}, "
+                    + $"{report.Skipped} bad row(s) skipped"
             );
         if (report.Skipped > 0)
             Console.Error.WriteLine(string.Join("\n", report.FirstProblems));

@@ -82,7 +82,8 @@ public class DataTests
         var p = Write(
             "p.jsonl",
             "{\"prompt\":\"2+2?\",\"completion\":\"#### 4\",\"reference\":\"4\"}\n"
-                + "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":\"u\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n"
+                + "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+                + "{\"role\":\"user\",\"content\":\"u\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n"
         );
         var (rows, _) = Datasets.LoadPromptCompletion(p);
         Assert.Equal("4", rows[0].Reference);

@@ -127,50 +127,40 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
 
     ITrainer Trainer(string kind, string dir, Evaluator ev, long? stopAt = null)
     {
-        var model = fx.NewModel(5);
-        ITrainer tr =
+        TrainOptions options =
             kind == "sft"
-                ? new SftTrainer(
-                    model,
-                    fx.Codec,
-                    fx.Task.Train,
-                    new SftOptions
-                    {
-                        LearningRate = 3e-3,
-                        MaxSteps = 12,
-                        PerDeviceTrainBatchSize = 8,
-                        SaveSteps = 5,
-                        EvalSteps = 4,
-                    },
-                    dir,
-                    ev
-                )
-                : new GrpoTrainer(
-                    model,
-                    fx.Codec,
-                    fx.Task.Train,
-                    new TrainingTests.LengthReward(), // a reward an untrained model's groups disagree on, so it moves
-                    new GrpoOptions
-                    {
-                        LearningRate = 3e-3,
-                        MaxSteps = 12,
-                        PerDeviceTrainBatchSize = 16,
-                        NumGenerations = 4,
-                        MaxCompletionLength = 8,
-                        SaveSteps = 5,
-                        EvalSteps = 4,
-                        Beta = 0.04,
-                        ZeroSignalSteps = 0,
-                    },
-                    dir,
-                    ev
-                );
+                ? new SftOptions
+                {
+                    LearningRate = 3e-3,
+                    MaxSteps = 12,
+                    PerDeviceTrainBatchSize = 8,
+                    SaveSteps = 5,
+                    EvalSteps = 4,
+                }
+                : new GrpoOptions
+                {
+                    LearningRate = 3e-3,
+                    MaxSteps = 12,
+                    PerDeviceTrainBatchSize = 16,
+                    NumGenerations = 4,
+                    MaxCompletionLength = 8,
+                    SaveSteps = 5,
+                    EvalSteps = 4,
+                    Beta = 0.04,
+                    ZeroSignalSteps = 0,
+                };
+        // GRPO's reward: one an untrained model's groups disagree on, so it moves
+        var tr = Trainers.Create(
+            options,
+            fx.NewModel(5),
+            fx.Codec,
+            fx.Task.Train,
+            new TrainingTests.LengthReward(),
+            dir,
+            ev
+        );
         if (stopAt is { } s)
-            tr.AfterStep = step =>
-            {
-                if (step == s)
-                    throw new OperationCanceledException("simulated crash");
-            };
+            tr.CrashAfter(s);
         return tr;
     }
 

@@ -217,7 +217,7 @@ public class FrontierTests
         Assert.Contains("sft-then-rl (dominated by interleaved, my-method)", text);
         Assert.Contains("sft-then-rl is off the front.", text);
         Assert.Contains("interleaved (front): SFT loss -0.183", text);
-        Assert.Contains("the CIs separate both (lower SFT loss, higher reward)", text);
+        Assert.Contains("the CIs separate both (lower SFT loss, higher reward): better on both", text);
         Assert.Contains("chord: SFT loss +0.000", text);
         Assert.Contains("the CIs separate neither coordinate", text);
         Assert.Contains("not candidates for the front", text);
@@ -232,22 +232,48 @@ public class FrontierTests
         var alone = Build(r);
         Assert.Contains("sft-then-rl did not run", Workbench.FrontierStatement(alone));
         Assert.Null(alone["frontier"]!["pipelines"]!["chord"]!["vs_sft_then_rl"]);
+    }
 
+    [Fact]
+    public void The_paired_verdict_names_each_separated_coordinate_and_flips_with_the_intervals()
+    {
+        Assert.Equal("the CIs separate only the reward (lower reward)", PairedVerdict.Of(S(-0.1, 0.1), S(-0.2, -0.1)));
+        Assert.Equal("the CIs separate only the SFT loss (higher SFT loss)", PairedVerdict.Of(S(0.1, 0.2), S(-1, 1)));
         Assert.Equal(
-            "the CIs separate only the reward (lower reward)",
-            Frontier.Separation(S(-0.1, 0.1), S(-0.2, -0.1))
+            "the CIs separate both (lower SFT loss, higher reward): better on both",
+            PairedVerdict.Of(S(-0.2, -0.1), S(0.1, 0.2))
         );
         Assert.Equal(
-            "the CIs separate only the SFT loss (higher SFT loss)",
-            Frontier.Separation(S(0.1, 0.2), S(-1, 1))
+            "the CIs separate both (higher SFT loss, lower reward): worse on both",
+            PairedVerdict.Of(S(0.1, 0.2), S(-0.2, -0.1))
         );
+        Assert.Equal(
+            "the CIs separate both (higher SFT loss, higher reward): a trade-off",
+            PairedVerdict.Of(S(0.1, 0.2), S(0.1, 0.2))
+        );
+        // an interval that touches zero does not separate
+        Assert.Equal("the CIs separate neither coordinate", PairedVerdict.Of(S(0, 0.2), S(-0.2, 0)));
+    }
+
+    [Fact]
+    public void The_summary_comparisons_use_the_frontier_verdict_computed_from_their_own_intervals()
+    {
+        var s = Build(Results());
+        var comparisons = s["statements"]!["comparisons"]!.GetValue<string>();
+        // interleaved is better than sft-then-rl on every seed; against rl-then-sft it trades loss for reward
+        const string better = "the CIs separate both (lower SFT loss, higher reward): better on both";
+        Assert.Contains("interleaved against sft-then-rl: SFT loss -0.183 (CI [", comparisons);
+        Assert.Contains(better, comparisons);
+        Assert.Contains(better, Workbench.FrontierStatement(s));
+        Assert.Contains("against rl-then-sft: SFT loss +0.157 (CI [", comparisons);
+        Assert.Contains("the CIs separate both (higher SFT loss, higher reward): a trade-off", comparisons);
     }
 
     [Fact]
     public void One_seed_gives_no_interval_and_the_statement_says_so() =>
         Assert.Equal(
             "no interval (under 2 seeds), so nothing is separated",
-            Frontier.Separation(Stat.Of([-0.1]), Stat.Bounded([0.2], -1, 1))
+            PairedVerdict.Of(Stat.Of([-0.1]), Stat.Bounded([0.2], -1, 1))
         );
 
     static Stat S(double lo, double hi) => new((lo + hi) / 2, [lo, hi], []);

@@ -91,7 +91,7 @@ public class MixedMethodTests(TrainingFixture fx) : IClassFixture<TrainingFixtur
     {
         var dir = TestData.TempDir();
         new GrpoTrainer(fx.NewModel(11), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir).Train();
-        var logged = TrainingTests.Comparable(dir).Single(r => r.ContainsKey("loss"));
+        var logged = TrainerRuns.Comparable(dir).Single(r => r.ContainsKey("loss"));
         var twin = fx.NewModel(11);
         var train = fx.Task.Train;
         var batch = GrpoBatch.GenerateAndScore(
@@ -381,11 +381,7 @@ public class MixedMethodTests(TrainingFixture fx) : IClassFixture<TrainingFixtur
             var model = fx.NewModel(14);
             var tr = new GrpoTrainer(model, fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir);
             if (stopAt is { } s)
-                tr.AfterStep = step =>
-                {
-                    if (step == s)
-                        throw new OperationCanceledException("simulated crash");
-                };
+                tr.CrashAfter(s);
             tr.Train(resume);
             return model;
         }
@@ -400,8 +396,8 @@ public class MixedMethodTests(TrainingFixture fx) : IClassFixture<TrainingFixtur
         Assert.Equal(pa.Count, pb.Count);
         for (int i = 0; i < pa.Count; i++)
             Assert.True(pa[i].parameter.eq(pb[i].parameter).all().item<bool>(), $"{pa[i].name} differs after resuming");
-        var ma = TrainingTests.Comparable(full);
-        var mb = TrainingTests.Comparable(broken);
+        var ma = TrainerRuns.Comparable(full);
+        var mb = TrainerRuns.Comparable(broken);
         Assert.Equal(ma.Count, mb.Count);
         for (int i = 0; i < ma.Count; i++)
             foreach (var k in ma[i].Keys)

@@ -119,7 +119,8 @@ public class PolyglotKernelTests
             Submit("setup", "#load \"setup.csx\"");
             var chart = Submit(
                 "chart",
-                "using Workbook.Charts; using Workbook.Theory;\nvar t = new SoftmaxLinear(n: 6, k: 3, d: 4, beta: 0.5, seed: 1);\nTheoryCharts.Landscape(t, Landscape.RlFromSftOptimum(t, steps: 5, lambda: 1.0)).sft"
+                "using Workbook.Charts; using Workbook.Theory;\nvar t = new SoftmaxLinear(n: 6, k: 3, d: 4, beta: 0.5, "
+                    + "seed: 1);\nTheoryCharts.Landscape(t, Landscape.RlFromSftOptimum(t, steps: 5, lambda: 1.0)).sft"
             );
             var html = chart
                 .Where(e => e["eventType"]?.GetValue<string>() == "ReturnValueProduced")

@@ -46,7 +46,7 @@ public class ProcessTests
             "seed=3",
         ];
 
-    static List<Dictionary<string, double>> Metrics(string dir) => TrainingTests.Comparable(dir);
+    static List<Dictionary<string, double>> Metrics(string dir) => TrainerRuns.Comparable(dir);
 
     [Fact]
     public void A_training_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run()
@@ -91,7 +91,8 @@ public class ProcessTests
             foreach (var k in a[i].Keys)
                 Assert.True(
                     b[i].TryGetValue(k, out var v) && v == a[i][k],
-                    $"line {i} {k}: {a[i][k]} vs {(b[i].TryGetValue(k, out var w) ? w : double.NaN)} (killed after {lastBefore})"
+                    $"line {i} {k}: {a[i][k]} vs {(b[i].TryGetValue(k, out var w) ? w : double.NaN)} (killed "
+                        + $"after {lastBefore})"
                 );
     }
 }

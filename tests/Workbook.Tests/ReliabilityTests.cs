@@ -284,6 +284,19 @@ public class ReliabilityTests
         );
     }
 
+    /// <summary>A safetensors header of one-dimensional F32 tensors: name, length and data offsets.</summary>
+    static string F32Header(params (string Name, int Length, int Start, int End)[] tensors) =>
+        "{"
+        + string.Join(
+            ",",
+            tensors.Select(t =>
+                $$"""
+                    "{{t.Name}}":{"dtype":"F32","shape":[{{t.Length}}],"data_offsets":[{{t.Start}},{{t.End}}]}
+                    """
+            )
+        )
+        + "}";
+
     static string Safetensors(string header, int dataBytes)
     {
         var path = Path.Combine(TestData.TempDir(), "model.safetensors");
@@ -298,23 +311,14 @@ public class ReliabilityTests
     [Fact]
     public void Safetensors_with_a_duplicate_name_overlap_or_hole_is_refused()
     {
-        var dup = Safetensors(
-            """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""",
-            8
-        );
+        var dup = Safetensors(F32Header(("a", 1, 0, 4), ("a", 1, 4, 8)), 8);
         Assert.Contains("twice", Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(dup).Dispose()).Message);
-        var overlap = Safetensors(
-            """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""",
-            8
-        );
+        var overlap = Safetensors(F32Header(("a", 2, 0, 8), ("b", 1, 4, 8)), 8);
         Assert.Contains(
             "overlaps",
             Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(overlap).Dispose()).Message
         );
-        var hole = Safetensors(
-            """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""",
-            12
-        );
+        var hole = Safetensors(F32Header(("a", 1, 0, 4), ("b", 1, 8, 12)), 12);
         Assert.Contains("hole", Assert.Throws<WorkbookException>(() => SafetensorsFile.Open(hole).Dispose()).Message);
         var tail = Safetensors("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", 12);
         Assert.Contains(
@@ -405,6 +409,10 @@ public class ReliabilityTests
         Assert.Equal(stamp, File.GetLastWriteTimeUtc(Path.Combine(dir, "options.json")));
         Assert.Equal(options, File.ReadAllText(Path.Combine(dir, "options.json")));
     }
+
+    [Fact]
+    public void Terse_with_grpo_is_refused_rather_than_ignored() =>
+        UserError(Run("train", "grpo", "--terse", "--runs", TestData.TempDir()), "--terse is for sft only");
 
     [Fact]
     public void Rows_skipped_with_skip_bad_are_reported()

@@ -332,14 +332,8 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         // the same log, line for line, and the same decision
         long kill = Math.Min(3, tr.StoppedAt is { } at && !hindsight ? at : 3);
         var dir2 = TestData.TempDir();
-        var t2 = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir2, Eval())
-        {
-            AfterStep = s =>
-            {
-                if (s == kill)
-                    throw new OperationCanceledException("killed");
-            },
-        };
+        var t2 = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir2, Eval());
+        t2.CrashAfter(kill);
         Assert.Throws<OperationCanceledException>(() => t2.Train());
         var t3 = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir2, Eval());
         t3.Train(resume: true);

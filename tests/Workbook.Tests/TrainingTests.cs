@@ -551,21 +551,6 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.True(last > first + 0.15, $"reward {first:F3} -> {last:F3}");
     }
 
-    /// <summary>The numeric metrics of a run, without wall-clock timings (which differ between any two runs).</summary>
-    internal static List<Dictionary<string, double>> Comparable(string dir) =>
-        MetricsLog
-            .Read(Path.Combine(dir, "metrics.jsonl"))
-            .Select(o =>
-                o.Where(kv =>
-                        kv.Value is JsonValue v
-                        && v.TryGetValue<double>(out _)
-                        && !kv.Key.StartsWith("timing/")
-                        && kv.Key is not ("step_time" or "tokens_per_second" or "eval_runtime")
-                    )
-                    .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())
-            )
-            .ToList();
-
     [Theory]
     [InlineData("sft")]
     [InlineData("grpo")]
@@ -573,49 +558,31 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     {
         void Run(string dir, bool resume, long? stopAt)
         {
-            var model = fx.NewModel(5);
-            ITrainer tr =
+            TrainOptions options =
                 kind == "sft"
-                    ? (ITrainer)
-                        new SftTrainer(
-                            model,
-                            fx.Codec,
-                            fx.Task.Train,
-                            new SftOptions
-                            {
-                                LearningRate = 3e-3,
-                                MaxSteps = 12,
-                                PerDeviceTrainBatchSize = 8,
-                                SaveSteps = 5,
-                                WarmupRatio = 0.2,
-                            },
-                            dir
-                        )
-                    : new GrpoTrainer(
-                        model,
-                        fx.Codec,
-                        fx.Task.Train,
-                        fx.Task.Reward,
-                        new GrpoOptions
-                        {
-                            LearningRate = 1e-3,
-                            MaxSteps = 12,
-                            PerDeviceTrainBatchSize = 16,
-                            NumGenerations = 4,
-                            MaxCompletionLength = 8,
-                            SaveSteps = 5,
-                            NumIterations = 2,
-                            Beta = 0.02,
-                            ZeroSignalSteps = 0, // about resuming, not learning: an untrained model may earn no reward
-                        },
-                        dir
-                    );
+                    ? new SftOptions
+                    {
+                        LearningRate = 3e-3,
+                        MaxSteps = 12,
+                        PerDeviceTrainBatchSize = 8,
+                        SaveSteps = 5,
+                        WarmupRatio = 0.2,
+                    }
+                    : new GrpoOptions
+                    {
+                        LearningRate = 1e-3,
+                        MaxSteps = 12,
+                        PerDeviceTrainBatchSize = 16,
+                        NumGenerations = 4,
+                        MaxCompletionLength = 8,
+                        SaveSteps = 5,
+                        NumIterations = 2,
+                        Beta = 0.02,
+                        ZeroSignalSteps = 0, // about resuming, not learning: an untrained model may earn no reward
+                    };
+            var tr = Trainers.Create(options, fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, dir);
             if (stopAt is { } s2)
-                tr.AfterStep = step =>
-                {
-                    if (step == s2)
-                        throw new OperationCanceledException("simulated crash");
-                };
+                tr.CrashAfter(s2);
             tr.Train(resume);
         }
         var full = TestData.TempDir();
@@ -625,8 +592,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.Throws<OperationCanceledException>(() => Run(broken, false, 8));
         Assert.Equal("step-000005", Path.GetFileName(TrainerCheckpoint.Latest(broken)));
         Run(broken, true, null);
-        var a = Comparable(full);
-        var b = Comparable(broken);
+        var a = TrainerRuns.Comparable(full);
+        var b = TrainerRuns.Comparable(broken);
         Assert.Equal(a.Count, b.Count);
         for (int i = 0; i < a.Count; i++)
         {

@@ -173,7 +173,7 @@ public class TrlInteropTests
     }
 
     [Fact]
-    public void Export_recipe_writes_a_script_that_compiles_uses_documented_trl_options_and_the_same_data_and_verifiers()
+    public void Export_recipe_writes_a_compiling_script_with_documented_trl_options_and_the_same_data_and_verifiers()
     {
         var dir = TestData.TempDir();
         var py = Path.Combine(dir, "recipe.py");
@@ -242,10 +242,11 @@ public class TrlInteropTests
         var probe = Path.Combine(dir, "probe.py");
         File.WriteAllText(
             probe,
-            "import json, runpy, sys\nm = runpy.run_path(sys.argv[1])\nc, r = json.loads(sys.argv[2]), json.loads(sys.argv[3])\n"
-                + "train, held = m['build_rows']()\nprint(json.dumps({'strict': m['cola_strict'](c, r), 'lenient': m['cola_lenient'](c, r),\n"
-                + " 'rows': len(m['load_cola'](m['TRAIN_FILE'])), 'train': len(train), 'held': len(held), 'prompt': held[0]['prompt'],\n"
-                + " 'experts': sorted({x['completion'][0]['content'] for x in train})}))\n"
+            "import json, runpy, sys\nm = runpy.run_path(sys.argv[1])\nc, r = json.loads(sys.argv[2]), "
+                + "json.loads(sys.argv[3])\ntrain, held = m['build_rows']()\nprint(json.dumps({'strict': "
+                + "m['cola_strict'](c, r), 'lenient': m['cola_lenient'](c, r),\n 'rows': "
+                + "len(m['load_cola'](m['TRAIN_FILE'])), 'train': len(train), 'held': len(held), 'prompt': "
+                + "held[0]['prompt'],\n 'experts': sorted({x['completion'][0]['content'] for x in train})}))\n"
         );
         var o = Run("python3", probe, py, JsonSerializer.Serialize(completions), JsonSerializer.Serialize(refs));
         Assert.True(o.Code == 0, o.Out);

@@ -93,7 +93,8 @@ public class VerifierTests
     [InlineData("So it is acceptable.", "acceptable", 0, 1, false)] // right label, loose format
     [InlineData("answer: acceptable", "acceptable", 0, 1, false)] // case matters for the strict line
     [InlineData("Answer: acceptable.", "acceptable", 0, 1, false)] // trailing period breaks the strict line
-    [InlineData("Answer: acceptable\nActually it is unacceptable.", "unacceptable", 0, 1, false)] // last label wins (lenient)
+    // last label wins (lenient)
+    [InlineData("Answer: acceptable\nActually it is unacceptable.", "unacceptable", 0, 1, false)]
     [InlineData("Answer: acceptable\n", "acceptable", 1, 1, true)] // trailing newline is fine
     [InlineData("It is unacceptable", "acceptable", 0, 0, false)] // 'unacceptable' is not 'acceptable'
     [InlineData("Answer: accept", "acceptable", 0, 0, false)] // truncated

@@ -19,6 +19,19 @@ public class WorkbenchTests
         Assert.Contains("WORKBOOK_QUICK", e.Message);
     }
 
+    [Fact]
+    public void The_paper_scale_step_trains_the_folder_s_model_in_its_own_vocabulary()
+    {
+        // a full-vocabulary folder stands in for Qwen3-0.6B: ModelSetup loads it and its tokenizer, Qwen3's ids
+        var dir = Path.Combine(TestData.Golden, "tiny-qwen3-bf16");
+        var r = Workbench.PaperScaleStep(dir, learningRate: 1e-2);
+        Assert.Equal(dir, r["model"]);
+        Assert.Equal(Model.Qwen3Config.Load(Path.Combine(dir, "config.json")).ParameterCount(), r["parameters"]);
+        double before = (double)r["sft_loss_before"],
+            after = (double)r["sft_loss_after_one_step"];
+        Assert.True(after < before, $"one step on the example lowers its loss: {before} -> {after}");
+    }
+
     static JsonArray Arr(IEnumerable<double?> xs) =>
         new(xs.Select(x => x is null ? null : (JsonNode?)x.Value).ToArray());
 

@@ -73,9 +73,10 @@ public static class Benchmarks
         try
         {
             var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:"));
+            // "VmHWM:\t123 kB"
             return line is null
                 ? 0
-                : long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) * 1024; // "VmHWM:\t123 kB"
+                : long.Parse(line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
         }
         catch (IOException)
         {
@@ -306,14 +307,17 @@ public static class Benchmarks
 
     static readonly string[] CommonWords = (
         "the of and to a in is it you that he was for on are with as I his they be at one have this from or had by "
-        + "word but what some we can out other were all there when up use your how said an each she which do their time if will way about many then them "
-        + "write would like so these her long make thing see him two has look more day could go come did number sound no most people my over know water "
-        + "than call first who may down side been now find any new work part take get place made live where after back little only round man year came "
-        + "show every good me give our under name very through just form sentence great think say help low line differ turn cause much mean before move "
-        + "right boy old too same tell does set three want air well also play small end put home read hand port large spell add even land here must big "
-        + "high such follow act why ask men change went light kind off need house picture try us again animal point mother world near build self earth "
-        + "father head stand own page should country found answer school grow study still learn plant cover food sun four between state keep eye never "
-        + "last let thought city tree cross farm hard start might story saw far sea draw left late run while press close night real life few north"
+        + "word but what some we can out other were all there when up use your how said an each she which do their "
+        + "time if will way about many then them write would like so these her long make thing see him two has look "
+        + "more day could go come did number sound no most people my over know water than call first who may down side "
+        + "been now find any new work part take get place made live where after back little only round man year came "
+        + "show every good me give our under name very through just form sentence great think say help low line differ "
+        + "turn cause much mean before move right boy old too same tell does set three want air well also play small "
+        + "end put home read hand port large spell add even land here must big high such follow act why ask men change "
+        + "went light kind off need house picture try us again animal point mother world near build self earth father "
+        + "head stand own page should country found answer school grow study still learn plant cover food sun four "
+        + "between state keep eye never last let thought city tree cross farm hard start might story saw far sea draw "
+        + "left late run while press close night real life few north"
     ).Split(' ');
 
     /// <summary>Encode speed of a fresh tokenizer instance (empty word cache) on (a) English-like prose: common words

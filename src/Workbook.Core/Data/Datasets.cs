@@ -49,7 +49,8 @@ public static class Datasets
                     4 => new ColaRow(f[0], ParseLabel(f[1]), f[2], NonEmpty(f[3])),
                     2 => new ColaRow("", ParseLabel(f[1]), "", NonEmpty(f[0])),
                     _ => throw new RowException(
-                        $"expected 4 tab-separated fields (source, label, mark, sentence) or 2 (sentence, label), got {f.Length}"
+                        $"expected 4 tab-separated fields (source, label, mark, sentence) or 2 (sentence, label), "
+                            + $"got {f.Length}"
                     ),
                 };
             },

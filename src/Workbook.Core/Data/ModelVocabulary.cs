@@ -52,7 +52,8 @@ public static class ModelVocabulary
                 return TaskVocabulary.Identity(modelVocabSize);
             throw new WorkbookException(
                 $"{modelDir}: the model has {modelVocabSize} embedding rows (a compact task vocabulary), "
-                    + $"but no {FileName} was found next to its weights or in the run folder above it; copy the {FileName} of the run "
+                    + $"but no {FileName} was found next to its weights or in the run folder above it; copy "
+                    + $"the {FileName} of the run "
                     + "that trained it into the model folder"
             );
         }

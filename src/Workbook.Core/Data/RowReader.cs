@@ -44,8 +44,8 @@ public static class RowReader
                             or KeyNotFoundException
                 )
             {
-                var msg =
-                    $"{path}:{lineNo}: {(e is RowException ? e.Message : e is JsonException ? "invalid JSON (" + e.Message + ")" : e.Message)}";
+                var why = e is JsonException ? "invalid JSON (" + e.Message + ")" : e.Message;
+                var msg = $"{path}:{lineNo}: {why}";
                 if (!skipBad)
                     throw new WorkbookException(
                         msg + " (to skip bad rows: --skip-bad; in `run`: --set task.skip_bad=true)"

@@ -18,7 +18,8 @@ public static class EpochResolution
             var r = o.WithSteps(n);
             if (o.NumTrainEpochs is { } ep)
                 notes.Add(
-                    $"{name}.num_train_epochs {ep} over {n} examples, {o.ExamplesPerStep} per step: max_steps {r.MaxSteps}"
+                    $"{name}.num_train_epochs {ep} over {n} examples, {o.ExamplesPerStep} per step: "
+                        + $"max_steps {r.MaxSteps}"
                 );
             return r;
         }

@@ -301,7 +301,8 @@ public sealed record ExperimentConfig
             );
         if (OtherTask() == Dataset)
             throw new WorkbookException(
-                $"option forgetting_task: {ForgettingTask} is the dataset itself; name the other embedded task (or other)"
+                $"option forgetting_task: {ForgettingTask} is the dataset itself; name the other embedded task (or "
+                    + "other)"
             );
     }
 
@@ -321,7 +322,8 @@ public sealed record ExperimentConfig
         )
             throw new WorkbookException(
                 "option grpo.sft_*/off_policy_*: run sets these per method (sft-anchored, chord, luffy); set "
-                    + "anchor_sft_coef, chord_mu_start, chord_mu_floor, chord_mu_schedule or luffy_shaping_gamma instead"
+                    + "anchor_sft_coef, chord_mu_start, chord_mu_floor, chord_mu_schedule or luffy_shaping_gamma "
+                    + "instead"
             );
         if (!(AnchorSftCoef > 0))
             throw new WorkbookException($"option anchor_sft_coef: must be > 0 (got {AnchorSftCoef})");

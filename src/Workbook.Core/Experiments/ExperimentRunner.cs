@@ -617,34 +617,14 @@ public sealed class ExperimentRunner
         bool resume = File.Exists(Path.Combine(dir, "metrics.jsonl"));
         var ev = EvaluatorFor(st.Task);
         var g = (grpo ?? st.Grpo ?? cfg.Grpo) with { MaxSteps = st.Steps, Seed = stageSeed, EvalSteps = evalEvery };
-        ITrainer trainer = st.Kind switch
+        TrainOptions options = st.Kind switch
         {
-            "sft" => new SftTrainer(
-                model,
-                codec,
-                st.Task.Train,
-                cfg.Sft with
-                {
-                    MaxSteps = st.Steps,
-                    Seed = stageSeed,
-                    EvalSteps = evalEvery,
-                },
-                dir,
-                ev
-            ),
-            "grpo" => new GrpoTrainer(model, codec, st.Task.Train, st.Task.Reward, g, dir, ev),
-            _ => new JointTrainer(
-                model,
-                codec,
-                st.Task.Train,
-                st.Task.Reward,
-                cfg.JointStageOptions(st.Steps, stageSeed, evalEvery),
-                dir,
-                ev
-            ),
+            "sft" => cfg.Sft with { MaxSteps = st.Steps, Seed = stageSeed, EvalSteps = evalEvery },
+            "grpo" => g,
+            _ => cfg.JointStageOptions(st.Steps, stageSeed, evalEvery),
         };
-        if (trainer is GrpoTrainer gt && g.GradientAlignmentSteps > 0)
-            Theory.GradientAlignment.Attach(gt, g);
+        var trainer = Trainers.Create(options, model, codec, st.Task.Train, st.Task.Reward, dir, ev);
+        Theory.GradientAlignment.AttachIfAsked(trainer, options);
         trainer.LogFields["stage"] = st.Name;
         trainer.OnLog += (s, m) => OnMetrics?.Invoke(label, s, m);
         try

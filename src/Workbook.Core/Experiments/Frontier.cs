@@ -9,7 +9,7 @@
 //     drawn (greyed) but are never candidates for the front (on_front false, role "control").
 //  4. Against sft-then-rl: per-seed paired differences (pipelines share each seed's base model) of both coordinates,
 //     a t interval for the loss and the bounded one in [-1, 1] for the reward (Stat.Paired). A coordinate is
-//     "separated" when its interval excludes zero.
+//     "separated" when its interval excludes zero; PairedVerdict words it, as for the summary's comparisons.
 // Any set of pipeline names works: names that are neither controls nor ExperimentConfig.Methods are pipelines.
 using System.Globalization;
 using System.Text.Json.Nodes;
@@ -134,29 +134,6 @@ public static class Frontier
     static string Point(string n, Dictionary<string, Stat> loss, Dictionary<string, Stat> reward) =>
         $"{n} (SFT loss {F(loss[n].Mean)}, reward {F(reward[n].Mean)})";
 
-    /// <summary>What the intervals of a paired difference (a − sft-then-rl) say, in words: which coordinate is
-    /// separated from zero and in which direction.</summary>
-    public static string Separation(Stat dl, Stat dr)
-    {
-        if (!double.IsFinite(dl.Ci95[0]) && !double.IsFinite(dr.Ci95[0]))
-            return "no interval (under 2 seeds), so nothing is separated";
-        string L =
-            dl.BelowZero ? "lower SFT loss"
-            : dl.AboveZero ? "higher SFT loss"
-            : "";
-        string R =
-            dr.AboveZero ? "higher reward"
-            : dr.BelowZero ? "lower reward"
-            : "";
-        return (L, R) switch
-        {
-            ("", "") => "the CIs separate neither coordinate",
-            (_, "") => $"the CIs separate only the SFT loss ({L})",
-            ("", _) => $"the CIs separate only the reward ({R})",
-            _ => $"the CIs separate both ({L}, {R})",
-        };
-    }
-
     static string Statement(
         List<string> names,
         List<string> onFront,
@@ -196,7 +173,7 @@ public static class Frontier
                 {
                     var (dl, dr) = vs[n];
                     return $"{n}{(onFront.Contains(n) ? " (front)" : "")}: SFT loss {S(dl.Mean)} (95% CI {Ci(dl)}), "
-                        + $"reward {S(dr.Mean)} (95% CI {Ci(dr)}), {Separation(dl, dr)}";
+                        + $"reward {S(dr.Mean)} (95% CI {Ci(dr)}), {PairedVerdict.Of(dl, dr)}";
                 })
                 .ToList();
             if (diffs.Count > 0)

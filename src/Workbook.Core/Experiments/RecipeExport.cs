@@ -103,7 +103,8 @@ public static class RecipeExport
     {
         if (!c.Dataset.StartsWith("cola:"))
             throw new WorkbookException(
-                $"export-recipe: dataset '{c.Dataset}' is not supported; the TRL recipe is written for cola:FILE (the paper's setting)"
+                $"export-recipe: dataset '{c.Dataset}' is not supported; the TRL recipe is written for cola:FILE (the "
+                    + "paper's setting)"
             );
         var t = c.Task;
         var seeds = string.Join(
@@ -146,7 +147,8 @@ public static class RecipeExport
         return outPath;
     }
 
-    const string Header = """"
+    const string Header =
+        """"
 #!/usr/bin/env python3
 # The Workbook experiment (arXiv 2601.07389: SFT and RL do not decouple) as a TRL script, written by
 # `workbook export-recipe --engine trl`. Pipelines: sft-then-rl (SFT, then GRPO from its result) and rl-then-sft.
@@ -159,7 +161,10 @@ public static class RecipeExport
 #   OUT/<pipeline>/seed-<seed>/<k>-<sft|grpo>/trainer_state.json   (log_history with TRL's metric names plus
 #   eval_sft_loss and eval_rewards/cola-{strict,lenient}/mean from the CouplingEval callback)
 #
-# Usage: python recipe.py --out runs-trl [--model Qwen/Qwen3-0.6B] [--train-file FILE] [--pipelines sft-then-rl rl-then-sft]
+# Usage: python recipe.py --out runs-trl [--model Qwen/Qwen3-0.6B] [--train-file FILE]
+"""" // one line in the script, split here to fit 120 characters
+        + """"
+ [--pipelines sft-then-rl rl-then-sft]
 import argparse
 import csv
 import json

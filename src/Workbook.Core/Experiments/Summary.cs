@@ -108,8 +108,10 @@ public static class Summary
                     statements[name] =
                         (
                             loss.AboveZero
-                                ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds)"
-                                : $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds), an interval that does not exclude zero"
+                                ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose "
+                                    + $"by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds)"
+                                : $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
+                                    + $"(95% CI {Ci(loss)}, {rs.Count} seeds), an interval that does not exclude zero"
                         )
                         + $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)})."
                         + PredictionSentence(o, cfg);
@@ -127,10 +129,13 @@ public static class Summary
                 statements[name] =
                     (
                         reward.BelowZero
-                            ? $"Held: during SFT after GRPO the strict reward fell by {Abs(reward.Mean)} (95% CI of the change {Ci(reward)}, {rs.Count} seeds)"
-                            : $"Not shown: the strict-reward change during SFT after GRPO was {F(reward.Mean)} (95% CI {Ci(reward)}, {rs.Count} seeds), an interval that does not exclude zero"
+                            ? $"Held: during SFT after GRPO the strict reward fell by {Abs(reward.Mean)} (95% CI of "
+                                + $"the change {Ci(reward)}, {rs.Count} seeds)"
+                            : $"Not shown: the strict-reward change during SFT after GRPO was {F(reward.Mean)} (95% "
+                                + $"CI {Ci(reward)}, {rs.Count} seeds), an interval that does not exclude zero"
                     )
-                    + $"; the lenient reward (last label, the paper's evaluation parse) changed by {F(lenient.Mean)} (95% CI {Ci(lenient)})"
+                    + $"; the lenient reward (last label, the paper's evaluation parse) changed by {F(lenient.Mean)} "
+                    + $"(95% CI {Ci(lenient)})"
                     + (
                         reward.BelowZero && !lenient.BelowZero
                             ? ": only the strict one falls, so this is the format half of the effect."
@@ -142,10 +147,12 @@ public static class Summary
             if (silent.Count > 0)
             {
                 o["no_reward_signal"] = true;
+                var stages = silent.SelectMany(r => r.Stages).Where(st => st.NoRewardSignal).Select(st => st.Name);
                 statements[$"{name} (no reward signal)"] =
                     $"In {silent.Count} of {rs.Count} seeds ({string.Join(", ", silent.Select(r => r.Seed))}) "
-                    + $"a GRPO stage of {name} ({string.Join(", ", silent.SelectMany(r => r.Stages).Where(st => st.NoRewardSignal).Select(st => st.Name).Distinct())}) "
-                    + "had no reward signal: every group had the same reward in its first steps, so it ended early and its changes are not measured.";
+                    + $"a GRPO stage of {name} ({string.Join(", ", stages.Distinct())}) "
+                    + "had no reward signal: every group had the same reward in its first steps, so it ended early and "
+                    + "its changes are not measured.";
             }
             o["final_sft_loss"] = StatJson(Stat.Of(Final(rs, "eval_sft_loss")));
             o["final_reward"] = StatJson(Reward(Final(rs, strictKey), change: false));
@@ -286,8 +293,9 @@ public static class Summary
             + $"{F(me)} (ratio {P2(ratio)}, {(within ? "within" : "outside")} [0.7, 1.3]).";
         if (cfg.Grpo.KlMode != "reward")
             s +=
-                $" This stage runs TRL's GRPO (kl_mode = loss, {cfg.Grpo.MaxSteps} steps), which does not converge to that optimum, "
-                + "so the size is not a test of the theorem here; `workbook sweep` runs kl_mode = reward to a plateau for that.";
+                $" This stage runs TRL's GRPO (kl_mode = loss, {cfg.Grpo.MaxSteps} steps), which does not converge to "
+                + "that optimum, so the size is not a test of the theorem here; `workbook sweep` runs kl_mode = reward "
+                + "to a plateau for that.";
         return s;
     }
 
@@ -317,7 +325,8 @@ public static class Summary
             all &= diff.AboveZero;
             var own = Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss"));
             parts.Add(
-                $"{name}: {F(own.Mean)} nats/token (95% CI {Ci(own)}); main − control {F(diff.Mean)} (paired CI {Ci(diff)})"
+                $"{name}: {F(own.Mean)} nats/token (95% CI {Ci(own)}); main − control {F(diff.Mean)} (paired "
+                    + $"CI {Ci(diff)})"
             );
         }
         var notExceeded = controls
@@ -337,14 +346,16 @@ public static class Summary
                     lo > 0 ? "the main effect exceeds it, so the strict reward's tilt adds to that noise."
                     : hi < 0
                         ? "the SFT loss rose more under the coin than under the strict reward, so in this setting "
-                            + "the rise is not evidence of the theorem's mechanism; the sweep measures it net of the null."
+                            + "the rise is not evidence of the theorem's mechanism; the sweep measures it net of the "
+                            + "null."
                     : "the main effect is not separated from it, so in this setting the rise is not evidence of the "
                         + "theorem's mechanism; the sweep measures it net of the null."
                 );
         }
         if (controls.Count > 0)
             statements["controls"] =
-                $"SFT-loss change during the RL budget, where the theorem predicts no rise: {string.Join("; ", parts)}. "
+                $"SFT-loss change during the RL budget, where the theorem predicts no "
+                + $"rise: {string.Join("; ", parts)}. "
                 + (
                     all
                         ? "The main effect exceeds every control (each paired interval is above zero)."
@@ -382,19 +393,10 @@ public static class Summary
                     ["final_sft_loss"] = StatJson(dl),
                     ["final_reward"] = StatJson(dr),
                 };
-                string L =
-                    dl.BelowZero ? "lower SFT loss"
-                    : dl.AboveZero ? "higher SFT loss"
-                    : "SFT loss not separated";
-                string R =
-                    dr.AboveZero ? "higher strict reward"
-                    : dr.BelowZero ? "lower strict reward"
-                    : "strict reward not separated";
-                verdicts.Add($"against {b}: {L} ({F(dl.Mean)}, CI {Ci(dl)}), {R} ({F(dr.Mean)}, CI {Ci(dr)})");
-                if (dl.BelowZero && dr.AboveZero)
-                    verdicts[^1] += " — better on both";
-                else if (dl.AboveZero && dr.BelowZero)
-                    verdicts[^1] += " — worse on both";
+                verdicts.Add(
+                    $"against {b}: SFT loss {F(dl.Mean)} (CI {Ci(dl)}), strict reward {F(dr.Mean)} (CI {Ci(dr)}), "
+                        + PairedVerdict.Of(dl, dr)
+                );
             }
             if (verdicts.Count > 0)
                 words.Add($"{a} {string.Join("; ", verdicts)}");
@@ -461,12 +463,12 @@ public static class Summary
         };
         var steps = string.Join(", ", per.Select(p => $"seed {p.Seed}: {p.Item2.StoppedAt} vs {p.H.HindsightStep}"));
         var text =
-            $"Stop rule '{rule.Text}' (checked every {rs[0].Stop!.CheckSteps} of {rs[0].Stop!.PlannedSteps} steps) against "
-            + $"hindsight on the same runs, {rule.PhiText}: stopped vs hindsight step {steps}. ";
+            $"Stop rule '{rule.Text}' (checked every {rs[0].Stop!.CheckSteps} of {rs[0].Stop!.PlannedSteps} steps) "
+            + $"against hindsight on the same runs, {rule.PhiText}: stopped vs hindsight step {steps}. ";
         if (defined.Count == 0)
             text +=
-                "Φ(stopped)/Φ(hindsight) is undefined in every seed (Φ at the hindsight optimum ≤ 0, or the stopped step "
-                + "broke the budget), so the rule's ratio is not measured.";
+                "Φ(stopped)/Φ(hindsight) is undefined in every seed (Φ at the hindsight optimum ≤ 0, or the stopped "
+                + "step broke the budget), so the rule's ratio is not measured.";
         else
         {
             text +=
@@ -498,8 +500,8 @@ public static class Summary
         if (differ.Count == 0)
             return "Budgets and learning rates were chosen on training seeds 1-3 with dataset seed 0 (other prompts); "
                 + $"the reported runs use seeds {string.Join(", ", seeds)} and dataset seed {cfg.DatasetSeed}.";
-        return $"This run's configuration differs from the default in {string.Join(", ", differ)}: its settings were not "
-            + $"chosen on separate seeds by this workbook (seeds {string.Join(", ", seeds)}).";
+        return $"This run's configuration differs from the default in {string.Join(", ", differ)}: its settings were "
+            + $"not chosen on separate seeds by this workbook (seeds {string.Join(", ", seeds)}).";
     }
 
     public static void Save(string runDir, JsonObject summary) =>

@@ -164,7 +164,8 @@ public static class Checkpoint
             .ToList();
         if (pickles.Count > 0)
             throw new WorkbookException(
-                $"{dir}: only pickle weights found ({string.Join(", ", pickles)}); they are refused (loading them can run arbitrary code). Convert them to model.safetensors"
+                $"{dir}: only pickle weights found ({string.Join(", ", pickles)}); they are refused (loading them can "
+                    + "run arbitrary code). Convert them to model.safetensors"
             );
         throw new WorkbookException($"{dir}: no {WeightsFile} or {IndexFile}");
     }

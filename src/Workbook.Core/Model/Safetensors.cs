@@ -145,11 +145,13 @@ public sealed class SafetensorsFile : IDisposable
                         throw new WorkbookException($"bad data_offsets [{offs[0]}, {offs[1]}]");
                     if (offs[1] - offs[0] != expect)
                         throw new WorkbookException(
-                            $"data_offsets span {offs[1] - offs[0]} bytes but {dtype}[{string.Join(",", shape)}] needs {expect}"
+                            $"data_offsets span {offs[1] - offs[0]} bytes but {dtype}[{string.Join(",", shape)}] "
+                                + $"needs {expect}"
                         );
                     if (offs[1] > dataLen)
                         throw new WorkbookException(
-                            $"truncated file: tensor ends at byte {offs[1]} of the data section, which has only {dataLen} bytes"
+                            $"truncated file: tensor ends at byte {offs[1]} of the data section, which has "
+                                + $"only {dataLen} bytes"
                         );
                     entries[name] = new SafetensorsEntry(name, dtype, shape, offs[0], offs[1]);
                 }

@@ -11,7 +11,6 @@ using Workbook.Charts;
 using Workbook.Data;
 using Workbook.Experiments;
 using Workbook.Model;
-using Workbook.Text;
 using Workbook.Theory;
 using Workbook.Training;
 using static TorchSharp.torch;
@@ -169,17 +168,20 @@ public static class Workbench
     /// </summary>
     public static Dictionary<string, object> PaperScaleStep(string? modelDir = null, double learningRate = 1e-5)
     {
+        var task = GrammarTask.Create(0, new TaskOptions { TrainSize = 1, EvalSize = 1 });
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        var tok =
-            modelDir is not null && File.Exists(Path.Combine(modelDir, "tokenizer.json"))
-                ? Qwen3Tokenizer.Load(modelDir)
-                : Qwen3Tokenizer.Load(TokenizerFiles.EnsureDefault());
-        using var model = modelDir is not null
-            ? Checkpoint.Load(modelDir, ScalarType.BFloat16)
-            : new Qwen3ForCausalLM(Qwen3Config.Qwen3_0_6B, ScalarType.BFloat16, CPU, seed: 1);
+        // Qwen3's full vocabulary: a fresh model gets Qwen3's ids, a folder speaks its own (ModelSetup)
+        var codec = ModelSetup.Codec(modelDir, task, fullVocabulary: true);
+        using var model = ModelSetup.Model(
+            modelDir,
+            _ => Qwen3Config.Qwen3_0_6B,
+            codec.Vocab.Size,
+            ScalarType.BFloat16,
+            CPU,
+            seed: 1
+        );
         double build = sw.Elapsed.TotalSeconds;
-        var codec = new Codec(tok, TaskVocabulary.Identity(model.Config.VocabSize));
-        var example = GrammarTask.Create(0, new TaskOptions { TrainSize = 1, EvalSize = 1 }).Train[0];
+        var example = task.Train[0];
         var batch = Losses.MakeSftBatch([codec.Sft(example)], codec.PadId, 1024, packing: false);
         double Loss()
         {

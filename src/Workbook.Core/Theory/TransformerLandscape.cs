@@ -382,7 +382,8 @@ public static class TransformerLandscape
         double ellR = ellR0,
             eta = 1 / ellR0;
         log(
-            $"landscape: θ_0 L_S {s0:F5} (floor {pol.DataEntropy:F5}), ‖∇L_S‖ {Curvature.Norm(gS0):E2}, ℓ_S {ellS:F3}, ℓ_R {ellR0:F3}, η {eta:F4}"
+            $"landscape: θ_0 L_S {s0:F5} (floor {pol.DataEntropy:F5}), ‖∇L_S‖ {Curvature.Norm(gS0):E2}, ℓ_S {ellS:F3}, "
+                + $"ℓ_R {ellR0:F3}, η {eta:F4}"
         );
         var start = pol.Misalignment();
         var thetas = new List<double[]> { theta0 };
@@ -593,16 +594,35 @@ public static class TransformerLandscape
     public static IEnumerable<string> Describe(TransformerLandscapeResult r)
     {
         var last = r.Trajectory[^1];
-        yield return $"SFT start θ_0: L_S {r.SftLossStart:F4} (floor H(p_data) {r.SftEntropyFloor:F4}), ‖∇L_S‖ {r.SftGradNormStart:E2}; {r.Parameters:N0} parameters, float64.";
-        yield return $"Constants: ℓ_S {r.EllS:F3}, ℓ_R {r.EllR:F3} (largest seen on the path), μ_R {r.MuR:E3} (smallest PL ratio on the path), η = 1/ℓ_R(θ_0) = {r.Eta:F4}, κ {r.Kappa:E3}.";
+        yield return $"SFT start θ_0: L_S {r.SftLossStart:F4} (floor H(p_data) {r.SftEntropyFloor:F4}), "
+            + $"‖∇L_S‖ {r.SftGradNormStart:E2}; {r.Parameters:N0} parameters, float64.";
+        yield return $"Constants: ℓ_S {r.EllS:F3}, ℓ_R {r.EllR:F3} (largest seen on the path), μ_R {r.MuR:E3} "
+            + $"(smallest PL ratio on the path), η = 1/ℓ_R(θ_0) = {r.Eta:F4}, κ {r.Kappa:E3}.";
         yield return $"After {last.T} RL steps: L_S changed by {last.SftLoss - r.SftLossStart:+0.00000;-0.00000} "
-            + $"(smoothness upper bound on the rise {last.RiseUpperBound:F5}), J went {r.Trajectory[0].Objective:F4} → {last.Objective:F4} (J* {r.JStar:F4}), strict reward {r.Trajectory[0].Reward:F3} → {last.Reward:F3}.";
-        yield return $"Violations over the path: two-sided Taylor {r.TaylorViolations}, rise bound {r.RiseViolations}, PL contraction {r.ContractionViolations} (constants are estimates, so these are checks, not theorems).";
-        yield return $"One-step threshold: the sufficient condition held on {r.SufficientHeld} steps ({r.SufficientButIncreased} of them did not lower L_S); {r.StepsThatLoweredSft} of {last.T} RL steps lowered L_S.";
+            + $"(smoothness upper bound on the rise {last.RiseUpperBound:F5}), J went {r.Trajectory[0].Objective:F4} "
+            + $"→ {last.Objective:F4} (J* {r.JStar:F4}), strict reward {r.Trajectory[0].Reward:F3} "
+            + $"→ {last.Reward:F3}.";
+        yield return $"Violations over the path: two-sided Taylor {r.TaylorViolations}, rise bound {r.RiseViolations}, "
+            + $"PL contraction {r.ContractionViolations} (constants are estimates, so these are checks, not theorems).";
+        yield return $"One-step threshold: the sufficient condition held on {r.SufficientHeld} steps "
+            + $"({r.SufficientButIncreased} of them did not lower L_S); {r.StepsThatLoweredSft} of {last.T} RL steps "
+            + "lowered L_S.";
         var th = r.Threshold;
-        yield return $"Threshold, one RL step from {th.Count} SFT snapshots: L_S fell from {th.Count(p => p.SftDecreased)} (SFT gaps {string.Join(", ", th.Where(p => p.SftDecreased).Select(p => p.SftGap.ToString("F3")))}); the sufficient condition held at {th.Count(p => p.SufficientHeld)}, and L_S fell at each of them: {th.Where(p => p.SufficientHeld).All(p => p.SftDecreased)}; at θ_0 (gap {th[^1].SftGap:E1}) it needs cos > {th[^1].CosNeeded:F1}.";
-        yield return $"Optimal RL duration (λ = {r.Lambda}): measured T* = {r.MeasuredTStar}, predicted {r.PredictedTStar:F1}.";
-        yield return $"Where RL ends ({r.TotalRlSteps} steps): L_S rise {r.MeasuredFinalRise:F4} against the tilted optimum's {r.PredictedFinalRise:F4} (Theorem 3.1 with p_0 as the reference); J {r.FinalObjective:F4} of J* {r.JStar:F4}.";
-        yield return $"Misalignment at θ_0: cos(G_S, G_R) {r.AtStart.Cos:F4} (from M = J Jᵀ: {r.AtStart.CosFromGram:F4}), ε {r.AtStart.Epsilon:F4}, bound |cos| ≥ {r.AtStart.Bound:F4}, λ_1/tr M {r.AtStart.TopFraction:F3}; at θ_T: cos {r.AtEnd.Cos:F4}, ε {r.AtEnd.Epsilon:F4}, bound {r.AtEnd.Bound:F4}, λ_1/tr M {r.AtEnd.TopFraction:F3}.";
+        var gaps = string.Join(", ", th.Where(p => p.SftDecreased).Select(p => p.SftGap.ToString("F3")));
+        yield return $"Threshold, one RL step from {th.Count} SFT snapshots: L_S fell "
+            + $"from {th.Count(p => p.SftDecreased)} (SFT gaps {gaps}); the sufficient condition held "
+            + $"at {th.Count(p => p.SufficientHeld)}, and L_S fell at each of them: "
+            + $"{th.Where(p => p.SufficientHeld).All(p => p.SftDecreased)}; "
+            + $"at θ_0 (gap {th[^1].SftGap:E1}) it needs cos > {th[^1].CosNeeded:F1}.";
+        yield return $"Optimal RL duration (λ = {r.Lambda}): measured T* = {r.MeasuredTStar}, "
+            + $"predicted {r.PredictedTStar:F1}.";
+        yield return $"Where RL ends ({r.TotalRlSteps} steps): L_S rise {r.MeasuredFinalRise:F4} against the tilted "
+            + $"optimum's {r.PredictedFinalRise:F4} (Theorem 3.1 with p_0 as the reference); J {r.FinalObjective:F4} "
+            + $"of J* {r.JStar:F4}.";
+        yield return $"Misalignment at θ_0: cos(G_S, G_R) {r.AtStart.Cos:F4} "
+            + $"(from M = J Jᵀ: {r.AtStart.CosFromGram:F4}), "
+            + $"ε {r.AtStart.Epsilon:F4}, bound |cos| ≥ {r.AtStart.Bound:F4}, λ_1/tr M {r.AtStart.TopFraction:F3}; "
+            + $"at θ_T: cos {r.AtEnd.Cos:F4}, ε {r.AtEnd.Epsilon:F4}, bound {r.AtEnd.Bound:F4}, "
+            + $"λ_1/tr M {r.AtEnd.TopFraction:F3}.";
     }
 }

@@ -33,9 +33,10 @@ namespace Workbook.Training;
 public sealed class NoRewardSignalException(int steps, double reward, string verifier)
     : WorkbookException(
         $"no reward signal: in each of the first {steps} GRPO steps every group of completions had the same reward "
-            + $"(frac_reward_zero_std = 1; mean reward {reward:0.###} under {verifier}), so every advantage is 0 and RL does nothing. "
-            + "Run SFT first (train sft, then train grpo --model <its checkpoint>), add a format instruction to the prompt, allow "
-            + "longer completions (max_completion_length), or set zero_signal_steps=0 to train anyway"
+            + $"(frac_reward_zero_std = 1; mean reward {reward:0.###} under {verifier}), so every advantage is 0 and "
+            + "RL does nothing. Run SFT first (train sft, then train grpo --model <its checkpoint>), add a format "
+            + "instruction to the prompt, allow longer completions (max_completion_length), or set zero_signal_steps=0 "
+            + "to train anyway"
     )
 {
     public int Steps { get; } = steps;
@@ -185,7 +186,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         stopRule = StopRule.Parse(Opt.StopWhen, "grpo.stop_when");
         if (Eval is null || Eval.Options.LossOnly)
             throw new WorkbookException(
-                "option grpo.stop_when: the stop rule needs held-out evaluations that sample (an evaluator without loss_only)"
+                "option grpo.stop_when: the stop rule needs held-out evaluations that sample (an evaluator without "
+                    + "loss_only)"
             );
         var log = Path.Combine(OutDir, "metrics.jsonl");
         if (!File.Exists(log))
@@ -315,7 +317,8 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         );
         if (b.Tokens == 0)
             throw new WorkbookException(
-                $"step {step + 1}: the SFT term's expert batch has no loss tokens (responses truncated away by sft_max_length {Opt.SftMaxLength}?)"
+                $"step {step + 1}: the SFT term's expert batch has no loss tokens (responses truncated away by "
+                    + $"sft_max_length {Opt.SftMaxLength}?)"
             );
         return Losses.SftNll(Model, b).NllSum / b.Tokens;
     }

@@ -1,5 +1,5 @@
 // The one place that builds tokenizer → vocabulary → codec → model, for `train`, `run`, the model verbs (score,
-// generate), `info` and the benchmarks:
+// generate), `info`, the benchmarks and the notebooks' paper-scale step (Workbench.PaperScaleStep):
 //  1. the tokenizer: an explicit tokenizer.json (or its folder) wins; else the model folder's tokenizer.json; else the
 //     embedded default (fetched once, Text/TokenizerFiles.cs);
 //  2. the vocabulary: a model folder speaks its own (Data/ModelVocabulary.cs: its vocab.json, or Qwen3's ids when it

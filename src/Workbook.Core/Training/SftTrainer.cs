@@ -54,7 +54,8 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
             seen = 0;
         if (tokens == 0)
             throw new WorkbookException(
-                $"step {step + 1}: the batch has no loss tokens (are the responses empty or truncated away by max_length {Opt.MaxLength}?)"
+                $"step {step + 1}: the batch has no loss tokens (are the responses empty or truncated away by "
+                    + $"max_length {Opt.MaxLength}?)"
             );
         double nll = 0,
             correct = 0;

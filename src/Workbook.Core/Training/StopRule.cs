@@ -81,7 +81,8 @@ public sealed partial record StopRule(StopKind Kind, double Threshold, string Te
     public string PhiText =>
         Kind == StopKind.Marginal
             ? $"Φ(T) = ΔJ(T) − {Threshold.ToString(CultureInfo.InvariantCulture)}·ΔL_SFT(T)"
-            : $"Φ(T) = ΔJ(T) where ΔL_SFT(T) ≤ {Threshold.ToString(CultureInfo.InvariantCulture)} (else outside the budget)";
+            : $"Φ(T) = ΔJ(T) where ΔL_SFT(T) ≤ {Threshold.ToString(CultureInfo.InvariantCulture)} (else outside the "
+                + "budget)";
 }
 
 /// <summary>One evaluation the rule sees: step within the stage, held-out reward J, held-out SFT loss L

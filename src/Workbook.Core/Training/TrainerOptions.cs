@@ -57,7 +57,8 @@ public record TrainOptions
         if (NumTrainEpochs is not null && MaxSteps > 0)
             Fail(
                 "num_train_epochs",
-                $"give max_steps or num_train_epochs, not both (max_steps {MaxSteps}, num_train_epochs {NumTrainEpochs})"
+                $"give max_steps or num_train_epochs, not both (max_steps {MaxSteps}, "
+                    + $"num_train_epochs {NumTrainEpochs})"
             );
         if (WarmupRatio is < 0 or > 1)
             Fail("warmup_ratio", "must be in [0, 1]");
@@ -413,7 +414,8 @@ public sealed record GrpoOptions : TrainOptions
         if (StopWhen is not null && NumTrainEpochs is null && 2L * StopCheckSteps > MaxSteps)
             Fail(
                 "stop_check_steps",
-                $"{StopCheckSteps} leaves the rule fewer than two checks in max_steps {MaxSteps} (it needs three evaluations)"
+                $"{StopCheckSteps} leaves the rule fewer than two checks in max_steps {MaxSteps} (it needs three "
+                    + "evaluations)"
             );
         if (StopHindsight && StopWhen is null)
             Fail("stop_hindsight", "needs stop_when (there is no stopping step to keep)");

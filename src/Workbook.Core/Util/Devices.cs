@@ -18,7 +18,8 @@ public static class Devices
             case "cuda":
                 if (!cuda.is_available())
                     throw new WorkbookException(
-                        "--device cuda: no CUDA device is available (this build uses the CPU libtorch unless built with -p:TorchBackend=cuda, and a GPU must be present). Use --device cpu or auto."
+                        "--device cuda: no CUDA device is available (this build uses the CPU libtorch unless built "
+                            + "with -p:TorchBackend=cuda, and a GPU must be present). Use --device cpu or auto."
                     );
                 return CUDA;
             default:
@@ -32,7 +33,8 @@ public static class Devices
             "f32" or "float32" or "fp32" => ScalarType.Float32,
             "bf16" or "bfloat16" => ScalarType.BFloat16,
             "f16" or "float16" or "fp16" => throw new WorkbookException(
-                "dtype f16 is refused: libtorch has no fast float16 path on CPU (about 1000x slower than f32); use bf16 or f32"
+                "dtype f16 is refused: libtorch has no fast float16 path on CPU (about 1000x slower than f32); use "
+                    + "bf16 or f32"
             ),
             _ => throw new WorkbookException($"unknown dtype '{name}': expected f32 or bf16"),
         };

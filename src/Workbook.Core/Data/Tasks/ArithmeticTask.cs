@@ -52,7 +52,8 @@ public static class ArithmeticTask
             train.Select(t => t.Terse).ToList(),
             new Gsm8kVerifier(flexible: false),
             [new Gsm8kVerifier(flexible: false), new Gsm8kVerifier(flexible: true)],
-            $"Embedded arithmetic word problems (2-3 steps, small integers). Expert solutions show each step; {o.LooseFormatFraction:P0} end with "
+            $"Embedded arithmetic word problems (2-3 steps, small integers). Expert solutions show each "
+                + $"step; {o.LooseFormatFraction:P0} end with "
                 + "'The answer is N.' and the rest with '#### N'. RL reward: GSM8K strict ('#### N' correct)."
         )
         {

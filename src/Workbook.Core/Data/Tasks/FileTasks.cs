@@ -15,8 +15,8 @@ namespace Workbook.Data;
 public sealed record DuplicateCounts(int Rows, int Kept, int MergedRows, int ConflictingSentences, int ConflictingRows)
 {
     public override string ToString() =>
-        $"{Rows} rows: {MergedRows} exact duplicate(s) merged, {ConflictingSentences} sentence(s) with conflicting labels "
-        + $"dropped ({ConflictingRows} rows), {Kept} kept";
+        $"{Rows} rows: {MergedRows} exact duplicate(s) merged, {ConflictingSentences} sentence(s) with conflicting "
+        + $"labels dropped ({ConflictingRows} rows), {Kept} kept";
 }
 
 public static class FileTasks
@@ -106,7 +106,8 @@ public static class FileTasks
         if (!raw && !glue)
             throw new WorkbookException(
                 $"{path}:{lineNo}: unknown CoLA layout ({f.Length} tab-separated field(s)); expected "
-                    + "the raw 4-column format (source, label 0/1, mark, sentence) or 2 columns with the header 'sentence<TAB>label'"
+                    + "the raw 4-column format (source, label 0/1, mark, sentence) or 2 columns with the header "
+                    + "'sentence<TAB>label'"
             );
         var (rows, _) = Datasets.LoadCola(path);
         if (rows.Count == 0)
@@ -133,8 +134,8 @@ public static class FileTasks
         var examples = rows.OrderBy(_ => rng.Next()).ToList().Select(Make).ToList();
         if (o.LooseFormatFraction > 0)
             notes.Add(
-                $"CoLA expert responses: {o.LooseFormatFraction * 100:0.#}% in natural wording (task.loose_format_fraction; "
-                    + "the paper recipe uses 0, the strict line only)"
+                $"CoLA expert responses: {o.LooseFormatFraction * 100:0.#}% in natural wording "
+                    + "(task.loose_format_fraction; the paper recipe uses 0, the strict line only)"
             );
         string where = "held out from the training file";
         List<(Example, Example)>? evalRows = null;
@@ -151,9 +152,10 @@ public static class FileTasks
         var design =
             $"CoLA from {path} ({counts}). Prompt: the question and the sentence"
             + (o.FormatInstruction == "none" ? "" : $", with the format instruction as a {o.FormatInstruction} message")
-            + $". Expert responses are the label: the strict line 'Answer: <label>'"
+            + ". Expert responses are the label: the strict line 'Answer: <label>'"
             + (o.LooseFormatFraction > 0 ? $", or ({o.LooseFormatFraction * 100:0.#}%) natural wording" : " only")
-            + $". Held-out data {where}. RL reward: strict format; evaluation also reports the lenient last-label parse.";
+            + $". Held-out data {where}. RL reward: strict format; evaluation also reports the lenient last-label "
+            + "parse.";
         var task = evalRows is null
             ? Split("cola", examples, o, design)
             : WithEval("cola", examples, evalRows, o, design);

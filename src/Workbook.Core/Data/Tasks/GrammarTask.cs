@@ -99,10 +99,12 @@ public static class GrammarTask
             train.Select(t => t.Terse).ToList(),
             new LabelVerifier(strict: true),
             [new LabelVerifier(strict: true), new LabelVerifier(strict: false)],
-            $"Embedded acceptability task (grammar with agreement, word-order and argument-structure errors). Expert responses: "
-                + $"{(o.Rationales ? "a one-line rationale, then " : "")}the label; {o.LooseFormatFraction:P0} state it in natural words, the rest end with "
-                + "the strict line 'Answer: acceptable|unacceptable'. RL reward: strict final line, correct label. The strict reward prefers one of the "
-                + "forms the expert data mixes and ignores the rationale's wording: that is why RL raises the SFT loss and why SFT after RL lowers the strict reward."
+            $"Embedded acceptability task (grammar with agreement, word-order and argument-structure errors). "
+                + $"Expert responses: {(o.Rationales ? "a one-line rationale, then " : "")}the label; "
+                + $"{o.LooseFormatFraction:P0} state it in natural words, the rest end with the strict line "
+                + "'Answer: acceptable|unacceptable'. RL reward: strict final line, correct label. The strict reward "
+                + "prefers one of the forms the expert data mixes and ignores the rationale's wording: that is why RL "
+                + "raises the SFT loss and why SFT after RL lowers the strict reward."
         )
         {
             ExtraVocabularyText = forms,
