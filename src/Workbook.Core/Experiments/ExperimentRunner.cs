@@ -584,24 +584,6 @@ public sealed class ExperimentRunner
         GrpoOptions? grpo = null
     )
     {
-        var result = TrainStage(model, dir, st, pipeline, stageSeed, evalEvery, label, grpo);
-        // a finished stage never resumes and every stage starts a fresh optimizer: its moments are dead weight on
-        // disk (at 0.6B in bf16, 7.2 of a checkpoint's 8.3 GB)
-        TrainerCheckpoint.DropOptimizerState(dir);
-        return result;
-    }
-
-    Qwen3ForCausalLM TrainStage(
-        Qwen3ForCausalLM model,
-        string dir,
-        StagePlan st,
-        string pipeline,
-        long stageSeed,
-        int evalEvery,
-        string label,
-        GrpoOptions? grpo
-    )
-    {
         if (File.Exists(Path.Combine(dir, "done.json")))
         {
             model.Dispose();
@@ -636,8 +618,8 @@ public sealed class ExperimentRunner
             // the stage ends here, says so, and the pipeline goes on from the unchanged model
             log($"{label}: {e.Message}");
             Checkpoint.Save(model, Path.Combine(dir, NoSignalModel));
-            File.WriteAllText(
-                Path.Combine(dir, "done.json"),
+            MarkDone(
+                dir,
                 JsonSerializer.Serialize(
                     new
                     {
@@ -652,8 +634,8 @@ public sealed class ExperimentRunner
         }
         if (trainer is GrpoTrainer stopper && g.StopWhen is not null) // issue 14: where the rule stopped the stage
         {
-            File.WriteAllText(
-                Path.Combine(dir, "done.json"),
+            MarkDone(
+                dir,
                 JsonSerializer.Serialize(
                     new
                     {
@@ -680,11 +662,17 @@ public sealed class ExperimentRunner
             }
             return model;
         }
-        File.WriteAllText(
-            Path.Combine(dir, "done.json"),
-            JsonSerializer.Serialize(new { steps = st.Steps, kind = st.Kind })
-        );
+        MarkDone(dir, JsonSerializer.Serialize(new { steps = st.Steps, kind = st.Kind }));
         return model;
+    }
+
+    /// <summary>Marks a stage finished (done.json holds its record) and drops its checkpoints' optimizer state: a
+    /// finished stage never resumes and every stage starts a fresh optimizer, so the moments are dead weight on disk
+    /// (at 0.6B in bf16, 7.2 of a checkpoint's 8.3 GB).</summary>
+    static void MarkDone(string dir, string record)
+    {
+        File.WriteAllText(Path.Combine(dir, "done.json"), record);
+        TrainerCheckpoint.DropOptimizerState(dir);
     }
 
     /// <summary>The stop rule's record of a finished stage folder (null: the stage had no rule).</summary>

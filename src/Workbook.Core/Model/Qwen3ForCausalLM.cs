@@ -304,9 +304,6 @@ public sealed class Qwen3ForCausalLM : nn.Module
         var cos = emb.cos().unsqueeze(1).to(DType);
         var sin = emb.sin().unsqueeze(1).to(DType);
 
-        GC.KeepAlive(minusOne);
-        GC.KeepAlive(zero);
-
         // Additive mask [B, 1, T, S]: query i (absolute past+i) sees key j <= past+i that is not padding.
         var qi = arange(past, S, device: dev).unsqueeze(1);
         var kj = arange(0, S, device: dev).unsqueeze(0);
