@@ -72,6 +72,7 @@ public static class Summary
         var pipes = new JsonObject();
         var held = new JsonObject();
         var statements = new JsonObject();
+        Func<List<string>, string>? mainHeadline = null;
         const string perResponse = "eval_sft_nll_per_response";
         foreach (var (name, rs) in results)
         {
@@ -105,16 +106,26 @@ public static class Summary
                 if (name == "sft-then-rl")
                 {
                     held[name] = loss.AboveZero;
-                    statements[name] =
-                        (
-                            loss.AboveZero
-                                ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose "
-                                    + $"by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {rs.Count} seeds)"
-                                : $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
-                                    + $"(95% CI {Ci(loss)}, {rs.Count} seeds), an interval that does not exclude zero"
-                        )
-                        + $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)})."
-                        + PredictionSentence(o, cfg);
+                    statements[name] = "";
+                    // worded once the controls are known: a rise they also show is not the theorem's
+                    var (n, tail) = (
+                        rs.Count,
+                        $", while the strict reward changed by {F(reward.Mean)} (95% CI "
+                            + $"{Ci(reward)})."
+                            + PredictionSentence(o, cfg)
+                    );
+                    mainHeadline = notExceeded =>
+                        !loss.AboveZero
+                            ? $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
+                                + $"(95% CI {Ci(loss)}, {n} seeds), an interval that does not exclude zero{tail}"
+                        : notExceeded.Count == 0
+                            ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose "
+                                + $"by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {n} seeds){tail}"
+                        : $"Not attributed: during GRPO after SFT the SFT loss on held-out expert data rose by "
+                            + $"{Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {n} seeds), but not above every "
+                            + $"control ({string.Join(", ", notExceeded)}: paired interval reaches zero or below), "
+                            + $"so this run does not separate the strict reward's effect from what the controls "
+                            + $"also show{tail}";
                 }
             }
             if (name == "rl-then-sft")
@@ -200,6 +211,17 @@ public static class Summary
             pipes[name] = o;
         }
         var controls = Controls(results, pipes, statements);
+        if (mainHeadline is not null)
+        {
+            // held only if the rise exceeds every control that ran (paired interval above zero)
+            var notExceeded = controls
+                .Where(c => c.Value!["main_exceeds_control"]!.GetValue<bool>() == false)
+                .Select(c => c.Key)
+                .ToList();
+            statements["sft-then-rl"] = mainHeadline(notExceeded); // replaces the placeholder in its place
+            if (notExceeded.Count > 0)
+                held["sft-then-rl"] = false;
+        }
         var comparisons = Comparisons(results, strictKey, statements);
         var frontier = Frontier.Build(results, strictKey, statements);
         var summary = new JsonObject

@@ -172,9 +172,13 @@ public static class Report
             if (name == "frontier" && s["frontier"] is not null)
                 continue; // stated with the frontier chart above
             var text = st?.GetValue<string>() ?? "";
-            foreach (var prefix in new[] { "Held: ", "Not shown: " })
+            string? verdict = null;
+            foreach (var prefix in new[] { "Held: ", "Not shown: ", "Not attributed: " })
                 if (text.StartsWith(prefix))
+                {
+                    verdict = prefix[..^2].ToLowerInvariant();
                     text = char.ToUpperInvariant(text[prefix.Length]) + text[(prefix.Length + 1)..];
+                }
             if (held[name] is null)
             {
                 sb.Append($"<li><b>{E(name)}</b>: {E(text)}</li>");
@@ -182,7 +186,7 @@ public static class Report
             }
             bool ok = held[name]!.GetValue<bool>();
             sb.Append($"<li><b>{E(name)}</b>: <span class={(ok ? "held" : "not")}>")
-                .Append($"{(ok ? "held" : "not shown")}</span>. {E(text)}</li>");
+                .Append($"{verdict ?? (ok ? "held" : "not shown")}</span>. {E(text)}</li>");
         }
         sb.Append("</ul>");
         sb.Append("<h2>Design</h2><p>")

@@ -5,7 +5,8 @@
 // For a 0/1 reward the first term is log(1 + P(r=1|x)(e^{1/β} − 1)):
 //  1. P(r=1|x) is estimated from k samples of p per held-out prompt (plug-in: it is biased low by Jensen, little when
 //     k·P is not small; the tests measure the bias by binomial enumeration);
-//  2. the data term is exact when the task's expert mix is known (generated tasks), else the held-out expert mean;
+//  2. the data term is the expert responses' mean reward on the same held-out set the rise is measured on (exact:
+//     every response is scored; a generated task's mix holds only in expectation);
 //  3. the 95% CI is a two-level bootstrap: prompts resampled, then each prompt's count redrawn from Binomial(k, P̂).
 namespace Workbook.Theory;
 
