@@ -166,7 +166,10 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         // and through FromCounts when P is a multiple of 1/k
         var counts = new[] { 0, 4, 8, 12, 16, 10 };
         var pred = C1Predictor.FromCounts(counts, 16, 0.5, 0.6, "test");
-        Assert.Equal(counts.Average(s => C1Predictor.LogZ(s / 16.0, 0.5)) - 0.6 / 0.5, pred.Mean, 12);
+        Assert.Equal(counts.Average(s => C1Predictor.LogZ(s / 16.0, 0.5)) - 0.6 / 0.5, pred.PlugIn!.Value, 12);
+        // the prediction is the plug-in less the bootstrap's bias estimate, which Jensen makes negative
+        Assert.Equal(pred.PlugIn!.Value - pred.JensenBias!.Value, pred.Mean, 12);
+        Assert.True(pred.JensenBias < 0);
         Assert.True(pred.Ci95[0] <= pred.Mean && pred.Mean <= pred.Ci95[1]);
     }
 
@@ -189,6 +192,40 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
                 $"β {beta}, P {p}: bias {expect - C1Predictor.LogZ(p, beta)}"
             );
         }
+    }
+
+    [Fact]
+    public void Where_P_is_often_small_the_basic_interval_covers_the_truth_and_the_percentile_one_does_not()
+    {
+        // 128 prompts, P drawn from {0.03, 0.1, 0.3, 0.6, 0.9}, β 0.25, k 16 (the sweep's tested point has SFT
+        // policies like this): the plug-in is biased low by about 0.14 nats, the percentile interval sits below it
+        var rng = new Random(5);
+        double[] levels = [0.03, 0.1, 0.3, 0.6, 0.9];
+        int reps = 100,
+            basic = 0,
+            percentile = 0;
+        double errPlugIn = 0,
+            errCorrected = 0;
+        for (int k = 0; k < reps; k++)
+        {
+            var P = Enumerable.Range(0, 128).Select(_ => levels[rng.Next(levels.Length)]).ToArray();
+            double truth = P.Average(p => C1Predictor.LogZ(p, 0.25)) - 0.65 / 0.25;
+            var counts = P.Select(p => Enumerable.Range(0, 16).Count(_ => rng.NextDouble() < p)).ToArray();
+            var pred = C1Predictor.FromCounts(counts, 16, 0.25, 0.65, "test", bootstrap: 400, seed: k);
+            if (pred.Ci95[0] <= truth && truth <= pred.Ci95[1])
+                basic++;
+            // the percentile interval, reflected back from the basic one about the plug-in
+            double plug = pred.PlugIn!.Value;
+            if (2 * plug - pred.Ci95[1] <= truth && truth <= 2 * plug - pred.Ci95[0])
+                percentile++;
+            errPlugIn += plug - truth;
+            errCorrected += pred.Mean - truth;
+        }
+        Assert.InRange(basic / (double)reps, 0.85, 1.0);
+        Assert.InRange(percentile / (double)reps, 0.0, 0.75);
+        // the bias correction removes most of the plug-in's mean error
+        Assert.True(errPlugIn / reps < -0.08, $"plug-in mean error {errPlugIn / reps}");
+        Assert.True(Math.Abs(errCorrected / reps) < 0.5 * Math.Abs(errPlugIn / reps), $"{errCorrected / reps}");
     }
 
     static double Binomial(int n, int k) => Enumerable.Range(1, k).Aggregate(1.0, (a, i) => a * (n - k + i) / i);

@@ -287,6 +287,7 @@ public static class Summary
                 + "E_x log(1 + P(r=1|x)(e^{1/β} − 1)) − E_{p_data} r/β",
             ["beta"] = pred[0].Beta,
             ["predicted"] = StatJson(Stat.Of(pred.Select(p => p.Mean).ToArray())),
+            ["predicted_plug_in"] = StatJson(Stat.Of(pred.Select(p => p.PlugIn ?? p.Mean).ToArray())),
             ["predicted_ci95_per_seed"] = new JsonArray(
                 pred.Select(p => (JsonNode?)new JsonArray(Num(p.Ci95[0]), Num(p.Ci95[1]))).ToArray()
             ),

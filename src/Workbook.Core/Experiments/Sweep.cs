@@ -294,6 +294,7 @@ public static class Sweep
             // the prediction's CI: seeds' spread when there are several, else the bootstrap CI of the one seed
             var pci = rs.Count > 1 ? predicted.Ci95 : rs[0].Pred.Ci95;
             var ratio = Stat.Of(rs.Select(r => r.Measured / r.Pred.Mean).ToArray());
+            var plugIn = Stat.Of(rs.Select(r => r.Pred.PlugIn ?? r.Pred.Mean).ToArray());
             var reached = Stat.Bounded(rs.Select(r => r.FinalReward).ToArray(), 0, 1);
             var atOpt = Stat.Bounded(rs.Select(r => r.Pred.RewardAtOptimum).ToArray(), 0, 1);
             var rationale = Stat.Of(rs.Select(r => r.RationaleRise).ToArray());
@@ -359,6 +360,9 @@ public static class Sweep
                     ["ci95"] = new JsonArray(Num(pci[0]), Num(pci[1])),
                     ["per_seed"] = new JsonArray(rs.Select(r => (JsonNode?)Num(r.Pred.Mean)).ToArray()),
                 },
+                // the estimator's parts: the plug-in and the Jensen bias the bootstrap measured (Theory/C1Prediction.cs)
+                ["predicted_plug_in"] = StatJson(plugIn),
+                ["jensen_bias_removed"] = StatJson(Stat.Of(rs.Select(r => r.Pred.JensenBias ?? 0).ToArray())),
                 ["ratio"] = StatJson(ratio),
                 ["reward_reached"] = StatJson(reached),
                 ["reward_at_optimum"] = StatJson(atOpt),
@@ -418,7 +422,8 @@ public static class Sweep
                         ? $"; RL went past the optimum's reward ({vs}: the policy moved further than p*)"
                     : $"; RL reached the optimum's reward ({vs}), so the miss is in how the mass moved, not how far";
                 sentences.Add(
-                    $"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response, "
+                    $"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response "
+                        + $"(the plug-in {F3(plugIn.Mean)} less its Jensen bias), "
                         + $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]){why}"
                         + (
                             plateau.All(x => x)

@@ -233,7 +233,8 @@ public static class Report
                 .Append(E(pr["what"]?.GetValue<string>()))
                 .Append($". P(r=1|x) from {pr["samples_per_prompt"]} samples of the SFT policy on each of ")
                 .Append($"{pr["prompts"]} held-out prompts ")
-                .Append("(plug-in, biased low by Jensen: under 5% of log Z for P ≥ 0.3 at k = 16); the expert term ")
+                .Append("(the plug-in is biased low by Jensen; a two-level bootstrap measures that bias, which is ")
+                .Append("removed, and gives the basic bootstrap interval); the expert term ")
                 .Append(E(pr["expert_reward_source"]?.GetValue<string>()))
                 .Append(".</p><table><tr><th>quantity</th><th>mean [95% CI]</th><th>per seed</th></tr>");
             foreach (

@@ -3,11 +3,14 @@
 // p* ∝ p·e^{r/β}, then on expert data (nats per response)
 //     ΔL_SFT = E_x log E_{y~p} e^{r/β} − E_x E_{y~p_data} r/β.
 // For a 0/1 reward the first term is log(1 + P(r=1|x)(e^{1/β} − 1)):
-//  1. P(r=1|x) is estimated from k samples of p per held-out prompt (plug-in: it is biased low by Jensen, little when
-//     k·P is not small; the tests measure the bias by binomial enumeration);
+//  1. P(r=1|x) is estimated from k samples of p per held-out prompt. The plug-in log(1 + P̂(e^{1/β} − 1)) is biased
+//     low by Jensen, by a lot when k·P is small and β is small (−0.28 nats at P 0.1, β 0.25, k 16);
 //  2. the data term is the expert responses' mean reward on the same held-out set the rise is measured on (exact:
 //     every response is scored; a generated task's mix holds only in expectation);
-//  3. the 95% CI is a two-level bootstrap: prompts resampled, then each prompt's count redrawn from Binomial(k, P̂).
+//  3. a two-level bootstrap (prompts resampled, then each prompt's count redrawn from Binomial(k, P̂)) measures that
+//     bias: the prediction is the plug-in minus it, and the 95% CI is the basic (reflected) bootstrap interval
+//     [2θ̂ − q97.5, 2θ̂ − q2.5]. The percentile interval sits below a low-biased plug-in: in the tests it covered the
+//     truth in about half the replications where this one covers about 95%.
 namespace Workbook.Theory;
 
 public sealed record C1Prediction(
@@ -22,7 +25,9 @@ public sealed record C1Prediction(
     string DataRewardSource,
     double MeanSuccess,
     double RewardAtOptimum,
-    double? KlAtOptimum = null
+    double? KlAtOptimum = null,
+    double? PlugIn = null,
+    double? JensenBias = null
 );
 
 public static class C1Predictor
@@ -83,10 +88,11 @@ public static class C1Predictor
         }
         Array.Sort(reps);
         double Q(double q) => reps[Math.Clamp((int)Math.Floor(q * (bootstrap - 1)), 0, bootstrap - 1)];
+        double bias = reps.Average() - mean; // the bootstrap's E[θ*] − θ̂ estimates E[θ̂] − θ
         return new C1Prediction(
-            mean,
-            [Q(0.025), Q(0.975)],
-            logZ,
+            mean - bias,
+            [2 * mean - Q(0.975), 2 * mean - Q(0.025)],
+            logZ - bias,
             dataReward / beta,
             beta,
             n,
@@ -95,7 +101,9 @@ public static class C1Predictor
             dataRewardSource,
             phat.Average(),
             phat.Average(p => RewardAtOptimum(p, beta)),
-            phat.Average(p => KlAtOptimum(p, beta))
+            phat.Average(p => KlAtOptimum(p, beta)),
+            mean,
+            bias
         );
     }
 
