@@ -50,10 +50,12 @@ for r in $(seq "$rounds"); do
         for s in $sides; do wb "$s" gemm_f32 gemm --dtype f32; done
         peer gemm_f32 gemm --sizes 2048 --dtypes f32 --warmup 3 --runs 15 ;;
       train) key=train_tokens_per_second pkey=tokens_per_s_median
-        for s in $sides; do wb "$s" train_f32 train --dtype f32; done
+        for s in $sides; do wb "$s" train_f32 train --preset small --dtype f32; done
         peer train_f32 train --vocab 4096 --mode f32 --warmup 3 --steps 10 ;;
       gen1|gen8) b=${c#gen} key=generate_tokens_per_second_batch${c#gen} pkey=tokens_per_s_e2e_median
-        for s in $sides; do wb "$s" "gen_b${b}_f32" generate --vocab 151936 --dtype f32 --gen-batch "$b"; done
+        for s in $sides; do
+          wb "$s" "gen_b${b}_f32" generate --preset small --vocab 151936 --dtype f32 --gen-batch "$b"
+        done
         peer "gen_b${b}_f32" gen --vocab 151936 --mode f32 --batch "$b" --warmup 2 --runs 3 ;;
     esac
   done

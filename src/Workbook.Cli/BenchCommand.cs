@@ -10,29 +10,24 @@ using Workbook.Training;
 
 namespace Workbook.Cli;
 
+/// <summary>`workbook bench`: speed on the peer's definitions. The model options are <see cref="ModelSettings"/>'s
+/// with the same defaults (the tiny preset, f32, auto): train and generate measure the preset (at --vocab) or the
+/// shapes of --model's config.json (random weights: speed depends on the shapes only); grpo trains the preset at the
+/// grammar task's vocabulary. A case that has no use for an option refuses it by name, and bench measures the CPU
+/// only, so a --device that resolves to anything else is refused.</summary>
 public sealed class BenchCommand : Command<BenchCommand.Settings>
 {
     public const int MaxVocab = 151936; // Qwen3's embedding rows: the largest vocabulary a preset can take
 
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : ModelSettings
     {
         [CommandArgument(0, "<WHAT>")]
         [Description("gemm, train, generate, grpo, tokenizer or all")]
         public string What { get; init; } = "";
 
-        [CommandOption("--preset <NAME>")]
-        [Description("small (default: 4 layers, hidden 256, vocab 4096), tiny, qwen3-0.6b")]
-        [DefaultValue("small")]
-        public string Preset { get; init; } = "small";
-
         [CommandOption("--vocab <N>")]
-        [Description("Vocabulary size (default: the preset's; at most 151936)")]
+        [Description("train, generate: the preset's vocabulary size (default: the preset's own; at most 151936)")]
         public int? Vocab { get; init; }
-
-        [CommandOption("--dtype <DTYPE>")]
-        [Description("f32 or bf16")]
-        [DefaultValue("bf16")]
-        public string DType { get; init; } = "bf16";
 
         [CommandOption("--batch <N>")]
         [Description("Training batch (tokens per step = batch x seq)")]
@@ -54,10 +49,10 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [DefaultValue(3)]
         public int Warmup { get; init; } = 3;
 
-        [CommandOption("--runs <N>")]
+        [CommandOption("--repeats <N>")]
         [Description("Timed generation runs per batch size (median)")]
         [DefaultValue(3)]
-        public int Runs { get; init; } = 3;
+        public int Repeats { get; init; } = 3;
 
         [CommandOption("--gen-batch <N>")]
         [Description("generate: this batch only, greedy and sampled (default: 1 and 8, and the KV latency)")]
@@ -102,7 +97,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                     ("--seq", Seq, 2),
                     ("--steps", Steps, 1),
                     ("--warmup", Warmup, 0),
-                    ("--runs", Runs, 1),
+                    ("--repeats", Repeats, 1),
                     ("--memory-steps", MemorySteps, 0),
                 }
             )
@@ -110,8 +105,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                     return ValidationResult.Error($"{name} {v}: must be at least {min}");
             if (Vocab is { } n && (n < 2 || n > MaxVocab))
                 return ValidationResult.Error(
-                    $"--vocab {n} does not fit preset '{Preset}': it must be between 2 and {MaxVocab} (Qwen3's "
-                        + "vocabulary)"
+                    $"--vocab {n} does not fit preset '{PresetOrDefault}': it must be between 2 and {MaxVocab} "
+                        + "(Qwen3's vocabulary)"
                 );
             if (GenBatch is { } gb && gb < 1)
                 return ValidationResult.Error($"--gen-batch {gb}: must be at least 1");
@@ -119,19 +114,53 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 return ValidationResult.Error($"--machine-peak {p}: must be a positive GFLOP/s");
             if (!(Clip >= 0))
                 return ValidationResult.Error($"--clip {Clip}: must be >= 0");
-            return ValidationResult.Success();
+            if (Unused() is { } refused)
+                return refused;
+            return base.Validate();
+        }
+
+        /// <summary>The first model option the chosen case has no use for, refused by name.</summary>
+        ValidationResult? Unused()
+        {
+            bool model = What is "train" or "generate" or "grpo" or "all";
+            if (!model && (Model ?? Preset) is not null)
+                return Refuse(Model is not null ? "--model" : "--preset", $"bench {What} measures no model");
+            if (!model && Vocab is not null)
+                return Refuse("--vocab", $"bench {What} measures no model");
+            if (What is "tokenizer" && DType is not null)
+                return Refuse("--dtype", "bench tokenizer measures no tensor arithmetic");
+            if (What is "grpo" or "all" && Model is not null)
+                return Refuse(
+                    "--model",
+                    $"bench {What} includes grpo, which trains a preset at the task's vocabulary; use --preset, "
+                        + "or bench train / bench generate for a folder's shapes"
+                );
+            if (What is "grpo" or "all" && Vocab is not null)
+                return Refuse(
+                    "--vocab",
+                    $"bench {What} includes grpo, whose vocabulary is the task's; use bench train / bench generate"
+                );
+            if (Model is not null && Vocab is not null)
+                return Refuse("--vocab", "the --model folder's config.json sets the vocabulary");
+            return null;
         }
     }
 
     public override int Execute(CommandContext context, Settings s)
     {
-        var dtype = Devices.ParseDType(s.DType);
-        var cfg = Qwen3Config.Preset(s.Preset, s.Vocab);
+        var dtype = Devices.ParseDType(s.DTypeOrDefault);
+        if (Devices.Resolve(s.DeviceOrDefault).type != TorchSharp.DeviceType.CPU)
+            throw new WorkbookException(
+                $"--device {s.DeviceOrDefault}: picks a GPU, and bench measures the CPU only; use --device cpu"
+            );
+        var cfg = s.Model is not null
+            ? Qwen3Config.Load(Path.Combine(s.Model, "config.json"))
+            : Qwen3Config.Preset(s.PresetOrDefault!, s.Vocab);
         double machinePeak = s.MachinePeak ?? Benchmarks.StatedMachinePeakGflops(dtype);
         var r = new Dictionary<string, object>
         {
             ["what"] = s.What,
-            ["preset"] = s.Preset,
+            [s.Model is null ? "preset" : "model"] = s.Model ?? s.PresetOrDefault!,
             ["vocab"] = cfg.VocabSize,
             ["dtype"] = Devices.Name(dtype),
             ["batch"] = s.Batch,
@@ -168,11 +197,17 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         {
             var task = TaskRegistry.Create("grammar", 0, new TaskOptions { TrainSize = 500, EvalSize = 8 });
             var codec = ModelSetup.Codec(null, task);
-            foreach (var (k, v) in Benchmarks.Grpo(Qwen3Config.Small(codec.Vocab.Size), dtype, codec, task, 4))
+            var grpoCfg = Qwen3Config.Preset(s.PresetOrDefault!, codec.Vocab.Size);
+            if (s.What is "grpo") // the model measured is this one, not the preset at its own vocabulary
+            {
+                r["vocab"] = grpoCfg.VocabSize;
+                r["parameters"] = grpoCfg.ParameterCount();
+            }
+            foreach (var (k, v) in Benchmarks.Grpo(grpoCfg, dtype, codec, task, 4))
                 r[k] = v;
         }
         if (s.What is "generate" or "all")
-            foreach (var (k, v) in Benchmarks.Generate(cfg, dtype, s.Runs, onlyBatch: s.GenBatch))
+            foreach (var (k, v) in Benchmarks.Generate(cfg, dtype, s.Repeats, onlyBatch: s.GenBatch))
                 r[k] = v;
         if (s.What is "tokenizer" or "all")
             foreach (var (k, v) in Benchmarks.Tokenizer(TokenizerFiles.EnsureDefault(), s.Text))

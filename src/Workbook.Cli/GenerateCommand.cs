@@ -9,7 +9,7 @@ namespace Workbook.Cli;
 
 public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 {
-    public sealed class Settings : ModelSettings
+    public sealed class Settings : ModelIdsSettings
     {
         [CommandOption("--prompt <TEXT>")]
         [Description("A user message, rendered with the Qwen3 chat template (generation prompt added)")]

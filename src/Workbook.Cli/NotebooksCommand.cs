@@ -21,10 +21,16 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
         [Description("Small budgets (WORKBOOK_QUICK=1)")]
         public bool Quick { get; init; }
 
+        [CommandOption("--runs <DIR>")]
+        [Description("Folder of the run folders the notebooks write (WORKBOOK_RUNS; default: runs/ in the checkout)")]
+        public string? Runs { get; init; }
+
         public override ValidationResult Validate() =>
-            Action is "run" or "fix-kernel"
-                ? ValidationResult.Success()
-                : ValidationResult.Error($"unknown action '{Action}': expected run or fix-kernel");
+            Action is not ("run" or "fix-kernel")
+                ? ValidationResult.Error($"unknown action '{Action}': expected run or fix-kernel")
+            : Action is "fix-kernel" && (Quick || Runs is not null)
+                ? ValidationResult.Error($"{(Quick ? "--quick" : "--runs")}: goes with run, not fix-kernel")
+            : ValidationResult.Success();
     }
 
     public override int Execute(CommandContext context, Settings s)
@@ -32,6 +38,8 @@ public sealed class NotebooksCommand : Command<NotebooksCommand.Settings>
         if (s.Action == "fix-kernel")
             return FixKernels(s.Names);
         var root = FindRoot();
+        if (s.Runs is not null) // the kernels inherit it; Workbench.RunsRoot reads it
+            Environment.SetEnvironmentVariable("WORKBOOK_RUNS", Path.GetFullPath(s.Runs));
         var runner = new NotebookRunner(root, m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"));
         runner.Prepare();
         var names = s.Names.Length > 0 ? s.Names : runner.All().ToArray();

@@ -5,13 +5,29 @@ using Spectre.Console.Cli;
 namespace Workbook.Cli;
 
 /// <summary>Checks the values of typed options (integers, numbers) before the parser sees them, so a bad value gets
-/// "--seeds: expected an integer, got 'x'" instead of the parser's "Failed to convert 'x' to Nullable`1".</summary>
+/// "--seeds: expected an integer, got 'x'" instead of the parser's "Failed to convert 'x' to Nullable`1"; and names
+/// the new spelling of a renamed option.</summary>
 public static class OptionCheck
 {
+    /// <summary>Options renamed so that one name means one thing in every verb (--out: the output file; --runs: the
+    /// folder of run folders): the old spelling is an error that gives the new one.</summary>
+    public static readonly IReadOnlyDictionary<(string Verb, string Option), string> Renamed = new Dictionary<
+        (string, string),
+        string
+    >
+    {
+        [("train", "--out")] = "train writes a run folder: use --run-dir RUN_DIR (--out names an output file)",
+        [("bench", "--runs")] =
+            "use --repeats N for the timed generation runs (--runs DIR names the folder of run folders)",
+    };
+
     public static string? Check(string[] args, IReadOnlyDictionary<string, Type> commands)
     {
         if (args.Length == 0 || !commands.TryGetValue(args[0], out var command))
             return null;
+        foreach (var arg in args.Skip(1))
+            if (Renamed.TryGetValue((args[0], arg.Split('=')[0]), out var hint))
+                return $"{arg.Split('=')[0]}: {hint}";
         var settings = SettingsType(command);
         if (settings is null)
             return null;

@@ -11,7 +11,10 @@ namespace Workbook.Cli;
 
 public sealed class RunCommand : Command<RunCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    /// <summary>The model options are <see cref="ModelSettings"/>'s: --model DIR, --dtype and --device go into the
+    /// config (model, dtype, device; the same defaults); --preset is refused, since without --model the model is the
+    /// config's own small shape (hidden_size, num_hidden_layers, ...), trained from scratch in a base stage.</summary>
+    public sealed class Settings : ModelSettings
     {
         [CommandArgument(0, "<EXPERIMENT>")]
         [Description(
@@ -48,10 +51,6 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         [Description("Small budgets (CI); --config, --set and --seeds still apply on top")]
         public bool Quick { get; init; }
 
-        [CommandOption("--model <DIR>")]
-        [Description("Start from a Hugging Face Qwen3 folder instead of the small embedded model")]
-        public string? Model { get; init; }
-
         [CommandOption("--dataset <SPEC>")]
         [Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")]
         public string? Dataset { get; init; }
@@ -59,14 +58,6 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         [CommandOption("--eval-dataset <SPEC>")]
         [Description("cola:FILE: evaluate on a CoLA dev file (raw 4-column or GLUE) instead of held-out training rows")]
         public string? EvalDataset { get; init; }
-
-        [CommandOption("--dtype <DTYPE>")]
-        [Description("Compute dtype of every stage: f32 or bf16 (default f32)")]
-        public string? DType { get; init; }
-
-        [CommandOption("--device <DEVICE>")]
-        [Description("cpu, cuda or auto (default auto)")]
-        public string? Device { get; init; }
 
         [CommandOption("--runs <DIR>")]
         [Description("Folder of run folders")]
@@ -76,6 +67,9 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         [CommandOption("--resume <RUN_DIR>")]
         [Description("Continue a killed run")]
         public string? Resume { get; init; }
+
+        public override ValidationResult Validate() =>
+            Preset is not null ? Refuse("--preset", ModelSettings.RunPresetRefusal) : base.Validate();
     }
 
     /// <summary>The config in precedence order: defaults, then --quick's budgets, then the --config file, then --set

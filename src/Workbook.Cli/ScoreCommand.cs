@@ -8,7 +8,7 @@ namespace Workbook.Cli;
 
 public sealed class ScoreCommand : Command<ScoreCommand.Settings>
 {
-    public sealed class Settings : ModelSettings
+    public sealed class Settings : ModelIdsSettings
     {
         [CommandOption("--text <TEXT>")]
         [Description("Text to score (needs a tokenizer in the model folder)")]

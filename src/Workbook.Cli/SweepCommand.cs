@@ -13,7 +13,9 @@ namespace Workbook.Cli;
 /// against measured SFT-loss rise, and the RL-then-SFT twin. Writes sweep.json and sweep.html.</summary>
 public sealed class SweepCommand : Command<SweepCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    /// <summary>The model options are <see cref="ModelSettings"/>'s and mean what they mean for run: --model DIR,
+    /// --dtype and --device go into the config; --preset is refused.</summary>
+    public sealed class Settings : ModelSettings
     {
         [CommandOption("--beta <LIST>")]
         [Description("KL coefficients, comma-separated, each > 0 (default 0.25,0.5,1,2)")]
@@ -58,6 +60,20 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         [CommandOption("--resume <RUN_DIR>")]
         [Description("Continue a killed sweep; finished points are not repeated")]
         public string? Resume { get; init; }
+
+        public override ValidationResult Validate()
+        {
+            if (Preset is not null)
+                return Refuse("--preset", RunPresetRefusal);
+            if (Resume is not null && (Model ?? DType ?? Device) is not null)
+                return Refuse(
+                    Model is not null ? "--model"
+                        : DType is not null ? "--dtype"
+                        : "--device",
+                    "a resumed sweep uses its own config.json; drop --model, --dtype and --device"
+                );
+            return base.Validate();
+        }
     }
 
     /// <summary>The sweep's defaults on top of the main job's: RL long enough to plateau at the rate chosen for
@@ -101,6 +117,12 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
             var overrides = Defaults.Concat(s.Set).ToList();
             if (s.Seeds is { } n)
                 overrides.Add($"seeds={n}");
+            if (s.Model is not null)
+                overrides.Add($"model={JsonSerializer.Serialize(s.Model)}");
+            if (s.DType is not null)
+                overrides.Add($"dtype={JsonSerializer.Serialize(s.DType)}");
+            if (s.Device is not null)
+                overrides.Add($"device={JsonSerializer.Serialize(s.Device)}");
             cfg = ExperimentConfig.Load(s.Config, overrides);
             if (s.Quick)
                 cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };

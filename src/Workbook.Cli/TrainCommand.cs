@@ -8,11 +8,11 @@ using Workbook.Training;
 
 namespace Workbook.Cli;
 
-/// <summary>workbook train sft|grpo --config FILE [--model DIR|--preset NAME] [--out RUN_DIR] [--resume
-/// RUN_DIR]</summary>
+/// <summary>workbook train sft|grpo [--config FILE] [--model DIR|--preset NAME] [--dtype D] [--device D]
+/// [--runs DIR | --run-dir RUN_DIR | --resume RUN_DIR]; the model options are <see cref="ModelSettings"/>'s.</summary>
 public sealed class TrainCommand : Command<TrainCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : ModelSettings
     {
         [CommandArgument(0, "<TRAINER>")]
         [Description("sft or grpo")]
@@ -25,14 +25,6 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [CommandOption("--set <KEY=VALUE>")]
         [Description("Override an option (repeatable)")]
         public string[] Set { get; init; } = [];
-
-        [CommandOption("--model <DIR>")]
-        [Description("Hugging Face Qwen3 folder to start from")]
-        public string? Model { get; init; }
-
-        [CommandOption("--preset <NAME>")]
-        [Description("Random-init model: tiny, small (task vocabulary) or qwen3-0.6b")]
-        public string? Preset { get; init; }
 
         [CommandOption("--dataset <SPEC>")]
         [Description("grammar (default), arithmetic, cola:FILE, gsm8k:FILE")]
@@ -50,23 +42,14 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         [Description("Skip bad data rows (counted and reported) instead of stopping")]
         public bool SkipBad { get; init; }
 
-        [CommandOption("--dtype <DTYPE>")]
-        [Description("Compute dtype: f32 or bf16 (default: the options' dtype, f32)")]
-        public string? DType { get; init; }
-
-        [CommandOption("--device <DEVICE>")]
-        [Description("cpu, cuda or auto")]
-        [DefaultValue("auto")]
-        public string Device { get; init; } = "auto";
-
         [CommandOption("--runs <DIR>")]
         [Description("Folder of run folders (the run goes to <DIR>/<timestamp>-train-<trainer>)")]
         [DefaultValue("runs")]
         public string Runs { get; init; } = "runs";
 
-        [CommandOption("--out <RUN_DIR>")]
+        [CommandOption("--run-dir <RUN_DIR>")]
         [Description("Run folder to write instead of a new one under --runs")]
-        public string? Out { get; init; }
+        public string? RunDir { get; init; }
 
         [CommandOption("--resume <RUN_DIR>")]
         [Description("Continue a run from its last checkpoint")]
@@ -78,11 +61,9 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                 return ValidationResult.Error($"unknown trainer '{Trainer}': expected sft or grpo");
             if (Terse && Trainer != "sft") // it picks SFT data; GRPO trains on the prompts either way
                 return ValidationResult.Error("--terse is for sft only (it trains on the terse answers)");
-            if (Model is not null && Preset is not null)
-                return ValidationResult.Error("give at most one of --model and --preset");
-            if (Out is not null && Resume is not null)
-                return ValidationResult.Error("give --out or --resume, not both");
-            return ValidationResult.Success();
+            if (RunDir is not null && Resume is not null)
+                return ValidationResult.Error("give --run-dir or --resume, not both");
+            return base.Validate();
         }
     }
 
@@ -90,10 +71,11 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
     {
         if (s.Resume is not null && !Directory.Exists(s.Resume))
             throw new WorkbookException($"--resume {s.Resume}: run folder not found");
-        if (s.Out is not null && File.Exists(s.Out))
-            throw new WorkbookException($"--out {s.Out}: a file, not a folder");
+        if (s.RunDir is not null && File.Exists(s.RunDir))
+            throw new WorkbookException($"--run-dir {s.RunDir}: a file, not a folder");
         // a resumed run uses the options it started with
         var config = s.Resume is not null ? Path.Combine(s.Resume, "options.json") : s.Config;
+        // --dtype wins over the options' dtype (whose default is ModelSettings.DefaultDType, f32)
         var sets = s.DType is null ? s.Set : [.. s.Set, $"dtype={s.DType}"];
         TrainOptions opt =
             s.Trainer == "sft"
@@ -105,15 +87,15 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             s.Trainer,
             s.Dataset ?? "grammar",
             s.Model,
-            s.Model is null ? s.Preset ?? "tiny" : null,
+            s.PresetOrDefault,
             s.TrainSize ?? 3000,
             s.Terse,
             s.SkipBad
         );
         if (s.Resume is not null && File.Exists(Path.Combine(s.Resume, InputsFile)))
             inputs = Resumed(s, Path.Combine(s.Resume, InputsFile));
-        bool created = s.Resume is null && (s.Out is null || !Directory.Exists(s.Out));
-        var dir = s.Resume ?? s.Out ?? RunFolders.Claim(s.Runs, $"train-{s.Trainer}");
+        bool created = s.Resume is null && (s.RunDir is null || !Directory.Exists(s.RunDir));
+        var dir = s.Resume ?? s.RunDir ?? RunFolders.Claim(s.Runs, $"train-{s.Trainer}");
         try
         {
             return Train(s, inputs, opt, dir);
@@ -190,7 +172,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         // num_train_epochs (TRL's name) becomes max_steps now that the dataset size is known
         var data = w.Terse && s.Trainer == "sft" ? task.Base : task.Train;
         opt = opt.ResolveSteps(data.Count);
-        var preset = w.Preset ?? "tiny";
+        var preset = w.Preset ?? ModelSettings.DefaultPreset;
         bool fullVocabulary = w.Model is null && preset.StartsWith("qwen3");
         var codec = ModelSetup.Codec(
             w.Model,
@@ -204,7 +186,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
             v => Qwen3Config.Preset(preset, fullVocabulary ? null : v),
             vocab.Size,
             Devices.ParseDType(opt.Dtype),
-            Devices.Resolve(s.Device),
+            Devices.Resolve(s.DeviceOrDefault),
             opt.Seed
         );
         var ev = new Evaluator(

@@ -32,7 +32,7 @@ public class ProcessTests
             "tiny",
             "--train-size",
             "300",
-            resume ? "--resume" : "--out",
+            resume ? "--resume" : "--run-dir",
             dir,
             "--set",
             "max_steps=40",

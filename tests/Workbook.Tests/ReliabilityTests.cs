@@ -383,7 +383,7 @@ public class ReliabilityTests
             "--set",
             "per_device_train_batch_size=4",
         ];
-        Assert.Equal(0, Run(["train", "sft", "--out", dir, .. args]).Code);
+        Assert.Equal(0, Run(["train", "sft", "--run-dir", dir, .. args]).Code);
         var before = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).Count;
         var r = Run(["train", "sft", "--resume", dir, .. args]);
         Assert.True(r.Code == 0, r.Err);
@@ -399,7 +399,7 @@ public class ReliabilityTests
     {
         var dir = Path.Combine(TestData.TempDir(), "t");
         string[] args = ["--preset", "tiny", "--set", "max_steps=1", "--set", "per_device_train_batch_size=4"];
-        Assert.Equal(0, Run(["train", "sft", "--out", dir, "--train-size", "40", .. args]).Code);
+        Assert.Equal(0, Run(["train", "sft", "--run-dir", dir, "--train-size", "40", .. args]).Code);
         var options = File.ReadAllText(Path.Combine(dir, "options.json"));
         var stamp = File.GetLastWriteTimeUtc(Path.Combine(dir, "options.json"));
         UserError(Run(["train", "sft", "--resume", dir, "--train-size", "300", .. args]), "--train-size 40");

@@ -57,27 +57,6 @@ public class WorkbenchTests
             ),
         };
 
-    static Stat S(double lo, double hi) => new((lo + hi) / 2, [lo, hi], [1, 2, 3]);
-
-    [Fact]
-    public void Verdicts_follow_the_intervals()
-    {
-        Stat better = S(-0.2, -0.1),
-            worse = S(0.1, 0.2),
-            unclear = S(-0.1, 0.1);
-        string V(Stat loss, Stat reward) => Workbench.Verdict("a", "b", loss, reward);
-        // loss: negative = a better; reward: positive = a better
-        Assert.Equal("a is better than b on both axes", V(better, worse));
-        Assert.Equal("b is better than a on both axes", V(worse, better));
-        Assert.Equal("a trade-off: a has the lower SFT loss, b the higher reward", V(better, better));
-        Assert.Equal("a trade-off: a has the higher reward, b the lower SFT loss", V(worse, worse));
-        Assert.StartsWith("a has the lower SFT loss; the reward difference", V(better, unclear));
-        Assert.StartsWith("b has the lower SFT loss", V(worse, unclear));
-        Assert.StartsWith("a has the higher reward", V(unclear, worse));
-        Assert.StartsWith("b has the higher reward", V(unclear, better));
-        Assert.Equal("neither difference is resolved by 3 seeds", V(unclear, unclear));
-    }
-
     [Fact]
     public void Tradeoffs_are_computed_from_paired_seeds()
     {
@@ -90,13 +69,23 @@ public class WorkbenchTests
         );
         var lines = Workbench.Tradeoffs(s);
         void Has(string start, string end) => Assert.Contains(lines, l => l.StartsWith(start) && l.EndsWith(end));
+        // the verdict is PairedVerdict's, the summary's and the frontier's wording (a = the first-named pipeline)
+        Has("sft-then-rl against rl-then-sft", "the CIs separate both (higher SFT loss, higher reward): a trade-off.");
         Has(
-            "sft-then-rl against rl-then-sft",
-            "a trade-off: sft-then-rl has the higher reward, rl-then-sft the lower SFT loss."
+            "interleaved against sft-then-rl",
+            "the CIs separate both (lower SFT loss, higher reward): better on both."
         );
-        Has("interleaved against sft-then-rl", "interleaved is better than sft-then-rl on both axes.");
-        Has("interleaved against rl-then-sft", "interleaved is better than rl-then-sft on both axes.");
-        Has("joint against sft-then-rl", "neither difference is resolved by 3 seeds.");
+        Has(
+            "interleaved against rl-then-sft",
+            "the CIs separate both (lower SFT loss, higher reward): better on both."
+        );
+        Has("joint against sft-then-rl", "the CIs separate neither coordinate.");
+        foreach (var line in lines.Where(l => l.Contains(" against ")))
+        {
+            var names = line[..line.IndexOf(" (paired")].Split(" against ");
+            var (dl, dr) = Workbench.Compare(s, names[0], names[1]);
+            Assert.EndsWith($": {PairedVerdict.Of(dl, dr)}.", line);
+        }
         Has("interleaved: final SFT loss 0.350", ".");
         // the same pipelines with the stage orders not trading off: sft-then-rl better on both
         var flipped = Finals(
@@ -105,7 +94,7 @@ public class WorkbenchTests
         );
         Assert.Contains(
             Workbench.Tradeoffs(flipped),
-            l => l.EndsWith("sft-then-rl is better than rl-then-sft on both axes.")
+            l => l.StartsWith("sft-then-rl against rl-then-sft") && l.EndsWith(": better on both.")
         );
         // a missing seed (null) is left out of the pairing, not treated as zero
         var missing = Finals(
@@ -313,7 +302,7 @@ public class WorkbenchTests
             lines,
             l =>
                 l.StartsWith("interleaved against sft-then-rl")
-                && l.EndsWith("interleaved is better than sft-then-rl on both axes.")
+                && l.EndsWith("(lower SFT loss, higher reward): better on both.")
         );
         Assert.Contains(lines, l => l.StartsWith("sft-then-rl against rl-then-sft") && l.Contains("a trade-off"));
         var html = Workbook.Charts.CurveCharts.Html(Workbook.Charts.CurveCharts.Pipeline(summary, "joint").reward);

@@ -178,13 +178,11 @@ public static class Benchmarks
     {
         var rng = new Random(11);
         int vocab = Math.Min(model.Config.VocabSize, 151643);
-        var opt = new GenerationOptions
+        // no EOS: every sequence runs the full newTokens
+        var opt = GenerationOptions.Sampling(newTokens, temperature: 1.0, topP: 1.0, topK: 0, eosTokenIds: []) with
         {
-            MaxNewTokens = newTokens,
             Greedy = greedy,
-            Temperature = 1.0,
             Seed = 3,
-            EosTokenIds = [],
         };
         var times = new List<double>();
         for (int r = 0; r < runs + 1; r++) // the first run warms up
@@ -269,11 +267,7 @@ public static class Benchmarks
     {
         using var model = new Qwen3ForCausalLM(cfg, dtype, CPU, seed: 1);
         var dir = Path.Combine(Path.GetTempPath(), "workbook-bench-" + Guid.NewGuid().ToString("N"));
-        var tr = new GrpoTrainer(
-            model,
-            codec,
-            task.Train,
-            task.Reward,
+        var tr = Trainers.Create(
             new GrpoOptions
             {
                 LearningRate = 1e-4,
@@ -283,6 +277,10 @@ public static class Benchmarks
                 MaxCompletionLength = 40,
                 Dtype = Devices.Name(dtype),
             },
+            model,
+            codec,
+            task.Train,
+            task.Reward,
             dir
         );
         var rollout = new List<double>();

@@ -283,7 +283,12 @@ public sealed class ExperimentRunner
         );
         using (var model = ModelSetup.Model(null, cfg.ModelConfig, codec.Vocab.Size, dtype, device, seed))
         {
-            var tr = new SftTrainer(model, codec, baseData, cfg.Base with { Seed = seed }, Path.Combine(work, "train"));
+            // SftOptions make an SFT trainer, which has no use for the reward
+            var options = cfg.Base with
+            {
+                Seed = seed,
+            };
+            var tr = Trainers.Create(options, model, codec, baseData, task.Reward, Path.Combine(work, "train"));
             tr.Train();
             Checkpoint.Save(model, work);
         }

@@ -256,34 +256,6 @@ public static class Workbench
             Stat.Paired(PerSeed(summary, a, "final_reward"), PerSeed(summary, b, "final_reward"), (0, 1))
         );
 
-    /// <summary>One verdict from paired differences (a − b) of a loss (lower is better) and a reward (higher is
-    /// better): a side counts only when its 95% CI excludes zero.</summary>
-    public static string Verdict(string a, string b, Stat loss, Stat reward)
-    {
-        int l =
-            loss.BelowZero ? 1
-            : loss.AboveZero ? -1
-            : 0; // +1: a better on the SFT loss
-        int r =
-            reward.AboveZero ? 1
-            : reward.BelowZero ? -1
-            : 0; // +1: a better on the reward
-        int n = loss.PerSeed.Zip(reward.PerSeed).Count(p => double.IsFinite(p.First) && double.IsFinite(p.Second));
-        string unresolved = $"is within what {n} seeds resolve";
-        return (l, r) switch
-        {
-            (1, 1) => $"{a} is better than {b} on both axes",
-            (-1, -1) => $"{b} is better than {a} on both axes",
-            (1, -1) => $"a trade-off: {a} has the lower SFT loss, {b} the higher reward",
-            (-1, 1) => $"a trade-off: {a} has the higher reward, {b} the lower SFT loss",
-            (1, 0) => $"{a} has the lower SFT loss; the reward difference {unresolved}",
-            (-1, 0) => $"{b} has the lower SFT loss; the reward difference {unresolved}",
-            (0, 1) => $"{a} has the higher reward; the SFT-loss difference {unresolved}",
-            (0, -1) => $"{b} has the higher reward; the SFT-loss difference {unresolved}",
-            _ => $"neither difference is resolved by {n} seeds",
-        };
-    }
-
     /// <summary>Notebook 05's conclusions: each pipeline's final SFT loss and strict reward, then every comparison
     /// that matters (the two stage orders against each other; interleaved and joint against each order and each
     /// other), paired by seed with 95% CIs, each with a verdict computed from those intervals.</summary>
@@ -311,7 +283,7 @@ public static class Workbench
             lines.Add(
                 $"{a} against {b} (paired by seed, {a} minus {b}): SFT loss {Signed(loss.Mean)} "
                     + $"(95% CI {Ci(loss)}), strict reward {Signed(reward.Mean)} (95% CI {Ci(reward)}): "
-                    + $"{Verdict(a, b, loss, reward)}."
+                    + $"{PairedVerdict.Of(loss, reward)}."
             );
         }
         return lines;
