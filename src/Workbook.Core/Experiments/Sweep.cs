@@ -360,7 +360,7 @@ public static class Sweep
                     ["ci95"] = new JsonArray(Num(pci[0]), Num(pci[1])),
                     ["per_seed"] = new JsonArray(rs.Select(r => (JsonNode?)Num(r.Pred.Mean)).ToArray()),
                 },
-                // the estimator's parts: the plug-in and the Jensen bias the bootstrap measured (Theory/C1Prediction.cs)
+                // the estimator's parts: the plug-in and the Jensen bias the bootstrap measured (C1Prediction.cs)
                 ["predicted_plug_in"] = StatJson(plugIn),
                 ["jensen_bias_removed"] = StatJson(Stat.Of(rs.Select(r => r.Pred.JensenBias ?? 0).ToArray())),
                 ["ratio"] = StatJson(ratio),
