@@ -100,3 +100,54 @@ public class HeadlineTests
         Assert.False(flat["prediction_held"]!["sft-then-rl"]!.GetValue<bool>());
     }
 }
+
+/// <summary>The sweep's per-form prediction (Experiments/Sweep.cs ByForm): p* changes a response's NLL by
+/// log Z(x) − r/β, so strict-line responses (r = 1) and loose ones (r = 0) get different predictions.</summary>
+public class SweepByFormTests
+{
+    [Fact]
+    public void Each_form_gets_log_Z_minus_its_reward_over_beta_and_its_measured_nll_change()
+    {
+        var t = Data.TaskRegistry.Create(
+            "grammar",
+            3,
+            new Data.TaskOptions
+            {
+                TrainSize = 16,
+                EvalSize = 24,
+                LooseFormatFraction = 0.5,
+            }
+        );
+        Assert.Contains(t.Eval, e => e.Form == "loose");
+        Assert.Contains(t.Eval, e => e.Form == "strict");
+        const double beta = 0.25;
+        int k = 16;
+        var successes = Enumerable.Range(0, t.Eval.Count).Select(i => i % (k + 1)).ToArray();
+        var pred = Theory.C1Predictor.FromCounts(successes, k, beta, 0.5, "test", bootstrap: 10);
+        var first = new Dictionary<string, double>
+        {
+            ["eval_sft_nll/loose/rationale"] = 3.0,
+            ["eval_sft_nll/loose/answer"] = 1.0,
+            ["eval_sft_nll/strict/rationale"] = 2.0,
+            ["eval_sft_nll/strict/answer"] = 0.5,
+        };
+        var last = new Dictionary<string, double>
+        {
+            ["eval_sft_nll/loose/rationale"] = 6.0,
+            ["eval_sft_nll/loose/answer"] = 1.5,
+            ["eval_sft_nll/strict/rationale"] = 2.0,
+            ["eval_sft_nll/strict/answer"] = 0.1,
+        };
+        var byForm = Sweep.ByForm(t, pred, first, last)!;
+        foreach (var (form, reward) in new[] { ("loose", 0.0), ("strict", 1.0) })
+        {
+            var idx = Enumerable.Range(0, t.Eval.Count).Where(i => t.Eval[i].Form == form).ToList();
+            double expect = idx.Average(i => Theory.C1Predictor.LogZ(successes[i] / 16.0, beta)) - reward / beta;
+            Assert.Equal(expect, byForm[form].Predicted, 12);
+        }
+        Assert.Equal(3.5, byForm["loose"].Measured, 12);
+        Assert.Equal(-0.4, byForm["strict"].Measured, 12);
+        // without per-prompt counts (an older cached prediction) there is nothing to split
+        Assert.Null(Sweep.ByForm(t, pred with { Successes = null }, first, last));
+    }
+}

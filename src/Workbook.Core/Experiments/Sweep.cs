@@ -168,6 +168,7 @@ public static class Sweep
                         rows.Add(
                             new SweepRow(beta, f, seed, pred, measured, finalReward, twinReward, twinPred, curve)
                             {
+                                ByForm = ByForm(t, pred, pts[0].Metrics, pts[^1].Metrics),
                                 RationaleRise = real.RationaleRise,
                                 AnswerRise = real.AnswerRise,
                                 KlReached = real.KlReached,
@@ -258,6 +259,38 @@ public static class Sweep
 
         /// <summary>The coin-reward null from the same SFT policy, when the grid runs it here.</summary>
         public RlMove? Null { get; init; }
+
+        /// <summary>Per expert-response form: p*'s change of that form's NLL and the measured one (nats per response
+        /// of the form).</summary>
+        public IReadOnlyDictionary<string, (double Predicted, double Measured)>? ByForm { get; init; }
+    }
+
+    /// <summary>Where p* moves the held-out expert responses, per form: log p_ref(y|x) − log p*(y|x) = log Z(x) −
+    /// r(x, y)/β, averaged over the responses of the form (plug-in log Z from the prompt's counts), against the
+    /// measured change of the form's NLL (its rationale and answer spans). A miss then has a place: which form moved
+    /// less or more than p* asks.</summary>
+    public static Dictionary<string, (double Predicted, double Measured)>? ByForm(
+        Data.TaskData t,
+        C1Prediction pred,
+        IReadOnlyDictionary<string, double> first,
+        IReadOnlyDictionary<string, double> last
+    )
+    {
+        if (pred.Successes is not { } s || s.Length != t.Eval.Count || pred.SamplesPerPrompt < 1)
+            return null;
+        var byForm = new Dictionary<string, (double, double)>();
+        foreach (var g in t.Eval.Select((e, i) => (e, i)).GroupBy(x => x.e.Form).Where(g => g.Key.Length > 0))
+        {
+            double Nll(IReadOnlyDictionary<string, double> m) =>
+                m.GetValueOrDefault($"eval_sft_nll/{g.Key}/rationale", double.NaN)
+                + m.GetValueOrDefault($"eval_sft_nll/{g.Key}/answer", double.NaN);
+            double predicted = g.Average(x =>
+                C1Predictor.LogZ(s[x.i] / (double)pred.SamplesPerPrompt, pred.Beta)
+                - (t.Reward.Score(x.e.PromptText, x.e.Expert, x.e.Reference).Reward ?? 0) / pred.Beta
+            );
+            byForm[g.Key] = (predicted, Nll(last) - Nll(first));
+        }
+        return byForm.Count > 0 ? byForm : null;
     }
 
     static JsonObject StatJson(Stat s) =>
@@ -386,6 +419,32 @@ public static class Sweep
                         .ToArray()
                 ),
             };
+            string formText = "";
+            (string Form, double Measured, double Predicted)? widest = null;
+            if (rs.All(r => r.ByForm is not null))
+            {
+                var forms = new JsonObject();
+                var words = new List<string>();
+                foreach (var form in rs[0].ByForm!.Keys.Order())
+                {
+                    if (!rs.All(r => r.ByForm!.ContainsKey(form)))
+                        continue;
+                    var fp = Stat.Of(rs.Select(r => r.ByForm![form].Predicted).ToArray());
+                    var fm = Stat.Of(rs.Select(r => r.ByForm![form].Measured).ToArray());
+                    forms[form] = new JsonObject { ["predicted"] = StatJson(fp), ["measured"] = StatJson(fm) };
+                    words.Add($"{form} responses {F3(fm.Mean)} against {F3(fp.Mean)} at p*");
+                    if (
+                        widest is null
+                        || Math.Abs(fm.Mean - fp.Mean) > Math.Abs(widest.Value.Measured - widest.Value.Predicted)
+                    )
+                        widest = (form, fm.Mean, fp.Mean);
+                }
+                p["by_form"] = forms;
+                if (words.Count > 0)
+                    formText =
+                        "; per expert-response form, the NLL change (nats per response of the form, plug-in p*): "
+                        + string.Join(", ", words);
+            }
             if (nullJson is not null)
             {
                 p["coin_null"] = nullJson;
@@ -421,6 +480,10 @@ public static class Sweep
                     : reached.Mean > atOpt.Mean + 0.05
                         ? $"; RL went past the optimum's reward ({vs}: the policy moved further than p*)"
                     : $"; RL reached the optimum's reward ({vs}), so the miss is in how the mass moved, not how far";
+                if (!ok && widest is { } w)
+                    why +=
+                        $"; the widest gap from p* is in the {w.Form} responses' NLL ({F3(w.Measured)} against "
+                        + $"{F3(w.Predicted)})";
                 sentences.Add(
                     $"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response "
                         + $"(the plug-in {F3(plugIn.Mean)} less its Jensen bias), "
@@ -431,6 +494,7 @@ public static class Sweep
                                 : $"; {plateau.Count(x => !x)} of {plateau.Length} seeds had not plateaued"
                         )
                         + mechanism
+                        + formText
                         + nullText
                         + "."
                 );
@@ -439,7 +503,7 @@ public static class Sweep
                 sentences.Add(
                     $"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), "
                         + $"measured {F3(measured.Mean)} "
-                        + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]){mechanism}{nullText}."
+                        + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]){mechanism}{formText}{nullText}."
                 );
         }
         var headline =

@@ -27,7 +27,8 @@ public sealed record C1Prediction(
     double RewardAtOptimum,
     double? KlAtOptimum = null,
     double? PlugIn = null,
-    double? JensenBias = null
+    double? JensenBias = null,
+    int[]? Successes = null
 );
 
 public static class C1Predictor
@@ -103,7 +104,8 @@ public static class C1Predictor
             phat.Average(p => RewardAtOptimum(p, beta)),
             phat.Average(p => KlAtOptimum(p, beta)),
             mean,
-            bias
+            bias,
+            [.. successes]
         );
     }
 
