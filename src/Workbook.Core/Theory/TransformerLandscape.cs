@@ -145,6 +145,10 @@ public sealed record TransformerLandscapeResult(
 {
     [JsonIgnore]
     public TransformerStep Last => Trajectory[^1];
+
+    /// <summary>The stop rule replayed on this trajectory against the predicted T*, both scored against hindsight
+    /// (issue 14 §3).</summary>
+    public StopVsTStar? Stopping { get; init; }
 }
 
 /// <summary>The transformer restricted to a finite set of replies per prompt, with exact SFT and RL
@@ -587,7 +591,11 @@ public static class TransformerLandscape
             start,
             end,
             threshold
-        );
+        )
+        {
+            // the guarded pipeline's cadence (grpo.stop_check_steps' default)
+            Stopping = StopVsTStar.Of(obj, sft, o.Lambda, tPred, 4),
+        };
     }
 
     /// <summary>What the numbers say, in plain lines.</summary>
@@ -616,6 +624,8 @@ public static class TransformerLandscape
             + $"at θ_0 (gap {th[^1].SftGap:E1}) it needs cos > {th[^1].CosNeeded:F1}.";
         yield return $"Optimal RL duration (λ = {r.Lambda}): measured T* = {r.MeasuredTStar}, "
             + $"predicted {r.PredictedTStar:F1}.";
+        if (r.Stopping is { } stop)
+            yield return stop.Describe(r.Lambda);
         yield return $"Where RL ends ({r.TotalRlSteps} steps): L_S rise {r.MeasuredFinalRise:F4} against the tilted "
             + $"optimum's {r.PredictedFinalRise:F4} (Theorem 3.1 with p_0 as the reference); J {r.FinalObjective:F4} "
             + $"of J* {r.JStar:F4}.";
