@@ -1,7 +1,8 @@
 // No silent no-ops: an option is honoured or refused. bench refuses, before measuring anything, a case option
 // (--batch, --seq, --steps, --warmup, --clip, --memory-steps, --machine-peak, --repeats, --gen-batch, --text) that the
 // chosen case does not use; `bench all` takes one that any of its cases uses. A resumed sweep refuses every option
-// that would change its config.json or grid.json, and honours --null. Parsing runs in-process through Spectre's
+// that would change its config.json or grid.json, and honours --null; a resumed run refuses the same ones (it has no
+// grid) and its own (--jobs, --dataset, --eval-dataset), each by name. Parsing runs in-process through Spectre's
 // CommandApp (an interceptor captures the bound settings instead of running the command); one process run checks the
 // exit code and that nothing was measured.
 using System.ComponentModel;
@@ -240,5 +241,41 @@ public class SilentOptionTests
         var resumed = (SweepCommand.Settings)Parse("sweep", "--resume", "runs/x", "--null", "all");
         Assert.Equal(("runs/x", "all"), (resumed.Resume, resumed.Null));
         Assert.Null(((SweepCommand.Settings)Parse("sweep")).Runs); // Execute writes under "runs"
+    }
+
+    public static readonly TheoryData<string[]> ResumedRunRefusals = new()
+    {
+        { ["--config", "c.json"] },
+        { ["--set", "seeds=2"] },
+        { ["--seeds", "2"] },
+        { ["--jobs", "1"] },
+        { ["--quick"] },
+        { ["--model", "/m"] },
+        { ["--dataset", "arithmetic"] },
+        { ["--eval-dataset", "cola:dev.tsv"] },
+        { ["--dtype", "bf16"] },
+        { ["--device", "cpu"] },
+    };
+
+    [Theory]
+    [MemberData(nameof(ResumedRunRefusals))]
+    public void A_resumed_run_refuses_by_name_an_option_that_would_change_its_config(string[] option)
+    {
+        Assert.Equal(
+            $"{option[0]}: a resumed run uses its own config.json; start a new run to change it",
+            Problem(["run", "all", "--resume", "runs/x", .. option])
+        );
+        Assert.Null(Problem(["run", "all", .. option])); // a new run takes it
+    }
+
+    [Fact]
+    public void A_resumed_run_stays_in_its_folder_and_takes_its_pipelines()
+    {
+        Assert.Equal(
+            "--runs: a resumed run stays in its folder, --resume RUN_DIR; drop --runs",
+            Problem("run", "all", "--resume", "runs/x", "--runs", "elsewhere")
+        );
+        Assert.Null(Problem("run", "all", "--resume", "runs/x", "--pipelines", "sft-then-rl"));
+        Assert.Null(((RunCommand.Settings)Parse("run", "all")).Runs); // Execute writes under "runs"
     }
 }
