@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using System.Reflection;
 using System.Text.Json;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -30,50 +31,45 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         public int? Vocab { get; init; }
 
         [CommandOption("--batch <N>")]
-        [Description("Training batch (tokens per step = batch x seq)")]
-        [DefaultValue(8)]
-        public int Batch { get; init; } = 8;
+        [Description("train, all: training batch (tokens per step = batch x seq; default 8)")]
+        public int? Batch { get; init; }
 
         [CommandOption("--seq <N>")]
-        [Description("Training sequence length in tokens")]
-        [DefaultValue(256)]
-        public int Seq { get; init; } = 256;
+        [Description("train, all: training sequence length in tokens (default 256)")]
+        public int? Seq { get; init; }
 
         [CommandOption("--steps <N>")]
-        [Description("Timed training steps")]
-        [DefaultValue(10)]
-        public int Steps { get; init; } = 10;
+        [Description("train, all: timed training steps (default 10)")]
+        public int? Steps { get; init; }
 
         [CommandOption("--warmup <N>")]
-        [Description("Untimed training steps first")]
-        [DefaultValue(3)]
-        public int Warmup { get; init; } = 3;
+        [Description("train, all: untimed training steps first (default 3)")]
+        public int? Warmup { get; init; }
 
         [CommandOption("--repeats <N>")]
-        [Description("Timed generation runs per batch size (median)")]
-        [DefaultValue(3)]
-        public int Repeats { get; init; } = 3;
+        [Description("generate, all: timed generation runs per batch size, the median reported (default 3)")]
+        public int? Repeats { get; init; }
 
         [CommandOption("--gen-batch <N>")]
-        [Description("generate: this batch only, greedy and sampled (default: 1 and 8, and the KV latency)")]
+        [Description("generate, all: this batch only, greedy and sampled (default: 1 and 8, and the KV latency)")]
         public int? GenBatch { get; init; }
 
         [CommandOption("--clip <NORM>")]
-        [Description("Gradient clipping in the training step (0 = off, as the peer)")]
-        [DefaultValue(0.0)]
-        public double Clip { get; init; }
+        [Description("train, all: gradient clipping in the training step (default 0 = off, as the peer)")]
+        public double? Clip { get; init; }
 
         [CommandOption("--memory-steps <N>")]
-        [Description("Extra steps to measure RSS growth (0 = skip)")]
-        [DefaultValue(0)]
-        public int MemorySteps { get; init; }
+        [Description("train, all: extra steps to measure RSS growth (default 0 = skip)")]
+        public int? MemorySteps { get; init; }
 
         [CommandOption("--machine-peak <GFLOPS>")]
-        [Description("Stated machine GEMM peak for MFU (default: tuned PyTorch on this machine type)")]
+        [Description(
+            "gemm, train, all: stated machine GEMM peak for MFU (default: tuned PyTorch on this machine type)"
+        )]
         public double? MachinePeak { get; init; }
 
         [CommandOption("--text <FILE>")]
-        [Description("tokenizer: also measure on this text file")]
+        [Description("tokenizer, all: also measure on this text file")]
         public string? Text { get; init; }
 
         [CommandOption("--out <FILE>")]
@@ -83,6 +79,51 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         [CommandOption("--json")]
         [Description("Print the JSON instead of the aligned key-value lines")]
         public bool Json { get; init; }
+
+        /// <summary>The cases that `bench all` runs (it measures the GEMM peak inside train).</summary>
+        public static readonly string[] AllCases = ["train", "grpo", "generate", "tokenizer"];
+
+        /// <summary>The case-specific options and the cases that use them; a case that does not use one refuses it
+        /// before anything is measured. `bench all` takes an option when one of its cases uses it (that case honours
+        /// it). The other options apply to every case or have their own rules in <see cref="Unused"/>: the model
+        /// options and --vocab (by what the case measures), --device (the CPU only), --out and --json.</summary>
+        public static readonly IReadOnlyDictionary<string, string[]> CaseOptions = new Dictionary<string, string[]>
+        {
+            ["--batch"] = ["train"],
+            ["--seq"] = ["train"],
+            ["--steps"] = ["train"],
+            ["--warmup"] = ["train"],
+            ["--clip"] = ["train"],
+            ["--memory-steps"] = ["train"],
+            ["--machine-peak"] = ["gemm", "train"],
+            ["--repeats"] = ["generate"],
+            ["--gen-batch"] = ["generate"],
+            ["--text"] = ["tokenizer"],
+        };
+
+        // the defaults of the case options (unchanged, so the measured numbers are too)
+        public const int DefaultBatch = 8;
+        public const int DefaultSeq = 256;
+        public const int DefaultSteps = 10;
+        public const int DefaultWarmup = 3;
+        public const int DefaultRepeats = 3;
+        public const int DefaultMemorySteps = 0;
+        public const double DefaultClip = 0;
+
+        public int BatchOrDefault => Batch ?? DefaultBatch;
+        public int SeqOrDefault => Seq ?? DefaultSeq;
+        public int StepsOrDefault => Steps ?? DefaultSteps;
+        public int WarmupOrDefault => Warmup ?? DefaultWarmup;
+        public int RepeatsOrDefault => Repeats ?? DefaultRepeats;
+        public int MemoryStepsOrDefault => MemorySteps ?? DefaultMemorySteps;
+        public double ClipOrDefault => Clip ?? DefaultClip;
+
+        /// <summary>The cases that use <paramref name="option"/>, with all when one of its cases does.</summary>
+        public static IReadOnlyList<string> CasesUsing(string option)
+        {
+            var cases = CaseOptions[option];
+            return cases.Intersect(AllCases).Any() ? [.. cases, "all"] : cases;
+        }
 
         public override ValidationResult Validate()
         {
@@ -112,14 +153,14 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 return ValidationResult.Error($"--gen-batch {gb}: must be at least 1");
             if (MachinePeak is { } p && !(p > 0))
                 return ValidationResult.Error($"--machine-peak {p}: must be a positive GFLOP/s");
-            if (!(Clip >= 0))
-                return ValidationResult.Error($"--clip {Clip}: must be >= 0");
+            if (Clip is { } c && !(c >= 0))
+                return ValidationResult.Error($"--clip {c}: must be >= 0");
             if (Unused() is { } refused)
                 return refused;
             return base.Validate();
         }
 
-        /// <summary>The first model option the chosen case has no use for, refused by name.</summary>
+        /// <summary>The first option the chosen case has no use for, refused by name.</summary>
         ValidationResult? Unused()
         {
             bool model = What is "train" or "generate" or "grpo" or "all";
@@ -142,8 +183,26 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 );
             if (Model is not null && Vocab is not null)
                 return Refuse("--vocab", "the --model folder's config.json sets the vocabulary");
+            foreach (var (option, given) in Given())
+                if (given && !CasesUsing(option).Contains(What))
+                    return Refuse(option, $"not used by bench {What} (it applies to {Listed(CasesUsing(option))})");
             return null;
         }
+
+        static string Listed(IReadOnlyList<string> xs) =>
+            xs.Count == 1 ? xs[0] : $"{string.Join(", ", xs.Take(xs.Count - 1))} and {xs[^1]}";
+
+        /// <summary>Each case option in declaration order, and whether it was given (not null; a flag: set).</summary>
+        IEnumerable<(string Option, bool Given)> Given() =>
+            GetType()
+                .GetProperties()
+                .Select(p => (p, a: p.GetCustomAttribute<CommandOptionAttribute>()))
+                .Where(x => x.a is not null)
+                .SelectMany(x =>
+                    x.a!.LongNames.Select(n => $"--{n}")
+                        .Where(CaseOptions.ContainsKey)
+                        .Select(o => (o, x.p.GetValue(this) is { } v && !Equals(v, false)))
+                );
     }
 
     public override int Execute(CommandContext context, Settings s)
@@ -163,8 +222,8 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             [s.Model is null ? "preset" : "model"] = s.Model ?? s.PresetOrDefault!,
             ["vocab"] = cfg.VocabSize,
             ["dtype"] = Devices.Name(dtype),
-            ["batch"] = s.Batch,
-            ["seq"] = s.Seq,
+            ["batch"] = s.BatchOrDefault,
+            ["seq"] = s.SeqOrDefault,
             ["parameters"] = cfg.ParameterCount(),
             ["threads"] = TorchSharp.torch.get_num_threads(),
             ["machine_peak_gflops"] = machinePeak,
@@ -183,13 +242,13 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 var (k, v) in Benchmarks.Train(
                     cfg,
                     dtype,
-                    s.Batch,
-                    s.Seq,
-                    s.Steps,
-                    s.MemorySteps,
+                    s.BatchOrDefault,
+                    s.SeqOrDefault,
+                    s.StepsOrDefault,
+                    s.MemoryStepsOrDefault,
                     machinePeak,
-                    s.Warmup,
-                    s.Clip
+                    s.WarmupOrDefault,
+                    s.ClipOrDefault
                 )
             )
                 r[k] = v;
@@ -207,7 +266,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                 r[k] = v;
         }
         if (s.What is "generate" or "all")
-            foreach (var (k, v) in Benchmarks.Generate(cfg, dtype, s.Repeats, onlyBatch: s.GenBatch))
+            foreach (var (k, v) in Benchmarks.Generate(cfg, dtype, s.RepeatsOrDefault, onlyBatch: s.GenBatch))
                 r[k] = v;
         if (s.What is "tokenizer" or "all")
             foreach (var (k, v) in Benchmarks.Tokenizer(TokenizerFiles.EnsureDefault(), s.Text))

@@ -60,16 +60,46 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         public string? EvalDataset { get; init; }
 
         [CommandOption("--runs <DIR>")]
-        [Description("Folder of run folders")]
-        [DefaultValue("runs")]
-        public string Runs { get; init; } = "runs";
+        [Description("Folder of run folders (default runs)")]
+        public string? Runs { get; init; }
 
         [CommandOption("--resume <RUN_DIR>")]
-        [Description("Continue a killed run")]
+        [Description("Continue a killed run on its own config.json (the options that would change it are refused)")]
         public string? Resume { get; init; }
 
-        public override ValidationResult Validate() =>
-            Preset is not null ? Refuse("--preset", ModelSettings.RunPresetRefusal) : base.Validate();
+        public override ValidationResult Validate()
+        {
+            if (Preset is not null)
+                return Refuse("--preset", ModelSettings.RunPresetRefusal);
+            if (Resume is not null && ResumeRefusal() is { } refused)
+                return refused;
+            return base.Validate();
+        }
+
+        /// <summary>A resumed run uses the config.json of its folder, so an option that would change it is refused
+        /// by name (sweep --resume refuses the same ones, and those of its grid).</summary>
+        ValidationResult? ResumeRefusal()
+        {
+            const string config = "a resumed run uses its own config.json; start a new run to change it";
+            var options = new (string Option, bool Given)[]
+            {
+                ("--config", Config is not null),
+                ("--set", Set.Length > 0),
+                ("--seeds", Seeds is not null),
+                ("--jobs", Jobs is not null),
+                ("--quick", Quick),
+                ("--model", Model is not null),
+                ("--dataset", Dataset is not null),
+                ("--eval-dataset", EvalDataset is not null),
+                ("--dtype", DType is not null),
+                ("--device", Device is not null),
+            };
+            if (options.FirstOrDefault(o => o.Given) is { Option: not null } o)
+                return Refuse(o.Option, config);
+            return Runs is not null
+                ? Refuse("--runs", "a resumed run stays in its folder, --resume RUN_DIR; drop --runs")
+                : null;
+        }
     }
 
     /// <summary>The config in precedence order: defaults, then --quick's budgets, then the --config file, then --set
@@ -101,22 +131,6 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         {
             if (!File.Exists(Path.Combine(s.Resume, "config.json")))
                 throw new WorkbookException($"--resume {s.Resume}: not a run folder (no config.json)");
-            if (
-                s.Config is not null
-                || s.Set.Length > 0
-                || s.Seeds is not null
-                || s.Jobs is not null
-                || s.Quick
-                || s.Model is not null
-                || s.Dataset is not null
-                || s.EvalDataset is not null
-                || s.DType is not null
-                || s.Device is not null
-            )
-                throw new WorkbookException(
-                    "--resume: a resumed run uses its own config.json; drop --config, --set, --seeds, --jobs, "
-                        + "--quick, --model, --dataset, --eval-dataset, --dtype and --device"
-                );
             cfg = ExperimentConfig.Load(Path.Combine(s.Resume, "config.json"));
             runDir = s.Resume;
         }
@@ -139,7 +153,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
                 overrides.Add($"dtype={System.Text.Json.JsonSerializer.Serialize(s.DType)}");
             cfg = LoadConfig(s.Config, s.Quick, overrides);
             cfg.ValidateFor(pipelines); // issue 14
-            runDir = ExperimentRunner.NewRunDir(s.Runs, (s.Quick ? "quick-" : "") + s.Experiment);
+            runDir = ExperimentRunner.NewRunDir(s.Runs ?? "runs", (s.Quick ? "quick-" : "") + s.Experiment);
         }
         try
         {

@@ -53,26 +53,51 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         public bool Quick { get; init; }
 
         [CommandOption("--runs <DIR>")]
-        [Description("Folder of run folders")]
-        [DefaultValue("runs")]
-        public string Runs { get; init; } = "runs";
+        [Description("Folder of run folders (default runs)")]
+        public string? Runs { get; init; }
 
         [CommandOption("--resume <RUN_DIR>")]
-        [Description("Continue a killed sweep; finished points are not repeated")]
+        [Description(
+            "Continue a killed sweep (finished points are not repeated) on its own config.json and grid.json; only "
+                + "--null may go with it"
+        )]
         public string? Resume { get; init; }
 
         public override ValidationResult Validate()
         {
             if (Preset is not null)
                 return Refuse("--preset", RunPresetRefusal);
-            if (Resume is not null && (Model ?? DType ?? Device) is not null)
-                return Refuse(
-                    Model is not null ? "--model"
-                        : DType is not null ? "--dtype"
-                        : "--device",
-                    "a resumed sweep uses its own config.json; drop --model, --dtype and --device"
-                );
+            if (Resume is not null && ResumeRefusal() is { } refused)
+                return refused;
             return base.Validate();
+        }
+
+        /// <summary>A resumed sweep runs the config.json and grid.json of its folder, so an option that would change
+        /// either is refused by name, as run --resume refuses the options that would change its config. --null is
+        /// honoured: it changes which points get a coin-reward null, and so adds nulls to a finished sweep.</summary>
+        ValidationResult? ResumeRefusal()
+        {
+            const string config = "a resumed sweep uses its own config.json; start a new sweep to change it";
+            const string grid = "a resumed sweep keeps its grid (grid.json); start a new sweep to change it";
+            var options = new (string Option, bool Given, string Why)[]
+            {
+                ("--config", Config is not null, config),
+                ("--set", Set.Length > 0, config),
+                ("--seeds", Seeds is not null, config),
+                ("--model", Model is not null, config),
+                ("--dtype", DType is not null, config),
+                ("--device", Device is not null, config),
+                (
+                    "--quick",
+                    Quick,
+                    "a resumed sweep keeps its config.json and grid.json; start a new sweep to change them"
+                ),
+                ("--beta", Beta is not null, grid),
+                ("--loose-format-fraction", LooseFormatFraction is not null, grid),
+                ("--no-twin", NoTwin, grid),
+                ("--runs", Runs is not null, "a resumed sweep stays in its folder, --resume RUN_DIR; drop --runs"),
+            };
+            return options.FirstOrDefault(o => o.Given) is { Option: not null } o ? Refuse(o.Option, o.Why) : null;
         }
     }
 
@@ -127,7 +152,7 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
             if (s.Quick)
                 cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
             cfg.Validate();
-            runDir = ExperimentRunner.NewRunDir(s.Runs, (s.Quick ? "quick-" : "") + "sweep");
+            runDir = ExperimentRunner.NewRunDir(s.Runs ?? "runs", (s.Quick ? "quick-" : "") + "sweep");
         }
         try
         {
