@@ -495,10 +495,15 @@ public static class Summary
         else
         {
             text +=
-                $"Φ(stopped)/Φ(hindsight) = {P2(ratio.Mean)} (95% CI [{P2(ratio.Ci95[0])}, {P2(ratio.Ci95[1])}], "
-                + $"{defined.Count} of {per.Count} seeds), "
+                $"Φ(stopped)/Φ(hindsight) = {P2(ratio.Mean)} ("
+                + (
+                    defined.Count > 1
+                        ? $"95% CI [{P2(ratio.Ci95[0])}, {P2(ratio.Ci95[1])}], {defined.Count} of {per.Count} seeds"
+                        : $"defined in 1 of {per.Count} seeds, so no interval"
+                )
+                + "), "
                 + (ratio.Mean >= 0.9 ? "at or above the goal of 0.9 on the mean" : "below the goal of 0.9 on the mean")
-                + (ratio.Ci95[0] >= 0.9 ? " and on the whole interval." : ".");
+                + (defined.Count > 1 && ratio.Ci95[0] >= 0.9 ? " and on the whole interval." : ".");
             if (undefined.Count > 0)
                 text +=
                     $" Undefined in seed(s) {string.Join(", ", undefined.Select(p => p.Seed))}: Φ at the hindsight "
