@@ -731,8 +731,8 @@ public sealed class ExperimentRunner
     {
         var path = Path.Combine(
             seedDir,
-            // v5: with the per-prompt counts; v4: bias-corrected with the basic bootstrap interval; v3: the data term scored on the held-out
-            // responses (v2 used the task's nominal mix); the counts are the same in every version
+            // v5: with the per-prompt counts; v4: bias-corrected, basic bootstrap interval; v3: the data term scored
+            // on the held-out responses (v2: the task's nominal mix); the counts are the same in every version
             $"prediction-v5-beta{beta.ToString(System.Globalization.CultureInfo.InvariantCulture)}.json"
         );
         if (t.Reward is CoinReward coin) // E[r|x,y] = p for every y: p* is the reference, the rise exactly 0
