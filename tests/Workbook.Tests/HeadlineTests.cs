@@ -64,6 +64,7 @@ public class HeadlineTests
         var text = s["statements"]!["sft-then-rl"]!.GetValue<string>();
         Assert.StartsWith("Held: ", text);
         Assert.Contains("rose by 0.550", text);
+        Assert.Contains("above every control", text);
         // the headline stays the first statement
         Assert.Equal("sft-then-rl", s["statements"]!.AsObject().First().Key);
         Assert.Contains("<span class=held>held</span>", Report.Render(s, "t"));
@@ -95,6 +96,7 @@ public class HeadlineTests
     {
         var held = Build(new() { ["sft-then-rl"] = Pipe(0.50, 0.55, 0.60) });
         Assert.StartsWith("Held: ", held["statements"]!["sft-then-rl"]!.GetValue<string>());
+        Assert.Contains("no control ran, so nothing checks it", held["statements"]!["sft-then-rl"]!.GetValue<string>());
         var flat = Build(new() { ["sft-then-rl"] = Pipe(0.10, -0.10, 0.00), ["coin-reward"] = Pipe(0.00, 0.00, 0.00) });
         Assert.StartsWith("Not shown: ", flat["statements"]!["sft-then-rl"]!.GetValue<string>());
         Assert.False(flat["prediction_held"]!["sft-then-rl"]!.GetValue<bool>());

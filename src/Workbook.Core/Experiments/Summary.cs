@@ -72,7 +72,7 @@ public static class Summary
         var pipes = new JsonObject();
         var held = new JsonObject();
         var statements = new JsonObject();
-        Func<List<string>, string>? mainHeadline = null;
+        Func<List<string>, bool, string>? mainHeadline = null;
         const string perResponse = "eval_sft_nll_per_response";
         foreach (var (name, rs) in results)
         {
@@ -114,13 +114,15 @@ public static class Summary
                             + $"{Ci(reward)})."
                             + PredictionSentence(o, cfg)
                     );
-                    mainHeadline = notExceeded =>
+                    mainHeadline = (notExceeded, controlsRan) =>
                         !loss.AboveZero
                             ? $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
                                 + $"(95% CI {Ci(loss)}, {n} seeds), an interval that does not exclude zero{tail}"
                         : notExceeded.Count == 0
                             ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose "
-                                + $"by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {n} seeds){tail}"
+                                + $"by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {n} seeds"
+                                + (controlsRan ? ", above every control" : "; no control ran, so nothing checks it")
+                                + $"){tail}"
                         : $"Not attributed: during GRPO after SFT the SFT loss on held-out expert data rose by "
                             + $"{Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {n} seeds), but not above every "
                             + $"control ({string.Join(", ", notExceeded)}: paired interval reaches zero or below), "
@@ -218,7 +220,7 @@ public static class Summary
                 .Where(c => c.Value!["main_exceeds_control"]!.GetValue<bool>() == false)
                 .Select(c => c.Key)
                 .ToList();
-            statements["sft-then-rl"] = mainHeadline(notExceeded); // replaces the placeholder in its place
+            statements["sft-then-rl"] = mainHeadline(notExceeded, controls.Count > 0); // in the placeholder's place
             if (notExceeded.Count > 0)
                 held["sft-then-rl"] = false;
         }

@@ -172,6 +172,7 @@ public static class Sweep
                                 RationaleRise = real.RationaleRise,
                                 AnswerRise = real.AnswerRise,
                                 KlReached = real.KlReached,
+                                ForwardKlReached = real.ForwardKl,
                                 RewardStd = real.RewardStd,
                                 Null = nul,
                             }
@@ -197,7 +198,8 @@ public static class Sweep
         double AnswerRise,
         double KlReached,
         double Reward,
-        double RewardStd
+        double RewardStd,
+        double ForwardKl = double.NaN
     );
 
     /// <summary>The rise, its span parts (the split keys are nats per response of each form, weighted by the forms'
@@ -230,7 +232,9 @@ public static class Sweep
             rows.Where(r => r["reward_std"] is not null)
                 .Select(r => r["reward_std"]!.GetValue<double>())
                 .DefaultIfEmpty(double.NaN)
-                .Average()
+                .Average(),
+            // KL(p_ref‖π) on samples of the SFT policy (the stage's start): it sees what RL took away from p_ref
+            pts[^1].Metrics.GetValueOrDefault("eval_kl_from_start", double.NaN)
         );
     }
 
@@ -253,6 +257,9 @@ public static class Sweep
 
         /// <summary>KL(π‖π_ref) per response at the end of RL (the last rollouts' estimate).</summary>
         public double KlReached { get; init; } = double.NaN;
+
+        /// <summary>KL(p_ref‖π) per response at the end of RL (eval_kl_from_start).</summary>
+        public double ForwardKlReached { get; init; } = double.NaN;
 
         /// <summary>Mean within-group reward std over the RL stage.</summary>
         public double RewardStd { get; init; } = double.NaN;
@@ -334,12 +341,33 @@ public static class Sweep
             var answer = Stat.Of(rs.Select(r => r.AnswerRise).ToArray());
             var klReached = Stat.Of(rs.Select(r => r.KlReached).ToArray());
             var klOpt = Stat.Of(rs.Select(r => r.Pred.KlAtOptimum ?? double.NaN).ToArray());
+            // the forward KL, at p* from the per-prompt counts (plug-in) and reached (evaluated on p_ref's samples)
+            var fwdOpt = Stat.Of(
+                rs.Select(r =>
+                        r.Pred.Successes is { Length: > 0 } s
+                            ? s.Average(c =>
+                                C1Predictor.ForwardKlAtOptimum(c / (double)r.Pred.SamplesPerPrompt, beta: r.Beta)
+                            )
+                            : double.NaN
+                    )
+                    .ToArray()
+            );
+            var fwdReached = Stat.Of(rs.Select(r => r.ForwardKlReached).ToArray());
+            // summaries of the same comparison that a small denominator cannot inflate
+            var diff = Stat.Of(rs.Select(r => r.Measured - r.Pred.Mean).ToArray());
+            double ratioOfMeans = measured.Mean / predicted.Mean;
             // measured, not guessed: where the rise sits and how far RL moved against how far p* is
             var mechanism =
                 double.IsFinite(rationale.Mean) && double.IsFinite(klReached.Mean)
                     ? $"; of the measured rise, the rationale spans (which the reward does not score) "
                         + $"carry {F3(rationale.Mean)} and the answer spans {F3(answer.Mean)}; RL moved KL(π‖π_ref) "
                         + $"{klReached.Mean:0.000} nats per response against {klOpt.Mean:0.000} at p*"
+                        + (
+                            double.IsFinite(fwdReached.Mean) && double.IsFinite(fwdOpt.Mean)
+                                ? $", and KL(π_ref‖π), which weighs what RL took from π_ref's tail, "
+                                    + $"{fwdReached.Mean:0.000} against {fwdOpt.Mean:0.000}"
+                                : ""
+                        )
                     : "";
             // the coin-reward null from the same SFT policies: predicted 0, so its rise is RL's own drift; the paired
             // difference is the part of the rise the reward's tilt made
@@ -405,6 +433,10 @@ public static class Sweep
                 ["kl_reached"] = StatJson(klReached),
                 ["reward_std_mean"] = StatJson(Stat.Of(rs.Select(r => r.RewardStd).ToArray())),
                 ["kl_at_optimum"] = StatJson(klOpt),
+                ["forward_kl_reached"] = StatJson(fwdReached),
+                ["forward_kl_at_optimum"] = StatJson(fwdOpt),
+                ["ratio_of_means"] = Num(ratioOfMeans),
+                ["measured_minus_predicted"] = StatJson(diff),
                 ["curves"] = new JsonArray(
                     rs.Select(r =>
                             (JsonNode?)
@@ -487,7 +519,16 @@ public static class Sweep
                 sentences.Add(
                     $"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response "
                         + $"(the plug-in {F3(plugIn.Mean)} less its Jensen bias), "
-                        + $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]){why}"
+                        + $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]; per seed "
+                        + string.Join(", ", ratio.PerSeed.Select(x => x.ToString("0.00", CultureInfo.InvariantCulture)))
+                        + $"; ratio of the means {ratioOfMeans:0.00}; measured − predicted {F3(diff.Mean)}, 95% CI "
+                        + $"[{F3(diff.Ci95[0])}, {F3(diff.Ci95[1])}]"
+                        + (
+                            ok && rs.Count > 1 && (diff.Ci95[1] - diff.Ci95[0]) > 0.6 * Math.Abs(predicted.Mean)
+                                ? ", an interval too wide to confirm ±30%"
+                                : ""
+                        )
+                        + $"){why}"
                         + (
                             plateau.All(x => x)
                                 ? ""

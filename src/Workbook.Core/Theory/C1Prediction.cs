@@ -50,6 +50,10 @@ public static class C1Predictor
     /// a run that moved much further moved in directions the reward does not ask for).</summary>
     public static double KlAtOptimum(double p, double beta) => RewardAtOptimum(p, beta) / beta - LogZ(p, beta);
 
+    /// <summary>KL(p‖p*) per response for a 0/1 reward: E_p[log Z − r/β] = log Z − P/β. The forward direction weighs
+    /// what p* takes away from p (its tail), which the reverse KL(p*‖p) barely sees.</summary>
+    public static double ForwardKlAtOptimum(double p, double beta) => LogZ(p, beta) - p / beta;
+
     /// <summary>The prediction from per-prompt success counts out of k samples and the expert data's mean
     /// reward.</summary>
     public static C1Prediction FromCounts(
