@@ -15,18 +15,6 @@ namespace Workbook.Tests;
 
 public class CliModelOptionsTests
 {
-    sealed class Parsed(CommandSettings settings) : Exception
-    {
-        public CommandSettings Settings { get; } = settings;
-    }
-
-    sealed class Capture : ICommandInterceptor
-    {
-        public void Intercept(CommandContext context, CommandSettings settings) => throw new Parsed(settings);
-
-        public void InterceptResult(CommandContext context, CommandSettings settings, ref int result) { }
-    }
-
     /// <summary>The verbs that load a model, with the arguments each needs to parse.</summary>
     public static readonly TheoryData<string, string[]> ModelVerbs = new()
     {
@@ -49,34 +37,7 @@ public class CliModelOptionsTests
 
     /// <summary>The settings the CLI's parser binds and validates for <paramref name="args"/> (a verb's refusal is
     /// the parser's CommandRuntimeException, which the CLI prints as "error: ..." with exit code 2).</summary>
-    static ModelSettings Parse(params string[] args)
-    {
-        var app = new CommandApp();
-        app.Configure(c =>
-        {
-            c.PropagateExceptions();
-            c.UseStrictParsing();
-            c.SetInterceptor(new Capture());
-            c.AddCommand<TrainCommand>("train");
-            c.AddCommand<RunCommand>("run");
-            c.AddCommand<SweepCommand>("sweep");
-            c.AddCommand<BenchCommand>("bench");
-            c.AddCommand<GenerateCommand>("generate");
-            c.AddCommand<ScoreCommand>("score");
-        });
-        try
-        {
-            app.Run(args);
-        }
-        catch (Exception e)
-        {
-            for (Exception? x = e; x is not null; x = x.InnerException)
-                if (x is Parsed p)
-                    return (ModelSettings)p.Settings;
-            throw;
-        }
-        throw new InvalidOperationException("the command ran instead of being intercepted");
-    }
+    static ModelSettings Parse(params string[] args) => (ModelSettings)CliParse.Settings(args);
 
     /// <summary>The verb's verdict on its options: null when they are valid, else the error message.</summary>
     static string? Problem(params string[] args)

@@ -9,7 +9,7 @@ namespace Workbook.Tests;
 /// intervals, the chart's traces and its place as the report's first chart. Synthetic results, no training.</summary>
 public class FrontierTests
 {
-    const string Strict = "eval_rewards/strict/mean",
+    internal const string Strict = "eval_rewards/strict/mean",
         Lenient = "eval_rewards/lenient/mean";
     static readonly long[] Seeds = [1000, 1001, 1002];
 
@@ -63,7 +63,8 @@ public class FrontierTests
             ["lenient-reward"] = Pipe([0.01, 0.01, 0.01], [1.0, 1.0, 1.0]),
         };
 
-    static JsonObject Build(Dictionary<string, List<SeedResult>> results) =>
+    /// <summary>Summary.Build with the default config over seeds 1000–1002 (shared with HeadlineTests).</summary>
+    internal static JsonObject Build(Dictionary<string, List<SeedResult>> results) =>
         Summary.Build(
             ExperimentConfig.Load(null, []),
             results,

@@ -8,8 +8,8 @@ namespace Workbook.Tests;
 /// only a rise above every control is "held". Synthetic results through the real Summary.Build, no training.</summary>
 public class HeadlineTests
 {
-    const string Strict = "eval_rewards/strict/mean",
-        Lenient = "eval_rewards/lenient/mean";
+    const string Strict = FrontierTests.Strict,
+        Lenient = FrontierTests.Lenient;
     static readonly long[] Seeds = [1000, 1001, 1002];
 
     /// <summary>SFT then RL for one seed: the held-out SFT loss goes from 1.0 to 1.0 + rise during the RL
@@ -38,16 +38,7 @@ public class HeadlineTests
 
     static List<SeedResult> Pipe(params double[] rises) => [.. Seeds.Select((s, k) => Result(s, rises[k]))];
 
-    static JsonObject Build(Dictionary<string, List<SeedResult>> results) =>
-        Summary.Build(
-            ExperimentConfig.Load(null, []),
-            results,
-            Strict,
-            Lenient,
-            "design",
-            new Dictionary<string, string>(),
-            Seeds
-        );
+    static JsonObject Build(Dictionary<string, List<SeedResult>> results) => FrontierTests.Build(results);
 
     [Fact]
     public void A_rise_above_every_control_is_held()

@@ -15,45 +15,9 @@ namespace Workbook.Tests;
 
 public class SilentOptionTests
 {
-    sealed class Parsed(CommandSettings settings) : Exception
-    {
-        public CommandSettings Settings { get; } = settings;
-    }
-
-    sealed class Capture : ICommandInterceptor
-    {
-        public void Intercept(CommandContext context, CommandSettings settings) => throw new Parsed(settings);
-
-        public void InterceptResult(CommandContext context, CommandSettings settings, ref int result) { }
-    }
-
     /// <summary>The settings the CLI's parser binds and validates for <paramref name="args"/>; a refusal is the
     /// parser's CommandRuntimeException (the CLI prints it as "error: ..." with exit code 2).</summary>
-    static CommandSettings Parse(params string[] args)
-    {
-        var app = new CommandApp();
-        app.Configure(c =>
-        {
-            c.PropagateExceptions();
-            c.UseStrictParsing();
-            c.SetInterceptor(new Capture());
-            c.AddCommand<RunCommand>("run");
-            c.AddCommand<SweepCommand>("sweep");
-            c.AddCommand<BenchCommand>("bench");
-        });
-        try
-        {
-            app.Run(args);
-        }
-        catch (Exception e)
-        {
-            for (Exception? x = e; x is not null; x = x.InnerException)
-                if (x is Parsed p)
-                    return p.Settings;
-            throw;
-        }
-        throw new InvalidOperationException("the command ran instead of being intercepted");
-    }
+    static CommandSettings Parse(params string[] args) => CliParse.Settings(args);
 
     /// <summary>Null when the options are valid, else the error message.</summary>
     static string? Problem(params string[] args)
