@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using Workbook.Experiments;
@@ -105,6 +106,23 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
     /// it.</summary>
     public static readonly string[] Defaults = ["grpo.max_steps=80", "grpo.learning_rate=0.0005"];
 
+    /// <summary>The sweep's own defaults (a short RL budget) where neither the config file nor --set gives the key,
+    /// then --set: a config file's grpo.max_steps or grpo.learning_rate is honoured, not overridden.</summary>
+    public static List<string> Overrides(string? configFile, IEnumerable<string> sets)
+    {
+        var file = configFile is null ? new JsonObject() : JsonConfig.Read(configFile);
+        bool InFile(string key)
+        {
+            JsonNode? n = file;
+            foreach (var k in key.Split('.'))
+                n = n is JsonObject o && o.TryGetPropertyValue(k, out var v) ? v : null;
+            return n is not null;
+        }
+        // an epoch count in the file sets the budget as much as max_steps does
+        bool Given(string key) => InFile(key) || (key == "grpo.max_steps" && InFile("grpo.num_train_epochs"));
+        return [.. Defaults.Where(d => !Given(d[..d.IndexOf('=')])), .. sets];
+    }
+
     static string CheckNull(string v) =>
         SweepGrid.NullModes.Contains(v)
             ? v
@@ -139,7 +157,7 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
                 ? (s.Quick ? [0.35, 0] : SweepGrid.DefaultFractions)
                 : SweepGrid.ParseList("--loose-format-fraction", s.LooseFormatFraction, 0, 1, minExclusive: false);
             grid = new SweepGrid(betas, fractions, !s.NoTwin, CheckNull(s.Null ?? "all"));
-            var overrides = Defaults.Concat(s.Set).ToList();
+            var overrides = Overrides(s.Config, s.Set);
             if (s.Seeds is { } n)
                 overrides.Add($"seeds={n}");
             if (s.Model is not null)

@@ -158,6 +158,14 @@ public class SweepConvergedConfigTests
         // not the tuning seeds (seed_base 1000, dataset_seed 1) the setting was chosen on
         Assert.Equal(2000, cfg.SeedBase);
         Assert.Equal(2, cfg.DatasetSeed);
+        // through the sweep command: its short default budget applies only where the file is silent, --set on top
+        var file = Path.Combine(TestData.RepoRoot, "configs", "sweep-converged.json");
+        var viaCli = ExperimentConfig.Load(file, Cli.SweepCommand.Overrides(file, []));
+        Assert.Equal((1.25e-4, 320), (viaCli.Grpo.LearningRate, viaCli.Grpo.MaxSteps));
+        var longer = ExperimentConfig.Load(file, Cli.SweepCommand.Overrides(file, ["grpo.max_steps=640"]));
+        Assert.Equal((1.25e-4, 640), (longer.Grpo.LearningRate, longer.Grpo.MaxSteps));
+        var plain = ExperimentConfig.Load(null, Cli.SweepCommand.Overrides(null, []));
+        Assert.Equal((5e-4, 80), (plain.Grpo.LearningRate, plain.Grpo.MaxSteps));
         var rl = Sweep.RlOptions(cfg, 0.25);
         Assert.Equal("reward", rl.KlMode);
         Assert.Equal("none", rl.ScaleRewards);
