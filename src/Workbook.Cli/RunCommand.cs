@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using System.Diagnostics;
-using System.Text.Json.Nodes;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using Workbook.Experiments;
@@ -104,23 +103,8 @@ public sealed class RunCommand : Command<RunCommand.Settings>
 
     /// <summary>The config in precedence order: defaults, then --quick's budgets, then the --config file, then --set
     /// and the explicit options. Explicit options always win over presets.</summary>
-    public static ExperimentConfig LoadConfig(string? file, bool quick, IEnumerable<string> overrides)
-    {
-        var start = quick ? new ExperimentConfig().Quick() : new ExperimentConfig();
-        var node = JsonNode.Parse(start.ToJson())!.AsObject();
-        // the user's keys (file, then --set): num_train_epochs there replaces the preset's max_steps
-        var user = JsonConfig.Read(file);
-        JsonConfig.Merge(user, JsonConfig.WithOverrides(new JsonObject(), overrides));
-        TrainOptions.StepsOrEpochs(user, file);
-        JsonConfig.Merge(node, user);
-        var c = JsonConfig.Deserialize<ExperimentConfig>(
-            node,
-            file is null ? "--set" : $"{file} (or --set)",
-            TrainOptions.Json
-        );
-        c.Validate();
-        return c;
-    }
+    public static ExperimentConfig LoadConfig(string? file, bool quick, IEnumerable<string> overrides) =>
+        ExperimentConfig.Load(file, overrides, quick ? new ExperimentConfig().Quick() : null);
 
     public override int Execute(CommandContext context, Settings s)
     {

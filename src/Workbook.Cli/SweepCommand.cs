@@ -1,7 +1,6 @@
 using System.ComponentModel;
 using System.Diagnostics;
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using Workbook.Experiments;
@@ -102,27 +101,6 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         }
     }
 
-    /// <summary>The sweep's defaults on top of the main job's: RL long enough to plateau at the rate chosen for
-    /// it.</summary>
-    public static readonly string[] Defaults = ["grpo.max_steps=80", "grpo.learning_rate=0.0005"];
-
-    /// <summary>The sweep's own defaults (a short RL budget) where neither the config file nor --set gives the key,
-    /// then --set: a config file's grpo.max_steps or grpo.learning_rate is honoured, not overridden.</summary>
-    public static List<string> Overrides(string? configFile, IEnumerable<string> sets)
-    {
-        var file = configFile is null ? new JsonObject() : JsonConfig.Read(configFile);
-        bool InFile(string key)
-        {
-            JsonNode? n = file;
-            foreach (var k in key.Split('.'))
-                n = n is JsonObject o && o.TryGetPropertyValue(k, out var v) ? v : null;
-            return n is not null;
-        }
-        // an epoch count in the file sets the budget as much as max_steps does
-        bool Given(string key) => InFile(key) || (key == "grpo.max_steps" && InFile("grpo.num_train_epochs"));
-        return [.. Defaults.Where(d => !Given(d[..d.IndexOf('=')])), .. sets];
-    }
-
     static string CheckNull(string v) =>
         SweepGrid.NullModes.Contains(v)
             ? v
@@ -157,7 +135,7 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
                 ? (s.Quick ? [0.35, 0] : SweepGrid.DefaultFractions)
                 : SweepGrid.ParseList("--loose-format-fraction", s.LooseFormatFraction, 0, 1, minExclusive: false);
             grid = new SweepGrid(betas, fractions, !s.NoTwin, CheckNull(s.Null ?? "all"));
-            var overrides = Overrides(s.Config, s.Set);
+            var overrides = s.Set.ToList();
             if (s.Seeds is { } n)
                 overrides.Add($"seeds={n}");
             if (s.Model is not null)
@@ -166,7 +144,7 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
                 overrides.Add($"dtype={JsonSerializer.Serialize(s.DType)}");
             if (s.Device is not null)
                 overrides.Add($"device={JsonSerializer.Serialize(s.Device)}");
-            cfg = ExperimentConfig.Load(s.Config, overrides);
+            cfg = ExperimentConfig.Load(s.Config, overrides, Sweep.Start);
             if (s.Quick)
                 cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
             cfg.Validate();

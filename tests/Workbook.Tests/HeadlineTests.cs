@@ -158,14 +158,18 @@ public class SweepConvergedConfigTests
         // not the tuning seeds (seed_base 1000, dataset_seed 1) the setting was chosen on
         Assert.Equal(2000, cfg.SeedBase);
         Assert.Equal(2, cfg.DatasetSeed);
-        // through the sweep command: its short default budget applies only where the file is silent, --set on top
+        // through the sweep's start: its short default budget applies only where the file is silent, --set on top
         var file = Path.Combine(TestData.RepoRoot, "configs", "sweep-converged.json");
-        var viaCli = ExperimentConfig.Load(file, Cli.SweepCommand.Overrides(file, []));
+        var viaCli = ExperimentConfig.Load(file, [], Sweep.Start);
         Assert.Equal((1.25e-4, 320), (viaCli.Grpo.LearningRate, viaCli.Grpo.MaxSteps));
-        var longer = ExperimentConfig.Load(file, Cli.SweepCommand.Overrides(file, ["grpo.max_steps=640"]));
+        var longer = ExperimentConfig.Load(file, ["grpo.max_steps=640"], Sweep.Start);
         Assert.Equal((1.25e-4, 640), (longer.Grpo.LearningRate, longer.Grpo.MaxSteps));
-        var plain = ExperimentConfig.Load(null, Cli.SweepCommand.Overrides(null, []));
+        var plain = ExperimentConfig.Load(null, [], Sweep.Start);
         Assert.Equal((5e-4, 80), (plain.Grpo.LearningRate, plain.Grpo.MaxSteps));
+        // an epoch count among the user's keys replaces the start's step budget
+        var epochs = ExperimentConfig.Load(null, ["grpo.num_train_epochs=1"], Sweep.Start);
+        Assert.Equal(0, epochs.Grpo.MaxSteps);
+        Assert.Equal(1.0, epochs.Grpo.NumTrainEpochs);
         var rl = Sweep.RlOptions(cfg, 0.25);
         Assert.Equal("reward", rl.KlMode);
         Assert.Equal("none", rl.ScaleRewards);

@@ -395,27 +395,29 @@ public sealed record ExperimentConfig
             IntermediateSize = IntermediateSize,
         };
 
-    public static ExperimentConfig Load(string? path, IEnumerable<string>? overrides = null)
+    /// <summary>The config in precedence order: <paramref name="start"/> (default: this record's defaults; `run
+    /// --quick`'s budgets, the sweep's RL budget), then the file, then --set. A num_train_epochs among the file's or
+    /// --set's keys replaces the start's max_steps.</summary>
+    public static ExperimentConfig Load(
+        string? path,
+        IEnumerable<string>? overrides = null,
+        ExperimentConfig? start = null
+    )
     {
-        var node = JsonConfig.WithOverrides(JsonConfig.Read(path), overrides);
-        TrainOptions.StepsOrEpochs(node, path); // issue 12: num_train_epochs replaces the default max_steps
-        // nested option records start from this record's defaults, then the file's keys apply on top
-        var defaults = JsonNode.Parse(JsonSerializer.Serialize(new ExperimentConfig(), TrainOptions.Json))!.AsObject();
-        Merge(defaults, node);
-        var c = JsonConfig.Deserialize<ExperimentConfig>(defaults, path ?? "config", TrainOptions.Json);
+        var sets = overrides?.ToList() ?? [];
+        var user = JsonConfig.Merge(JsonConfig.Read(path), JsonConfig.WithOverrides(new JsonObject(), sets));
+        TrainOptions.StepsOrEpochs(user, path); // issue 12: num_train_epochs replaces the default max_steps
+        // nested option records start from the start record's values, then the user's keys apply on top
+        var node = JsonNode.Parse(JsonSerializer.Serialize(start ?? new ExperimentConfig(), TrainOptions.Json))!;
+        var c = JsonConfig.Deserialize<ExperimentConfig>(
+            JsonConfig.Merge(node.AsObject(), user),
+            path is null ? "--set"
+                : sets.Count > 0 ? $"{path} (or --set)"
+                : path,
+            TrainOptions.Json
+        );
         c.Validate();
         return c;
-    }
-
-    static void Merge(JsonObject into, JsonObject from)
-    {
-        foreach (var (k, v) in from.ToList())
-        {
-            if (v is JsonObject o && into[k] is JsonObject target)
-                Merge(target, o);
-            else
-                into[k] = v?.DeepClone();
-        }
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, TrainOptions.Json);

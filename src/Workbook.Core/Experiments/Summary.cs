@@ -108,12 +108,10 @@ public static class Summary
                     held[name] = loss.AboveZero;
                     statements[name] = "";
                     // worded once the controls are known: a rise they also show is not the theorem's
-                    var (n, tail) = (
-                        rs.Count,
-                        $", while the strict reward changed by {F(reward.Mean)} (95% CI "
-                            + $"{Ci(reward)})."
-                            + PredictionSentence(o, cfg)
-                    );
+                    int n = rs.Count;
+                    string tail =
+                        $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)})."
+                        + PredictionSentence(o, cfg);
                     mainHeadline = (notExceeded, controlsRan) =>
                         !loss.AboveZero
                             ? $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
@@ -212,14 +210,10 @@ public static class Summary
                 o["final_classification"] = cls;
             pipes[name] = o;
         }
-        var controls = Controls(results, pipes, statements);
+        var (controls, notExceeded) = Controls(results, pipes, statements);
         if (mainHeadline is not null)
         {
             // held only if the rise exceeds every control that ran (paired interval above zero)
-            var notExceeded = controls
-                .Where(c => c.Value!["main_exceeds_control"]!.GetValue<bool>() == false)
-                .Select(c => c.Key)
-                .ToList();
             statements["sft-then-rl"] = mainHeadline(notExceeded, controls.Count > 0); // in the placeholder's place
             if (notExceeded.Count > 0)
                 held["sft-then-rl"] = false;
@@ -324,11 +318,17 @@ public static class Summary
         return s;
     }
 
-    static JsonObject Controls(Dictionary<string, List<SeedResult>> results, JsonObject pipes, JsonObject statements)
+    /// <summary>The controls' JSON, and the controls the main effect does not exceed (paired interval reaching
+    /// zero).</summary>
+    static (JsonObject Controls, List<string> NotExceeded) Controls(
+        Dictionary<string, List<SeedResult>> results,
+        JsonObject pipes,
+        JsonObject statements
+    )
     {
         var controls = new JsonObject();
         if (!results.TryGetValue("sft-then-rl", out var main))
-            return controls;
+            return (controls, []);
         var mainToken = ChangeDuring(main, 1, "eval_sft_loss");
         var mainResp = ChangeDuring(main, 1, "eval_sft_nll_per_response");
         var parts = new List<string>();
@@ -393,7 +393,7 @@ public static class Summary
                             )
                 )
                 + coin;
-        return controls;
+        return (controls, notExceeded);
     }
 
     /// <summary>Paired comparisons of interleaved and joint against the two stage orders, and what they

@@ -54,6 +54,17 @@ public static class Sweep
 {
     static string Key(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
+    /// <summary>Where a sweep's config starts, below its file and --set: the main job's defaults with a short RL
+    /// budget (80 steps at 5e-4; configs/sweep-converged.json has the converged one).</summary>
+    public static ExperimentConfig Start
+    {
+        get
+        {
+            var c = new ExperimentConfig();
+            return c with { Grpo = c.Grpo with { MaxSteps = 80, LearningRate = 5e-4 } };
+        }
+    }
+
     /// <summary>The RL options of the sweep: the config's GRPO with the KL in the reward at β.</summary>
     public static GrpoOptions RlOptions(ExperimentConfig cfg, double beta) =>
         cfg.Grpo with
@@ -423,7 +434,7 @@ public static class Sweep
                 },
                 // the estimator's parts: the plug-in and the Jensen bias the bootstrap measured (C1Prediction.cs)
                 ["predicted_plug_in"] = StatJson(plugIn),
-                ["jensen_bias_removed"] = StatJson(Stat.Of(rs.Select(r => r.Pred.JensenBias ?? 0).ToArray())),
+                ["jensen_bias_removed"] = StatJson(Stat.Of(rs.Select(r => r.Pred.JensenBias ?? double.NaN).ToArray())),
                 ["ratio"] = StatJson(ratio),
                 ["reward_reached"] = StatJson(reached),
                 ["reward_at_optimum"] = StatJson(atOpt),

@@ -75,7 +75,7 @@ public static class SweepBench
     public static JsonObject Run(bool quick, string runsRoot, Action<string>? log = null)
     {
         log ??= Console.WriteLine;
-        var cfg = ExperimentConfig.Load(null, ["grpo.max_steps=80", "grpo.learning_rate=0.0005"]);
+        var cfg = ExperimentConfig.Load(null, [], Sweep.Start);
         if (quick)
             cfg = cfg.Quick() with { Grpo = cfg.Quick().Grpo with { MaxSteps = 24 } };
         var grid = quick
