@@ -36,6 +36,17 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         )]
         public string? Null { get; init; }
 
+        [CommandOption("--steps-beta <BETA>")]
+        [Description(
+            "Scale the RL budget with β: grpo.max_steps is the budget at this β, and a point at β runs "
+                + "max_steps·(BETA/β)^POWER steps; default: every β gets max_steps"
+        )]
+        public double? StepsBeta { get; init; }
+
+        [CommandOption("--steps-power <POWER>")]
+        [Description("The exponent of --steps-beta's scaling, >= 0 (default 1)")]
+        public double? StepsPower { get; init; }
+
         [CommandOption("--config <FILE>")]
         [Description("Experiment config (JSON, snake_case keys), as for run")]
         public string? Config { get; init; }
@@ -69,6 +80,12 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
                 return Refuse("--preset", RunPresetRefusal);
             if (Resume is not null && ResumeRefusal() is { } refused)
                 return refused;
+            if (StepsBeta is { } sb && !(double.IsFinite(sb) && sb > 0))
+                return Refuse("--steps-beta", $"{sb} is not a β above 0");
+            if (StepsPower is not null && StepsBeta is null)
+                return Refuse("--steps-power", "it scales --steps-beta's budget; give --steps-beta too");
+            if (StepsPower is { } sp && !(double.IsFinite(sp) && sp >= 0))
+                return Refuse("--steps-power", $"{sp} is not a number >= 0");
             return base.Validate();
         }
 
@@ -95,6 +112,8 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
                 ("--beta", Beta is not null, grid),
                 ("--loose-format-fraction", LooseFormatFraction is not null, grid),
                 ("--no-twin", NoTwin, grid),
+                ("--steps-beta", StepsBeta is not null, grid),
+                ("--steps-power", StepsPower is not null, grid),
                 ("--runs", Runs is not null, "a resumed sweep stays in its folder, --resume RUN_DIR; drop --runs"),
             };
             return options.FirstOrDefault(o => o.Given) is { Option: not null } o ? Refuse(o.Option, o.Why) : null;
@@ -134,7 +153,14 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
             var fractions = s.LooseFormatFraction is null
                 ? (s.Quick ? [0.35, 0] : SweepGrid.DefaultFractions)
                 : SweepGrid.ParseList("--loose-format-fraction", s.LooseFormatFraction, 0, 1, minExclusive: false);
-            grid = new SweepGrid(betas, fractions, !s.NoTwin, CheckNull(s.Null ?? "all"));
+            grid = new SweepGrid(
+                betas,
+                fractions,
+                !s.NoTwin,
+                CheckNull(s.Null ?? "all"),
+                s.StepsBeta,
+                s.StepsPower ?? 1
+            );
             var overrides = s.Set.ToList();
             if (s.Seeds is { } n)
                 overrides.Add($"seeds={n}");

@@ -43,9 +43,8 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         public bool SkipBad { get; init; }
 
         [CommandOption("--runs <DIR>")]
-        [Description("Folder of run folders (the run goes to <DIR>/<timestamp>-train-<trainer>)")]
-        [DefaultValue("runs")]
-        public string Runs { get; init; } = "runs";
+        [Description("Folder of run folders (default runs; the run goes to <DIR>/<timestamp>-train-<trainer>)")]
+        public string? Runs { get; init; }
 
         [CommandOption("--run-dir <RUN_DIR>")]
         [Description("Run folder to write instead of a new one under --runs")]
@@ -63,6 +62,10 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                 return ValidationResult.Error("--terse is for sft only (it trains on the terse answers)");
             if (RunDir is not null && Resume is not null)
                 return ValidationResult.Error("give --run-dir or --resume, not both");
+            if (Runs is not null && RunDir is not null)
+                return Refuse("--runs", "the run goes to its folder, --run-dir RUN_DIR; drop --runs");
+            if (Runs is not null && Resume is not null)
+                return Refuse("--runs", "a resumed run stays in its folder, --resume RUN_DIR; drop --runs");
             return base.Validate();
         }
     }
@@ -95,7 +98,7 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         if (s.Resume is not null && File.Exists(Path.Combine(s.Resume, InputsFile)))
             inputs = Resumed(s, Path.Combine(s.Resume, InputsFile));
         bool created = s.Resume is null && (s.RunDir is null || !Directory.Exists(s.RunDir));
-        var dir = s.Resume ?? s.RunDir ?? RunFolders.Claim(s.Runs, $"train-{s.Trainer}");
+        var dir = s.Resume ?? s.RunDir ?? RunFolders.Claim(s.Runs ?? "runs", $"train-{s.Trainer}");
         try
         {
             return Train(s, inputs, opt, dir);

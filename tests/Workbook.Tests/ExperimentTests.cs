@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Workbook.Experiments;
 using Workbook.Model;
@@ -350,6 +351,42 @@ public class SweepTests
         var html = File.ReadAllText(SweepReport.Write(runDir, again));
         Assert.Contains("measured vs predicted", html);
         Assert.Null(points[0]!["coin_null"]);
+    }
+
+    [Fact]
+    public void A_budget_scaled_as_one_over_beta_runs_those_steps_for_the_real_RL_and_its_null_and_resumes_its_grid()
+    {
+        var root = TestData.TempDir();
+        var cfg = ExperimentTests.Tiny with { Seeds = 1 }; // grpo.max_steps = 2
+        var runDir = ExperimentRunner.NewRunDir(root, "sweep");
+        var grid = new SweepGrid([0.5, 1.0], [0.35], Twin: false, Null: "all", StepsBeta: 1.0);
+        var s = Sweep.Run(new ExperimentRunner(cfg, runDir, root), grid, _ => { });
+        int LastStep(string beta, string stage) =>
+            Training
+                .MetricsLog.Read(Path.Combine(runDir, "sweep", "f0.35", "seed-1000", beta, stage, "metrics.jsonl"))
+                .Max(r => (int)r["step"]!);
+        Assert.Equal(
+            (4, 4, 2, 2),
+            (
+                LastStep("beta0.5", "2-rl"),
+                LastStep("beta0.5", "2-rl-coin"),
+                LastStep("beta1", "2-rl"),
+                LastStep("beta1", "2-rl-coin")
+            )
+        );
+        var steps = s["points"]!.AsArray().ToDictionary(p => (double)p!["beta"]!, p => (int)p!["rl_steps"]!);
+        Assert.Equal(4, steps[0.5]);
+        Assert.Equal(2, steps[1.0]);
+        Assert.Equal(1.0, (double)s["rl"]!["steps_beta"]!);
+        var resumed = JsonSerializer.Deserialize<SweepGrid>(
+            File.ReadAllText(Path.Combine(runDir, "grid.json")),
+            Training.TrainOptions.Json
+        )!;
+        Assert.Equal(1.0, resumed.StepsBeta);
+        Assert.Equal(3, new SweepGrid([0.3], [0]).RlSteps(3, 0.3)); // unscaled by default
+        Assert.Equal(267, grid.RlSteps(80, 0.3)); // rounded
+        Assert.Equal(1280, (grid with { StepsBeta = 0.25, StepsPower = 2 }).RlSteps(320, 0.125));
+        Assert.Equal(80, (grid with { StepsBeta = 0.25, StepsPower = 2 }).RlSteps(320, 0.5));
     }
 
     [Fact]

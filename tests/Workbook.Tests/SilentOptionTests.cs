@@ -2,9 +2,9 @@
 // (--batch, --seq, --steps, --warmup, --clip, --memory-steps, --machine-peak, --repeats, --gen-batch, --text) that the
 // chosen case does not use; `bench all` takes one that any of its cases uses. A resumed sweep refuses every option
 // that would change its config.json or grid.json, and honours --null; a resumed run refuses the same ones (it has no
-// grid) and its own (--jobs, --dataset, --eval-dataset), each by name. Parsing runs in-process through Spectre's
-// CommandApp (an interceptor captures the bound settings instead of running the command); one process run checks the
-// exit code and that nothing was measured.
+// grid) and its own (--jobs, --dataset, --eval-dataset), each by name; train refuses --runs beside --run-dir or
+// --resume. Parsing runs in-process through Spectre's CommandApp (an interceptor captures the bound settings instead
+// of running the command); one process run checks the exit code and that nothing was measured.
 using System.ComponentModel;
 using System.Diagnostics;
 using System.Reflection;
@@ -179,6 +179,8 @@ public class SilentOptionTests
         { ["--beta", "0.25"], $"--beta: {Grid}" },
         { ["--loose-format-fraction", "0"], $"--loose-format-fraction: {Grid}" },
         { ["--no-twin"], $"--no-twin: {Grid}" },
+        { ["--steps-beta", "0.25"], $"--steps-beta: {Grid}" },
+        { ["--steps-power", "2"], $"--steps-power: {Grid}" },
         { ["--runs", "elsewhere"], "--runs: a resumed sweep stays in its folder, --resume RUN_DIR; drop --runs" },
     };
 
@@ -195,6 +197,7 @@ public class SilentOptionTests
     [InlineData("sweep", "--resume", "runs/x", "--null", "all")] // honoured: adds the nulls to a finished sweep
     [InlineData("sweep", "--resume", "runs/x", "--null", "tested")]
     [InlineData("sweep", "--beta", "0.25,0.5", "--loose-format-fraction", "0", "--no-twin", "--seeds", "2")]
+    [InlineData("sweep", "--beta", "0.125,0.25", "--steps-beta", "0.25", "--steps-power", "2")]
     [InlineData("sweep", "--quick", "--config", "c.json", "--set", "a=1", "--runs", "r", "--null", "none")]
     [InlineData("sweep", "--model", "/m", "--dtype", "bf16", "--device", "cpu")]
     public void A_sweep_accepts_the_options_it_honours(params string[] args) => Assert.Null(Problem(args));
@@ -242,4 +245,26 @@ public class SilentOptionTests
         Assert.Null(Problem("run", "all", "--resume", "runs/x", "--pipelines", "sft-then-rl"));
         Assert.Null(((RunCommand.Settings)Parse("run", "all")).Runs); // Execute writes under "runs"
     }
+
+    [Fact]
+    public void Train_refuses_runs_beside_a_named_folder_and_keeps_its_default()
+    {
+        Assert.Equal(
+            "--runs: the run goes to its folder, --run-dir RUN_DIR; drop --runs",
+            Problem("train", "sft", "--run-dir", "runs/x", "--runs", "elsewhere")
+        );
+        Assert.Equal(
+            "--runs: a resumed run stays in its folder, --resume RUN_DIR; drop --runs",
+            Problem("train", "sft", "--resume", "runs/x", "--runs", "elsewhere")
+        );
+        Assert.Null(Problem("train", "sft", "--runs", "elsewhere"));
+        Assert.Null(((TrainCommand.Settings)Parse("train", "sft")).Runs); // Execute writes under "runs"
+    }
+
+    [Theory]
+    [InlineData("--steps-beta: 0 is not a β above 0", "--steps-beta", "0")]
+    [InlineData("--steps-power: it scales --steps-beta's budget; give --steps-beta too", "--steps-power", "2")]
+    [InlineData("--steps-power: -1 is not a number >= 0", "--steps-beta", "0.25", "--steps-power", "-1")]
+    public void A_sweep_refuses_a_budget_scaling_it_cannot_use(string error, params string[] option) =>
+        Assert.Equal(error, Problem(["sweep", .. option]));
 }

@@ -18,13 +18,25 @@ namespace Workbook.Experiments;
 /// <param name="Null">where the coin-reward null runs (RL from the same SFT policy with a fair coin as the reward,
 /// whose optimum is the reference: Theorem 3.1 predicts 0, so what it measures is RL's own drift): all points, tested
 /// (those whose prediction is ≥ 0.1 nats per response), or none.</param>
+/// <param name="StepsBeta">When set, the RL budget grows as β falls: grpo.max_steps is the budget at this β and a
+/// point at β runs round(max_steps · (StepsBeta / β)^StepsPower) steps. Null: every β gets max_steps.</param>
+/// <param name="StepsPower">The exponent of that scaling. 1 is what plain gradient ascent needs near p* (the objective
+/// curves as β times the policy's Fisher metric); AdamW's steps have a fixed size instead, and p* lies further
+/// from the reference as β falls, so more can be needed: the sweep's convergence check measures it.</param>
 public sealed record SweepGrid(
     IReadOnlyList<double> Betas,
     IReadOnlyList<double> LooseFormatFractions,
     bool Twin = true,
-    string Null = "all"
+    string Null = "all",
+    double? StepsBeta = null,
+    double StepsPower = 1
 )
 {
+    /// <summary>The RL steps a point at <paramref name="beta"/> runs when the config's budget is
+    /// <paramref name="maxSteps"/>.</summary>
+    public int RlSteps(int maxSteps, double beta) =>
+        StepsBeta is { } b ? Math.Max(1, (int)Math.Round(maxSteps * Math.Pow(b / beta, StepsPower))) : maxSteps;
+
     public static readonly string[] NullModes = ["all", "tested", "none"];
 
     public static readonly double[] DefaultBetas = [0.25, 0.5, 1, 2];
@@ -66,10 +78,11 @@ public static class Sweep
     }
 
     /// <summary>The RL options of the sweep: the config's GRPO with the KL in the reward at β.</summary>
-    public static GrpoOptions RlOptions(ExperimentConfig cfg, double beta) =>
+    public static GrpoOptions RlOptions(ExperimentConfig cfg, double beta, SweepGrid? grid = null) =>
         cfg.Grpo with
         {
             Beta = beta,
+            MaxSteps = grid?.RlSteps(cfg.Grpo.MaxSteps, beta) ?? cfg.Grpo.MaxSteps,
             KlMode = "reward",
             ScaleRewards = "none",
             LossType = cfg.Grpo.LossType == "grpo" ? "dapo" : cfg.Grpo.LossType,
@@ -111,7 +124,7 @@ public static class Sweep
                         var pDir = Path.Combine(fDir, $"beta{Key(beta)}");
                         Directory.CreateDirectory(pDir);
                         var pred = runner.CachedPrediction(pDir, sftModel, t, beta, seed);
-                        var g = RlOptions(cfg, beta);
+                        var g = RlOptions(cfg, beta, grid);
                         var rl = new ExperimentRunner.StagePlan("rl", "grpo", g.MaxSteps, t);
                         var rlDir = Path.Combine(pDir, "2-rl");
                         var model = runner.RunStage(
@@ -425,6 +438,7 @@ public static class Sweep
             {
                 ["beta"] = grp.Key.Beta,
                 ["loose_format_fraction"] = grp.Key.F,
+                ["rl_steps"] = grid.RlSteps(cfg.Grpo.MaxSteps, grp.Key.Beta),
                 ["measured"] = StatJson(measured),
                 ["predicted"] = new JsonObject
                 {
@@ -574,6 +588,9 @@ public static class Sweep
                 ["kl_mode"] = "reward",
                 ["scale_rewards"] = "none",
                 ["max_steps"] = cfg.Grpo.MaxSteps,
+                // null: every β ran max_steps; else max_steps is the budget at this β, scaled as (steps_beta/β)^steps_power
+                ["steps_beta"] = grid.StepsBeta,
+                ["steps_power"] = grid.StepsPower,
                 ["learning_rate"] = cfg.Grpo.LearningRate,
             },
             ["config"] = JsonNode.Parse(cfg.ToJson()),
