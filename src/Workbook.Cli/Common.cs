@@ -107,6 +107,11 @@ public class ModelSettings : CommandSettings
 
     /// <summary>The error of an option this verb (or this case of it) cannot honour: "OPTION: why".</summary>
     protected static ValidationResult Refuse(string option, string why) => ValidationResult.Error($"{option}: {why}");
+
+    /// <summary>The refusal of the first given option of a table (option, given, why), or null: how a resumed run
+    /// or sweep names the option that would change what it resumes.</summary>
+    protected static ValidationResult? RefuseFirstGiven(params (string Option, bool Given, string Why)[] options) =>
+        options.FirstOrDefault(o => o.Given) is { Option: not null } o ? Refuse(o.Option, o.Why) : null;
 }
 
 /// <summary>The options of the verbs that feed token ids through one model (score, generate).</summary>

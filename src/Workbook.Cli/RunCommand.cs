@@ -80,24 +80,19 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         ValidationResult? ResumeRefusal()
         {
             const string config = "a resumed run uses its own config.json; start a new run to change it";
-            var options = new (string Option, bool Given)[]
-            {
-                ("--config", Config is not null),
-                ("--set", Set.Length > 0),
-                ("--seeds", Seeds is not null),
-                ("--jobs", Jobs is not null),
-                ("--quick", Quick),
-                ("--model", Model is not null),
-                ("--dataset", Dataset is not null),
-                ("--eval-dataset", EvalDataset is not null),
-                ("--dtype", DType is not null),
-                ("--device", Device is not null),
-            };
-            if (options.FirstOrDefault(o => o.Given) is { Option: not null } o)
-                return Refuse(o.Option, config);
-            return Runs is not null
-                ? Refuse("--runs", "a resumed run stays in its folder, --resume RUN_DIR; drop --runs")
-                : null;
+            return RefuseFirstGiven(
+                ("--config", Config is not null, config),
+                ("--set", Set.Length > 0, config),
+                ("--seeds", Seeds is not null, config),
+                ("--jobs", Jobs is not null, config),
+                ("--quick", Quick, config),
+                ("--model", Model is not null, config),
+                ("--dataset", Dataset is not null, config),
+                ("--eval-dataset", EvalDataset is not null, config),
+                ("--dtype", DType is not null, config),
+                ("--device", Device is not null, config),
+                ("--runs", Runs is not null, "a resumed run stays in its folder, --resume RUN_DIR; drop --runs")
+            );
         }
     }
 

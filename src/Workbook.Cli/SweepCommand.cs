@@ -96,8 +96,7 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
         {
             const string config = "a resumed sweep uses its own config.json; start a new sweep to change it";
             const string grid = "a resumed sweep keeps its grid (grid.json); start a new sweep to change it";
-            var options = new (string Option, bool Given, string Why)[]
-            {
+            return RefuseFirstGiven(
                 ("--config", Config is not null, config),
                 ("--set", Set.Length > 0, config),
                 ("--seeds", Seeds is not null, config),
@@ -114,9 +113,8 @@ public sealed class SweepCommand : Command<SweepCommand.Settings>
                 ("--no-twin", NoTwin, grid),
                 ("--steps-beta", StepsBeta is not null, grid),
                 ("--steps-power", StepsPower is not null, grid),
-                ("--runs", Runs is not null, "a resumed sweep stays in its folder, --resume RUN_DIR; drop --runs"),
-            };
-            return options.FirstOrDefault(o => o.Given) is { Option: not null } o ? Refuse(o.Option, o.Why) : null;
+                ("--runs", Runs is not null, "a resumed sweep stays in its folder, --resume RUN_DIR; drop --runs")
+            );
         }
     }
 
