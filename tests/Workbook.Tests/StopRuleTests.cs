@@ -170,6 +170,54 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void The_summary_replays_the_rule_at_other_trade_offs_over_the_same_evaluations()
+    {
+        // a saturating reward J = 0.5 + 0.3(1 − e^(−t/8)) and a loss rising 0.01 per step, checked every 4 of 48
+        // steps; one seed's reward only falls, so at every λ its ratio is undefined
+        List<StopEval> Saturating(double scale) =>
+            Enumerable
+                .Range(0, 13)
+                .Select(i => new StopEval(4 * i, 0.5 + scale * 0.3 * (1 - Math.Exp(-4 * i / 8.0)), 1 + 0.01 * 4 * i))
+                .ToList();
+        List<StopEval> falling = [.. Enumerable.Range(0, 13).Select(i => new StopEval(4 * i, 0.5 - 0.01 * i, 1.0))];
+        StopRun Run(List<StopEval> e) => new("dJ < 1*dL_SFT", 4, 48, false, null, 48, e);
+        var runs = new[] { Saturating(1), Saturating(0.8), Saturating(1.2), falling };
+        var results = new Dictionary<string, List<SeedResult>>
+        {
+            ["guarded"] = [.. runs.Select((e, i) => new SeedResult(i + 1, [], [], null) { Stop = Run(e) })],
+        };
+        var statements = new JsonObject();
+        var by = Summary.StopRuleJson(results, statements)!["by_lambda"]!.AsArray();
+        Assert.Equal(Summary.ReplayLambdas, by.Select(x => x!["lambda"]!.GetValue<double>()));
+        foreach (var row in by)
+        {
+            var rule = new StopRule(StopKind.Marginal, row!["lambda"]!.GetValue<double>(), "x");
+            for (int i = 0; i < runs.Length; i++)
+            {
+                // each replay is the rule's own decision and hindsight on that seed's evaluations
+                var checks = StopEstimator.Replay(rule, runs[i], 48, 4);
+                long stop = checks.Count > 0 && checks[^1].Fire ? checks[^1].Step : 48;
+                var h = StopHindsight.Of(rule, runs[i], stop);
+                Assert.Equal(stop, row["predicted_step"]![i]!.GetValue<long>());
+                Assert.Equal(h.HindsightStep, row["hindsight_step"]![i]!.GetValue<long>());
+                var r = row["phi_ratio"]!["per_seed"]![i];
+                Assert.Equal(h.Ratio is null, r is null);
+                if (h.Ratio is { } ratio)
+                    Assert.Equal(ratio, r!.GetValue<double>(), 5); // the JSON keeps 6 decimals
+            }
+            Assert.Equal(3, row["defined_seeds"]!.GetValue<int>()); // the falling seed never has a ratio
+        }
+        // at λ 2, Φ = ΔJ − 0.02·t peaks where 0.3/8·e^(−t/8) = 0.02, t ≈ 5: the check step 4 for the first seed (scale 1)
+        Assert.Equal(4, by[^1]!["hindsight_step"]![0]!.GetValue<long>());
+        var text = statements["stop rule"]!.GetValue<string>();
+        Assert.Contains("Replayed over the same evaluations at other trade-offs", text);
+        Assert.Contains("(3 of 4 seeds)", text);
+        Assert.Contains("At no λ is the goal of 0.9 on the mean met", text); // the fourth seed is never defined
+        var steps = by.Select(x => string.Join(",", x!["predicted_step"]!.AsArray().Select(v => (long)v!))).ToList();
+        Assert.Equal(steps[0] == steps[1], text.Contains("the trade-off did not decide when it stopped"));
+    }
+
+    [Fact]
     public void The_summary_reports_the_ratio_per_seed_and_says_where_it_is_undefined()
     {
         StopRun Run(long stopped, params StopEval[] e) => new("dJ < 1*dL_SFT", 4, stopped, true, 4, 12, [.. e]);

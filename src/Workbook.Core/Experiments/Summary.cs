@@ -514,10 +514,85 @@ public static class Summary
                 " The hindsight argmax is taken over noisy evaluations, so Φ(hindsight) is biased up and the ratio is "
                 + "conservative.";
         }
+        if (rule.Kind == Training.StopKind.Marginal)
+        {
+            var (replays, replayText) = StopRuleByLambda(rule, rs);
+            o["by_lambda"] = replays;
+            text += " " + replayText;
+        }
         statements["stop rule"] = text;
         o["statement"] = text;
         return o;
     }
+
+    /// <summary>The trade-offs at which the marginal rule is replayed besides the run's own.</summary>
+    public static readonly double[] ReplayLambdas = [0.125, 0.25, 0.5, 1, 2];
+
+    /// <summary>The same marginal rule (same k, window and firing) replayed over the same evaluations at other
+    /// trade-offs λ. The trajectory does not depend on the rule (the stage trains on to its budget for hindsight, and
+    /// evaluations use their own random streams), so each replay is what a run with that λ would have decided. λ is
+    /// the user's trade-off, not a setting chosen here: the replays show where the rule meets the goal, and where Φ
+    /// never rises (RL does not pay at that λ) so that no ratio is defined.</summary>
+    static (JsonArray Json, string Text) StopRuleByLambda(Training.StopRule rule, List<SeedResult> rs)
+    {
+        var json = new JsonArray();
+        var words = new List<string>();
+        var met = new List<string>();
+        var stops = new List<(double Lambda, long[] Steps)>();
+        foreach (var lambda in ReplayLambdas.Append(rule.Threshold).Distinct().Order())
+        {
+            var r = rule with { Threshold = lambda, Text = $"dJ < {Inv(lambda)}*dL_SFT" };
+            var per = rs.Select(x =>
+                {
+                    var ev = x.Stop!.Evals;
+                    var checks = Training.StopEstimator.Replay(r, ev, x.Stop.PlannedSteps, x.Stop.CheckSteps);
+                    long stop = checks.Count > 0 && checks[^1].Fire ? checks[^1].Step : ev[^1].Step;
+                    return (x.Seed, H: Training.StopHindsight.Of(r, ev, stop));
+                })
+                .ToList();
+            var ratio = Stat.Of(per.Select(p => p.H.Ratio ?? double.NaN).ToArray());
+            int defined = per.Count(p => p.H.Ratio is not null);
+            json.Add(
+                new JsonObject
+                {
+                    ["lambda"] = lambda,
+                    ["phi_ratio"] = StatJson(ratio),
+                    ["defined_seeds"] = defined,
+                    ["predicted_step"] = new JsonArray(per.Select(p => (JsonNode?)p.H.StoppedAt).ToArray()),
+                    ["hindsight_step"] = new JsonArray(per.Select(p => (JsonNode?)p.H.HindsightStep).ToArray()),
+                }
+            );
+            words.Add(
+                $"λ {Inv(lambda)}: "
+                    + (defined == 0 ? "undefined (Φ never rose)" : $"{P2(ratio.Mean)} ({defined} of {per.Count} seeds)")
+            );
+            if (defined == per.Count && per.Count >= 3 && ratio.Mean >= 0.9)
+                met.Add(Inv(lambda));
+            stops.Add((lambda, per.Select(p => p.H.StoppedAt).ToArray()));
+        }
+        // the largest λ that stopped every seed where the smallest did: between them the trade-off decided nothing
+        var same = stops.TakeWhile(x => x.Steps.SequenceEqual(stops[0].Steps)).Last();
+        var text =
+            "Replayed over the same evaluations at other trade-offs (the trajectory does not depend on the rule), "
+            + $"Φ(stopped)/Φ(hindsight) is {string.Join("; ", words)}. "
+            + (
+                met.Count > 0
+                    ? $"The goal of 0.9 on the mean, with the ratio defined in every one of at least 3 seeds, is met at "
+                        + $"λ {string.Join(", ", met)}."
+                    : "At no λ is the goal of 0.9 on the mean met with the ratio defined in every one of at least 3 "
+                        + "seeds."
+            )
+            + (
+                same.Lambda > stops[0].Lambda
+                    ? $" From λ {Inv(stops[0].Lambda)} to λ {Inv(same.Lambda)} the rule stopped at the same steps "
+                        + $"({string.Join(", ", same.Steps)}): there the fitted reward slope had already fallen below "
+                        + $"{Inv(stops[0].Lambda)} times the loss's, so the trade-off did not decide when it stopped."
+                    : ""
+            );
+        return (json, text);
+    }
+
+    static string Inv(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
     /// <summary>The seed-selection sentence, only for the configuration it describes.</summary>
     static string SeedSelection(ExperimentConfig cfg, IReadOnlyList<long> seeds)
