@@ -207,14 +207,15 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             }
             Assert.Equal(3, row["defined_seeds"]!.GetValue<int>()); // the falling seed never has a ratio
         }
-        // at λ 2, Φ = ΔJ − 0.02·t peaks where 0.3/8·e^(−t/8) = 0.02, t ≈ 5: the check step 4 for the first seed (scale 1)
+        // at λ 2, Φ = ΔJ − 0.02·t peaks where 0.3/8·e^(−t/8) = 0.02, t ≈ 5: the check step 4 for the first seed
+        // (scale 1)
         Assert.Equal(4, by[^1]!["hindsight_step"]![0]!.GetValue<long>());
         var text = statements["stop rule"]!.GetValue<string>();
         Assert.Contains("Replayed over the same evaluations at other trade-offs", text);
         Assert.Contains("(3 of 4 seeds)", text);
         Assert.Contains("At no λ is the goal of 0.9 on the mean met", text); // the fourth seed is never defined
         var steps = by.Select(x => string.Join(",", x!["predicted_step"]!.AsArray().Select(v => (long)v!))).ToList();
-        Assert.Equal(steps[0] == steps[1], text.Contains("the trade-off did not decide when it stopped"));
+        Assert.Equal(steps[0] == steps[1], text.Contains("the trade-off did not change when the rule stopped"));
     }
 
     [Fact]

@@ -538,7 +538,7 @@ public static class Summary
         var json = new JsonArray();
         var words = new List<string>();
         var met = new List<string>();
-        var stops = new List<(double Lambda, long[] Steps)>();
+        var stops = new List<(double Lambda, long[] Steps, bool[] Fired)>();
         foreach (var lambda in ReplayLambdas.Append(rule.Threshold).Distinct().Order())
         {
             var r = rule with { Threshold = lambda, Text = $"dJ < {Inv(lambda)}*dL_SFT" };
@@ -546,8 +546,9 @@ public static class Summary
                 {
                     var ev = x.Stop!.Evals;
                     var checks = Training.StopEstimator.Replay(r, ev, x.Stop.PlannedSteps, x.Stop.CheckSteps);
-                    long stop = checks.Count > 0 && checks[^1].Fire ? checks[^1].Step : ev[^1].Step;
-                    return (x.Seed, H: Training.StopHindsight.Of(r, ev, stop));
+                    bool fired = checks.Count > 0 && checks[^1].Fire;
+                    long stop = fired ? checks[^1].Step : ev[^1].Step;
+                    return (x.Seed, Fired: fired, H: Training.StopHindsight.Of(r, ev, stop));
                 })
                 .ToList();
             var ratio = Stat.Of(per.Select(p => p.H.Ratio ?? double.NaN).ToArray());
@@ -568,25 +569,33 @@ public static class Summary
             );
             if (defined == per.Count && per.Count >= 3 && ratio.Mean >= 0.9)
                 met.Add(Inv(lambda));
-            stops.Add((lambda, per.Select(p => p.H.StoppedAt).ToArray()));
+            stops.Add((lambda, per.Select(p => p.H.StoppedAt).ToArray(), per.Select(p => p.Fired).ToArray()));
         }
-        // the largest λ that stopped every seed where the smallest did: between them the trade-off decided nothing
+        // the largest λ that stopped every seed where the smallest did. The firing condition J' − λ·L' ≤ 0 is linear
+        // in λ, so a check where it holds at both ends holds for every λ between them, and one where it fails at both
+        // fails between them: every λ in the range stops each seed at the same step.
         var same = stops.TakeWhile(x => x.Steps.SequenceEqual(stops[0].Steps)).Last();
+        var neverFired = rs.Where((_, i) => !stops[0].Fired[i] && !same.Fired[i]).Select(x => x.Seed).ToList();
         var text =
             "Replayed over the same evaluations at other trade-offs (the trajectory does not depend on the rule), "
             + $"Φ(stopped)/Φ(hindsight) is {string.Join("; ", words)}. "
             + (
                 met.Count > 0
-                    ? $"The goal of 0.9 on the mean, with the ratio defined in every one of at least 3 seeds, is met at "
+                    ? "The goal of 0.9 on the mean, with the ratio defined in every one of at least 3 seeds, is met at "
                         + $"λ {string.Join(", ", met)}."
                     : "At no λ is the goal of 0.9 on the mean met with the ratio defined in every one of at least 3 "
                         + "seeds."
             )
             + (
-                same.Lambda > stops[0].Lambda
-                    ? $" From λ {Inv(stops[0].Lambda)} to λ {Inv(same.Lambda)} the rule stopped at the same steps "
-                        + $"({string.Join(", ", same.Steps)}): there the fitted reward slope had already fallen below "
-                        + $"{Inv(stops[0].Lambda)} times the loss's, so the trade-off did not decide when it stopped."
+                same.Lambda > stops[0].Lambda && neverFired.Count < rs.Count
+                    ? $" From λ {Inv(stops[0].Lambda)} to λ {Inv(same.Lambda)} each seed stopped at the same step "
+                        + $"({string.Join(", ", same.Steps)}): J′ − λ·L′ (the fitted slopes) is linear in λ, so within "
+                        + "that range the trade-off did not change when the rule stopped"
+                        + (
+                            neverFired.Count > 0
+                                ? $" (seed(s) {string.Join(", ", neverFired)} never fired and ran to the budget)."
+                                : "."
+                        )
                     : ""
             );
         return (json, text);

@@ -588,7 +588,7 @@ public static class Sweep
                 ["kl_mode"] = "reward",
                 ["scale_rewards"] = "none",
                 ["max_steps"] = cfg.Grpo.MaxSteps,
-                // null: every β ran max_steps; else max_steps is the budget at this β, scaled as (steps_beta/β)^steps_power
+                // null: every β ran max_steps; else a point at β ran max_steps·(steps_beta/β)^steps_power
                 ["steps_beta"] = grid.StepsBeta,
                 ["steps_power"] = grid.StepsPower,
                 ["learning_rate"] = cfg.Grpo.LearningRate,
