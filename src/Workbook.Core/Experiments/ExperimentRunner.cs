@@ -759,8 +759,7 @@ public sealed class ExperimentRunner
         double dataReward = ev.ExpertReward(t.Reward);
         string source =
             $"scored on the {t.Eval.Count} held-out expert responses the rise is measured on"
-            + (t.ExpertReward is { } mix ? $" (the task's mix gives {Fmt(mix)} in expectation)" : "");
-        static string Fmt(double x) => x.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
+            + (t.ExpertReward is { } mix ? $" (the task's mix gives {Summary.Short(mix)} in expectation)" : "");
         var p = C1Predictor.FromCounts(counts, cfg.C1Samples, beta, dataReward, source, seed: (int)seed);
         AtomicFile.WriteAllText(path, JsonSerializer.Serialize(p, TrainOptions.Json));
         return p;

@@ -51,6 +51,9 @@ public static class Summary
 
     static string P2(double x) => x.ToString("0.00", CultureInfo.InvariantCulture);
 
+    /// <summary>A setting as written: β, λ, a fraction (up to 3 decimals, no trailing zeros).</summary>
+    internal static string Short(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
+
     internal static string Ci(Stat s) => $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]";
 
     /// <summary>A reward mean (in [0, 1]) or change (in [−1, 1]) over seeds: its interval stays in the range.</summary>
@@ -541,14 +544,16 @@ public static class Summary
         var stops = new List<(double Lambda, long[] Steps, bool[] Fired)>();
         foreach (var lambda in ReplayLambdas.Append(rule.Threshold).Distinct().Order())
         {
-            var r = rule with { Threshold = lambda, Text = $"dJ < {Inv(lambda)}*dL_SFT" };
+            var r = rule with { Threshold = lambda, Text = $"dJ < {Short(lambda)}*dL_SFT" };
             var per = rs.Select(x =>
                 {
                     var ev = x.Stop!.Evals;
-                    var checks = Training.StopEstimator.Replay(r, ev, x.Stop.PlannedSteps, x.Stop.CheckSteps);
-                    bool fired = checks.Count > 0 && checks[^1].Fire;
-                    long stop = fired ? checks[^1].Step : ev[^1].Step;
-                    return (x.Seed, Fired: fired, H: Training.StopHindsight.Of(r, ev, stop));
+                    var fired = Training.StopEstimator.FiringStep(r, ev, x.Stop.PlannedSteps, x.Stop.CheckSteps);
+                    return (
+                        x.Seed,
+                        Fired: fired is not null,
+                        H: Training.StopHindsight.Of(r, ev, fired ?? ev[^1].Step)
+                    );
                 })
                 .ToList();
             var ratio = Stat.Of(per.Select(p => p.H.Ratio ?? double.NaN).ToArray());
@@ -564,11 +569,11 @@ public static class Summary
                 }
             );
             words.Add(
-                $"λ {Inv(lambda)}: "
+                $"λ {Short(lambda)}: "
                     + (defined == 0 ? "undefined (Φ never rose)" : $"{P2(ratio.Mean)} ({defined} of {per.Count} seeds)")
             );
             if (defined == per.Count && per.Count >= 3 && ratio.Mean >= 0.9)
-                met.Add(Inv(lambda));
+                met.Add(Short(lambda));
             stops.Add((lambda, per.Select(p => p.H.StoppedAt).ToArray(), per.Select(p => p.Fired).ToArray()));
         }
         // the largest λ that stopped every seed where the smallest did. The firing condition J' − λ·L' ≤ 0 is linear
@@ -588,7 +593,7 @@ public static class Summary
             )
             + (
                 same.Lambda > stops[0].Lambda && neverFired.Count < rs.Count
-                    ? $" From λ {Inv(stops[0].Lambda)} to λ {Inv(same.Lambda)} each seed stopped at the same step "
+                    ? $" From λ {Short(stops[0].Lambda)} to λ {Short(same.Lambda)} each seed stopped at the same step "
                         + $"({string.Join(", ", same.Steps)}): J′ − λ·L′ (the fitted slopes) is linear in λ, so within "
                         + "that range the trade-off did not change when the rule stopped"
                         + (
@@ -600,8 +605,6 @@ public static class Summary
             );
         return (json, text);
     }
-
-    static string Inv(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
     /// <summary>The seed-selection sentence, only for the configuration it describes.</summary>
     static string SeedSelection(ExperimentConfig cfg, IReadOnlyList<long> seeds)

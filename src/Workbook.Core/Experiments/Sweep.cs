@@ -64,7 +64,7 @@ public sealed record SweepGrid(
 
 public static class Sweep
 {
-    static string Key(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
+    static string Key(double x) => Summary.Short(x);
 
     /// <summary>Where a sweep's config starts, below its file and --set: the main job's defaults with a short RL
     /// budget (80 steps at 5e-4; configs/sweep-converged.json has the converged one).</summary>

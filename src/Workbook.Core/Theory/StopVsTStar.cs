@@ -46,9 +46,9 @@ public sealed record StopVsTStar(
             .Where(t => t % k == 0)
             .Select(t => new StopEval(t, objective[t], sftLoss[t]))
             .ToList();
-        var checks = StopEstimator.Replay(rule, evals, last, k);
-        bool fired = checks.Count > 0 && checks[^1].Fire;
-        long stop = fired ? checks[^1].Step : last;
+        var firing = StopEstimator.FiringStep(rule, evals, last, k);
+        bool fired = firing is not null;
+        long stop = firing ?? last;
         int predicted = double.IsFinite(predictedTStar) ? (int)Math.Clamp(Math.Round(predictedTStar), 0, last) : -1;
         double phiBest = Phi(best),
             phiStop = Phi((int)stop),

@@ -178,6 +178,11 @@ public static class StopEstimator
         return new StopCheck(now.Step, rateJ, rateL, predicted, fire);
     }
 
+    /// <summary>The step at which the rule, replayed over a finished trajectory, fires; null when it never
+    /// does.</summary>
+    public static long? FiringStep(StopRule rule, IReadOnlyList<StopEval> evals, long planned, int k) =>
+        Replay(rule, evals, planned, k) is { Count: > 0 } checks && checks[^1].Fire ? checks[^1].Step : null;
+
     /// <summary>Runs the rule over a finished trajectory: the checks in order up to and including the one that fired.
     /// <paramref name="evals"/> are the evaluations at multiples of k (and step 0).</summary>
     public static List<StopCheck> Replay(StopRule rule, IReadOnlyList<StopEval> evals, long planned, int k)
