@@ -129,7 +129,7 @@ public static class Frontier
     static string S(double x) =>
         Math.Round(x, 3) == 0 ? "+0.000" : x.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
 
-    static string Ci(Stat s) => $"[{S(s.Ci95[0])}, {S(s.Ci95[1])}]";
+    static string Ci(Stat s) => s.Interval(S);
 
     static string Point(string n, Dictionary<string, Stat> loss, Dictionary<string, Stat> reward) =>
         $"{n} (SFT loss {F(loss[n].Mean)}, reward {F(reward[n].Mean)})";

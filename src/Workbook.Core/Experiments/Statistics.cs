@@ -138,6 +138,30 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
 
     static double Sigmoid(double t) => 1 / (1 + Math.Exp(-t));
 
-    public bool AboveZero => Ci95[0] > 0;
-    public bool BelowZero => Ci95[1] < 0;
+    /// <summary>At least two seeds and all of them the same value (to 1e-9), so the t interval has zero width. With a
+    /// few seeds and coarse metrics (a reward over 48 prompts moves in steps of 1/48) that is a coincidence, not
+    /// certainty: such an interval is written as zero width and never counted as separated from zero.</summary>
+    public bool ZeroSpread =>
+        PerSeed.Where(double.IsFinite).ToArray() is { Length: >= 2 } v
+        && v.Max() - v.Min() <= 1e-9 * Math.Max(1, Math.Abs(v[0]));
+
+    public bool AboveZero => !ZeroSpread && Ci95[0] > 0;
+
+    public bool BelowZero => !ZeroSpread && Ci95[1] < 0;
+
+    /// <summary>Why an interval that is not separated from zero says nothing: it reaches zero, or it has no
+    /// spread.</summary>
+    public string Unseparated =>
+        ZeroSpread
+            ? "an interval of zero width, which cannot separate it from zero"
+            : "an interval that does not exclude zero";
+
+    /// <summary>The interval in the caller's number format: "[lo, hi]"; "no interval" under two seeds; and, when the
+    /// seeds have no spread, "[x, x], zero width: all n seeds gave the same value".</summary>
+    public string Interval(Func<double, string> f) =>
+        !double.IsFinite(Ci95[0]) ? "no interval"
+        : ZeroSpread
+            ? $"[{f(Ci95[0])}, {f(Ci95[1])}], zero width: all {PerSeed.Count(double.IsFinite)} seeds gave "
+                + "the same value"
+        : $"[{f(Ci95[0])}, {f(Ci95[1])}]";
 }

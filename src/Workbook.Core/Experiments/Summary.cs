@@ -13,13 +13,20 @@ namespace Workbook.Experiments;
 
 public static class Summary
 {
-    internal static JsonObject StatJson(Stat s) =>
-        new()
+    /// <summary>{"mean", "ci95", "per_seed"}, plus "zero_spread": true when every seed gave the same value (the
+    /// interval's zero width is then a coincidence of coarse metrics, not certainty).</summary>
+    public static JsonObject StatJson(Stat s)
+    {
+        var o = new JsonObject
         {
             ["mean"] = Num(s.Mean),
             ["ci95"] = new JsonArray(Num(s.Ci95[0]), Num(s.Ci95[1])),
             ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
         };
+        if (s.ZeroSpread)
+            o["zero_spread"] = true;
+        return o;
+    }
 
     internal static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
 
@@ -54,7 +61,7 @@ public static class Summary
     /// <summary>A setting as written: β, λ, a fraction (up to 3 decimals, no trailing zeros).</summary>
     internal static string Short(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
-    internal static string Ci(Stat s) => $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]";
+    internal static string Ci(Stat s) => s.Interval(F);
 
     /// <summary>A reward mean (in [0, 1]) or change (in [−1, 1]) over seeds: its interval stays in the range.</summary>
     static Stat Reward(double[] xs, bool change) => Stat.Bounded(xs, change ? -1 : 0, 1);
@@ -118,7 +125,7 @@ public static class Summary
                     mainHeadline = (notExceeded, controlsRan) =>
                         !loss.AboveZero
                             ? $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
-                                + $"(95% CI {Ci(loss)}, {n} seeds), an interval that does not exclude zero{tail}"
+                                + $"(95% CI {Ci(loss)}, {n} seeds), {loss.Unseparated}{tail}"
                         : notExceeded.Count == 0
                             ? $"Held: during GRPO after SFT the SFT loss on held-out expert data rose "
                                 + $"by {Abs(loss.Mean)} nats/token (95% CI {Ci(loss)}, {n} seeds"
@@ -146,7 +153,7 @@ public static class Summary
                             ? $"Held: during SFT after GRPO the strict reward fell by {Abs(reward.Mean)} (95% CI of "
                                 + $"the change {Ci(reward)}, {rs.Count} seeds)"
                             : $"Not shown: the strict-reward change during SFT after GRPO was {F(reward.Mean)} (95% "
-                                + $"CI {Ci(reward)}, {rs.Count} seeds), an interval that does not exclude zero"
+                                + $"CI {Ci(reward)}, {rs.Count} seeds), {reward.Unseparated}"
                     )
                     + $"; the lenient reward (last label, the paper's evaluation parse) changed by {F(lenient.Mean)} "
                     + $"(95% CI {Ci(lenient)})"
@@ -503,12 +510,14 @@ public static class Summary
                 $"Φ(stopped)/Φ(hindsight) = {P2(ratio.Mean)} ("
                 + (
                     defined.Count > 1
-                        ? $"95% CI [{P2(ratio.Ci95[0])}, {P2(ratio.Ci95[1])}], {defined.Count} of {per.Count} seeds"
+                        ? $"95% CI {ratio.Interval(P2)}, {defined.Count} of {per.Count} seeds"
                         : $"defined in 1 of {per.Count} seeds, so no interval"
                 )
                 + "), "
                 + (ratio.Mean >= 0.9 ? "at or above the goal of 0.9 on the mean" : "below the goal of 0.9 on the mean")
-                + (defined.Count > 1 && ratio.Ci95[0] >= 0.9 ? " and on the whole interval." : ".");
+                + (
+                    defined.Count > 1 && !ratio.ZeroSpread && ratio.Ci95[0] >= 0.9 ? " and on the whole interval." : "."
+                );
             if (undefined.Count > 0)
                 text +=
                     $" Undefined in seed(s) {string.Join(", ", undefined.Select(p => p.Seed))}: Φ at the hindsight "

@@ -324,15 +324,9 @@ public static class Sweep
         return byForm.Count > 0 ? byForm : null;
     }
 
-    static JsonObject StatJson(Stat s) =>
-        new()
-        {
-            ["mean"] = Num(s.Mean),
-            ["ci95"] = new JsonArray(Num(s.Ci95[0]), Num(s.Ci95[1])),
-            ["per_seed"] = new JsonArray(s.PerSeed.Select(x => (JsonNode?)Num(x)).ToArray()),
-        };
+    static JsonObject StatJson(Stat s) => Summary.StatJson(s);
 
-    static JsonNode? Num(double x) => double.IsFinite(x) ? JsonValue.Create(Math.Round(x, 6)) : null;
+    static JsonNode? Num(double x) => Summary.Num(x);
 
     static string F3(double x) =>
         Math.Round(x, 3) is var r && r == 0 ? "+0.000" : r.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
@@ -417,8 +411,8 @@ public static class Sweep
                 };
                 nullText =
                     $"; under the coin-reward null (predicted 0) the rise was {F3(nRise.Mean)} (95% CI "
-                    + $"[{F3(nRise.Ci95[0])}, {F3(nRise.Ci95[1])}], rationale spans {F3(nRat.Mean)}), so net of RL's "
-                    + $"own drift the rise is {F3(net.Mean)} (paired CI [{F3(net.Ci95[0])}, {F3(net.Ci95[1])}]); "
+                    + $"{nRise.Interval(F3)}, rationale spans {F3(nRat.Mean)}), so net of RL's "
+                    + $"own drift the rise is {F3(net.Mean)} (paired CI {net.Interval(F3)}); "
                     + "the coin's groups carried a mean within-group std of the shaped reward (reward − β·log-ratio, "
                     + $"what the advantages are made of) of {rs.Average(r => r.Null!.RewardStd):0.00} against "
                     + $"{rs.Average(r => r.RewardStd):0.00} under the strict reward"
@@ -547,7 +541,7 @@ public static class Sweep
                         + $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]; per seed "
                         + string.Join(", ", ratio.PerSeed.Select(x => x.ToString("0.00", CultureInfo.InvariantCulture)))
                         + $"; ratio of the means {ratioOfMeans:0.00}; measured − predicted {F3(diff.Mean)}, 95% CI "
-                        + $"[{F3(diff.Ci95[0])}, {F3(diff.Ci95[1])}]"
+                        + diff.Interval(F3)
                         + (
                             ok && rs.Count > 1 && (diff.Ci95[1] - diff.Ci95[0]) > 0.6 * Math.Abs(predicted.Mean)
                                 ? ", an interval too wide to confirm ±30%"
@@ -569,7 +563,7 @@ public static class Sweep
                 sentences.Add(
                     $"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), "
                         + $"measured {F3(measured.Mean)} "
-                        + $"(95% CI [{F3(measured.Ci95[0])}, {F3(measured.Ci95[1])}]){mechanism}{formText}{nullText}."
+                        + $"(95% CI {measured.Interval(F3)}){mechanism}{formText}{nullText}."
                 );
         }
         var headline =

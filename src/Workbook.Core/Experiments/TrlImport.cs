@@ -193,7 +193,7 @@ public static partial class TrlImport
 
     static string Interval(Stat s, int n) =>
         double.IsFinite(s.Ci95[0])
-            ? $"95% CI [{F(s.Ci95[0])}, {F(s.Ci95[1])}], {n} seeds"
+            ? $"95% CI {s.Interval(F)}, {n} seeds"
             : $"{n} seed{(n == 1 ? "" : "s")}: no interval";
 
     /// <summary>The changes the paper predicts and plain statements, per pipeline.</summary>
@@ -216,7 +216,7 @@ public static partial class TrlImport
                         s.AboveZero ? "held: the SFT loss rose"
                         : n == 1 && s.Mean > 0 ? "the SFT loss rose (one seed, so no interval)"
                         : double.IsNaN(s.Mean) ? "not measured (no held-out SFT loss in this stage's log)"
-                        : "not shown: the interval does not exclude zero";
+                        : $"not shown: {s.Unseparated}";
                     list.Add(
                         (
                             p.Name,
@@ -237,7 +237,7 @@ public static partial class TrlImport
                         r.BelowZero ? "held: the strict reward fell"
                         : n == 1 && r.Mean < 0 ? "the strict reward fell (one seed, so no interval)"
                         : double.IsNaN(r.Mean) ? "not measured (no held-out strict reward in this stage's log)"
-                        : "not shown: the interval does not exclude zero";
+                        : $"not shown: {r.Unseparated}";
                     list.Add(
                         (
                             p.Name,

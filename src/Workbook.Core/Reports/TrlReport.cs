@@ -27,7 +27,7 @@ public static class TrlReport
             .Append("<th>per seed</th></tr>");
         foreach (var (p, q, s, _) in findings)
         {
-            var ci = double.IsFinite(s.Ci95[0]) ? $"[{F(s.Ci95[0])}, {F(s.Ci95[1])}]" : "–";
+            var ci = double.IsFinite(s.Ci95[0]) ? s.Interval(F) : "–";
             sb.Append($"<tr><td>{E(p)}</td><td>{E(q)}</td><td>{F(s.Mean)}</td><td>{ci}</td>")
                 .Append($"<td>{E(string.Join(", ", s.PerSeed.Select(F)))}</td></tr>");
         }

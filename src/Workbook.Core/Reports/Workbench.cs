@@ -223,7 +223,7 @@ public static class Workbench
 
     static string Signed(double x) => x.ToString("+0.000;-0.000;0.000", CultureInfo.InvariantCulture);
 
-    static string Ci(Stat s) => $"[{Signed(s.Ci95[0])}, {Signed(s.Ci95[1])}]";
+    static string Ci(Stat s) => s.Interval(Signed);
 
     /// <summary>"rose by 0.012" / "fell by 0.012" / "did not change", from the sign of a change.</summary>
     public static string Change(double delta, string f = "0.000") =>
@@ -268,8 +268,8 @@ public static class Workbench
             var loss = Stat.Of(PerSeed(summary, name, "final_sft_loss").Values.ToArray());
             var reward = Stat.Bounded(PerSeed(summary, name, "final_reward").Values.ToArray(), 0, 1);
             lines.Add(
-                $"{name}: final SFT loss {N(loss.Mean)} (95% CI [{N(loss.Ci95[0])}, {N(loss.Ci95[1])}]), "
-                    + $"final strict reward {N(reward.Mean)} (95% CI [{N(reward.Ci95[0])}, {N(reward.Ci95[1])}])."
+                $"{name}: final SFT loss {N(loss.Mean)} (95% CI {loss.Interval(x => N(x))}), "
+                    + $"final strict reward {N(reward.Mean)} (95% CI {reward.Interval(x => N(x))})."
             );
         }
         var pairs = new List<(string, string)> { ("sft-then-rl", "rl-then-sft") };
