@@ -38,7 +38,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         public double Temperature { get; init; } = 1.0;
 
         [CommandOption("--top-p <P>")]
-        [Description("Nucleus sampling: keep the smallest set of tokens with this mass, in (0, 1]")]
+        [Description("Nucleus sampling: keep the smallest set of tokens with this mass, in (0, 1]]")]
         [DefaultValue(1.0)]
         public double TopP { get; init; } = 1.0;
 

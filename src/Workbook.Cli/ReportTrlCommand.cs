@@ -19,7 +19,7 @@ public sealed class CouplingReportCommand : Command<CouplingReportCommand.Settin
 
         [CommandOption("--from-trl <DIR>")]
         [Description(
-            "TRL runs: DIR/[<pipeline>/][seed-<N>/]<k>-<stage>/trainer_state.json (what export-recipe writes)"
+            "TRL runs: DIR/[[<pipeline>/]][[seed-<N>/]]<k>-<stage>/trainer_state.json (what export-recipe writes)"
         )]
         public string? FromTrl { get; init; }
 

@@ -103,7 +103,7 @@ public sealed class RunCommand : Command<RunCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s)
     {
-        var pipelines = ExperimentConfig.Resolve(s.Experiment, s.Pipelines);
+        ExperimentConfig.Resolve(s.Experiment, s.Pipelines); // names checked before any config file is read
         ExperimentConfig cfg;
         string runDir;
         if (s.Resume is not null)
@@ -131,9 +131,20 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             if (s.DType is not null)
                 overrides.Add($"dtype={System.Text.Json.JsonSerializer.Serialize(s.DType)}");
             cfg = LoadConfig(s.Config, s.Quick, overrides);
-            cfg.ValidateFor(pipelines); // issue 14
+            cfg.ValidateFor(ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg)); // issue 14
             runDir = ExperimentRunner.NewRunDir(s.Runs ?? "runs", (s.Quick ? "quick-" : "") + s.Experiment);
         }
+        var pipelines = ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg);
+        if (s.Experiment == "all" && s.Pipelines is null && cfg.ColaOnSmallModel)
+            AnsiConsole.MarkupLine(
+                "[grey]"
+                    + Markup.Escape(
+                        $"real CoLA on the small model: run all defaults to {string.Join(", ", pipelines)} (the mixed "
+                            + "and strict-only expert forms side by side, about 15 min on 2 cores); --pipelines all "
+                            + "runs every one (about 45 min)"
+                    )
+                    + "[/]"
+            );
         try
         {
             return Run(s, cfg, runDir, pipelines);

@@ -215,10 +215,14 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
     {
         var metrics = Path.Combine(x.RunDir, "sft-then-rl", "seed-1001", "2-rl", "metrics.jsonl");
         var before = File.GetLastWriteTimeUtc(metrics);
+        var timing = File.ReadAllText(Path.Combine(x.RunDir, "timing.json"));
         var again = new ExperimentRunner(ExperimentTests.Tiny, x.RunDir, x.Root).Run(
             ExperimentConfig.Resolve("all", "all")
         );
         Assert.Equal(before, File.GetLastWriteTimeUtc(metrics));
+        // the first session's timing is kept; the resumed session's goes beside it
+        Assert.Equal(timing, File.ReadAllText(Path.Combine(x.RunDir, "timing.json")));
+        Assert.True(File.Exists(Path.Combine(x.RunDir, "timing-2.json")));
         Assert.Equal(
             x.Results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]),
             again["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"])

@@ -92,6 +92,75 @@ public class HeadlineTests
         Assert.StartsWith("Not shown: ", flat["statements"]!["sft-then-rl"]!.GetValue<string>());
         Assert.False(flat["prediction_held"]!["sft-then-rl"]!.GetValue<bool>());
     }
+
+    /// <summary>RL then SFT for one seed: the strict reward goes 0.2 → 0.6 in RL, then 0.6 → 0.6 + change in
+    /// SFT.</summary>
+    static SeedResult RlThenSft(long seed, double change, bool silent) =>
+        new(
+            seed,
+            [new StageInfo("rl", "grpo", 0, 10) { NoRewardSignal = silent }, new StageInfo("sft", "sft", 10, 10)],
+            [Reward(0, 0, "grpo", 0.2), Reward(10, 1, "sft", 0.6), Reward(20, 1, "sft", 0.6 + change)],
+            null
+        );
+
+    static EvalPoint Reward(int step, int stage, string kind, double strict) =>
+        new(
+            step,
+            stage,
+            kind,
+            new Dictionary<string, double>
+            {
+                ["eval_sft_loss"] = 1.0,
+                ["eval_sft_nll_per_response"] = 10.0,
+                [Strict] = strict,
+                [Lenient] = 0.9,
+            }
+        );
+
+    [Fact]
+    public void Rl_then_sft_says_when_the_reward_rose_instead_and_when_rl_had_no_signal_to_lose()
+    {
+        string Statement(double[] changes, bool silent, out bool held)
+        {
+            var s = Build(new() { ["rl-then-sft"] = [.. Seeds.Select((sd, k) => RlThenSft(sd, changes[k], silent))] });
+            held = s["prediction_held"]!["rl-then-sft"]!.GetValue<bool>();
+            return s["statements"]!["rl-then-sft"]!.GetValue<string>();
+        }
+        Assert.StartsWith("Held: ", Statement([-0.30, -0.25, -0.35], false, out var held));
+        Assert.True(held);
+        // a rise excludes zero too, on the other side: not "an interval that does not exclude zero"
+        var rose = Statement([0.30, 0.25, 0.35], false, out held);
+        Assert.StartsWith("Not shown: during SFT after GRPO the strict reward rose by 0.300", rose);
+        Assert.Contains("the opposite of the predicted fall", rose);
+        Assert.False(held);
+        Assert.Contains("an interval that does not exclude zero", Statement([0.1, -0.1, 0.02], false, out _));
+        // no reward signal in RL: no gain to lose, whatever SFT did
+        var silent = Statement([-0.30, -0.25, -0.35], true, out held);
+        Assert.StartsWith("Not measured: the GRPO stage had no reward signal in all 3 seeds", silent);
+        Assert.False(held);
+        // and the same for the main order's headline
+        var main = Build(
+            new()
+            {
+                ["sft-then-rl"] =
+                [
+                    .. Seeds.Select(
+                        (sd, k) =>
+                            Result(sd, 0.5 + 0.05 * k) with
+                            {
+                                Stages =
+                                [
+                                    new StageInfo("sft", "sft", 0, 10),
+                                    new StageInfo("rl", "grpo", 10, 10) { NoRewardSignal = true },
+                                ],
+                            }
+                    ),
+                ],
+            }
+        );
+        Assert.StartsWith("Not measured: ", main["statements"]!["sft-then-rl"]!.GetValue<string>());
+        Assert.False(main["prediction_held"]!["sft-then-rl"]!.GetValue<bool>());
+    }
 }
 
 /// <summary>The sweep's per-form prediction (Experiments/Sweep.cs ByForm): p* changes a response's NLL by

@@ -208,6 +208,25 @@ public class PaperSettingTests
     }
 
     [Fact]
+    public void Run_all_on_real_cola_with_the_small_model_defaults_to_both_orders_and_the_strict_only_form()
+    {
+        var cola = ExperimentConfig.Load(null, ["dataset=\"cola:train.tsv\""]);
+        Assert.True(cola.ColaOnSmallModel);
+        Assert.Equal(["sft-then-rl", "rl-then-sft", "no-format-mix"], ExperimentConfig.Resolve("all", null, cola));
+        // --pipelines still picks, and all is every pipeline
+        Assert.Equal(ExperimentConfig.Known, ExperimentConfig.Resolve("all", "all", cola));
+        Assert.Equal(["coin-reward"], ExperimentConfig.Resolve("all", "coin-reward", cola));
+        // the embedded task, and the paper's model (--model), keep the whole default set
+        var grammar = ExperimentConfig.Resolve("all", null, ExperimentConfig.Load(null, []));
+        Assert.Equal(ExperimentConfig.Resolve("all"), grammar);
+        Assert.Contains("coin-reward", grammar);
+        Assert.Contains("guarded", grammar);
+        var paper = cola with { Model = "Qwen3-0.6B" };
+        Assert.False(paper.ColaOnSmallModel);
+        Assert.Equal(grammar, ExperimentConfig.Resolve("all", null, paper));
+    }
+
+    [Fact]
     public void Num_train_epochs_resolves_to_steps_and_conflicts_with_max_steps()
     {
         var sft = TrainOptions.Load<SftOptions>(

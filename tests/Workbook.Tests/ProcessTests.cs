@@ -49,6 +49,43 @@ public class ProcessTests
     static List<Dictionary<string, double>> Metrics(string dir) => TrainerRuns.Comparable(dir);
 
     [Fact]
+    public void Every_verb_prints_its_help()
+    {
+        // an option description is Spectre markup: a stray [..] once made `report --help` throw
+        string[] verbs =
+        [
+            "run",
+            "sweep",
+            "train",
+            "notebooks",
+            "report",
+            "export-recipe",
+            "score",
+            "generate",
+            "tokenize",
+            "verify",
+            "landscape",
+            "bench",
+            "info",
+        ];
+        foreach (var verb in verbs)
+        {
+            var psi = new ProcessStartInfo("dotnet", [Cli, verb, "--help"])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            using var p = Process.Start(psi)!;
+            var err = p.StandardError.ReadToEndAsync();
+            var output = p.StandardOutput.ReadToEnd();
+            Assert.True(p.WaitForExit(60_000), $"{verb} --help did not exit");
+            Assert.True(p.ExitCode == 0, $"{verb} --help exited {p.ExitCode}: {err.Result}{output}");
+            Assert.Contains("USAGE", output);
+            Assert.DoesNotContain("Exception", output + err.Result);
+        }
+    }
+
+    [Fact]
     public void A_training_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run()
     {
         Assert.True(File.Exists(Cli), $"{Cli} missing: the test project references the CLI");

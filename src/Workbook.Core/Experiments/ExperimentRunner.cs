@@ -150,7 +150,8 @@ public sealed class ExperimentRunner
 
     /// <summary>timing.json: where this session's wall time went, per seed and pipeline (a pipeline that reuses
     /// sft-then-rl's stages counts only its own; a resumed or cached stage counts what was left). Kept out of
-    /// summary.json so that the numbers there are the same on every run of the same config.</summary>
+    /// summary.json so that the numbers there are the same on every run of the same config. A resumed session writes
+    /// timing-2.json, timing-3.json, ... so the first session's record is never overwritten.</summary>
     void WriteTiming(IReadOnlyList<string> pipelines, Dictionary<string, double>[] seconds, double wall)
     {
         var names = new[] { "base" }.Concat(pipelines).ToList();
@@ -167,9 +168,13 @@ public sealed class ExperimentRunner
                 )
             ),
         };
-        AtomicFile.WriteAllText(Path.Combine(runDir, "timing.json"), o.ToJsonString(new() { WriteIndented = true }));
+        var file = Enumerable
+            .Range(1, int.MaxValue - 1)
+            .Select(k => Path.Combine(runDir, k == 1 ? "timing.json" : $"timing-{k}.json"))
+            .First(f => !File.Exists(f));
+        AtomicFile.WriteAllText(file, o.ToJsonString(new() { WriteIndented = true }));
         log(
-            $"wall time {wall:F0} s; seconds per seed: "
+            $"wall time {wall:F0} s ({Path.GetFileName(file)}); seconds per seed: "
                 + string.Join(", ", names.Select(n => $"{n} {seconds.Average(d => d[n]):F0}"))
         );
     }

@@ -115,7 +115,8 @@ public static class Summary
                     o["sft_nll_change_during_rl_by_form_and_span"] = split;
                 if (name == "sft-then-rl")
                 {
-                    held[name] = loss.AboveZero;
+                    bool rlSilent = rs.All(r => r.Stages[1].NoRewardSignal);
+                    held[name] = loss.AboveZero && !rlSilent;
                     statements[name] = "";
                     // worded once the controls are known: a rise they also show is not the theorem's
                     int n = rs.Count;
@@ -123,7 +124,11 @@ public static class Summary
                         $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)})."
                         + PredictionSentence(o, cfg);
                     mainHeadline = (notExceeded, controlsRan) =>
-                        !loss.AboveZero
+                        rlSilent
+                            ? $"Not measured: the GRPO stage after SFT had no reward signal in all {n} seeds, so RL did "
+                                + $"not train; the SFT loss changed by {F(loss.Mean)} nats/token (95% CI {Ci(loss)})"
+                                + tail
+                        : !loss.AboveZero
                             ? $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
                                 + $"(95% CI {Ci(loss)}, {n} seeds), {loss.Unseparated}{tail}"
                         : notExceeded.Count == 0
@@ -146,14 +151,23 @@ public static class Summary
                 o["lenient_reward_change_during_sft"] = StatJson(lenient);
                 o["sft_loss_change_during_sft"] = StatJson(Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss")));
                 o["reward_change_during_rl"] = StatJson(Reward(ChangeDuring(rs, 0, strictKey), change: true));
-                held[name] = reward.BelowZero;
+                // the effect is a loss of what RL gained: with no reward signal in RL there was no gain to lose
+                bool rlSilent = rs.All(r => r.Stages[0].NoRewardSignal);
+                held[name] = reward.BelowZero && !rlSilent;
                 statements[name] =
                     (
-                        reward.BelowZero
+                        rlSilent
+                            ? $"Not measured: the GRPO stage had no reward signal in all {rs.Count} seeds, so RL "
+                                + $"gained nothing for SFT to undo; the strict reward changed by {F(reward.Mean)} "
+                                + $"during SFT (95% CI {Ci(reward)}), which is SFT's own effect"
+                        : reward.BelowZero
                             ? $"Held: during SFT after GRPO the strict reward fell by {Abs(reward.Mean)} (95% CI of "
                                 + $"the change {Ci(reward)}, {rs.Count} seeds)"
-                            : $"Not shown: the strict-reward change during SFT after GRPO was {F(reward.Mean)} (95% "
-                                + $"CI {Ci(reward)}, {rs.Count} seeds), {reward.Unseparated}"
+                        : reward.AboveZero
+                            ? $"Not shown: during SFT after GRPO the strict reward rose by {Abs(reward.Mean)} (95% "
+                                + $"CI {Ci(reward)}, {rs.Count} seeds), the opposite of the predicted fall"
+                        : $"Not shown: the strict-reward change during SFT after GRPO was {F(reward.Mean)} (95% "
+                            + $"CI {Ci(reward)}, {rs.Count} seeds), {reward.Unseparated}"
                     )
                     + $"; the lenient reward (last label, the paper's evaluation parse) changed by {F(lenient.Mean)} "
                     + $"(95% CI {Ci(lenient)})"

@@ -2,9 +2,9 @@
 //   "sft_loss_rise > δ"  (a budget: stop before the held-out SFT loss has risen by δ nats/token since the stage began)
 //   "dJ < λ*dL_SFT"      (marginal gain: stop when the reward gained per step falls below λ times the SFT-loss rise per
 //                        step; "·" works for "*", "dJ < dL_SFT" means λ = 1).
-// 1. Every k = stop_check_steps steps the stage evaluates on held-out data: J = the mean held-out reward under the
-// stage's     own (strict) verifier, L = eval_sft_loss in nats/token. The rule sees only the evaluations at 0, k, 2k,
-// ... so     that what it decides does not depend on the other evaluation cadences of the stage.
+//  1. Every k = stop_check_steps steps the stage evaluates on held-out data: J = the mean held-out reward under the
+//     stage's own (strict) verifier, L = eval_sft_loss in nats/token. The rule sees only the evaluations at 0, k, 2k,
+//     ... so that what it decides does not depend on the other evaluation cadences of the stage.
 //  2. Estimator: least-squares polynomials of degree min(2, m − 1) to ΔJ(t) and ΔL(t) (rises from step 0) over the last
 //     m = min(n, 6) evaluations. A quadratic is the second-order local model of a saturating curve: its derivative at
 //     the current step is the rate (dJ/dt, dL/dt, logged), and its curvature says where the rate runs out. Six points
@@ -15,10 +15,10 @@
 //     exceeds δ (budget); the planned budget when that does not happen within it.
 //  4. Firing: marginal, when J'(now) ≤ λ·L'(now) on at least 3 evaluations (two points give one noisy difference);
 //     budget, when the measured rise already exceeds δ, or (3+ evaluations) the fit crosses δ by the next check.
-// 5. Hindsight (the measure of the rule, on the same run): Φ(T) = ΔJ(T) − λ·ΔL(T) over the evaluated check steps; for a
-//     budget, Φ(T) = ΔJ(T) where ΔL(T) ≤ δ and undefined elsewhere (the constrained problem the budget states). The
-// hindsight step is argmax Φ (earliest on ties); the ratio Φ(stopped)/Φ(hindsight) is undefined when Φ(hindsight) ≤ 0
-//     (RL never paid under the trade-off) or when the stopped step broke the budget.
+//  5. Hindsight (the measure of the rule, on the same run): Φ(T) = ΔJ(T) − λ·ΔL(T) over the evaluated check steps;
+//     for a budget, Φ(T) = ΔJ(T) where ΔL(T) ≤ δ and undefined elsewhere (the constrained problem the budget states).
+//     The hindsight step is argmax Φ (earliest on ties); the ratio Φ(stopped)/Φ(hindsight) is undefined when
+//     Φ(hindsight) ≤ 0 (RL never paid under the trade-off) or when the stopped step broke the budget.
 using System.Globalization;
 using System.Text.RegularExpressions;
 
