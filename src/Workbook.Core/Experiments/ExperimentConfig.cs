@@ -162,8 +162,8 @@ public sealed record ExperimentConfig
 
     /// <summary>The default set of `run all` for real CoLA (cola:FILE) on the small model trained here: both stage
     /// orders and the strict-only expert form (no-format-mix) beside the mixed one, the control under which the
-    /// theorem predicts no rise. The full set takes about 45 minutes there (a 4,370-id vocabulary against the embedded
-    /// task's 260); these three fit the 15 minutes of issue 12 on 2 cores. --pipelines all runs every one.</summary>
+    /// theorem predicts no rise. These three took 12 minutes on 2 cores, inside issue 12's 15; the whole set would take
+    /// about 20 (estimated from the per-pipeline times). --pipelines all runs every one.</summary>
     public static readonly string[] ColaSmallDefault = ["sft-then-rl", "rl-then-sft", "no-format-mix"];
 
     /// <summary>Real CoLA on the small model trained here (no --model), where `run all` defaults to
