@@ -126,8 +126,8 @@ public static class Summary
                     mainHeadline = (notExceeded, controlsRan) =>
                         rlSilent
                             ? $"Not measured: the GRPO stage after SFT had no reward signal in all {n} seeds, so RL "
-                                + $"did not train; the SFT loss changed by {F(loss.Mean)} nats/token (95% CI {Ci(loss)})"
-                                + tail
+                                + $"did not train; the SFT loss changed by {F(loss.Mean)} nats/token "
+                                + $"(95% CI {Ci(loss)}){tail}"
                         : !loss.AboveZero
                             ? $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
                                 + $"(95% CI {Ci(loss)}, {n} seeds), {loss.Unseparated}{tail}"
