@@ -134,14 +134,17 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             cfg.ValidateFor(ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg)); // issue 14
             runDir = ExperimentRunner.NewRunDir(s.Runs ?? "runs", (s.Quick ? "quick-" : "") + s.Experiment);
         }
-        var pipelines = ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg);
-        if (s.Experiment == "all" && s.Pipelines is null && cfg.ColaOnSmallModel)
+        // a resumed `run all` without --pipelines finishes the set its first session started, whatever today's default
+        var pipelines =
+            s.Resume is not null && s.Experiment == "all" && s.Pipelines is null
+                ? StartedPipelines(s.Resume)
+                : ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg);
+        if (s.Resume is null && s.Experiment == "all" && s.Pipelines is null && cfg.ColaOnSmallModel)
             AnsiConsole.MarkupLine(
                 "[grey]"
                     + Markup.Escape(
                         $"real CoLA on the small model: run all defaults to {string.Join(", ", pipelines)} (the mixed "
-                            + "and strict-only expert forms side by side; 12 min on 2 cores when measured); "
-                            + "--pipelines all runs every one"
+                            + "and strict-only expert forms side by side); --pipelines all runs every one"
                     )
                     + "[/]"
             );
@@ -155,6 +158,21 @@ public sealed class RunCommand : Command<RunCommand.Settings>
                 RunFolders.RemoveIfEmpty(runDir);
             throw;
         }
+    }
+
+    /// <summary>The pipelines in a run folder's seeds.json (what its first session set out to run).</summary>
+    public static IReadOnlyList<string> StartedPipelines(string runDir)
+    {
+        var path = Path.Combine(runDir, "seeds.json");
+        if (!File.Exists(path))
+            throw new WorkbookException($"--resume {runDir}: no seeds.json, so the run's pipelines are not known");
+        var names = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?["pipelines"]?.AsArray();
+        if (names is null || names.Count == 0)
+            throw new WorkbookException($"{path}: no \"pipelines\" list");
+        var list = names.Select(n => n!.GetValue<string>()).ToList();
+        foreach (var n in list)
+            ExperimentConfig.Resolve(n); // a name this version does not know is an error naming it
+        return list;
     }
 
     /// <summary>The file of --eval-dataset cola:FILE (the only evaluation source files have so far).</summary>

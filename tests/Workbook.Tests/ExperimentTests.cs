@@ -220,9 +220,12 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
             ExperimentConfig.Resolve("all", "all")
         );
         Assert.Equal(before, File.GetLastWriteTimeUtc(metrics));
-        // the first session's timing is kept; the resumed session's goes beside it
+        // the first session's timing and versions are kept; the resumed session's go beside them
         Assert.Equal(timing, File.ReadAllText(Path.Combine(x.RunDir, "timing.json")));
-        Assert.True(File.Exists(Path.Combine(x.RunDir, "timing-2.json")));
+        var resumed = JsonNode.Parse(File.ReadAllText(Path.Combine(x.RunDir, "timing-2.json")))!;
+        Assert.True(resumed["resumed"]!.GetValue<bool>());
+        Assert.Null(JsonNode.Parse(timing)!["resumed"]);
+        Assert.True(File.Exists(Path.Combine(x.RunDir, "versions-2.json")));
         Assert.Equal(
             x.Results["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"]),
             again["joint"][1].Curve.Select(p => p.Metrics["eval_sft_loss"])

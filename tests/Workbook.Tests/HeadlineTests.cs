@@ -120,24 +120,32 @@ public class HeadlineTests
     [Fact]
     public void Rl_then_sft_says_when_the_reward_rose_instead_and_when_rl_had_no_signal_to_lose()
     {
-        string Statement(double[] changes, bool silent, out bool held)
+        string Statement(double[] changes, bool[] silent, out bool? held)
         {
-            var s = Build(new() { ["rl-then-sft"] = [.. Seeds.Select((sd, k) => RlThenSft(sd, changes[k], silent))] });
-            held = s["prediction_held"]!["rl-then-sft"]!.GetValue<bool>();
+            var s = Build(
+                new() { ["rl-then-sft"] = [.. Seeds.Select((sd, k) => RlThenSft(sd, changes[k], silent[k]))] }
+            );
+            held = s["prediction_held"]!["rl-then-sft"]?.GetValue<bool>();
             return s["statements"]!["rl-then-sft"]!.GetValue<string>();
         }
-        Assert.StartsWith("Held: ", Statement([-0.30, -0.25, -0.35], false, out var held));
+        bool[] none = [false, false, false];
+        Assert.StartsWith("Held: ", Statement([-0.30, -0.25, -0.35], none, out var held));
         Assert.True(held);
         // a rise excludes zero too, on the other side: not "an interval that does not exclude zero"
-        var rose = Statement([0.30, 0.25, 0.35], false, out held);
+        var rose = Statement([0.30, 0.25, 0.35], none, out held);
         Assert.StartsWith("Not shown: during SFT after GRPO the strict reward rose by 0.300", rose);
         Assert.Contains("the opposite of the predicted fall", rose);
         Assert.False(held);
-        Assert.Contains("an interval that does not exclude zero", Statement([0.1, -0.1, 0.02], false, out _));
-        // no reward signal in RL: no gain to lose, whatever SFT did
-        var silent = Statement([-0.30, -0.25, -0.35], true, out held);
+        Assert.Contains("an interval that does not exclude zero", Statement([0.1, -0.1, 0.02], none, out _));
+        // no reward signal in RL: no gain to lose, whatever SFT did; nothing held or not (null in summary.json)
+        var silent = Statement([-0.30, -0.25, -0.35], [true, true, true], out held);
         Assert.StartsWith("Not measured: the GRPO stage had no reward signal in all 3 seeds", silent);
-        Assert.False(held);
+        Assert.Null(held);
+        Assert.DoesNotContain("format half", silent);
+        // in some seeds only: those are left out of the interval and named
+        var some = Statement([-0.30, -0.29, 0.35], [false, false, true], out held);
+        Assert.StartsWith("Held: during SFT after GRPO the strict reward fell by 0.295", some);
+        Assert.Contains("2 seeds; seed(s) 1002 left out: their GRPO stage had no reward signal", some);
         // and the same for the main order's headline
         var main = Build(
             new()
@@ -158,8 +166,15 @@ public class HeadlineTests
                 ],
             }
         );
-        Assert.StartsWith("Not measured: ", main["statements"]!["sft-then-rl"]!.GetValue<string>());
-        Assert.False(main["prediction_held"]!["sft-then-rl"]!.GetValue<bool>());
+        Assert.Equal(
+            "Not measured: the GRPO stage after SFT had no reward signal in all 3 seeds, so RL did not train.",
+            main["statements"]!["sft-then-rl"]!.GetValue<string>()
+        );
+        Assert.Null(main["prediction_held"]!["sft-then-rl"]);
+        // the report shows it as a plain statement, not as "not shown"
+        var html = Report.Render(main, "t");
+        Assert.Contains("Not measured: the GRPO stage after SFT", html);
+        Assert.DoesNotContain("<span class=not>not shown</span>. Not measured", html);
     }
 }
 

@@ -224,6 +224,17 @@ public class PaperSettingTests
         var paper = cola with { Model = "Qwen3-0.6B" };
         Assert.False(paper.ColaOnSmallModel);
         Assert.Equal(grammar, ExperimentConfig.Resolve("all", null, paper));
+        // neither is a config key: config.json holds the settings, not what follows from them
+        Assert.DoesNotContain("default_set", cola.ToJson());
+        Assert.DoesNotContain("cola_on_small_model", cola.ToJson());
+        // a resumed `run all` finishes the set its first session started (seeds.json), not today's default
+        var dir = TestData.TempDir();
+        var seeds = Path.Combine(dir, "seeds.json");
+        File.WriteAllText(seeds, "{\"pipelines\": [\"sft-then-rl\", \"coin-reward\"]}");
+        Assert.Equal(["sft-then-rl", "coin-reward"], Workbook.Cli.RunCommand.StartedPipelines(dir));
+        File.WriteAllText(seeds, "{\"pipelines\": [\"sft-then-rl\", \"mystery\"]}");
+        var e = Assert.Throws<WorkbookException>(() => Workbook.Cli.RunCommand.StartedPipelines(dir));
+        Assert.Contains("mystery", e.Message);
     }
 
     [Fact]

@@ -3,6 +3,7 @@
 // first command runs; `--quick` shrinks the budgets for CI.
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 using Workbook.Data;
 using Workbook.Model;
 using Workbook.Training;
@@ -168,9 +169,11 @@ public sealed record ExperimentConfig
 
     /// <summary>Real CoLA on the small model trained here (no --model), where `run all` defaults to
     /// <see cref="ColaSmallDefault"/>.</summary>
-    public bool ColaOnSmallModel => Model is null && Dataset.StartsWith("cola:");
+    [JsonIgnore]
+    public bool ColaOnSmallModel => Model is null && Dataset.StartsWith("cola:", StringComparison.Ordinal);
 
     /// <summary>What `run all` runs without --pipelines under this config.</summary>
+    [JsonIgnore]
     public IReadOnlyList<string> DefaultSet =>
         ColaOnSmallModel ? ColaSmallDefault : [.. DefaultPipelines, .. Controls, .. DefaultMethods];
 

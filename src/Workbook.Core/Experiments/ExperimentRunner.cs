@@ -123,7 +123,9 @@ public sealed class ExperimentRunner
         // stages shared with sft-then-rl are reused when it runs first
         pipelines = pipelines.OrderBy(p => p == "sft-then-rl" ? 0 : 1).ToList();
         Directory.CreateDirectory(runDir);
-        WriteRunFiles(pipelines);
+        // a folder that has seeds.json was started before: this session resumes it and keeps the first one's records
+        int session = File.Exists(Path.Combine(runDir, "seeds.json")) ? NextSession() : 1;
+        WriteRunFiles(pipelines, session);
         var perSeed = new Dictionary<string, SeedResult>[SeedList.Count];
         var seconds = new Dictionary<string, double>[SeedList.Count];
         var wall = System.Diagnostics.Stopwatch.StartNew();
@@ -144,15 +146,16 @@ public sealed class ExperimentRunner
                 }
             }
         );
-        WriteTiming(pipelines, seconds, wall.Elapsed.TotalSeconds);
+        WriteTiming(pipelines, seconds, wall.Elapsed.TotalSeconds, session);
         return pipelines.ToDictionary(p => p, p => perSeed.Select(d => d[p]).ToList());
     }
 
     /// <summary>timing.json: where this session's wall time went, per seed and pipeline (a pipeline that reuses
     /// sft-then-rl's stages counts only its own; a resumed or cached stage counts what was left). Kept out of
     /// summary.json so that the numbers there are the same on every run of the same config. A resumed session writes
-    /// timing-2.json, timing-3.json, ... so the first session's record is never overwritten.</summary>
-    void WriteTiming(IReadOnlyList<string> pipelines, Dictionary<string, double>[] seconds, double wall)
+    /// timing-2.json (and versions-2.json), timing-3.json, ... so the first session's records are never
+    /// overwritten.</summary>
+    void WriteTiming(IReadOnlyList<string> pipelines, Dictionary<string, double>[] seconds, double wall, int session)
     {
         var names = new[] { "base" }.Concat(pipelines).ToList();
         var o = new JsonObject
@@ -168,10 +171,9 @@ public sealed class ExperimentRunner
                 )
             ),
         };
-        var file = Enumerable
-            .Range(1, int.MaxValue - 1)
-            .Select(k => Path.Combine(runDir, k == 1 ? "timing.json" : $"timing-{k}.json"))
-            .First(f => !File.Exists(f));
+        if (session > 1)
+            o["resumed"] = true;
+        var file = SessionFile("timing", session);
         AtomicFile.WriteAllText(file, o.ToJsonString(new() { WriteIndented = true }));
         log(
             $"wall time {wall:F0} s ({Path.GetFileName(file)}); seconds per seed: "
@@ -215,13 +217,25 @@ public sealed class ExperimentRunner
         return summary;
     }
 
-    void WriteRunFiles(IReadOnlyList<string> pipelines)
+    /// <summary>The session's own file: timing.json for the first session, timing-2.json for the first resume,
+    /// ...</summary>
+    string SessionFile(string stem, int session) =>
+        Path.Combine(runDir, session == 1 ? $"{stem}.json" : $"{stem}-{session}.json");
+
+    /// <summary>The number of a resumed session: the first k ≥ 2 with neither timing-k.json nor
+    /// versions-k.json.</summary>
+    int NextSession() =>
+        Enumerable
+            .Range(2, int.MaxValue - 2)
+            .First(k => !File.Exists(SessionFile("timing", k)) && !File.Exists(SessionFile("versions", k)));
+
+    void WriteRunFiles(IReadOnlyList<string> pipelines, int session)
     {
         var cfgPath = Path.Combine(runDir, "config.json");
         if (!File.Exists(cfgPath))
             AtomicFile.WriteAllText(cfgPath, cfg.ToJson());
         AtomicFile.WriteAllText(
-            Path.Combine(runDir, "versions.json"),
+            SessionFile("versions", session),
             JsonSerializer.Serialize(Versions(), new JsonSerializerOptions { WriteIndented = true })
         );
         AtomicFile.WriteAllText(

@@ -149,19 +149,17 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
 
     public bool BelowZero => !ZeroSpread && Ci95[1] < 0;
 
-    /// <summary>Why an interval that is not separated from zero says nothing: it reaches zero, or it has no
-    /// spread.</summary>
+    /// <summary>Why a value is not separated from zero: no interval (under two seeds), an interval with no spread,
+    /// or one that reaches zero.</summary>
     public string Unseparated =>
-        ZeroSpread
-            ? "an interval of zero width, which cannot separate it from zero"
-            : "an interval that does not exclude zero";
+        !double.IsFinite(Ci95[0]) ? "under two seeds, so no interval to test it"
+        : ZeroSpread ? "an interval of zero width, which cannot separate it from zero"
+        : "an interval that does not exclude zero";
 
     /// <summary>The interval in the caller's number format: "[lo, hi]"; "no interval" under two seeds; and, when the
-    /// seeds have no spread, "[x, x], zero width: all n seeds gave the same value".</summary>
+    /// seeds have no spread, "[x, x], zero width: every seed gave the same value".</summary>
     public string Interval(Func<double, string> f) =>
         !double.IsFinite(Ci95[0]) ? "no interval"
-        : ZeroSpread
-            ? $"[{f(Ci95[0])}, {f(Ci95[1])}], zero width: all {PerSeed.Count(double.IsFinite)} seeds gave "
-                + "the same value"
+        : ZeroSpread ? $"[{f(Ci95[0])}, {f(Ci95[1])}], zero width: every seed gave the same value"
         : $"[{f(Ci95[0])}, {f(Ci95[1])}]";
 }

@@ -115,19 +115,19 @@ public static class Summary
                     o["sft_nll_change_during_rl_by_form_and_span"] = split;
                 if (name == "sft-then-rl")
                 {
+                    // with no reward signal in any seed RL did not train: nothing to hold or not (null)
                     bool rlSilent = rs.All(r => r.Stages[1].NoRewardSignal);
-                    held[name] = loss.AboveZero && !rlSilent;
+                    held[name] = rlSilent ? null : loss.AboveZero;
                     statements[name] = "";
                     // worded once the controls are known: a rise they also show is not the theorem's
-                    int n = rs.Count;
+                    int n = loss.PerSeed.Count(double.IsFinite);
                     string tail =
                         $", while the strict reward changed by {F(reward.Mean)} (95% CI {Ci(reward)})."
                         + PredictionSentence(o, cfg);
                     mainHeadline = (notExceeded, controlsRan) =>
                         rlSilent
-                            ? $"Not measured: the GRPO stage after SFT had no reward signal in all {n} seeds, so RL "
-                                + $"did not train; the SFT loss changed by {F(loss.Mean)} nats/token "
-                                + $"(95% CI {Ci(loss)}){tail}"
+                            ? $"Not measured: the GRPO stage after SFT had no reward signal in all {rs.Count} "
+                                + "seeds, so RL did not train."
                         : !loss.AboveZero
                             ? $"Not shown: the SFT-loss change during GRPO after SFT was {F(loss.Mean)} nats/token "
                                 + $"(95% CI {Ci(loss)}, {n} seeds), {loss.Unseparated}{tail}"
@@ -151,31 +151,46 @@ public static class Summary
                 o["lenient_reward_change_during_sft"] = StatJson(lenient);
                 o["sft_loss_change_during_sft"] = StatJson(Stat.Of(ChangeDuring(rs, 1, "eval_sft_loss")));
                 o["reward_change_during_rl"] = StatJson(Reward(ChangeDuring(rs, 0, strictKey), change: true));
-                // the effect is a loss of what RL gained: with no reward signal in RL there was no gain to lose
-                bool rlSilent = rs.All(r => r.Stages[0].NoRewardSignal);
-                held[name] = reward.BelowZero && !rlSilent;
-                statements[name] =
-                    (
-                        rlSilent
-                            ? $"Not measured: the GRPO stage had no reward signal in all {rs.Count} seeds, so RL "
-                                + $"gained nothing for SFT to undo; the strict reward changed by {F(reward.Mean)} "
-                                + $"during SFT (95% CI {Ci(reward)}), which is SFT's own effect"
-                        : reward.BelowZero
-                            ? $"Held: during SFT after GRPO the strict reward fell by {Abs(reward.Mean)} (95% CI of "
-                                + $"the change {Ci(reward)}, {rs.Count} seeds)"
-                        : reward.AboveZero
-                            ? $"Not shown: during SFT after GRPO the strict reward rose by {Abs(reward.Mean)} (95% "
-                                + $"CI {Ci(reward)}, {rs.Count} seeds), the opposite of the predicted fall"
-                        : $"Not shown: the strict-reward change during SFT after GRPO was {F(reward.Mean)} (95% "
-                            + $"CI {Ci(reward)}, {rs.Count} seeds), {reward.Unseparated}"
+                // the effect is a loss of what RL gained: a seed whose RL had no reward signal gained nothing for SFT
+                // to undo, so its change is SFT's own, not the effect, and it is left out of the statement's interval
+                var silentSeeds = rs.Where(r => r.Stages[0].NoRewardSignal).Select(r => r.Seed).ToList();
+                double[] Effect(string key) =>
+                    ChangeDuring(rs, 1, key)
+                        .Select((x, i) => rs[i].Stages[0].NoRewardSignal ? double.NaN : x)
+                        .ToArray();
+                var fall = Reward(Effect(strictKey), change: true);
+                var lenientFall = Reward(Effect(lenientKey), change: true);
+                int n = fall.PerSeed.Count(double.IsFinite);
+                bool rlSilent = silentSeeds.Count == rs.Count;
+                held[name] = rlSilent ? null : fall.BelowZero;
+                string left =
+                    silentSeeds.Count > 0 && !rlSilent
+                        ? $"; seed(s) {string.Join(", ", silentSeeds)} left out: their GRPO stage had no reward signal"
+                        : "";
+                statements[name] = rlSilent
+                    ? $"Not measured: the GRPO stage had no reward signal in all {rs.Count} seeds, so RL gained "
+                        + $"nothing for SFT to undo; the strict reward changed by {F(reward.Mean)} during SFT (95% CI "
+                        + $"{Ci(reward)}), which is SFT's own effect."
+                    : (
+                        fall.BelowZero
+                            ? $"Held: during SFT after GRPO the strict reward fell by {Abs(fall.Mean)} (95% CI of "
+                                + $"the change {Ci(fall)}, {n} seeds{left})"
+                        : fall.AboveZero
+                            ? $"Not shown: during SFT after GRPO the strict reward rose by {Abs(fall.Mean)} (95% "
+                                + $"CI {Ci(fall)}, {n} seeds{left}), the opposite of the predicted fall"
+                        : $"Not shown: the strict-reward change during SFT after GRPO was {F(fall.Mean)} (95% "
+                            + $"CI {Ci(fall)}, {n} seeds{left}), {fall.Unseparated}"
                     )
-                    + $"; the lenient reward (last label, the paper's evaluation parse) changed by {F(lenient.Mean)} "
-                    + $"(95% CI {Ci(lenient)})"
-                    + (
-                        reward.BelowZero && !lenient.BelowZero
-                            ? ": only the strict one falls, so this is the format half of the effect."
-                            : "."
-                    );
+                        + $"; the lenient reward (last label, the paper's evaluation parse) changed by "
+                        + $"{F(lenientFall.Mean)} (95% CI {Ci(lenientFall)})"
+                        + (
+                            // "only the strict one": the lenient change is not a fall, even one with no spread
+                            fall.BelowZero
+                            && !lenientFall.BelowZero
+                            && !(lenientFall.ZeroSpread && lenientFall.Mean < 0)
+                                ? ": only the strict one falls, so this is the format half of the effect."
+                                : "."
+                        );
             }
             ForgettingSummary.Changes(name, rs, o); // issue 14 §4
             var silent = rs.Where(r => r.Stages.Any(st => st.NoRewardSignal)).ToList();
@@ -239,7 +254,7 @@ public static class Summary
         {
             // held only if the rise exceeds every control that ran (paired interval above zero)
             statements["sft-then-rl"] = mainHeadline(notExceeded, controls.Count > 0); // in the placeholder's place
-            if (notExceeded.Count > 0)
+            if (notExceeded.Count > 0 && held["sft-then-rl"] is not null)
                 held["sft-then-rl"] = false;
         }
         var comparisons = Comparisons(results, strictKey, statements);
