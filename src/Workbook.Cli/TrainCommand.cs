@@ -288,6 +288,14 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
         AnsiConsole.MarkupLineInterpolated(
             $"[bold]done:[/] metrics {metrics}, last checkpoint {TrainerCheckpoint.Latest(dir)}"
         );
+        if (trainer is GrpoTrainer stopper && stopper.KeepBestAtEnd())
+        {
+            stopper.DropBestCandidates();
+            var at = opt is GrpoOptions { StopRestoreBest: true } ? stopper.BestStep : stopper.StoppedAt;
+            AnsiConsole.MarkupLineInterpolated(
+                $"stop rule: the stage's result is {Path.Combine(dir, GrpoTrainer.StoppedModelDir)} (step {at})"
+            );
+        }
         return 0;
     }
 }

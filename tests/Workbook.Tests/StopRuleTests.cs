@@ -121,6 +121,49 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void Patience_needs_the_condition_at_consecutive_checks_and_the_best_step_is_the_measured_argmax()
+    {
+        var rule = StopRule.Parse("dJ < 1*dL_SFT", "x");
+        // the plain rule fires at 20 on the saturating trajectory; with patience 2 the check at 16 did not hold, so 24
+        var evals = Quadratic(0.02, 0.0005, 0.0025, 4, 40);
+        Assert.Equal(20, StopEstimator.FiringStep(rule, evals, 40, 4));
+        Assert.Equal(24, StopEstimator.FiringStep(rule, evals, 40, 4, patience: 2));
+        Assert.Equal(28, StopEstimator.FiringStep(rule, evals, 40, 4, patience: 3));
+        // on a noisy trajectory, patience p fires exactly where the plain condition holds at this check and the p − 1
+        // before it
+        var rng = new Random(7);
+        var noisy = Enumerable
+            .Range(0, 11)
+            .Select(i => new StopEval(4 * i, 0.3 * (1 - Math.Exp(-i / 3.0)) + 0.05 * rng.NextDouble(), 0.02 * i))
+            .ToList();
+        bool Raw(int n) => n >= 2 && StopEstimator.Check(rule, noisy.Take(n).ToList(), 40, 4).Fire;
+        int differ = 0;
+        for (int n = 2; n <= noisy.Count; n++)
+        {
+            var prefix = noisy.Take(n).ToList();
+            Assert.Equal(Raw(n) && Raw(n - 1), StopEstimator.Check(rule, prefix, 40, 4, 2).Fire);
+            Assert.Equal(Raw(n) && Raw(n - 1) && Raw(n - 2), StopEstimator.Check(rule, prefix, 40, 4, 3).Fire);
+            differ += Raw(n) != StopEstimator.Check(rule, prefix, 40, 4, 2).Fire ? 1 : 0;
+        }
+        Assert.True(differ > 0, "the trajectory never separates patience 1 from 2");
+        // a budget rule is a constraint: patience does not delay it
+        var budget = StopRule.Parse("sft_loss_rise > 0.05", "x");
+        var rising = Enumerable.Range(0, 6).Select(i => new StopEval(4 * i, 0, 0.02 * i)).ToList();
+        Assert.Equal(
+            StopEstimator.FiringStep(budget, rising, 40, 4),
+            StopEstimator.FiringStep(budget, rising, 40, 4, patience: 3)
+        );
+        // the best step: argmax of Φ = ΔJ − λΔL up to the firing step, earliest on ties, step 0 (Φ = 0) included
+        var e = new List<StopEval> { new(0, 0.5, 1.0), new(4, 0.7, 1.1), new(8, 0.8, 1.1), new(12, 0.8, 1.1) };
+        Assert.Equal(8, StopEstimator.BestStep(rule, e, 12)); // Φ: 0, 0.1, 0.2, 0.2
+        Assert.Equal(4, StopEstimator.BestStep(rule, e, 4)); // nothing after the firing step counts
+        Assert.Equal(0, StopEstimator.BestStep(StopRule.Parse("dJ < 5*dL_SFT", "x"), e, 12)); // Φ < 0 after 0
+        // under a budget Φ (= ΔJ) is undefined past δ: a step outside it is never the best
+        var b = new List<StopEval> { new(0, 0.5, 1.0), new(4, 0.7, 1.1), new(8, 0.9, 1.3), new(12, 0.8, 1.1) };
+        Assert.Equal(12, StopEstimator.BestStep(StopRule.Parse("sft_loss_rise > 0.15", "x"), b, 12));
+    }
+
+    [Fact]
     public void The_budget_rule_stops_before_the_check_that_would_cross()
     {
         // L rises 0.01 per step; δ = 0.155 is crossed at t = 15.5 -> first integer step 16
@@ -339,6 +382,50 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
                 return o.ToJsonString();
             })
             .ToList();
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Restore_best_keeps_the_best_evaluated_model_up_to_the_firing_step_and_resumes_exactly(bool hindsight)
+    {
+        var o = Tiny(hindsight) with { StopWhen = "dJ < 0.001*dL_SFT", StopPatience = 2, StopRestoreBest = true };
+        var rule = StopRule.Parse(o.StopWhen, "x");
+        var dir = TestData.TempDir();
+        var tr = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir, Eval());
+        tr.Train();
+        var rows = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl"));
+        var evals = rows.Where(r => r.ContainsKey("eval_sft_loss") && r["step"]!.GetValue<long>() % 2 == 0)
+            .Select(r => new StopEval(
+                r["step"]!.GetValue<long>(),
+                r[tr.StopRewardKey]!.GetValue<double>(),
+                r["eval_sft_loss"]!.GetValue<double>()
+            ))
+            .ToList();
+        // the same firing as the replay with patience, and the best step as the estimator's over what the rule saw
+        Assert.Equal(StopEstimator.FiringStep(rule, evals, o.MaxSteps, 2, 2), tr.StoppedAt);
+        Assert.Equal(StopEstimator.BestStep(rule, evals, tr.StoppedAt ?? o.MaxSteps), tr.BestStep);
+        // the result is that step's model, byte for byte (the start model when RL never beat it)
+        Assert.True(tr.KeepBestAtEnd());
+        var kept = Path.Combine(dir, GrpoTrainer.StoppedModelDir, "model.safetensors");
+        var best = Path.Combine(dir, $"stop-best-{tr.BestStep}", "model.safetensors");
+        Assert.Equal(File.ReadAllBytes(best), File.ReadAllBytes(kept));
+        tr.DropBestCandidates();
+        Assert.Empty(Directory.GetDirectories(dir, "stop-best-*"));
+        // killed after step 5 and resumed from the checkpoint at 4: the same decisions and the same result
+        var dir2 = TestData.TempDir();
+        var t2 = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir2, Eval());
+        t2.CrashAfter(Math.Min(5, tr.StoppedAt is { } at && !hindsight ? at : 5));
+        Assert.Throws<OperationCanceledException>(() => t2.Train());
+        var t3 = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir2, Eval());
+        t3.Train(resume: true);
+        Assert.Equal(Lines(dir), Lines(dir2));
+        Assert.Equal((tr.StoppedAt, tr.BestStep), (t3.StoppedAt, t3.BestStep));
+        Assert.True(t3.KeepBestAtEnd());
+        Assert.Equal(
+            File.ReadAllBytes(kept),
+            File.ReadAllBytes(Path.Combine(dir2, GrpoTrainer.StoppedModelDir, "model.safetensors"))
+        );
+    }
 
     [Theory]
     [InlineData(false)]

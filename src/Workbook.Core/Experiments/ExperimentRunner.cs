@@ -43,7 +43,19 @@ public sealed record StopRun(
     long? PredictedStep,
     long PlannedSteps,
     List<StopEval> Evals
-);
+)
+{
+    /// <summary>Consecutive checks the marginal condition had to hold (grpo.stop_patience).</summary>
+    public int Patience { get; init; } = 1;
+
+    /// <summary>grpo.stop_restore_best: the result is the best evaluated model up to the firing step.</summary>
+    public bool RestoreBest { get; init; }
+
+    /// <summary>The step whose model is the stage's result: the best one (restore best) or the firing step.</summary>
+    public long ResultStep { get; init; } = -1;
+
+    public long Result => ResultStep >= 0 ? ResultStep : StoppedAt;
+}
 
 public sealed record SeedResult(long Seed, List<StageInfo> Stages, List<EvalPoint> Curve, double? C1)
 {
@@ -455,11 +467,13 @@ public sealed class ExperimentRunner
             // LUFFY: the expert response as each group's G-th member, policy shaping on its tokens
             "luffy" => cfg.Grpo with { OffPolicyExpert = true, OffPolicyShapingGamma = cfg.LuffyShapingGamma },
             // issue 14 §3: the rule stops the stage; it trains on to the budget only to measure hindsight on the same
-            // run, and the pipeline's result is the model kept at the stopping step
+            // run, and the pipeline's result is the model kept when the rule fired (the best one up to there)
             "guarded" => cfg.Grpo with
             {
                 StopWhen = cfg.Guarded.StopWhen,
                 StopCheckSteps = cfg.Guarded.StopCheckSteps,
+                StopPatience = cfg.Guarded.StopPatience,
+                StopRestoreBest = cfg.Guarded.StopRestoreBest,
                 StopHindsight = true,
             },
             _ => throw new WorkbookException($"pipeline {method}: not a mixed method"),
@@ -587,7 +601,7 @@ public sealed class ExperimentRunner
             stop ??= stopped;
             // a stage that stopped: its result is the model at the stopping step; later evaluations are hindsight only
             foreach (var (step, m) in EvalPoints(dir))
-                if (stopped is null || step <= stopped.StoppedAt)
+                if (stopped is null || step <= stopped.Result)
                     curve.Add(new EvalPoint(global + step, i, st.Kind, m));
             global += st.Steps;
         }
@@ -658,6 +672,7 @@ public sealed class ExperimentRunner
         }
         if (trainer is GrpoTrainer stopper && g.StopWhen is not null) // issue 14: where the rule stopped the stage
         {
+            bool kept = stopper.KeepBestAtEnd();
             MarkDone(
                 dir,
                 JsonSerializer.Serialize(
@@ -672,14 +687,23 @@ public sealed class ExperimentRunner
                         predicted_step = stopper.PredictedBeforeStop,
                         planned_steps = st.Steps,
                         hindsight = g.StopHindsight,
+                        patience = g.StopPatience,
+                        restore_best = g.StopRestoreBest,
+                        result_step = g.StopRestoreBest ? stopper.BestStep : stopper.StoppedAt ?? st.Steps,
                     }
                 )
             );
+            stopper.DropBestCandidates();
             log(
                 $"{label}: stop rule '{g.StopWhen}' "
                     + (stopper.StoppedAt is { } at ? $"stopped at step {at} of {st.Steps}" : "did not fire")
+                    + (
+                        g.StopRestoreBest
+                            ? $"; its result is the model of step {stopper.BestStep}, the best evaluated"
+                            : ""
+                    )
             );
-            if (g.StopHindsight && stopper.StoppedAt is not null)
+            if (kept)
             {
                 model.Dispose();
                 return LoadModel(Path.Combine(dir, GrpoTrainer.StoppedModelDir));
@@ -720,7 +744,12 @@ public sealed class ExperimentRunner
             d["predicted_step"]?.GetValue<long>(),
             planned,
             evals
-        );
+        )
+        {
+            Patience = d["patience"]?.GetValue<int>() ?? 1,
+            RestoreBest = d["restore_best"]?.GetValue<bool>() ?? false,
+            ResultStep = d["result_step"]?.GetValue<long>() ?? -1,
+        };
     }
 
     const string NoSignalModel = "no-signal-model";

@@ -481,10 +481,9 @@ public static class Summary
         if (name is null)
             return null;
         var rule = Training.StopRule.Parse(rs[0].Stop!.Rule, "guarded.stop_when");
-        var per = rs.Select(r =>
-                (r.Seed, r.Stop!, H: Training.StopHindsight.Of(rule, r.Stop!.Evals, r.Stop!.StoppedAt))
-            )
+        var per = rs.Select(r => (r.Seed, r.Stop!, H: Training.StopHindsight.Of(rule, r.Stop!.Evals, r.Stop!.Result)))
             .ToList();
+        var run0 = rs[0].Stop!;
         var ratios = per.Select(p => p.H.Ratio ?? double.NaN).ToArray();
         var ratio = Stat.Of(ratios);
         var defined = per.Where(p => p.H.Ratio is not null).ToList();
@@ -497,8 +496,11 @@ public static class Summary
             ["check_steps"] = rs[0].Stop!.CheckSteps,
             ["phi"] =
                 rule.PhiText + "; ΔJ, ΔL_SFT: held-out strict reward and SFT loss (nats/token) since the stage began",
+            ["patience"] = run0.Patience,
+            ["restore_best"] = run0.RestoreBest,
             ["phi_ratio"] = StatJson(ratio),
-            ["predicted_step"] = Longs(per.Select(p => p.Item2.StoppedAt)),
+            ["predicted_step"] = Longs(per.Select(p => p.Item2.Result)),
+            ["stopped_step"] = Longs(per.Select(p => p.Item2.StoppedAt)),
             ["hindsight_step"] = Longs(per.Select(p => p.H.HindsightStep)),
             ["planned_steps"] = rs[0].Stop!.PlannedSteps,
             ["per_seed"] = new JsonArray(
@@ -507,7 +509,8 @@ public static class Summary
                             new JsonObject
                             {
                                 ["seed"] = p.Seed,
-                                ["predicted_step"] = p.Item2.StoppedAt,
+                                ["predicted_step"] = p.Item2.Result,
+                                ["stopped_step"] = p.Item2.StoppedAt,
                                 ["fired"] = p.Item2.Fired,
                                 ["prediction_before_stop"] = p.Item2.PredictedStep,
                                 ["hindsight_step"] = p.H.HindsightStep,
@@ -525,10 +528,22 @@ public static class Summary
                     .ToArray()
             ),
         };
-        var steps = string.Join(", ", per.Select(p => $"seed {p.Seed}: {p.Item2.StoppedAt} vs {p.H.HindsightStep}"));
+        var steps = string.Join(
+            ", ",
+            per.Select(p =>
+                $"seed {p.Seed}: "
+                + (run0.RestoreBest ? $"{p.Item2.Result} (stopped at {p.Item2.StoppedAt})" : $"{p.Item2.StoppedAt}")
+                + $" vs {p.H.HindsightStep}"
+            )
+        );
+        var how =
+            (run0.Patience > 1 ? $"firing after {run0.Patience} consecutive checks" : "firing at the first check")
+            + (run0.RestoreBest ? ", keeping the best evaluated model up to there" : "");
         var text =
-            $"Stop rule '{rule.Text}' (checked every {rs[0].Stop!.CheckSteps} of {rs[0].Stop!.PlannedSteps} steps) "
-            + $"against hindsight on the same runs, {rule.PhiText}: stopped vs hindsight step {steps}. ";
+            $"Stop rule '{rule.Text}' (checked every {run0.CheckSteps} of {run0.PlannedSteps} steps, {how}) "
+            + $"against hindsight on the same runs, {rule.PhiText}: "
+            + (run0.RestoreBest ? "kept" : "stopped")
+            + $" vs hindsight step {steps}. ";
         if (defined.Count == 0)
             text +=
                 "Φ(stopped)/Φ(hindsight) is undefined in every seed (Φ at the hindsight optimum ≤ 0, or the stopped "
@@ -585,13 +600,11 @@ public static class Summary
             var r = rule with { Threshold = lambda, Text = $"dJ < {Short(lambda)}*dL_SFT" };
             var per = rs.Select(x =>
                 {
-                    var ev = x.Stop!.Evals;
-                    var fired = Training.StopEstimator.FiringStep(r, ev, x.Stop.PlannedSteps, x.Stop.CheckSteps);
-                    return (
-                        x.Seed,
-                        Fired: fired is not null,
-                        H: Training.StopHindsight.Of(r, ev, fired ?? ev[^1].Step)
-                    );
+                    var (ev, st) = (x.Stop!.Evals, x.Stop!);
+                    var fired = Training.StopEstimator.FiringStep(r, ev, st.PlannedSteps, st.CheckSteps, st.Patience);
+                    long end = fired ?? ev[^1].Step;
+                    long result = st.RestoreBest ? Training.StopEstimator.BestStep(r, ev, end) : end;
+                    return (x.Seed, Fired: fired is not null, H: Training.StopHindsight.Of(r, ev, result));
                 })
                 .ToList();
             var ratio = Stat.Of(per.Select(p => p.H.Ratio ?? double.NaN).ToArray());
@@ -630,7 +643,12 @@ public static class Summary
                         + "seeds."
             )
             + (
-                same.Lambda > stops[0].Lambda && neverFired.Count < rs.Count
+                // with patience (a conjunction of linear conditions) or a restored best step (Φ depends on λ) the
+                // argument does not hold, so the sentence is only for the plain rule
+                same.Lambda > stops[0].Lambda
+                && neverFired.Count < rs.Count
+                && rs[0].Stop!.Patience == 1
+                && !rs[0].Stop!.RestoreBest
                     ? $" From λ {Short(stops[0].Lambda)} to λ {Short(same.Lambda)} each seed stopped at the same step "
                         + $"({string.Join(", ", same.Steps)}): J′ − λ·L′ (the fitted slopes) is linear in λ, so within "
                         + "that range the trade-off did not change when the rule stopped"

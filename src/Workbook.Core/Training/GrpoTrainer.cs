@@ -170,6 +170,24 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     public long? PredictedBeforeStop { get; private set; }
     public const string StoppedModelDir = "stopped-model";
 
+    /// <summary>stop_restore_best: the best evaluated step so far (measured Φ; the stage's start is step 0) and its
+    /// Φ; once the rule has fired, the step whose model the stage returns.</summary>
+    public long BestStep { get; private set; }
+    double bestPhi;
+
+    string BestDir(long step) => Path.Combine(OutDir, $"stop-best-{step}");
+
+    /// <summary>Keeps this step's model as a candidate best (atomically; a re-run step writes the same
+    /// weights).</summary>
+    void SaveBest(long step)
+    {
+        var dir = BestDir(step);
+        if (Directory.Exists(dir))
+            return;
+        Checkpoint.Save(Model, dir + ".tmp");
+        Directory.Move(dir + ".tmp", dir);
+    }
+
     /// <summary>The key of J: the held-out mean reward under the stage's own (first) verifier.</summary>
     public string StopRewardKey => $"eval_rewards/{reward.Parts[0].Verifier.Name}/mean";
 
@@ -180,7 +198,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     void ResumeStopRule()
     {
         stopEvals.Clear();
-        (StoppedAt, PredictedBeforeStop) = (null, null);
+        (StoppedAt, PredictedBeforeStop, BestStep, bestPhi) = (null, null, 0, 0);
         if (Opt.StopWhen is null)
             return;
         stopRule = StopRule.Parse(Opt.StopWhen, "grpo.stop_when");
@@ -190,19 +208,36 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
                     + "loss_only)"
             );
         var log = Path.Combine(OutDir, "metrics.jsonl");
-        if (!File.Exists(log))
-            return;
-        foreach (var r in MetricsLog.Read(log))
+        foreach (var r in File.Exists(log) ? MetricsLog.Read(log) : [])
         {
             long st = r["step"]!.GetValue<long>();
             if (st <= State.Step && st % Opt.StopCheckSteps == 0 && r.ContainsKey("eval_sft_loss"))
                 AddStopEval(st, r[StopRewardKey]?.GetValue<double>(), r["eval_sft_loss"]!.GetValue<double>());
         }
-        var checks = StopEstimator.Replay(stopRule, stopEvals, Opt.MaxSteps, Opt.StopCheckSteps);
+        var checks = StopEstimator.Replay(stopRule, stopEvals, Opt.MaxSteps, Opt.StopCheckSteps, Opt.StopPatience);
         if (checks.Count > 0 && checks[^1].Fire)
             (StoppedAt, PredictedBeforeStop) = (checks[^1].Step, checks.Count > 1 ? checks[^2].PredictedStep : null);
         else if (checks.Count > 0)
             PredictedBeforeStop = checks[^1].PredictedStep;
+        if (!Opt.StopRestoreBest)
+            return;
+        // the best up to the checkpoint, recomputed; candidates saved after it are re-made as training redoes the steps
+        if (stopEvals.Count > 0)
+        {
+            BestStep = StopEstimator.BestStep(stopRule, stopEvals, StoppedAt ?? State.Step);
+            var e0 = stopEvals[0];
+            var best = stopEvals.First(e => e.Step == BestStep);
+            bestPhi = stopRule.Phi(best.J - e0.J, best.L - e0.L) is var phi && double.IsFinite(phi) ? phi : 0;
+        }
+        foreach (var dir in Directory.GetDirectories(OutDir, "stop-best-*"))
+            if (!long.TryParse(Path.GetFileName(dir)["stop-best-".Length..], out var st) || st > State.Step)
+                Directory.Delete(dir, true);
+        if (State.Step == 0)
+            SaveBest(0); // the stage's start: the result when RL never beats it
+        else if (!Directory.Exists(BestDir(BestStep)))
+            throw new WorkbookException(
+                $"{OutDir}: stop_restore_best needs the model of step {BestStep} ({BestDir(BestStep)}), which is gone"
+            );
     }
 
     void AddStopEval(long step, double? j, double l)
@@ -229,7 +264,16 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             Evaluate(step);
         if (StoppedAt is not null) // training on for hindsight: the evaluation above is all a check does
             return false;
-        var c = StopEstimator.Check(stopRule, stopEvals, Opt.MaxSteps, Opt.StopCheckSteps);
+        if (Opt.StopRestoreBest && stopEvals[^1].Step == step)
+        {
+            var (e0, now) = (stopEvals[0], stopEvals[^1]);
+            if (stopRule.Phi(now.J - e0.J, now.L - e0.L) is var phi && phi > bestPhi)
+            {
+                SaveBest(step);
+                (BestStep, bestPhi) = (step, phi);
+            }
+        }
+        var c = StopEstimator.Check(stopRule, stopEvals, Opt.MaxSteps, Opt.StopCheckSteps, Opt.StopPatience);
         Log!.Log(
             step,
             new Dictionary<string, double>
@@ -238,6 +282,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
                 ["stop_rule/rate_reward"] = c.RateJ,
                 ["stop_rule/rate_sft_loss"] = c.RateL,
                 ["stop_rule/fired"] = c.Fire ? 1 : 0,
+                ["stop_rule/best_step"] = Opt.StopRestoreBest ? BestStep : step,
             },
             LogFields
         );
@@ -247,18 +292,53 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             return false;
         }
         StoppedAt = step;
-        if (!Opt.StopHindsight)
+        if (!Opt.StopHindsight && !Opt.StopRestoreBest)
             return true;
-        // keep this step's model; a kill before the next checkpoint re-fires here and writes the same weights
+        // keep the stage's result: the best model up to here (restore best) or this step's; a kill before the next
+        // checkpoint re-fires here and writes the same weights
+        KeepResult();
+        return !Opt.StopHindsight;
+    }
+
+    /// <summary>Writes the stage's result to stopped-model (atomically): the best candidate (restore best) or the
+    /// current model.</summary>
+    void KeepResult()
+    {
         var keep = Path.Combine(OutDir, StoppedModelDir);
         var tmp = keep + ".tmp";
         if (Directory.Exists(tmp))
             Directory.Delete(tmp, true);
-        Checkpoint.Save(Model, tmp);
+        if (Opt.StopRestoreBest)
+        {
+            Directory.CreateDirectory(tmp);
+            foreach (var f in Directory.GetFiles(BestDir(BestStep)))
+                File.Copy(f, Path.Combine(tmp, Path.GetFileName(f)));
+        }
+        else
+            Checkpoint.Save(Model, tmp);
         if (Directory.Exists(keep))
             Directory.Delete(keep, true);
         Directory.Move(tmp, keep);
-        return false;
+    }
+
+    /// <summary>After training, with stop_restore_best: when the rule never fired the stage ran its whole budget, and
+    /// its result is still the best evaluated model (in stopped-model). Returns whether stopped-model holds the
+    /// result.</summary>
+    public bool KeepBestAtEnd()
+    {
+        if (stopRule is null || !Opt.StopRestoreBest)
+            return StoppedAt is not null && Opt.StopHindsight;
+        if (StoppedAt is null)
+            KeepResult();
+        return true;
+    }
+
+    /// <summary>Deletes the restore-best candidates once the stage's result is kept (and the stage marked
+    /// done).</summary>
+    public void DropBestCandidates()
+    {
+        foreach (var dir in Directory.GetDirectories(OutDir, "stop-best-*"))
+            Directory.Delete(dir, true);
     }
 
     protected override Dictionary<string, double> TrainStep(long step, double lr)

@@ -13,8 +13,13 @@
 //  3. Prediction (logged as stop_rule/predicted_step at every check, before the rule fires): the first integer step
 //     t ≥ now at which the fitted marginal gain J'(t) − λ·L'(t) is ≤ 0 (marginal), or at which the fitted rise ΔL(t)
 //     exceeds δ (budget); the planned budget when that does not happen within it.
-//  4. Firing: marginal, when J'(now) ≤ λ·L'(now) on at least 3 evaluations (two points give one noisy difference);
+//  4. Firing: marginal, when J'(now) ≤ λ·L'(now) on at least 3 evaluations (two points give one noisy difference),
+//     at this check and the stop_patience − 1 checks before it (one noisy slope below the line is not a trend);
 //     budget, when the measured rise already exceeds δ, or (3+ evaluations) the fit crosses δ by the next check.
+//  4b. Restore best (stop_restore_best): when the rule fires, the stage's result is the model at the evaluated step
+//     ≤ the firing step with the highest measured Φ (step 0, the stage's start, included): early stopping's "load the
+//     best model", using only evaluations the rule had seen. Φ there is measured on the same evaluations that chose
+//     it, as the hindsight optimum's is.
 //  5. Hindsight (the measure of the rule, on the same run): Φ(T) = ΔJ(T) − λ·ΔL(T) over the evaluated check steps;
 //     for a budget, Φ(T) = ΔJ(T) where ΔL(T) ≤ δ and undefined elsewhere (the constrained problem the budget states).
 //     The hindsight step is argmax Φ (earliest on ties); the ratio Φ(stopped)/Φ(hindsight) is undefined when
@@ -139,7 +144,33 @@ public static class StopEstimator
         return Enumerable.Range(0, p).Select(r => a[r, p] / a[r, r]).ToArray();
     }
 
-    /// <summary>The rule's check at the last of <paramref name="evals"/> (steps 0, k, 2k, ..., ascending).</summary>
+    /// <summary>The rule's check at the last of <paramref name="evals"/> (steps 0, k, 2k, ..., ascending); a marginal
+    /// rule fires only when its condition also held at the <paramref name="patience"/> − 1 checks before.</summary>
+    public static StopCheck Check(StopRule rule, IReadOnlyList<StopEval> evals, long planned, int k, int patience)
+    {
+        var c = Check(rule, evals, planned, k);
+        if (!c.Fire || rule.Kind != StopKind.Marginal || patience <= 1)
+            return c;
+        for (int back = 1; back < patience; back++)
+            if (evals.Count - back < 2 || !Check(rule, evals.Take(evals.Count - back).ToList(), planned, k).Fire)
+                return c with { Fire = false };
+        return c;
+    }
+
+    /// <summary>The evaluated step ≤ <paramref name="firing"/> with the highest Φ (earliest on ties; step 0, Φ = 0,
+    /// included): the model stop_restore_best keeps.</summary>
+    public static long BestStep(StopRule rule, IReadOnlyList<StopEval> evals, long firing)
+    {
+        var e0 = evals[0];
+        long best = e0.Step;
+        double bestPhi = 0;
+        foreach (var e in evals.Where(e => e.Step <= firing))
+            if (rule.Phi(e.J - e0.J, e.L - e0.L) is var phi && phi > bestPhi)
+                (best, bestPhi) = (e.Step, phi);
+        return best;
+    }
+
+    /// <summary>The rule's check at the last of <paramref name="evals"/> with no patience.</summary>
     public static StopCheck Check(StopRule rule, IReadOnlyList<StopEval> evals, long planned, int k)
     {
         var now = evals[^1];
@@ -180,17 +211,28 @@ public static class StopEstimator
 
     /// <summary>The step at which the rule, replayed over a finished trajectory, fires; null when it never
     /// does.</summary>
-    public static long? FiringStep(StopRule rule, IReadOnlyList<StopEval> evals, long planned, int k) =>
-        Replay(rule, evals, planned, k) is { Count: > 0 } checks && checks[^1].Fire ? checks[^1].Step : null;
+    public static long? FiringStep(
+        StopRule rule,
+        IReadOnlyList<StopEval> evals,
+        long planned,
+        int k,
+        int patience = 1
+    ) => Replay(rule, evals, planned, k, patience) is { Count: > 0 } checks && checks[^1].Fire ? checks[^1].Step : null;
 
     /// <summary>Runs the rule over a finished trajectory: the checks in order up to and including the one that fired.
     /// <paramref name="evals"/> are the evaluations at multiples of k (and step 0).</summary>
-    public static List<StopCheck> Replay(StopRule rule, IReadOnlyList<StopEval> evals, long planned, int k)
+    public static List<StopCheck> Replay(
+        StopRule rule,
+        IReadOnlyList<StopEval> evals,
+        long planned,
+        int k,
+        int patience = 1
+    )
     {
         var checks = new List<StopCheck>();
         for (int i = 1; i < evals.Count; i++)
         {
-            var c = Check(rule, evals.Take(i + 1).ToList(), planned, k);
+            var c = Check(rule, evals.Take(i + 1).ToList(), planned, k, patience);
             checks.Add(c);
             if (c.Fire)
                 break;

@@ -301,6 +301,16 @@ public sealed record GrpoOptions : TrainOptions
     /// would have given (the `guarded` pipeline's hindsight). false = the stage ends when the rule fires.</summary>
     public bool StopHindsight { get; init; }
 
+    /// <summary>With a marginal stop_when: the rule fires only when its condition held at this many consecutive checks
+    /// (HF's early_stopping_patience, counted in checks). 1 = at the first.</summary>
+    public int StopPatience { get; init; } = 1;
+
+    /// <summary>With stop_when: when the rule fires, the stage's result (&lt;out&gt;/stopped-model) is the model at the
+    /// evaluated step up to the firing one with the highest measured Φ, the stage's start included (HF's
+    /// load_best_model_at_end). Each new best is kept as &lt;out&gt;/stop-best-&lt;step&gt; until the stage ends
+    /// (one model copy per improvement on disk). false = the model at the firing step.</summary>
+    public bool StopRestoreBest { get; init; }
+
     /// <summary>The generation options of the rollouts (and of evaluations that sample like them).</summary>
     public GenerationOptions Sampling(int eosId, int padId) =>
         GenerationOptions.Sampling(MaxCompletionLength, Temperature, TopP, TopK, [eosId], padId);
@@ -419,5 +429,11 @@ public sealed record GrpoOptions : TrainOptions
             );
         if (StopHindsight && StopWhen is null)
             Fail("stop_hindsight", "needs stop_when (there is no stopping step to keep)");
+        if (StopPatience < 1)
+            Fail("stop_patience", $"must be >= 1 (got {StopPatience})");
+        if (StopPatience > 1 && StopWhen is null)
+            Fail("stop_patience", "needs stop_when (there is no rule to be patient with)");
+        if (StopRestoreBest && StopWhen is null)
+            Fail("stop_restore_best", "needs stop_when (there is no stopping step to restore from)");
     }
 }
