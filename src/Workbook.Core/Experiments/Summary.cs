@@ -532,7 +532,11 @@ public static class Summary
             ", ",
             per.Select(p =>
                 $"seed {p.Seed}: "
-                + (run0.RestoreBest ? $"{p.Item2.Result} (stopped at {p.Item2.StoppedAt})" : $"{p.Item2.StoppedAt}")
+                + (
+                    !run0.RestoreBest ? $"{p.Item2.StoppedAt}"
+                    : p.Item2.Fired ? $"{p.Item2.Result} (fired at {p.Item2.StoppedAt})"
+                    : $"{p.Item2.Result} (did not fire)"
+                )
                 + $" vs {p.H.HindsightStep}"
             )
         );
