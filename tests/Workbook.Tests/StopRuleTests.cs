@@ -370,6 +370,16 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     Evaluator Eval() =>
         new(fx.Codec, fx.Task.Eval.Take(8).ToList(), fx.Task.EvalVerifiers, new EvalOptions { MaxNewTokens = 8 });
 
+    /// <summary>The evaluations a stop rule checked every 2 steps sees: (step, J, L) from the stage's log.</summary>
+    static List<StopEval> CheckEvals(IEnumerable<System.Text.Json.Nodes.JsonObject> rows, string jKey) =>
+        rows.Where(r => r.ContainsKey("eval_sft_loss") && r["step"]!.GetValue<long>() % 2 == 0)
+            .Select(r => new StopEval(
+                r["step"]!.GetValue<long>(),
+                r[jKey]!.GetValue<double>(),
+                r["eval_sft_loss"]!.GetValue<double>()
+            ))
+            .ToList();
+
     static List<string> Lines(string dir) =>
         MetricsLog
             .Read(Path.Combine(dir, "metrics.jsonl"))
@@ -394,13 +404,7 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var tr = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir, Eval());
         tr.Train();
         var rows = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl"));
-        var evals = rows.Where(r => r.ContainsKey("eval_sft_loss") && r["step"]!.GetValue<long>() % 2 == 0)
-            .Select(r => new StopEval(
-                r["step"]!.GetValue<long>(),
-                r[tr.StopRewardKey]!.GetValue<double>(),
-                r["eval_sft_loss"]!.GetValue<double>()
-            ))
-            .ToList();
+        var evals = CheckEvals(rows, tr.StopRewardKey);
         // the same firing as the replay with patience, and the best step as the estimator's over what the rule saw
         Assert.Equal(StopEstimator.FiringStep(rule, evals, o.MaxSteps, 2, 2), tr.StoppedAt);
         Assert.Equal(StopEstimator.BestStep(rule, evals, tr.StoppedAt ?? o.MaxSteps), tr.BestStep);
@@ -437,13 +441,7 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var tr = new GrpoTrainer(fx.NewModel(5), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir, Eval());
         var state = tr.Train();
         var rows = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl"));
-        var evals = rows.Where(r => r.ContainsKey("eval_sft_loss") && r["step"]!.GetValue<long>() % 2 == 0)
-            .Select(r => new StopEval(
-                r["step"]!.GetValue<long>(),
-                r[tr.StopRewardKey]!.GetValue<double>(),
-                r["eval_sft_loss"]!.GetValue<double>()
-            ))
-            .ToList();
+        var evals = CheckEvals(rows, tr.StopRewardKey);
         var logged = rows.Where(r => r.ContainsKey("stop_rule/predicted_step")).ToList();
         var replay = StopEstimator.Replay(StopRule.Parse(o.StopWhen, "x"), evals, o.MaxSteps, o.StopCheckSteps);
         Assert.NotEmpty(logged);
