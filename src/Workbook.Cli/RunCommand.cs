@@ -106,12 +106,18 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         ExperimentConfig.Resolve(s.Experiment, s.Pipelines); // names checked before any config file is read
         ExperimentConfig cfg;
         string runDir;
+        IReadOnlyList<string> pipelines;
         if (s.Resume is not null)
         {
             if (!File.Exists(Path.Combine(s.Resume, "config.json")))
                 throw new WorkbookException($"--resume {s.Resume}: not a run folder (no config.json)");
             cfg = ExperimentConfig.Load(Path.Combine(s.Resume, "config.json"));
             runDir = s.Resume;
+            // a resumed `run all` without --pipelines finishes the set its first session started, not today's default
+            pipelines =
+                s.Experiment == "all" && s.Pipelines is null
+                    ? StartedPipelines(s.Resume)
+                    : ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg);
         }
         else
         {
@@ -131,14 +137,10 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             if (s.DType is not null)
                 overrides.Add($"dtype={System.Text.Json.JsonSerializer.Serialize(s.DType)}");
             cfg = LoadConfig(s.Config, s.Quick, overrides);
-            cfg.ValidateFor(ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg)); // issue 14
+            pipelines = ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg);
+            cfg.ValidateFor(pipelines); // issue 14
             runDir = ExperimentRunner.NewRunDir(s.Runs ?? "runs", (s.Quick ? "quick-" : "") + s.Experiment);
         }
-        // a resumed `run all` without --pipelines finishes the set its first session started, whatever today's default
-        var pipelines =
-            s.Resume is not null && s.Experiment == "all" && s.Pipelines is null
-                ? StartedPipelines(s.Resume)
-                : ExperimentConfig.Resolve(s.Experiment, s.Pipelines, cfg);
         if (s.Resume is null && s.Experiment == "all" && s.Pipelines is null && cfg.ColaOnSmallModel)
             AnsiConsole.MarkupLine(
                 "[grey]"

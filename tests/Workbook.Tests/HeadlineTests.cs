@@ -22,7 +22,7 @@ public class HeadlineTests
             null
         );
 
-    static EvalPoint Point(int step, int stage, string kind, double loss) =>
+    static EvalPoint Point(int step, int stage, string kind, double loss, double strict = 0.5) =>
         new(
             step,
             stage,
@@ -31,7 +31,7 @@ public class HeadlineTests
             {
                 ["eval_sft_loss"] = loss,
                 ["eval_sft_nll_per_response"] = 10 * loss,
-                [Strict] = 0.5,
+                [Strict] = strict,
                 [Lenient] = 0.9,
             }
         );
@@ -99,22 +99,8 @@ public class HeadlineTests
         new(
             seed,
             [new StageInfo("rl", "grpo", 0, 10) { NoRewardSignal = silent }, new StageInfo("sft", "sft", 10, 10)],
-            [Reward(0, 0, "grpo", 0.2), Reward(10, 1, "sft", 0.6), Reward(20, 1, "sft", 0.6 + change)],
+            [Point(0, 0, "grpo", 1.0, 0.2), Point(10, 1, "sft", 1.0, 0.6), Point(20, 1, "sft", 1.0, 0.6 + change)],
             null
-        );
-
-    static EvalPoint Reward(int step, int stage, string kind, double strict) =>
-        new(
-            step,
-            stage,
-            kind,
-            new Dictionary<string, double>
-            {
-                ["eval_sft_loss"] = 1.0,
-                ["eval_sft_nll_per_response"] = 10.0,
-                [Strict] = strict,
-                [Lenient] = 0.9,
-            }
         );
 
     [Fact]

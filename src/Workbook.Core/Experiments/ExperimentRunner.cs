@@ -51,10 +51,11 @@ public sealed record StopRun(
     /// <summary>grpo.stop_restore_best: the result is the best evaluated model up to the firing step.</summary>
     public bool RestoreBest { get; init; }
 
-    /// <summary>The step whose model is the stage's result: the best one (restore best) or the firing step.</summary>
-    public long ResultStep { get; init; } = -1;
+    /// <summary>The step whose model is the stage's result (done.json's result_step; null in older runs).</summary>
+    public long? ResultStep { get; init; }
 
-    public long Result => ResultStep >= 0 ? ResultStep : StoppedAt;
+    /// <summary>The best step (restore best) or the firing step.</summary>
+    public long Result => ResultStep ?? StoppedAt;
 }
 
 public sealed record SeedResult(long Seed, List<StageInfo> Stages, List<EvalPoint> Curve, double? C1)
@@ -748,7 +749,7 @@ public sealed class ExperimentRunner
         {
             Patience = d["patience"]?.GetValue<int>() ?? 1,
             RestoreBest = d["restore_best"]?.GetValue<bool>() ?? false,
-            ResultStep = d["result_step"]?.GetValue<long>() ?? -1,
+            ResultStep = d["result_step"]?.GetValue<long>(),
         };
     }
 

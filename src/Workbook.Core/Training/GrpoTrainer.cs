@@ -170,10 +170,9 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     public long? PredictedBeforeStop { get; private set; }
     public const string StoppedModelDir = "stopped-model";
 
-    /// <summary>stop_restore_best: the best evaluated step so far (measured Φ; the stage's start is step 0) and its
-    /// Φ; once the rule has fired, the step whose model the stage returns.</summary>
+    /// <summary>stop_restore_best: the best evaluated step so far (measured Φ; the stage's start is step 0); once the
+    /// rule has fired, the step whose model the stage returns.</summary>
     public long BestStep { get; private set; }
-    double bestPhi;
 
     string BestDir(long step) => Path.Combine(OutDir, $"stop-best-{step}");
 
@@ -198,7 +197,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     void ResumeStopRule()
     {
         stopEvals.Clear();
-        (StoppedAt, PredictedBeforeStop, BestStep, bestPhi) = (null, null, 0, 0);
+        (StoppedAt, PredictedBeforeStop, BestStep) = (null, null, 0);
         if (Opt.StopWhen is null)
             return;
         stopRule = StopRule.Parse(Opt.StopWhen, "grpo.stop_when");
@@ -223,12 +222,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             return;
         // the best up to the checkpoint, recomputed; candidates saved after it are re-made as training redoes the steps
         if (stopEvals.Count > 0)
-        {
             BestStep = StopEstimator.BestStep(stopRule, stopEvals, StoppedAt ?? State.Step);
-            var e0 = stopEvals[0];
-            var best = stopEvals.First(e => e.Step == BestStep);
-            bestPhi = stopRule.Phi(best.J - e0.J, best.L - e0.L) is var phi && double.IsFinite(phi) ? phi : 0;
-        }
         foreach (var dir in Directory.GetDirectories(OutDir, "stop-best-*"))
             if (!long.TryParse(Path.GetFileName(dir)["stop-best-".Length..], out var st) || st > State.Step)
                 Directory.Delete(dir, true);
@@ -264,14 +258,10 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             Evaluate(step);
         if (StoppedAt is not null) // training on for hindsight: the evaluation above is all a check does
             return false;
-        if (Opt.StopRestoreBest && stopEvals[^1].Step == step)
+        if (Opt.StopRestoreBest && StopEstimator.BestStep(stopRule, stopEvals, step) == step)
         {
-            var (e0, now) = (stopEvals[0], stopEvals[^1]);
-            if (stopRule.Phi(now.J - e0.J, now.L - e0.L) is var phi && phi > bestPhi)
-            {
-                SaveBest(step);
-                (BestStep, bestPhi) = (step, phi);
-            }
+            SaveBest(step);
+            BestStep = step;
         }
         var c = StopEstimator.Check(stopRule, stopEvals, Opt.MaxSteps, Opt.StopCheckSteps, Opt.StopPatience);
         Log!.Log(
