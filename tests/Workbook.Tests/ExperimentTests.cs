@@ -211,6 +211,24 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
     }
 
     [Fact]
+    public void The_guarded_stage_scores_fresh_prompts_at_every_check_and_the_summary_weighs_the_rule_on_them()
+    {
+        foreach (var r in x.Results["guarded"])
+        {
+            var stop = r.Stop!;
+            Assert.Equal(stop.Evals.Select(e => e.Step), stop.Confirm.Select(e => e.Step));
+            // other prompts, so other values (the tiny model's rewards may tie; its SFT losses do not)
+            Assert.NotEqual(stop.Evals.Select(e => e.L), stop.Confirm.Select(e => e.L));
+        }
+        var confirm = x.Summary["stop_rule"]!["confirm"]!;
+        Assert.Equal(2, confirm["per_seed"]!.AsArray().Count);
+        Assert.Contains(
+            "On fresh prompts the rule never saw",
+            x.Summary["statements"]!["stop rule"]!.GetValue<string>()
+        );
+    }
+
+    [Fact]
     public void Resuming_a_finished_run_retrains_nothing_and_gives_the_same_curves()
     {
         var metrics = Path.Combine(x.RunDir, "sft-then-rl", "seed-1001", "2-rl", "metrics.jsonl");

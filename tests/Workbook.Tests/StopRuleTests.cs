@@ -307,6 +307,106 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void On_fresh_prompts_the_kept_step_and_both_controls_are_shares_of_the_best_phi_there()
+    {
+        var rule = new StopRule(StopKind.Marginal, 1, "dJ < 1*dL_SFT");
+        // Φ = ΔJ − ΔL at steps 0, 4, 8, 12: 0, 0.10, 0.20, 0.05 (best at 8)
+        StopEval[] fresh = [new(0, 0.5, 1.0), new(4, 0.62, 1.02), new(8, 0.75, 1.05), new(12, 0.70, 1.15)];
+        var c = StopConfirm.Of(rule, fresh, kept: 4, hindsight: 12)!;
+        Assert.Equal(8, c.BestStep);
+        Assert.Equal(0.20, c.PhiBest, 12);
+        Assert.Equal(0.5, c.Kept!.Value, 12);
+        Assert.Equal(0.25, c.Hindsight!.Value, 12);
+        Assert.Equal(0.25, c.FullBudget!.Value, 12); // the last step is 12 here too
+        Assert.Equal(2.0, c.KeptOverHindsight!.Value, 12);
+        // Φ never rises on the fresh prompts: no ratio; no evaluation at the kept step or none at all: nothing
+        StopEval[] flat = [new(0, 0.5, 1.0), new(4, 0.5, 1.1), new(8, 0.4, 1.1)];
+        var none = StopConfirm.Of(rule, flat, 4, 8)!;
+        Assert.Null(none.Kept);
+        Assert.Null(none.FullBudget);
+        Assert.Null(StopConfirm.Of(rule, fresh, 6, 8));
+        Assert.Null(StopConfirm.Of(rule, [], 4, 8));
+        // a budget: the step past it has no Φ, so its share is null while the others are defined
+        var budget = new StopRule(StopKind.Budget, 0.1, "sft_loss_rise > 0.1");
+        var b = StopConfirm.Of(budget, fresh, 4, 8)!;
+        Assert.Equal(0.12 / 0.25, b.Kept!.Value, 12);
+        Assert.Equal(1.0, b.Hindsight!.Value, 12);
+        Assert.Null(b.FullBudget); // step 12 rose 0.15 > 0.1
+    }
+
+    [Fact]
+    public void The_summary_scores_the_kept_model_on_fresh_prompts_beside_its_controls()
+    {
+        StopEval[] seen = [new(0, 0.5, 1.0), new(4, 0.6, 1.02), new(8, 0.68, 1.06), new(12, 0.7, 1.14)];
+        StopEval[] fresh1 = [new(0, 0.5, 1.0), new(4, 0.58, 1.02), new(8, 0.60, 1.05), new(12, 0.62, 1.14)];
+        StopEval[] fresh2 = [new(0, 0.5, 1.0), new(4, 0.54, 1.02), new(8, 0.66, 1.06), new(12, 0.66, 1.12)];
+        StopRun Run(StopEval[] f) =>
+            new("dJ < 1*dL_SFT", 4, 8, true, 4, 12, [.. seen])
+            {
+                RestoreBest = true,
+                ResultStep = 4,
+                Confirm = [.. f],
+            };
+        var results = new Dictionary<string, List<SeedResult>>
+        {
+            ["guarded"] =
+            [
+                new SeedResult(1, [], [], null) { Stop = Run(fresh1) },
+                new SeedResult(2, [], [], null) { Stop = Run(fresh2) },
+            ],
+        };
+        var statements = new JsonObject();
+        var c = Summary.StopRuleJson(results, statements)!["confirm"]!;
+        // seed 1: Φ 0, 0.06, 0.05, −0.02 → kept (4) 1, hindsight on the seen prompts (8) 0.05/0.06, last step < 0
+        // seed 2: Φ 0, 0.02, 0.10, 0.04 → kept 0.2, hindsight 1, last step 0.4
+        double[] Per(string k) => [.. c[k]!["per_seed"]!.AsArray().Select(v => v!.GetValue<double>())];
+        Assert.Equal([1.0, 0.2], Per("phi_ratio"), (a, b) => Math.Abs(a - b) < 1e-5);
+        Assert.Equal([0.05 / 0.06, 1.0], Per("hindsight_on_rule_prompts_ratio"), (a, b) => Math.Abs(a - b) < 1e-5);
+        Assert.Equal([-0.02 / 0.06, 0.4], Per("full_budget_ratio"), (a, b) => Math.Abs(a - b) < 1e-5);
+        Assert.Equal(0.6, c["phi_ratio"]!["mean"]!.GetValue<double>(), 5);
+        Assert.Equal([0.06 / 0.05, 0.2], Per("kept_over_hindsight"), (a, b) => Math.Abs(a - b) < 1e-5);
+        Assert.Equal(2, c["defined_seeds"]!.GetValue<int>());
+        Assert.Equal(8.0, c["mean_stopped_step"]!.GetValue<double>());
+        var text = statements["stop rule"]!.GetValue<string>();
+        Assert.Contains("On fresh prompts the rule never saw (2 of 2 seeds", text);
+        Assert.Contains("0.70 (95% CI", text); // Φ(kept)/Φ(hindsight step): (1.2 + 0.2)/2
+        Assert.Contains("2 of 2 seeds defined, too few to weigh against the goal of 0.9", text);
+        Assert.Contains("on the fresh prompts, with both steps scored there, at no λ.", text);
+        Assert.Contains("not separated from zero", text); // kept − last step: +1.33 and −0.2
+        Assert.Contains("fired at step 8 of 12", text);
+        // the replays carry the same three shares per λ
+        var atOne = Summary.StopRuleJson(results, new JsonObject())!["by_lambda"]!
+            .AsArray()
+            .Single(x => x!["lambda"]!.GetValue<double>() == 1)!;
+        Assert.NotNull(atOne["confirm_phi_ratio"]);
+        Assert.NotNull(atOne["confirm_full_budget_ratio"]);
+    }
+
+    [Fact]
+    public void Fresh_prompts_come_after_the_held_out_rows_and_a_dataset_that_cannot_give_them_is_refused()
+    {
+        var cfg = ExperimentTests.Tiny;
+        var task = Workbook.Data.TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task);
+        var fresh = ExperimentConfig.ConfirmExamples(cfg, task);
+        Assert.Equal(cfg.Guarded.ConfirmSize, fresh.Count);
+        var seen = task.Train.Concat(task.Eval).Select(e => e.PromptText).ToHashSet();
+        Assert.DoesNotContain(fresh, e => seen.Contains(e.PromptText));
+        Assert.Equal(fresh.Count, fresh.Select(e => e.PromptText).Distinct().Count());
+        cfg.ValidateFor(["guarded"]);
+        // CoLA's held-out rows are cut from the training file: more of them would change the training rows
+        var cola = cfg with
+        {
+            Dataset = $"cola:{Path.Combine(TestData.Shared, "datasets", "cola", "train.tsv")}",
+        };
+        var e = Assert.Throws<WorkbookException>(() => cola.ValidateFor(["guarded"]));
+        Assert.Contains("guarded.confirm_size", e.Message);
+        cola.ValidateFor(["sft-then-rl"]); // only the guarded pipeline needs them
+        (cola with { Guarded = cola.Guarded with { ConfirmSize = 0 } }).ValidateFor(["guarded"]);
+        e = Assert.Throws<WorkbookException>(() => ExperimentConfig.Load(null, ["guarded.confirm_size=-1"]));
+        Assert.Contains("guarded.confirm_size", e.Message);
+    }
+
+    [Fact]
     public void Run_config_validates_the_guarded_rule_and_refuses_a_global_grpo_rule()
     {
         var e = Assert.Throws<WorkbookException>(() => ExperimentConfig.Load(null, ["guarded.stop_when=dJ > 3"]));

@@ -1,6 +1,7 @@
 // The stop rule against hindsight (issue 14 §3), from summary.json's "stop_rule":
 //  1. Φ(T) = ΔJ(T) − λ·ΔL_SFT(T) (or the budget's ΔJ within the budget) per seed over the steps the rule could stop at;
-//  2. on each seed's curve, a marker where the rule stopped and one at the hindsight argmax, so the gap is visible.
+//  2. on each seed's curve, a marker where the rule stopped and one at the hindsight argmax, so the gap is visible;
+//  3. dotted, the same Φ on fresh prompts the rule never saw (guarded.confirm_size), when the run has them.
 using System.Text.Json.Nodes;
 using Plotly.NET;
 using Plotly.NET.CSharp;
@@ -24,6 +25,24 @@ public static class StopRuleCharts
                 .Select(p => (Step: (double)p!["step"]!.GetValue<long>(), Phi: p["phi"]!.GetValue<double>()))
                 .ToList();
             string seed = s["seed"]!.ToJsonString();
+            // the same Φ on fresh prompts the rule never saw (guarded.confirm_size), dotted
+            var fresh = stopRule["confirm"]
+                ?["per_seed"]?.AsArray()
+                .FirstOrDefault(c => c!["seed"]!.ToJsonString() == seed);
+            var freshPts = (fresh?["phi_curve"]?.AsArray() ?? [])
+                .Where(p => p!["phi"] is not null)
+                .Select(p => (Step: (double)p!["step"]!.GetValue<long>(), Phi: p["phi"]!.GetValue<double>()))
+                .ToList();
+            if (freshPts.Count > 0)
+                traces.Add(
+                    Chart.Line<double, double, string>(
+                        freshPts.Select(p => p.Step),
+                        freshPts.Select(p => p.Phi),
+                        Name: $"Φ(T) on fresh prompts, seed {seed}",
+                        LineColor: color,
+                        LineDash: StyleParam.DrawingStyle.Dot
+                    )
+                );
             traces.Add(
                 Chart.Line<double, double, string>(
                     pts.Select(p => p.Step),

@@ -227,6 +227,7 @@ public sealed record ExperimentConfig
         this with
         {
             Task = Task with { TrainSize = 1000, EvalSize = 48 },
+            Guarded = Guarded with { ConfirmSize = Math.Min(Guarded.ConfirmSize, 48) },
             Seeds = Math.Min(Seeds, 2),
             // issue 12: quick budgets are steps, so they replace num_train_epochs
             Base = Base with
@@ -384,6 +385,60 @@ public sealed record ExperimentConfig
                 $"option guarded.stop_check_steps: {Guarded.StopCheckSteps} leaves the rule fewer than two checks in "
                     + $"grpo.max_steps {Grpo.MaxSteps} (it needs three evaluations)"
             );
+        if (pipelines.Contains("guarded") && Guarded.ConfirmSize > 0)
+            ConfirmExamples(this);
+    }
+
+    /// <summary>Candidates for guarded.confirm_size fresh held-out examples: the rows the task gives after its
+    /// eval_size held-out ones when asked for more (up to four per fresh prompt wanted, since a compact vocabulary may
+    /// not cover every one), provided that asking leaves the training and held-out rows exactly as they are (the
+    /// generators draw rows in sequence; a CoLA eval file is shuffled once), with prompts seen in neither left out.
+    /// <paramref name="usable"/> (the codec can encode it) picks the first confirm_size of them.</summary>
+    public static List<Example> ConfirmExamples(
+        ExperimentConfig cfg,
+        TaskData? task = null,
+        Func<Example, bool>? usable = null
+    )
+    {
+        int n = cfg.Guarded.ConfirmSize;
+        task ??= TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task);
+        var more = TaskRegistry.Create(
+            cfg.Dataset,
+            cfg.DatasetSeed,
+            cfg.Task with
+            {
+                EvalSize = task.Eval.Count + 4 * n,
+            }
+        );
+        static bool Same(IReadOnlyList<Example> a, IReadOnlyList<Example> b, int count) =>
+            a.Count >= count
+            && b.Count >= count
+            && a.Take(count)
+                .Zip(b)
+                .All(p => p.First.PromptText == p.Second.PromptText && p.First.Expert == p.Second.Expert);
+        if (
+            more.Train.Count != task.Train.Count
+            || !Same(more.Train, task.Train, task.Train.Count)
+            || !Same(more.Eval, task.Eval, task.Eval.Count)
+        )
+            throw new WorkbookException(
+                $"option guarded.confirm_size: dataset {cfg.Dataset} cannot give {n} fresh held-out prompts without "
+                    + "changing its training or held-out rows (its held-out set is cut from the training file); set "
+                    + "guarded.confirm_size=0, or give a separate held-out file (--eval-dataset) with more rows"
+            );
+        var seen = task.Train.Concat(task.Eval).Select(e => e.PromptText).ToHashSet();
+        var fresh = more
+            .Eval.Skip(task.Eval.Count)
+            .Where(e => !seen.Contains(e.PromptText) && (usable?.Invoke(e) ?? true))
+            .Take(n)
+            .ToList();
+        if (fresh.Count < n)
+            throw new WorkbookException(
+                $"option guarded.confirm_size: dataset {cfg.Dataset} gives {fresh.Count} usable held-out prompts "
+                    + $"beyond its {task.Eval.Count} evaluation ones and the training ones (new, and within the "
+                    + $"model's vocabulary), fewer than {n}; lower guarded.confirm_size, or set it to 0"
+            );
+        return fresh;
     }
 
     /// <summary>The joint stage's options: one AdamW for L_SFT + λ·L_GRPO, so sft's optimizer, schedule, accumulation
@@ -474,9 +529,17 @@ public sealed record GuardedOptions
     /// not the model at the firing step.</summary>
     public bool StopRestoreBest { get; init; } = true;
 
+    /// <summary>Fresh held-out prompts the rule never sees, evaluated at each of its checks (logged as confirm_*): Φ of
+    /// the kept model measured on them is free of the selection that chose it. They are the task's next held-out rows
+    /// (the generator's or eval file's rows after eval_size), so training and held-out data are unchanged; a dataset
+    /// that cannot give them so is refused. 0 = none.</summary>
+    public int ConfirmSize { get; init; } = 128;
+
     public void Validate()
     {
         StopRule.Parse(StopWhen, "guarded.stop_when");
+        if (ConfirmSize < 0)
+            throw new WorkbookException($"option guarded.confirm_size: must be >= 0 (got {ConfirmSize})");
         if (StopCheckSteps < 1)
             throw new WorkbookException($"option guarded.stop_check_steps: must be >= 1 (got {StopCheckSteps})");
         if (StopPatience < 1)

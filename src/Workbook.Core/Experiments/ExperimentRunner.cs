@@ -56,6 +56,10 @@ public sealed record StopRun(
 
     /// <summary>The best step (restore best) or the firing step.</summary>
     public long Result => ResultStep ?? StoppedAt;
+
+    /// <summary>The same quantities on fresh prompts the rule never saw (guarded.confirm_size), at the same steps;
+    /// empty when there were none.</summary>
+    public List<StopEval> Confirm { get; init; } = [];
 }
 
 public sealed record SeedResult(long Seed, List<StageInfo> Stages, List<EvalPoint> Curve, double? C1)
@@ -531,6 +535,38 @@ public sealed class ExperimentRunner
 
     readonly Dictionary<TaskData, Evaluator> evaluators = new(ReferenceEqualityComparer.Instance);
 
+    /// <summary>The guarded pipeline's fresh prompts (guarded.confirm_size), scored as the held-out ones are.</summary>
+    Evaluator ConfirmEvaluator
+    {
+        get
+        {
+            lock (gate)
+                return confirmEvaluator ??= new Evaluator(
+                    codec,
+                    // a compact vocabulary (a fresh model) covers the task's own text: a fresh prompt with a word
+                    // outside it is passed over (the vocabulary, and so the model, stay those of every other run)
+                    ExperimentConfig.ConfirmExamples(cfg, task, Encodable),
+                    task.EvalVerifiers,
+                    evaluator.Options
+                );
+        }
+    }
+    Evaluator? confirmEvaluator;
+
+    bool Encodable(Example e)
+    {
+        try
+        {
+            codec.Sft(e);
+            codec.Prompt(e);
+            return true;
+        }
+        catch (WorkbookException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Held-out evaluation on the task's own expert data (same prompts for every variant of the
     /// task).</summary>
     Evaluator EvaluatorFor(TaskData t)
@@ -645,6 +681,13 @@ public sealed class ExperimentRunner
             _ => cfg.JointStageOptions(st.Steps, stageSeed, evalEvery),
         };
         var trainer = Trainers.Create(options, model, codec, st.Task.Train, st.Task.Reward, dir, ev);
+        if (
+            trainer is GrpoTrainer guard
+            && pipeline == "guarded"
+            && g.StopWhen is not null
+            && cfg.Guarded.ConfirmSize > 0
+        )
+            guard.ConfirmEval = ConfirmEvaluator;
         Theory.GradientAlignment.AttachIfAsked(trainer, options);
         trainer.LogFields["stage"] = st.Name;
         trainer.OnLog += (s, m) => OnMetrics?.Invoke(label, s, m);
@@ -750,6 +793,16 @@ public sealed class ExperimentRunner
             Patience = d["patience"]?.GetValue<int>() ?? 1,
             RestoreBest = d["restore_best"]?.GetValue<bool>() ?? false,
             ResultStep = d["result_step"]?.GetValue<long>(),
+            Confirm = MetricsLog
+                .Read(Path.Combine(dir, "metrics.jsonl"))
+                .Where(o => o.ContainsKey("confirm_sft_loss") && o.ContainsKey("confirm_" + jKey["eval_".Length..]))
+                .Select(o => new StopEval(
+                    o["step"]!.GetValue<long>(),
+                    o["confirm_" + jKey["eval_".Length..]]!.GetValue<double>(),
+                    o["confirm_sft_loss"]!.GetValue<double>()
+                ))
+                .Where(e => evals.Any(x => x.Step == e.Step))
+                .ToList(),
         };
     }
 

@@ -574,6 +574,12 @@ public static class Summary
                 " The hindsight argmax is taken over noisy evaluations, so Φ(hindsight) is biased up and the ratio is "
                 + "conservative.";
         }
+        if (per.Any(p => p.Item2.Confirm.Count > 0))
+        {
+            var (confirm, confirmText) = StopRuleOnFreshPrompts(rule, per.Select(p => (p.Seed, p.Item2, p.H)).ToList());
+            o["confirm"] = confirm;
+            text += " " + confirmText;
+        }
         if (rule.Kind == Training.StopKind.Marginal)
         {
             var (replays, replayText) = StopRuleByLambda(rule, rs);
@@ -583,6 +589,104 @@ public static class Summary
         statements["stop rule"] = text;
         o["statement"] = text;
         return o;
+    }
+
+    /// <summary>The rule scored on the fresh prompts it never saw (guarded.confirm_size): Φ at the kept step as a share
+    /// of the best Φ on those prompts, beside two controls scored the same way (the step hindsight picked on the rule's
+    /// prompts, and the budget's last step, which is what training without a rule gives), the kept-minus-budget
+    /// difference paired by seed, and how many steps the rule trained.</summary>
+    static (JsonObject Json, string Text) StopRuleOnFreshPrompts(
+        Training.StopRule rule,
+        List<(long Seed, StopRun Run, Training.StopHindsight H)> per
+    )
+    {
+        var c = per.Select(p =>
+                (p.Seed, p.Run, C: Training.StopConfirm.Of(rule, p.Run.Confirm, p.Run.Result, p.H.HindsightStep))
+            )
+            .ToList();
+        double[] Of(Func<Training.StopConfirm, double?> f) =>
+            c.Select(x => x.C is { } v ? f(v) ?? double.NaN : double.NaN).ToArray();
+        var (kept, hind, full) = (Of(v => v.Kept), Of(v => v.Hindsight), Of(v => v.FullBudget));
+        var vsHind = Stat.Of(Of(v => v.KeptOverHindsight));
+        var diff = Stat.Of(kept.Zip(full, (a, b) => a - b).ToArray());
+        var (sk, sh, sf) = (Stat.Of(kept), Stat.Of(hind), Stat.Of(full));
+        int defined = kept.Count(double.IsFinite);
+        double fired = per.Average(p => (double)p.Run.StoppedAt);
+        long planned = per[0].Run.PlannedSteps;
+        var json = new JsonObject
+        {
+            ["what"] =
+                "Φ on fresh held-out prompts the rule never saw (guarded.confirm_size), at each step as a share of the "
+                + "best Φ over the evaluated steps on those prompts",
+            ["phi_ratio"] = StatJson(sk),
+            ["hindsight_on_rule_prompts_ratio"] = StatJson(sh),
+            ["full_budget_ratio"] = StatJson(sf),
+            ["kept_over_hindsight"] = StatJson(vsHind),
+            ["kept_minus_full_budget"] = StatJson(diff),
+            ["defined_seeds"] = defined,
+            ["mean_stopped_step"] = Num(fired),
+            ["per_seed"] = new JsonArray(
+                c.Select(
+                        (x, i) =>
+                            (JsonNode?)
+                                new JsonObject
+                                {
+                                    ["seed"] = x.Seed,
+                                    ["best_step"] = x.C?.BestStep,
+                                    ["kept"] = Num(kept[i]),
+                                    ["hindsight_on_rule_prompts"] = Num(hind[i]),
+                                    ["full_budget"] = Num(full[i]),
+                                    ["phi_curve"] = new JsonArray(
+                                        (x.C?.Curve ?? [])
+                                            .Select(p =>
+                                                (JsonNode?)new JsonObject { ["step"] = p.Step, ["phi"] = Num(p.Phi) }
+                                            )
+                                            .ToArray()
+                                    ),
+                                }
+                    )
+                    .ToArray()
+            ),
+        };
+        string text;
+        if (defined == 0)
+            text =
+                "On fresh prompts the rule never saw, Φ did not rise above its start in any seed (or its evaluations "
+                + "are missing), so the rule is not measured there.";
+        else
+        {
+            string Part(Stat st) =>
+                $"{P2(st.Mean)} ("
+                + (st.PerSeed.Count(double.IsFinite) > 1 ? $"95% CI {st.Interval(P2)}" : "one seed, no interval")
+                + ")";
+            text =
+                $"On fresh prompts the rule never saw ({defined} of {per.Count} seeds with Φ rising there), "
+                + "Φ(kept)/Φ(hindsight step), both scored there: "
+                + (
+                    vsHind.PerSeed.Any(double.IsFinite)
+                        ? $"{Part(vsHind)}, {vsHind.PerSeed.Count(double.IsFinite)} of {per.Count} seeds defined, "
+                            + (
+                                vsHind.PerSeed.Count(double.IsFinite) < 3 ? "too few to weigh against the goal of 0.9"
+                                : vsHind.Mean >= 0.9 ? "at or above the goal of 0.9 on the mean"
+                                : "below the goal of 0.9 on the mean"
+                            )
+                        : "undefined in every seed (Φ at the hindsight step did not rise there)"
+                )
+                + ". As shares of the best Φ over the evaluated steps on those prompts (a max over noisy points, so "
+                + $"conservative alike): the kept model {Part(sk)}, the step hindsight picked on the rule's own "
+                + $"prompts {Part(sh)}, the budget's last step (no rule) {Part(sf)}"
+                + ". Kept minus last step, paired by seed: "
+                + $"{diff.Mean.ToString("+0.00;−0.00;0.00", CultureInfo.InvariantCulture)} "
+                + $"(95% CI {diff.Interval(P2)}): "
+                + (
+                    diff.AboveZero ? "stopping kept more Φ than training to the budget"
+                    : diff.BelowZero ? "stopping kept less Φ than training to the budget"
+                    : $"not separated from zero ({diff.Unseparated})"
+                )
+                + $". The rule fired at step {fired:0.#} of {planned} on the mean (a seed that did not fire counts as "
+                + $"{planned}).";
+        }
+        return (json, text);
     }
 
     /// <summary>The trade-offs at which the marginal rule is replayed besides the run's own.</summary>
@@ -598,6 +702,8 @@ public static class Summary
         var json = new JsonArray();
         var words = new List<string>();
         var met = new List<string>();
+        var metFresh = new List<string>();
+        bool anyFresh = rs.Any(r => r.Stop!.Confirm.Count > 0);
         var stops = new List<(double Lambda, long[] Steps, bool[] Fired)>();
         foreach (var lambda in ReplayLambdas.Append(rule.Threshold).Distinct().Order())
         {
@@ -608,24 +714,47 @@ public static class Summary
                     var fired = Training.StopEstimator.FiringStep(r, ev, st.PlannedSteps, st.CheckSteps, st.Patience);
                     long end = fired ?? ev[^1].Step;
                     long result = st.RestoreBest ? Training.StopEstimator.BestStep(r, ev, end) : end;
-                    return (x.Seed, Fired: fired is not null, H: Training.StopHindsight.Of(r, ev, result));
+                    var h = Training.StopHindsight.Of(r, ev, result);
+                    var c = Training.StopConfirm.Of(r, st.Confirm, result, h.HindsightStep);
+                    return (x.Seed, Fired: fired is not null, H: h, C: c);
                 })
                 .ToList();
             var ratio = Stat.Of(per.Select(p => p.H.Ratio ?? double.NaN).ToArray());
             int defined = per.Count(p => p.H.Ratio is not null);
-            json.Add(
-                new JsonObject
-                {
-                    ["lambda"] = lambda,
-                    ["phi_ratio"] = StatJson(ratio),
-                    ["defined_seeds"] = defined,
-                    ["predicted_step"] = new JsonArray(per.Select(p => (JsonNode?)p.H.StoppedAt).ToArray()),
-                    ["hindsight_step"] = new JsonArray(per.Select(p => (JsonNode?)p.H.HindsightStep).ToArray()),
-                }
-            );
+            var entry = new JsonObject
+            {
+                ["lambda"] = lambda,
+                ["phi_ratio"] = StatJson(ratio),
+                ["defined_seeds"] = defined,
+                ["predicted_step"] = new JsonArray(per.Select(p => (JsonNode?)p.H.StoppedAt).ToArray()),
+                ["hindsight_step"] = new JsonArray(per.Select(p => (JsonNode?)p.H.HindsightStep).ToArray()),
+            };
+            var fresh = "";
+            if (per.Any(p => p.C is not null)) // scored on the fresh prompts, with the two controls
+            {
+                Stat On(Func<Training.StopConfirm, double?> f) =>
+                    Stat.Of(per.Select(p => p.C is { } v ? f(v) ?? double.NaN : double.NaN).ToArray());
+                var (k, hs, fb) = (On(v => v.Kept), On(v => v.Hindsight), On(v => v.FullBudget));
+                entry["confirm_phi_ratio"] = StatJson(k);
+                entry["confirm_hindsight_on_rule_prompts_ratio"] = StatJson(hs);
+                entry["confirm_full_budget_ratio"] = StatJson(fb);
+                var vs = On(v => v.KeptOverHindsight);
+                entry["confirm_kept_over_hindsight"] = StatJson(vs);
+                int vsDefined = vs.PerSeed.Count(double.IsFinite);
+                fresh = !k.PerSeed.Any(double.IsFinite)
+                    ? "; on fresh prompts Φ never rose"
+                    : "; on fresh prompts Φ(kept)/Φ(hindsight step) "
+                        + (vsDefined == 0 ? "undefined" : $"{P2(vs.Mean)} ({vsDefined} of {per.Count} seeds)")
+                        + $", and as shares of the best Φ there {P2(k.Mean)} (kept) against {P2(hs.Mean)} (hindsight "
+                        + $"step) and {P2(fb.Mean)} (last step)";
+                if (vsDefined == per.Count && per.Count >= 3 && vs.Mean >= 0.9)
+                    metFresh.Add(Short(lambda));
+            }
+            json.Add(entry);
             words.Add(
                 $"λ {Short(lambda)}: "
                     + (defined == 0 ? "undefined (Φ never rose)" : $"{P2(ratio.Mean)} ({defined} of {per.Count} seeds)")
+                    + fresh
             );
             if (defined == per.Count && per.Count >= 3 && ratio.Mean >= 0.9)
                 met.Add(Short(lambda));
@@ -642,9 +771,16 @@ public static class Summary
             + (
                 met.Count > 0
                     ? "The goal of 0.9 on the mean, with the ratio defined in every one of at least 3 seeds, is met at "
-                        + $"λ {string.Join(", ", met)}."
+                        + $"λ {string.Join(", ", met)}"
                     : "At no λ is the goal of 0.9 on the mean met with the ratio defined in every one of at least 3 "
-                        + "seeds."
+                        + "seeds"
+            )
+            + (
+                !anyFresh
+                    ? "."
+                    : " on the rule's own prompts, which chose both steps; on the fresh prompts, with both steps "
+                        + "scored there, "
+                        + (metFresh.Count > 0 ? $"at λ {string.Join(", ", metFresh)}." : "at no λ.")
             )
             + (
                 // with patience (a conjunction of linear conditions) or a restored best step (Φ depends on λ) the

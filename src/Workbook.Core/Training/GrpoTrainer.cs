@@ -244,10 +244,28 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             stopEvals.Add(new StopEval(step, j.Value, l));
     }
 
+    /// <summary>Fresh held-out prompts the stop rule never sees (the guarded pipeline's confirm_size): evaluated with
+    /// the rule's evaluations and logged as confirm_* (eval_* renamed), so that Φ of the model the rule kept can be
+    /// measured free of the selection that chose it. Null = none.</summary>
+    public Evaluator? ConfirmEval { get; set; }
+
     protected override void OnEvaluated(long step, Dictionary<string, double> m)
     {
-        if (stopRule is not null && step % Opt.StopCheckSteps == 0)
+        if (stopRule is null)
+            return;
+        if (step % Opt.StopCheckSteps == 0)
             AddStopEval(step, m.TryGetValue(StopRewardKey, out var j) ? j : null, m["eval_sft_loss"]);
+        if (ConfirmEval is not null && (step % Opt.StopCheckSteps == 0 || step == Opt.MaxSteps))
+        {
+            var c = ConfirmEval.Run(Model);
+            Model.train();
+            Log!.Log(
+                step,
+                c.Where(kv => kv.Key.StartsWith("eval_"))
+                    .ToDictionary(kv => "confirm_" + kv.Key["eval_".Length..], kv => kv.Value),
+                LogFields
+            );
+        }
     }
 
     protected override bool StopAfter(long step)

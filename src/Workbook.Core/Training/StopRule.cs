@@ -268,3 +268,35 @@ public sealed record StopHindsight(
         return new StopHindsight(stoppedAt, best.Step, phiStop, best.Item2, ratio, curve);
     }
 }
+
+/// <summary>The stop rule scored on fresh prompts it never saw (the guarded pipeline's confirm evaluations): Φ over
+/// them (rises from their own step 0) at the kept step and at two controls' steps, each as a share of the best Φ on
+/// those prompts. The controls: the step hindsight picks on the rule's own prompts over the whole budget, and the
+/// budget's last step (no rule). The best is still a max over noisy points, so every ratio is conservative alike.
+/// A ratio is null when Φ never rose on the fresh prompts (or its step broke a budget).</summary>
+public sealed record StopConfirm(long BestStep, double PhiBest, double? Kept, double? Hindsight, double? FullBudget)
+{
+    /// <returns>null when there are no fresh-prompt evaluations, or none at a step the ratios need</returns>
+    public static StopConfirm? Of(StopRule rule, IReadOnlyList<StopEval> confirm, long kept, long hindsight)
+    {
+        if (confirm.Count == 0 || confirm[0].Step != 0)
+            return null;
+        var e0 = confirm[0];
+        var curve = confirm.ToDictionary(e => e.Step, e => rule.Phi(e.J - e0.J, e.L - e0.L));
+        if (!curve.ContainsKey(kept) || !curve.ContainsKey(hindsight))
+            return null;
+        var best = curve.Where(c => !double.IsNaN(c.Value)).Aggregate((a, b) => b.Value > a.Value ? b : a);
+        double? Share(long step) => best.Value > 0 && !double.IsNaN(curve[step]) ? curve[step] / best.Value : null;
+        return new StopConfirm(best.Key, best.Value, Share(kept), Share(hindsight), Share(confirm[^1].Step))
+        {
+            Curve = [.. curve.Select(c => (c.Key, c.Value))],
+        };
+    }
+
+    /// <summary>Φ on the fresh prompts at each evaluated step (NaN outside a budget).</summary>
+    public IReadOnlyList<(long Step, double Phi)> Curve { get; init; } = [];
+
+    /// <summary>The ratio Φ(kept)/Φ(hindsight step), both measured on the fresh prompts (null when Φ at the
+    /// hindsight step did not rise there).</summary>
+    public double? KeptOverHindsight => Kept is { } k && Hindsight is { } h && h > 0 ? k / h : null;
+}
