@@ -11,6 +11,13 @@ namespace Workbook.Charts;
 
 public static class StopRuleCharts
 {
+    /// <summary>A summary phi_curve's defined points (Φ is null outside a budget).</summary>
+    static List<(double Step, double Phi)> Curve(JsonArray curve) =>
+        curve
+            .Where(p => p!["phi"] is not null)
+            .Select(p => ((double)p!["step"]!.GetValue<long>(), p["phi"]!.GetValue<double>()))
+            .ToList();
+
     public static GenericChart Phi(JsonObject stopRule)
     {
         var traces = new List<GenericChart>();
@@ -19,20 +26,13 @@ public static class StopRuleCharts
         {
             var s = seeds[i]!;
             var color = Color.fromString(Palette.At(i));
-            var pts = s["phi_curve"]!
-                .AsArray()
-                .Where(p => p!["phi"] is not null)
-                .Select(p => (Step: (double)p!["step"]!.GetValue<long>(), Phi: p["phi"]!.GetValue<double>()))
-                .ToList();
+            var pts = Curve(s["phi_curve"]!.AsArray());
             string seed = s["seed"]!.ToJsonString();
             // the same Φ on fresh prompts the rule never saw (guarded.confirm_size), dotted
             var fresh = stopRule["confirm"]
                 ?["per_seed"]?.AsArray()
                 .FirstOrDefault(c => c!["seed"]!.ToJsonString() == seed);
-            var freshPts = (fresh?["phi_curve"]?.AsArray() ?? [])
-                .Where(p => p!["phi"] is not null)
-                .Select(p => (Step: (double)p!["step"]!.GetValue<long>(), Phi: p["phi"]!.GetValue<double>()))
-                .ToList();
+            var freshPts = Curve(fresh?["phi_curve"]?.AsArray() ?? []);
             if (freshPts.Count > 0)
                 traces.Add(
                     Chart.Line<double, double, string>(

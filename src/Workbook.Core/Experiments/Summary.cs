@@ -666,18 +666,23 @@ public static class Summary
                     vsHind.PerSeed.Any(double.IsFinite)
                         ? $"{Part(vsHind)}, {vsHind.PerSeed.Count(double.IsFinite)} of {per.Count} seeds defined, "
                             + (
-                                vsHind.PerSeed.Count(double.IsFinite) < 3 ? "too few to weigh against the goal of 0.9"
+                                // the goal is weighed as in the replays: at least 3 seeds, every one defined
+                                vsHind.PerSeed.Count(double.IsFinite) < 3
+                                    ? "too few to weigh against the goal of 0.9"
+                                : vsHind.PerSeed.Count(double.IsFinite) < per.Count
+                                    ? "not weighed against the goal of 0.9, since not every seed is defined"
                                 : vsHind.Mean >= 0.9 ? "at or above the goal of 0.9 on the mean"
                                 : "below the goal of 0.9 on the mean"
                             )
                         : "undefined in every seed (Φ at the hindsight step did not rise there)"
                 )
                 + ". As shares of the best Φ over the evaluated steps on those prompts (a max over noisy points, so "
-                + $"conservative alike): the kept model {Part(sk)}, the step hindsight picked on the rule's own "
+                + "conservative alike, and unstable where that best is near 0): the kept model "
+                + $"{Part(sk)}, the step hindsight picked on the rule's own "
                 + $"prompts {Part(sh)}, the budget's last step (no rule) {Part(sf)}"
                 + ". Kept minus last step, paired by seed: "
                 + $"{diff.Mean.ToString("+0.00;−0.00;0.00", CultureInfo.InvariantCulture)} "
-                + $"(95% CI {diff.Interval(P2)}): "
+                + (diff.PerSeed.Count(double.IsFinite) > 1 ? $"(95% CI {diff.Interval(P2)}): " : "(one seed): ")
                 + (
                     diff.AboveZero ? "stopping kept more Φ than training to the budget"
                     : diff.BelowZero ? "stopping kept less Φ than training to the budget"
