@@ -681,12 +681,7 @@ public sealed class ExperimentRunner
             _ => cfg.JointStageOptions(st.Steps, stageSeed, evalEvery),
         };
         var trainer = Trainers.Create(options, model, codec, st.Task.Train, st.Task.Reward, dir, ev);
-        if (
-            trainer is GrpoTrainer guard
-            && pipeline == "guarded"
-            && g.StopWhen is not null
-            && cfg.Guarded.ConfirmSize > 0
-        )
+        if (trainer is GrpoTrainer guard && pipeline == "guarded" && cfg.Guarded.ConfirmSize > 0)
             guard.ConfirmEval = ConfirmEvaluator;
         Theory.GradientAlignment.AttachIfAsked(trainer, options);
         trainer.LogFields["stage"] = st.Name;
@@ -775,11 +770,19 @@ public sealed class ExperimentRunner
             return null;
         int k = d["stop_check_steps"]!.GetValue<int>();
         long planned = d["planned_steps"]!.GetValue<long>();
-        var jKey = $"eval_rewards/{st.Task.Reward.Name}/mean";
-        var evals = EvalPoints(dir)
-            .Where(p => (p.Step % k == 0 || p.Step == planned) && p.Metrics.ContainsKey(jKey))
-            .Select(p => new StopEval(p.Step, p.Metrics[jKey], p.Metrics["eval_sft_loss"]))
-            .ToList();
+        var rows = MetricsLog.Read(Path.Combine(dir, "metrics.jsonl")).ToList();
+        var reward = $"rewards/{st.Task.Reward.Name}/mean";
+        // the rule's evaluations (eval_*) or the fresh prompts' (confirm_*) at the steps where the rule could stop
+        List<StopEval> At(string prefix) =>
+            rows.Where(o => o.ContainsKey(prefix + "sft_loss") && o[prefix + reward] is JsonValue)
+                .Select(o => new StopEval(
+                    o["step"]!.GetValue<long>(),
+                    o[prefix + reward]!.GetValue<double>(),
+                    o[prefix + "sft_loss"]!.GetValue<double>()
+                ))
+                .Where(e => e.Step % k == 0 || e.Step == planned)
+                .ToList();
+        var evals = At("eval_");
         return new StopRun(
             d["stop_when"]!.GetValue<string>(),
             k,
@@ -793,16 +796,7 @@ public sealed class ExperimentRunner
             Patience = d["patience"]?.GetValue<int>() ?? 1,
             RestoreBest = d["restore_best"]?.GetValue<bool>() ?? false,
             ResultStep = d["result_step"]?.GetValue<long>(),
-            Confirm = MetricsLog
-                .Read(Path.Combine(dir, "metrics.jsonl"))
-                .Where(o => o.ContainsKey("confirm_sft_loss") && o.ContainsKey("confirm_" + jKey["eval_".Length..]))
-                .Select(o => new StopEval(
-                    o["step"]!.GetValue<long>(),
-                    o["confirm_" + jKey["eval_".Length..]]!.GetValue<double>(),
-                    o["confirm_sft_loss"]!.GetValue<double>()
-                ))
-                .Where(e => evals.Any(x => x.Step == e.Step))
-                .ToList(),
+            Confirm = At("confirm_"),
         };
     }
 

@@ -604,12 +604,9 @@ public static class Summary
                 (p.Seed, p.Run, C: Training.StopConfirm.Of(rule, p.Run.Confirm, p.Run.Result, p.H.HindsightStep))
             )
             .ToList();
-        double[] Of(Func<Training.StopConfirm, double?> f) =>
-            c.Select(x => x.C is { } v ? f(v) ?? double.NaN : double.NaN).ToArray();
-        var (kept, hind, full) = (Of(v => v.Kept), Of(v => v.Hindsight), Of(v => v.FullBudget));
-        var vsHind = Stat.Of(Of(v => v.KeptOverHindsight));
+        var (sk, sh, sf, vsHind) = FreshStats(c.Select(x => x.C).ToList());
+        var (kept, hind, full) = (sk.PerSeed, sh.PerSeed, sf.PerSeed);
         var diff = Stat.Of(kept.Zip(full, (a, b) => a - b).ToArray());
-        var (sk, sh, sf) = (Stat.Of(kept), Stat.Of(hind), Stat.Of(full));
         int defined = kept.Count(double.IsFinite);
         double fired = per.Average(p => (double)p.Run.StoppedAt);
         long planned = per[0].Run.PlannedSteps;
@@ -694,6 +691,21 @@ public static class Summary
         return (json, text);
     }
 
+    /// <summary>Per seed on the fresh prompts (null: none): the kept model's, hindsight step's and last step's shares
+    /// of the best Φ there, and Φ(kept)/Φ(hindsight step); per_seed keeps every seed, NaN where undefined.</summary>
+    static (Stat Kept, Stat Hindsight, Stat FullBudget, Stat KeptOverHindsight) FreshStats(
+        IReadOnlyList<Training.StopConfirm?> c
+    )
+    {
+        Stat On(Func<Training.StopConfirm, double?> f) =>
+            Stat.Of(c.Select(v => v is null ? double.NaN : f(v) ?? double.NaN).ToArray());
+        return (On(v => v.Kept), On(v => v.Hindsight), On(v => v.FullBudget), On(v => v.KeptOverHindsight));
+    }
+
+    /// <summary>The stop rule's goal: 0.9 on the mean, weighed only with at least 3 seeds, every one defined.</summary>
+    static bool MeetsGoal(Stat ratio, int seeds) =>
+        seeds >= 3 && ratio.PerSeed.Count(double.IsFinite) == seeds && ratio.Mean >= 0.9;
+
     /// <summary>The trade-offs at which the marginal rule is replayed besides the run's own.</summary>
     public static readonly double[] ReplayLambdas = [0.125, 0.25, 0.5, 1, 2];
 
@@ -737,13 +749,10 @@ public static class Summary
             var fresh = "";
             if (per.Any(p => p.C is not null)) // scored on the fresh prompts, with the two controls
             {
-                Stat On(Func<Training.StopConfirm, double?> f) =>
-                    Stat.Of(per.Select(p => p.C is { } v ? f(v) ?? double.NaN : double.NaN).ToArray());
-                var (k, hs, fb) = (On(v => v.Kept), On(v => v.Hindsight), On(v => v.FullBudget));
+                var (k, hs, fb, vs) = FreshStats(per.Select(p => p.C).ToList());
                 entry["confirm_phi_ratio"] = StatJson(k);
                 entry["confirm_hindsight_on_rule_prompts_ratio"] = StatJson(hs);
                 entry["confirm_full_budget_ratio"] = StatJson(fb);
-                var vs = On(v => v.KeptOverHindsight);
                 entry["confirm_kept_over_hindsight"] = StatJson(vs);
                 int vsDefined = vs.PerSeed.Count(double.IsFinite);
                 fresh = !k.PerSeed.Any(double.IsFinite)
@@ -752,7 +761,7 @@ public static class Summary
                         + (vsDefined == 0 ? "undefined" : $"{P2(vs.Mean)} ({vsDefined} of {per.Count} seeds)")
                         + $", and as shares of the best Φ there {P2(k.Mean)} (kept) against {P2(hs.Mean)} (hindsight "
                         + $"step) and {P2(fb.Mean)} (last step)";
-                if (vsDefined == per.Count && per.Count >= 3 && vs.Mean >= 0.9)
+                if (MeetsGoal(vs, per.Count))
                     metFresh.Add(Short(lambda));
             }
             json.Add(entry);
@@ -761,7 +770,7 @@ public static class Summary
                     + (defined == 0 ? "undefined (Φ never rose)" : $"{P2(ratio.Mean)} ({defined} of {per.Count} seeds)")
                     + fresh
             );
-            if (defined == per.Count && per.Count >= 3 && ratio.Mean >= 0.9)
+            if (MeetsGoal(ratio, per.Count))
                 met.Add(Short(lambda));
             stops.Add((lambda, per.Select(p => p.H.StoppedAt).ToArray(), per.Select(p => p.Fired).ToArray()));
         }

@@ -279,17 +279,17 @@ public sealed record StopConfirm(long BestStep, double PhiBest, double? Kept, do
     /// <returns>null when there are no fresh-prompt evaluations, or none at a step the ratios need</returns>
     public static StopConfirm? Of(StopRule rule, IReadOnlyList<StopEval> confirm, long kept, long hindsight)
     {
-        if (confirm.Count == 0 || confirm[0].Step != 0)
+        if (confirm.Count == 0 || confirm[0].Step != 0 || !confirm.Any(e => e.Step == kept))
             return null;
-        var e0 = confirm[0];
-        var curve = confirm.ToDictionary(e => e.Step, e => rule.Phi(e.J - e0.J, e.L - e0.L));
-        if (!curve.ContainsKey(kept) || !curve.ContainsKey(hindsight))
+        // Φ and its best over the fresh prompts, as hindsight computes them over the rule's own
+        var h = StopHindsight.Of(rule, confirm, kept);
+        var phi = h.Curve.ToDictionary(c => c.Step, c => c.Phi);
+        if (!phi.ContainsKey(hindsight))
             return null;
-        var best = curve.Where(c => !double.IsNaN(c.Value)).Aggregate((a, b) => b.Value > a.Value ? b : a);
-        double? Share(long step) => best.Value > 0 && !double.IsNaN(curve[step]) ? curve[step] / best.Value : null;
-        return new StopConfirm(best.Key, best.Value, Share(kept), Share(hindsight), Share(confirm[^1].Step))
+        double? Share(long step) => h.PhiHindsight > 0 && !double.IsNaN(phi[step]) ? phi[step] / h.PhiHindsight : null;
+        return new StopConfirm(h.HindsightStep, h.PhiHindsight, h.Ratio, Share(hindsight), Share(confirm[^1].Step))
         {
-            Curve = [.. curve.Select(c => (c.Key, c.Value))],
+            Curve = h.Curve,
         };
     }
 
