@@ -291,6 +291,13 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.Contains("2 of 3 seeds", text);
         Assert.Contains("below the goal of 0.9", text);
         Assert.Contains("Undefined in seed(s) 3", text);
+        // one seed at ratio 1 does not meet a goal weighed only from 3 seeds
+        var one = new JsonObject();
+        Summary.StopRuleJson(new() { ["guarded"] = [results["guarded"][0]] }, one);
+        Assert.Contains(
+            "at or above 0.9 on the mean, from too few seeds to weigh against the goal",
+            one["stop rule"]!.GetValue<string>()
+        );
         // the report renders the section and its chart
         var html = Report.Render(
             new JsonObject
