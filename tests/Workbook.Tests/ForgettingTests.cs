@@ -217,6 +217,78 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         Assert.Null(StageStart.Prepare(TestData.TempDir(), model, 3, null, ev));
     }
 
+    [Fact]
+    public void The_start_log_probabilities_are_kept_once_and_give_the_kl_computed_afresh()
+    {
+        var ev = NewEvaluator();
+        using var p0 = fx.NewModel(7);
+        using var p1 = fx.NewModel(8);
+        var dir = TestData.TempDir();
+        using var start = StageStart.Prepare(dir, p0, 0, null, ev)!;
+        var first = ev.KlFromStart(p1, start);
+        Assert.True(start.KeptLogProbBatches > 0);
+        // later evaluations read the kept values: with the weights on disk gone they still give the same KL
+        File.Delete(Path.Combine(dir, StageStart.Folder, Checkpoint.WeightsFile));
+        var again = ev.KlFromStart(p1, start);
+        var (fresh, tokens) = Forgetting.Kl(p0, p1, ev.Prompts, start.Completions, fx.Codec.PadId, 1.0, 64);
+        foreach (var m in new[] { first, again })
+        {
+            Assert.Equal(fresh.Average(), m["eval_kl_from_start"]);
+            Assert.Equal(fresh.Sum() / tokens.Sum(), m["eval_kl_from_start_per_token"]);
+        }
+        Assert.True(fresh.Average() > 1e-3);
+        start.Dispose();
+        Assert.Equal(0, start.KeptLogProbBatches);
+    }
+
+    [Fact]
+    public void Entropies_recorded_while_sampling_match_a_forward_pass_over_the_samples()
+    {
+        // eval_entropy comes from the sampling loop (no second forward); it must be the quantity Forgetting.Entropy
+        // computes over the same completions, within the float rounding of the cached decode
+        var ev = NewEvaluator();
+        using var model = fx.NewModel(11);
+        var drawn = ev.Sample(model);
+        var (h, tokens) = Forgetting.Entropy(
+            model,
+            ev.Prompts,
+            drawn.Select(c => c.Tokens).ToList(),
+            fx.Codec.PadId,
+            1.0
+        );
+        for (int i = 0; i < drawn.Count; i++)
+        {
+            Assert.Equal(drawn[i].Tokens.Length, drawn[i].Entropies!.Length);
+            Assert.True(Math.Abs(drawn[i].Entropies!.Sum() - h[i]) <= 1e-5 * Math.Max(1, h[i]), $"{i}: {h[i]}");
+        }
+        var m = ev.Run(model);
+        Assert.Equal(h.Sum() / tokens.Sum(), m["eval_entropy"], 5);
+        Assert.Equal(h.Average(), m["eval_entropy_per_response"], 4);
+        Assert.True(h.Average() > 0.1);
+    }
+
+    [Fact]
+    public void The_loss_split_by_form_and_span_adds_up_to_the_loss_per_response()
+    {
+        // eval_sft_nll/<form>/<span> comes from the same forward as the loss: per form, rationale + answer, weighted
+        // by the form's responses, is the loss per response
+        var examples = fx.Task.Eval.Take(16).ToList();
+        var ev = new Evaluator(fx.Codec, examples, fx.Task.EvalVerifiers, new EvalOptions { MaxNewTokens = 4 });
+        using var model = fx.NewModel(9);
+        var m = ev.Run(model, lossOnly: true);
+        var forms = examples.GroupBy(e => e.Form).ToList();
+        Assert.True(forms.Count == 2, "the fixture's held-out examples have both forms");
+        double total = forms.Sum(g =>
+            g.Count() * (m[$"eval_sft_nll/{g.Key}/rationale"] + m[$"eval_sft_nll/{g.Key}/answer"])
+        );
+        double perResponse = m["eval_sft_nll_per_response"];
+        Assert.True(
+            Math.Abs(perResponse - total / examples.Count) <= 1e-5 * perResponse,
+            $"{perResponse} vs {total / examples.Count}"
+        );
+        Assert.True(forms.All(g => m[$"eval_sft_nll/{g.Key}/answer"] > 0 && m[$"eval_sft_nll/{g.Key}/rationale"] > 0));
+    }
+
     [Theory]
     [InlineData("forgetting_task=\"chess\"", "option forgetting_task")]
     [InlineData("forgetting_task_fraction=0", "option forgetting_task_fraction")]

@@ -55,3 +55,40 @@ public class NativeSetupTests
         Assert.True(err / scale < 1e-5, $"f32 GEMM error {err} at scale {scale}");
     }
 }
+
+public class MklPolicyTests
+{
+    [Theory]
+    [InlineData("run all", true)]
+    [InlineData("run all --quick --seeds 2", true)]
+    [InlineData("sweep --beta 0.5", true)]
+    [InlineData("run all --model /m", false)]
+    [InlineData("run all --model=/m", false)]
+    [InlineData("run all --set model=\"/m\"", false)]
+    [InlineData("train --options o.json", false)]
+    [InlineData("bench train", false)]
+    [InlineData("notebooks run", false)]
+    [InlineData("", false)]
+    public void The_cli_turns_the_fix_on_only_for_runs_of_the_small_model(string args, bool on) =>
+        Assert.Equal(
+            on,
+            Workbook.Cli.MklPolicy.SingleThreadedSmallModel(args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        );
+
+    [Fact]
+    public void A_config_or_resumed_run_that_names_a_model_keeps_the_fix_off()
+    {
+        var dir = TestData.TempDir();
+        var big = Path.Combine(dir, "big.json");
+        var small = Path.Combine(dir, "small.json");
+        File.WriteAllText(big, "{\"model\": \"/models/qwen3\"}");
+        File.WriteAllText(small, "{\"model\": null, \"seeds\": 2}");
+        Assert.False(Workbook.Cli.MklPolicy.SingleThreadedSmallModel(["run", "all", "--config", big]));
+        Assert.True(Workbook.Cli.MklPolicy.SingleThreadedSmallModel(["run", "all", "--config", small]));
+        Assert.False(Workbook.Cli.MklPolicy.SingleThreadedSmallModel(["run", "all", "--config", "/no/such.json"]));
+        var run = Path.Combine(dir, "run");
+        Directory.CreateDirectory(run);
+        File.Copy(big, Path.Combine(run, "config.json"));
+        Assert.False(Workbook.Cli.MklPolicy.SingleThreadedSmallModel(["run", "all", "--resume", run]));
+    }
+}

@@ -27,6 +27,10 @@ public sealed record GenerationOptions
     public string[] StopStrings { get; init; } = [];
     public long Seed { get; init; } = 0;
 
+    /// <summary>Also record each token's entropy of softmax(logits / temperature), untruncated by top-k/top-p, in
+    /// float64 (Completion.Entropies): the evaluator's eval_entropy without a second forward pass.</summary>
+    public bool Entropies { get; init; }
+
     /// <summary>The one mapping from the sampling fields of the trainers, the evaluator and `generate` (TRL's names:
     /// max_completion_length or max_new_tokens, temperature, top_p, top_k) to generation options.</summary>
     public static GenerationOptions Sampling(
@@ -60,7 +64,12 @@ public sealed record GenerationOptions
     }
 }
 
-public sealed record Completion(int[] Tokens, float[] LogProbs, bool Truncated, string? StopReason);
+public sealed record Completion(int[] Tokens, float[] LogProbs, bool Truncated, string? StopReason)
+{
+    /// <summary>Per token, the entropy (nats) of the distribution it was drawn from; null unless
+    /// GenerationOptions.Entropies.</summary>
+    public double[]? Entropies { get; init; }
+}
 
 public static class Generation
 {
@@ -93,6 +102,7 @@ public static class Generation
         var (ids, mask, _) = PromptPadding.LeftPad(prompts, opt.PadTokenId);
         var outTokens = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
         var outLogps = Enumerable.Range(0, B).Select(_ => new List<float>()).ToArray();
+        var outEnt = opt.Entropies ? Enumerable.Range(0, B).Select(_ => new List<double>()).ToArray() : null;
         var done = new bool[B];
         var reason = new string?[B];
         var eos = opt.EosTokenIds.ToHashSet();
@@ -109,11 +119,18 @@ public static class Generation
             {
                 long[] chosen;
                 float[] logps;
+                double[]? ent = null;
                 using (var scope = NewDisposeScope())
                 {
                     // [B, V]
                     var logits = model.Forward(next, maskT, cache: cache, lastOnly: true).to(ScalarType.Float32).cpu();
                     (chosen, logps) = Pick(logits, opt, rng);
+                    if (outEnt is not null)
+                    {
+                        // as Forgetting.Entropy computes it: float64 log-softmax of logits / temperature
+                        var lp = (logits.to(ScalarType.Float64) / opt.Temperature).log_softmax(-1);
+                        ent = (-(lp.exp() * lp).sum(-1)).data<double>().ToArray();
+                    }
                 }
                 for (int b = 0; b < B; b++)
                 {
@@ -124,6 +141,7 @@ public static class Generation
                     }
                     outTokens[b].Add((int)chosen[b]);
                     outLogps[b].Add(logps[b]);
+                    outEnt?[b].Add(ent![b]);
                     if (eos.Contains((int)chosen[b]))
                     {
                         done[b] = true;
@@ -158,7 +176,10 @@ public static class Generation
         }
         return Enumerable
             .Range(0, B)
-            .Select(b => new Completion(outTokens[b].ToArray(), outLogps[b].ToArray(), !done[b], reason[b]))
+            .Select(b => new Completion(outTokens[b].ToArray(), outLogps[b].ToArray(), !done[b], reason[b])
+            {
+                Entropies = outEnt?[b].ToArray(),
+            })
             .ToList();
     }
 

@@ -40,6 +40,9 @@ public sealed class Evaluator
     readonly IVerifier[] verifiers;
     public EvalOptions Options { get; }
 
+    /// <summary>The held-out prompts (model vocabulary ids), in the examples' order.</summary>
+    public IReadOnlyList<int[]> Prompts => prompts;
+
     /// <summary>Held-out examples of a task this stage does not train (forgetting_task): their SFT loss is logged as
     /// eval_other_task_sft_loss. Null = none.</summary>
     public IReadOnlyList<Example>? OtherTask
@@ -75,12 +78,20 @@ public sealed class Evaluator
     )
     {
         var m = new Dictionary<string, double>();
-        var (loss, acc, _, perSeq) = Losses.EvaluateSft(model, sequences, codec.PadId, Options.MaxLength);
+        var split = examples.Any(e => e.Form.Length > 0) ? new SplitSums() : null;
+        var (loss, acc, _, perSeq) = Losses.EvaluateSft(
+            model,
+            sequences,
+            codec.PadId,
+            Options.MaxLength,
+            tokenNll: split is null ? null : (first, nll) => AddSplit(split, first, nll)
+        );
         m["eval_sft_loss"] = loss;
         m["eval_sft_nll_per_response"] = perSeq; // the theorem's L_SFT: summed over a response's tokens
         m["eval_mean_token_accuracy"] = acc;
-        foreach (var (k, v) in SplitNll(model))
-            m[k] = v;
+        if (split is not null)
+            foreach (var (k, s) in split.Sums)
+                m[$"eval_sft_nll/{k}"] = s / split.Counts[k];
         if (otherSequences is not null)
             m["eval_other_task_sft_loss"] = Losses
                 .EvaluateSft(model, otherSequences, codec.PadId, Options.MaxLength)
@@ -93,7 +104,16 @@ public sealed class Evaluator
         var sums = new double[verifiers.Length];
         double length = 0;
         var labelRows = new List<(string, string)>(); // issue 12: accuracy and MCC (ClassificationMetrics)
-        var outs = atStart && start is not null ? start.Completions : Sample(model).Select(c => c.Tokens).ToList();
+        // the entropies come with the samples (the snapshot's too, unless it predates them: then a forward pass)
+        var drawn =
+            atStart && start is not null
+                ? start.Entropies is { } es
+                    ? start
+                        .Completions.Select((t, i) => new Completion(t, [], false, null) { Entropies = es[i] })
+                        .ToList()
+                    : null
+                : Sample(model);
+        var outs = drawn is null ? start!.Completions : drawn.Select(c => c.Tokens).ToList();
         for (int j = 0; j < outs.Count; j++)
         {
             var e = examples[j];
@@ -109,7 +129,7 @@ public sealed class Evaluator
         if (verifiers.Any(v => v is LabelVerifier)) // issue 12: eval_accuracy/*, eval_mcc/* (strict, lenient)
             foreach (var (k, v) in ClassificationMetrics.LabelMetrics(labelRows))
                 m[k] = v;
-        foreach (var (k, v) in EntropyOf(model, outs))
+        foreach (var (k, v) in drawn is null ? EntropyOf(model, outs) : EntropyOf(drawn))
             m[k] = v;
         return m;
     }
@@ -118,7 +138,7 @@ public sealed class Evaluator
     /// differ only because the model differs).</summary>
     public List<Completion> Sample(Qwen3ForCausalLM model)
     {
-        var opt = Sampling();
+        var opt = Sampling() with { Entropies = true };
         var all = new List<Completion>();
         using var rng = new TorchSharp.torch.Generator((ulong)Options.Seed);
         for (int i = 0; i < prompts.Length; i += Options.GenerationBatchSize)
@@ -134,19 +154,25 @@ public sealed class Evaluator
     {
         bool wasTraining = model.training;
         model.eval();
-        var (kl, tokens) = start.WithModel(
-            model,
-            p0 =>
-                Forgetting.Kl(
-                    p0,
-                    model,
-                    prompts,
-                    start.Completions,
-                    codec.PadId,
-                    Options.Temperature,
-                    Options.GenerationBatchSize
-                )
-        );
+        if (start.LogProbs is null && start.Cacheable)
+        {
+            var (_, bytes) = Forgetting.KlBatches(model, prompts, start.Completions, Options.GenerationBatchSize);
+            start.Cacheable = bytes <= StageStart.LogProbCacheBytes;
+            if (start.Cacheable)
+                start.LogProbs = [];
+        }
+        (double[] PerSequence, int[] Tokens) Kl(Qwen3ForCausalLM? p0) =>
+            Forgetting.Kl(
+                p0,
+                start.LogProbs,
+                model,
+                prompts,
+                start.Completions,
+                codec.PadId,
+                Options.Temperature,
+                Options.GenerationBatchSize
+            );
+        var (kl, tokens) = start.LogProbs is { Count: > 0 } ? Kl(null) : start.WithModel(model, Kl);
         if (wasTraining)
             model.train();
         return new()
@@ -155,6 +181,15 @@ public sealed class Evaluator
             ["eval_kl_from_start_per_token"] = kl.Sum() / Math.Max(1, tokens.Sum()),
         };
     }
+
+    /// <summary>eval_entropy (nats per token) and eval_entropy_per_response from the entropies recorded while
+    /// sampling (the same quantity as the forward pass below, within float rounding of the cached decode).</summary>
+    static Dictionary<string, double> EntropyOf(IReadOnlyList<Completion> drawn) =>
+        new()
+        {
+            ["eval_entropy"] = drawn.Sum(c => c.Entropies!.Sum()) / Math.Max(1, drawn.Sum(c => c.Tokens.Length)),
+            ["eval_entropy_per_response"] = drawn.Average(c => c.Entropies!.Sum()),
+        };
 
     /// <summary>eval_entropy (nats per token) and eval_entropy_per_response of the policy on its own samples.</summary>
     Dictionary<string, double> EntropyOf(Qwen3ForCausalLM model, IReadOnlyList<int[]> outs)
@@ -178,56 +213,38 @@ public sealed class Evaluator
         };
     }
 
+    sealed class SplitSums
+    {
+        public readonly Dictionary<string, double> Sums = [];
+        public readonly Dictionary<string, int> Counts = [];
+    }
+
     /// <summary>The held-out SFT loss split by expert-response form and by span (nats per response of that form):
     /// eval_sft_nll/&lt;form&gt;/rationale and eval_sft_nll/&lt;form&gt;/answer (the answer span includes
-    /// &lt;|im_end|&gt;). Empty when the task's examples carry no form.</summary>
-    public Dictionary<string, double> SplitNll(Qwen3ForCausalLM model)
+    /// &lt;|im_end|&gt;), accumulated from one batch's per-position NLL [rows, T] (rows from
+    /// <paramref name="first"/>).</summary>
+    void AddSplit(SplitSums split, int first, TorchSharp.torch.Tensor nll)
     {
-        var m = new Dictionary<string, double>();
-        if (!examples.Any(e => e.Form.Length > 0))
-            return m;
-        bool wasTraining = model.training;
-        model.eval();
-        var sums = new Dictionary<string, double>();
-        var counts = new Dictionary<string, int>();
-        using (TorchSharp.torch.no_grad())
-            for (int i = 0; i < sequences.Count; i += 32)
+        long T = nll.shape[1];
+        var v = nll.data<double>().ToArray();
+        for (int r = 0; r < nll.shape[0]; r++)
+        {
+            var e = examples[first + r];
+            var answer = answerMasks[first + r];
+            double rat = 0,
+                ans = 0;
+            // position t predicts token t + 1
+            for (int t = 0; t + 1 < Math.Min(T + 1, answer.Length); t++)
+                if (answer[t + 1])
+                    ans += v[r * T + t];
+                else
+                    rat += v[r * T + t];
+            foreach (var (key, x) in new[] { ($"{e.Form}/rationale", rat), ($"{e.Form}/answer", ans) })
             {
-                using var scope = TorchSharp.torch.NewDisposeScope();
-                var idx = Enumerable.Range(i, Math.Min(32, sequences.Count - i)).ToList();
-                var b = Losses.MakeSftBatch(
-                    idx.Select(j => sequences[j]).ToList(),
-                    codec.PadId,
-                    Options.MaxLength,
-                    packing: false
-                );
-                var nll = Losses.TokenNll(model, b);
-                long T = nll.shape[1];
-                var v = nll.data<double>().ToArray();
-                for (int r = 0; r < idx.Count; r++)
-                {
-                    var e = examples[idx[r]];
-                    var answer = answerMasks[idx[r]];
-                    double rat = 0,
-                        ans = 0;
-                    // position t predicts token t + 1
-                    for (int t = 0; t + 1 < Math.Min(T + 1, answer.Length); t++)
-                        if (answer[t + 1])
-                            ans += v[r * T + t];
-                        else
-                            rat += v[r * T + t];
-                    foreach (var (key, x) in new[] { ($"{e.Form}/rationale", rat), ($"{e.Form}/answer", ans) })
-                    {
-                        sums[key] = sums.GetValueOrDefault(key) + x;
-                        counts[key] = counts.GetValueOrDefault(key) + 1;
-                    }
-                }
+                split.Sums[key] = split.Sums.GetValueOrDefault(key) + x;
+                split.Counts[key] = split.Counts.GetValueOrDefault(key) + 1;
             }
-        if (wasTraining)
-            model.train();
-        foreach (var (k, s) in sums)
-            m[$"eval_sft_nll/{k}"] = s / counts[k];
-        return m;
+        }
     }
 
     /// <summary>Per held-out prompt, how many of k samples of the policy earn reward 1 (the rollouts' sampling

@@ -7,12 +7,14 @@
 //     RL's Razor (arXiv 2509.04259) relates to forgetting; eval_kl_from_start_per_token divides by the tokens instead.
 // 2. eval_entropy: the policy's mean per-token entropy on its own evaluation samples; eval_entropy_per_response sums it
 //     over each completion. Both use softmax(logits / temperature), the distribution the samples come from (as TRL's
-//     `entropy`); top-p / top-k truncation is not applied.
-//  3. What the snapshot costs (StageStart): the sampled completions (ints, a few KB) in <stage>/start/samples.json and,
+//     `entropy`); top-p / top-k truncation is not applied. Recorded while sampling, not by a second forward.
+//  3. What the snapshot costs (StageStart): the sampled completions (ints, a few KB, with each token's entropy as
+//     sampled) in <stage>/start/samples.json and,
 //     unless the trainer holds the start model already (GRPO's and joint's frozen reference when β > 0, which is that
-//     model), one copy of the weights in <stage>/start/ on disk. That copy is loaded for each evaluation and disposed
-//     after it, so memory holds a second model only while evaluating (a 0.6B model: ~1.2 GB in bf16, as GRPO's
-//     reference). Compute per evaluation: one forward of each model over the held-out prompts and completions.
+//     model), one copy of the weights in <stage>/start/ on disk. That copy is loaded when an evaluation needs it and
+//     disposed after it, so memory holds a second model only while evaluating (a 0.6B model: ~1.2 GB in bf16, as GRPO's
+//     reference). Compute per evaluation: one forward of each model over the held-out prompts and completions,
+//     and of the current one only once p_start's log-probabilities are kept (StageStart.LogProbCacheBytes).
 // 4. Resume: p_start is the stage's start, not the resume point: the folder is written once at step 0 (samples last, so
 //     their file marks a complete snapshot) and read back on resume. A stage resumed past step 0 without it (a run from
 //     before this feature) logs no KL rather than a KL from the wrong policy.
@@ -34,19 +36,69 @@ public static class Forgetting
         int padId,
         double temperature,
         int batchSize = 32
+    ) => Kl(a, null, b, prompts, completions, padId, temperature, batchSize);
+
+    /// <summary><see cref="Kl(Qwen3ForCausalLM, Qwen3ForCausalLM, IReadOnlyList{int[]}, IReadOnlyList{int[]}, int,
+    /// double, int)"/> with p_a's log-probabilities of each batch taken from <paramref name="aCache"/> (keyed by the
+    /// batch's first row) where present, and stored there where not; <paramref name="a"/> may be null when every
+    /// batch is cached. The values are the same: the same batches through the same model.</summary>
+    public static (double[] PerSequence, int[] Tokens) Kl(
+        Qwen3ForCausalLM? a,
+        Dictionary<int, Tensor>? aCache,
+        Qwen3ForCausalLM b,
+        IReadOnlyList<int[]> prompts,
+        IReadOnlyList<int[]> completions,
+        int padId,
+        double temperature,
+        int batchSize = 32
     ) =>
         PerPosition(
             prompts,
             completions,
             padId,
-            Rows(a, completions, batchSize),
-            (ids, mask, P) =>
+            Rows(b, completions, batchSize),
+            (first, ids, mask, P) =>
             {
-                var la = LogProbs(a, ids, mask, P, temperature);
+                Tensor la;
+                if (aCache is not null && aCache.TryGetValue(first, out var kept))
+                    la = kept;
+                else
+                {
+                    la = LogProbs(
+                        a ?? throw new ArgumentException("p_a is needed for a batch that is not cached"),
+                        ids,
+                        mask,
+                        P,
+                        temperature
+                    );
+                    if (aCache is not null)
+                        aCache[first] = la.DetachFromDisposeScope();
+                }
                 var lb = LogProbs(b, ids, mask, P, temperature);
                 return (la.exp() * (la - lb)).sum(-1);
             }
         );
+
+    /// <summary>The rows per batch <see cref="Kl(Qwen3ForCausalLM, Qwen3ForCausalLM, IReadOnlyList{int[]},
+    /// IReadOnlyList{int[]}, int, double, int)"/> uses, and the bytes p_a's log-probabilities take over all
+    /// batches.</summary>
+    public static (int Rows, long Bytes) KlBatches(
+        Qwen3ForCausalLM model,
+        IReadOnlyList<int[]> prompts,
+        IReadOnlyList<int[]> completions,
+        int batchSize = 32
+    )
+    {
+        int rows = Rows(model, completions, batchSize);
+        long bytes = 0;
+        for (int i = 0; i < completions.Count; i += rows)
+        {
+            int m = Math.Min(rows, completions.Count - i);
+            int C = Math.Max(1, completions.Skip(i).Take(m).Max(c => c.Length));
+            bytes += (long)m * C * model.Config.VocabSize * sizeof(double);
+        }
+        return (rows, bytes);
+    }
 
     /// <summary>Per completion, Σ_t H(p(·|x,y&lt;t)) over its positions (p = softmax(logits / temperature)), and the
     /// number of positions.</summary>
@@ -63,7 +115,7 @@ public static class Forgetting
             completions,
             padId,
             Rows(model, completions, batchSize),
-            (ids, mask, P) =>
+            (_, ids, mask, P) =>
             {
                 var lp = LogProbs(model, ids, mask, P, temperature);
                 return -(lp.exp() * lp).sum(-1);
@@ -89,14 +141,15 @@ public static class Forgetting
         return (logits.to(ScalarType.Float64) / temperature).log_softmax(-1).cpu();
     }
 
-    /// <summary>Batches of left-padded prompts | right-padded completions; <paramref name="f"/> gives a value per
-    /// position [N, C]; returns its sum over each completion's real positions.</summary>
+    /// <summary>Batches of left-padded prompts | right-padded completions; <paramref name="f"/> (the batch's first
+    /// row, ids, mask, prompt length) gives a value per position [N, C]; returns its sum over each completion's real
+    /// positions.</summary>
     static (double[] PerSequence, int[] Tokens) PerPosition(
         IReadOnlyList<int[]> prompts,
         IReadOnlyList<int[]> completions,
         int padId,
         int batchSize,
-        Func<Tensor, Tensor, int, Tensor> f
+        Func<int, Tensor, Tensor, int, Tensor> f
     )
     {
         int n = prompts.Count;
@@ -112,7 +165,7 @@ public static class Forgetting
             int P = ps.Max(p => p.Length),
                 C = Math.Max(1, cs.Max(c => c.Length));
             var (ids, mask) = PromptPadding.PromptCompletion(ps, P, cs, C, padId);
-            var v = f(tensor(ids, [m, P + C]), tensor(mask, [m, P + C]), P);
+            var v = f(i, tensor(ids, [m, P + C]), tensor(mask, [m, P + C]), P);
             var real = new double[m * C];
             for (int j = 0; j < m; j++)
             for (int t = 0; t < cs[j].Length; t++)
@@ -125,16 +178,31 @@ public static class Forgetting
 }
 
 /// <summary>The policy at a stage's start (see Forgetting's header, 3-4): its completions of the held-out prompts and
-/// where its weights are.</summary>
-public sealed class StageStart
+/// where its weights are. Its log-probabilities on them do not change during the stage, so the first evaluation keeps
+/// them when they take at most <see cref="LogProbCacheBytes"/> (a compact vocabulary: ~10 MB) and later evaluations
+/// run one forward instead of two (and load no weights).</summary>
+public sealed class StageStart : IDisposable
 {
     public const string Folder = "start",
         SamplesFile = "samples.json";
+    public const long LogProbCacheBytes = 64L << 20;
+
+    /// <summary>p_start's float64 log-probabilities per KL batch (keyed by its first row); null until the first
+    /// evaluation, and for good when they would not fit.</summary>
+    internal Dictionary<int, Tensor>? LogProbs;
+    internal bool Cacheable = true;
+
+    /// <summary>How many KL batches have p_start's log-probabilities kept (0 before the first evaluation).</summary>
+    public int KeptLogProbBatches => LogProbs?.Count ?? 0;
 
     /// <summary>One completion per held-out prompt, sampled from p_start (model vocabulary ids).</summary>
     public IReadOnlyList<int[]> Completions { get; }
     readonly string? weightsDir;
     readonly Qwen3ForCausalLM? resident;
+
+    /// <summary>Per completion, each token's entropy under p_start as it was sampled (null for a snapshot written
+    /// before they were recorded): the stage's first evaluation reports eval_entropy from these.</summary>
+    public IReadOnlyList<double[]>? Entropies { get; private init; }
 
     StageStart(IReadOnlyList<int[]> completions, string? weightsDir, Qwen3ForCausalLM? resident)
     {
@@ -162,8 +230,13 @@ public sealed class StageStart
                 return null;
             if (resident is null)
                 Checkpoint.Save(model, dir);
-            var drawn = ev.Sample(model).Select(c => c.Tokens).ToList();
-            AtomicFile.WriteAllText(samples, JsonSerializer.Serialize(new { completions = drawn }));
+            var drawn = ev.Sample(model);
+            AtomicFile.WriteAllText(
+                samples,
+                JsonSerializer.Serialize(
+                    new { completions = drawn.Select(c => c.Tokens), entropies = drawn.Select(c => c.Entropies) }
+                )
+            );
         }
         using var doc = JsonDocument.Parse(File.ReadAllBytes(samples));
         var completions = doc
@@ -171,14 +244,25 @@ public sealed class StageStart
             .EnumerateArray()
             .Select(a => a.EnumerateArray().Select(x => x.GetInt32()).ToArray())
             .ToList();
+        var entropies = doc.RootElement.TryGetProperty("entropies", out var es)
+            ? es.EnumerateArray().Select(a => a.EnumerateArray().Select(x => x.GetDouble()).ToArray()).ToList()
+            : null;
         bool onDisk = File.Exists(Path.Combine(dir, Checkpoint.WeightsFile));
         if (!onDisk && resident is null)
             throw new WorkbookException($"{dir}: the stage-start snapshot has samples but no weights");
-        return new StageStart(completions, onDisk ? dir : null, onDisk ? null : resident);
+        return new StageStart(completions, onDisk ? dir : null, onDisk ? null : resident) { Entropies = entropies };
     }
 
     /// <summary>Runs <paramref name="f"/> with p_start: the trainer's frozen copy, or the weights loaded for this call
     /// and disposed after it.</summary>
+    public void Dispose()
+    {
+        if (LogProbs is not null)
+            foreach (var t in LogProbs.Values)
+                t.Dispose();
+        LogProbs = null;
+    }
+
     public T WithModel<T>(Qwen3ForCausalLM like, Func<Qwen3ForCausalLM, T> f)
     {
         if (resident is not null)

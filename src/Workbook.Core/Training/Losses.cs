@@ -96,8 +96,21 @@ public static class Losses
     public static (Tensor NllSum, Tensor Correct) SftNll(Qwen3ForCausalLM model, Batch b)
     {
         using var scope = NewDisposeScope();
+        var (s, c) = SftNll(Logits(model, b), b);
+        return (s.MoveToOuterDisposeScope(), c.MoveToOuterDisposeScope());
+    }
+
+    static Tensor Logits(Qwen3ForCausalLM model, Batch b)
+    {
         var dev = model.Device;
-        var logits = model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev));
+        return model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev));
+    }
+
+    /// <summary><see cref="SftNll(Qwen3ForCausalLM, Batch)"/> from the batch's logits.</summary>
+    static (Tensor NllSum, Tensor Correct) SftNll(Tensor logits, Batch b)
+    {
+        using var scope = NewDisposeScope();
+        var dev = logits.device;
         if (logits.dtype != ScalarType.Float64)
             logits = logits.to(ScalarType.Float32);
         var logp = logits.log_softmax(-1);
@@ -113,21 +126,29 @@ public static class Losses
     public static Tensor TokenNll(Qwen3ForCausalLM model, Batch b)
     {
         using var scope = NewDisposeScope();
-        var dev = model.Device;
-        var logits = model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev));
+        return TokenNll(Logits(model, b), b).MoveToOuterDisposeScope();
+    }
+
+    static Tensor TokenNll(Tensor logits, Batch b)
+    {
+        using var scope = NewDisposeScope();
+        var dev = logits.device;
         var logp = logits.to(ScalarType.Float64).log_softmax(-1);
         var nll =
             -logp.gather(-1, b.Targets.to(dev).unsqueeze(-1)).squeeze(-1) * b.LossMask.to(dev).to(ScalarType.Float64);
         return nll.cpu().MoveToOuterDisposeScope();
     }
 
-    /// <summary>Mean SFT loss (per token) over a set of sequences, without gradients.</summary>
+    /// <summary>Mean SFT loss (per token) over a set of sequences, without gradients. <paramref name="tokenNll"/>, if
+    /// given, gets each batch's first index and its <see cref="TokenNll(Qwen3ForCausalLM, Batch)"/> from the same
+    /// forward.</summary>
     public static (double Loss, double Accuracy, long Tokens, double NllPerSequence) EvaluateSft(
         Qwen3ForCausalLM model,
         IReadOnlyList<SftSequence> seqs,
         int padId,
         int maxLength,
-        int batchSize = 32
+        int batchSize = 32,
+        Action<int, Tensor>? tokenNll = null
     )
     {
         bool wasTraining = model.training;
@@ -140,10 +161,12 @@ public static class Losses
             {
                 using var scope = NewDisposeScope();
                 var b = MakeSftBatch(seqs.Skip(i).Take(batchSize).ToList(), padId, maxLength, packing: false);
-                var (s, c) = SftNll(model, b);
+                var logits = Logits(model, b);
+                var (s, c) = SftNll(logits, b);
                 nll += s.Value();
                 correct += c.Value();
                 tokens += b.Tokens;
+                tokenNll?.Invoke(i, TokenNll(logits, b)); // one forward for the loss and its split
             }
         if (wasTraining)
             model.train();

@@ -116,6 +116,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
         }
         if (State.Step == Opt.MaxSteps && Opt.MaxSteps > 0 && !log.HasEvalAt(Opt.MaxSteps))
             Evaluate(Opt.MaxSteps);
+        start?.Dispose();
         Optimizer.Dispose();
         return State;
     }
