@@ -8,7 +8,6 @@ using Spectre.Console.Cli;
 using Workbook;
 using Workbook.Cli;
 
-MklPolicy.Apply(args); // before the core assembly is touched: its module initializer reads the variable
 NativeSetup.Ensure(); // before any command touches TorchSharp (oneMKL vendor fix, malloc tuning)
 Terminal.Configure();
 var verbs = new (string Name, Type Command, string Description)[]
