@@ -164,13 +164,13 @@ public sealed class Evaluator
         (double[] PerSequence, int[] Tokens) Kl(Qwen3ForCausalLM? p0) =>
             Forgetting.Kl(
                 p0,
-                start.LogProbs,
                 model,
                 prompts,
                 start.Completions,
                 codec.PadId,
                 Options.Temperature,
-                Options.GenerationBatchSize
+                Options.GenerationBatchSize,
+                start.LogProbs
             );
         var (kl, tokens) = start.LogProbs is { Count: > 0 } ? Kl(null) : start.WithModel(model, Kl);
         if (wasTraining)

@@ -27,30 +27,19 @@ namespace Workbook.Training;
 public static class Forgetting
 {
     /// <summary>Per completion, Σ_t KL(p_a(·|x,y&lt;t) ‖ p_b(·|x,y&lt;t)) over its positions, exact over the
-    /// vocabulary, with p = softmax(logits / temperature); and the number of positions.</summary>
-    public static (double[] PerSequence, int[] Tokens) Kl(
-        Qwen3ForCausalLM a,
-        Qwen3ForCausalLM b,
-        IReadOnlyList<int[]> prompts,
-        IReadOnlyList<int[]> completions,
-        int padId,
-        double temperature,
-        int batchSize = 32
-    ) => Kl(a, null, b, prompts, completions, padId, temperature, batchSize);
-
-    /// <summary><see cref="Kl(Qwen3ForCausalLM, Qwen3ForCausalLM, IReadOnlyList{int[]}, IReadOnlyList{int[]}, int,
-    /// double, int)"/> with p_a's log-probabilities of each batch taken from <paramref name="aCache"/> (keyed by the
-    /// batch's first row) where present, and stored there where not; <paramref name="a"/> may be null when every
-    /// batch is cached. The values are the same: the same batches through the same model.</summary>
+    /// vocabulary, with p = softmax(logits / temperature); and the number of positions. With
+    /// <paramref name="aCache"/>, p_a's log-probabilities of each batch are taken from it (keyed by the batch's first
+    /// row) where present and stored there where not, so <paramref name="a"/> may be null once every batch is
+    /// cached; the values are the same (the same batches through the same model).</summary>
     public static (double[] PerSequence, int[] Tokens) Kl(
         Qwen3ForCausalLM? a,
-        Dictionary<int, Tensor>? aCache,
         Qwen3ForCausalLM b,
         IReadOnlyList<int[]> prompts,
         IReadOnlyList<int[]> completions,
         int padId,
         double temperature,
-        int batchSize = 32
+        int batchSize = 32,
+        Dictionary<int, Tensor>? aCache = null
     ) =>
         PerPosition(
             prompts,
@@ -79,8 +68,7 @@ public static class Forgetting
             }
         );
 
-    /// <summary>The rows per batch <see cref="Kl(Qwen3ForCausalLM, Qwen3ForCausalLM, IReadOnlyList{int[]},
-    /// IReadOnlyList{int[]}, int, double, int)"/> uses, and the bytes p_a's log-probabilities take over all
+    /// <summary>The rows per batch <see cref="Kl"/> uses, and the bytes p_a's log-probabilities take over all
     /// batches.</summary>
     public static (int Rows, long Bytes) KlBatches(
         Qwen3ForCausalLM model,
