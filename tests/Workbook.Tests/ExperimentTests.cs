@@ -365,7 +365,13 @@ public class SweepTests
             Assert.NotNull(p["predicted"]!["mean"]);
             Assert.Equal(2, p["predicted"]!["ci95"]!.AsArray().Count);
             Assert.NotNull(p["twin"]!["measured"]);
+            // where RL fell short of p*: three groups of prompts by π_ref's success rate, covering every prompt
+            var groups = p["shortfall_by_reference_success"]!.AsArray();
+            Assert.Equal(3, groups.Count);
+            Assert.Equal(1.0, groups.Sum(g => g!["prompt_share"]!["mean"]!.GetValue<double>()), 9);
         }
+        var counts = Path.Combine(runDir, "sweep", "f0.35", "seed-1000", "beta0.5", "reached-successes.json");
+        Assert.True(File.Exists(counts));
         // one SFT stage per (fraction, seed), shared by every beta
         Assert.Equal(2, Directory.GetDirectories(Path.Combine(runDir, "sweep")).Length);
         var rl = Path.Combine(runDir, "sweep", "f0.35", "seed-1000", "beta0.5", "2-rl", "metrics.jsonl");

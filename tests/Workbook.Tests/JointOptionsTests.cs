@@ -40,6 +40,7 @@ public class JointOptionsTests(TrainingFixture fx) : IClassFixture<TrainingFixtu
             Seed = 3,
             RlWeight = 0,
             RlEvery = 100,
+            RlOptimizer = "shared",
             Sft = new SftOptions { PerDeviceTrainBatchSize = batch, GradientAccumulationSteps = accumulation },
             Grpo = new GrpoOptions
             {

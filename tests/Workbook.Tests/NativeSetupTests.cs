@@ -1,6 +1,7 @@
 // The process-level native setup (Util/NativeSetup.cs): the oneMKL vendor fix is loaded before libtorch in the test
 // process too, and f32 GEMM stays accurate with it (against a float64 reference).
 using System.Runtime.CompilerServices;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Workbook.Tests;
@@ -38,6 +39,29 @@ public class NativeSetupTests
         var v = Workbook.Experiments.ExperimentRunner.Versions();
         Assert.Equal(NativeSetup.MklVendorFix, v["mkl_vendor_fix"]);
         Assert.Equal(Memory.State, v["malloc_tuning"]);
+        // and the CPU kind, whose vector unit picks the kernels: the ISA in brackets, as the intrinsics report it
+        var isa =
+            System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? "(avx512f)"
+            : System.Runtime.Intrinsics.X86.Avx2.IsSupported ? "(avx2)"
+            : null;
+        if (isa is not null)
+            Assert.EndsWith(isa, v["cpu"]);
+        Assert.Matches(@"^\S.* \([a-z0-9 ]+\)$", v["cpu"]);
+    }
+
+    [Fact]
+    public void Plus_with_a_held_scalar_is_the_same_kernel_as_the_operator()
+    {
+        // HeldScalars.Plus replaces a + b (whose implicit alpha a GC may finalize mid-call) without changing a bit
+        using var scope = NewDisposeScope();
+        var g = new Generator(3);
+        var a = randn([64, 33], generator: g);
+        var b = randn([64, 33], generator: g);
+        var c = randn([33], generator: g).to(ScalarType.BFloat16);
+        Assert.True((a + b).eq(a.Plus(b)).all().item<bool>());
+        Assert.True((a.to(ScalarType.BFloat16) + c).eq(a.to(ScalarType.BFloat16).Plus(c)).all().item<bool>());
+        using Scalar eps = 1e-6;
+        Assert.True((a + eps).eq(a.Plus(eps)).all().item<bool>());
     }
 
     [Fact]

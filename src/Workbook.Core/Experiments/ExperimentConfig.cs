@@ -81,8 +81,15 @@ public sealed record ExperimentConfig
     public int EvalsPerStage { get; init; } = 4;
     public int InterleaveRounds { get; init; } = 4;
 
-    /// <summary>λ of the joint objective L_SFT + λ·L_GRPO.</summary>
+    /// <summary>λ of the joint objective L_SFT + λ·L_GRPO (with joint_rl_optimizer = shared; separate needs
+    /// 1).</summary>
     public double JointRlWeight { get; init; } = 1.0;
+
+    /// <summary>separate: joint's GRPO term has its own AdamW at grpo's learning rate and schedule (counted in RL
+    /// steps), clipping and betas, as the GRPO stages of the other pipelines have; shared: one AdamW on L_SFT +
+    /// λ·L_GRPO at sft's learning rate (before 2026-12-03 the only way, which ran the GRPO term at 6x grpo's
+    /// rate).</summary>
+    public string JointRlOptimizer { get; init; } = "separate";
 
     // ---- The mixed methods' RL stage (issue 14): each sets GrpoOptions' mixing options on top of grpo.* ----
 
@@ -301,6 +308,14 @@ public sealed record ExperimentConfig
             );
         if (JointRlWeight < 0)
             throw new WorkbookException("option joint_rl_weight: must be >= 0");
+        if (JointRlOptimizer is not ("separate" or "shared"))
+            throw new WorkbookException($"option joint_rl_optimizer: '{JointRlOptimizer}' is not separate or shared");
+        if (JointRlOptimizer == "separate" && JointRlWeight != 1)
+            throw new WorkbookException(
+                $"option joint_rl_weight: {JointRlWeight} with joint_rl_optimizer=separate, where the GRPO term has "
+                    + "its own AdamW, which is invariant to a loss's scale; set grpo.learning_rate instead, or "
+                    + "joint_rl_optimizer=shared"
+            );
         ValidateMethods(dflt.Grpo);
         if (Model is not null && !Directory.Exists(Model))
             throw new WorkbookException($"--model {Model}: model folder not found");
@@ -441,8 +456,8 @@ public sealed record ExperimentConfig
         return fresh;
     }
 
-    /// <summary>The joint stage's options: one AdamW for L_SFT + λ·L_GRPO, so sft's optimizer, schedule, accumulation
-    /// and checkpoint options apply (grpo's learning rate and schedule serve the GRPO stages of the other pipelines);
+    /// <summary>The joint stage's options: sft's optimizer, schedule, accumulation and checkpoint options for the SFT
+    /// term (and for both terms with joint_rl_optimizer = shared); with separate, grpo's for the GRPO term;
     /// the steps, seed and evaluation cadence come from the pipeline plan, as for every stage.</summary>
     public JointOptions JointStageOptions(int steps, long seed, int evalEvery) =>
         new()
@@ -465,6 +480,7 @@ public sealed record ExperimentConfig
             Sft = Sft,
             Grpo = Grpo,
             RlWeight = JointRlWeight,
+            RlOptimizer = JointRlOptimizer,
             RlEvery = Math.Max(1, Sft.MaxSteps / Math.Max(1, Grpo.MaxSteps)),
         };
 

@@ -281,6 +281,7 @@ public sealed class ExperimentRunner
             ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
             ["threads"] = get_num_threads().ToString(),
             ["device"] = cuda.is_available() ? "cuda" : "cpu",
+            ["cpu"] = Devices.CpuKind(),
             // the BLAS path changes the last bits of f32 results: a run records which one it took
             ["mkl_vendor_fix"] = NativeSetup.MklVendorFix,
             ["malloc_tuning"] = Memory.State,
@@ -860,4 +861,21 @@ public sealed class ExperimentRunner
         AtomicFile.WriteAllText(path, JsonSerializer.Serialize(p, TrainOptions.Json));
         return p;
     }
+
+    /// <summary>Per held-out prompt, the successes of k = c1_samples samples of a finished RL policy under the strict
+    /// and the lenient reward, from one set of samples (cached in <paramref name="dir"/>): where RL fell short of
+    /// p*'s reward, and whether the label or the format is missing there (Sweep.Shortfall).</summary>
+    public ReachedCounts CachedReachedCounts(string dir, Qwen3ForCausalLM model, TaskData t, long seed)
+    {
+        var path = Path.Combine(dir, "reached-successes.json");
+        if (File.Exists(path))
+            return JsonSerializer.Deserialize<ReachedCounts>(File.ReadAllText(path), TrainOptions.Json)!;
+        var c = EvaluatorFor(t).SuccessCounts(model, [t.Reward, t.EvalVerifiers[^1]], cfg.C1Samples, seed * 7 + 2);
+        var r = new ReachedCounts(cfg.C1Samples, c[0], c[1]);
+        AtomicFile.WriteAllText(path, JsonSerializer.Serialize(r, TrainOptions.Json));
+        return r;
+    }
 }
+
+/// <summary>Per held-out prompt, successes of K samples under the strict and the lenient reward.</summary>
+public sealed record ReachedCounts(int K, int[] Strict, int[] Lenient);

@@ -139,6 +139,7 @@ public static class Sweep
                         );
                         var pts = ExperimentRunner.EvalPoints(rlDir).ToList();
                         var real = Measure(rlDir, t, runner.StrictKey, beta);
+                        var reachedCounts = runner.CachedReachedCounts(pDir, model, t, seed);
                         double measured = real.Rise,
                             finalReward = real.Reward;
                         var curve = pts.Select(p =>
@@ -199,6 +200,7 @@ public static class Sweep
                                 ForwardKlReached = real.ForwardKl,
                                 RewardStd = real.RewardStd,
                                 Null = nul,
+                                Reached = reachedCounts,
                             }
                         );
                     }
@@ -291,6 +293,10 @@ public static class Sweep
         /// <summary>The coin-reward null from the same SFT policy, when the grid runs it here.</summary>
         public RlMove? Null { get; init; }
 
+        /// <summary>Per held-out prompt, the finished RL policy's successes (strict and lenient, c1_samples
+        /// each).</summary>
+        public ReachedCounts? Reached { get; init; }
+
         /// <summary>Per expert-response form: p*'s change of that form's NLL and the measured one (nats per response
         /// of the form).</summary>
         public IReadOnlyDictionary<string, (double Predicted, double Measured)>? ByForm { get; init; }
@@ -323,6 +329,109 @@ public static class Sweep
         }
         return byForm.Count > 0 ? byForm : null;
     }
+
+    /// <summary>One group of held-out prompts, by how often the SFT policy (π_ref) succeeded on them: its share of the
+    /// prompts; p*'s strict reward there (plug-in, from π_ref's counts) and RL's, from the finished policy's samples;
+    /// RL's lenient reward there (the label right in any form); and the group's part of the shortfall Σ (p* − RL) / N,
+    /// so the groups' parts add up to the whole shortfall.</summary>
+    public sealed record ShortfallGroup(
+        string Group,
+        double PromptShare,
+        double RewardAtOptimum,
+        double Reached,
+        double LenientReached,
+        double Shortfall
+    );
+
+    /// <summary>Where RL's strict reward falls short of p*'s, by π_ref's success rate P on the prompt: P below 1/G (a
+    /// group of G rollouts rarely holds a success, so the prompt rarely gives a gradient), 1/G to 1/2, and at least
+    /// 1/2. Lenient against strict in a group says whether the label or the strict line is what RL has not
+    /// learnt there.</summary>
+    public static List<ShortfallGroup> Shortfall(
+        int[] refSuccesses,
+        int refK,
+        ReachedCounts reached,
+        double beta,
+        int g
+    )
+    {
+        if (refSuccesses.Length != reached.Strict.Length || refSuccesses.Length == 0 || refK < 1 || reached.K < 1)
+            throw new ArgumentException("per-prompt counts of different prompts");
+        int n = refSuccesses.Length;
+        var groups = new (string Name, Func<double, bool> In)[]
+        {
+            ($"P < 1/{g}", p => p < 1.0 / g),
+            ($"1/{g} ≤ P < 1/2", p => p >= 1.0 / g && p < 0.5),
+            ("P ≥ 1/2", p => p >= 0.5),
+        };
+        var list = new List<ShortfallGroup>();
+        foreach (var (name, isIn) in groups)
+        {
+            var idx = Enumerable.Range(0, n).Where(i => isIn(refSuccesses[i] / (double)refK)).ToList();
+            double Mean(Func<int, double> f) => idx.Count == 0 ? double.NaN : idx.Average(f);
+            double Opt(int i) => C1Predictor.RewardAtOptimum(refSuccesses[i] / (double)refK, beta);
+            double Got(int i) => reached.Strict[i] / (double)reached.K;
+            list.Add(
+                new ShortfallGroup(
+                    name,
+                    idx.Count / (double)n,
+                    Mean(Opt),
+                    Mean(Got),
+                    Mean(i => reached.Lenient[i] / (double)reached.K),
+                    idx.Sum(i => Opt(i) - Got(i)) / n
+                )
+            );
+        }
+        return list;
+    }
+
+    /// <summary>The point's shortfall from p*'s strict reward by π_ref's success rate (<see cref="Shortfall"/>), over
+    /// its seeds, and a sentence naming the group that holds most of it; nothing when a seed lacks the counts (a sweep
+    /// from before they were recorded).</summary>
+    static (JsonArray? Json, string Text) ShortfallOf(IReadOnlyList<SweepRow> rs, double beta, int g)
+    {
+        if (rs.Any(r => r.Reached is null || r.Pred.Successes?.Length != r.Reached.Strict.Length))
+            return (null, "");
+        var per = rs.Select(r => Shortfall(r.Pred.Successes!, r.Pred.SamplesPerPrompt, r.Reached!, beta, g)).ToList();
+        var json = new JsonArray();
+        for (int j = 0; j < per[0].Count; j++)
+        {
+            Stat Of(Func<ShortfallGroup, double> f) => Stat.Of(per.Select(x => f(x[j])).ToArray());
+            json.Add(
+                new JsonObject
+                {
+                    ["group"] = per[0][j].Group,
+                    ["prompt_share"] = StatJson(Of(x => x.PromptShare)),
+                    ["reward_at_optimum"] = StatJson(Of(x => x.RewardAtOptimum)),
+                    ["reward_reached"] = StatJson(Of(x => x.Reached)),
+                    ["lenient_reached"] = StatJson(Of(x => x.LenientReached)),
+                    ["shortfall"] = StatJson(Of(x => x.Shortfall)),
+                }
+            );
+        }
+        double total = per.Average(x => x.Sum(y => y.Shortfall));
+        double reachedStrict = rs.Average(r => r.Reached!.Strict.Average() / r.Reached.K);
+        double atOpt = per.Average(x => x.Where(y => y.PromptShare > 0).Sum(y => y.PromptShare * y.RewardAtOptimum));
+        var text =
+            $"; scored on {rs[0].Reached!.K} samples per held-out prompt, RL's strict reward was "
+            + $"{reachedStrict:0.00} against p*'s {atOpt:0.00} (plug-in)";
+        if (total > 0.02)
+        {
+            int top = Enumerable.Range(0, per[0].Count).MaxBy(j => per.Average(x => x[j].Shortfall));
+            double Avg(Func<ShortfallGroup, double> f) =>
+                per.Select(x => f(x[top])).Where(double.IsFinite).DefaultIfEmpty(double.NaN).Average();
+            text +=
+                $"; {Avg(x => x.Shortfall) / total:0%} of that shortfall is on the prompts where π_ref succeeded "
+                + $"with {per[0][top].Group} ({Avg(x => x.PromptShare):0%} of them), where RL reached "
+                + $"{Avg(x => x.Reached):0.00} against p*'s {Avg(x => x.RewardAtOptimum):0.00} and got the label "
+                + $"right in any form in {Avg(x => x.LenientReached):0%} of samples";
+        }
+        return (json, text);
+    }
+
+    /// <summary>A seed's strict reward at the end of RL: on c1_samples samples per prompt where recorded, else the
+    /// last evaluation's one sample per prompt.</summary>
+    static double ReachedOf(SweepRow r) => r.Reached is { } c ? c.Strict.Average() / c.K : r.FinalReward;
 
     static JsonObject StatJson(Stat s) => Summary.StatJson(s);
 
@@ -502,6 +611,9 @@ public static class Sweep
                 p["measured_minus_null"] = StatJson(net!);
                 p["ratio_net_of_null"] = StatJson(netRatio!);
             }
+            var (shortJson, shortText) = ShortfallOf(rs, grp.Key.Beta, cfg.Grpo.NumGenerations);
+            if (shortJson is not null)
+                p["shortfall_by_reference_success"] = shortJson;
             if (rs.All(r => r.TwinReward is not null))
                 p["twin"] = new JsonObject
                 {
@@ -523,12 +635,22 @@ public static class Sweep
                         withinNet++;
                     nullText += $", ratio {netRatio.Mean:0.00} net of the null";
                 }
-                var vs = $"{reached.Mean:0.00} vs {atOpt.Mean:0.00}";
+                // where each finished policy was scored on c1_samples samples per prompt, that reading decides: one
+                // sample per prompt can put a point within 0.05 of p*'s reward that 16 samples put outside
+                bool perPrompt = rs.All(r => r.Reached is not null);
+                double got = perPrompt ? rs.Average(r => r.Reached!.Strict.Average() / r.Reached.K) : reached.Mean;
+                var vs =
+                    $"{got:0.00} vs {atOpt.Mean:0.00}"
+                    + (perPrompt ? $" on {rs[0].Reached!.K} samples per prompt" : "")
+                    + (
+                        rs.Count(r => ReachedOf(r) < r.Pred.RewardAtOptimum - 0.05) is var shortSeeds and > 0
+                            ? $", {shortSeeds} of {rs.Count} seeds more than 0.05 short"
+                            : ""
+                    );
                 var why =
                     ok ? ""
-                    : reached.Mean < atOpt.Mean - 0.05
-                        ? $"; RL had not reached the optimum's reward ({vs}: not converged)"
-                    : reached.Mean > atOpt.Mean + 0.05
+                    : got < atOpt.Mean - 0.05 ? $"; RL had not reached the optimum's reward ({vs}: not converged)"
+                    : got > atOpt.Mean + 0.05
                         ? $"; RL went past the optimum's reward ({vs}: the policy moved further than p*)"
                     : $"; RL reached the optimum's reward ({vs}), so the miss is in how the mass moved, not how far";
                 if (!ok && widest is { } w)
@@ -539,7 +661,15 @@ public static class Sweep
                     $"{where}: measured {F3(measured.Mean)} vs predicted {F3(predicted.Mean)} nats per response "
                         + $"(the plug-in {F3(plugIn.Mean)} less its Jensen bias), "
                         + $"ratio {ratio.Mean:0.00} ({(ok ? "within" : "outside")} [0.7, 1.3]; per seed "
-                        + string.Join(", ", ratio.PerSeed.Select(x => x.ToString("0.00", CultureInfo.InvariantCulture)))
+                        + string.Join(
+                            ", ",
+                            rs.Select(
+                                (r, j) =>
+                                    ratio.PerSeed[j].ToString("0.00", CultureInfo.InvariantCulture)
+                                    // a ratio to a prediction near 0 is unstable: say so where it happens
+                                    + (r.Pred.Mean < 0.1 ? $" (its prediction {F3(r.Pred.Mean)} is below 0.1)" : "")
+                            )
+                        )
                         + $"; ratio of the means {ratioOfMeans:0.00}; measured − predicted {F3(diff.Mean)}, 95% CI "
                         + diff.Interval(F3)
                         + (
@@ -554,6 +684,7 @@ public static class Sweep
                                 : $"; {plateau.Count(x => !x)} of {plateau.Length} seeds had not plateaued"
                         )
                         + mechanism
+                        + shortText
                         + formText
                         + nullText
                         + "."
@@ -563,7 +694,7 @@ public static class Sweep
                 sentences.Add(
                     $"{where}: predicted {F3(predicted.Mean)} (below 0.1, no rise to test), "
                         + $"measured {F3(measured.Mean)} "
-                        + $"(95% CI {measured.Interval(F3)}){mechanism}{formText}{nullText}."
+                        + $"(95% CI {measured.Interval(F3)}){mechanism}{shortText}{formText}{nullText}."
                 );
         }
         var headline =

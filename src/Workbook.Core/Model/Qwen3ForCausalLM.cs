@@ -37,7 +37,7 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         // float32 at least (float64 for gradient checks)
         var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
-        var normed = xf * rsqrt(xf.pow(two).mean([-1L], keepdim: true) + eps);
+        var normed = xf * rsqrt(xf.pow(two).mean([-1L], keepdim: true).Plus(eps));
         return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
 }
@@ -113,8 +113,8 @@ public sealed class Qwen3Attention : nn.Module
         var q = q_norm.forward(q_proj.forward(h).view(B, T, heads, headDim)).transpose(1, 2);
         var k = k_norm.forward(k_proj.forward(h).view(B, T, kvHeads, headDim)).transpose(1, 2);
         var v = v_proj.forward(h).view(B, T, kvHeads, headDim).transpose(1, 2);
-        q = q * cos + RotateHalf(q) * sin;
-        k = k * cos + RotateHalf(k) * sin;
+        q = (q * cos).Plus(RotateHalf(q) * sin);
+        k = (k * cos).Plus(RotateHalf(k) * sin);
         if (cache is not null)
             (k, v) = cache.Append(layer, k, v);
         int groups = heads / kvHeads;
@@ -124,7 +124,8 @@ public sealed class Qwen3Attention : nn.Module
             v = v.repeat_interleave(groups, dim: 1);
         }
         var scores = matmul(q, k.transpose(2, 3)) * scale;
-        var probs = F.softmax(scores.to(AccumulateType(q.dtype)) + mask.to(AccumulateType(q.dtype)), -1).to(q.dtype);
+        var probs = F.softmax(scores.to(AccumulateType(q.dtype)).Plus(mask.to(AccumulateType(q.dtype))), -1)
+            .to(q.dtype);
         var ctx = matmul(probs, v).transpose(1, 2).reshape(B, T, heads * headDim);
         return o_proj.forward(ctx).MoveToOuterDisposeScope();
     }
@@ -150,8 +151,8 @@ public sealed class Qwen3DecoderLayer : nn.Module
     public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, KVCache? cache, int layer)
     {
         using var scope = NewDisposeScope();
-        h = h + self_attn.forward(input_layernorm.forward(h), cos, sin, mask, cache, layer);
-        h = h + mlp.forward(post_attention_layernorm.forward(h));
+        h = h.Plus(self_attn.forward(input_layernorm.forward(h), cos, sin, mask, cache, layer));
+        h = h.Plus(mlp.forward(post_attention_layernorm.forward(h)));
         return h.MoveToOuterDisposeScope();
     }
 }
@@ -228,7 +229,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
             {
                 using var r = randn(p.shape, dtype: ScalarType.Float32, generator: gen);
                 using var scaled = r.mul(std);
-                using var w = scaled.add(mean);
+                using var w = scaled.add(mean, HeldScalars.One);
                 // copy_ converts the dtype itself; an undisposed w.to(p.dtype) aliased w and kept every matrix's
                 // random draw alive until the GC ran (2.3 GB at 0.6B scale)
                 p.copy_(w);
@@ -293,7 +294,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
             );
         using Scalar minusOne = -1,
             zero = 0; // named: see Qwen3RMSNorm
-        positionIds ??= (keyMask.to(ScalarType.Int64).cumsum(1) + minusOne).clamp_min(zero).narrow(1, past, T);
+        positionIds ??= (keyMask.to(ScalarType.Int64).cumsum(1).Plus(minusOne)).clamp_min(zero).narrow(1, past, T);
         positionIds = positionIds.to(dev);
 
         // RoPE tables [B, 1, T, head_dim] in float32, cast to the compute dtype (as transformers does).

@@ -1,6 +1,8 @@
 // AdamW exactly as torch.optim.AdamW (decoupled weight decay, bias-corrected moments), with its whole state in tensors
 // this class owns, so a checkpoint is plain safetensors and resuming is exact. Parameters stored in bf16 get a float32
 // master copy: gradients are upcast, the update happens in float32, and the result is rounded into the bf16 parameter.
+// A second AdamW over the same parameters (the joint trainer's GRPO term) shares the first one's master copies, so
+// neither rounds the other's update away.
 using TorchSharp;
 using TorchSharp.Modules;
 using Workbook.Model;
@@ -15,6 +17,7 @@ public sealed class AdamW : IDisposable
     readonly Tensor[] m,
         v;
     readonly Tensor?[] master;
+    readonly bool ownsMaster;
     public long Step { get; private set; }
     public double Beta1 { get; }
     public double Beta2 { get; }
@@ -26,7 +29,8 @@ public sealed class AdamW : IDisposable
         double beta1 = 0.9,
         double beta2 = 0.999,
         double eps = 1e-8,
-        double weightDecay = 0.0
+        double weightDecay = 0.0,
+        AdamW? shareMasterWith = null
     )
     {
         var list = parameters.Where(x => x.p.requires_grad).ToList();
@@ -41,6 +45,14 @@ public sealed class AdamW : IDisposable
             .ToArray();
         v = ps.Select(p => zeros(p.shape, dtype: ScalarType.Float32, device: p.device).DetachFromDisposeScope())
             .ToArray();
+        if (shareMasterWith is { } other)
+        {
+            if (!other.names.SequenceEqual(names))
+                throw new ArgumentException("a shared master copy needs the same parameters", nameof(shareMasterWith));
+            master = other.master;
+            return;
+        }
+        ownsMaster = true;
         master = ps.Select(p =>
                 p.dtype == ScalarType.Float32 ? null : p.detach().to(ScalarType.Float32).DetachFromDisposeScope()
             )
@@ -55,6 +67,21 @@ public sealed class AdamW : IDisposable
     {
         foreach (var p in ps)
             p.grad = null;
+    }
+
+    /// <summary>Takes the gradients off the parameters (they are left without one), to be put back later by
+    /// <see cref="PutGrads"/>: two optimizers over one model step on gradients computed at the same weights.</summary>
+    public Tensor?[] TakeGrads()
+    {
+        var g = ps.Select(p => p.grad).ToArray();
+        ZeroGrad();
+        return g;
+    }
+
+    public void PutGrads(Tensor?[] grads)
+    {
+        for (int i = 0; i < ps.Length; i++)
+            ps[i].grad = grads[i];
     }
 
     /// <summary>Global L2 norm of the gradients; scales them down to maxNorm when above it (torch's
@@ -113,7 +140,7 @@ public sealed class AdamW : IDisposable
                 w.mul_(decay);
             m[i].mul_(b1).add_(g, alpha: oneMinusB1);
             v[i].mul_(b2).addcmul_(g, g, value: oneMinusB2);
-            var denom = v[i].sqrt().div_(sqrtBc2).add_(eps);
+            var denom = v[i].sqrt().div_(sqrtBc2).add_(eps, HeldScalars.One);
             w.addcdiv_(m[i], denom, value: stepSize);
             if (master[i] is { } mw)
                 p.copy_(mw); // copy_ rounds into the bf16 parameter without a temporary
@@ -127,7 +154,7 @@ public sealed class AdamW : IDisposable
         {
             d[$"exp_avg.{names[i]}"] = m[i];
             d[$"exp_avg_sq.{names[i]}"] = v[i];
-            if (master[i] is { } mw)
+            if (ownsMaster && master[i] is { } mw)
                 d[$"master.{names[i]}"] = mw;
         }
         SafetensorsFile.Save(
@@ -147,7 +174,7 @@ public sealed class AdamW : IDisposable
         {
             foreach (
                 var (prefix, t) in new[] { ("exp_avg", m[i]), ("exp_avg_sq", v[i]) }.Concat(
-                    master[i] is { } mw ? [("master", mw)] : []
+                    ownsMaster && master[i] is { } mw ? [("master", mw)] : []
                 )
             )
             {
@@ -167,8 +194,9 @@ public sealed class AdamW : IDisposable
     {
         foreach (var t in m.Concat(v))
             t.Dispose();
-        foreach (var t in master)
-            t?.Dispose();
+        if (ownsMaster)
+            foreach (var t in master)
+                t?.Dispose();
     }
 }
 

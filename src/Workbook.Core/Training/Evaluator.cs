@@ -249,11 +249,16 @@ public sealed class Evaluator
 
     /// <summary>Per held-out prompt, how many of k samples of the policy earn reward 1 (the rollouts' sampling
     /// settings, seeded): the input of Theory.C1Predictor.</summary>
-    public int[] SuccessCounts(Qwen3ForCausalLM model, IVerifier reward, int k, long seed)
+    public int[] SuccessCounts(Qwen3ForCausalLM model, IVerifier reward, int k, long seed) =>
+        SuccessCounts(model, [reward], k, seed)[0];
+
+    /// <summary><see cref="SuccessCounts(Qwen3ForCausalLM, IVerifier, int, long)"/> for several 0/1 rewards scored on
+    /// the same samples: [reward][prompt]. Scoring draws nothing, so each row equals that reward's own call.</summary>
+    public int[][] SuccessCounts(Qwen3ForCausalLM model, IReadOnlyList<IVerifier> rewards, int k, long seed)
     {
         var opt = Sampling();
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
-        var counts = new int[prompts.Length];
+        var counts = rewards.Select(_ => new int[prompts.Length]).ToArray();
         int per = Math.Max(1, Options.GenerationBatchSize / k);
         for (int i = 0; i < prompts.Length; i += per)
         {
@@ -269,11 +274,17 @@ public sealed class Evaluator
                 var e = examples[idx[a]];
                 for (int b = 0; b < k; b++)
                 {
-                    var r = reward.Score(e.PromptText, codec.Decode(outs[a * k + b].Tokens), e.Reference).Reward ?? 0;
-                    if (r is not (0 or 1))
-                        throw new WorkbookException($"the C1 prediction needs a 0/1 reward; {reward.Name} gave {r}");
-                    if (r == 1)
-                        counts[idx[a]]++;
+                    var text = codec.Decode(outs[a * k + b].Tokens);
+                    for (int v = 0; v < rewards.Count; v++)
+                    {
+                        var r = rewards[v].Score(e.PromptText, text, e.Reference).Reward ?? 0;
+                        if (r is not (0 or 1))
+                            throw new WorkbookException(
+                                $"success counts need a 0/1 reward; {rewards[v].Name} gave {r}"
+                            );
+                        if (r == 1)
+                            counts[v][idx[a]]++;
+                    }
                 }
             }
         }

@@ -495,7 +495,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         if (off is not null)
         {
             var p = logps.exp();
-            var f = o.OffPolicyShapingGamma is not null ? p / (p + gamma) : p;
+            var f = o.OffPolicyShapingGamma is not null ? p / p.Plus(gamma) : p;
             perTok = where(off, -f * a, perTok);
         }
         Tensor? kl = null;
@@ -505,7 +505,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
             kl = d.exp() - d - one;
             if (off is not null)
                 kl = where(off, zeros_like(kl), kl); // the KL term covers on-policy tokens only
-            perTok = perTok + kl * beta;
+            perTok = perTok.Plus(kl * beta);
         }
         var cm = completionMask;
         var perSeq = (perTok * cm).sum(1) / cm.sum(1).clamp_min(one);

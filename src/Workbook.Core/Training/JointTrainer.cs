@@ -1,12 +1,18 @@
-// The "joint" baseline: one objective, L = L_SFT + λ·L_GRPO, optimised by one AdamW. Every step takes an SFT batch;
-// every `rl_every`-th step also samples a GRPO batch and adds its loss, so a joint run of N_sft steps with rl_every =
-// N_sft/N_rl sees the same data and rollouts as the two-stage pipelines (N_sft SFT steps + N_rl GRPO steps). The GRPO
-// term has the same frozen reference (the policy at the stage's start), β and kl_mode as the GRPO stages of the other
-// pipelines.
+// The "joint" baseline: one objective, L = L_SFT + λ·L_GRPO, at every step. Every step takes an SFT batch; every
+// `rl_every`-th step also samples a GRPO batch, so a joint run of N_sft steps with rl_every = N_sft/N_rl sees the same
+// data and rollouts as the two-stage pipelines (N_sft SFT steps + N_rl GRPO steps). The GRPO term has the same frozen
+// reference (the policy at the stage's start), β and kl_mode as the GRPO stages of the other pipelines.
+// 1. rl_optimizer = separate (default): each term has its own AdamW, as in the two-stage pipelines. Both gradients are
+//    taken at the same weights; the SFT term steps at learning_rate, the GRPO term at grpo's learning rate and schedule
+//    counted in RL steps, with grpo's clipping, betas and weight decay. λ must be 1: Adam is invariant to a loss's
+//    scale, so a weight would change almost nothing (set grpo.learning_rate instead).
+// 2. rl_optimizer = shared: one AdamW on the gradient of L_SFT + λ·L_GRPO at learning_rate (the GRPO term then moves
+//    at the SFT rate).
 using System.Diagnostics;
 using Workbook.Data;
 using Workbook.Model;
 using Workbook.Verifiers;
+using static TorchSharp.torch;
 
 namespace Workbook.Training;
 
@@ -21,6 +27,13 @@ public sealed record JointOptions : TrainOptions
     /// <summary>Add the GRPO loss every N steps.</summary>
     public int RlEvery { get; init; } = 1;
 
+    /// <summary>separate: the GRPO term has its own AdamW with grpo's learning rate, schedule (over the RL steps),
+    /// clipping, betas, epsilon and weight decay; shared: one AdamW on L_SFT + λ·L_GRPO at learning_rate.</summary>
+    public string RlOptimizer { get; init; } = "separate";
+
+    /// <summary>The GRPO term's steps in a stage: the steps where step % rl_every == 0.</summary>
+    public long RlSteps => (MaxSteps + RlEvery - 1) / RlEvery;
+
     public override void Validate()
     {
         base.Validate();
@@ -30,6 +43,15 @@ public sealed record JointOptions : TrainOptions
             Fail("rl_weight", "must be >= 0");
         if (RlEvery < 1)
             Fail("rl_every", "must be >= 1");
+        if (RlOptimizer is not ("separate" or "shared"))
+            Fail("rl_optimizer", $"'{RlOptimizer}' is not separate or shared");
+        if (RlOptimizer == "separate" && RlWeight != 1)
+            Fail(
+                "rl_weight",
+                $"{RlWeight} with rl_optimizer=separate: the GRPO term has its own AdamW, which is invariant to the "
+                    + "loss's scale, so a weight would change almost nothing; set grpo.learning_rate instead (or "
+                    + "rl_optimizer=shared)"
+            );
         if (Grpo.SftCoef > 0) // the joint objective has its own SFT term; GrpoTrainer's would be dropped here
             Fail("grpo.sft_coef", "the joint trainer's SFT term is L_SFT itself; leave grpo.sft_coef at 0");
     }
@@ -44,6 +66,27 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
     readonly WeightedReward reward;
     DataOrder rlOrder = null!;
     Qwen3ForCausalLM? reference;
+    AdamW? rlOptimizer;
+
+    /// <summary>The GRPO term's own AdamW (rl_optimizer = separate), sharing the main one's float32 master copies of
+    /// bf16 weights; checkpointed beside it.</summary>
+    protected override IReadOnlyList<(string File, AdamW Optimizer)> MoreOptimizers()
+    {
+        if (Opt.RlOptimizer != "separate")
+            return [];
+        var g = Opt.Grpo;
+        rlOptimizer = new AdamW(
+            Model.named_parameters(),
+            g.AdamBeta1,
+            g.AdamBeta2,
+            g.AdamEpsilon,
+            g.WeightDecay,
+            shareMasterWith: Optimizer
+        );
+        return [(RlOptimizerFile, rlOptimizer)];
+    }
+
+    public const string RlOptimizerFile = "optimizer-grpo.safetensors";
 
     /// <summary>The reference is the policy at the stage's start (β &gt; 0): eval_kl_from_start reuses it.</summary>
     protected override Qwen3ForCausalLM? StartModel => reference;
@@ -71,8 +114,9 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
 
     protected override void OnResume()
     {
-        // the RL prompt order is a second stream over the same rows; its position is a function of the step
-        long rlSteps = State.Step / Opt.RlEvery;
+        // the RL prompt order is a second stream over the same rows; its position is a function of the step: steps
+        // 0, rl_every, 2·rl_every, ... below State.Step each drew one RL batch
+        long rlSteps = (State.Step + Opt.RlEvery - 1) / Opt.RlEvery;
         rlOrder = new DataOrder(train.Count, Opt.Seed + 1);
         rlOrder.Next((int)(rlSteps * (Opt.Grpo.PerDeviceTrainBatchSize / Opt.Grpo.NumGenerations)));
         reference = GrpoTrainer.LoadReference(Model, OutDir, Opt.Grpo, State.Step);
@@ -107,8 +151,13 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
         double total = nll / tokens;
         m["sft_loss"] = total;
         m["mean_token_accuracy"] = correct / tokens;
+        double rlGradNorm = 0,
+            rlLr = 0;
+        Tensor?[]? rlGrads = null;
         if (step % Opt.RlEvery == 0)
         {
+            // separate: the GRPO term's gradient gets its own slot, taken at the same weights as the SFT term's
+            var sftGrads = rlOptimizer?.TakeGrads();
             var rl = GrpoBatch.GenerateAndScore(
                 Model,
                 reference,
@@ -128,16 +177,32 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
             var loss = rl.Loss(Model, acc);
             (loss * Opt.RlWeight).backward();
             var lv = loss.Value();
-            total += Opt.RlWeight * lv;
             foreach (var (k, v) in rl.Metrics)
                 m[k] = v;
             foreach (var (k, v) in acc.Means())
                 m[k] = v;
             m["grpo_loss"] = lv;
             m["timing/update"] = sw.Elapsed.TotalSeconds;
+            total += Opt.RlWeight * lv;
+            if (rlOptimizer is not null)
+            {
+                long k = step / Opt.RlEvery,
+                    warm = (long)Math.Ceiling(Opt.Grpo.WarmupRatio * Opt.RlSteps);
+                rlLr = LrSchedule.At(Opt.Grpo.LrSchedulerType, Opt.Grpo.LearningRate, k, Opt.RlSteps, warm);
+                rlGradNorm = ClipAndCheck(rlOptimizer, Opt.Grpo.MaxGradNorm, lv, step, "grpo_");
+                rlGrads = rlOptimizer.TakeGrads();
+                rlOptimizer.PutGrads(sftGrads!);
+                m["grpo_grad_norm"] = rlGradNorm;
+                m["grpo_learning_rate"] = rlLr;
+            }
         }
         m["loss"] = total;
-        m["grad_norm"] = Update(lr, total, step);
+        m["grad_norm"] = Update(lr, total, step); // separate: the SFT term's; both were checked before either steps
+        if (rlGrads is not null)
+        {
+            rlOptimizer!.PutGrads(rlGrads);
+            rlOptimizer.StepWith(rlLr);
+        }
         return m;
     }
 }

@@ -60,6 +60,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
             StepMemory.Check(Model.Config, option, rows, length);
         Directory.CreateDirectory(OutDir);
         Optimizer = new AdamW(Model.named_parameters(), Opt.AdamBeta1, Opt.AdamBeta2, Opt.AdamEpsilon, Opt.WeightDecay);
+        more = MoreOptimizers();
         State = new TrainerState(0, 0, 0, 0, Opt.Seed, TrainerName);
         TrainerCheckpoint.CleanTemp(OutDir);
         startMaxAbs = null;
@@ -68,7 +69,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
         // a resume starts from the last good checkpoint: after a blow-up the newer ones hold exploded weights
         if (resume && TrainerCheckpoint.LatestGood(OutDir) is { } ckpt)
         {
-            State = TrainerCheckpoint.Load(ckpt, Model, Optimizer);
+            State = TrainerCheckpoint.Load(ckpt, Model, Optimizer, more);
             if (State.Trainer != TrainerName)
                 throw new WorkbookException($"{ckpt}: a {State.Trainer} checkpoint cannot resume a {TrainerName} run");
             if (TrainerCheckpoint.Health(ckpt) is { } h)
@@ -117,6 +118,8 @@ public abstract class TrainerBase<TOptions> : ITrainer
         if (State.Step == Opt.MaxSteps && Opt.MaxSteps > 0 && !log.HasEvalAt(Opt.MaxSteps))
             Evaluate(Opt.MaxSteps);
         start?.Dispose();
+        foreach (var (_, o) in more)
+            o.Dispose();
         Optimizer.Dispose();
         return State;
     }
@@ -149,8 +152,14 @@ public abstract class TrainerBase<TOptions> : ITrainer
     protected void SaveCheckpoint()
     {
         var health = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(Model), lastGrad, startMaxAbs!.Value, startGrad);
-        TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit, health);
+        TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit, health, more);
     }
+
+    IReadOnlyList<(string File, AdamW Optimizer)> more = [];
+
+    /// <summary>Optimizers besides <see cref="Optimizer"/> (each with its checkpoint file), made at the start of
+    /// <see cref="Train"/> after it, so that a resume loads their state and every checkpoint saves it.</summary>
+    protected virtual IReadOnlyList<(string File, AdamW Optimizer)> MoreOptimizers() => [];
 
     // the references a checkpoint's health is judged against: max |w| at the run's start, and the median gradient
     // norm of its first steps (both carried across resumes in health.json)
@@ -176,13 +185,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
     /// optimizer.</summary>
     protected double Update(double lr, double lossValue, long step)
     {
-        var gn = Optimizer.ClipGradNorm(Opt.MaxGradNorm);
-        if (!double.IsFinite(lossValue) || !double.IsFinite(gn))
-            throw new WorkbookException(
-                $"non-finite {(double.IsFinite(lossValue) ? "gradient norm" : "loss")} at step {step + 1} "
-                    + $"(loss {lossValue}, grad_norm {gn}); the update was not applied and the run stopped. "
-                    + GoodCheckpointAdvice()
-            );
+        var gn = ClipAndCheck(Optimizer, Opt.MaxGradNorm, lossValue, step, "");
         lastGrad = gn;
         if (startGrad is null && gn > 0)
         {
@@ -191,6 +194,22 @@ public abstract class TrainerBase<TOptions> : ITrainer
                 startGrad = firstGrads.Order().ElementAt(FirstGradSteps / 2);
         }
         Optimizer.StepWith(lr);
+        return gn;
+    }
+
+    /// <summary>Clip one optimizer's gradients and refuse a non-finite step, naming the term (e.g. "grpo_"), before
+    /// any update is applied; <see cref="Update"/> does this for the main optimizer. Checkpoint health follows the main
+    /// optimizer's gradients only.</summary>
+    protected double ClipAndCheck(AdamW opt, double maxNorm, double lossValue, long step, string term)
+    {
+        var gn = opt.ClipGradNorm(maxNorm);
+        if (!double.IsFinite(lossValue) || !double.IsFinite(gn))
+            throw new WorkbookException(
+                $"non-finite {term}{(double.IsFinite(lossValue) ? "gradient norm" : "loss")} at step {step + 1} "
+                    + $"({term}loss {lossValue}, {term}grad_norm {gn}); the update was not applied and the run "
+                    + "stopped. "
+                    + GoodCheckpointAdvice()
+            );
         return gn;
     }
 

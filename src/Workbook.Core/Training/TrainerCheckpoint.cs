@@ -81,7 +81,8 @@ public static class TrainerCheckpoint
         AdamW opt,
         TrainerState state,
         int keepLast = 2,
-        CheckpointHealth? health = null
+        CheckpointHealth? health = null,
+        IReadOnlyList<(string File, AdamW Optimizer)>? more = null
     )
     {
         var root = Path.Combine(runDir, "checkpoints");
@@ -94,6 +95,8 @@ public static class TrainerCheckpoint
         if (File.Exists(Path.Combine(runDir, "vocab.json")))
             File.Copy(Path.Combine(runDir, "vocab.json"), Path.Combine(tmp, "vocab.json"));
         opt.Save(Path.Combine(tmp, OptimizerFile));
+        foreach (var (file, o) in more ?? [])
+            o.Save(Path.Combine(tmp, file));
         if (health is not null)
             File.WriteAllText(Path.Combine(tmp, HealthFile), JsonSerializer.Serialize(health, HealthJson));
         File.WriteAllText(Path.Combine(tmp, "trainer_state.json"), JsonSerializer.Serialize(state, Json));
@@ -159,18 +162,25 @@ public static class TrainerCheckpoint
         if (!File.Exists(Path.Combine(runDir, "done.json")))
             throw new InvalidOperationException($"{runDir}: not finished; its optimizer state is its resume point");
         foreach (var d in Complete(runDir))
-            File.Delete(Path.Combine(d, OptimizerFile));
+        foreach (var f in Directory.GetFiles(d, "optimizer*.safetensors"))
+            File.Delete(f);
     }
 
     public const string OptimizerFile = "optimizer.safetensors";
 
-    public static TrainerState Load(string dir, Qwen3ForCausalLM model, AdamW opt)
+    public static TrainerState Load(
+        string dir,
+        Qwen3ForCausalLM model,
+        AdamW opt,
+        IReadOnlyList<(string File, AdamW Optimizer)>? more = null
+    )
     {
-        if (!File.Exists(Path.Combine(dir, OptimizerFile)))
-            throw new WorkbookException(
-                $"{dir}: no {OptimizerFile}; a run drops it when the stage finishes, so this checkpoint cannot resume "
-                    + "training (its weights load as --model)"
-            );
+        foreach (var file in (more ?? []).Select(x => x.File).Prepend(OptimizerFile))
+            if (!File.Exists(Path.Combine(dir, file)))
+                throw new WorkbookException(
+                    $"{dir}: no {file}; a run drops it when the stage finishes, so this checkpoint cannot resume "
+                        + "training (its weights load as --model)"
+                );
         var statePath = Path.Combine(dir, "trainer_state.json");
         TrainerState state;
         try
@@ -183,6 +193,8 @@ public static class TrainerCheckpoint
         }
         Checkpoint.LoadWeights(model, Checkpoint.WeightFiles(dir));
         opt.Load(Path.Combine(dir, OptimizerFile));
+        foreach (var (file, o) in more ?? [])
+            o.Load(Path.Combine(dir, file));
         return state;
     }
 

@@ -7,6 +7,32 @@ namespace Workbook;
 /// GPU.</summary>
 public static class Devices
 {
+    /// <summary>The CPU's model and widest vector unit, e.g. "AMD EPYC (avx512f)". oneMKL and libtorch pick kernels
+    /// by the vector unit, and kernels round differently: GRPO samples its tokens, so on another CPU kind the same
+    /// seed is another draw. versions.json records it so that runs compared seed for seed are known to be
+    /// comparable.</summary>
+    public static string CpuKind()
+    {
+        string isa =
+            System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? "avx512f"
+            : System.Runtime.Intrinsics.X86.Avx2.IsSupported ? "avx2"
+            : System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon"
+            : "no avx2";
+        string name = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString();
+        try
+        {
+            if (File.Exists("/proc/cpuinfo"))
+                name =
+                    File.ReadLines("/proc/cpuinfo")
+                        .FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))
+                        ?.Split(':', 2)[1]
+                        .Trim()
+                    ?? name;
+        }
+        catch (IOException) { } // the architecture name stands in
+        return $"{name} ({isa})";
+    }
+
     public static Device Resolve(string? name)
     {
         switch ((name ?? "auto").Trim().ToLowerInvariant())
