@@ -412,8 +412,12 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     }
 
     /// <summary>L_GRPO + c·L_SFT (add) or (1 − c)·L_GRPO + c·L_SFT (convex) (public for tests).</summary>
-    public static Tensor MixedLoss(Tensor grpo, Tensor sft, double coef, string mix) =>
-        mix == "convex" ? (1 - coef) * grpo + coef * sft : grpo + coef * sft;
+    public static Tensor MixedLoss(Tensor grpo, Tensor sft, double coef, string mix)
+    {
+        using TorchSharp.Scalar c = coef, // named, as in Loss: an implicit Scalar may be finalized mid-call
+            rest = 1 - coef;
+        return mix == "convex" ? (grpo * rest).Plus(sft * c) : grpo.Plus(sft * c);
+    }
 
     /// <summary>Group-relative advantages (public for tests).</summary>
     public static double[] Advantages(double[] rewards, int groupSize, string scale)
