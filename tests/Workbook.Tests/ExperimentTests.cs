@@ -181,10 +181,21 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
     }
 
     [Fact]
-    public void Reward_intervals_stay_inside_0_and_1()
+    public void Reward_and_success_rate_intervals_stay_inside_0_and_1()
     {
         foreach (var (_, p) in x.Summary["pipelines"]!.AsObject())
         foreach (var b in p!["final_reward"]!["ci95"]!.AsArray().Where(b => b is not null))
+            Assert.InRange(b!.GetValue<double>(), 0, 1);
+        // the SFT policy's P(r = 1) behind each prediction: a t interval left [0, 1] at 2-3 seeds
+        var rates = x.Summary["pipelines"]!
+            .AsObject()
+            .Concat(x.Summary["controls"]!.AsObject())
+            .Select(kv => kv.Value!["prediction"]?["sft_policy_success_rate"])
+            .Where(r => r is not null)
+            .ToList();
+        Assert.NotEmpty(rates);
+        foreach (var r in rates)
+        foreach (var b in r!["ci95"]!.AsArray().Where(b => b is not null))
             Assert.InRange(b!.GetValue<double>(), 0, 1);
     }
 

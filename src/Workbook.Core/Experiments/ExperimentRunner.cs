@@ -878,4 +878,9 @@ public sealed class ExperimentRunner
 }
 
 /// <summary>Per held-out prompt, successes of K samples under the strict and the lenient reward.</summary>
-public sealed record ReachedCounts(int K, int[] Strict, int[] Lenient);
+public sealed record ReachedCounts(int K, int[] Strict, int[] Lenient)
+{
+    /// <summary>The strict reward over every prompt and sample (derived, so not written to the file).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public double StrictRate => Strict.Average() / K;
+}

@@ -330,7 +330,7 @@ public static class Summary
             ["ratio_measured_over_predicted"] = StatJson(Stat.Of(ratio)),
             ["samples_per_prompt"] = pred[0].SamplesPerPrompt,
             ["prompts"] = pred[0].Prompts,
-            ["sft_policy_success_rate"] = StatJson(Stat.Of(pred.Select(p => p.MeanSuccess).ToArray())),
+            ["sft_policy_success_rate"] = StatJson(Stat.Bounded(pred.Select(p => p.MeanSuccess).ToArray(), 0, 1)),
             ["expert_reward"] = pred[0].DataReward,
             ["expert_reward_source"] = pred[0].DataRewardSource,
         };

@@ -344,9 +344,10 @@ public static class Sweep
     );
 
     /// <summary>Where RL's strict reward falls short of p*'s, by π_ref's success rate P on the prompt: P below 1/G (a
-    /// group of G rollouts rarely holds a success, so the prompt rarely gives a gradient), 1/G to 1/2, and at least
-    /// 1/2. Lenient against strict in a group says whether the label or the strict line is what RL has not
-    /// learnt there.</summary>
+    /// group of G rollouts on such a prompt expects less than one success), 1/G to 1/2, and at least 1/2. The prompts
+    /// are held out, so the groups say where what RL learnt on the training prompts carried over. In a group, p*'s
+    /// strict reward minus RL's lenient one bounds the label's part of the gap from below; the rest is the strict
+    /// line.</summary>
     public static List<ShortfallGroup> Shortfall(
         int[] refSuccesses,
         int refK,
@@ -396,7 +397,9 @@ public static class Sweep
         var json = new JsonArray();
         for (int j = 0; j < per[0].Count; j++)
         {
-            Stat Of(Func<ShortfallGroup, double> f) => Stat.Of(per.Select(x => f(x[j])).ToArray());
+            // shares and rewards lie in [0, 1] and a group's part of the shortfall in [-1, 1]: so do their intervals
+            Stat Of(Func<ShortfallGroup, double> f, double lo = 0) =>
+                Stat.Bounded(per.Select(x => f(x[j])).ToArray(), lo, 1);
             json.Add(
                 new JsonObject
                 {
@@ -405,12 +408,12 @@ public static class Sweep
                     ["reward_at_optimum"] = StatJson(Of(x => x.RewardAtOptimum)),
                     ["reward_reached"] = StatJson(Of(x => x.Reached)),
                     ["lenient_reached"] = StatJson(Of(x => x.LenientReached)),
-                    ["shortfall"] = StatJson(Of(x => x.Shortfall)),
+                    ["shortfall"] = StatJson(Of(x => x.Shortfall, -1)),
                 }
             );
         }
         double total = per.Average(x => x.Sum(y => y.Shortfall));
-        double reachedStrict = rs.Average(r => r.Reached!.Strict.Average() / r.Reached.K);
+        double reachedStrict = rs.Average(ReachedOf);
         double atOpt = per.Average(x => x.Where(y => y.PromptShare > 0).Sum(y => y.PromptShare * y.RewardAtOptimum));
         var text =
             $"; scored on {rs[0].Reached!.K} samples per held-out prompt, RL's strict reward was "
@@ -431,7 +434,7 @@ public static class Sweep
 
     /// <summary>A seed's strict reward at the end of RL: on c1_samples samples per prompt where recorded, else the
     /// last evaluation's one sample per prompt.</summary>
-    static double ReachedOf(SweepRow r) => r.Reached is { } c ? c.Strict.Average() / c.K : r.FinalReward;
+    static double ReachedOf(SweepRow r) => r.Reached?.StrictRate ?? r.FinalReward;
 
     static JsonObject StatJson(Stat s) => Summary.StatJson(s);
 
@@ -638,7 +641,7 @@ public static class Sweep
                 // where each finished policy was scored on c1_samples samples per prompt, that reading decides: one
                 // sample per prompt can put a point within 0.05 of p*'s reward that 16 samples put outside
                 bool perPrompt = rs.All(r => r.Reached is not null);
-                double got = perPrompt ? rs.Average(r => r.Reached!.Strict.Average() / r.Reached.K) : reached.Mean;
+                double got = perPrompt ? rs.Average(ReachedOf) : reached.Mean;
                 var vs =
                     $"{got:0.00} vs {atOpt.Mean:0.00}"
                     + (perPrompt ? $" on {rs[0].Reached!.K} samples per prompt" : "")

@@ -151,8 +151,7 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
         double total = nll / tokens;
         m["sft_loss"] = total;
         m["mean_token_accuracy"] = correct / tokens;
-        double rlGradNorm = 0,
-            rlLr = 0;
+        double rlLr = 0;
         Tensor?[]? rlGrads = null;
         if (step % Opt.RlEvery == 0)
         {
@@ -189,10 +188,9 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
                 long k = step / Opt.RlEvery,
                     warm = (long)Math.Ceiling(Opt.Grpo.WarmupRatio * Opt.RlSteps);
                 rlLr = LrSchedule.At(Opt.Grpo.LrSchedulerType, Opt.Grpo.LearningRate, k, Opt.RlSteps, warm);
-                rlGradNorm = ClipAndCheck(rlOptimizer, Opt.Grpo.MaxGradNorm, lv, step, "grpo_");
+                m["grpo_grad_norm"] = ClipAndCheck(rlOptimizer, Opt.Grpo.MaxGradNorm, lv, step, "grpo_");
                 rlGrads = rlOptimizer.TakeGrads();
                 rlOptimizer.PutGrads(sftGrads!);
-                m["grpo_grad_norm"] = rlGradNorm;
                 m["grpo_learning_rate"] = rlLr;
             }
         }
