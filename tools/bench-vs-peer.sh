@@ -2,27 +2,48 @@
 # Speed side by side with the peer (tuned eager PyTorch, ../shared/perf/peer.sh), alternating in one sitting: each
 # case runs `workbook bench` and the peer as separate processes, ROUNDS times, and the medians and their ratio go to
 # one JSON file. Absolute speed moves between machines and hours; the ratio taken side by side is the figure to quote.
-#   tools/bench-vs-peer.sh [--rounds N] [--out FILE.json] [--cases gemm,train,gen1,gen8] [--fix]
+#   tools/bench-vs-peer.sh [--rounds N] [--out FILE.json] [--fix] [--task-model DIR]
+#                          [--cases gemm,train,gen1,gen8,train16,gen8b16,task-train,task-gen]
+#   train16 and gen8b16 are the bf16 rows (weights, activations and AdamW state in bf16 on both sides); they are not in
+#   the default set, which stays the f32 comparison.
+#   task-train and task-gen measure the main job's own model (`run all`: 3 layers, hidden 96, V 260) on one thread, as
+#   each seed trains: an SFT-sized step (B32xT72, f32) and generation at GRPO's rollout batch (B64, prompt 32, 128 new,
+#   greedy). They need a checkpoint of that model for both sides: --task-model DIR, default the newest
+#   runs/*/sft-then-rl/seed-*/1-sft/start. The peer runs them twice: its manual attention ("peer", the workbook's
+#   algorithm) and SDPA ("peer_sdpa").
 #   --fix adds a third side: workbook with WORKBOOK_MKL_VENDOR_FIX=1 (README, Platform notes).
 # On CPUs without AVX-512 the peer needs PERF_CORETYPE=Haswell PERF_ATEN_CAP=avx2; the script sets them when
 # /proc/cpuinfo shows no avx512f.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${WORKBOOK_SHARED:-$here/../shared}
-rounds=3 out="" cases="gemm,train,gen1,gen8" fix=0
+rounds=3 out="" cases="gemm,train,gen1,gen8" fix=0 taskmodel=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --cases) cases=$2; shift 2 ;;
     --fix) fix=1; shift ;;
-    *) echo "bench-vs-peer: unknown option '$1' (expected --rounds N, --out FILE, --cases LIST, --fix)" >&2; exit 2 ;;
+    --task-model) taskmodel=$2; shift 2 ;;
+    *) echo "bench-vs-peer: unknown option '$1' (expected --rounds N, --out FILE, --cases LIST, --fix, --task-model DIR)" >&2
+       exit 2 ;;
   esac
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "bench-vs-peer: --rounds $rounds: expected a positive integer" >&2; exit 2; }
 for c in ${cases//,/ }; do
-  [[ $c =~ ^(gemm|train|gen1|gen8)$ ]] || { echo "bench-vs-peer: --cases: unknown case '$c'" >&2; exit 2; }
+  [[ $c =~ ^(gemm|train|gen1|gen8|train16|gen8b16|task-train|task-gen)$ ]] ||
+    { echo "bench-vs-peer: --cases: unknown case '$c'" >&2; exit 2; }
 done
+if [[ ,$cases, == *,task-* ]]; then
+  if [[ -z $taskmodel ]]; then
+    taskmodel=$(ls -dt "$here"/runs/*/sft-then-rl/seed-*/1-sft/start 2>/dev/null | head -1 || true)
+    [[ -n $taskmodel ]] || { echo "bench-vs-peer: task cases need the main job's model: run ./workbook run all first, or \
+pass --task-model DIR" >&2; exit 2; }
+  fi
+  [[ -f $taskmodel/config.json && -f $taskmodel/model.safetensors ]] ||
+    { echo "bench-vs-peer: --task-model $taskmodel: expected config.json and model.safetensors there" >&2; exit 2; }
+  taskmodel=$(cd "$taskmodel" && pwd)
+fi
 [[ -x $shared/perf/peer.sh ]] || { echo "bench-vs-peer: $shared/perf/peer.sh not found (set WORKBOOK_SHARED)" >&2; exit 2; }
 "$shared/perf/peer.sh" setup >/dev/null
 grep -q avx512f /proc/cpuinfo || export PERF_CORETYPE=${PERF_CORETYPE:-Haswell} PERF_ATEN_CAP=${PERF_ATEN_CAP:-avx2}
@@ -33,14 +54,14 @@ raw=$(mktemp); trap 'rm -f "$raw"' EXIT
 wb() { # side case args...
   local side=$1 case=$2; shift 2
   local fixenv=WORKBOOK_MKL_VENDOR_FIX=0; [[ $side == wbfix ]] && fixenv=WORKBOOK_MKL_VENDOR_FIX=1
-  local v; v=$(env "$fixenv" dotnet "$dll" bench "$@" --json 2>/dev/null |
+  local v; v=$(env "$fixenv" ${wbthreads:+OMP_NUM_THREADS=$wbthreads} dotnet "$dll" bench "$@" --json 2>/dev/null |
     python3 -c 'import json,sys; d=json.load(sys.stdin); k=sys.argv[1]; print(d[k])' "$key")
   echo "{\"case\": \"$case\", \"side\": \"$side\", \"value\": $v}" >> "$raw"
 }
-peer() { # case args...
+peer() { # case args... (PEER_SIDE names the side; default peer)
   local case=$1; shift
   local v; v=$("$shared/perf/peer.sh" "$@" 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())[sys.argv[1]])' "$pkey")
-  echo "{\"case\": \"$case\", \"side\": \"peer\", \"value\": $v}" >> "$raw"
+  echo "{\"case\": \"$case\", \"side\": \"${PEER_SIDE:-peer}\", \"value\": $v}" >> "$raw"
 }
 sides="wb"; [[ $fix == 1 ]] && sides="wb wbfix"
 for r in $(seq "$rounds"); do
@@ -52,6 +73,27 @@ for r in $(seq "$rounds"); do
       train) key=train_tokens_per_second pkey=tokens_per_s_median
         for s in $sides; do wb "$s" train_f32 train --preset small --dtype f32; done
         peer train_f32 train --vocab 4096 --mode f32 --warmup 3 --steps 10 ;;
+      train16) key=train_tokens_per_second pkey=tokens_per_s_median
+        for s in $sides; do wb "$s" train_bf16 train --preset small --dtype bf16; done
+        peer train_bf16 train --vocab 4096 --mode bf16 --warmup 3 --steps 10 ;;
+      gen8b16) key=generate_tokens_per_second_batch8 pkey=tokens_per_s_e2e_median
+        for s in $sides; do wb "$s" gen_b8_bf16 generate --preset small --vocab 151936 --dtype bf16 --gen-batch 8; done
+        peer gen_b8_bf16 gen --vocab 151936 --mode bf16 --batch 8 --warmup 2 --runs 3 ;;
+      task-train) key=train_tokens_per_second pkey=tokens_per_s_median
+        for s in $sides; do wbthreads=1 wb "$s" task_train_f32 train --model "$taskmodel" --batch 32 --seq 72 \
+          --steps 100 --warmup 10; done
+        for a in manual sdpa; do
+          side=peer; [[ $a == sdpa ]] && side=peer_sdpa
+          PEER_SIDE=$side peer task_train_f32 train --weights "$taskmodel" --batch 32 --seq 72 --mode f32 \
+            --threads 1 --steps 100 --warmup 10 --attn "$a"
+        done ;;
+      task-gen) key=generate_tokens_per_second_batch64 pkey=tokens_per_s_e2e_median
+        for s in $sides; do wbthreads=1 wb "$s" task_gen_b64_f32 generate --model "$taskmodel" --gen-batch 64; done
+        for a in manual sdpa; do
+          side=peer; [[ $a == sdpa ]] && side=peer_sdpa
+          PEER_SIDE=$side peer task_gen_b64_f32 gen --weights "$taskmodel" --batch 64 --mode f32 --threads 1 \
+            --warmup 2 --runs 3 --attn "$a"
+        done ;;
       gen1|gen8) b=${c#gen} key=generate_tokens_per_second_batch${c#gen} pkey=tokens_per_s_e2e_median
         for s in $sides; do
           wb "$s" "gen_b${b}_f32" generate --preset small --vocab 151936 --dtype f32 --gen-batch "$b"
@@ -66,7 +108,9 @@ import json, os, statistics, sys, time
 raw, out, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = [json.loads(l) for l in open(raw)]
 res = {"definitions": "shared/perf/README.md; values: GEMM 2048^2 GFLOP/s, train V4096 B8xT256 tokens/s, "
-       "generate V151936 prompt 32 + 128 new greedy e2e tokens/s; medians of alternating processes",
+       "generate V151936 prompt 32 + 128 new greedy e2e tokens/s (f32, or bf16 where the case says); "
+       "task_*: the main job's model (config of --task-model) on one thread, train B32xT72 tokens/s, generate B64 "
+       "prompt 32 + 128 new greedy e2e tokens/s; medians of alternating processes",
        "rounds": rounds, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
        "loadavg_end": os.getloadavg()[0], "cases": {}}
 for case in dict.fromkeys(r["case"] for r in rows):
@@ -76,8 +120,9 @@ for case in dict.fromkeys(r["case"] for r in rows):
             by.setdefault(r["side"], []).append(r["value"])
     c = {s: {"median": statistics.median(v), "runs": v} for s, v in by.items()}
     for s in ("wb", "wbfix"):
-        if s in c and "peer" in c:
-            c[f"{s}_over_peer"] = c[s]["median"] / c["peer"]["median"]
+        for p in ("peer", "peer_sdpa"):
+            if s in c and p in c:
+                c[f"{s}_over_{p}"] = c[s]["median"] / c[p]["median"]
     res["cases"][case] = c
 text = json.dumps(res, indent=1)
 if out == "/dev/stdout":

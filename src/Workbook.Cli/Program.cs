@@ -10,6 +10,8 @@ using Workbook.Cli;
 
 NativeSetup.Ensure(); // before any command touches TorchSharp (oneMKL vendor fix, malloc tuning)
 Terminal.Configure();
+if (NativeSetup.Problems() is [var setupProblem, ..])
+    return Terminal.Error(setupProblem); // a misspelt variable would otherwise quietly take the default
 var verbs = new (string Name, Type Command, string Description)[]
 {
     (

@@ -78,4 +78,45 @@ public class NativeSetupTests
             scale = exact.abs().max().item<double>();
         Assert.True(err / scale < 1e-5, $"f32 GEMM error {err} at scale {scale}");
     }
+
+    [Theory]
+    [InlineData(null, "default")]
+    [InlineData("1", "default")]
+    [InlineData("0", "off")]
+    [InlineData("off", "off")]
+    [InlineData("speed", "speed")]
+    [InlineData("fast", null)]
+    public void The_allocator_variable_has_three_modes_and_nothing_else(string? value, string? mode) =>
+        Assert.Equal(mode, Memory.Mode(value));
+
+    [Fact]
+    public void Only_the_default_mode_switches_large_models_to_returning_big_blocks()
+    {
+        Assert.True(Memory.UsesLargeModelSetting(600_000_000, null));
+        Assert.True(Memory.UsesLargeModelSetting(100_000_000, "1"));
+        Assert.False(Memory.UsesLargeModelSetting(99_999_999, null)); // the main job's model keeps big blocks
+        Assert.False(Memory.UsesLargeModelSetting(600_000_000, "speed"));
+    }
+
+    [Theory]
+    [InlineData("WORKBOOK_MALLOC_TUNE", "fast", "expected 0 (off), 1 (the default) or speed")]
+    [InlineData("WORKBOOK_MKL_VENDOR_FIX", "yes", "expected 1 (on) or 0 (off, the default)")]
+    public void The_cli_refuses_a_native_setup_variable_it_does_not_understand(string name, string value, string hint)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(
+            "dotnet",
+            [Path.Combine(AppContext.BaseDirectory, "workbook.dll"), "info"]
+        )
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        psi.Environment[name] = value;
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        p.StandardOutput.ReadToEnd();
+        Assert.True(p.WaitForExit(60_000));
+        Assert.Equal(2, p.ExitCode);
+        Assert.Contains($"{name}={value}: {hint}", err.Result);
+    }
 }

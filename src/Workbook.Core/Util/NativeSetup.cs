@@ -1,14 +1,16 @@
 // What the workbook does to the process's native libraries, once, when the core assembly is first touched (a module
 // initializer, so every entry point gets it: the CLI, the tests, the notebook kernels), before TorchSharp loads
-// libtorch:  1. oneMKL vendor check. libtorch's statically linked oneMKL takes its non-Intel code path on AMD CPUs (f32
-// GEMM at     less than half speed). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c beside the
-// assemblies)     answers MKL's exported mkl_serv_intel_cpu_true with 1; loaded RTLD_NOW|RTLD_GLOBAL, it interposes
-// libtorch_cpu's     PLT call. Opt-in (WORKBOOK_MKL_VENDOR_FIX=1): on this project's machines it measured faster only
-// when the machine     was not oversubscribed (149 vs 115 GFLOP/s at load 8.6) and 5-15x slower when it was (two MKL
-// threads per     process), so it is not the default.
+// libtorch:
+//  1. oneMKL vendor check. libtorch's statically linked oneMKL takes its non-Intel code path on AMD CPUs (f32 GEMM at
+//     0.76 of tuned PyTorch on the AVX-512 machine). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c
+//     beside the assemblies) answers MKL's exported mkl_serv_intel_cpu_true with 1; loaded RTLD_NOW|RTLD_GLOBAL, it
+//     interposes libtorch_cpu's PLT call. Opt-in (WORKBOOK_MKL_VENDOR_FIX=1): it was 5-15x slower on an oversubscribed
+//     machine (two MKL threads per process), and it changes results in the last bits, so GRPO's sampled tokens and
+//     every trajectory differ from runs without it (10% off the main job on the AVX-512 machine; README).
 //  2. glibc malloc keeps big blocks instead of mapping and unmapping activation buffers every step (Memory.Tune).
-//     Off: WORKBOOK_MALLOC_TUNE=0.
-// Both report their state in Status (bench and info print it).
+//     Off: WORKBOOK_MALLOC_TUNE=0; speed: also for large models.
+// Both report their state in Status (bench and info print it); an unknown value of either variable is in Problems,
+// which the CLI refuses.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -23,6 +25,30 @@ public static class NativeSetup
 
     /// <summary>"on", "off (...)", "late (...)" or "unavailable (...)".</summary>
     public static string MklVendorFix { get; private set; } = "not run";
+
+    public const string MklVariable = "WORKBOOK_MKL_VENDOR_FIX";
+
+    /// <summary>Environment variables of the native setup set to a value it does not understand (each then takes its
+    /// default); the CLI refuses to start on any.</summary>
+    public static IReadOnlyList<string> Problems() =>
+        new[]
+        {
+            Environment.GetEnvironmentVariable(MklVariable) is { } v && MklOn(v) is null
+                ? $"{MklVariable}={v}: expected 1 (on) or 0 (off, the default)"
+                : null,
+            Memory.Problem,
+        }
+            .OfType<string>()
+            .ToList();
+
+    /// <summary>true, false, or null for a value that is neither.</summary>
+    static bool? MklOn(string? value) =>
+        value switch
+        {
+            "1" or "on" or "true" => true,
+            null or "" or "0" or "off" or "false" => false,
+            _ => null,
+        };
 
     public static Dictionary<string, string> Status() =>
         new() { ["mkl_vendor_fix"] = MklVendorFix, ["malloc_tuning"] = Memory.State };
@@ -54,7 +80,7 @@ public static class NativeSetup
     {
         if (!OperatingSystem.IsLinux())
             return "unavailable (Linux only)";
-        if (Environment.GetEnvironmentVariable("WORKBOOK_MKL_VENDOR_FIX") is not ("1" or "on" or "true"))
+        if (MklOn(Environment.GetEnvironmentVariable(MklVariable)) != true)
             return "off (set WORKBOOK_MKL_VENDOR_FIX=1 to turn it on)";
         var dir = Path.GetDirectoryName(typeof(NativeSetup).Assembly.Location);
         var path = string.IsNullOrEmpty(dir) ? null : Path.Combine(dir, LibraryName);
