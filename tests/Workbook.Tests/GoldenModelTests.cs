@@ -177,6 +177,28 @@ public class GoldenModelTests
         Assert.Equal(ids.Length, pos);
     }
 
+    [Theory]
+    [InlineData(131072, 128)] // V·d = 2^24: a decoding step takes W·hᵀ (Qwen3ForCausalLM.BigHead)
+    [InlineData(4096, 128)] // below it: h·Wᵀ, as in training
+    public void A_decoding_steps_logits_equal_the_full_forwards_last_position(int vocab, int hidden)
+    {
+        var cfg = Qwen3Config.Tiny(vocab) with { HiddenSize = hidden, IntermediateSize = 2 * hidden };
+        Assert.Equal(vocab == 131072, (long)vocab * hidden >= Qwen3ForCausalLM.BigHead);
+        using var m = new Qwen3ForCausalLM(cfg, seed: 11);
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var g = new Generator(4);
+        var ids = randint(0, vocab, [8, 9], generator: g); // a batch of 8, as GRPO's rollouts decode
+        var last = m.Forward(ids, lastOnly: true);
+        var full = m.Forward(ids).select(1, -1);
+        Assert.Equal(full.shape, last.shape);
+        Assert.True(last.is_contiguous());
+        double diff = (last - full).abs().max().item<float>(),
+            scale = full.abs().max().item<float>();
+        Assert.True(diff <= 1e-5 * Math.Max(1, scale), $"max diff {diff} at scale {scale}");
+        Assert.True(last.argmax(-1).eq(full.argmax(-1)).all().item<bool>());
+    }
+
     [Fact]
     public void Left_padded_batch_equals_each_sequence_alone()
     {

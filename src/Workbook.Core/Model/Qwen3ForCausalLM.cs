@@ -244,6 +244,10 @@ public sealed class Qwen3ForCausalLM : nn.Module
 
     public Tensor LmHeadWeight => lm_head?.weight ?? model.embed_tokens.weight!;
 
+    /// <summary>Head size (vocabulary × hidden) from which a decoding step computes its logits as W·hᵀ (see
+    /// <see cref="Forward"/>); below it, h·Wᵀ as in training.</summary>
+    public const long BigHead = 1L << 24;
+
     /// <summary>
     /// Forward pass. <paramref name="attentionMask"/> is [B, past+T] with 1 for real tokens and 0 for padding (left
     /// padding for generation); <paramref name="positionIds"/> defaults to the count of real tokens before each
@@ -261,9 +265,15 @@ public sealed class Qwen3ForCausalLM : nn.Module
     {
         using var scope = NewDisposeScope();
         var h = HiddenStates(inputIds, attentionMask, positionIds, cache, segmentIds);
-        if (lastOnly)
-            h = h.select(1, -1);
-        return F.linear(h, LmHeadWeight).MoveToOuterDisposeScope();
+        if (!lastOnly)
+            return F.linear(h, LmHeadWeight).MoveToOuterDisposeScope();
+        h = h.select(1, -1);
+        // a decoding step multiplies a few rows by the whole head. In float32, oneMKL repacks Wᵀ on every h·Wᵀ call,
+        // which at a full vocabulary cost most of the step (B8: 69% of it); W·hᵀ streams W as stored. bf16 goes to
+        // other kernels, where h·Wᵀ measured faster, and small heads (the main job's) keep their numbers bit for bit
+        if (DType != ScalarType.Float32 || (long)Config.VocabSize * Config.HiddenSize < BigHead)
+            return F.linear(h, LmHeadWeight).MoveToOuterDisposeScope();
+        return LmHeadWeight.matmul(h.t()).t().contiguous().MoveToOuterDisposeScope();
     }
 
     /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.
