@@ -6,8 +6,8 @@
 //     from the heap and are reused), never trims the heap top (M_TRIM_THRESHOLD 2 GiB-1) and grows it in 1 GiB steps.
 //  2. Large models (>= 100M parameters) keep the older, measured setting instead: blocks above 128 KiB are mapped and
 // returned, which keeps RSS flat across steps at a real cost in speed (a 0.6B model's buffers are too big to hoard).
-//     Measured on the AVX-512 machine (Qwen3-0.6B, f32, B1xT128): 13.7 s per step at 11.1 GB peak, against 7.4 s at
-//     12.4 GB when big blocks are kept. WORKBOOK_MALLOC_TUNE=speed keeps them for large models too.
+//     Measured on the AVX-512 machine (Qwen3-0.6B, f32, B1xT128): 12.5-14.9 s per step at 11.1 GB peak, against
+//     7.4-8.6 s at 12.4 GB when big blocks are kept. WORKBOOK_MALLOC_TUNE=speed keeps them for large models too.
 //  3. Off: WORKBOOK_MALLOC_TUNE=0; also left alone when the user sets any MALLOC_*_ variable or GLIBC_TUNABLES. Any
 //     other value is a mistake: Problem says so, and the CLI refuses to start.
 using System.Runtime.InteropServices;
