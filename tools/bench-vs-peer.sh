@@ -63,6 +63,10 @@ peer() { # case args... (PEER_SIDE names the side; default peer)
   local v; v=$("$shared/perf/peer.sh" "$@" 2>/dev/null | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())[sys.argv[1]])' "$pkey")
   echo "{\"case\": \"$case\", \"side\": \"${PEER_SIDE:-peer}\", \"value\": $v}" >> "$raw"
 }
+peer_attns() { # case args...: the peer with its manual attention (side peer, the workbook's) and SDPA (peer_sdpa)
+  PEER_SIDE=peer peer "$@" --attn manual
+  PEER_SIDE=peer_sdpa peer "$@" --attn sdpa
+}
 sides="wb"; [[ $fix == 1 ]] && sides="wb wbfix"
 for r in $(seq "$rounds"); do
   for c in ${cases//,/ }; do
@@ -82,18 +86,12 @@ for r in $(seq "$rounds"); do
       task-train) key=train_tokens_per_second pkey=tokens_per_s_median
         for s in $sides; do wbthreads=1 wb "$s" task_train_f32 train --model "$taskmodel" --batch 32 --seq 72 \
           --steps 100 --warmup 10; done
-        for a in manual sdpa; do
-          side=peer; [[ $a == sdpa ]] && side=peer_sdpa
-          PEER_SIDE=$side peer task_train_f32 train --weights "$taskmodel" --batch 32 --seq 72 --mode f32 \
-            --threads 1 --steps 100 --warmup 10 --attn "$a"
-        done ;;
+        peer_attns task_train_f32 train --weights "$taskmodel" --batch 32 --seq 72 --mode f32 --threads 1 \
+          --steps 100 --warmup 10 ;;
       task-gen) key=generate_tokens_per_second_batch64 pkey=tokens_per_s_e2e_median
         for s in $sides; do wbthreads=1 wb "$s" task_gen_b64_f32 generate --model "$taskmodel" --gen-batch 64; done
-        for a in manual sdpa; do
-          side=peer; [[ $a == sdpa ]] && side=peer_sdpa
-          PEER_SIDE=$side peer task_gen_b64_f32 gen --weights "$taskmodel" --batch 64 --mode f32 --threads 1 \
-            --warmup 2 --runs 3 --attn "$a"
-        done ;;
+        peer_attns task_gen_b64_f32 gen --weights "$taskmodel" --batch 64 --mode f32 --threads 1 --warmup 2 \
+          --runs 3 ;;
       gen1|gen8) b=${c#gen} key=generate_tokens_per_second_batch${c#gen} pkey=tokens_per_s_e2e_median
         for s in $sides; do
           wb "$s" "gen_b${b}_f32" generate --preset small --vocab 151936 --dtype f32 --gen-batch "$b"

@@ -1,26 +1,17 @@
 // `workbook bench` refuses bad input with exit code 2 and a message naming the option, before measuring anything.
-using System.Diagnostics;
 
 namespace Workbook.Tests;
 
 public class BenchCliTests
 {
-    static (int code, string output) Run(params string[] args) => RunWith(null, args);
-
-    static (int code, string output) RunWith(string? mklFix, params string[] args)
+    // without the oneMKL fix, whatever the test process's environment says
+    static (int code, string output) Run(params string[] args)
     {
-        var cli = Path.Combine(AppContext.BaseDirectory, "workbook.dll");
-        var psi = new ProcessStartInfo("dotnet", [cli, .. args])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        psi.Environment["WORKBOOK_MKL_VENDOR_FIX"] = mklFix;
-        using var p = Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        var output = p.StandardOutput.ReadToEnd();
-        Assert.True(p.WaitForExit(60_000));
-        return (p.ExitCode, output + err.Result);
+        var (code, o, err) = CliProcess.Run(
+            args,
+            new Dictionary<string, string?> { ["WORKBOOK_MKL_VENDOR_FIX"] = null }
+        );
+        return (code, o + err);
     }
 
     [Theory]

@@ -103,20 +103,8 @@ public class NativeSetupTests
     [InlineData("WORKBOOK_MKL_VENDOR_FIX", "yes", "expected 1 (on) or 0 (off, the default)")]
     public void The_cli_refuses_a_native_setup_variable_it_does_not_understand(string name, string value, string hint)
     {
-        var psi = new System.Diagnostics.ProcessStartInfo(
-            "dotnet",
-            [Path.Combine(AppContext.BaseDirectory, "workbook.dll"), "info"]
-        )
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        psi.Environment[name] = value;
-        using var p = System.Diagnostics.Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
-        Assert.True(p.WaitForExit(60_000));
-        Assert.Equal(2, p.ExitCode);
-        Assert.Contains($"{name}={value}: {hint}", err.Result);
+        var (code, _, err) = CliProcess.Run(["info"], new Dictionary<string, string?> { [name] = value });
+        Assert.Equal(2, code);
+        Assert.Contains($"{name}={value}: {hint}", err);
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Workbook.Data;
 using Workbook.Experiments;
@@ -304,22 +303,8 @@ public class PaperSettingTests
         Assert.Equal(1.6, lines[^1]["epoch"]!.GetValue<double>(), 9); // 64 sequences of 40
     }
 
-    static string Cli => Path.Combine(AppContext.BaseDirectory, "workbook.dll");
-
-    static (int Code, string Out, string Err) RunCli(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet", [Cli, .. args])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        psi.Environment["COLUMNS"] = "300";
-        using var p = Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        var o = p.StandardOutput.ReadToEnd();
-        Assert.True(p.WaitForExit(300_000), "the CLI did not finish");
-        return (p.ExitCode, o, err.Result);
-    }
+    static (int Code, string Out, string Err) RunCli(params string[] args) =>
+        CliProcess.Run(args, new Dictionary<string, string?> { ["COLUMNS"] = "300" }, 300_000);
 
     [Fact]
     public void Train_sft_then_train_grpo_from_its_checkpoint_chains_and_score_shows_token_text()

@@ -306,16 +306,8 @@ public sealed record ExperimentConfig
                     + "stop rule only in the guarded pipeline; set guarded.stop_when, guarded.stop_check_steps, "
                     + "guarded.stop_patience and guarded.stop_restore_best instead"
             );
-        if (JointRlWeight < 0)
-            throw new WorkbookException("option joint_rl_weight: must be >= 0");
-        if (JointRlOptimizer is not ("separate" or "shared"))
-            throw new WorkbookException($"option joint_rl_optimizer: '{JointRlOptimizer}' is not separate or shared");
-        if (JointRlOptimizer == "separate" && JointRlWeight != 1)
-            throw new WorkbookException(
-                $"option joint_rl_weight: {JointRlWeight} with joint_rl_optimizer=separate, where the GRPO term has "
-                    + "its own AdamW, which is invariant to a loss's scale; set grpo.learning_rate instead, or "
-                    + "joint_rl_optimizer=shared"
-            );
+        if (JointOptions.RlProblem(JointRlWeight, JointRlOptimizer, "joint_") is var (field, why))
+            throw new WorkbookException($"option {field}: {why}");
         ValidateMethods(dflt.Grpo);
         if (Model is not null && !Directory.Exists(Model))
             throw new WorkbookException($"--model {Model}: model folder not found");

@@ -265,15 +265,15 @@ public sealed class Qwen3ForCausalLM : nn.Module
     {
         using var scope = NewDisposeScope();
         var h = HiddenStates(inputIds, attentionMask, positionIds, cache, segmentIds);
-        if (!lastOnly)
-            return F.linear(h, LmHeadWeight).MoveToOuterDisposeScope();
-        h = h.select(1, -1);
+        if (lastOnly)
+            h = h.select(1, -1);
         // a decoding step multiplies a few rows by the whole head. In float32, oneMKL repacks Wᵀ on every h·Wᵀ call,
         // which at a full vocabulary cost most of the step (B8: 69% of it); W·hᵀ streams W as stored. bf16 goes to
         // other kernels, where h·Wᵀ measured faster, and small heads (the main job's) keep their numbers bit for bit
-        if (DType != ScalarType.Float32 || (long)Config.VocabSize * Config.HiddenSize < BigHead)
-            return F.linear(h, LmHeadWeight).MoveToOuterDisposeScope();
-        return LmHeadWeight.matmul(h.t()).t().contiguous().MoveToOuterDisposeScope();
+        bool streamHead =
+            lastOnly && DType == ScalarType.Float32 && (long)Config.VocabSize * Config.HiddenSize >= BigHead;
+        var logits = streamHead ? LmHeadWeight.matmul(h.t()).t().contiguous() : F.linear(h, LmHeadWeight);
+        return logits.MoveToOuterDisposeScope();
     }
 
     /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.

@@ -34,24 +34,35 @@ public sealed record JointOptions : TrainOptions
     /// <summary>The GRPO term's steps in a stage: the steps where step % rl_every == 0.</summary>
     public long RlSteps => (MaxSteps + RlEvery - 1) / RlEvery;
 
+    /// <summary>What is wrong with rl_weight and rl_optimizer, as (field, why), or null. The experiment config checks
+    /// its joint_rl_weight and joint_rl_optimizer with it too (prefix "joint_"), so its errors name its own keys.
+    /// </summary>
+    public static (string Field, string Why)? RlProblem(double weight, string optimizer, string prefix = "")
+    {
+        string w = prefix + "rl_weight",
+            o = prefix + "rl_optimizer";
+        if (weight < 0)
+            return (w, "must be >= 0");
+        if (optimizer is not ("separate" or "shared"))
+            return (o, $"'{optimizer}' is not separate or shared");
+        if (optimizer == "separate" && weight != 1)
+            return (
+                w,
+                $"{weight} with {o}=separate: the GRPO term has its own AdamW, which is invariant to the loss's "
+                    + $"scale, so a weight would change almost nothing; set grpo.learning_rate instead (or {o}=shared)"
+            );
+        return null;
+    }
+
     public override void Validate()
     {
         base.Validate();
         Sft.Validate();
         Grpo.Validate();
-        if (RlWeight < 0)
-            Fail("rl_weight", "must be >= 0");
+        if (RlProblem(RlWeight, RlOptimizer) is var (field, why))
+            Fail(field, why);
         if (RlEvery < 1)
             Fail("rl_every", "must be >= 1");
-        if (RlOptimizer is not ("separate" or "shared"))
-            Fail("rl_optimizer", $"'{RlOptimizer}' is not separate or shared");
-        if (RlOptimizer == "separate" && RlWeight != 1)
-            Fail(
-                "rl_weight",
-                $"{RlWeight} with rl_optimizer=separate: the GRPO term has its own AdamW, which is invariant to the "
-                    + "loss's scale, so a weight would change almost nothing; set grpo.learning_rate instead (or "
-                    + "rl_optimizer=shared)"
-            );
         if (Grpo.SftCoef > 0) // the joint objective has its own SFT term; GrpoTrainer's would be dropped here
             Fail("grpo.sft_coef", "the joint trainer's SFT term is L_SFT itself; leave grpo.sft_coef at 0");
     }
