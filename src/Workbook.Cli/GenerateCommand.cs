@@ -106,6 +106,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
                         truncated = c.Truncated,
                         stop_reason = c.StopReason,
                         tokens_per_second = c.Tokens.Length / sw.Elapsed.TotalSeconds,
+                        native = NativeSetup.Status(), // the BLAS path and allocator these numbers came from
                     },
                     ModelSettings.JsonOut
                 )

@@ -107,4 +107,85 @@ public class NativeSetupTests
         Assert.Equal(2, code);
         Assert.Contains($"{name}={value}: {hint}", err);
     }
+
+    [Fact]
+    public void Advised_huge_page_bytes_count_only_mappings_flagged_hg()
+    {
+        var smaps = string.Join(
+            "\n",
+            "7f0000000000-7f0000400000 rw-p 00000000 00:00 0",
+            "Size:               4096 kB",
+            "Rss:                4096 kB",
+            "VmFlags: rd wr mr mw me ac sd",
+            "7f0000400000-7f0000c00000 rw-p 00000000 00:00 0",
+            "Size:               8192 kB",
+            "AnonHugePages:      6144 kB",
+            "VmFlags: rd wr mr mw me ac sd hg",
+            "7f0001000000-7f0001200000 rw-p 00000000 00:00 0",
+            "Size:               2048 kB",
+            "VmFlags: rd wr mr mw me nh",
+            "7f0002000000-7f0002200000 rw-p 00000000 00:00 0",
+            "Size:               2048 kB",
+            "VmFlags: hg rd wr"
+        );
+        Assert.Equal((8192L + 2048) * 1024, Memory.AdvisedHugePageBytes(smaps));
+        Assert.Equal(0, Memory.AdvisedHugePageBytes("7f00-7f01 rw-p 0 00:00 0\nSize: 4 kB\nVmFlags: rd wr nh\n"));
+    }
+
+    /// <summary>The kernel's transparent-huge-page mode ("always", "madvise", "never"), null without the file.
+    /// </summary>
+    static string? KernelHugePages()
+    {
+        const string f = "/sys/kernel/mm/transparent_hugepage/enabled";
+        if (!File.Exists(f))
+            return null;
+        var t = File.ReadAllText(f);
+        return t[(t.IndexOf('[') + 1)..t.IndexOf(']')];
+    }
+
+    [Theory]
+    [InlineData(null, "madvise", null)]
+    [InlineData(null, "always", null)]
+    [InlineData(null, null, null)]
+    [InlineData(null, "never", "off (the kernel's transparent_hugepage/enabled is never)")]
+    [InlineData("0", "madvise", "user (THP_MEM_ALLOC_ENABLE=0)")]
+    [InlineData("1", "never", "user (THP_MEM_ALLOC_ENABLE=1)")]
+    public void Huge_pages_are_asked_for_unless_the_user_or_the_kernel_decided(
+        string? user,
+        string? kernel,
+        string? notAsked
+    ) => Assert.Equal(notAsked, Memory.HugePagesNotAsked(user, kernel));
+
+    [Fact]
+    public void A_large_model_built_by_the_cli_gets_huge_pages_and_says_so()
+    {
+        if (!OperatingSystem.IsLinux())
+            return;
+        // one greedy token from Qwen3-0.6B's shape in bf16 (1.2 GB of parameters): the cheapest large model to build
+        string[] args =
+        [
+            "generate",
+            "--preset",
+            "qwen3-0.6b",
+            "--dtype",
+            "bf16",
+            "--ids",
+            "1,2,3",
+            "--max-new-tokens",
+            "1",
+            "--greedy",
+            "--json",
+        ];
+        var env = new Dictionary<string, string?> { ["THP_MEM_ALLOC_ENABLE"] = null, ["WORKBOOK_MALLOC_TUNE"] = null };
+        var (code, o, err) = CliProcess.Run(args, env, timeoutMs: 180_000);
+        Assert.True(code == 0, err);
+        using var doc = System.Text.Json.JsonDocument.Parse(o);
+        var native = doc.RootElement.GetProperty("native");
+        Assert.Equal("large-model", native.GetProperty("malloc_tuning").GetString());
+        var got = native.GetProperty("huge_pages").GetString()!;
+        if (KernelHugePages() is "never")
+            Assert.StartsWith("off (the kernel's", got);
+        else
+            Assert.StartsWith("on (", got);
+    }
 }

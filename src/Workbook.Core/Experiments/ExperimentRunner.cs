@@ -285,6 +285,7 @@ public sealed class ExperimentRunner
             // the BLAS path changes the last bits of f32 results: a run records which one it took
             ["mkl_vendor_fix"] = NativeSetup.MklVendorFix,
             ["malloc_tuning"] = Memory.State,
+            ["huge_pages"] = Memory.HugePages,
         };
 
     Qwen3ForCausalLM LoadModel(string dir) => Checkpoint.Load(dir, dtype, device);

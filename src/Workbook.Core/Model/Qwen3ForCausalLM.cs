@@ -207,6 +207,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
                 lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: Device, dtype: dtype);
         }
         RegisterComponents();
+        Memory.CheckHugePages();
         var exps = arange(0, config.HeadDim, 2, dtype: ScalarType.Float64) / config.HeadDim;
         invFreq = (1.0 / pow(config.RopeTheta, exps)).to(ScalarType.Float32).to(Device).DetachFromDisposeScope();
         InitWeights(seed);

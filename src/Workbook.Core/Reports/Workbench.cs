@@ -214,6 +214,7 @@ public static class Workbench
             ["step_seconds"] = Math.Round(step, 1),
             ["rss_gb"] = Math.Round(proc.WorkingSet64 / 1e9, 2),
             ["device"] = model.Device.type.ToString(),
+            ["huge_pages"] = Memory.HugePages,
         };
     }
 

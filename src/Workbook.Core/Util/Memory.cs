@@ -5,11 +5,17 @@
 //     (MALLOC_MMAP_THRESHOLD_/TRIM_THRESHOLD_/TOP_PAD_), the workbook never maps big blocks (M_MMAP_MAX 0: they come
 //     from the heap and are reused), never trims the heap top (M_TRIM_THRESHOLD 2 GiB-1) and grows it in 1 GiB steps.
 //  2. Large models (>= 100M parameters) keep the older, measured setting instead: blocks above 128 KiB are mapped and
-// returned, which keeps RSS flat across steps at a real cost in speed (a 0.6B model's buffers are too big to hoard).
-//     Measured on the AVX-512 machine (Qwen3-0.6B, f32, B1xT128): 12.5-14.9 s per step at 11.1 GB peak, against
-//     7.4-8.6 s at 12.4 GB when big blocks are kept. WORKBOOK_MALLOC_TUNE=speed keeps them for large models too.
-//  3. Off: WORKBOOK_MALLOC_TUNE=0; also left alone when the user sets any MALLOC_*_ variable or GLIBC_TUNABLES. Any
-//     other value is a mistake: Problem says so, and the CLI refuses to start.
+//     returned, which keeps RSS flat across steps at a real cost in speed (a 0.6B model's buffers are too big to
+//     hoard). WORKBOOK_MALLOC_TUNE=speed keeps them for large models too (0.6B f32 B1xT128 on the AVX-512 machine:
+//     5.3-5.4 s a step at 11.9 GB, against 13.1-14.0 s at 11.0-11.1 GB; README, Platform notes).
+//  3. Large models also ask libtorch for transparent huge pages (its THP_MEM_ALLOC_ENABLE: buffers of 2 MiB and more
+//     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: the same step took
+//     24.1-28.2 s without, at the same peak. libtorch reads the variable once, at its first allocation, so it is set
+//     (setenv) when the first large model is built and checked once its parameters exist (/proc/self/smaps):
+//     HugePages says whether it took. Small models do without: the small preset's step was 10% slower with them.
+//  4. Off: WORKBOOK_MALLOC_TUNE=0; also left alone when the user sets any MALLOC_*_ variable or GLIBC_TUNABLES (and
+//     huge pages when THP_MEM_ALLOC_ENABLE is set). Any other value is a mistake: Problem says so, and the CLI
+//     refuses to start.
 using System.Runtime.InteropServices;
 
 namespace Workbook;
@@ -21,7 +27,20 @@ public static class Memory
         M_MMAP_THRESHOLD = -3,
         M_MMAP_MAX = -4,
         M_ARENA_MAX = -8;
-    static bool largeApplied;
+    static bool largeApplied,
+        hugePagesAsked,
+        hugePagesChecked;
+
+    /// <summary>Models with at least this many parameters get the large-model setting (items 2 and 3 above).
+    /// </summary>
+    public const long LargeModel = 100_000_000;
+
+    /// <summary>libtorch's own switch for transparent huge pages on its CPU buffers of 2 MiB and more.</summary>
+    public const string HugePageVariable = "THP_MEM_ALLOC_ENABLE";
+
+    /// <summary>Transparent huge pages for libtorch's big buffers: "on", "not applied (...)", "off (...)",
+    /// "user (...)" or "not asked (...)".</summary>
+    public static string HugePages { get; private set; } = "not asked (no model of 100M parameters or more yet)";
 
     /// <summary>What was applied: "tuned", "tuned (speed: ...)", "large-model", "off (...)", "user (...)" or
     /// "unavailable".</summary>
@@ -29,6 +48,9 @@ public static class Memory
 
     [DllImport("libc", EntryPoint = "mallopt")]
     static extern int mallopt(int param, int value);
+
+    [DllImport("libc", EntryPoint = "setenv")]
+    static extern int setenv(string name, string value, int overwrite);
 
     public const string Variable = "WORKBOOK_MALLOC_TUNE";
 
@@ -51,7 +73,7 @@ public static class Memory
     /// <summary>Whether a model of this size switches to the large-model setting (item 2 above) under this value of
     /// WORKBOOK_MALLOC_TUNE.</summary>
     public static bool UsesLargeModelSetting(long parameters, string? value) =>
-        parameters >= 100_000_000 && Mode(value) is "default" or null;
+        parameters >= LargeModel && Mode(value) is "default" or null;
 
     static string? UserChoice()
     {
@@ -106,14 +128,20 @@ public static class Memory
         }
     }
 
+    /// <summary>Called before a model's parameters are allocated: the large-model allocator setting (item 2) and
+    /// the request for huge pages (item 3), once per process.</summary>
     public static void ForLargeModel(long parameters)
     {
-        if (
-            largeApplied
-            || !UsesLargeModelSetting(parameters, Environment.GetEnvironmentVariable(Variable))
-            || !OperatingSystem.IsLinux()
-            || UserChoice() is not null
-        )
+        if (largeApplied || parameters < LargeModel || !OperatingSystem.IsLinux())
+            return;
+        largeApplied = true;
+        if (UserChoice() is { } why)
+        {
+            HugePages = $"not asked (allocator tuning {why})";
+            return;
+        }
+        AskForHugePages();
+        if (!UsesLargeModelSetting(parameters, Environment.GetEnvironmentVariable(Variable)))
             return;
         try
         {
@@ -122,9 +150,91 @@ public static class Memory
             mallopt(M_TRIM_THRESHOLD, 131072);
             mallopt(M_TOP_PAD, 0);
             mallopt(M_ARENA_MAX, 2);
-            largeApplied = true;
             State = "large-model";
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
+    }
+
+    /// <summary>Why huge pages are not asked for, given THP_MEM_ALLOC_ENABLE as the user set it and the kernel's
+    /// mode; null: ask.</summary>
+    public static string? HugePagesNotAsked(string? userValue, string? kernelMode) =>
+        userValue is not null ? $"user ({HugePageVariable}={userValue})"
+        : kernelMode is "never" ? "off (the kernel's transparent_hugepage/enabled is never)"
+        : null;
+
+    static void AskForHugePages()
+    {
+        if (HugePagesNotAsked(Environment.GetEnvironmentVariable(HugePageVariable), KernelHugePageMode()) is { } why)
+        {
+            HugePages = why;
+            return;
+        }
+        try
+        {
+            // libtorch reads it at its first allocation in the process; CheckHugePages says whether that was later.
+            // Called once per process: glibc's first setenv copies environ and frees nothing a getenv might read.
+            hugePagesAsked = setenv(HugePageVariable, "1", 0) == 0;
+            HugePages = hugePagesAsked ? "asked" : "not applied (setenv failed)";
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            HugePages = "not applied (no setenv)";
+        }
+    }
+
+    /// <summary>Called once a large model's parameters exist: whether libtorch advised huge pages for them.</summary>
+    public static void CheckHugePages()
+    {
+        if (!hugePagesAsked || hugePagesChecked)
+            return;
+        hugePagesChecked = true;
+        string smaps;
+        try
+        {
+            smaps = File.ReadAllText("/proc/self/smaps");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            HugePages = "unknown (/proc/self/smaps unreadable)";
+            return;
+        }
+        HugePages =
+            AdvisedHugePageBytes(smaps) > 0
+                ? $"on (libtorch's buffers of 2 MiB and more; {HugePageVariable}=0 turns it off)"
+                : "not applied (libtorch had allocated before the first large model was built; "
+                    + $"set {HugePageVariable}=1 before the process starts)";
+    }
+
+    /// <summary>Bytes of the mappings in a /proc/PID/smaps text that carry madvise(MADV_HUGEPAGE) (VmFlags hg).
+    /// </summary>
+    public static long AdvisedHugePageBytes(string smaps)
+    {
+        long total = 0,
+            size = 0;
+        foreach (var raw in smaps.Split('\n'))
+        {
+            var line = raw.TrimEnd();
+            if (line.StartsWith("Size:", StringComparison.Ordinal))
+                size = long.Parse(line[5..].Trim().Split(' ')[0]) * 1024;
+            else if (line.StartsWith("VmFlags:", StringComparison.Ordinal) && line[8..].Split(' ').Contains("hg"))
+                total += size;
+        }
+        return total;
+    }
+
+    /// <summary>"always", "madvise" or "never" (the bracketed choice), or null where the file is missing.</summary>
+    static string? KernelHugePageMode()
+    {
+        try
+        {
+            var text = File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled");
+            int a = text.IndexOf('['),
+                b = text.IndexOf(']');
+            return a >= 0 && b > a ? text[(a + 1)..b] : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 }

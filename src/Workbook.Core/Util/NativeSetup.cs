@@ -8,7 +8,8 @@
 //     machine (two MKL threads per process), and it changes results in the last bits, so GRPO's sampled tokens and
 //     every trajectory differ from runs without it (10% off the main job on the AVX-512 machine; README).
 //  2. glibc malloc keeps big blocks instead of mapping and unmapping activation buffers every step (Memory.Tune).
-//     Off: WORKBOOK_MALLOC_TUNE=0; speed: also for large models.
+//     Off: WORKBOOK_MALLOC_TUNE=0; speed: also for large models. Large models also get transparent huge pages for
+//     libtorch's big buffers (Memory.ForLargeModel).
 // Both report their state in Status (bench and info print it); an unknown value of either variable is in Problems,
 // which the CLI refuses.
 using System.Runtime.CompilerServices;
@@ -51,7 +52,12 @@ public static class NativeSetup
         };
 
     public static Dictionary<string, string> Status() =>
-        new() { ["mkl_vendor_fix"] = MklVendorFix, ["malloc_tuning"] = Memory.State };
+        new()
+        {
+            ["mkl_vendor_fix"] = MklVendorFix,
+            ["malloc_tuning"] = Memory.State,
+            ["huge_pages"] = Memory.HugePages,
+        };
 
     [DllImport("libc", EntryPoint = "dlopen")]
     static extern IntPtr DlopenLibc(string file, int mode);
