@@ -4,8 +4,9 @@
 # one JSON file. Absolute speed moves between machines and hours; the ratio taken side by side is the figure to quote.
 #   tools/bench-vs-peer.sh [--rounds N] [--out FILE.json] [--fix] [--task-model DIR]
 #                          [--cases gemm,train,gen1,gen8,train16,gen8b16,task-train,task-gen]
-#   train16 and gen8b16 are the bf16 rows (weights, activations and AdamW state in bf16 on both sides); they are not in
-#   the default set, which stays the f32 comparison.
+#   train16 and gen8b16 are the bf16 rows (weights and activations in bf16 on both sides; AdamW state in bf16 on the
+#   peer, float32 moments and master weights in the workbook, 4% of its step); they are not in the default set,
+#   which stays the f32 comparison.
 #   task-train and task-gen measure the main job's own model (`run all`: 3 layers, hidden 96, V 260) on one thread, as
 #   each seed trains: an SFT-sized step (B32xT72, f32) and generation at GRPO's rollout batch (B64, prompt 32, 128 new,
 #   greedy). They need a checkpoint of that model for both sides: --task-model DIR, default the newest
