@@ -21,7 +21,10 @@ static class CliProcess
             RedirectStandardError = true,
         };
         foreach (var (k, v) in env ?? new Dictionary<string, string?>())
-            psi.Environment[k] = v;
+            if (v is null)
+                psi.Environment.Remove(k);
+            else
+                psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
         var o = p.StandardOutput.ReadToEnd();

@@ -146,7 +146,7 @@ public class NativeSetupTests
     [Theory]
     [InlineData(null, "madvise", null)]
     [InlineData(null, "always", null)]
-    [InlineData(null, null, null)]
+    [InlineData(null, null, "off (no /sys/kernel/mm/transparent_hugepage/enabled: no huge pages to ask for)")]
     [InlineData(null, "never", "off (the kernel's transparent_hugepage/enabled is never)")]
     [InlineData("0", "madvise", "user (THP_MEM_ALLOC_ENABLE=0)")]
     [InlineData("1", "never", "user (THP_MEM_ALLOC_ENABLE=1)")]
@@ -156,12 +156,10 @@ public class NativeSetupTests
         string? notAsked
     ) => Assert.Equal(notAsked, Memory.HugePagesNotAsked(user, kernel));
 
-    [Fact]
-    public void A_large_model_built_by_the_cli_gets_huge_pages_and_says_so()
+    /// <summary>A CLI process that builds Qwen3-0.6B's shape in bf16 (1.2 GB of parameters, the cheapest large
+    /// model to build) and makes one greedy token: its native status as generate --json reports it.</summary>
+    static System.Text.Json.JsonElement LargeModelNativeStatus(string? variable, string? value)
     {
-        if (!OperatingSystem.IsLinux())
-            return;
-        // one greedy token from Qwen3-0.6B's shape in bf16 (1.2 GB of parameters): the cheapest large model to build
         string[] args =
         [
             "generate",
@@ -176,16 +174,47 @@ public class NativeSetupTests
             "--greedy",
             "--json",
         ];
-        var env = new Dictionary<string, string?> { ["THP_MEM_ALLOC_ENABLE"] = null, ["WORKBOOK_MALLOC_TUNE"] = null };
+        // the defaults, whatever the test process inherited: any of these would change what the run decides
+        var env = new[]
+        {
+            "THP_MEM_ALLOC_ENABLE",
+            "WORKBOOK_MALLOC_TUNE",
+            "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_",
+            "MALLOC_TOP_PAD_",
+            "MALLOC_MMAP_MAX_",
+            "MALLOC_ARENA_MAX",
+            "GLIBC_TUNABLES",
+        }.ToDictionary(k => k, k => (string?)null);
+        if (variable is not null)
+            env[variable] = value;
         var (code, o, err) = CliProcess.Run(args, env, timeoutMs: 180_000);
         Assert.True(code == 0, err);
         using var doc = System.Text.Json.JsonDocument.Parse(o);
-        var native = doc.RootElement.GetProperty("native");
-        Assert.Equal("large-model", native.GetProperty("malloc_tuning").GetString());
+        return doc.RootElement.GetProperty("native").Clone();
+    }
+
+    [Theory]
+    [InlineData(null, null, "large-model", "on (libtorch's")]
+    // the user's malloc settings leave malloc alone, but not huge pages
+    [InlineData("MALLOC_ARENA_MAX", "2", "user (MALLOC_ARENA_MAX is set)", "on (libtorch's")]
+    // the user's own THP_MEM_ALLOC_ENABLE is kept, and what it did is checked
+    [InlineData("THP_MEM_ALLOC_ENABLE", "0", "large-model", "off (the user's THP_MEM_ALLOC_ENABLE=0)")]
+    public void A_large_model_built_by_the_cli_gets_huge_pages_and_says_so(
+        string? variable,
+        string? value,
+        string malloc,
+        string hugePages
+    )
+    {
+        if (!OperatingSystem.IsLinux())
+            return;
+        var native = LargeModelNativeStatus(variable, value);
+        Assert.Equal(malloc, native.GetProperty("malloc_tuning").GetString());
         var got = native.GetProperty("huge_pages").GetString()!;
-        if (KernelHugePages() is "never")
-            Assert.StartsWith("off (the kernel's", got);
+        if (KernelHugePages() is "never" or null && variable is null or "MALLOC_ARENA_MAX")
+            Assert.StartsWith("off (", got);
         else
-            Assert.StartsWith("on (", got);
+            Assert.StartsWith(hugePages, got);
     }
 }

@@ -164,6 +164,8 @@ public sealed class ExperimentRunner
             }
         );
         WriteTiming(pipelines, seconds, wall.Elapsed.TotalSeconds, session);
+        // again at the end: the allocator and huge-page states change when the first large model is built
+        WriteVersions(session);
         return pipelines.ToDictionary(p => p, p => perSeed.Select(d => d[p]).ToList());
     }
 
@@ -251,10 +253,7 @@ public sealed class ExperimentRunner
         var cfgPath = Path.Combine(runDir, "config.json");
         if (!File.Exists(cfgPath))
             AtomicFile.WriteAllText(cfgPath, cfg.ToJson());
-        AtomicFile.WriteAllText(
-            SessionFile("versions", session),
-            JsonSerializer.Serialize(Versions(), new JsonSerializerOptions { WriteIndented = true })
-        );
+        WriteVersions(session);
         AtomicFile.WriteAllText(
             Path.Combine(runDir, "seeds.json"),
             JsonSerializer.Serialize(
@@ -270,6 +269,12 @@ public sealed class ExperimentRunner
         );
         codec.Vocab.Save(Path.Combine(runDir, "vocab.json"));
     }
+
+    void WriteVersions(int session) =>
+        AtomicFile.WriteAllText(
+            SessionFile("versions", session),
+            JsonSerializer.Serialize(Versions(), new JsonSerializerOptions { WriteIndented = true })
+        );
 
     public static Dictionary<string, string> Versions() =>
         new()

@@ -7,15 +7,15 @@
 //  2. Large models (>= 100M parameters) keep the older, measured setting instead: blocks above 128 KiB are mapped and
 //     returned, which keeps RSS flat across steps at a real cost in speed (a 0.6B model's buffers are too big to
 //     hoard). WORKBOOK_MALLOC_TUNE=speed keeps them for large models too (0.6B f32 B1xT128 on the AVX-512 machine:
-//     5.3-5.4 s a step at 11.9 GB, against 13.1-14.0 s at 11.0-11.1 GB; README, Platform notes).
+//     5.3-5.4 s a step at 11.1 GiB, against 13.1-14.0 s at 10.2-10.3 GiB; README, Platform notes).
 //  3. Large models also ask libtorch for transparent huge pages (its THP_MEM_ALLOC_ENABLE: buffers of 2 MiB and more
 //     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: the same step took
 //     24.1-28.2 s without, at the same peak. libtorch reads the variable once, at its first allocation, so it is set
 //     (setenv) when the first large model is built and checked once its parameters exist (/proc/self/smaps):
 //     HugePages says whether it took. Small models do without: the small preset's step was 10% slower with them.
-//  4. Off: WORKBOOK_MALLOC_TUNE=0; also left alone when the user sets any MALLOC_*_ variable or GLIBC_TUNABLES (and
-//     huge pages when THP_MEM_ALLOC_ENABLE is set). Any other value is a mistake: Problem says so, and the CLI
-//     refuses to start.
+//  4. Off: WORKBOOK_MALLOC_TUNE=0 (both). malloc is also left alone when the user sets any MALLOC_*_ variable or
+//     GLIBC_TUNABLES, and huge pages when THP_MEM_ALLOC_ENABLE is set (its effect is still checked and recorded).
+//     Any other value of WORKBOOK_MALLOC_TUNE is a mistake: Problem says so, and the CLI refuses to start.
 using System.Runtime.InteropServices;
 
 namespace Workbook;
@@ -30,6 +30,7 @@ public static class Memory
     static bool largeApplied,
         hugePagesAsked,
         hugePagesChecked;
+    static string? userHugePages;
 
     /// <summary>Models with at least this many parameters get the large-model setting (items 2 and 3 above).
     /// </summary>
@@ -38,8 +39,8 @@ public static class Memory
     /// <summary>libtorch's own switch for transparent huge pages on its CPU buffers of 2 MiB and more.</summary>
     public const string HugePageVariable = "THP_MEM_ALLOC_ENABLE";
 
-    /// <summary>Transparent huge pages for libtorch's big buffers: "on", "not applied (...)", "off (...)",
-    /// "user (...)" or "not asked (...)".</summary>
+    /// <summary>Transparent huge pages for libtorch's big buffers: "on (...)", "not applied (...)", "off (...)",
+    /// "user (...)" (before the check), "not asked (...)" or "unavailable (...)".</summary>
     public static string HugePages { get; private set; } = "not asked (no model of 100M parameters or more yet)";
 
     /// <summary>What was applied: "tuned", "tuned (speed: ...)", "large-model", "off (...)", "user (...)" or
@@ -132,16 +133,26 @@ public static class Memory
     /// the request for huge pages (item 3), once per process.</summary>
     public static void ForLargeModel(long parameters)
     {
-        if (largeApplied || parameters < LargeModel || !OperatingSystem.IsLinux())
+        if (largeApplied || parameters < LargeModel)
             return;
         largeApplied = true;
-        if (UserChoice() is { } why)
+        if (!OperatingSystem.IsLinux())
         {
-            HugePages = $"not asked (allocator tuning {why})";
+            HugePages = "unavailable (libtorch's THP_MEM_ALLOC_ENABLE is for Linux)";
             return;
         }
+        var mode = Mode(Environment.GetEnvironmentVariable(Variable));
+        if (mode == "off")
+        {
+            HugePages = "not asked (WORKBOOK_MALLOC_TUNE=0)";
+            return;
+        }
+        // huge pages do not depend on malloc's settings, so a user's MALLOC_*_ variables keep them
         AskForHugePages();
-        if (!UsesLargeModelSetting(parameters, Environment.GetEnvironmentVariable(Variable)))
+        if (
+            UserChoice() is not null
+            || !UsesLargeModelSetting(parameters, Environment.GetEnvironmentVariable(Variable))
+        )
             return;
         try
         {
@@ -160,13 +171,17 @@ public static class Memory
     public static string? HugePagesNotAsked(string? userValue, string? kernelMode) =>
         userValue is not null ? $"user ({HugePageVariable}={userValue})"
         : kernelMode is "never" ? "off (the kernel's transparent_hugepage/enabled is never)"
+        : kernelMode is null ? "off (no /sys/kernel/mm/transparent_hugepage/enabled: no huge pages to ask for)"
         : null;
 
     static void AskForHugePages()
     {
-        if (HugePagesNotAsked(Environment.GetEnvironmentVariable(HugePageVariable), KernelHugePageMode()) is { } why)
+        var user = Environment.GetEnvironmentVariable(HugePageVariable);
+        if (HugePagesNotAsked(user, KernelHugePageMode()) is { } why)
         {
             HugePages = why;
+            // the user's own value is checked like the workbook's: CheckHugePages says what it did
+            userHugePages = user;
             return;
         }
         try
@@ -185,7 +200,7 @@ public static class Memory
     /// <summary>Called once a large model's parameters exist: whether libtorch advised huge pages for them.</summary>
     public static void CheckHugePages()
     {
-        if (!hugePagesAsked || hugePagesChecked)
+        if (!(hugePagesAsked || userHugePages is not null) || hugePagesChecked)
             return;
         hugePagesChecked = true;
         string smaps;
@@ -198,11 +213,12 @@ public static class Memory
             HugePages = "unknown (/proc/self/smaps unreadable)";
             return;
         }
+        bool advised = AdvisedHugePageBytes(smaps) > 0;
         HugePages =
-            AdvisedHugePageBytes(smaps) > 0
-                ? $"on (libtorch's buffers of 2 MiB and more; {HugePageVariable}=0 turns it off)"
-                : "not applied (libtorch had allocated before the first large model was built; "
-                    + $"set {HugePageVariable}=1 before the process starts)";
+            userHugePages is { } v ? $"{(advised ? "on" : "off")} (the user's {HugePageVariable}={v})"
+            : advised ? $"on (libtorch's buffers of 2 MiB and more; {HugePageVariable}=0 turns it off)"
+            : "not applied (libtorch had allocated before the first large model was built; "
+                + $"set {HugePageVariable}=1 before the process starts)";
     }
 
     /// <summary>Bytes of the mappings in a /proc/PID/smaps text that carry madvise(MADV_HUGEPAGE) (VmFlags hg).
