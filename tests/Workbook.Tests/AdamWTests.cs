@@ -8,6 +8,8 @@ namespace Workbook.Tests;
 
 public class AdamWTests
 {
+    static readonly TorchSharp.Scalar Two = 2; // held: see HeldScalars
+
     static (Parameter a, Parameter b) Pair(long seed)
     {
         var g = new Generator((ulong)seed);
@@ -17,7 +19,7 @@ public class AdamWTests
         );
     }
 
-    static Tensor Loss(Parameter a, Parameter b, Tensor x) => (x.matmul(a).add(b)).tanh().pow(2).sum();
+    static Tensor Loss(Parameter a, Parameter b, Tensor x) => x.matmul(a).Plus(b).tanh().pow(Two).sum();
 
     /// <summary>Against TorchSharp's AdamW (a separate implementation of torch's algorithm), float32 as the workbook
     /// trains: the two agree to float32 rounding over five steps; the closed-form test below pins eps's

@@ -20,21 +20,22 @@ public class EvidenceTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var logRef = tensor(RefProbs.Select(p => Math.Log(p)).ToArray(), ScalarType.Float64).unsqueeze(1);
         var theta = logRef.squeeze(1).clone().requires_grad_(true);
         var r = tensor(Rewards, ScalarType.Float64);
+        using TorchSharp.Scalar eps = 1e-4; // held: see HeldScalars
         for (int it = 0; it < steps; it++)
         {
             using var scope = NewDisposeScope();
             var logp = theta.log_softmax(0);
             var pi = logp.exp().detach();
-            Tensor shaped = o.KlMode == "reward" ? r - o.Beta * (logp.detach() - logRef.squeeze(1)) : r;
+            Tensor shaped = o.KlMode == "reward" ? r - (logp.detach() - logRef.squeeze(1)).Times(o.Beta) : r;
             var mean = (pi * shaped).sum();
             var adv = shaped - mean;
             if (o.ScaleRewards != "none")
-                adv = adv / ((pi * adv * adv).sum().sqrt() + 1e-4);
+                adv = adv / (pi * adv * adv).sum().sqrt().Plus(eps);
             var lp = logp.unsqueeze(1);
             var loss = GrpoTrainer.Loss(lp, lp.detach(), logRef, adv, pi.unsqueeze(1), o).Loss;
             var g = autograd.grad([loss], [theta])[0];
             using (no_grad())
-                theta.sub_(lr * g);
+                theta.sub_(g.Times(lr));
         }
         using var _ = no_grad();
         return theta.softmax(0).data<double>().ToArray();

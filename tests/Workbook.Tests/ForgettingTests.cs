@@ -28,9 +28,10 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
             seed
         );
         using (no_grad())
+        using (TorchSharp.Scalar thirty = 30)
             foreach (var (name, p) in m.named_parameters())
                 if (name.Contains("lm_head"))
-                    p.mul_(30);
+                    p.mul_(thirty);
         m.eval();
         return m;
     }

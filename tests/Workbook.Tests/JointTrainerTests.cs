@@ -79,7 +79,8 @@ public class JointTrainerTests(TrainingFixture fx) : IClassFixture<TrainingFixtu
         Assert.InRange(sepMax, sftLr + 0.9 * rlLr, sftLr + rlLr + 1e-6);
         Assert.InRange(sharedMax, 0.9 * sftLr, sftLr + 1e-6);
         // and the weights that moved by more than lr_sft are many: both terms reach most weights
-        long above = separate.Keys.Sum(k => ((separate[k] - w0[k]).abs() > sftLr * 1.05).sum().item<long>());
+        using TorchSharp.Scalar bound = sftLr * 1.05;
+        long above = separate.Keys.Sum(k => ((separate[k] - w0[k]).abs() > bound).sum().item<long>());
         Assert.True(above > 100, $"{above} weights moved by more than lr_sft");
     }
 

@@ -58,10 +58,21 @@ public class NativeSetupTests
         var a = randn([64, 33], generator: g);
         var b = randn([64, 33], generator: g);
         var c = randn([33], generator: g).to(ScalarType.BFloat16);
-        Assert.True((a + b).eq(a.Plus(b)).all().item<bool>());
-        Assert.True((a.to(ScalarType.BFloat16) + c).eq(a.to(ScalarType.BFloat16).Plus(c)).all().item<bool>());
+        Assert.True((a + b).eq(a.Plus(b)).all().item<bool>()); // scalar-safety: on purpose
+        var a16 = a.to(ScalarType.BFloat16);
+        Assert.True((a16 + c).eq(a16.Plus(c)).all().item<bool>()); // scalar-safety: on purpose
         using Scalar eps = 1e-6;
-        Assert.True((a + eps).eq(a.Plus(eps)).all().item<bool>());
+        Assert.True((a + eps).eq(a.Plus(eps)).all().item<bool>()); // scalar-safety: on purpose
+        // and the replacements of TorchSharp's operators with a number
+        foreach (var x in new[] { a, a16, a.to(ScalarType.Float64) })
+        {
+            Assert.True((x / 7L).eq(x.Over(7L)).all().item<bool>()); // scalar-safety: on purpose
+            Assert.True((x / 0.7).eq(x.Over(0.7)).all().item<bool>()); // scalar-safety: on purpose
+            Assert.True((x * 0.3).eq(x.Times(0.3)).all().item<bool>()); // scalar-safety: on purpose
+            Assert.True((0.3 * x).eq(x.Times(0.3)).all().item<bool>()); // scalar-safety: on purpose
+            Assert.True((x - 0.1).eq(x.Minus(0.1)).all().item<bool>()); // scalar-safety: on purpose
+            Assert.True((1 - x).eq(x.OneMinus()).all().item<bool>()); // scalar-safety: on purpose
+        }
     }
 
     [Fact]

@@ -570,7 +570,8 @@ public class ReliabilityTests
         var good = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(m), 1, CheckpointHealth.MaxAbsOf(m), 1);
         var first = TrainerCheckpoint.Save(run, m, opt, new TrainerState(1, 0, 0, 0, 1, "sft"), 1, good);
         using (TorchSharp.torch.no_grad())
-            m.model.norm.weight.fill_(double.PositiveInfinity);
+        using (TorchSharp.Scalar infinity = double.PositiveInfinity)
+            m.model.norm.weight.fill_(infinity);
         var inf = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(m), 1, good.StartMaxAbsWeight, 1);
         Assert.False(inf.Good);
         TrainerCheckpoint.Save(run, m, opt, new TrainerState(2, 0, 0, 0, 1, "sft"), 1, inf);

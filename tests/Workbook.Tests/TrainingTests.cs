@@ -188,8 +188,11 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         using (no_grad())
         {
             var l0 = Losses.CompletionLogProbs(model, idsT, maskT, Pm, 1.0).LogProbs;
-            old = l0 + 0.05 * sin(arange(12, dtype: ScalarType.Float64).reshape(2, 6)); // ratios around 1, some clipped
-            refLp = l0 - 0.1;
+            using TorchSharp.Scalar zero = 0,
+                twelve = 12; // held: see HeldScalars
+            var wave = sin(arange(zero, twelve, HeldScalars.One, dtype: ScalarType.Float64).reshape(2, 6));
+            old = l0.Plus(wave.Times(0.05)); // ratios around 1, some clipped
+            refLp = l0.Minus(0.1);
         }
         double LossAt()
         {
@@ -264,7 +267,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Tensor SftLoss()
         {
             var (nll, _) = Losses.SftNll(model, sftBatch);
-            return nll / sftBatch.Tokens;
+            return nll.Over(sftBatch.Tokens);
         }
         Tensor RlLoss()
         {
@@ -286,7 +289,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             {
                 var n = (int)p.numel();
                 // one RL step: ascent on J
-                p.add_(tensor(gr.Skip(o).Take(n).Select(x => -eps * x).ToArray()).reshape(p.shape));
+                p.add_(tensor(gr.Skip(o).Take(n).Select(x => -eps * x).ToArray()).reshape(p.shape), HeldScalars.One);
                 o += n;
             }
         }
@@ -390,7 +393,7 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         var sftBatch = Losses.MakeSftBatch(expert, fx.Codec.PadId, 4096, false);
         var (gs, gr) = Theory.GradientAlignment.Pair(
             model,
-            () => Losses.SftNll(model, sftBatch).NllSum / sftBatch.Tokens,
+            () => Losses.SftNll(model, sftBatch).NllSum.Over(sftBatch.Tokens),
             () => batch.Loss(model, new GrpoBatch.Accumulator())
         );
         double[] Sum(List<double[]> parts) =>
@@ -625,7 +628,8 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         {
             if (step == 3)
                 using (no_grad())
-                    model.model.norm.weight.fill_(double.NaN);
+                using (TorchSharp.Scalar nan = double.NaN)
+                    model.model.norm.weight.fill_(nan);
         };
         var e = Assert.Throws<WorkbookException>(() => tr.Train());
         Assert.Contains("non-finite loss at step 4", e.Message);

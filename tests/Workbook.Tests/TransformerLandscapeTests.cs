@@ -97,12 +97,12 @@ public class TransformerLandscapeTests(TrainingFixture fx) : IClassFixture<Train
         var gs = autograd.grad([pol.SftLoss(z)], [z])[0];
         var p = z.softmax(1);
         // ∂L_S/∂z = (p − p_data)/P
-        var expected = (p - tensor(pol.Data)) / pol.P;
+        var expected = (p - tensor(pol.Data)).Over(pol.P);
         Assert.True((gs - expected).abs().max().item<double>() < 1e-12);
         // at the reference (p = p_0) the KL term vanishes: ∂J/∂z = p ⊙ (r − p·r)/P
         var gj = autograd.grad([pol.Objective(z)], [z])[0];
         var r = tensor(pol.Rewards);
-        var ej = p * (r - (p * r).sum(1, keepdim: true)) / pol.P;
+        var ej = (p * (r - (p * r).sum(1, keepdim: true))).Over(pol.P);
         Assert.True((gj - ej).abs().max().item<double>() < 1e-12);
         // the tilted optimum: J(p*) = J* and no other table does better (random tables as logits)
         var (jStar, pStar) = pol.Optimum();

@@ -128,7 +128,7 @@ public static class Generation
                     if (outEnt is not null)
                     {
                         // as Forgetting.Entropy computes it: float64 log-softmax of logits / temperature
-                        var lp = (logits.to(ScalarType.Float64) / opt.Temperature).log_softmax(-1);
+                        var lp = logits.to(ScalarType.Float64).Over(opt.Temperature).log_softmax(-1);
                         ent = (-(lp.exp() * lp).sum(-1)).data<double>().ToArray();
                     }
                 }

@@ -208,8 +208,12 @@ public sealed class Qwen3ForCausalLM : nn.Module
         }
         RegisterComponents();
         Memory.CheckHugePages();
-        var exps = arange(0, config.HeadDim, 2, dtype: ScalarType.Float64) / config.HeadDim;
-        invFreq = (1.0 / pow(config.RopeTheta, exps)).to(ScalarType.Float32).to(Device).DetachFromDisposeScope();
+        using Scalar first = 0,
+            headDim = config.HeadDim,
+            two = 2,
+            one = 1.0; // named: see Qwen3RMSNorm
+        var exps = arange(first, headDim, two, dtype: ScalarType.Float64) / headDim;
+        invFreq = (one / pow(config.RopeTheta, exps)).to(ScalarType.Float32).to(Device).DetachFromDisposeScope();
         InitWeights(seed);
     }
 
@@ -317,8 +321,10 @@ public sealed class Qwen3ForCausalLM : nn.Module
         var sin = emb.sin().unsqueeze(1).to(DType);
 
         // Additive mask [B, 1, T, S]: query i (absolute past+i) sees key j <= past+i that is not padding.
-        var qi = arange(past, S, device: dev).unsqueeze(1);
-        var kj = arange(0, S, device: dev).unsqueeze(0);
+        using Scalar from = past,
+            to = S; // named: see above
+        var qi = arange(from, to, HeldScalars.One, device: dev).unsqueeze(1);
+        var kj = arange(zero, to, HeldScalars.One, device: dev).unsqueeze(0);
         var allowed = kj.le(qi).unsqueeze(0).unsqueeze(0) & keyMask.unsqueeze(1).unsqueeze(1);
         if (segmentIds is not null)
         {

@@ -195,7 +195,7 @@ public static class Workbench
         using (var scope = NewDisposeScope())
         {
             var (nll, _) = Losses.SftNll(model, batch);
-            (nll / batch.Tokens).backward();
+            nll.Over(batch.Tokens).backward();
             opt.ClipGradNorm(1.0);
             opt.StepWith(learningRate);
         }

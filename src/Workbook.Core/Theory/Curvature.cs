@@ -60,7 +60,7 @@ public static class Curvature
         {
             long n = ps[i].numel();
             if (g[i] is not null && g[i].Handle != IntPtr.Zero)
-                dot = dot + (g[i] * tensor(v.AsSpan((int)o, (int)n).ToArray(), ps[i].shape).to(ps[i].dtype)).sum();
+                dot = dot.Plus((g[i] * tensor(v.AsSpan((int)o, (int)n).ToArray(), ps[i].shape).to(ps[i].dtype)).sum());
             o += n;
         }
         var hv = autograd.grad([dot.sum()], ps, allow_unused: true);

@@ -70,7 +70,9 @@ public static class GradientAlignment
         foreach (var e in expert)
         {
             var one = Losses.MakeSftBatch([e], padId, 4096, packing: false);
-            sft.Add(Curvature.Gradient(model, () => Losses.SftNll(model, one).NllSum / Math.Max(1, sftTokens)).Grad);
+            sft.Add(
+                Curvature.Gradient(model, () => Losses.SftNll(model, one).NllSum.Over(Math.Max(1, sftTokens))).Grad
+            );
         }
         for (long j = 0; j < batch.Sequences; j++)
             rl.Add(Curvature.Gradient(model, () => batch.Loss(model, new GrpoBatch.Accumulator(), [j])).Grad);

@@ -223,7 +223,7 @@ public sealed class CandidatePolicy
             throw new InvalidOperationException("FixReference first");
         var logp = z.log_softmax(1);
         var p = logp.exp();
-        return ((p * T(Rewards)).sum(1) - Beta * (p * (logp - T(Reference).log())).sum(1)).mean();
+        return ((p * T(Rewards)).sum(1) - (p * (logp - T(Reference).log())).sum(1).Times(Beta)).mean();
     }
 
     public Tensor Objective() => Objective(SequenceLogProbs());

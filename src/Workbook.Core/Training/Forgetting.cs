@@ -126,7 +126,7 @@ public static class Forgetting
         var dev = model.Device;
         long C = ids.shape[1] - P;
         var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, P - 1, C); // position P−1+t predicts token t
-        return (logits.to(ScalarType.Float64) / temperature).log_softmax(-1).cpu();
+        return logits.to(ScalarType.Float64).Over(temperature).log_softmax(-1).cpu();
     }
 
     /// <summary>Batches of left-padded prompts | right-padded completions; <paramref name="f"/> (the batch's first

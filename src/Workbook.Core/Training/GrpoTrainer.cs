@@ -408,7 +408,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
                 $"step {step + 1}: the SFT term's expert batch has no loss tokens (responses truncated away by "
                     + $"sft_max_length {Opt.SftMaxLength}?)"
             );
-        return Losses.SftNll(Model, b).NllSum / b.Tokens;
+        return Losses.SftNll(Model, b).NllSum.Over(b.Tokens);
     }
 
     /// <summary>L_GRPO + c·L_SFT (add) or (1 − c)·L_GRPO + c·L_SFT (convex) (public for tests).</summary>
@@ -773,7 +773,7 @@ public sealed class GrpoBatch
         using (no_grad())
         {
             // entropy, KL and clipping describe the on-policy tokens; the expert tokens get their own metrics
-            var onCm = off is null ? cm : cm * (1 - off.to(cm.dtype)).unsqueeze(1);
+            var onCm = off is null ? cm : cm * off.to(cm.dtype).OneMinus().unsqueeze(1);
             double denom = Math.Max(1, onCm.sum().Value());
             double Mean(Tensor t) => (t.to(cm.dtype) * onCm).sum().Value() / denom;
             acc.Add("entropy", Mean(entropy));

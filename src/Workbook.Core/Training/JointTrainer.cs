@@ -155,7 +155,7 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
                 Opt.Sft.Packing
             );
             var (s, c) = Losses.SftNll(Model, batch);
-            (s / tokens).backward();
+            s.Over(tokens).backward();
             nll += s.Value();
             correct += c.Value();
         }
@@ -185,7 +185,7 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
             var acc = new GrpoBatch.Accumulator();
             var sw = Stopwatch.StartNew();
             var loss = rl.Loss(Model, acc);
-            (loss * Opt.RlWeight).backward();
+            loss.Times(Opt.RlWeight).backward();
             var lv = loss.Value();
             foreach (var (k, v) in rl.Metrics)
                 m[k] = v;

@@ -64,7 +64,7 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
             using var scope = NewDisposeScope();
             var b = Make(rows);
             var (s, c) = Losses.SftNll(Model, b);
-            (s / tokens).backward(); // token-mean over the whole accumulated step
+            s.Over(tokens).backward(); // token-mean over the whole accumulated step
             nll += s.Value();
             correct += c.Value();
             seen += b.Mask.sum().item<long>();
