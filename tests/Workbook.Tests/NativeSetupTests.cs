@@ -186,17 +186,9 @@ public class NativeSetupTests
             "--json",
         ];
         // the defaults, whatever the test process inherited: any of these would change what the run decides
-        var env = new[]
-        {
-            "THP_MEM_ALLOC_ENABLE",
-            "WORKBOOK_MALLOC_TUNE",
-            "MALLOC_MMAP_THRESHOLD_",
-            "MALLOC_TRIM_THRESHOLD_",
-            "MALLOC_TOP_PAD_",
-            "MALLOC_MMAP_MAX_",
-            "MALLOC_ARENA_MAX",
-            "GLIBC_TUNABLES",
-        }.ToDictionary(k => k, k => (string?)null);
+        var env = new[] { Memory.HugePageVariable, Memory.Variable }
+            .Concat(Memory.UserMallocVariables)
+            .ToDictionary(k => k, k => (string?)null);
         if (variable is not null)
             env[variable] = value;
         var (code, o, err) = CliProcess.Run(args, env, timeoutMs: 180_000);

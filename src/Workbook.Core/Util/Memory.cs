@@ -55,6 +55,17 @@ public static class Memory
 
     public const string Variable = "WORKBOOK_MALLOC_TUNE";
 
+    /// <summary>glibc's own settings: any of them set leaves malloc as the user configured it.</summary>
+    public static readonly string[] UserMallocVariables =
+    [
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_TOP_PAD_",
+        "MALLOC_MMAP_MAX_",
+        "MALLOC_ARENA_MAX",
+        "GLIBC_TUNABLES",
+    ];
+
     /// <summary>WORKBOOK_MALLOC_TUNE when it is none of the understood values (the default then applies).</summary>
     public static string? Problem =>
         Environment.GetEnvironmentVariable(Variable) is { } v && Mode(v) is null
@@ -80,17 +91,7 @@ public static class Memory
     {
         if (Mode(Environment.GetEnvironmentVariable(Variable)) == "off")
             return "off (WORKBOOK_MALLOC_TUNE=0)";
-        foreach (
-            var v in new[]
-            {
-                "MALLOC_MMAP_THRESHOLD_",
-                "MALLOC_TRIM_THRESHOLD_",
-                "MALLOC_TOP_PAD_",
-                "MALLOC_MMAP_MAX_",
-                "MALLOC_ARENA_MAX",
-                "GLIBC_TUNABLES",
-            }
-        )
+        foreach (var v in UserMallocVariables)
             if (Environment.GetEnvironmentVariable(v) is not null)
                 return $"user ({v} is set)";
         return null;
