@@ -126,14 +126,19 @@ public class ScalarSafetyTests
         + "global using System.Linq; global using System.Net.Http; global using System.Threading; "
         + "global using System.Threading.Tasks; global using Xunit;";
 
-    static IEnumerable<MetadataReference> References(string assembly) =>
+    /// <summary>Every assembly the test process can see, read once and shared by the compilations.</summary>
+    static readonly Lazy<List<(string Name, MetadataReference Reference)>> AllReferences = new(() =>
         ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!)
             .Split(Path.PathSeparator)
             .Concat(Directory.EnumerateFiles(AppContext.BaseDirectory, "*.dll"))
-            .Where(p => Path.GetFileNameWithoutExtension(p) != assembly)
             .GroupBy(Path.GetFileName)
             .Select(g => g.Last())
-            .Select(p => MetadataReference.CreateFromFile(p));
+            .Select(p => (Path.GetFileNameWithoutExtension(p), (MetadataReference)MetadataReference.CreateFromFile(p)))
+            .ToList()
+    );
+
+    static IEnumerable<MetadataReference> References(string assembly) =>
+        AllReferences.Value.Where(r => r.Name != assembly).Select(r => r.Reference);
 
     /// <summary>"Type|Method|parameter types" of a method, as Roslyn sees it (reduced extension methods as declared).
     /// </summary>
