@@ -142,18 +142,15 @@ public static class Memory
             HugePages = "unavailable (libtorch's THP_MEM_ALLOC_ENABLE is for Linux)";
             return;
         }
-        var mode = Mode(Environment.GetEnvironmentVariable(Variable));
-        if (mode == "off")
+        var value = Environment.GetEnvironmentVariable(Variable);
+        if (Mode(value) == "off")
         {
             HugePages = "not asked (WORKBOOK_MALLOC_TUNE=0)";
             return;
         }
         // huge pages do not depend on malloc's settings, so a user's MALLOC_*_ variables keep them
         AskForHugePages();
-        if (
-            UserChoice() is not null
-            || !UsesLargeModelSetting(parameters, Environment.GetEnvironmentVariable(Variable))
-        )
+        if (UserChoice() is not null || !UsesLargeModelSetting(parameters, value))
             return;
         try
         {
