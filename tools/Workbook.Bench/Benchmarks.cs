@@ -110,6 +110,7 @@ public static class Benchmarks
             var sw = Stopwatch.StartNew();
             var ids = randint(0, cfg.VocabSize, [batch, seqLen + 1], generator: gen);
             opt.ZeroGrad();
+            using var forBackward = model.ForBackward();
             var logits = model.Forward(ids.narrow(1, 0, seqLen)).to(ScalarType.Float32);
             var loss = nn.functional.cross_entropy(
                 logits.reshape(-1, cfg.VocabSize),

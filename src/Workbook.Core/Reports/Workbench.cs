@@ -193,6 +193,7 @@ public static class Workbench
         using var opt = new AdamW(model.named_parameters());
         sw.Restart();
         using (var scope = NewDisposeScope())
+        using (model.ForBackward())
         {
             var (nll, _) = Losses.SftNll(model, batch);
             nll.Over(batch.Tokens).backward();

@@ -101,7 +101,7 @@ public sealed class AdamW : IDisposable
         for (int i = 0; i < grads.Count; i++)
         {
             using var scope = NewDisposeScope();
-            sums[i] = grads[i].to(ScalarType.Float32).pow(two).sum().MoveToOuterDisposeScope();
+            sums[i] = SquaredSum(grads[i], two).MoveToOuterDisposeScope();
         }
         var total = stack(sums).sum().sqrt().Value();
         if (maxNorm > 0 && total > maxNorm)
@@ -113,6 +113,32 @@ public sealed class AdamW : IDisposable
         return total;
     }
 
+    /// <summary>The sum of a gradient's squares in float32. A big gradient's square would be parameter-sized (622 MB
+    /// for the 0.6B embedding) while every gradient exists, so it is summed slice by slice: not bit-identical to one
+    /// sum, so gradients below <see cref="SliceFrom"/> keep that.</summary>
+    Tensor SquaredSum(Tensor g, Scalar two)
+    {
+        if (SliceRows(g) >= (g.dim() == 0 ? 1 : g.shape[0]))
+            return g.to(ScalarType.Float32).pow(two).sum();
+        var parts = new List<Tensor>();
+        foreach (var s in Slices(g))
+        {
+            using var scope = NewDisposeScope(); // per slice: its float32 square dies before the next one exists
+            parts.Add(s.to(ScalarType.Float32).pow(two).sum().MoveToOuterDisposeScope());
+        }
+        return stack(parts).sum();
+    }
+
+    /// <summary>Parameters of at least this many elements are updated in slices of about <see cref="Slice"/>
+    /// elements (rows of a matrix), so that the update's temporaries (the float32 gradient of a bf16 parameter, the
+    /// denominator) are never parameter-sized: at 0.6B scale the tied embedding's are 622 MB each, and they set the
+    /// step's peak once the backward's own is gone. Every operation is elementwise, so the result is bit-identical
+    /// (tested). Settable for tests.</summary>
+    public long SliceFrom { get; init; } = 1L << 23;
+
+    /// <summary>Elements per slice (see <see cref="SliceFrom"/>); at least one row.</summary>
+    public long Slice { get; init; } = 1L << 22;
+
     public void StepWith(double lr)
     {
         Step++;
@@ -120,30 +146,78 @@ public sealed class AdamW : IDisposable
         double bc1 = 1 - Math.Pow(Beta1, Step),
             bc2 = 1 - Math.Pow(Beta2, Step);
         // named Scalars, made once per step: an implicit one may be finalized by a GC on another thread mid-call
-        using Scalar decay = 1 - lr * WeightDecay,
-            b1 = Beta1,
-            b2 = Beta2,
-            oneMinusB1 = 1 - Beta1,
-            oneMinusB2 = 1 - Beta2,
-            sqrtBc2 = Math.Sqrt(bc2),
-            eps = Eps,
-            stepSize = -lr / bc1;
+        using var k = new StepScalars(1 - lr * WeightDecay, Beta1, Beta2, Math.Sqrt(bc2), Eps, -lr / bc1);
         for (int i = 0; i < ps.Length; i++)
         {
             var p = ps[i];
             if (p.grad is null)
                 continue;
             using var scope = NewDisposeScope(); // per parameter: its temporaries die before the next one's exist
-            var g = p.grad.dtype == ScalarType.Float32 ? p.grad : p.grad.to(ScalarType.Float32);
+            var grad = p.grad;
             var w = master[i] ?? (Tensor)p;
-            if (WeightDecay != 0)
-                w.mul_(decay);
-            m[i].mul_(b1).add_(g, alpha: oneMinusB1);
-            v[i].mul_(b2).addcmul_(g, g, value: oneMinusB2);
-            var denom = v[i].sqrt().div_(sqrtBc2).add_(eps, HeldScalars.One);
-            w.addcdiv_(m[i], denom, value: stepSize);
+            long rows = p.dim() == 0 ? 1 : p.shape[0],
+                step = SliceRows(p);
+            for (long r = 0; r < rows; r += step)
+            {
+                using var slice = NewDisposeScope(); // per slice
+                long n = Math.Min(step, rows - r);
+                bool whole = n == rows;
+                Update(
+                    whole ? grad : grad.narrow(0, r, n),
+                    whole ? w : w.narrow(0, r, n),
+                    whole ? m[i] : m[i].narrow(0, r, n),
+                    whole ? v[i] : v[i].narrow(0, r, n),
+                    k
+                );
+            }
             if (master[i] is { } mw)
                 p.copy_(mw); // copy_ rounds into the bf16 parameter without a temporary
+        }
+    }
+
+    /// <summary>Rows per slice of a tensor shaped like a parameter: all of them below <see cref="SliceFrom"/>.
+    /// </summary>
+    long SliceRows(Tensor t)
+    {
+        long rows = t.dim() == 0 ? 1 : t.shape[0];
+        return t.numel() >= SliceFrom && t.dim() > 0 && rows > 0 ? Math.Max(1, Slice / (t.numel() / rows)) : rows;
+    }
+
+    IEnumerable<Tensor> Slices(Tensor t)
+    {
+        long rows = t.shape[0],
+            step = SliceRows(t);
+        for (long r = 0; r < rows; r += step)
+            yield return t.narrow(0, r, Math.Min(step, rows - r));
+    }
+
+    void Update(Tensor grad, Tensor w, Tensor m, Tensor v, StepScalars k)
+    {
+        var g = grad.dtype == ScalarType.Float32 ? grad : grad.to(ScalarType.Float32);
+        if (WeightDecay != 0)
+            w.mul_(k.Decay);
+        m.mul_(k.B1).add_(g, alpha: k.OneMinusB1);
+        v.mul_(k.B2).addcmul_(g, g, value: k.OneMinusB2);
+        var denom = v.sqrt().div_(k.SqrtBc2).add_(k.Eps, HeldScalars.One);
+        w.addcdiv_(m, denom, value: k.StepSize);
+    }
+
+    sealed class StepScalars(double decay, double b1, double b2, double sqrtBc2, double eps, double stepSize)
+        : IDisposable
+    {
+        public readonly Scalar Decay = decay,
+            B1 = b1,
+            B2 = b2,
+            OneMinusB1 = 1 - b1,
+            OneMinusB2 = 1 - b2,
+            SqrtBc2 = sqrtBc2,
+            Eps = eps,
+            StepSize = stepSize;
+
+        public void Dispose()
+        {
+            foreach (var s in new[] { Decay, B1, B2, OneMinusB1, OneMinusB2, SqrtBc2, Eps, StepSize })
+                s.Dispose();
         }
     }
 

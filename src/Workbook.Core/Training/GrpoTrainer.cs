@@ -370,15 +370,19 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         for (int it = 0; it < Opt.NumIterations; it++)
         {
             Optimizer.ZeroGrad();
-            var loss = batch.Loss(Model, acc);
-            if (sftOrder is not null)
+            Tensor loss;
+            using (Model.ForBackward())
             {
-                var sft = SftLoss(step);
-                acc.Add("grpo_loss", loss.Value());
-                acc.Add("sft_loss", sft.Value());
-                loss = MixedLoss(loss, sft, coef, Opt.SftMix);
+                loss = batch.Loss(Model, acc);
+                if (sftOrder is not null)
+                {
+                    var sft = SftLoss(step);
+                    acc.Add("grpo_loss", loss.Value());
+                    acc.Add("sft_loss", sft.Value());
+                    loss = MixedLoss(loss, sft, coef, Opt.SftMix);
+                }
+                loss.backward();
             }
-            loss.backward();
             var lv = loss.Value();
             acc.Add("loss", lv);
             acc.Add("grad_norm", Update(lr, lv, step));

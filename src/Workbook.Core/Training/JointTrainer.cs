@@ -148,6 +148,7 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
         foreach (var rows in picks)
         {
             using var scope = TorchSharp.torch.NewDisposeScope();
+            using var forBackward = Model.ForBackward();
             var batch = Losses.MakeSftBatch(
                 rows.Select(i => data[i]).ToList(),
                 codec.PadId,
@@ -184,8 +185,12 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
             );
             var acc = new GrpoBatch.Accumulator();
             var sw = Stopwatch.StartNew();
-            var loss = rl.Loss(Model, acc);
-            loss.Times(Opt.RlWeight).backward();
+            TorchSharp.torch.Tensor loss;
+            using (Model.ForBackward())
+            {
+                loss = rl.Loss(Model, acc);
+                loss.Times(Opt.RlWeight).backward();
+            }
             var lv = loss.Value();
             foreach (var (k, v) in rl.Metrics)
                 m[k] = v;

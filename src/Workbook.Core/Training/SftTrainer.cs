@@ -62,6 +62,7 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
         foreach (var rows in picks)
         {
             using var scope = NewDisposeScope();
+            using var forBackward = Model.ForBackward();
             var b = Make(rows);
             var (s, c) = Losses.SftNll(Model, b);
             s.Over(tokens).backward(); // token-mean over the whole accumulated step

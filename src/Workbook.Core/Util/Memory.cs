@@ -6,8 +6,9 @@
 //     from the heap and are reused), never trims the heap top (M_TRIM_THRESHOLD 2 GiB-1) and grows it in 1 GiB steps.
 //  2. Large models (>= 100M parameters) keep the older, measured setting instead: blocks above 128 KiB are mapped and
 //     returned, which keeps RSS flat across steps at a real cost in speed (a 0.6B model's buffers are too big to
-//     hoard). WORKBOOK_MALLOC_TUNE=speed keeps them for large models too (0.6B f32 B1xT128 on the AVX-512 machine:
-//     5.3-5.4 s a step at 11.1 GiB, against 13.1-14.0 s at 10.2-10.3 GiB; README, Platform notes).
+//     hoard: a bf16 GRPO step peaked at 20.6 GiB keeping them, 15.8 GiB returning them). WORKBOOK_MALLOC_TUNE=speed
+//     keeps them for large models too (0.6B f32 B1xT128 on the AVX-512 machine: 4.3-4.4 s a step at 9.96 GiB,
+//     against 11.8-12.4 s at 9.18 GiB; README, Platform notes).
 //  3. Large models also ask libtorch for transparent huge pages (its THP_MEM_ALLOC_ENABLE: buffers of 2 MiB and more
 //     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: the same step took
 //     24.1-28.2 s without, at the same peak. libtorch reads the variable once, at its first allocation, so it is set

@@ -1,0 +1,50 @@
+// The input embedding's lookup for a model whose head is tied to it, built so that its backward adds the looked-up
+// rows' gradients into the weight's .grad in place. Why: autograd gives a leaf used twice one gradient per use and
+// sums them, so the lookup's backward makes a dense vocabulary × hidden zeros-plus-rows gradient beside the head's
+// (at 0.6B scale 622 MB, most of a training step's transient peak). Here:
+//  1. forward indexes the weight detached; the node's only differentiable input is a one-element anchor leaf, so the
+//     head's gradient reaches the weight's AccumulateGrad alone and is stored as .grad as soon as it is computed;
+//  2. backward, which autograd runs last (the lookup is the first operation), index_adds the rows into that .grad
+//     (or into zeros when there is none yet) and returns no gradient for its inputs.
+// So it is only right for loss.backward(): autograd.grad would see no lookup term and .grad would change. The model
+// builds it only inside Qwen3ForCausalLM.ForBackward() and only for big tied heads.
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Workbook.Model;
+
+sealed class TiedEmbeddingLookup : autograd.SingleTensorFunction<TiedEmbeddingLookup>
+{
+    /// <summary>The embedding module, read again in backward: a weight wrapper taken in forward belongs to the
+    /// forward's dispose scope.</summary>
+    internal sealed class Weight(Embedding module)
+    {
+        public Tensor Get() => module.weight!;
+    }
+
+    public override string Name => nameof(TiedEmbeddingLookup);
+
+    /// <summary>vars: the <see cref="Weight"/>, the ids [B, T] and the anchor leaf.</summary>
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var ids = (Tensor)vars[1];
+        ctx.save_data("weight", vars[0]);
+        ctx.save_for_backward([ids]);
+        using var scope = NewDisposeScope();
+        var w = ((Weight)vars[0]).Get();
+        return w.detach().index_select(0, ids.reshape(-1)).view([.. ids.shape, w.shape[1]]).MoveToOuterDisposeScope();
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var w = ((Weight)ctx.get_data("weight")).Get();
+        var ids = ctx.get_saved_variables()[0];
+        if (w.grad is null)
+            w.grad = zeros_like(w).DetachFromDisposeScope();
+        w.grad!.index_add_(0, ids.reshape(-1), gradOutput.reshape(-1, w.shape[1]).to(w.dtype), HeldScalars.One);
+        return [null!, null!, null!];
+    }
+}
