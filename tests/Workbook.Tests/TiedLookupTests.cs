@@ -51,6 +51,32 @@ public class TiedLookupTests
             );
     }
 
+    /// <summary>A loss made of two forwards (GRPO with its SFT term): the second forward's lookup runs its backward
+    /// before any head gradient reaches .grad, so it starts .grad from zeros; the result is still the plain one.
+    /// </summary>
+    [Fact]
+    public void Two_forwards_in_one_backward_start_the_gradient_from_zeros_and_agree()
+    {
+        using var scope = NewDisposeScope();
+        using var m = Model();
+        m.LookupIntoGradFrom = 0;
+        Tensor[] Run(bool intoGrad)
+        {
+            foreach (var p in m.parameters())
+                p.grad = null;
+            using var mode = intoGrad ? m.ForBackward() : null;
+            Loss(m, 0).Plus(Loss(m, 1)).backward();
+            return m.parameters().Select(p => p.grad!.clone()).ToArray();
+        }
+        var plain = Run(false);
+        var inPlace = Run(true);
+        for (int i = 0; i < plain.Length; i++)
+            Assert.True(
+                plain[i].allclose(inPlace[i], rtol: 1e-12, atol: 1e-15),
+                $"gradient {i} differs by {(plain[i] - inPlace[i]).abs().max().item<double>()}"
+            );
+    }
+
     /// <summary>The in-place lookup is really built (so the test above compares two paths): autograd.grad, which it
     /// does not serve, then sees only the head's term of the tied weight's gradient.</summary>
     [Fact]
@@ -81,5 +107,23 @@ public class TiedLookupTests
         var mode = Grads(m, intoGrad: true);
         for (int i = 0; i < plain.Length; i++)
             Assert.True(plain[i].allclose(mode[i], rtol: 0, atol: 0), $"gradient {i} changed");
+    }
+
+    /// <summary>A managed exception inside the lookup's backward would end the process (libtorch's engine cannot
+    /// carry it): it is kept and thrown, naming the lookup, when the ForBackward scope closes.</summary>
+    [Fact]
+    public void A_failure_in_the_lookups_backward_is_thrown_when_the_scope_closes()
+    {
+        using var scope = NewDisposeScope();
+        using var m = Model();
+        m.LookupIntoGradFrom = 0;
+        m.BeforeLookupBackward = () => throw new OutOfMemoryException("injected");
+        var mode = m.ForBackward();
+        Loss(m, 0).backward(); // returns: the failure is kept
+        var e = Assert.Throws<WorkbookException>(mode.Dispose);
+        Assert.Contains("embedding lookup's backward failed: injected", e.Message);
+        m.BeforeLookupBackward = null;
+        using (m.ForBackward()) // the failure is reported once; the next scope is clean
+            Loss(m, 1).backward();
     }
 }

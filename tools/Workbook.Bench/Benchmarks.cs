@@ -110,15 +110,19 @@ public static class Benchmarks
             var sw = Stopwatch.StartNew();
             var ids = randint(0, cfg.VocabSize, [batch, seqLen + 1], generator: gen);
             opt.ZeroGrad();
-            using var forBackward = model.ForBackward();
-            var logits = model.Forward(ids.narrow(1, 0, seqLen)).to(ScalarType.Float32);
-            var loss = nn.functional.cross_entropy(
-                logits.reshape(-1, cfg.VocabSize),
-                ids.narrow(1, 1, seqLen).reshape(-1)
-            );
-            double t1 = sw.Elapsed.TotalSeconds;
-            loss.backward();
-            double t2 = sw.Elapsed.TotalSeconds;
+            double t1,
+                t2;
+            using (model.ForBackward())
+            {
+                var logits = model.Forward(ids.narrow(1, 0, seqLen)).to(ScalarType.Float32);
+                var loss = nn.functional.cross_entropy(
+                    logits.reshape(-1, cfg.VocabSize),
+                    ids.narrow(1, 1, seqLen).reshape(-1)
+                );
+                t1 = sw.Elapsed.TotalSeconds;
+                loss.backward();
+                t2 = sw.Elapsed.TotalSeconds;
+            }
             if (clip > 0)
                 opt.ClipGradNorm(clip);
             opt.StepWith(1e-4);

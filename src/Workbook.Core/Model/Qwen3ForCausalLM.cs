@@ -366,11 +366,28 @@ public sealed class Qwen3ForCausalLM : nn.Module
     /// differentiated by autograd.grad, which would miss the lookup's term. The gradients agree with the plain
     /// lookup's to rounding (tested); smaller and untied heads are unaffected.
     /// </summary>
+    /// <remarks>A failure inside the lookup's backward (out of memory, say) cannot cross libtorch's engine without
+    /// ending the process: it leaves the weight's gradient without the lookup's term and is thrown when the scope
+    /// closes, so close it before the optimizer step.</remarks>
     public IDisposable ForBackward()
     {
         var before = forBackward;
         forBackward = true;
-        return new Restore(() => forBackward = before);
+        return new Restore(() =>
+        {
+            forBackward = before;
+            if (embedWeight is { Error: { } e })
+            {
+                embedWeight.Error = null;
+                throw new WorkbookException($"the tied embedding lookup's backward failed: {e.Message}", e);
+            }
+        });
+    }
+
+    /// <summary>Called at the start of the in-place lookup's backward; tests use it to inject a failure.</summary>
+    public Action? BeforeLookupBackward
+    {
+        set => (embedWeight ??= new(model.embed_tokens)).BeforeBackward = value;
     }
 
     sealed class Restore(Action undo) : IDisposable

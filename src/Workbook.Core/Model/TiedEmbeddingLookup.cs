@@ -4,8 +4,10 @@
 // (at 0.6B scale 622 MB, most of a training step's transient peak). Here:
 //  1. forward indexes the weight detached; the node's only differentiable input is a one-element anchor leaf, so the
 //     head's gradient reaches the weight's AccumulateGrad alone and is stored as .grad as soon as it is computed;
-//  2. backward, which autograd runs last (the lookup is the first operation), index_adds the rows into that .grad
-//     (or into zeros when there is none yet) and returns no gradient for its inputs.
+//  2. backward index_adds the rows into that .grad and returns no gradient for its inputs. With one forward the lookup
+//     is the graph's first node and depends on every layer, so it runs after the head's AccumulateGrad. A loss made
+//     of two forwards (GRPO with its SFT term) can run the second forward's lookup before the first head's gradient
+//     arrives: then .grad starts as zeros and AccumulateGrad adds the heads' gradient into it in place, still right.
 // So it is only right for loss.backward(): autograd.grad would see no lookup term and .grad would change. The model
 // builds it only inside Qwen3ForCausalLM.ForBackward() and only for big tied heads.
 using TorchSharp;
@@ -21,6 +23,13 @@ sealed class TiedEmbeddingLookup : autograd.SingleTensorFunction<TiedEmbeddingLo
     internal sealed class Weight(Embedding module)
     {
         public Tensor Get() => module.weight!;
+
+        /// <summary>The first failure of a backward: an exception thrown into libtorch's engine from a managed
+        /// backward ends the process, so it is kept here and rethrown when the ForBackward scope closes.</summary>
+        public Exception? Error;
+
+        /// <summary>Called at the start of each backward (tests inject a failure here).</summary>
+        public Action? BeforeBackward;
     }
 
     public override string Name => nameof(TiedEmbeddingLookup);
@@ -38,13 +47,26 @@ sealed class TiedEmbeddingLookup : autograd.SingleTensorFunction<TiedEmbeddingLo
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
-        using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var w = ((Weight)ctx.get_data("weight")).Get();
-        var ids = ctx.get_saved_variables()[0];
-        if (w.grad is null)
-            w.grad = zeros_like(w).DetachFromDisposeScope();
-        w.grad!.index_add_(0, ids.reshape(-1), gradOutput.reshape(-1, w.shape[1]).to(w.dtype), HeldScalars.One);
+        var weight = (Weight)ctx.get_data("weight");
+        try
+        {
+            weight.BeforeBackward?.Invoke();
+            using var _ = no_grad();
+            using var scope = NewDisposeScope();
+            var w = weight.Get();
+            var ids = ctx.get_saved_variables()[0];
+            if (w.grad is null)
+            {
+                // set_grad takes its own reference: this wrapper is disposed with the scope, not left to the finalizer
+                var zero = zeros_like(w);
+                w.grad = zero;
+            }
+            w.grad!.index_add_(0, ids.reshape(-1), gradOutput.reshape(-1, w.shape[1]).to(w.dtype), HeldScalars.One);
+        }
+        catch (Exception e)
+        {
+            weight.Error ??= e;
+        }
         return [null!, null!, null!];
     }
 }

@@ -93,7 +93,8 @@ public sealed class AdamW : IDisposable
         if (grads.Count == 0)
             return 0;
         // one scope per parameter, so an upcast square of every gradient never exists at once (at 0.6B scale that
-        // doubled the gradients' memory); only the per-parameter sums survive, reduced as before (bit-identical)
+        // doubled the gradients' memory); only the per-parameter sums survive (bit-identical to one reduction below
+        // SliceFrom; see SquaredSum)
         using var outer = NewDisposeScope();
         // every Scalar here is named: an implicit one may be finalized by a GC on another thread mid-call
         using Scalar two = 2;
