@@ -4,11 +4,12 @@
 //     training step maps, faults in and unmaps its multi-megabyte activation buffers again. Like tuned PyTorch
 //     (MALLOC_MMAP_THRESHOLD_/TRIM_THRESHOLD_/TOP_PAD_), the workbook never maps big blocks (M_MMAP_MAX 0: they come
 //     from the heap and are reused), never trims the heap top (M_TRIM_THRESHOLD 2 GiB-1) and grows it in 1 GiB steps.
-//  2. Large models (>= 100M parameters) keep the older, measured setting instead: blocks above 128 KiB are mapped and
-//     returned, which keeps RSS flat across steps at a real cost in speed (a 0.6B model's buffers are too big to
-//     hoard: a bf16 GRPO step peaked at 20.6 GiB keeping them, 15.8 GiB returning them). WORKBOOK_MALLOC_TUNE=speed
-//     keeps them for large models too (0.6B f32 B1xT128 on the AVX-512 machine: 4.3-4.4 s a step at 9.96 GiB,
-//     against 11.8-12.4 s at 9.18 GiB; README, Platform notes).
+//  2. Large models (>= 100M parameters) map blocks of 4 MiB and more and return them on free; smaller blocks stay in
+//     the heap as above. A 0.6B model's big buffers are too many to hoard: a bf16 GRPO step peaked at 20.6 GiB keeping
+//     every block and 16.6 GiB with this setting; mapping everything above 128 KiB (the setting before 2026-12-04)
+//     gave 15.8 GiB at about twice the time. The f32 B1xT128 step on the AVX-512 machine, alternating in one sitting:
+//     6.8 s at 9.93 GiB, against 11.7-13.3 s at 9.18 GiB for the 128 KiB setting and 4.8 s at 9.93-10.51 GiB for
+//     WORKBOOK_MALLOC_TUNE=speed, which keeps all blocks for large models too (README, Platform notes).
 //  3. Large models also ask libtorch for transparent huge pages (its THP_MEM_ALLOC_ENABLE: buffers of 2 MiB and more
 //     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: the same step took
 //     24.1-28.2 s without, at the same peak. libtorch reads the variable once, at its first allocation, so it is set
@@ -36,6 +37,10 @@ public static class Memory
     /// <summary>Models with at least this many parameters get the large-model setting (items 2 and 3 above).
     /// </summary>
     public const long LargeModel = 100_000_000;
+
+    /// <summary>Blocks of this size and more are mapped (and returned on free) under the large-model setting.
+    /// </summary>
+    public const int LargeModelMmapThreshold = 4 << 20;
 
     /// <summary>libtorch's own switch for transparent huge pages on its CPU buffers of 2 MiB and more.</summary>
     public const string HugePageVariable = "THP_MEM_ALLOC_ENABLE";
@@ -155,11 +160,10 @@ public static class Memory
             return;
         try
         {
+            // blocks of 4 MiB and more (a 0.6B model's gradients, logits, rollout buffers) are mapped and returned;
+            // smaller ones stay in the heap as for small models (the heap's top is still not trimmed)
             mallopt(M_MMAP_MAX, 65536);
-            mallopt(M_MMAP_THRESHOLD, 131072);
-            mallopt(M_TRIM_THRESHOLD, 131072);
-            mallopt(M_TOP_PAD, 0);
-            mallopt(M_ARENA_MAX, 2);
+            mallopt(M_MMAP_THRESHOLD, LargeModelMmapThreshold);
             State = "large-model";
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
