@@ -1,13 +1,13 @@
 // The input embedding's lookup for a model whose head is tied to it, built so that its backward adds the looked-up
 // rows' gradients into the weight's .grad in place. Why: autograd gives a leaf used twice one gradient per use and
 // sums them, so the lookup's backward makes a dense vocabulary × hidden zeros-plus-rows gradient beside the head's
-// (at 0.6B scale 622 MB, most of a training step's transient peak). Here:
+// (at 0.6B scale 622 MB, one of the two transients of that size that set a training step's peak). Here:
 //  1. forward indexes the weight detached; the node's only differentiable input is a one-element anchor leaf, so the
 //     head's gradient reaches the weight's AccumulateGrad alone and is stored as .grad as soon as it is computed;
-//  2. backward index_adds the rows into that .grad and returns no gradient for its inputs. With one forward the lookup
-//     is the graph's first node and depends on every layer, so it runs after the head's AccumulateGrad. A loss made
+//  2. backward index_adds the rows into that .grad and returns no gradient for its inputs. With one forward the lookup's
+//     backward runs last, after every layer's and the head's (and so after the head's AccumulateGrad). A loss made
 //     of two forwards (GRPO with its SFT term) can run the second forward's lookup before the first head's gradient
-//     arrives: then .grad starts as zeros and AccumulateGrad adds the heads' gradient into it in place, still right.
+//     arrives: then .grad starts as zeros and AccumulateGrad adds the heads' gradient to it, still right.
 // So it is only right for loss.backward(): autograd.grad would see no lookup term and .grad would change. The model
 // builds it only inside Qwen3ForCausalLM.ForBackward() and only for big tied heads.
 using TorchSharp;

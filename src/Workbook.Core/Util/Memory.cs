@@ -6,15 +6,16 @@
 //     from the heap and are reused), never trims the heap top (M_TRIM_THRESHOLD 2 GiB-1) and grows it in 1 GiB steps.
 //  2. Large models (>= 100M parameters) map blocks of 4 MiB and more and return them on free; smaller blocks stay in
 //     the heap as above. A 0.6B model's big buffers are too many to hoard: a bf16 GRPO step peaked at 20.6 GiB keeping
-//     every block and 16.6 GiB with this setting; mapping everything above 128 KiB (the setting before 2026-12-04)
-//     gave 15.8 GiB at about twice the time. The f32 B1xT128 step on the AVX-512 machine, alternating in one sitting:
-//     6.8 s at 9.93 GiB, against 11.7-13.3 s at 9.18 GiB for the 128 KiB setting and 4.8 s at 9.93-10.51 GiB for
-//     WORKBOOK_MALLOC_TUNE=speed, which keeps all blocks for large models too (README, Platform notes).
+//     every block and 16.8 GiB with this setting; mapping everything above 128 KiB (the setting until later on
+//     2026-12-04) gave 15.8 GiB at about twice the time. The f32 B1xT128 step on the AVX-512 machine, alternating in
+//     one sitting: 6.8 s at 9.93-9.94 GiB, against 11.7-13.3 s at 9.18 GiB for the 128 KiB setting (0.75 GiB less
+//     for 1.7-1.9x the time) and 4.8 s at 9.95 and 10.51 GiB for WORKBOOK_MALLOC_TUNE=speed, which keeps all blocks
+//     for large models too (README, Platform notes).
 //  3. Large models also ask libtorch for transparent huge pages (its THP_MEM_ALLOC_ENABLE: buffers of 2 MiB and more
-//     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: the same step took
-//     24.1-28.2 s without, at the same peak. libtorch reads the variable once, at its first allocation, so it is set
-//     (setenv) when the first large model is built and checked once its parameters exist (/proc/self/smaps):
-//     HugePages says whether it took. Small models do without: the small preset's step was 10% slower with them.
+//     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: under the 128 KiB
+//     setting the same step took 24.1-28.2 s without them, against 13.1-14.0 s with them, at the same peak.
+//     libtorch reads the variable once, at its first allocation, so it is set (setenv) when the first large model is
+//     built and checked once its parameters exist (/proc/self/smaps): HugePages says whether it took. Small models do without: the small preset's step was 10% slower with them.
 //  4. Off: WORKBOOK_MALLOC_TUNE=0 (both). malloc is also left alone when the user sets any MALLOC_*_ variable or
 //     GLIBC_TUNABLES, and huge pages when THP_MEM_ALLOC_ENABLE is set (its effect is still checked and recorded).
 //     Any other value of WORKBOOK_MALLOC_TUNE is a mistake: Problem says so, and the CLI refuses to start.
