@@ -4,10 +4,10 @@
 // (at 0.6B scale 622 MB, one of the two transients of that size that set a training step's peak). Here:
 //  1. forward indexes the weight detached; the node's only differentiable input is a one-element anchor leaf, so the
 //     head's gradient reaches the weight's AccumulateGrad alone and is stored as .grad as soon as it is computed;
-//  2. backward index_adds the rows into that .grad and returns no gradient for its inputs. With one forward the lookup's
-//     backward runs last, after every layer's and the head's (and so after the head's AccumulateGrad). A loss made
-//     of two forwards (GRPO with its SFT term) can run the second forward's lookup before the first head's gradient
-//     arrives: then .grad starts as zeros and AccumulateGrad adds the heads' gradient to it, still right.
+//  2. backward index_adds the rows into that .grad and returns no gradient for its inputs. With one forward the
+//     lookup's backward runs last, after every layer's and the head's (so after the head's AccumulateGrad). A loss
+//     made of two forwards (GRPO with its SFT term) can run the second forward's lookup before the first head's
+//     gradient arrives: then .grad starts as zeros and AccumulateGrad adds the heads' gradient to it, still right.
 // So it is only right for loss.backward(): autograd.grad would see no lookup term and .grad would change. The model
 // builds it only inside Qwen3ForCausalLM.ForBackward() and only for big tied heads.
 using TorchSharp;

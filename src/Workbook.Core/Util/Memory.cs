@@ -15,7 +15,8 @@
 //     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: under the 128 KiB
 //     setting the same step took 24.1-28.2 s without them, against 13.1-14.0 s with them, at the same peak.
 //     libtorch reads the variable once, at its first allocation, so it is set (setenv) when the first large model is
-//     built and checked once its parameters exist (/proc/self/smaps): HugePages says whether it took. Small models do without: the small preset's step was 10% slower with them.
+//     built and checked once its parameters exist (/proc/self/smaps): HugePages says whether it took. Small models do
+//     without: the small preset's step was 10% slower with them.
 //  4. Off: WORKBOOK_MALLOC_TUNE=0 (both). malloc is also left alone when the user sets any MALLOC_*_ variable or
 //     GLIBC_TUNABLES, and huge pages when THP_MEM_ALLOC_ENABLE is set (its effect is still checked and recorded).
 //     Any other value of WORKBOOK_MALLOC_TUNE is a mistake: Problem says so, and the CLI refuses to start.
