@@ -35,6 +35,16 @@ public class TiedLookupTests
         return m.parameters().Select(p => p.grad!.clone()).ToArray();
     }
 
+    static void AssertClose(Tensor[] plain, Tensor[] inPlace)
+    {
+        Assert.Equal(plain.Length, inPlace.Length);
+        for (int i = 0; i < plain.Length; i++)
+            Assert.True(
+                plain[i].allclose(inPlace[i], rtol: 1e-12, atol: 1e-15),
+                $"gradient {i} differs by {(plain[i] - inPlace[i]).abs().max().item<double>()}"
+            );
+    }
+
     [Fact]
     public void In_place_lookup_gradients_equal_the_plain_lookups()
     {
@@ -43,12 +53,7 @@ public class TiedLookupTests
         m.LookupIntoGradFrom = 0; // the tiny head is far below the 0.6B-scale threshold
         var plain = Grads(m, intoGrad: false);
         var inPlace = Grads(m, intoGrad: true);
-        Assert.Equal(plain.Length, inPlace.Length);
-        for (int i = 0; i < plain.Length; i++)
-            Assert.True(
-                plain[i].allclose(inPlace[i], rtol: 1e-12, atol: 1e-15),
-                $"gradient {i} differs by {(plain[i] - inPlace[i]).abs().max().item<double>()}"
-            );
+        AssertClose(plain, inPlace);
     }
 
     /// <summary>A loss made of two forwards (GRPO with its SFT term): the second forward's lookup runs its backward
@@ -70,11 +75,7 @@ public class TiedLookupTests
         }
         var plain = Run(false);
         var inPlace = Run(true);
-        for (int i = 0; i < plain.Length; i++)
-            Assert.True(
-                plain[i].allclose(inPlace[i], rtol: 1e-12, atol: 1e-15),
-                $"gradient {i} differs by {(plain[i] - inPlace[i]).abs().max().item<double>()}"
-            );
+        AssertClose(plain, inPlace);
     }
 
     /// <summary>The in-place lookup is really built (so the test above compares two paths): autograd.grad, which it
