@@ -22,16 +22,26 @@ public class TiedLookupTests
 
     /// <summary>Every parameter's gradient after two accumulated backward passes, with the in-place lookup or
     /// without.</summary>
-    static Tensor[] Grads(Qwen3ForCausalLM m, bool intoGrad)
+    static Tensor[] Grads(Qwen3ForCausalLM m, bool intoGrad) =>
+        GradsAfter(
+            m,
+            () =>
+            {
+                for (int shift = 0; shift < 2; shift++) // the second pass adds into existing gradients
+                {
+                    using var scope = NewDisposeScope();
+                    using var mode = intoGrad ? m.ForBackward() : null;
+                    Loss(m, shift).backward();
+                }
+            }
+        );
+
+    /// <summary>Every parameter's gradient after <paramref name="backward"/>, starting from none.</summary>
+    static Tensor[] GradsAfter(Qwen3ForCausalLM m, Action backward)
     {
         foreach (var p in m.parameters())
             p.grad = null;
-        for (int shift = 0; shift < 2; shift++) // the second pass adds into existing gradients
-        {
-            using var scope = NewDisposeScope();
-            using var mode = intoGrad ? m.ForBackward() : null;
-            Loss(m, shift).backward();
-        }
+        backward();
         return m.parameters().Select(p => p.grad!.clone()).ToArray();
     }
 
@@ -65,14 +75,15 @@ public class TiedLookupTests
         using var scope = NewDisposeScope();
         using var m = Model();
         m.LookupIntoGradFrom = 0;
-        Tensor[] Run(bool intoGrad)
-        {
-            foreach (var p in m.parameters())
-                p.grad = null;
-            using var mode = intoGrad ? m.ForBackward() : null;
-            Loss(m, 0).Plus(Loss(m, 1)).backward();
-            return m.parameters().Select(p => p.grad!.clone()).ToArray();
-        }
+        Tensor[] Run(bool intoGrad) =>
+            GradsAfter(
+                m,
+                () =>
+                {
+                    using var mode = intoGrad ? m.ForBackward() : null;
+                    Loss(m, 0).Plus(Loss(m, 1)).backward();
+                }
+            );
         var plain = Run(false);
         var inPlace = Run(true);
         AssertClose(plain, inPlace);

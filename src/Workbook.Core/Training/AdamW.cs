@@ -119,13 +119,13 @@ public sealed class AdamW : IDisposable
     /// sum, so gradients below <see cref="SliceFrom"/> keep that.</summary>
     Tensor SquaredSum(Tensor g, Scalar two)
     {
-        if (SliceRows(g) >= (g.dim() == 0 ? 1 : g.shape[0]))
+        if (!Sliced(g))
             return g.to(ScalarType.Float32).pow(two).sum();
         var parts = new List<Tensor>();
-        foreach (var s in Slices(g))
+        foreach (var (r, n) in RowSlices(g))
         {
             using var scope = NewDisposeScope(); // per slice: its float32 square dies before the next one exists
-            parts.Add(s.to(ScalarType.Float32).pow(two).sum().MoveToOuterDisposeScope());
+            parts.Add(g.narrow(0, r, n).to(ScalarType.Float32).pow(two).sum().MoveToOuterDisposeScope());
         }
         return stack(parts).sum();
     }
@@ -156,40 +156,29 @@ public sealed class AdamW : IDisposable
             using var scope = NewDisposeScope(); // per parameter: its temporaries die before the next one's exist
             var grad = p.grad;
             var w = master[i] ?? (Tensor)p;
-            long rows = p.dim() == 0 ? 1 : p.shape[0],
-                step = SliceRows(p);
-            for (long r = 0; r < rows; r += step)
-            {
-                using var slice = NewDisposeScope(); // per slice
-                long n = Math.Min(step, rows - r);
-                bool whole = n == rows;
-                Update(
-                    whole ? grad : grad.narrow(0, r, n),
-                    whole ? w : w.narrow(0, r, n),
-                    whole ? m[i] : m[i].narrow(0, r, n),
-                    whole ? v[i] : v[i].narrow(0, r, n),
-                    k
-                );
-            }
+            if (!Sliced(p))
+                Update(grad, w, m[i], v[i], k);
+            else
+                foreach (var (r, n) in RowSlices(p))
+                {
+                    using var slice = NewDisposeScope(); // per slice
+                    Update(grad.narrow(0, r, n), w.narrow(0, r, n), m[i].narrow(0, r, n), v[i].narrow(0, r, n), k);
+                }
             if (master[i] is { } mw)
                 p.copy_(mw); // copy_ rounds into the bf16 parameter without a temporary
         }
     }
 
-    /// <summary>Rows per slice of a tensor shaped like a parameter: all of them below <see cref="SliceFrom"/>.
-    /// </summary>
-    long SliceRows(Tensor t)
-    {
-        long rows = t.dim() == 0 ? 1 : t.shape[0];
-        return t.numel() >= SliceFrom && t.dim() > 0 && rows > 0 ? Math.Max(1, Slice / (t.numel() / rows)) : rows;
-    }
+    /// <summary>Whether a tensor shaped like a parameter is handled in row slices (<see cref="SliceFrom"/>).</summary>
+    bool Sliced(Tensor t) => t.dim() > 0 && t.numel() >= Math.Max(1, SliceFrom);
 
-    IEnumerable<Tensor> Slices(Tensor t)
+    /// <summary>(first row, rows) of each slice of about <see cref="Slice"/> elements, at least one row each.</summary>
+    IEnumerable<(long start, long rows)> RowSlices(Tensor t)
     {
         long rows = t.shape[0],
-            step = SliceRows(t);
+            step = Math.Max(1, Slice / (t.numel() / rows));
         for (long r = 0; r < rows; r += step)
-            yield return t.narrow(0, r, Math.Min(step, rows - r));
+            yield return (r, Math.Min(step, rows - r));
     }
 
     void Update(Tensor grad, Tensor w, Tensor m, Tensor v, StepScalars k)
