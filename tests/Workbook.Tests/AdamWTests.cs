@@ -109,7 +109,12 @@ public class AdamWTests
         var (whole, sliced) = (Make(), Make());
         using var a = new AdamW([("w", whole[0]), ("b", whole[1])], weightDecay: 0.1);
         // 40 elements a slice: 3 rows of 11, so 12 slices of 3 and a last one of 1; the vector fits in one
-        using var b = new AdamW([("w", sliced[0]), ("b", sliced[1])], weightDecay: 0.1) { SliceFrom = 1, Slice = 40 };
+        using var b = new AdamW([("w", sliced[0]), ("b", sliced[1])], weightDecay: 0.1)
+        {
+            SliceFrom = 1,
+            Slice = 40,
+            ClipSliceFrom = 1,
+        };
         var gen = new Generator(8);
         for (int step = 0; step < 3; step++)
         {

@@ -193,10 +193,12 @@ public static class Workbench
         using var opt = new AdamW(model.named_parameters());
         sw.Restart();
         using (var scope = NewDisposeScope())
-        using (model.ForBackward())
         {
-            var (nll, _) = Losses.SftNll(model, batch);
-            nll.Over(batch.Tokens).backward();
+            using (model.ForBackward()) // closed before the step: it throws if an in-place backward failed
+            {
+                var (nll, _) = Losses.SftNll(model, batch);
+                nll.Over(batch.Tokens).backward();
+            }
             opt.ClipGradNorm(1.0);
             opt.StepWith(learningRate);
         }

@@ -40,6 +40,10 @@ public sealed class AdamW : IDisposable
         Beta2 = beta2;
         Eps = eps;
         WeightDecay = weightDecay;
+        // under the large-model allocator setting (Util/Memory.cs) a big gradient's square (or float32 copy) would be
+        // mapped and faulted in afresh at every clip, so the clip sums such models' big gradients slice by slice too
+        if (Memory.UsesLargeModelSetting(ps.Sum(p => p.numel()), Environment.GetEnvironmentVariable(Memory.Variable)))
+            ClipSliceFrom = SliceFrom;
         using var _ = no_grad();
         m = ps.Select(p => zeros(p.shape, dtype: ScalarType.Float32, device: p.device).DetachFromDisposeScope())
             .ToArray();
@@ -116,10 +120,10 @@ public sealed class AdamW : IDisposable
 
     /// <summary>The sum of a gradient's squares in float32. A big gradient's square would be parameter-sized (622 MB
     /// for the 0.6B embedding) while every gradient exists, so it is summed slice by slice: not bit-identical to one
-    /// sum, so gradients below <see cref="SliceFrom"/> keep that.</summary>
+    /// sum, so gradients below <see cref="ClipSliceFrom"/> keep that.</summary>
     Tensor SquaredSum(Tensor g, Scalar two)
     {
-        if (!Sliced(g))
+        if (!(g.dim() > 0 && g.numel() >= Math.Max(1, ClipSliceFrom)))
             return g.to(ScalarType.Float32).pow(two).sum();
         var parts = new List<Tensor>();
         foreach (var (r, n) in RowSlices(g))
@@ -133,12 +137,19 @@ public sealed class AdamW : IDisposable
     /// <summary>Parameters of at least this many elements are updated in slices of about <see cref="Slice"/>
     /// elements (rows of a matrix), so that the update's temporaries (the float32 gradient of a bf16 parameter, the
     /// denominator) are never parameter-sized: at 0.6B scale the tied embedding's are 622 MB each, and they set the
-    /// step's peak once the backward's own is gone. Every operation is elementwise, so the result is bit-identical
-    /// (tested). Settable for tests.</summary>
-    public long SliceFrom { get; init; } = 1L << 23;
+    /// step's peak once the backward's own is gone. Slices of 2 MiB (float32) stay under the large-model setting's
+    /// mapping threshold (Util/Memory.cs), so they are reused from the heap instead of being mapped and faulted in at
+    /// every parameter. Every operation is elementwise, so the result is bit-identical (tested). Settable for tests.
+    /// </summary>
+    public long SliceFrom { get; init; } = 1L << 20;
 
     /// <summary>Elements per slice (see <see cref="SliceFrom"/>); at least one row.</summary>
-    public long Slice { get; init; } = 1L << 22;
+    public long Slice { get; init; } = 1L << 19;
+
+    /// <summary>Gradients of at least this many elements have their squares summed slice by slice by the clip
+    /// (<see cref="SquaredSum"/>): 2²³, or <see cref="SliceFrom"/> for a model under the large-model allocator
+    /// setting. Settable for tests.</summary>
+    public long ClipSliceFrom { get; init; } = 1L << 23;
 
     public void StepWith(double lr)
     {

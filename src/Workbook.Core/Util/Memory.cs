@@ -4,13 +4,15 @@
 //     training step maps, faults in and unmaps its multi-megabyte activation buffers again. Like tuned PyTorch
 //     (MALLOC_MMAP_THRESHOLD_/TRIM_THRESHOLD_/TOP_PAD_), the workbook never maps big blocks (M_MMAP_MAX 0: they come
 //     from the heap and are reused), never trims the heap top (M_TRIM_THRESHOLD 2 GiB-1) and grows it in 1 GiB steps.
-//  2. Large models (>= 100M parameters) map blocks of 4 MiB and more and return them on free; smaller blocks stay in
-//     the heap as above. A 0.6B model's big buffers are too many to hoard: a bf16 GRPO step peaked at 20.6 GiB keeping
-//     every block and 16.8 GiB with this setting; mapping everything above 128 KiB (the setting until later on
-//     2026-12-04) gave 15.8 GiB at about twice the time. The f32 B1xT128 step on the AVX-512 machine, alternating in
-//     one sitting: 6.8 s at 9.93-9.94 GiB, against 11.7-13.3 s at 9.18 GiB for the 128 KiB setting (0.75 GiB less
-//     for 1.7-1.9x the time) and 4.8 s at 9.95 and 10.51 GiB for WORKBOOK_MALLOC_TUNE=speed, which keeps all blocks
-//     for large models too (README, Platform notes).
+//  2. Large models (>= 100M parameters) map blocks of 16 MiB and more and return them on free; smaller blocks stay in
+//     the heap as above. That keeps a training step's gradients and AdamW's slices (all under 16 MiB but the tied
+//     embedding's, at 0.6B scale) in the heap, reused from step to step: on this project's VMs a block mapped afresh
+//     costs about 1 s per GB to fault in again. With 4 MiB the f32 B1xT128 step took 8.1 s (6.2 s with AdamW's
+//     2 MiB slices), with 16 MiB 4.6-5.8 s (README, Platform notes). A GRPO trainer lowers the threshold to 4 MiB
+//     (ForVariableShapes): its rollouts and variable-length updates leave freed blocks of 4-16 MiB that later
+//     requests do not fit, and a bf16 GRPO step at 0.6B peaked at 20.3 GiB with 16 MiB against 16.8 GiB with 4 MiB.
+//     Keeping every block (as in item 1) gave 20.6 GiB; mapping everything above 128 KiB (the setting until
+//     2026-12-04) 15.8 GiB at about twice the time.
 //  3. Large models also ask libtorch for transparent huge pages (its THP_MEM_ALLOC_ENABLE: buffers of 2 MiB and more
 //     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: under the 128 KiB
 //     setting the same step took 24.1-28.2 s without them, against 13.1-14.0 s with them, at the same peak.
@@ -42,7 +44,11 @@ public static class Memory
 
     /// <summary>Blocks of this size and more are mapped (and returned on free) under the large-model setting.
     /// </summary>
-    public const int LargeModelMmapThreshold = 4 << 20;
+    public const int LargeModelMmapThreshold = 16 << 20;
+
+    /// <summary>The large-model setting's threshold once a GRPO trainer exists in the process (item 2 above).
+    /// </summary>
+    public const int VariableShapeMmapThreshold = 4 << 20;
 
     /// <summary>libtorch's own switch for transparent huge pages on its CPU buffers of 2 MiB and more.</summary>
     public const string HugePageVariable = "THP_MEM_ALLOC_ENABLE";
@@ -51,8 +57,8 @@ public static class Memory
     /// "user (...)" (before the check), "not asked (...)" or "unavailable (...)".</summary>
     public static string HugePages { get; private set; } = "not asked (no model of 100M parameters or more yet)";
 
-    /// <summary>What was applied: "tuned", "tuned (speed: ...)", "large-model", "off (...)", "user (...)" or
-    /// "unavailable".</summary>
+    /// <summary>What was applied: "tuned", "tuned (speed: ...)", "large-model", "large-model (GRPO: ...)",
+    /// "off (...)", "user (...)" or "unavailable".</summary>
     public static string State { get; private set; } = "default";
 
     [DllImport("libc", EntryPoint = "mallopt")]
@@ -170,6 +176,25 @@ public static class Memory
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
     }
+
+    /// <summary>Called by the trainers that generate rollouts (GRPO, joint): under the large-model setting, blocks of
+    /// 4 MiB and more are mapped from now on, for the rest of the process (item 2 above).</summary>
+    public static void ForVariableShapes()
+    {
+        lock (Lock)
+        {
+            if (State != "large-model")
+                return;
+            try
+            {
+                if (mallopt(M_MMAP_THRESHOLD, VariableShapeMmapThreshold) == 1)
+                    State = "large-model (GRPO: blocks of 4 MiB and more mapped)";
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
+        }
+    }
+
+    static readonly object Lock = new();
 
     /// <summary>Why huge pages are not asked for, given THP_MEM_ALLOC_ENABLE as the user set it and the kernel's
     /// mode; null: ask.</summary>
