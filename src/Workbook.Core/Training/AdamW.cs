@@ -17,7 +17,8 @@ public sealed class AdamW : IDisposable
     readonly Tensor[] m,
         v;
     readonly Tensor?[] master;
-    readonly bool ownsMaster;
+    readonly bool ownsMaster,
+        largeModel;
     public long Step { get; private set; }
     public double Beta1 { get; }
     public double Beta2 { get; }
@@ -40,10 +41,8 @@ public sealed class AdamW : IDisposable
         Beta2 = beta2;
         Eps = eps;
         WeightDecay = weightDecay;
-        // under the large-model allocator setting (Util/Memory.cs) a big gradient's square (or float32 copy) would be
-        // mapped and faulted in afresh at every clip, so the clip sums such models' big gradients slice by slice too
-        if (Memory.UsesLargeModelSetting(ps.Sum(p => p.numel()), Environment.GetEnvironmentVariable(Memory.Variable)))
-            ClipSliceFrom = SliceFrom;
+        // by size alone, so that a model's numbers do not depend on the allocator setting
+        largeModel = ps.Sum(p => p.numel()) >= Memory.LargeModel;
         using var _ = no_grad();
         m = ps.Select(p => zeros(p.shape, dtype: ScalarType.Float32, device: p.device).DetachFromDisposeScope())
             .ToArray();
@@ -98,7 +97,7 @@ public sealed class AdamW : IDisposable
             return 0;
         // one scope per parameter, so an upcast square of every gradient never exists at once (at 0.6B scale that
         // doubled the gradients' memory); only the per-parameter sums survive (bit-identical to one reduction below
-        // SliceFrom; see SquaredSum)
+        // ClipSliceFrom; see SquaredSum)
         using var outer = NewDisposeScope();
         // every Scalar here is named: an implicit one may be finalized by a GC on another thread mid-call
         using Scalar two = 2;
@@ -123,7 +122,8 @@ public sealed class AdamW : IDisposable
     /// sum, so gradients below <see cref="ClipSliceFrom"/> keep that.</summary>
     Tensor SquaredSum(Tensor g, Scalar two)
     {
-        if (!(g.dim() > 0 && g.numel() >= Math.Max(1, ClipSliceFrom)))
+        long from = ClipSliceFrom ?? (largeModel ? SliceFrom : 1L << 23);
+        if (!(g.dim() > 0 && g.numel() >= Math.Max(1, from)))
             return g.to(ScalarType.Float32).pow(two).sum();
         var parts = new List<Tensor>();
         foreach (var (r, n) in RowSlices(g))
@@ -147,9 +147,10 @@ public sealed class AdamW : IDisposable
     public long Slice { get; init; } = 1L << 19;
 
     /// <summary>Gradients of at least this many elements have their squares summed slice by slice by the clip
-    /// (<see cref="SquaredSum"/>): 2²³, or <see cref="SliceFrom"/> for a model under the large-model allocator
-    /// setting. Settable for tests.</summary>
-    public long ClipSliceFrom { get; init; } = 1L << 23;
+    /// (<see cref="SquaredSum"/>). By default 2²³, or <see cref="SliceFrom"/> for a model of 100M parameters or more
+    /// (Memory.LargeModel), whose allocator setting would map and fault in a big gradient's square (or float32
+    /// copy) afresh at every clip. Settable for tests.</summary>
+    public long? ClipSliceFrom { get; init; }
 
     public void StepWith(double lr)
     {

@@ -87,7 +87,7 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         this.prompts = prompts;
         this.reward = reward;
         promptIds = prompts.Select(codec.Prompt).ToArray();
-        Memory.ForVariableShapes(); // rollouts: see Util/Memory.cs, item 2
+        Memory.ForVariableShapes(model.ParameterCount()); // rollouts: see Util/Memory.cs, item 2
     }
 
     public GrpoTrainer(

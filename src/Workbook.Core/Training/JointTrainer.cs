@@ -121,7 +121,7 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
         data = train.Select(e => codec.Sft(e, options.Sft.CompletionOnlyLoss)).ToList();
         promptIds = train.Select(codec.Prompt).ToArray();
         reward = new WeightedReward([(verifier, 1.0)]);
-        Memory.ForVariableShapes(); // rollouts: see Util/Memory.cs, item 2
+        Memory.ForVariableShapes(model.ParameterCount()); // rollouts: see Util/Memory.cs, item 2
     }
 
     protected override void OnResume()

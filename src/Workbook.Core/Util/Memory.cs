@@ -6,11 +6,13 @@
 //     from the heap and are reused), never trims the heap top (M_TRIM_THRESHOLD 2 GiB-1) and grows it in 1 GiB steps.
 //  2. Large models (>= 100M parameters) map blocks of 16 MiB and more and return them on free; smaller blocks stay in
 //     the heap as above. That keeps a training step's gradients and AdamW's slices (all under 16 MiB but the tied
-//     embedding's, at 0.6B scale) in the heap, reused from step to step: on this project's VMs a block mapped afresh
-//     costs about 1 s per GB to fault in again. With 4 MiB the f32 B1xT128 step took 8.1 s (6.2 s with AdamW's
+//     embedding's, at 0.6B scale) in the heap, reused from step to step: on this project's VM, pages mapped afresh
+//     cost 0.06-3 s per GiB to fault in (huge pages reused at once; 4 KiB pages), and the step faulted in about 1 s
+//     per GB more than with the blocks kept. With 4 MiB the f32 B1xT128 step took 8.1 s (6.2 s with AdamW's
 //     2 MiB slices), with 16 MiB 4.6-5.8 s (README, Platform notes). A GRPO trainer lowers the threshold to 4 MiB
-//     (ForVariableShapes): its rollouts and variable-length updates leave freed blocks of 4-16 MiB that later
-//     requests do not fit, and a bf16 GRPO step at 0.6B peaked at 20.3 GiB with 16 MiB against 16.8 GiB with 4 MiB.
+//     (ForVariableShapes; the joint trainer too): a bf16 GRPO step at 0.6B peaked at 20.3 GiB with 16 MiB against
+//     16.8 GiB with 4 MiB, likely because its rollouts and variable-length updates leave freed blocks that later
+//     requests do not fit (not measured), but with about 1.7-2x the update's time (52 against 26-31 s).
 //     Keeping every block (as in item 1) gave 20.6 GiB; mapping everything above 128 KiB (the setting until
 //     2026-12-04) 15.8 GiB at about twice the time.
 //  3. Large models also ask libtorch for transparent huge pages (its THP_MEM_ALLOC_ENABLE: buffers of 2 MiB and more
@@ -46,7 +48,8 @@ public static class Memory
     /// </summary>
     public const int LargeModelMmapThreshold = 16 << 20;
 
-    /// <summary>The large-model setting's threshold once a GRPO trainer exists in the process (item 2 above).
+    /// <summary>The large-model setting's threshold once a GRPO or joint trainer of a large model exists in the
+    /// process (item 2 above).
     /// </summary>
     public const int VariableShapeMmapThreshold = 4 << 20;
 
@@ -57,12 +60,15 @@ public static class Memory
     /// "user (...)" (before the check), "not asked (...)" or "unavailable (...)".</summary>
     public static string HugePages { get; private set; } = "not asked (no model of 100M parameters or more yet)";
 
-    /// <summary>What was applied: "tuned", "tuned (speed: ...)", "large-model", "large-model (GRPO: ...)",
+    /// <summary>What was applied: "tuned", "tuned (speed: ...)", "large-model", "large-model (rollouts: ...)",
     /// "off (...)", "user (...)" or "unavailable".</summary>
     public static string State { get; private set; } = "default";
 
     [DllImport("libc", EntryPoint = "mallopt")]
     static extern int mallopt(int param, int value);
+
+    [DllImport("libc", EntryPoint = "malloc_trim")]
+    static extern int malloc_trim(nuint pad);
 
     [DllImport("libc", EntryPoint = "setenv")]
     static extern int setenv(string name, string value, int overwrite);
@@ -168,8 +174,9 @@ public static class Memory
             return;
         try
         {
-            // blocks of 4 MiB and more (a 0.6B model's gradients, logits, rollout buffers) are mapped and returned;
-            // smaller ones stay in the heap as for small models (the heap's top is still not trimmed)
+            // blocks of 16 MiB and more (the tied embedding's gradient, logits) are mapped and returned; smaller ones,
+            // a 0.6B model's layer gradients and AdamW's slices included, stay in the heap as for small models (the
+            // heap's top is still not trimmed)
             mallopt(M_MMAP_MAX, 65536);
             mallopt(M_MMAP_THRESHOLD, LargeModelMmapThreshold);
             State = "large-model";
@@ -177,24 +184,21 @@ public static class Memory
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
     }
 
-    /// <summary>Called by the trainers that generate rollouts (GRPO, joint): under the large-model setting, blocks of
-    /// 4 MiB and more are mapped from now on, for the rest of the process (item 2 above).</summary>
-    public static void ForVariableShapes()
+    /// <summary>Called by the trainers that generate rollouts (GRPO, joint) with their model's size: under the
+    /// large-model setting, blocks of 4 MiB and more are mapped from now on, for the rest of the process (item 2
+    /// above), and the heap's free memory (an SFT stage's freed gradients, say) is returned to the OS first.</summary>
+    public static void ForVariableShapes(long parameters)
     {
-        lock (Lock)
+        if (parameters < LargeModel || State != "large-model")
+            return;
+        try
         {
-            if (State != "large-model")
-                return;
-            try
-            {
-                if (mallopt(M_MMAP_THRESHOLD, VariableShapeMmapThreshold) == 1)
-                    State = "large-model (GRPO: blocks of 4 MiB and more mapped)";
-            }
-            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
+            malloc_trim(0);
+            if (mallopt(M_MMAP_THRESHOLD, VariableShapeMmapThreshold) == 1)
+                State = "large-model (rollouts: blocks of 4 MiB and more mapped)";
         }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
     }
-
-    static readonly object Lock = new();
 
     /// <summary>Why huge pages are not asked for, given THP_MEM_ALLOC_ENABLE as the user set it and the kernel's
     /// mode; null: ask.</summary>
