@@ -122,8 +122,7 @@ public sealed class AdamW : IDisposable
     /// sum, so gradients below <see cref="ClipSliceFrom"/> keep that.</summary>
     Tensor SquaredSum(Tensor g, Scalar two)
     {
-        long from = ClipSliceFrom ?? (largeModel ? SliceFrom : 1L << 23);
-        if (!(g.dim() > 0 && g.numel() >= Math.Max(1, from)))
+        if (!Sliced(g, ClipSliceFrom ?? (largeModel ? SliceFrom : 1L << 23)))
             return g.to(ScalarType.Float32).pow(two).sum();
         var parts = new List<Tensor>();
         foreach (var (r, n) in RowSlices(g))
@@ -168,7 +167,7 @@ public sealed class AdamW : IDisposable
             using var scope = NewDisposeScope(); // per parameter: its temporaries die before the next one's exist
             var grad = p.grad;
             var w = master[i] ?? (Tensor)p;
-            if (!Sliced(p))
+            if (!Sliced(p, SliceFrom))
                 Update(grad, w, m[i], v[i], k);
             else
                 foreach (var (r, n) in RowSlices(p))
@@ -181,8 +180,9 @@ public sealed class AdamW : IDisposable
         }
     }
 
-    /// <summary>Whether a tensor shaped like a parameter is handled in row slices (<see cref="SliceFrom"/>).</summary>
-    bool Sliced(Tensor t) => t.dim() > 0 && t.numel() >= Math.Max(1, SliceFrom);
+    /// <summary>Whether a tensor shaped like a parameter is handled in row slices from this many elements
+    /// (<see cref="SliceFrom"/> for the update, <see cref="ClipSliceFrom"/> for the clip).</summary>
+    bool Sliced(Tensor t, long from) => t.dim() > 0 && t.numel() >= Math.Max(1, from);
 
     /// <summary>(first row, rows) of each slice of about <see cref="Slice"/> elements, at least one row each.</summary>
     IEnumerable<(long start, long rows)> RowSlices(Tensor t)

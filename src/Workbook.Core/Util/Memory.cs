@@ -48,6 +48,8 @@ public static class Memory
     /// </summary>
     public const int LargeModelMmapThreshold = 16 << 20;
 
+    const string LargeModelState = "large-model";
+
     /// <summary>The large-model setting's threshold once a GRPO or joint trainer of a large model exists in the
     /// process (item 2 above).
     /// </summary>
@@ -179,7 +181,7 @@ public static class Memory
             // heap's top is still not trimmed)
             mallopt(M_MMAP_MAX, 65536);
             mallopt(M_MMAP_THRESHOLD, LargeModelMmapThreshold);
-            State = "large-model";
+            State = LargeModelState;
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
     }
@@ -189,7 +191,7 @@ public static class Memory
     /// above), and the heap's free memory (an SFT stage's freed gradients, say) is returned to the OS first.</summary>
     public static void ForVariableShapes(long parameters)
     {
-        if (parameters < LargeModel || State != "large-model")
+        if (parameters < LargeModel || State != LargeModelState)
             return;
         try
         {
