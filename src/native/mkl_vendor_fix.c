@@ -2,6 +2,63 @@
  * when it says no, takes slow generic code paths on AMD CPUs that have the same AVX-512 units (2048^2 f32 GEMM at
  * ~225 instead of ~520 GFLOP/s on an EPYC). libtorch_cpu.so calls it through its PLT, so this definition, loaded
  * with RTLD_GLOBAL before the first GEMM, is the one it binds to. MKL still picks kernels from the CPUID feature
- * bits, so a CPU without AVX-512 gets the kernels it can run. The workbook loads this library at startup
- * (Util/NativeSetup.cs); WORKBOOK_MKL_VENDOR_FIX=0 turns that off. */
-int mkl_serv_intel_cpu_true(void) { return 1; }
+ * bits, so a CPU without AVX-512 gets the kernels it can run.
+ *  1. MKL asks once, at its first call that needs the CPU kind, and keeps the answer for the process (measured: a
+ *     later change of the answer has no effect). So the workbook decides before the first GEMM.
+ *  2. Until workbook_mklfix_force(1) the answer is MKL's own (its definition inside libtorch_cpu.so), so a process
+ *     that loads this library but never forces it computes exactly as without it.
+ *  3. workbook_mklfix_first_answer says what MKL was told at its first question (-1: not asked yet).
+ * The workbook loads this library at startup (Util/NativeSetup.cs), forced on by WORKBOOK_MKL_VENDOR_FIX=1 or, by
+ * default, when the process's first model is a large one; WORKBOOK_MKL_VENDOR_FIX=0 does not load it. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+static int forced;
+static int first_answer = -1;
+static int own_answer = -1; /* cached: MKL may ask more than once */
+
+int mkl_serv_intel_cpu_true(void);
+
+/* MKL's own answer: its definition in libtorch_cpu.so (a handle's dlsym searches that object first), or, if that
+ * cannot be found, whether the CPU's vendor string is Intel's. */
+static int mkl_own_answer(void) {
+  void *h = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+  if (h) {
+    int (*own)(void) = (int (*)(void))dlsym(h, "mkl_serv_intel_cpu_true");
+    dlclose(h);
+    if (own && own != mkl_serv_intel_cpu_true)
+      return own();
+  }
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a, b, c, d;
+  char v[13] = {0};
+  if (!__get_cpuid(0, &a, &b, &c, &d))
+    return 0;
+  memcpy(v, &b, 4);
+  memcpy(v + 4, &d, 4);
+  memcpy(v + 8, &c, 4);
+  return strcmp(v, "GenuineIntel") == 0;
+#else
+  return 0;
+#endif
+}
+
+int mkl_serv_intel_cpu_true(void) {
+  int r = 1;
+  if (!__atomic_load_n(&forced, __ATOMIC_SEQ_CST)) {
+    r = __atomic_load_n(&own_answer, __ATOMIC_SEQ_CST);
+    if (r < 0)
+      __atomic_store_n(&own_answer, r = mkl_own_answer(), __ATOMIC_SEQ_CST);
+  }
+  int unasked = -1;
+  __atomic_compare_exchange_n(&first_answer, &unasked, r, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  return r;
+}
+
+void workbook_mklfix_force(int on) { __atomic_store_n(&forced, on ? 1 : 0, __ATOMIC_SEQ_CST); }
+
+int workbook_mklfix_first_answer(void) { return __atomic_load_n(&first_answer, __ATOMIC_SEQ_CST); }

@@ -1,5 +1,6 @@
 // The process-level native setup (Util/NativeSetup.cs): the oneMKL vendor fix is loaded before libtorch in the test
-// process too, and f32 GEMM stays accurate with it (against a float64 reference).
+// process too (pinned to MKL's own answer unless WORKBOOK_MKL_VENDOR_FIX=1), f32 GEMM stays accurate with it (against
+// a float64 reference), and a CLI process whose model is large takes the fixed path by default.
 using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -11,27 +12,65 @@ static class TestProcessSetup
 #pragma warning disable CA2255   // the test process must load the fix before any test touches TorchSharp
     [ModuleInitializer]
 #pragma warning restore CA2255
-    internal static void Init() => NativeSetup.Ensure();
+    internal static void Init() =>
+        // no test's numbers may depend on whether a test that builds a large model ran before it
+        NativeSetup.PinMklPath("the test process");
 }
 
 public class NativeSetupTests
 {
-    static bool Disabled =>
-        Environment.GetEnvironmentVariable("WORKBOOK_MKL_VENDOR_FIX") is not ("1" or "on" or "true");
-
     [Fact]
     public void MklVendorFixIsBuiltAndLoadedBeforeLibtorch()
     {
-        if (Disabled)
+        var mode = NativeSetup.Mode(Environment.GetEnvironmentVariable(NativeSetup.MklVariable));
+        if (mode == "off")
         {
-            Assert.StartsWith("off", NativeSetup.MklVendorFix);
+            Assert.Equal("off (WORKBOOK_MKL_VENDOR_FIX=0)", NativeSetup.MklVendorFix);
+            Assert.False(NativeSetup.MklFixLoaded());
             return;
         }
         var lib = Path.Combine(AppContext.BaseDirectory, NativeSetup.LibraryName);
         Assert.True(File.Exists(lib), $"{lib} is missing: gcc was not found at build time");
-        Assert.Equal("on", NativeSetup.MklVendorFix);
         Assert.True(NativeSetup.MklFixLoaded());
+        using (var scope = NewDisposeScope())
+            ones(64, 64).matmul(ones(64, 64)); // MKL has chosen its path after this
+        var got = NativeSetup.MklVendorFix;
+        if (mode == "on")
+            Assert.Equal("on", got);
+        else if (Devices.CpuKind().Contains("Intel"))
+            Assert.Equal("on (MKL's own check: an Intel CPU)", got);
+        else // the pinned auto mode answers as MKL would on its own
+            Assert.Equal("off (auto, pinned to MKL's own path: the test process)", got);
     }
+
+    [Theory]
+    // mode, MKL's first answer (-1: not asked yet), forced by a large model, pinned
+    [InlineData("auto", -1, false, false, "auto (MKL has not chosen its path yet: on if a large model is built first)")]
+    [InlineData("auto", -1, true, false, "on (auto: a large model; MKL has not chosen its path yet)")]
+    [InlineData("auto", 1, true, false, "on (auto: a large model was built before the first GEMM)")]
+    [InlineData("auto", 0, false, false, "off (auto: no large model before the first GEMM; WORKBOOK_MKL_VENDOR_FIX=1")]
+    [InlineData("auto", 0, false, true, "off (auto, pinned to MKL's own path: tests)")]
+    [InlineData("auto", 1, false, false, "on (MKL's own check: an Intel CPU)")]
+    [InlineData("on", 1, false, false, "on")]
+    [InlineData("on", 0, false, false, "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL chose its path before")]
+    public void The_BLAS_status_says_what_MKL_was_told_and_why(
+        string mode,
+        int firstAnswer,
+        bool forced,
+        bool pinned,
+        string status
+    ) => Assert.StartsWith(status, NativeSetup.Describe(mode, firstAnswer, forced, pinned ? "tests" : null));
+
+    [Theory]
+    [InlineData(null, "auto")]
+    [InlineData("auto", "auto")]
+    [InlineData("1", "on")]
+    [InlineData("true", "on")]
+    [InlineData("0", "off")]
+    [InlineData("off", "off")]
+    [InlineData("yes", null)]
+    public void The_BLAS_variable_has_three_modes_and_nothing_else(string? value, string? mode) =>
+        Assert.Equal(mode, NativeSetup.Mode(value));
 
     [Fact]
     public void A_run_records_the_BLAS_path_and_allocator_it_took()
@@ -111,7 +150,11 @@ public class NativeSetupTests
 
     [Theory]
     [InlineData("WORKBOOK_MALLOC_TUNE", "fast", "expected 0 (off), 1 (the default) or speed")]
-    [InlineData("WORKBOOK_MKL_VENDOR_FIX", "yes", "expected 1 (on) or 0 (off, the default)")]
+    [InlineData(
+        "WORKBOOK_MKL_VENDOR_FIX",
+        "yes",
+        "expected auto (the default: on for large models), 1 (on) or 0 (off)"
+    )]
     public void The_cli_refuses_a_native_setup_variable_it_does_not_understand(string name, string value, string hint)
     {
         var (code, _, err) = CliProcess.Run(["info"], new Dictionary<string, string?> { [name] = value });
@@ -186,7 +229,7 @@ public class NativeSetupTests
             "--json",
         ];
         // the defaults, whatever the test process inherited: any of these would change what the run decides
-        var env = new[] { Memory.HugePageVariable, Memory.Variable }
+        var env = new[] { Memory.HugePageVariable, Memory.Variable, NativeSetup.MklVariable }
             .Concat(Memory.UserMallocVariables)
             .ToDictionary(k => k, k => (string?)null);
         if (variable is not null)
@@ -198,24 +241,37 @@ public class NativeSetupTests
     }
 
     [Theory]
-    [InlineData(null, null, "large-model", "on (libtorch's")]
+    // bf16 generation may finish before MKL is asked (its GEMMs are oneDNN's): both "on (auto: a large model" lines
+    [InlineData(null, null, "large-model", "on (libtorch's", "on (auto: a large model")]
     // the user's malloc settings leave malloc alone, but not huge pages
-    [InlineData("MALLOC_ARENA_MAX", "2", "user (MALLOC_ARENA_MAX is set)", "on (libtorch's")]
+    [InlineData("MALLOC_ARENA_MAX", "2", "user (MALLOC_ARENA_MAX is set)", "on (libtorch's", "on (auto: a large model")]
     // the user's own THP_MEM_ALLOC_ENABLE is kept, and what it did is checked
-    [InlineData("THP_MEM_ALLOC_ENABLE", "0", "large-model", "off (the user's THP_MEM_ALLOC_ENABLE=0)")]
-    public void A_large_model_built_by_the_cli_gets_huge_pages_and_says_so(
+    [InlineData(
+        "THP_MEM_ALLOC_ENABLE",
+        "0",
+        "large-model",
+        "off (the user's THP_MEM_ALLOC_ENABLE=0)",
+        "on (auto: a large model"
+    )]
+    // the user can keep MKL's own path for a large model
+    [InlineData("WORKBOOK_MKL_VENDOR_FIX", "0", "large-model", "on (libtorch's", "off (WORKBOOK_MKL_VENDOR_FIX=0)")]
+    public void A_large_model_built_by_the_cli_gets_huge_pages_and_the_fixed_BLAS_path_and_says_so(
         string? variable,
         string? value,
         string malloc,
-        string hugePages
+        string hugePages,
+        string blas
     )
     {
         if (!OperatingSystem.IsLinux())
             return;
         var native = LargeModelNativeStatus(variable, value);
         Assert.Equal(malloc, native.GetProperty("malloc_tuning").GetString());
+        var mkl = native.GetProperty("mkl_vendor_fix").GetString()!;
+        if (File.Exists(Path.Combine(AppContext.BaseDirectory, NativeSetup.LibraryName)) || value == "0")
+            Assert.StartsWith(blas, mkl);
         var got = native.GetProperty("huge_pages").GetString()!;
-        if (KernelHugePages() is "never" or null && variable is null or "MALLOC_ARENA_MAX")
+        if (KernelHugePages() is "never" or null && variable is null or "MALLOC_ARENA_MAX" or NativeSetup.MklVariable)
             Assert.StartsWith("off (", got);
         else
             Assert.StartsWith(hugePages, got);

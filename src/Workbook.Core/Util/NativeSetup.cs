@@ -3,10 +3,17 @@
 // libtorch:
 //  1. oneMKL vendor check. libtorch's statically linked oneMKL takes its non-Intel code path on AMD CPUs (f32 GEMM at
 //     0.76 of tuned PyTorch on the AVX-512 machine). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c
-//     beside the assemblies) answers MKL's exported mkl_serv_intel_cpu_true with 1; loaded RTLD_NOW|RTLD_GLOBAL, it
-//     interposes libtorch_cpu's PLT call. Opt-in (WORKBOOK_MKL_VENDOR_FIX=1): it was 5-15x slower on an oversubscribed
-//     machine (two MKL threads per process), and it changes results in the last bits, so GRPO's sampled tokens and
-//     every trajectory differ from runs without it (10% off the main job on the AVX-512 machine; README).
+//     beside the assemblies) defines MKL's exported mkl_serv_intel_cpu_true; loaded RTLD_NOW|RTLD_GLOBAL, it
+//     interposes libtorch_cpu's PLT call. MKL asks once per process, at its first GEMM, so the path is chosen then:
+//     - auto (the default): MKL's own answer, unless the process's first model is a large one (>= 100M parameters,
+//       Memory.ForLargeModel) and MKL has not asked yet: then yes. A large model's run is the machine's one job, and
+//       its f32 step takes half the time (0.6B B1xT128: 2.7 against 4.6-5.8 s). Small models keep MKL's own path:
+//       with two MKL threads on an oversubscribed machine the fixed path was 5-15x slower, and it changes results in
+//       the last bits, so GRPO's sampled tokens and every trajectory differ (the README's measured runs are all
+//       small-model runs). The test process pins the auto choice (PinMklPath), so that no test's numbers depend on
+//       which test built a large model first.
+//     - WORKBOOK_MKL_VENDOR_FIX=1: yes for every model (10% off the main job on the AVX-512 machine; README);
+//       =0: the library is not loaded.
 //  2. glibc malloc keeps big blocks instead of mapping and unmapping activation buffers every step (Memory.Tune).
 //     Off: WORKBOOK_MALLOC_TUNE=0; speed: also for large models. Large models also get transparent huge pages for
 //     libtorch's big buffers (Memory.ForLargeModel).
@@ -23,9 +30,24 @@ public static class NativeSetup
     const int RTLD_NOW = 2,
         RTLD_GLOBAL = 0x100;
     static int done;
+    static string loadState = "not run";
+    static string? pinned;
+    static bool forcedByLargeModel,
+        late;
 
-    /// <summary>"on", "off (...)", "late (...)" or "unavailable (...)".</summary>
-    public static string MklVendorFix { get; private set; } = "not run";
+    /// <summary>The BLAS path this process took, or will take: "on (...)", "off (...)", "auto (...)" before MKL
+    /// chose, or "unavailable (...)".</summary>
+    public static string MklVendorFix =>
+        loadState != Loaded
+            ? loadState
+            : Describe(
+                Mode(Environment.GetEnvironmentVariable(MklVariable)) ?? "auto",
+                FirstAnswer(),
+                forcedByLargeModel,
+                pinned
+            ) + (late && FirstAnswer() == -1 ? " [loaded after libtorch: MKL may have bound its own check]" : "");
+
+    const string Loaded = "loaded";
 
     public const string MklVariable = "WORKBOOK_MKL_VENDOR_FIX";
 
@@ -34,22 +56,72 @@ public static class NativeSetup
     public static IReadOnlyList<string> Problems() =>
         new[]
         {
-            Environment.GetEnvironmentVariable(MklVariable) is { } v && MklOn(v) is null
-                ? $"{MklVariable}={v}: expected 1 (on) or 0 (off, the default)"
+            Environment.GetEnvironmentVariable(MklVariable) is { } v && Mode(v) is null
+                ? $"{MklVariable}={v}: expected auto (the default: on for large models), 1 (on) or 0 (off)"
                 : null,
             Memory.Problem,
         }
             .OfType<string>()
             .ToList();
 
-    /// <summary>true, false, or null for a value that is neither.</summary>
-    static bool? MklOn(string? value) =>
+    /// <summary>"on", "off", "auto", or null for a value that is none of them.</summary>
+    public static string? Mode(string? value) =>
         value switch
         {
-            "1" or "on" or "true" => true,
-            null or "" or "0" or "off" or "false" => false,
+            "1" or "on" or "true" => "on",
+            "0" or "off" or "false" => "off",
+            null or "" or "auto" => "auto",
             _ => null,
         };
+
+    /// <summary>The status line of a loaded library. <paramref name="firstAnswer"/>: what MKL was told at its first
+    /// question (1 yes, 0 no, -1 not asked yet); <paramref name="forced"/>: the auto mode said yes for a large model;
+    /// <paramref name="pinnedBy"/>: who pinned the auto mode to MKL's own answer.</summary>
+    public static string Describe(string mode, int firstAnswer, bool forced, string? pinnedBy) =>
+        (mode, firstAnswer) switch
+        {
+            ("on", 0) => "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL chose its path before the library was loaded)",
+            ("on", _) => "on",
+            (_, 1) when forced => "on (auto: a large model was built before the first GEMM)",
+            (_, -1) when forced => "on (auto: a large model; MKL has not chosen its path yet)",
+            (_, 1) => "on (MKL's own check: an Intel CPU)",
+            (_, 0) when pinnedBy is not null => $"off (auto, pinned to MKL's own path: {pinnedBy})",
+            (_, 0) => "off (auto: no large model before the first GEMM; WORKBOOK_MKL_VENDOR_FIX=1 turns it on)",
+            _ when pinnedBy is not null => $"auto (pinned to MKL's own path: {pinnedBy}; MKL has not chosen yet)",
+            _ => "auto (MKL has not chosen its path yet: on if a large model is built first)",
+        };
+
+    [DllImport(LibraryName, EntryPoint = "workbook_mklfix_force")]
+    static extern void Force(int on);
+
+    [DllImport(LibraryName, EntryPoint = "workbook_mklfix_first_answer")]
+    static extern int FirstAnswerNative();
+
+    static int FirstAnswer() => loadState == Loaded ? FirstAnswerNative() : -1;
+
+    /// <summary>Keeps the auto mode on MKL's own answer for the rest of the process, whatever models are built
+    /// (the test process: no test's numbers may depend on which test built a large model first).</summary>
+    public static void PinMklPath(string why)
+    {
+        Ensure();
+        pinned ??= why;
+    }
+
+    /// <summary>Called when a large model is built (Memory.ForLargeModel): in the auto mode, MKL is told yes if it has
+    /// not asked yet (item 1 above).</summary>
+    public static void ForLargeModel()
+    {
+        if (
+            loadState != Loaded
+            || pinned is not null
+            || Mode(Environment.GetEnvironmentVariable(MklVariable)) != "auto"
+        )
+            return;
+        if (FirstAnswerNative() != -1)
+            return; // MKL has chosen already; MklVendorFix says so
+        Force(1);
+        forcedByLargeModel = true;
+    }
 
     public static Dictionary<string, string> Status() =>
         new()
@@ -79,21 +151,23 @@ public static class NativeSetup
         if (Interlocked.Exchange(ref done, 1) == 1)
             return;
         Memory.Tune();
-        MklVendorFix = LoadMklFix();
+        loadState = LoadMklFix();
     }
 
     static string LoadMklFix()
     {
         if (!OperatingSystem.IsLinux())
             return "unavailable (Linux only)";
-        if (MklOn(Environment.GetEnvironmentVariable(MklVariable)) != true)
-            return "off (set WORKBOOK_MKL_VENDOR_FIX=1 to turn it on)";
+        var mode = Mode(Environment.GetEnvironmentVariable(MklVariable));
+        if (mode == "off")
+            return "off (WORKBOOK_MKL_VENDOR_FIX=0)";
         var dir = Path.GetDirectoryName(typeof(NativeSetup).Assembly.Location);
         var path = string.IsNullOrEmpty(dir) ? null : Path.Combine(dir, LibraryName);
         if (path is null || !File.Exists(path))
             return $"unavailable ({LibraryName} was not built: gcc missing at build time)";
-        // libtorch binds lazily (no BIND_NOW), so even a late load interposes while MKL has not asked yet; say so.
-        bool late = LibtorchLoaded();
+        // libtorch binds lazily (no BIND_NOW), so even a late load interposes while MKL has not asked yet; the
+        // library records what MKL was told (MklVendorFix)
+        late = LibtorchLoaded();
         IntPtr h;
         try
         {
@@ -117,7 +191,9 @@ public static class NativeSetup
             catch (EntryPointNotFoundException) { }
             return $"unavailable (dlopen {path}: {why})";
         }
-        return late ? "late (libtorch was loaded first; effective only if no GEMM ran yet)" : "on";
+        if (mode == "on")
+            Force(1);
+        return Loaded;
     }
 
     /// <summary>Whether libtorch_cpu.so is already mapped into this process.</summary>
