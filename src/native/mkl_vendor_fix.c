@@ -5,11 +5,11 @@
  * bits, so a CPU without AVX-512 gets the kernels it can run.
  *  1. MKL asks once, at its first call that needs the CPU kind, and keeps the answer for the process (measured: a
  *     later change of the answer has no effect). So the workbook decides before the first GEMM.
- *  2. Until workbook_mklfix_force(1) the answer is MKL's own (its definition inside libtorch_cpu.so), so a process
- *     that loads this library but never forces it computes exactly as without it.
- *  3. workbook_mklfix_first_answer says what MKL was told at its first question (-1: not asked yet).
+ *  2. Unless workbook_mklfix_force_if_unasked came first, the answer is MKL's own (its definition inside
+ *     libtorch_cpu.so), so a process that loads this library but never forces it computes exactly as without it.
+ *  3. The answer is fixed once given, and workbook_mklfix_first_answer says what it is (-1: not decided yet).
  * The workbook loads this library at startup (Util/NativeSetup.cs), forced on by WORKBOOK_MKL_VENDOR_FIX=1 or, by
- * default, when the process's first model is a large one; WORKBOOK_MKL_VENDOR_FIX=0 does not load it. */
+ * default, when a large model is built before the first GEMM; WORKBOOK_MKL_VENDOR_FIX=0 does not load it. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <string.h>
@@ -17,9 +17,9 @@
 #include <cpuid.h>
 #endif
 
-static int forced;
-static int first_answer = -1;
-static int own_answer = -1; /* cached: MKL may ask more than once */
+/* MKL's answer, fixed once given (-1: not asked yet); one compare-and-swap decides between MKL's first question and
+ * workbook_mklfix_force_if_unasked, so MKL never hears two answers */
+static int answer = -1;
 
 int mkl_serv_intel_cpu_true(void);
 
@@ -48,17 +48,20 @@ static int mkl_own_answer(void) {
 }
 
 int mkl_serv_intel_cpu_true(void) {
-  int r = 1;
-  if (!__atomic_load_n(&forced, __ATOMIC_SEQ_CST)) {
-    r = __atomic_load_n(&own_answer, __ATOMIC_SEQ_CST);
-    if (r < 0)
-      __atomic_store_n(&own_answer, r = mkl_own_answer(), __ATOMIC_SEQ_CST);
-  }
-  int unasked = -1;
-  __atomic_compare_exchange_n(&first_answer, &unasked, r, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-  return r;
+  int r = __atomic_load_n(&answer, __ATOMIC_SEQ_CST);
+  if (r >= 0)
+    return r;
+  int own = mkl_own_answer(), unasked = -1;
+  if (__atomic_compare_exchange_n(&answer, &unasked, own, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    return own;
+  return unasked; /* another thread (or the workbook) decided first */
 }
 
-void workbook_mklfix_force(int on) { __atomic_store_n(&forced, on ? 1 : 0, __ATOMIC_SEQ_CST); }
+/* Yes from now on, if MKL has not asked yet: returns 1 if it took, 0 if MKL already had its answer. */
+int workbook_mklfix_force_if_unasked(void) {
+  int unasked = -1;
+  return __atomic_compare_exchange_n(&answer, &unasked, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
 
-int workbook_mklfix_first_answer(void) { return __atomic_load_n(&first_answer, __ATOMIC_SEQ_CST); }
+/* The answer MKL has or will get: 1 yes, 0 no, -1 not decided yet. */
+int workbook_mklfix_first_answer(void) { return __atomic_load_n(&answer, __ATOMIC_SEQ_CST); }

@@ -52,7 +52,7 @@ public class NativeSetupTests
     [InlineData("auto", 0, false, true, "off (auto, pinned to MKL's own path: tests)")]
     [InlineData("auto", 1, false, false, "on (MKL's own check: an Intel CPU)")]
     [InlineData("on", 1, false, false, "on")]
-    [InlineData("on", 0, false, false, "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL chose its path before")]
+    [InlineData("on", 0, false, false, "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL asked before")]
     public void The_BLAS_status_says_what_MKL_was_told_and_why(
         string mode,
         int firstAnswer,

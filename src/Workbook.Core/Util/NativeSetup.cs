@@ -5,13 +5,13 @@
 //     0.76 of tuned PyTorch on the AVX-512 machine). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c
 //     beside the assemblies) defines MKL's exported mkl_serv_intel_cpu_true; loaded RTLD_NOW|RTLD_GLOBAL, it
 //     interposes libtorch_cpu's PLT call. MKL asks once per process, at its first GEMM, so the path is chosen then:
-//     - auto (the default): MKL's own answer, unless the process's first model is a large one (>= 100M parameters,
-//       Memory.ForLargeModel) and MKL has not asked yet: then yes. A large model's run is the machine's one job, and
-//       its f32 step takes half the time (0.6B B1xT128: 2.7 against 4.6-5.8 s). Small models keep MKL's own path:
-//       with two MKL threads on an oversubscribed machine the fixed path was 5-15x slower, and it changes results in
-//       the last bits, so GRPO's sampled tokens and every trajectory differ (the README's measured runs are all
-//       small-model runs). The test process pins the auto choice (PinMklPath), so that no test's numbers depend on
-//       which test built a large model first.
+//     - auto (the default): MKL's own answer, unless a large model (>= 100M parameters, Memory.ForLargeModel)
+//       is built before MKL asks (before the process's first GEMM): then yes, fixed by one compare-and-swap. A
+//       large model's run is the machine's one job, and its f32 step takes half the time (0.6B B1xT128: 2.5-2.8
+//       against 5.1 s). Small models keep MKL's own path: with two MKL threads on an oversubscribed machine the
+//       fixed path was 5-15x slower, and it changes results in the last bits, so GRPO's sampled tokens and every
+//       trajectory differ (the README's measured runs are all small-model runs). The test process pins the auto
+//       choice (PinMklPath), so that no test's numbers depend on which test built a large model first.
 //     - WORKBOOK_MKL_VENDOR_FIX=1: yes for every model (10% off the main job on the AVX-512 machine; README);
 //       =0: the library is not loaded.
 //  2. glibc malloc keeps big blocks instead of mapping and unmapping activation buffers every step (Memory.Tune).
@@ -38,14 +38,15 @@ public static class NativeSetup
     /// <summary>The BLAS path this process took, or will take: "on (...)", "off (...)", "auto (...)" before MKL
     /// chose, or "unavailable (...)".</summary>
     public static string MklVendorFix =>
-        loadState != Loaded
-            ? loadState
-            : Describe(
-                Mode(Environment.GetEnvironmentVariable(MklVariable)) ?? "auto",
-                FirstAnswer(),
-                forcedByLargeModel,
-                pinned
-            ) + (late && FirstAnswer() == -1 ? " [loaded after libtorch: MKL may have bound its own check]" : "");
+        loadState != Loaded ? loadState
+        : late && FirstAnswer() == -1
+            ? "unknown (the library was loaded after libtorch, which may have bound MKL's own check)"
+        : Describe(
+            Mode(Environment.GetEnvironmentVariable(MklVariable)) ?? "auto",
+            FirstAnswer(),
+            forcedByLargeModel,
+            pinned
+        );
 
     const string Loaded = "loaded";
 
@@ -80,7 +81,7 @@ public static class NativeSetup
     public static string Describe(string mode, int firstAnswer, bool forced, string? pinnedBy) =>
         (mode, firstAnswer) switch
         {
-            ("on", 0) => "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL chose its path before the library was loaded)",
+            ("on", 0) => "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL asked before the library was forced on)",
             ("on", _) => "on",
             (_, 1) when forced => "on (auto: a large model was built before the first GEMM)",
             (_, -1) when forced => "on (auto: a large model; MKL has not chosen its path yet)",
@@ -91,8 +92,8 @@ public static class NativeSetup
             _ => "auto (MKL has not chosen its path yet: on if a large model is built first)",
         };
 
-    [DllImport(LibraryName, EntryPoint = "workbook_mklfix_force")]
-    static extern void Force(int on);
+    [DllImport(LibraryName, EntryPoint = "workbook_mklfix_force_if_unasked")]
+    static extern int ForceIfUnasked();
 
     [DllImport(LibraryName, EntryPoint = "workbook_mklfix_first_answer")]
     static extern int FirstAnswerNative();
@@ -117,10 +118,9 @@ public static class NativeSetup
             || Mode(Environment.GetEnvironmentVariable(MklVariable)) != "auto"
         )
             return;
-        if (FirstAnswerNative() != -1)
-            return; // MKL has chosen already; MklVendorFix says so
-        Force(1);
-        forcedByLargeModel = true;
+        // one compare-and-swap in the library: if MKL asked first, its answer stands and MklVendorFix says so
+        if (!late)
+            forcedByLargeModel = ForceIfUnasked() != 0;
     }
 
     public static Dictionary<string, string> Status() =>
@@ -192,7 +192,7 @@ public static class NativeSetup
             return $"unavailable (dlopen {path}: {why})";
         }
         if (mode == "on")
-            Force(1);
+            ForceIfUnasked();
         return Loaded;
     }
 
