@@ -2,7 +2,7 @@
 # Speed side by side with the peer (tuned eager PyTorch, ../shared/perf/peer.sh), alternating in one sitting: each
 # case runs `workbook bench` and the peer as separate processes, ROUNDS times, and the medians and their ratio go to
 # one JSON file. Absolute speed moves between machines and hours; the ratio taken side by side is the figure to quote.
-#   tools/bench-vs-peer.sh [--rounds N] [--out FILE.json] [--fix] [--task-model DIR]
+#   tools/bench-vs-peer.sh [--rounds N] [--out FILE.json] [--mkl-off] [--task-model DIR]
 #                          [--cases gemm,train,gen1,gen8,train16,gen8b16,task-train,task-gen]
 #   train16 and gen8b16 are the bf16 rows (weights and activations in bf16 on both sides; AdamW state in bf16 on the
 #   peer, float32 moments and master weights in the workbook, 4% of its step); they are not in the default set,
@@ -12,21 +12,22 @@
 #   greedy). They need a checkpoint of that model for both sides: --task-model DIR, default the newest
 #   runs/*/sft-then-rl/seed-*/1-sft/start. The peer runs them twice: its manual attention ("peer", the workbook's
 #   algorithm) and SDPA ("peer_sdpa").
-#   --fix adds a third side: workbook with WORKBOOK_MKL_VENDOR_FIX=1 (README, Platform notes).
+#   The workbook side "wb" runs with the default oneMKL path (on for AMD CPUs); --mkl-off adds a third side, "wboff",
+#   with WORKBOOK_MKL_VENDOR_FIX=0 (MKL's own path; README, Platform notes).
 # On CPUs without AVX-512 the peer needs PERF_CORETYPE=Haswell PERF_ATEN_CAP=avx2; the script sets them when
 # /proc/cpuinfo shows no avx512f.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${WORKBOOK_SHARED:-$here/../shared}
-rounds=3 out="" cases="gemm,train,gen1,gen8" fix=0 taskmodel=""
+rounds=3 out="" cases="gemm,train,gen1,gen8" mkloff=0 taskmodel=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --cases) cases=$2; shift 2 ;;
-    --fix) fix=1; shift ;;
+    --mkl-off) mkloff=1; shift ;;
     --task-model) taskmodel=$2; shift 2 ;;
-    *) echo "bench-vs-peer: unknown option '$1' (expected --rounds N, --out FILE, --cases LIST, --fix, --task-model DIR)" >&2
+    *) echo "bench-vs-peer: unknown option '$1' (expected --rounds N, --out FILE, --cases LIST, --mkl-off, --task-model DIR)" >&2
        exit 2 ;;
   esac
 done
@@ -54,8 +55,8 @@ raw=$(mktemp); trap 'rm -f "$raw"' EXIT
 # one JSON object per line: {"case", "side", "value"} (GFLOP/s or tokens/s)
 wb() { # side case args...
   local side=$1 case=$2; shift 2
-  local fixenv=WORKBOOK_MKL_VENDOR_FIX=0; [[ $side == wbfix ]] && fixenv=WORKBOOK_MKL_VENDOR_FIX=1
-  local v; v=$(env "$fixenv" ${wbthreads:+OMP_NUM_THREADS=$wbthreads} dotnet "$dll" bench "$@" --json 2>/dev/null |
+  local mklenv=(-u WORKBOOK_MKL_VENDOR_FIX); [[ $side == wboff ]] && mklenv=(WORKBOOK_MKL_VENDOR_FIX=0)
+  local v; v=$(env "${mklenv[@]}" ${wbthreads:+OMP_NUM_THREADS=$wbthreads} dotnet "$dll" bench "$@" --json 2>/dev/null |
     python3 -c 'import json,sys; d=json.load(sys.stdin); k=sys.argv[1]; print(d[k])' "$key")
   echo "{\"case\": \"$case\", \"side\": \"$side\", \"value\": $v}" >> "$raw"
 }
@@ -68,7 +69,7 @@ peer_attns() { # case args...: the peer with its manual attention (side peer, th
   PEER_SIDE=peer peer "$@" --attn manual
   PEER_SIDE=peer_sdpa peer "$@" --attn sdpa
 }
-sides="wb"; [[ $fix == 1 ]] && sides="wb wbfix"
+sides="wb"; [[ $mkloff == 1 ]] && sides="wb wboff"
 for r in $(seq "$rounds"); do
   for c in ${cases//,/ }; do
     case $c in
@@ -118,7 +119,7 @@ for case in dict.fromkeys(r["case"] for r in rows):
         if r["case"] == case:
             by.setdefault(r["side"], []).append(r["value"])
     c = {s: {"median": statistics.median(v), "runs": v} for s, v in by.items()}
-    for s in ("wb", "wbfix"):
+    for s in ("wb", "wboff"):
         for p in ("peer", "peer_sdpa"):
             if s in c and p in c:
                 c[f"{s}_over_{p}"] = c[s]["median"] / c[p]["median"]

@@ -7,9 +7,10 @@
  *     later change of the answer has no effect). So the workbook decides before the first GEMM.
  *  2. Unless workbook_mklfix_force_if_unasked came first, the answer is MKL's own (its definition inside
  *     libtorch_cpu.so), so a process that loads this library but never forces it computes exactly as without it.
- *  3. The answer is fixed once given, and workbook_mklfix_first_answer says what it is (-1: not decided yet).
- * The workbook loads this library at startup (Util/NativeSetup.cs), forced on by WORKBOOK_MKL_VENDOR_FIX=1 or, by
- * default, when a large model is built before the first GEMM; WORKBOOK_MKL_VENDOR_FIX=0 does not load it. */
+ *  3. The answer is fixed once given, and workbook_mklfix_first_answer says what it is (-1: not decided yet);
+ *     workbook_mklfix_asked says whether MKL has asked this library (a late load may have let it ask its own).
+ * The workbook loads this library at startup (Util/NativeSetup.cs) and forces it on for an AMD CPU by default or for
+ * any CPU with WORKBOOK_MKL_VENDOR_FIX=1; WORKBOOK_MKL_VENDOR_FIX=0 does not load it. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 /* MKL's answer, fixed once given (-1: not asked yet); one compare-and-swap decides between MKL's first question and
  * workbook_mklfix_force_if_unasked, so MKL never hears two answers */
 static int answer = -1;
+static int asked = 0;
 
 int mkl_serv_intel_cpu_true(void);
 
@@ -48,6 +50,7 @@ static int mkl_own_answer(void) {
 }
 
 int mkl_serv_intel_cpu_true(void) {
+  __atomic_store_n(&asked, 1, __ATOMIC_SEQ_CST);
   int r = __atomic_load_n(&answer, __ATOMIC_SEQ_CST);
   if (r >= 0)
     return r;
@@ -65,3 +68,6 @@ int workbook_mklfix_force_if_unasked(void) {
 
 /* The answer MKL has or will get: 1 yes, 0 no, -1 not decided yet. */
 int workbook_mklfix_first_answer(void) { return __atomic_load_n(&answer, __ATOMIC_SEQ_CST); }
+
+/* Whether MKL has called this library's definition (1) or not yet (0). */
+int workbook_mklfix_asked(void) { return __atomic_load_n(&asked, __ATOMIC_SEQ_CST); }

@@ -1,6 +1,6 @@
 // The process-level native setup (Util/NativeSetup.cs): the oneMKL vendor fix is loaded before libtorch in the test
-// process too (pinned to MKL's own answer unless WORKBOOK_MKL_VENDOR_FIX=1), f32 GEMM stays accurate with it (against
-// a float64 reference), and a CLI process whose model is large takes the fixed path by default.
+// process too (on for an AMD CPU by default), f32 GEMM stays accurate with it (against a float64 reference), and a CLI
+// process reports the path it took.
 using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -13,8 +13,8 @@ static class TestProcessSetup
     [ModuleInitializer]
 #pragma warning restore CA2255
     internal static void Init() =>
-        // no test's numbers may depend on whether a test that builds a large model ran before it
-        NativeSetup.PinMklPath("the test process");
+        // before any test touches TorchSharp: a test that did first would load libtorch before the library
+        NativeSetup.Ensure();
 }
 
 public class NativeSetupTests
@@ -35,31 +35,51 @@ public class NativeSetupTests
         using (var scope = NewDisposeScope())
             ones(64, 64).matmul(ones(64, 64)); // MKL has chosen its path after this
         var got = NativeSetup.MklVendorFix;
+        var vendor = NativeSetup.CpuVendor();
         if (mode == "on")
-            Assert.Equal("on", got);
-        else if (Devices.CpuKind().Contains("Intel"))
+            Assert.Equal("on (WORKBOOK_MKL_VENDOR_FIX=1)", got);
+        else if (vendor == "AuthenticAMD")
+            Assert.Equal("on (auto: an AMD CPU; WORKBOOK_MKL_VENDOR_FIX=0 turns it off)", got);
+        else if (vendor == "GenuineIntel")
             Assert.Equal("on (MKL's own check: an Intel CPU)", got);
-        else // the pinned auto mode answers as MKL would on its own
-            Assert.Equal("off (auto, pinned to MKL's own path: the test process)", got);
+        else
+            Assert.StartsWith("off (auto: MKL's own answer", got);
     }
 
     [Theory]
-    // mode, MKL's first answer (-1: not asked yet), forced by a large model, pinned
-    [InlineData("auto", -1, false, false, "auto (MKL has not chosen its path yet: on if a large model is built first)")]
-    [InlineData("auto", -1, true, false, "on (auto: a large model; MKL has not chosen its path yet)")]
-    [InlineData("auto", 1, true, false, "on (auto: a large model was built before the first GEMM)")]
-    [InlineData("auto", 0, false, false, "off (auto: no large model before the first GEMM; WORKBOOK_MKL_VENDOR_FIX=1")]
-    [InlineData("auto", 0, false, true, "off (auto, pinned to MKL's own path: tests)")]
-    [InlineData("auto", 1, false, false, "on (MKL's own check: an Intel CPU)")]
-    [InlineData("on", 1, false, false, "on")]
-    [InlineData("on", 0, false, false, "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL asked before")]
+    // mode, MKL's first answer (-1: not asked yet), the CPU's vendor
+    [InlineData("auto", 1, "AuthenticAMD", "on (auto: an AMD CPU; WORKBOOK_MKL_VENDOR_FIX=0 turns it off)")]
+    [InlineData("auto", -1, "AuthenticAMD", "on (auto: an AMD CPU; MKL has not asked yet)")]
+    [InlineData("auto", 0, "AuthenticAMD", "off (auto: an AMD CPU, but MKL asked before the library was forced on)")]
+    [InlineData("auto", 1, "GenuineIntel", "on (MKL's own check: an Intel CPU)")]
+    [InlineData("auto", 0, "HygonGenuine", "off (auto: MKL's own answer on a HygonGenuine CPU; WORKBOOK_MKL_VENDOR")]
+    [InlineData("auto", -1, "", "auto (MKL's own answer on a non-x86 CPU; MKL has not asked yet)")]
+    [InlineData("on", 1, "HygonGenuine", "on (WORKBOOK_MKL_VENDOR_FIX=1)")]
+    [InlineData("on", 0, "AuthenticAMD", "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL asked before")]
     public void The_BLAS_status_says_what_MKL_was_told_and_why(
         string mode,
         int firstAnswer,
-        bool forced,
-        bool pinned,
+        string vendor,
         string status
-    ) => Assert.StartsWith(status, NativeSetup.Describe(mode, firstAnswer, forced, pinned ? "tests" : null));
+    ) => Assert.StartsWith(status, NativeSetup.Describe(mode, firstAnswer, vendor));
+
+    [Fact]
+    public void The_CPU_vendor_is_read_from_CPUID()
+    {
+        var vendor = NativeSetup.CpuVendor();
+        if (!System.Runtime.Intrinsics.X86.X86Base.IsSupported)
+        {
+            Assert.Equal("", vendor);
+            return;
+        }
+        Assert.Matches("^[ -~]{12}$", vendor);
+        // the kernel read the same string (vendor_id in /proc/cpuinfo)
+        if (File.Exists("/proc/cpuinfo"))
+            Assert.Contains(
+                vendor,
+                File.ReadLines("/proc/cpuinfo").First(l => l.StartsWith("vendor_id", StringComparison.Ordinal))
+            );
+    }
 
     [Theory]
     [InlineData(null, "auto")]
@@ -150,11 +170,7 @@ public class NativeSetupTests
 
     [Theory]
     [InlineData("WORKBOOK_MALLOC_TUNE", "fast", "expected 0 (off), 1 (the default) or speed")]
-    [InlineData(
-        "WORKBOOK_MKL_VENDOR_FIX",
-        "yes",
-        "expected auto (the default: on for large models), 1 (on) or 0 (off)"
-    )]
+    [InlineData("WORKBOOK_MKL_VENDOR_FIX", "yes", "expected auto (the default: on for AMD CPUs), 1 (on) or 0 (off)")]
     public void The_cli_refuses_a_native_setup_variable_it_does_not_understand(string name, string value, string hint)
     {
         var (code, _, err) = CliProcess.Run(["info"], new Dictionary<string, string?> { [name] = value });
@@ -240,22 +256,20 @@ public class NativeSetupTests
         return doc.RootElement.GetProperty("native").Clone();
     }
 
+    /// <summary>How the auto mode's status begins on this CPU, whether MKL has asked or not.</summary>
+    static string DefaultBlasPattern() =>
+        NativeSetup.CpuVendor() == "AuthenticAMD" ? @"^on \(auto: an AMD CPU" : @"^(on|off|auto) \(.*MKL's own";
+
     [Theory]
-    // bf16 generation may finish before MKL is asked (its GEMMs are oneDNN's): both "on (auto: a large model" lines
-    [InlineData(null, null, "large-model", "on (libtorch's", "on (auto: a large model")]
+    // "default": the auto mode's answer on this CPU, whether or not MKL has asked (bf16's GEMMs are oneDNN's)
+    [InlineData(null, null, "large-model", "on (libtorch's", "default")]
     // the user's malloc settings leave malloc alone, but not huge pages
-    [InlineData("MALLOC_ARENA_MAX", "2", "user (MALLOC_ARENA_MAX is set)", "on (libtorch's", "on (auto: a large model")]
+    [InlineData("MALLOC_ARENA_MAX", "2", "user (MALLOC_ARENA_MAX is set)", "on (libtorch's", "default")]
     // the user's own THP_MEM_ALLOC_ENABLE is kept, and what it did is checked
-    [InlineData(
-        "THP_MEM_ALLOC_ENABLE",
-        "0",
-        "large-model",
-        "off (the user's THP_MEM_ALLOC_ENABLE=0)",
-        "on (auto: a large model"
-    )]
+    [InlineData("THP_MEM_ALLOC_ENABLE", "0", "large-model", "off (the user's THP_MEM_ALLOC_ENABLE=0)", "default")]
     // the user can keep MKL's own path for a large model
     [InlineData("WORKBOOK_MKL_VENDOR_FIX", "0", "large-model", "on (libtorch's", "off (WORKBOOK_MKL_VENDOR_FIX=0)")]
-    public void A_large_model_built_by_the_cli_gets_huge_pages_and_the_fixed_BLAS_path_and_says_so(
+    public void A_large_model_built_by_the_cli_gets_huge_pages_and_says_which_BLAS_path_it_took(
         string? variable,
         string? value,
         string malloc,
@@ -269,7 +283,10 @@ public class NativeSetupTests
         Assert.Equal(malloc, native.GetProperty("malloc_tuning").GetString());
         var mkl = native.GetProperty("mkl_vendor_fix").GetString()!;
         if (File.Exists(Path.Combine(AppContext.BaseDirectory, NativeSetup.LibraryName)) || value == "0")
-            Assert.StartsWith(blas, mkl);
+            if (blas == "default")
+                Assert.Matches(DefaultBlasPattern(), mkl);
+            else
+                Assert.StartsWith(blas, mkl);
         var got = native.GetProperty("huge_pages").GetString()!;
         if (KernelHugePages() is "never" or null && variable is null or "MALLOC_ARENA_MAX" or NativeSetup.MklVariable)
             Assert.StartsWith("off (", got);

@@ -159,7 +159,6 @@ public static class Memory
         if (largeApplied || parameters < LargeModel)
             return;
         largeApplied = true;
-        NativeSetup.ForLargeModel(); // the BLAS path too, before the model's first GEMM
         if (!OperatingSystem.IsLinux())
         {
             HugePages = "unavailable (libtorch's THP_MEM_ALLOC_ENABLE is for Linux)";

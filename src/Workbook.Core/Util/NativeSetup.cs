@@ -4,16 +4,14 @@
 //  1. oneMKL vendor check. libtorch's statically linked oneMKL takes its non-Intel code path on AMD CPUs (f32 GEMM at
 //     0.76 of tuned PyTorch on the AVX-512 machine). libworkbook_mklfix.so (built from src/native/mkl_vendor_fix.c
 //     beside the assemblies) defines MKL's exported mkl_serv_intel_cpu_true; loaded RTLD_NOW|RTLD_GLOBAL, it
-//     interposes libtorch_cpu's PLT call. MKL asks once per process, at its first GEMM, so the path is chosen then:
-//     - auto (the default): MKL's own answer, unless a large model (>= 100M parameters, Memory.ForLargeModel)
-//       is built before MKL asks (before the process's first GEMM): then yes, fixed by one compare-and-swap. A
-//       large model's run is the machine's one job, and its f32 step takes half the time (0.6B B1xT128: 2.5-2.8
-//       against 5.1 s). Small models keep MKL's own path: with two MKL threads on an oversubscribed machine the
-//       fixed path was 5-15x slower, and it changes results in the last bits, so GRPO's sampled tokens and every
-//       trajectory differ (the README's measured runs are all small-model runs). The test process pins the auto
-//       choice (PinMklPath), so that no test's numbers depend on which test built a large model first.
-//     - WORKBOOK_MKL_VENDOR_FIX=1: yes for every model (10% off the main job on the AVX-512 machine; README);
-//       =0: the library is not loaded.
+//     interposes libtorch_cpu's PLT call. MKL asks once per process, at its first GEMM, so the path is chosen at load:
+//     - auto (the default): yes on an AMD CPU (MKL still picks kernels from the CPU's feature bits), MKL's own answer
+//       on any other (an Intel CPU gets yes from MKL itself; other vendors are untested). Measured on the AVX-512
+//       machine it was faster at every size and load tried: 2048^2 f32 GEMM 1.10 against 0.76 of tuned PyTorch,
+//       the 0.6B B1xT128 step 2.5 against 5.1 s, the quick main job 41-44 against 55-60 s, and with two 2-thread
+//       processes sharing the 2 cores 1.6-2.3x faster (README, Platform notes). Results differ from MKL's own path
+//       in the last bits, so GRPO's sampled tokens and trajectories differ too; versions.json records the path.
+//     - WORKBOOK_MKL_VENDOR_FIX=1: yes on every CPU; =0: the library is not loaded (MKL's own path).
 //  2. glibc malloc keeps big blocks instead of mapping and unmapping activation buffers every step (Memory.Tune).
 //     Off: WORKBOOK_MALLOC_TUNE=0; speed: also for large models. Large models also get transparent huge pages for
 //     libtorch's big buffers (Memory.ForLargeModel).
@@ -31,22 +29,15 @@ public static class NativeSetup
         RTLD_GLOBAL = 0x100;
     static int done;
     static string loadState = "not run";
-    static string? pinned;
-    static bool forcedByLargeModel,
-        late;
+    static bool late;
 
     /// <summary>The BLAS path this process took, or will take: "on (...)", "off (...)", "auto (...)" before MKL
     /// chose, or "unavailable (...)".</summary>
     public static string MklVendorFix =>
         loadState != Loaded ? loadState
-        : late && FirstAnswer() == -1
-            ? "unknown (the library was loaded after libtorch, which may have bound MKL's own check)"
-        : Describe(
-            Mode(Environment.GetEnvironmentVariable(MklVariable)) ?? "auto",
-            FirstAnswer(),
-            forcedByLargeModel,
-            pinned
-        );
+        : late && AskedNative() == 0
+            ? "unknown (the library was loaded after libtorch; MKL has not asked it, and may have asked its own check)"
+        : Describe(Mode(Environment.GetEnvironmentVariable(MklVariable)) ?? "auto", FirstAnswer(), CpuVendor());
 
     const string Loaded = "loaded";
 
@@ -58,7 +49,7 @@ public static class NativeSetup
         new[]
         {
             Environment.GetEnvironmentVariable(MklVariable) is { } v && Mode(v) is null
-                ? $"{MklVariable}={v}: expected auto (the default: on for large models), 1 (on) or 0 (off)"
+                ? $"{MklVariable}={v}: expected auto (the default: on for AMD CPUs), 1 (on) or 0 (off)"
                 : null,
             Memory.Problem,
         }
@@ -76,21 +67,37 @@ public static class NativeSetup
         };
 
     /// <summary>The status line of a loaded library. <paramref name="firstAnswer"/>: what MKL was told at its first
-    /// question (1 yes, 0 no, -1 not asked yet); <paramref name="forced"/>: the auto mode said yes for a large model;
-    /// <paramref name="pinnedBy"/>: who pinned the auto mode to MKL's own answer.</summary>
-    public static string Describe(string mode, int firstAnswer, bool forced, string? pinnedBy) =>
-        (mode, firstAnswer) switch
+    /// question (1 yes, 0 no, -1 not asked yet); <paramref name="vendor"/>: the CPU's vendor string.</summary>
+    public static string Describe(string mode, int firstAnswer, string vendor) =>
+        (mode, firstAnswer, vendor == Amd) switch
         {
-            ("on", 0) => "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL asked before the library was forced on)",
-            ("on", _) => "on",
-            (_, 1) when forced => "on (auto: a large model was built before the first GEMM)",
-            (_, -1) when forced => "on (auto: a large model; MKL has not chosen its path yet)",
-            (_, 1) => "on (MKL's own check: an Intel CPU)",
-            (_, 0) when pinnedBy is not null => $"off (auto, pinned to MKL's own path: {pinnedBy})",
-            (_, 0) => "off (auto: no large model before the first GEMM; WORKBOOK_MKL_VENDOR_FIX=1 turns it on)",
-            _ when pinnedBy is not null => $"auto (pinned to MKL's own path: {pinnedBy}; MKL has not chosen yet)",
-            _ => "auto (MKL has not chosen its path yet: on if a large model is built first)",
+            ("on", 1, _) => "on (WORKBOOK_MKL_VENDOR_FIX=1)",
+            ("on", 0, _) => "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL asked before the library was forced on)",
+            ("on", _, _) => "on (WORKBOOK_MKL_VENDOR_FIX=1; MKL has not asked yet)",
+            (_, 1, true) => "on (auto: an AMD CPU; WORKBOOK_MKL_VENDOR_FIX=0 turns it off)",
+            (_, 0, true) => "off (auto: an AMD CPU, but MKL asked before the library was forced on)",
+            (_, _, true) => "on (auto: an AMD CPU; MKL has not asked yet)",
+            (_, 1, _) => "on (MKL's own check: an Intel CPU)",
+            (_, 0, _) => $"off (auto: MKL's own answer on a {VendorName(vendor)} CPU; {MklVariable}=1 turns it on)",
+            _ => $"auto (MKL's own answer on a {VendorName(vendor)} CPU; MKL has not asked yet)",
         };
+
+    const string Amd = "AuthenticAMD";
+
+    static string VendorName(string vendor) => vendor == "" ? "non-x86" : vendor;
+
+    /// <summary>The x86 CPUID vendor string ("AuthenticAMD", "GenuineIntel", ...), "" on other architectures.</summary>
+    public static string CpuVendor()
+    {
+        if (!System.Runtime.Intrinsics.X86.X86Base.IsSupported)
+            return "";
+        var (_, b, c, d) = System.Runtime.Intrinsics.X86.X86Base.CpuId(0, 0);
+        var bytes = new byte[12];
+        BitConverter.TryWriteBytes(bytes.AsSpan(0), b);
+        BitConverter.TryWriteBytes(bytes.AsSpan(4), d);
+        BitConverter.TryWriteBytes(bytes.AsSpan(8), c);
+        return System.Text.Encoding.ASCII.GetString(bytes);
+    }
 
     [DllImport(LibraryName, EntryPoint = "workbook_mklfix_force_if_unasked")]
     static extern int ForceIfUnasked();
@@ -98,30 +105,10 @@ public static class NativeSetup
     [DllImport(LibraryName, EntryPoint = "workbook_mklfix_first_answer")]
     static extern int FirstAnswerNative();
 
+    [DllImport(LibraryName, EntryPoint = "workbook_mklfix_asked")]
+    static extern int AskedNative();
+
     static int FirstAnswer() => loadState == Loaded ? FirstAnswerNative() : -1;
-
-    /// <summary>Keeps the auto mode on MKL's own answer for the rest of the process, whatever models are built
-    /// (the test process: no test's numbers may depend on which test built a large model first).</summary>
-    public static void PinMklPath(string why)
-    {
-        Ensure();
-        pinned ??= why;
-    }
-
-    /// <summary>Called when a large model is built (Memory.ForLargeModel): in the auto mode, MKL is told yes if it has
-    /// not asked yet (item 1 above).</summary>
-    public static void ForLargeModel()
-    {
-        if (
-            loadState != Loaded
-            || pinned is not null
-            || Mode(Environment.GetEnvironmentVariable(MklVariable)) != "auto"
-        )
-            return;
-        // one compare-and-swap in the library: if MKL asked first, its answer stands and MklVendorFix says so
-        if (!late)
-            forcedByLargeModel = ForceIfUnasked() != 0;
-    }
 
     public static Dictionary<string, string> Status() =>
         new()
@@ -191,7 +178,9 @@ public static class NativeSetup
             catch (EntryPointNotFoundException) { }
             return $"unavailable (dlopen {path}: {why})";
         }
-        if (mode == "on")
+        // one compare-and-swap in the library: if MKL asked first (a late load), its answer stands and MklVendorFix
+        // says so
+        if (mode == "on" || CpuVendor() == Amd)
             ForceIfUnasked();
         return Loaded;
     }
