@@ -4,7 +4,7 @@ namespace Workbook.Tests;
 
 public class BenchCliTests
 {
-    // without the oneMKL fix, whatever the test process's environment says
+    // with the default oneMKL path, whatever the test process's environment says
     static (int code, string output) Run(params string[] args)
     {
         var (code, o, err) = CliProcess.Run(

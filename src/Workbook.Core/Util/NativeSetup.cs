@@ -7,16 +7,17 @@
 //     interposes libtorch_cpu's PLT call. MKL asks once per process, at its first GEMM, so the path is chosen at load:
 //     - auto (the default): yes on an AMD CPU (MKL still picks kernels from the CPU's feature bits), MKL's own answer
 //       on any other (an Intel CPU gets yes from MKL itself; other vendors are untested). Measured on the AVX-512
-//       machine it was faster at every size and load tried: 2048^2 f32 GEMM 1.10 against 0.76 of tuned PyTorch,
-//       the 0.6B B1xT128 step 2.5 against 5.1 s, the quick main job 41-44 against 55-60 s, and with two 2-thread
-//       processes sharing the 2 cores 1.6-2.3x faster (README, Platform notes). Results differ from MKL's own path
-//       in the last bits, so GRPO's sampled tokens and trajectories differ too; versions.json records the path.
+//       machine it was faster at every size and load tried: 2048^2 f32 GEMM 204-388 (bimodal by process) against
+//       121 GFLOP/s, the 0.6B B1xT128 step 2.5 against 5.1 s, the quick main job 41-44 against 55-60 s, and with
+//       two 2-thread processes sharing the 2 cores 2.1-2.7x (GEMM) and 1.4-1.7x (tiny training step) faster
+//       (README). Results differ from MKL's own path in the last bits, so GRPO's sampled tokens and trajectories
+//       differ too; versions.json records the path.
 //     - WORKBOOK_MKL_VENDOR_FIX=1: yes on every CPU; =0: the library is not loaded (MKL's own path).
 //  2. glibc malloc keeps big blocks instead of mapping and unmapping activation buffers every step (Memory.Tune).
 //     Off: WORKBOOK_MALLOC_TUNE=0; speed: also for large models. Large models also get transparent huge pages for
 //     libtorch's big buffers (Memory.ForLargeModel).
-// Both report their state in Status (bench and info print it); an unknown value of either variable is in Problems,
-// which the CLI refuses.
+// Both report their state in Status (bench, generate --json and versions.json print it); an unknown value of either
+// variable is in Problems, which the CLI refuses.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -30,6 +31,7 @@ public static class NativeSetup
     static int done;
     static string loadState = "not run";
     static bool late;
+    static string loadMode = "auto"; // the mode the library was loaded in (a later change of the variable is not)
 
     /// <summary>The BLAS path this process took, or will take: "on (...)", "off (...)", "auto (...)" before MKL
     /// chose, or "unavailable (...)".</summary>
@@ -37,7 +39,7 @@ public static class NativeSetup
         loadState != Loaded ? loadState
         : late && AskedNative() == 0
             ? "unknown (the library was loaded after libtorch; MKL has not asked it, and may have asked its own check)"
-        : Describe(Mode(Environment.GetEnvironmentVariable(MklVariable)) ?? "auto", FirstAnswer(), CpuVendor());
+        : Describe(loadMode, FirstAnswer(), CpuVendor());
 
     const string Loaded = "loaded";
 
@@ -66,31 +68,46 @@ public static class NativeSetup
             _ => null,
         };
 
-    /// <summary>The status line of a loaded library. <paramref name="firstAnswer"/>: what MKL was told at its first
-    /// question (1 yes, 0 no, -1 not asked yet); <paramref name="vendor"/>: the CPU's vendor string.</summary>
+    /// <summary>The status line of a loaded library. <paramref name="firstAnswer"/>: the answer MKL got or will get
+    /// (1 yes, 0 no, -1 not decided: MKL's own, when it asks); <paramref name="vendor"/>: the CPU's vendor string.
+    /// The "on" mode and an AMD CPU fix the answer at load, so it is decided before MKL asks.</summary>
     public static string Describe(string mode, int firstAnswer, string vendor) =>
         (mode, firstAnswer, vendor == Amd) switch
         {
             ("on", 1, _) => "on (WORKBOOK_MKL_VENDOR_FIX=1)",
-            ("on", 0, _) => "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL asked before the library was forced on)",
-            ("on", _, _) => "on (WORKBOOK_MKL_VENDOR_FIX=1; MKL has not asked yet)",
+            ("on", _, _) => "off (WORKBOOK_MKL_VENDOR_FIX=1, but MKL asked before the library was forced on)",
             (_, 1, true) => "on (auto: an AMD CPU; WORKBOOK_MKL_VENDOR_FIX=0 turns it off)",
-            (_, 0, true) => "off (auto: an AMD CPU, but MKL asked before the library was forced on)",
-            (_, _, true) => "on (auto: an AMD CPU; MKL has not asked yet)",
-            (_, 1, _) => "on (MKL's own check: an Intel CPU)",
+            (_, _, true) => "off (auto: an AMD CPU, but MKL asked before the library was forced on)",
+            (_, 1, _) => $"on (MKL's own check on a {VendorName(vendor)} CPU)",
             (_, 0, _) => $"off (auto: MKL's own answer on a {VendorName(vendor)} CPU; {MklVariable}=1 turns it on)",
             _ => $"auto (MKL's own answer on a {VendorName(vendor)} CPU; MKL has not asked yet)",
         };
 
     const string Amd = "AuthenticAMD";
 
-    static string VendorName(string vendor) => vendor == "" ? "non-x86" : vendor;
+    static string VendorName(string vendor) => vendor == "" ? "non-x86 or unknown" : vendor;
 
-    /// <summary>The x86 CPUID vendor string ("AuthenticAMD", "GenuineIntel", ...), "" on other architectures.</summary>
+    /// <summary>The x86 CPUID vendor string ("AuthenticAMD", "GenuineIntel", ...): from CPUID, else from
+    /// /proc/cpuinfo's vendor_id (intrinsics turned off); "" on other architectures.</summary>
     public static string CpuVendor()
     {
         if (!System.Runtime.Intrinsics.X86.X86Base.IsSupported)
-            return "";
+        {
+            try
+            {
+                return File.Exists("/proc/cpuinfo")
+                    ? File.ReadLines("/proc/cpuinfo")
+                        .FirstOrDefault(l => l.StartsWith("vendor_id", StringComparison.Ordinal))
+                        ?.Split(':', 2)[1]
+                        .Trim()
+                        ?? ""
+                    : "";
+            }
+            catch (IOException)
+            {
+                return "";
+            }
+        }
         var (_, b, c, d) = System.Runtime.Intrinsics.X86.X86Base.CpuId(0, 0);
         var bytes = new byte[12];
         BitConverter.TryWriteBytes(bytes.AsSpan(0), b);
@@ -146,6 +163,7 @@ public static class NativeSetup
         if (!OperatingSystem.IsLinux())
             return "unavailable (Linux only)";
         var mode = Mode(Environment.GetEnvironmentVariable(MklVariable));
+        loadMode = mode ?? "auto"; // an unknown value: the CLI refuses it (Problems); elsewhere it is the default
         if (mode == "off")
             return "off (WORKBOOK_MKL_VENDOR_FIX=0)";
         var dir = Path.GetDirectoryName(typeof(NativeSetup).Assembly.Location);
@@ -182,6 +200,9 @@ public static class NativeSetup
         // says so
         if (mode == "on" || CpuVendor() == Amd)
             ForceIfUnasked();
+        // libtorch loaded by another thread meanwhile may have let MKL ask its own check: then say unknown until it
+        // asks this library
+        late |= LibtorchLoaded();
         return Loaded;
     }
 
