@@ -18,19 +18,29 @@ public static class Devices
             : System.Runtime.Intrinsics.X86.Avx2.IsSupported ? "avx2"
             : System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon"
             : "no avx2";
-        string name = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString();
+        // the architecture name stands in where the kernel gives no model name
+        string name =
+            CpuInfo("model name") ?? System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString();
+        return $"{name} ({isa})";
+    }
+
+    /// <summary>The value of the first "key : value" line of /proc/cpuinfo with this key, or null (no such line, no
+    /// such file, or not readable).</summary>
+    public static string? CpuInfo(string key)
+    {
         try
         {
-            if (File.Exists("/proc/cpuinfo"))
-                name =
-                    File.ReadLines("/proc/cpuinfo")
-                        .FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))
-                        ?.Split(':', 2)[1]
-                        .Trim()
-                    ?? name;
+            return File.Exists("/proc/cpuinfo")
+                ? File.ReadLines("/proc/cpuinfo")
+                    .FirstOrDefault(l => l.StartsWith(key, StringComparison.Ordinal))
+                    ?.Split(':', 2)[1]
+                    .Trim()
+                : null;
         }
-        catch (IOException) { } // the architecture name stands in
-        return $"{name} ({isa})";
+        catch (IOException)
+        {
+            return null;
+        }
     }
 
     public static Device Resolve(string? name)

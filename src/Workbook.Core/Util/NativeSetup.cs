@@ -39,7 +39,7 @@ public static class NativeSetup
         loadState != Loaded ? loadState
         : late && AskedNative() == 0
             ? "unknown (the library was loaded after libtorch; MKL has not asked it, and may have asked its own check)"
-        : Describe(loadMode, FirstAnswer(), CpuVendor());
+        : Describe(loadMode, FirstAnswerNative(), CpuVendor());
 
     const string Loaded = "loaded";
 
@@ -92,22 +92,7 @@ public static class NativeSetup
     public static string CpuVendor()
     {
         if (!System.Runtime.Intrinsics.X86.X86Base.IsSupported)
-        {
-            try
-            {
-                return File.Exists("/proc/cpuinfo")
-                    ? File.ReadLines("/proc/cpuinfo")
-                        .FirstOrDefault(l => l.StartsWith("vendor_id", StringComparison.Ordinal))
-                        ?.Split(':', 2)[1]
-                        .Trim()
-                        ?? ""
-                    : "";
-            }
-            catch (IOException)
-            {
-                return "";
-            }
-        }
+            return Devices.CpuInfo("vendor_id") ?? "";
         var (_, b, c, d) = System.Runtime.Intrinsics.X86.X86Base.CpuId(0, 0);
         var bytes = new byte[12];
         BitConverter.TryWriteBytes(bytes.AsSpan(0), b);
@@ -124,8 +109,6 @@ public static class NativeSetup
 
     [DllImport(LibraryName, EntryPoint = "workbook_mklfix_asked")]
     static extern int AskedNative();
-
-    static int FirstAnswer() => loadState == Loaded ? FirstAnswerNative() : -1;
 
     public static Dictionary<string, string> Status() =>
         new()
@@ -170,9 +153,6 @@ public static class NativeSetup
         var path = string.IsNullOrEmpty(dir) ? null : Path.Combine(dir, LibraryName);
         if (path is null || !File.Exists(path))
             return $"unavailable ({LibraryName} was not built: gcc missing at build time)";
-        // libtorch binds lazily (no BIND_NOW), so even a late load interposes while MKL has not asked yet; the
-        // library records what MKL was told (MklVendorFix)
-        late = LibtorchLoaded();
         IntPtr h;
         try
         {
@@ -196,13 +176,13 @@ public static class NativeSetup
             catch (EntryPointNotFoundException) { }
             return $"unavailable (dlopen {path}: {why})";
         }
-        // one compare-and-swap in the library: if MKL asked first (a late load), its answer stands and MklVendorFix
-        // says so
+        // one compare-and-swap in the library: if MKL asked first, its answer stands and MklVendorFix says so
         if (mode == "on" || CpuVendor() == Amd)
             ForceIfUnasked();
-        // libtorch loaded by another thread meanwhile may have let MKL ask its own check: then say unknown until it
-        // asks this library
-        late |= LibtorchLoaded();
+        // libtorch binds lazily (no BIND_NOW), so even a late load interposes while MKL has not asked yet. But if
+        // libtorch is mapped by now (before the load, or by another thread meanwhile), MKL may have asked its own
+        // check: MklVendorFix says unknown until MKL asks this library.
+        late = LibtorchLoaded();
         return Loaded;
     }
 
