@@ -386,5 +386,38 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         Assert.Equal(Math.Tanh(z - h), lo, 10);
         Assert.Equal(Math.Tanh(z + h), hi, 10);
         Assert.True(double.IsNaN(ForgettingSummary.Pearson([1, 2, 3], [1, 2, 4]).Lo));
+        // two points always lie on a line: r would be ±1 by construction, so it is not reported
+        Assert.True(double.IsNaN(ForgettingSummary.Pearson([1, 2], [5, 3]).R));
+        Assert.Equal(-1, ForgettingSummary.Pearson([1, 2, 3], [5, 3, 1]).R, 12);
+    }
+
+    [Fact]
+    public void A_correlation_from_under_three_evaluations_is_called_undefined_not_printed_as_plus_or_minus_one()
+    {
+        // one GRPO stage per seed: its start and one or two evaluations after it
+        static EvalPoint At(long step, double rise, double kl) =>
+            new(step, 1, "grpo", new() { [ForgettingSummary.Rise] = rise, [ForgettingSummary.Kl] = kl });
+        var results = new Dictionary<string, List<SeedResult>>
+        {
+            ["guarded"] =
+            [
+                new SeedResult(1000, [], [At(0, 1, 0), At(4, 1.5, 2)], null),
+                new SeedResult(1002, [], [At(0, 1, 0), At(4, 1.2, 1)], null),
+            ],
+            ["sft-then-rl"] =
+            [
+                new SeedResult(1000, [], [At(0, 1, 0), At(4, 1.1, 1), At(8, 1.3, 3), At(12, 1.2, 4)], null),
+                new SeedResult(1001, [], [At(0, 1, 0), At(4, 1.2, 1)], null),
+            ],
+        };
+        var statements = new JsonObject();
+        var json = ForgettingSummary.Build(results, statements)!;
+        var text = statements["forgetting"]!.GetValue<string>();
+        Assert.Contains("guarded: undefined (2 evaluations of 2 seeds; a correlation needs at least 3)", text);
+        Assert.DoesNotContain("NaN", text);
+        Assert.Null(json["kl_vs_sft_loss_rise_correlation"]!["guarded"]!["r"]);
+        // 4 points pooled give an r; the seed with one evaluation says so instead of a number
+        Assert.Matches(@"sft-then-rl: r = 0\.\d\d \(95% CI \[", text);
+        Assert.Contains("1001: undefined (1 evaluation)", text);
     }
 }

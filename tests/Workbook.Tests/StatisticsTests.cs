@@ -297,4 +297,22 @@ public class StatisticsTests(ITestOutputHelper output)
         );
         Assert.Equal([1.0, 1.5], s.PerSeed);
     }
+
+    [Fact]
+    public void AtMost_cuts_only_the_upper_end_of_the_t_interval_and_rejects_values_above_the_bound()
+    {
+        // 0.76 ± 12.706 · sd / sqrt(2) for shares 1.0 and 0.52: the t interval reaches 3.8, a share cannot pass 1
+        var s = Stat.AtMost([1.0, 0.52], 1);
+        var t = Stat.Of([1.0, 0.52]);
+        Assert.Equal(t.Mean, s.Mean, 12);
+        Assert.Equal(t.Ci95[0], s.Ci95[0], 12);
+        Assert.True(t.Ci95[1] > 1);
+        Assert.Equal(1, s.Ci95[1]);
+        // an interval already below the bound is untouched
+        var u = Stat.AtMost([0.2, 0.3, 0.25], 1);
+        Assert.Equal(Stat.Of([0.2, 0.3, 0.25]).Ci95, u.Ci95);
+        Assert.True(double.IsNaN(Stat.AtMost([0.4], 1).Ci95[1]));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Stat.AtMost([0.5, 1.2], 1));
+        Assert.Contains("1.2 is above 1", e.Message);
+    }
 }

@@ -6,7 +6,8 @@
 //     real seeds, for the chart (Charts/ForgettingChart.cs);
 // 3. per pipeline, Pearson's r of KL-from-start with the SFT-loss rise over those points, with a Fisher-z 95% interval.
 //     That interval treats the evaluations as independent; successive evaluations of one run are not, so it is too
-//     narrow, and the statement says so. The per-seed r are listed beside it.
+//     narrow, and the statement says so. The per-seed r are listed beside it. Under 3 points r is not reported (two
+//     points always give ±1): the statement says "undefined" and how many evaluations there were.
 using System.Globalization;
 using System.Text.Json.Nodes;
 
@@ -83,7 +84,9 @@ public static class ForgettingSummary
             );
             var (r, lo, hi) = Pearson(pts.Select(p => p.Rise).ToArray(), pts.Select(p => p.Kl).ToArray());
             var perSeed = pts.GroupBy(p => p.Seed)
-                .Select(g => (g.Key, Pearson(g.Select(p => p.Rise).ToArray(), g.Select(p => p.Kl).ToArray()).R))
+                .Select(g =>
+                    (g.Key, Pearson(g.Select(p => p.Rise).ToArray(), g.Select(p => p.Kl).ToArray()).R, N: g.Count())
+                )
                 .ToList();
             corr[name] = new JsonObject
             {
@@ -95,13 +98,19 @@ public static class ForgettingSummary
                     perSeed.Select(x => KeyValuePair.Create(x.Key.ToString(), Summary.Num(x.R)))
                 ),
             };
-            if (double.IsFinite(r))
-                words.Add(
-                    $"{name}: r = {R2(r)} (95% CI {(double.IsFinite(lo) ? $"[{R2(lo)}, {R2(hi)}]" : "n/a")}, "
-                        + $"{pts.Count} evaluations of {perSeed.Count} seeds; per seed "
-                        + string.Join(", ", perSeed.Select(x => $"{x.Key}: {R2(x.R)}"))
+            string Seed((long Key, double R, int N) x) =>
+                double.IsFinite(x.R) ? $"{x.Key}: {R2(x.R)}"
+                : x.N < MinPoints ? $"{x.Key}: undefined ({Evals(x.N)})"
+                : $"{x.Key}: undefined (no spread)";
+            words.Add(
+                double.IsFinite(r)
+                    ? $"{name}: r = {R2(r)} (95% CI {(double.IsFinite(lo) ? $"[{R2(lo)}, {R2(hi)}]" : "n/a")}, "
+                        + $"{Evals(pts.Count)} of {perSeed.Count} seeds; per seed "
+                        + string.Join(", ", perSeed.Select(Seed))
                         + ")"
-                );
+                    : $"{name}: undefined ({Evals(pts.Count)} of {perSeed.Count} seeds"
+                        + (pts.Count < MinPoints ? $"; a correlation needs at least {MinPoints})" : "; no spread)")
+            );
         }
         if (points.Count == 0)
             return null;
@@ -124,6 +133,12 @@ public static class ForgettingSummary
     }
 
     static string R2(double x) => x.ToString("0.00", CultureInfo.InvariantCulture);
+
+    static string Evals(int n) => n == 1 ? "1 evaluation" : $"{n} evaluations";
+
+    /// <summary>The fewest points r is reported from: through two points any line fits, so r is ±1 by
+    /// construction.</summary>
+    public const int MinPoints = 3;
 
     public sealed record Point(
         long Seed,
@@ -164,13 +179,13 @@ public static class ForgettingSummary
         return list;
     }
 
-    /// <summary>Pearson's r with a Fisher-z 95% interval (NaN interval under 4 points; NaN r when either has no
-    /// spread).</summary>
+    /// <summary>Pearson's r with a Fisher-z 95% interval (NaN r under 3 points or when either has no spread; NaN
+    /// interval under 4 points).</summary>
     public static (double R, double Lo, double Hi) Pearson(double[] x, double[] y)
     {
         var ok = Enumerable.Range(0, x.Length).Where(i => double.IsFinite(x[i]) && double.IsFinite(y[i])).ToArray();
         int n = ok.Length;
-        if (n < 2)
+        if (n < MinPoints)
             return (double.NaN, double.NaN, double.NaN);
         double mx = ok.Average(i => x[i]),
             my = ok.Average(i => y[i]);

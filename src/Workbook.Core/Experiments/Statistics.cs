@@ -101,6 +101,18 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
         return new Stat(mean, [Math.Min(Back(zm - h), mean), Math.Max(Back(zm + h), mean)], xs.ToArray());
     }
 
+    /// <summary>Mean and a Student-t interval for a metric that cannot exceed <paramref name="hi"/> but has no lower
+    /// bound (a share of a maximum over the same points: Φ at one step over the best Φ, which may be negative), with
+    /// the interval's upper end cut at hi. No transform maps a half-line to the logit's range without a scale to
+    /// choose, so this is the clipped interval (which under-covers a little near the end; file header).</summary>
+    public static Stat AtMost(IReadOnlyList<double> xs, double hi)
+    {
+        if (xs.FirstOrDefault(x => double.IsFinite(x) && x > hi + 1e-9, double.NaN) is var bad && !double.IsNaN(bad))
+            throw new ArgumentOutOfRangeException(nameof(xs), $"Stat.AtMost: value {bad} is above {hi}");
+        var st = Of(xs);
+        return double.IsFinite(st.Ci95[1]) ? st with { Ci95 = [st.Ci95[0], Math.Min(st.Ci95[1], hi)] } : st;
+    }
+
     /// <summary>Per-seed differences a[i] - b[i] (the lists in the same seed order) with a Student-t interval; a
     /// seed where either value is NaN gives a NaN difference, which is kept in PerSeed and left out of the interval.
     /// With <paramref name="range"/> (the range of a and b's metric) the difference lies in [lo - hi, hi - lo] and gets

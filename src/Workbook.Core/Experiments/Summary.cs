@@ -679,7 +679,8 @@ public static class Summary
                         : "undefined in every seed (Φ at the hindsight step did not rise there)"
                 )
                 + ". As shares of the best Φ over the evaluated steps on those prompts (a max over noisy points, so "
-                + "conservative alike, and unstable where that best is near 0): the kept model "
+                + "conservative alike, and unstable where that best is near 0; at most 1, so each interval is cut "
+                + "there): the kept model "
                 + $"{Part(sk)}, the step hindsight picked on the rule's own "
                 + $"prompts {Part(sh)}, the budget's last step (no rule) {Part(sf)}"
                 + ". Kept minus last step, paired by seed: "
@@ -702,9 +703,16 @@ public static class Summary
         IReadOnlyList<Training.StopConfirm?> c
     )
     {
-        Stat On(Func<Training.StopConfirm, double?> f) =>
-            Stat.Of(c.Select(v => v is null ? double.NaN : f(v) ?? double.NaN).ToArray());
-        return (On(v => v.Kept), On(v => v.Hindsight), On(v => v.FullBudget), On(v => v.KeptOverHindsight));
+        double[] Per(Func<Training.StopConfirm, double?> f) =>
+            c.Select(v => v is null ? double.NaN : f(v) ?? double.NaN).ToArray();
+        // a share of the best Φ over the same steps is at most 1; the ratio of two steps' Φ has no bound
+        Stat Share(Func<Training.StopConfirm, double?> f) => Stat.AtMost(Per(f), 1);
+        return (
+            Share(v => v.Kept),
+            Share(v => v.Hindsight),
+            Share(v => v.FullBudget),
+            Stat.Of(Per(v => v.KeptOverHindsight))
+        );
     }
 
     /// <summary>The stop rule's goal: 0.9 on the mean, weighed only with at least 3 seeds, every one defined.</summary>
