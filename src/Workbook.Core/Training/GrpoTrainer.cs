@@ -710,9 +710,11 @@ public sealed class GrpoBatch
         using (no_grad())
         {
             if (o.NumIterations > 1 || o.KlMode == "reward")
-                old = Losses.CompletionLogProbs(model, r.Ids, r.Mask, P, o.Temperature).LogProbs;
+                old = Losses.CompletionLogProbs(model, r.Ids, r.Mask, P, o.Temperature, entropy: false).LogProbs;
             if (reference is not null)
-                r.RefLogProbs = Losses.CompletionLogProbs(reference, r.Ids, r.Mask, P, o.Temperature).LogProbs;
+                r.RefLogProbs = Losses
+                    .CompletionLogProbs(reference, r.Ids, r.Mask, P, o.Temperature, entropy: false)
+                    .LogProbs;
         }
         if (o.NumIterations > 1)
             r.OldLogProbs = old;
@@ -781,7 +783,7 @@ public sealed class GrpoBatch
             var onCm = off is null ? cm : cm * off.to(cm.dtype).OneMinus().unsqueeze(1);
             double denom = Math.Max(1, onCm.sum().Value());
             double Mean(Tensor t) => (t.to(cm.dtype) * onCm).sum().Value() / denom;
-            acc.Add("entropy", Mean(entropy));
+            acc.Add("entropy", Mean(entropy!));
             if (l.Kl is not null)
                 acc.Add("kl", Mean(l.Kl));
             acc.Add("clip_ratio/low_mean", Mean(l.IsLow));

@@ -179,13 +179,14 @@ public static class Losses
     }
 
     /// <summary>Log-probabilities and entropies of the completion tokens ids[:, P:] (given ids[:, :P] as left-padded
-    /// prompts).</summary>
-    public static (Tensor LogProbs, Tensor Entropy) CompletionLogProbs(
+    /// prompts). The entropies carry no gradient (null with <paramref name="entropy"/> false).</summary>
+    public static (Tensor LogProbs, Tensor? Entropy) CompletionLogProbs(
         Qwen3ForCausalLM model,
         Tensor ids,
         Tensor mask,
         int promptLength,
-        double temperature
+        double temperature,
+        bool entropy = true
     )
     {
         using var scope = NewDisposeScope();
@@ -195,11 +196,16 @@ public static class Losses
         var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C);
         if (logits.dtype != ScalarType.Float64)
             logits = logits.to(ScalarType.Float32);
-        using (TorchSharp.Scalar t = temperature) // named, so the GC cannot finalize it mid-call
-            logits = logits / t;
+        if (temperature != 1.0) // x / 1 is x: the division would only copy
+            using (TorchSharp.Scalar t = temperature) // named, so the GC cannot finalize it mid-call
+                logits = logits / t;
         var logp = logits.log_softmax(-1);
         var tok = ids.to(dev).narrow(1, promptLength, C);
         var lp = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1);
+        if (!entropy)
+            return (lp.MoveToOuterDisposeScope(), null);
+        // a metric only: outside the graph, so autograd neither records nor keeps its [N, C, V] temporaries
+        using var _ = no_grad();
         var ent = -(logp.exp() * logp).sum(-1);
         return (lp.MoveToOuterDisposeScope(), ent.MoveToOuterDisposeScope());
     }
