@@ -416,8 +416,39 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         Assert.Contains("guarded: undefined (2 evaluations of 2 seeds; a correlation needs at least 3)", text);
         Assert.DoesNotContain("NaN", text);
         Assert.Null(json["kl_vs_sft_loss_rise_correlation"]!["guarded"]!["r"]);
-        // 4 points pooled give an r; the seed with one evaluation says so instead of a number
+        // 4 points pooled give an r; the seed with one evaluation says so instead of a number, and one seed with an r
+        // gives no interval across seeds
         Assert.Matches(@"sft-then-rl: r = 0\.\d\d \(95% CI \[", text);
-        Assert.Contains("1001: undefined (1 evaluation)", text);
+        Assert.Contains("1001: undefined (1 evaluation))", text);
+        Assert.Null(json["kl_vs_sft_loss_rise_correlation"]!["sft-then-rl"]!["across_seeds"]);
+        Assert.EndsWith("no pipeline has an r in two seeds, so there is no interval across seeds.", text);
+    }
+
+    [Fact]
+    public void The_interval_across_seeds_is_the_bounded_t_interval_of_the_per_seed_correlations()
+    {
+        static EvalPoint At(long step, double rise, double kl) =>
+            new(step, 1, "grpo", new() { [ForgettingSummary.Rise] = rise, [ForgettingSummary.Kl] = kl });
+        // per seed r: 1 (collinear), 0.5 (x 1,2,3 against y 1,3,2) and -0.5
+        var results = new Dictionary<string, List<SeedResult>>
+        {
+            ["chord"] =
+            [
+                new SeedResult(1, [], [At(0, 0, 0), At(4, 1, 1), At(8, 2, 2), At(12, 3, 3)], null),
+                new SeedResult(2, [], [At(0, 0, 0), At(4, 1, 1), At(8, 2, 3), At(12, 3, 2)], null),
+                new SeedResult(3, [], [At(0, 0, 0), At(4, 1, 3), At(8, 2, 1), At(12, 3, 2)], null),
+            ],
+        };
+        var statements = new JsonObject();
+        var corr = ForgettingSummary.Build(results, statements)!["kl_vs_sft_loss_rise_correlation"]!["chord"]!;
+        var expected = Stat.Bounded([1, 0.5, -0.5], -1, 1);
+        var across = corr["across_seeds"]!;
+        Assert.Equal(expected.Mean, across["mean"]!.GetValue<double>(), 6);
+        Assert.Equal(expected.Ci95[0], across["ci95"]![0]!.GetValue<double>(), 6);
+        Assert.Equal(expected.Ci95[1], across["ci95"]![1]!.GetValue<double>(), 6);
+        Assert.True(expected.Ci95[0] >= -1 && expected.Ci95[1] <= 1);
+        Assert.Equal([1, 0.5, -0.5], corr["per_seed_r"]!.AsObject().Select(kv => kv.Value!.GetValue<double>()));
+        Assert.Contains("across seeds 0.33, 95% CI [", statements["forgetting"]!.GetValue<string>());
+        Assert.EndsWith("t interval kept inside [-1, 1]).", statements["forgetting"]!.GetValue<string>());
     }
 }

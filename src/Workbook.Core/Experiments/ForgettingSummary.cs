@@ -6,8 +6,9 @@
 //     real seeds, for the chart (Charts/ForgettingChart.cs);
 // 3. per pipeline, Pearson's r of KL-from-start with the SFT-loss rise over those points, with a Fisher-z 95% interval.
 //     That interval treats the evaluations as independent; successive evaluations of one run are not, so it is too
-//     narrow, and the statement says so. The per-seed r are listed beside it. Under 3 points r is not reported (two
-//     points always give ±1): the statement says "undefined" and how many evaluations there were.
+//     narrow, and the statement says so. Beside it, the seeds as the sample: the mean of the per-seed r with the
+//     bounded t interval every reward gets (Stat.Bounded on [-1, 1]), from 2 seeds with an r up. Under 3 points r is
+//     not reported (two points always give ±1): the statement says "undefined" and how many evaluations there were.
 using System.Globalization;
 using System.Text.Json.Nodes;
 
@@ -60,6 +61,7 @@ public static class ForgettingSummary
         var points = new JsonObject();
         var corr = new JsonObject();
         var words = new List<string>();
+        bool anyAcross = false;
         foreach (var (name, rs) in results)
         {
             var pts = Points(rs);
@@ -98,6 +100,13 @@ public static class ForgettingSummary
                     perSeed.Select(x => KeyValuePair.Create(x.Key.ToString(), Summary.Num(x.R)))
                 ),
             };
+            var seedRs = perSeed.Select(x => x.R).Where(double.IsFinite).ToArray();
+            var across = seedRs.Length >= 2 ? Stat.Bounded(seedRs, -1, 1) : null;
+            if (across is not null)
+            {
+                corr[name]!["across_seeds"] = Summary.StatJson(across);
+                anyAcross = true;
+            }
             string Seed((long Key, double R, int N) x) =>
                 double.IsFinite(x.R) ? $"{x.Key}: {R2(x.R)}"
                 : x.N < MinPoints ? $"{x.Key}: undefined ({Evals(x.N)})"
@@ -107,6 +116,11 @@ public static class ForgettingSummary
                     ? $"{name}: r = {R2(r)} (95% CI {(double.IsFinite(lo) ? $"[{R2(lo)}, {R2(hi)}]" : "n/a")}, "
                         + $"{Evals(pts.Count)} of {perSeed.Count} seeds; per seed "
                         + string.Join(", ", perSeed.Select(Seed))
+                        + (
+                            across is null
+                                ? ""
+                                : $"; across seeds {R2(across.Mean)}, 95% CI {across.Interval(R2)} over {seedRs.Length}"
+                        )
                         + ")"
                     : $"{name}: undefined ({Evals(pts.Count)} of {perSeed.Count} seeds"
                         + (pts.Count < MinPoints ? $"; a correlation needs at least {MinPoints})" : "; no spread)")
@@ -119,8 +133,14 @@ public static class ForgettingSummary
                 "Correlation of the KL from the RL stage's start (nats per response) with the rise of the held-out SFT "
                 + "loss since that start, over the evaluations of each pipeline's GRPO stages: "
                 + string.Join("; ", words)
-                + ". The intervals (Fisher z) treat successive evaluations of one run as independent, so they are too "
-                + "narrow; the per-seed values show how much the runs agree.";
+                + ". The pooled interval (Fisher z) treats successive evaluations of one run as independent, so it is "
+                + "too narrow"
+                + (
+                    anyAcross
+                        ? "; the one across seeds takes the seeds as the sample (the mean of the per-seed r, a t "
+                            + "interval kept inside [-1, 1])."
+                        : "; no pipeline has an r in two seeds, so there is no interval across seeds."
+                );
         return new JsonObject
         {
             ["what"] =
