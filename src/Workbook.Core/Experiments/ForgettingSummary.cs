@@ -5,10 +5,11 @@
 //     since the stage's start, nats per response; y: KL from the stage's start, entropy, the other task's loss), with
 //     real seeds, for the chart (Charts/ForgettingChart.cs);
 // 3. per pipeline, Pearson's r of KL-from-start with the SFT-loss rise over those points, with a Fisher-z 95% interval.
-//     That interval treats the evaluations as independent; successive evaluations of one run are not, so it is too
-//     narrow, and the statement says so. Beside it, the seeds as the sample: the mean of the per-seed r with the
-//     bounded t interval every reward gets (Stat.Bounded on [-1, 1]), from 2 seeds with an r up. Under 3 points r is
-//     not reported (two points always give ±1): the statement says "undefined" and how many evaluations there were.
+//     That interval treats the evaluations as independent; successive evaluations of one run are not, and it mixes
+//     seeds whose slopes differ; the statement says so. Beside it, the seeds as the sample: the mean of the per-seed
+//     r with the bounded t interval every reward gets (Stat.Bounded on [-1, 1]), from 2 seeds with an r up. Under 3
+//     points r is not reported (two points always give ±1): the statement says "undefined" and how many evaluations
+//     there were.
 using System.Globalization;
 using System.Text.Json.Nodes;
 
@@ -133,8 +134,8 @@ public static class ForgettingSummary
                 "Correlation of the KL from the RL stage's start (nats per response) with the rise of the held-out SFT "
                 + "loss since that start, over the evaluations of each pipeline's GRPO stages: "
                 + string.Join("; ", words)
-                + ". The pooled interval (Fisher z) treats successive evaluations of one run as independent, so it is "
-                + "too narrow"
+                + ". The pooled interval (Fisher z) treats the evaluations as independent draws, which successive "
+                + "evaluations of one run are not, and it mixes seeds whose slopes differ"
                 + (
                     anyAcross
                         ? "; the one across seeds takes the seeds as the sample (the mean of the per-seed r, a t "
