@@ -391,12 +391,14 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         Assert.Equal(-1, ForgettingSummary.Pearson([1, 2, 3], [5, 3, 1]).R, 12);
     }
 
+    /// <summary>An evaluation of a GRPO stage (stage 1) with the two metrics the correlation reads.</summary>
+    static EvalPoint At(long step, double rise, double kl) =>
+        new(step, 1, "grpo", new() { [ForgettingSummary.Rise] = rise, [ForgettingSummary.Kl] = kl });
+
     [Fact]
     public void A_correlation_from_under_three_evaluations_is_called_undefined_not_printed_as_plus_or_minus_one()
     {
         // one GRPO stage per seed: its start and one or two evaluations after it
-        static EvalPoint At(long step, double rise, double kl) =>
-            new(step, 1, "grpo", new() { [ForgettingSummary.Rise] = rise, [ForgettingSummary.Kl] = kl });
         var results = new Dictionary<string, List<SeedResult>>
         {
             ["guarded"] =
@@ -427,8 +429,6 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
     [Fact]
     public void The_interval_across_seeds_is_the_bounded_t_interval_of_the_per_seed_correlations()
     {
-        static EvalPoint At(long step, double rise, double kl) =>
-            new(step, 1, "grpo", new() { [ForgettingSummary.Rise] = rise, [ForgettingSummary.Kl] = kl });
         // per seed r: 1 (collinear), 0.5 (x 1,2,3 against y 1,3,2) and -0.5
         var results = new Dictionary<string, List<SeedResult>>
         {
