@@ -379,7 +379,8 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
     public void Pearson_and_its_fisher_interval_match_a_hand_computation()
     {
         // x = 1..5, y = 2, 4, 5, 4, 5: r = 6 / sqrt(10 · 6) = 0.7746
-        var (r, lo, hi) = ForgettingSummary.Pearson([1, 2, 3, 4, 5], [2, 4, 5, 4, 5]);
+        var (r, lo, hi, n) = ForgettingSummary.Pearson([1, 2, 3, 4, 5], [2, 4, 5, 4, 5]);
+        Assert.Equal(5, n);
         Assert.Equal(6 / Math.Sqrt(60), r, 10);
         double z = Math.Atanh(r),
             h = 1.959964 / Math.Sqrt(2);
@@ -389,6 +390,10 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         // two points always lie on a line: r would be ±1 by construction, so it is not reported
         Assert.True(double.IsNaN(ForgettingSummary.Pearson([1, 2], [5, 3]).R));
         Assert.Equal(-1, ForgettingSummary.Pearson([1, 2, 3], [5, 3, 1]).R, 12);
+        // a pair with a non-finite value is left out, and so from the count: of four pairs, two are finite
+        var skip = ForgettingSummary.Pearson([1, 2, double.NaN, 4], [2, 1, 3, double.PositiveInfinity]);
+        Assert.Equal(2, skip.N);
+        Assert.True(double.IsNaN(skip.R));
     }
 
     /// <summary>An evaluation of a GRPO stage (stage 1) with the two metrics the correlation reads.</summary>
@@ -448,7 +453,10 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         Assert.Equal(expected.Ci95[1], across["ci95"]![1]!.GetValue<double>(), 6);
         Assert.True(expected.Ci95[0] >= -1 && expected.Ci95[1] <= 1);
         Assert.Equal([1, 0.5, -0.5], corr["per_seed_r"]!.AsObject().Select(kv => kv.Value!.GetValue<double>()));
-        Assert.Contains("across seeds 0.33, 95% CI [", statements["forgetting"]!.GetValue<string>());
+        Assert.Matches(
+            @"across seeds 0\.33, 95% CI \[-?\d\.\d\d, \d\.\d\d\] over 3 seeds\)",
+            statements["forgetting"]!.GetValue<string>()
+        );
         Assert.EndsWith("t interval kept inside [-1, 1]).", statements["forgetting"]!.GetValue<string>());
     }
 }

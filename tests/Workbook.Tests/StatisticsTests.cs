@@ -312,7 +312,17 @@ public class StatisticsTests(ITestOutputHelper output)
         var u = Stat.AtMost([0.2, 0.3, 0.25], 1);
         Assert.Equal(Stat.Of([0.2, 0.3, 0.25]).Ci95, u.Ci95);
         Assert.True(double.IsNaN(Stat.AtMost([0.4], 1).Ci95[1]));
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Stat.AtMost([0.5, 1.2], 1));
-        Assert.Contains("1.2 is above 1", e.Message);
+        // the message does not depend on the machine's culture (a German one writes 1,2)
+        var culture = System.Globalization.CultureInfo.CurrentCulture;
+        System.Globalization.CultureInfo.CurrentCulture = new System.Globalization.CultureInfo("de-DE");
+        try
+        {
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => Stat.AtMost([0.5, 1.2], 1));
+            Assert.Contains("1.2 is above 1", e.Message);
+        }
+        finally
+        {
+            System.Globalization.CultureInfo.CurrentCulture = culture;
+        }
     }
 }

@@ -85,17 +85,20 @@ public static class ForgettingSummary
                     )
                     .ToArray()
             );
-            var (r, lo, hi) = Pearson(pts.Select(p => p.Rise).ToArray(), pts.Select(p => p.Kl).ToArray());
+            // counts are of the points the correlation used: an evaluation with a non-finite metric is left out
+            var (r, lo, hi, n) = Pearson(pts.Select(p => p.Rise).ToArray(), pts.Select(p => p.Kl).ToArray());
             var perSeed = pts.GroupBy(p => p.Seed)
                 .Select(g =>
-                    (g.Key, Pearson(g.Select(p => p.Rise).ToArray(), g.Select(p => p.Kl).ToArray()).R, N: g.Count())
-                )
+                {
+                    var c = Pearson(g.Select(p => p.Rise).ToArray(), g.Select(p => p.Kl).ToArray());
+                    return (g.Key, c.R, c.N);
+                })
                 .ToList();
             corr[name] = new JsonObject
             {
                 ["r"] = Summary.Num(r),
                 ["ci95"] = new JsonArray(Summary.Num(lo), Summary.Num(hi)),
-                ["n"] = pts.Count,
+                ["n"] = n,
                 ["seeds"] = perSeed.Count,
                 ["per_seed_r"] = new JsonObject(
                     perSeed.Select(x => KeyValuePair.Create(x.Key.ToString(), Summary.Num(x.R)))
@@ -115,16 +118,17 @@ public static class ForgettingSummary
             words.Add(
                 double.IsFinite(r)
                     ? $"{name}: r = {R2(r)} (95% CI {(double.IsFinite(lo) ? $"[{R2(lo)}, {R2(hi)}]" : "n/a")}, "
-                        + $"{Evals(pts.Count)} of {perSeed.Count} seeds; per seed "
+                        + $"{Evals(n)} of {perSeed.Count} seeds; per seed "
                         + string.Join(", ", perSeed.Select(Seed))
                         + (
                             across is null
                                 ? ""
-                                : $"; across seeds {R2(across.Mean)}, 95% CI {across.Interval(R2)} over {seedRs.Length}"
+                                : $"; across seeds {R2(across.Mean)}, 95% CI {across.Interval(R2)} "
+                                    + $"over {seedRs.Length} seeds"
                         )
                         + ")"
-                    : $"{name}: undefined ({Evals(pts.Count)} of {perSeed.Count} seeds"
-                        + (pts.Count < MinPoints ? $"; a correlation needs at least {MinPoints})" : "; no spread)")
+                    : $"{name}: undefined ({Evals(n)} of {perSeed.Count} seeds"
+                        + (n < MinPoints ? $"; a correlation needs at least {MinPoints})" : "; no spread)")
             );
         }
         if (points.Count == 0)
@@ -200,26 +204,26 @@ public static class ForgettingSummary
         return list;
     }
 
-    /// <summary>Pearson's r with a Fisher-z 95% interval (NaN r under 3 points or when either has no spread; NaN
-    /// interval under 4 points).</summary>
-    public static (double R, double Lo, double Hi) Pearson(double[] x, double[] y)
+    /// <summary>Pearson's r with a Fisher-z 95% interval over the pairs where both are finite, and how many those
+    /// are (NaN r under 3 such points or when either has no spread; NaN interval under 4).</summary>
+    public static (double R, double Lo, double Hi, int N) Pearson(double[] x, double[] y)
     {
         var ok = Enumerable.Range(0, x.Length).Where(i => double.IsFinite(x[i]) && double.IsFinite(y[i])).ToArray();
         int n = ok.Length;
         if (n < MinPoints)
-            return (double.NaN, double.NaN, double.NaN);
+            return (double.NaN, double.NaN, double.NaN, n);
         double mx = ok.Average(i => x[i]),
             my = ok.Average(i => y[i]);
         double sxy = ok.Sum(i => (x[i] - mx) * (y[i] - my)),
             sxx = ok.Sum(i => (x[i] - mx) * (x[i] - mx)),
             syy = ok.Sum(i => (y[i] - my) * (y[i] - my));
         if (sxx <= 0 || syy <= 0)
-            return (double.NaN, double.NaN, double.NaN);
+            return (double.NaN, double.NaN, double.NaN, n);
         double r = Math.Clamp(sxy / Math.Sqrt(sxx * syy), -1, 1);
         if (n < 4)
-            return (r, double.NaN, double.NaN);
+            return (r, double.NaN, double.NaN, n);
         double z = Math.Atanh(Math.Clamp(r, -1 + 1e-12, 1 - 1e-12)),
             h = 1.959964 / Math.Sqrt(n - 3);
-        return (r, Math.Tanh(z - h), Math.Tanh(z + h));
+        return (r, Math.Tanh(z - h), Math.Tanh(z + h), n);
     }
 }

@@ -8,6 +8,10 @@
 //     the clipped one covers 0.91-0.94 (StatisticsTests). No seed interval helps when every seed sits at an end.
 //  3. Stat.Paired: pipelines share the base model per seed, so they are compared by per-seed differences a - b with a
 //     t interval (bounded when the metric is); the seed lists must be equal.
+//  4. Stat.AtMost: for a metric with only an upper bound (a share of a maximum over the same points) the t interval
+//     cut at the bound. The mean cannot pass the bound, so the cut never changes whether the interval covers it; any
+//     under-coverage is the t interval's own with skewed values. No transform maps a half-line to the logit's range
+//     without a scale to choose, so there is no bounded version.
 namespace Workbook.Experiments;
 
 /// <summary>Mean with a two-sided 95% confidence interval over seeds, and the per-seed values (NaN where
@@ -80,11 +84,16 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
     public static Stat Bounded(IReadOnlyList<double> xs, double lo, double hi)
     {
         if (!(double.IsFinite(lo) && double.IsFinite(hi) && lo < hi))
-            throw new ArgumentException($"Stat.Bounded: the range must be finite with lo < hi (got [{lo}, {hi}])");
+            throw new ArgumentException(
+                FormattableString.Invariant($"Stat.Bounded: the range must be finite with lo < hi (got [{lo}, {hi}])")
+            );
         var v = xs.Where(double.IsFinite).ToArray();
         // a value outside the range is a bug upstream, not something to clip silently
         if (v.FirstOrDefault(x => x < lo || x > hi, double.NaN) is var bad && !double.IsNaN(bad))
-            throw new ArgumentOutOfRangeException(nameof(xs), $"Stat.Bounded: value {bad} is outside [{lo}, {hi}]");
+            throw new ArgumentOutOfRangeException(
+                nameof(xs),
+                FormattableString.Invariant($"Stat.Bounded: value {bad} is outside [{lo}, {hi}]")
+            );
         if (v.Length == 0)
             return new Stat(double.NaN, [double.NaN, double.NaN], xs.ToArray());
         double mean = v.Average();
@@ -103,12 +112,14 @@ public sealed record Stat(double Mean, double[] Ci95, double[] PerSeed)
 
     /// <summary>Mean and a Student-t interval for a metric that cannot exceed <paramref name="hi"/> but has no lower
     /// bound (a share of a maximum over the same points: Φ at one step over the best Φ, which may be negative), with
-    /// the interval's upper end cut at hi. No transform maps a half-line to the logit's range without a scale to
-    /// choose, so this is the clipped interval (which under-covers a little near the end; file header).</summary>
+    /// the interval's upper end cut at hi (file header, 4).</summary>
     public static Stat AtMost(IReadOnlyList<double> xs, double hi)
     {
         if (xs.FirstOrDefault(x => double.IsFinite(x) && x > hi + 1e-9, double.NaN) is var bad && !double.IsNaN(bad))
-            throw new ArgumentOutOfRangeException(nameof(xs), $"Stat.AtMost: value {bad} is above {hi}");
+            throw new ArgumentOutOfRangeException(
+                nameof(xs),
+                FormattableString.Invariant($"Stat.AtMost: value {bad} is above {hi}")
+            );
         var st = Of(xs);
         return double.IsFinite(st.Ci95[1]) ? st with { Ci95 = [st.Ci95[0], Math.Min(st.Ci95[1], hi)] } : st;
     }

@@ -485,7 +485,7 @@ public static class Summary
             .ToList();
         var run0 = rs[0].Stop!;
         var ratios = per.Select(p => p.H.Ratio ?? double.NaN).ToArray();
-        var ratio = Stat.Of(ratios);
+        var ratio = Stat.AtMost(ratios, 1); // Φ at a step over the best Φ of the same curve
         var defined = per.Where(p => p.H.Ratio is not null).ToList();
         var undefined = per.Where(p => p.H.Ratio is null).ToList();
         JsonArray Longs(IEnumerable<long> xs) => new(xs.Select(x => (JsonNode?)x).ToArray());
@@ -558,7 +558,8 @@ public static class Summary
                 $"Φ(stopped)/Φ(hindsight) = {P2(ratio.Mean)} ("
                 + (
                     defined.Count > 1
-                        ? $"95% CI {ratio.Interval(P2)}, {defined.Count} of {per.Count} seeds"
+                        ? $"95% CI {ratio.Interval(P2)} (cut at 1, which no ratio can pass), "
+                            + $"{defined.Count} of {per.Count} seeds"
                         : $"defined in 1 of {per.Count} seeds, so no interval"
                 )
                 + "), "
@@ -679,8 +680,8 @@ public static class Summary
                         : "undefined in every seed (Φ at the hindsight step did not rise there)"
                 )
                 + ". As shares of the best Φ over the evaluated steps on those prompts (a max over noisy points, so "
-                + "conservative alike, and unstable where that best is near 0; at most 1, so each interval is cut "
-                + "there): the kept model "
+                + "conservative alike, and unstable where that best is near 0; at most 1, so an interval is cut at 1 "
+                + "where it would pass it): the kept model "
                 + $"{Part(sk)}, the step hindsight picked on the rule's own "
                 + $"prompts {Part(sh)}, the budget's last step (no rule) {Part(sf)}"
                 + ". Kept minus last step, paired by seed: "
@@ -749,7 +750,7 @@ public static class Summary
                     return (x.Seed, Fired: fired is not null, H: h, C: c);
                 })
                 .ToList();
-            var ratio = Stat.Of(per.Select(p => p.H.Ratio ?? double.NaN).ToArray());
+            var ratio = Stat.AtMost(per.Select(p => p.H.Ratio ?? double.NaN).ToArray(), 1);
             int defined = per.Count(p => p.H.Ratio is not null);
             var entry = new JsonObject
             {
