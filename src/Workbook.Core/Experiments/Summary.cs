@@ -558,7 +558,7 @@ public static class Summary
                 $"Φ(stopped)/Φ(hindsight) = {P2(ratio.Mean)} ("
                 + (
                     defined.Count > 1
-                        ? $"95% CI {ratio.Interval(P2)} (cut at 1, which no ratio can pass), "
+                        ? $"95% CI {ratio.Interval(P2)} (an upper end past 1 is cut there: no ratio can pass 1), "
                             + $"{defined.Count} of {per.Count} seeds"
                         : $"defined in 1 of {per.Count} seeds, so no interval"
                 )
