@@ -69,6 +69,11 @@ public static class Summary
     /// <summary>Per-seed differences a − b (the same seeds in the same order), with a t interval.</summary>
     static Stat Paired(double[] a, double[] b) => Stat.Paired(a, b);
 
+    /// <summary>Φ(stopped)/Φ(hindsight) over seeds (null: undefined): Φ at a step over the best Φ of the same curve,
+    /// so at most 1 and its interval is cut there.</summary>
+    static Stat HindsightRatio(IEnumerable<double?> ratios) =>
+        Stat.AtMost(ratios.Select(r => r ?? double.NaN).ToArray(), 1);
+
     public static JsonObject Build(
         ExperimentConfig cfg,
         Dictionary<string, List<SeedResult>> results,
@@ -484,8 +489,7 @@ public static class Summary
         var per = rs.Select(r => (r.Seed, r.Stop!, H: Training.StopHindsight.Of(rule, r.Stop!.Evals, r.Stop!.Result)))
             .ToList();
         var run0 = rs[0].Stop!;
-        var ratios = per.Select(p => p.H.Ratio ?? double.NaN).ToArray();
-        var ratio = Stat.AtMost(ratios, 1); // Φ at a step over the best Φ of the same curve
+        var ratio = HindsightRatio(per.Select(p => p.H.Ratio));
         var defined = per.Where(p => p.H.Ratio is not null).ToList();
         var undefined = per.Where(p => p.H.Ratio is null).ToList();
         JsonArray Longs(IEnumerable<long> xs) => new(xs.Select(x => (JsonNode?)x).ToArray());
@@ -750,7 +754,7 @@ public static class Summary
                     return (x.Seed, Fired: fired is not null, H: h, C: c);
                 })
                 .ToList();
-            var ratio = Stat.AtMost(per.Select(p => p.H.Ratio ?? double.NaN).ToArray(), 1);
+            var ratio = HindsightRatio(per.Select(p => p.H.Ratio));
             int defined = per.Count(p => p.H.Ratio is not null);
             var entry = new JsonObject
             {
