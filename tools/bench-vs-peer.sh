@@ -36,6 +36,13 @@ for c in ${cases//,/ }; do
   [[ $c =~ ^(gemm|train|gen1|gen8|train16|gen8b16|task-train|task-gen)$ ]] ||
     { echo "bench-vs-peer: --cases: unknown case '$c'" >&2; exit 2; }
 done
+# bf16 on an x86 CPU without oneDNN's bf16 path (AVX-512 BW/VL/DQ) is refused by `workbook bench`: say so up front
+if [[ ,$cases, =~ ,(train16|gen8b16), && $(uname -m) == x86_64 && ${WORKBOOK_ALLOW_SLOW_BF16:-0} != 1 ]]; then
+  missing=$(for f in avx512bw avx512vl avx512dq; do grep -qw "$f" /proc/cpuinfo || printf '%s ' "$f"; done)
+  [[ -z $missing ]] || { echo "bench-vs-peer: --cases train16/gen8b16: this CPU lacks ${missing% }, so libtorch's bf16 \
+matmul measured 15-47 times slower than f32 (README, Platform notes); drop them, or set WORKBOOK_ALLOW_SLOW_BF16=1" >&2
+    exit 2; }
+fi
 if [[ ,$cases, == *,task-* ]]; then
   if [[ -z $taskmodel ]]; then
     taskmodel=$(ls -dt "$here"/runs/*/sft-then-rl/seed-*/1-sft/start 2>/dev/null | head -1 || true)

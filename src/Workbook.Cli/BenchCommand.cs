@@ -68,6 +68,10 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         )]
         public double? MachinePeak { get; init; }
 
+        [CommandOption("--size <N>")]
+        [Description("gemm: the square product's side n (default 2048; 2n³ FLOP per product)")]
+        public int? Size { get; init; }
+
         [CommandOption("--text <FILE>")]
         [Description("tokenizer, all: also measure on this text file")]
         public string? Text { get; init; }
@@ -98,6 +102,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
             ["--machine-peak"] = ["gemm", "train"],
             ["--repeats"] = ["generate"],
             ["--gen-batch"] = ["generate"],
+            ["--size"] = ["gemm"],
             ["--text"] = ["tokenizer"],
         };
 
@@ -140,6 +145,7 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
                     ("--warmup", Warmup, 0),
                     ("--repeats", Repeats, 1),
                     ("--memory-steps", MemorySteps, 0),
+                    ("--size", Size, 1),
                 }
             )
                 if (v < min)
@@ -208,10 +214,12 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
     public override int Execute(CommandContext context, Settings s)
     {
         var dtype = Devices.ParseDType(s.DTypeOrDefault);
-        if (Devices.Resolve(s.DeviceOrDefault).type != TorchSharp.DeviceType.CPU)
+        var device = Devices.Resolve(s.DeviceOrDefault);
+        if (device.type != TorchSharp.DeviceType.CPU)
             throw new WorkbookException(
                 $"--device {s.DeviceOrDefault}: picks a GPU, and bench measures the CPU only; use --device cpu"
             );
+        Devices.CheckDTypeFast(dtype, device.type, "--dtype");
         var cfg = s.Model is not null
             ? Qwen3Config.Load(Path.Combine(s.Model, "config.json"))
             : Qwen3Config.Preset(s.PresetOrDefault!, s.Vocab);
@@ -236,7 +244,9 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         };
         if (s.What is "gemm")
         {
-            double g = Benchmarks.GemmPeakGflops(dtype);
+            int n = s.Size ?? 2048;
+            double g = Benchmarks.GemmPeakGflops(dtype, n);
+            r["gemm_size"] = n;
             r["gemm_peak_gflops"] = g;
             r["gemm_over_machine_peak"] = g / machinePeak;
         }

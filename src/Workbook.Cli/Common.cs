@@ -135,15 +135,19 @@ public class ModelIdsSettings : ModelSettings
     public bool Json { get; init; }
 
     /// <summary>The folder's model, or the preset at Qwen3's full vocabulary (its ids are Qwen3 ids).</summary>
-    public Qwen3ForCausalLM LoadModel() =>
-        ModelSetup.Model(
+    public Qwen3ForCausalLM LoadModel()
+    {
+        var (dtype, device) = (Devices.ParseDType(DTypeOrDefault), Devices.Resolve(DeviceOrDefault));
+        Devices.CheckDTypeFast(dtype, device.type, "--dtype");
+        return ModelSetup.Model(
             Model,
             _ => Qwen3Config.Preset(PresetOrDefault!),
             ModelVocabulary.QwenVocabSize, // a preset keeps its own (Qwen3's) vocabulary
-            Devices.ParseDType(DTypeOrDefault),
-            Devices.Resolve(DeviceOrDefault),
+            dtype,
+            device,
             Seed
         );
+    }
 
     public Workbook.Text.Qwen3Tokenizer LoadTokenizer() =>
         ModelSetup.Tokenizer(Model, m => Console.Error.WriteLine(m), Tokenizer);

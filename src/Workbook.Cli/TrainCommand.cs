@@ -86,6 +86,12 @@ public sealed class TrainCommand : Command<TrainCommand.Settings>
                 : TrainOptions.Load<GrpoOptions>(config, sets);
         if (opt.LoggingSteps < 1)
             throw new WorkbookException($"option logging_steps: must be >= 1 (got {opt.LoggingSteps})");
+        // before a run folder exists: bf16 on a CPU without its fast path would seem to hang
+        Devices.CheckDTypeFast(
+            Devices.ParseDType(opt.Dtype),
+            Devices.Resolve(s.DeviceOrDefault).type,
+            "dtype (--dtype or the options' dtype)"
+        );
         var inputs = new Inputs(
             s.Trainer,
             s.Dataset ?? "grammar",

@@ -47,6 +47,8 @@ public class SilentOptionTests
     [InlineData("train", "--gen-batch", "1", "generate and all")]
     [InlineData("gemm", "--text", "some.txt", "tokenizer and all")]
     [InlineData("generate", "--text", "some.txt", "tokenizer and all")]
+    [InlineData("train", "--size", "256", "gemm")]
+    [InlineData("all", "--size", "256", "gemm")]
     public void A_bench_case_refuses_an_option_it_does_not_use(string what, string option, string value, string uses)
     {
         Assert.Equal(
@@ -63,7 +65,7 @@ public class SilentOptionTests
     [InlineData("train", "--batch", "1", "--seq", "8", "--steps", "1", "--warmup", "0", "--clip", "1")]
     [InlineData("train", "--memory-steps", "5", "--machine-peak", "500", "--dtype", "bf16", "--out", "b.json")]
     [InlineData("generate", "--repeats", "1", "--gen-batch", "1", "--vocab", "1000", "--json")]
-    [InlineData("gemm", "--machine-peak", "500", "--dtype", "f32")]
+    [InlineData("gemm", "--machine-peak", "500", "--dtype", "f32", "--size", "256")]
     [InlineData("tokenizer", "--text", "some.txt")]
     [InlineData("grpo", "--preset", "small", "--device", "cpu")]
     // all: every case option is used by one of its cases (train, grpo, generate, tokenizer), which honours it

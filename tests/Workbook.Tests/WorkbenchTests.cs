@@ -24,12 +24,25 @@ public class WorkbenchTests
     {
         // a full-vocabulary folder stands in for Qwen3-0.6B: ModelSetup loads it and its tokenizer, Qwen3's ids
         var dir = Path.Combine(TestData.Golden, "tiny-qwen3-bf16");
-        var r = Workbench.PaperScaleStep(dir, learningRate: 1e-2);
+        // a tiny model is quick in bf16 on any CPU: the step runs where the paper's shape would be refused
+        var r = Workbench.PaperScaleStep(dir, learningRate: 1e-2, allowSlowBf16: true);
         Assert.Equal(dir, r["model"]);
         Assert.Equal(Model.Qwen3Config.Load(Path.Combine(dir, "config.json")).ParameterCount(), r["parameters"]);
         double before = (double)r["sft_loss_before"],
             after = (double)r["sft_loss_after_one_step"];
         Assert.True(after < before, $"one step on the example lowers its loss: {before} -> {after}");
+        var said = (string)r["statement"];
+        Assert.Contains(
+            $"the example's loss fell by {before - after:0.0000}, from {before:0.0000} to {after:0.0000}",
+            said
+        );
+        if (Devices.MissingBf16Flags().Count > 0)
+        {
+            var refused = Workbench.PaperScaleStep(dir, learningRate: 1e-2);
+            Assert.Equal("not run", refused["sft_step"]);
+            Assert.False(refused.ContainsKey("sft_loss_after_one_step"));
+            Assert.Contains("its bf16 SFT step was not run: this CPU lacks avx512", (string)refused["statement"]);
+        }
     }
 
     static JsonArray Arr(IEnumerable<double?> xs) =>

@@ -99,6 +99,7 @@ public sealed class ExperimentRunner
         cacheRoot = Path.Combine(runsRoot, ".cache");
         dtype = Devices.ParseDType(cfg.Dtype);
         device = Devices.Resolve(cfg.Device);
+        Devices.CheckDTypeFast(dtype, device.type, "dtype (--dtype or the run config)");
         task = TaskRegistry.Create(cfg.Dataset, cfg.DatasetSeed, cfg.Task);
         (cfg, var epochNotes) = EpochResolution.Resolve(cfg, task); // issue 12: epochs -> steps, data notes in the log
         foreach (var note in task.Notes.Concat(epochNotes))
