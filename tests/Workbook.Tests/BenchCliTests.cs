@@ -39,4 +39,40 @@ public class BenchCliTests
             .Select(p => p.Name);
         Assert.Empty(missing);
     }
+
+    // the stated machine peak follows the CPU's kind: dividing an AVX2 machine's speed by the AVX-512 kind's GEMM
+    // (503 GFLOP/s, 7x its own) understated its MFU sevenfold
+    [Theory]
+    [InlineData("fpu sse2 avx avx2 fma avx512f avx512bw avx512vl avx512dq", "f32", 503.0)]
+    [InlineData("fpu sse2 avx avx2 fma avx512f avx512bw avx512vl avx512dq", "bf16", 976.0)]
+    [InlineData("fpu sse2 avx avx2 fma sha_ni", "f32", 74.0)]
+    [InlineData("fpu sse2 avx avx2 fma sha_ni", "bf16", null)]
+    [InlineData("fpu sse2 avx", "f32", null)]
+    [InlineData(null, "f32", null)]
+    public void Stated_machine_peak_follows_the_cpu_kind(string? flags, string dtype, double? expected)
+    {
+        var dt = dtype == "bf16" ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32;
+        var (peak, source) = Workbook.Bench.Benchmarks.StatedMachinePeak(dt, flags);
+        Assert.Equal(expected, peak);
+        if (peak is null)
+            Assert.Contains("--machine-peak", source);
+        else
+            Assert.Contains($"{peak:0}", source);
+    }
+
+    [Fact]
+    public void Bench_gemm_writes_no_machine_mfu_where_no_peak_is_stated()
+    {
+        var (peak, _) = Workbook.Bench.Benchmarks.StatedMachinePeak(TorchSharp.torch.ScalarType.Float32);
+        var (code, output) = Run("bench", "gemm", "--size", "64", "--json");
+        Assert.Equal(0, code);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(output[output.IndexOf('{')..])!.AsObject();
+        Assert.Equal(peak is not null, json.ContainsKey("gemm_over_machine_peak"));
+        Assert.Equal(peak, json["machine_peak_gflops"]?.GetValue<double>());
+        var (code2, output2) = Run("bench", "gemm", "--size", "64", "--json", "--machine-peak", "10");
+        Assert.Equal(0, code2);
+        var json2 = System.Text.Json.Nodes.JsonNode.Parse(output2[output2.IndexOf('{')..])!.AsObject();
+        Assert.Equal(10.0, json2["machine_peak_gflops"]!.GetValue<double>());
+        Assert.Equal("--machine-peak", json2["machine_peak_source"]!.GetValue<string>());
+    }
 }

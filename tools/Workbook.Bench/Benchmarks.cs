@@ -18,12 +18,38 @@ namespace Workbook.Bench;
 
 public static class Benchmarks
 {
-    /// <summary>Tuned PyTorch's 2048^2 GEMM on the project's machine type (2-core AMD EPYC, AVX-512; PyTorch 1.13 with
-    /// OpenBLAS for f32, oneDNN for bf16; ../shared/perf/README.md): the default stated machine peak.</summary>
-    public static double StatedMachinePeakGflops(ScalarType dtype) => dtype == ScalarType.BFloat16 ? 976 : 503;
+    /// <summary>The default stated machine peak: tuned PyTorch's 2048^2 GEMM of this dtype (PyTorch 1.13, OpenBLAS for
+    /// f32, oneDNN for bf16; `../shared/perf/peer.sh gemm`) on the project's machine kind that this CPU's flags match,
+    /// or null (no kind matches, or bf16 where PyTorch has no fast path). A peak measured on the other kind would be
+    /// off by 7x, so the kind is read from the flags, never assumed.</summary>
+    public static (double? Gflops, string Source) StatedMachinePeak(ScalarType dtype) =>
+        StatedMachinePeak(dtype, Devices.CpuInfo("flags"));
 
-    public const string StatedMachinePeakSource =
-        "tuned PyTorch 2048^2 GEMM on a 2-core AMD EPYC (AVX-512): f32 503, bf16 976 GFLOP/s (shared/perf/README.md)";
+    /// <summary><see cref="StatedMachinePeak(ScalarType)"/> from a /proc/cpuinfo "flags" value (null: not known).</summary>
+    public static (double? Gflops, string Source) StatedMachinePeak(ScalarType dtype, string? cpuFlags)
+    {
+        var flags = (cpuFlags ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet();
+        bool bf16 = dtype == ScalarType.BFloat16;
+        if (flags.Contains("avx512f"))
+            return (
+                bf16 ? 976 : 503,
+                "tuned PyTorch 2048^2 GEMM on the 2-core AMD EPYC with AVX-512: f32 503, bf16 976 GFLOP/s "
+                    + "(shared/perf/README.md)"
+            );
+        if (flags.Contains("avx2") && !bf16)
+            return (
+                74,
+                "tuned PyTorch 2048^2 f32 GEMM on the 2-core AMD EPYC with AVX2 and no AVX-512: 74 GFLOP/s "
+                    + "(peer.sh gemm, 5 processes, medians 74.0-74.7, 2026-12-05)"
+            );
+        return (
+            null,
+            flags.Contains("avx2")
+                ? "none: no stated bf16 peak on a CPU without AVX-512 (PyTorch has no fast bf16 GEMM there); "
+                    + "pass --machine-peak"
+                : "none: this CPU matches no measured machine kind; pass --machine-peak"
+        );
+    }
 
     static double Median(IEnumerable<double> xs)
     {
@@ -91,7 +117,7 @@ public static class Benchmarks
         int seqLen,
         int steps,
         int memorySteps,
-        double machinePeak,
+        double? machinePeak,
         int warmup = 3,
         double clip = 0
     )
@@ -144,7 +170,8 @@ public static class Benchmarks
         r["train_tokens_per_second"] = tokS;
         r["model_gflops"] = flops;
         r["mfu_in_process"] = flops / peak;
-        r["mfu_machine"] = flops / machinePeak;
+        if (machinePeak is { } mp) // no stated peak for this CPU: no machine MFU, rather than a wrong one
+            r["mfu_machine"] = flops / mp;
         r["train_gradient_clipping"] = clip;
         r["peak_rss_mb"] = PeakRss() / 1e6;
         if (memorySteps > 0)
