@@ -25,7 +25,8 @@ public static class Benchmarks
     public static (double? Gflops, string Source) StatedMachinePeak(ScalarType dtype) =>
         StatedMachinePeak(dtype, Devices.CpuInfo("flags"));
 
-    /// <summary><see cref="StatedMachinePeak(ScalarType)"/> from a /proc/cpuinfo "flags" value (null: not known).</summary>
+    /// <summary><see cref="StatedMachinePeak(ScalarType)"/> from a /proc/cpuinfo "flags" value (null: not
+    /// known).</summary>
     public static (double? Gflops, string Source) StatedMachinePeak(ScalarType dtype, string? cpuFlags)
     {
         var flags = (cpuFlags ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet();
