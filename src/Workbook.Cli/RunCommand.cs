@@ -66,6 +66,13 @@ public sealed class RunCommand : Command<RunCommand.Settings>
         [Description("Continue a killed run on its own config.json (the options that would change it are refused)")]
         public string? Resume { get; init; }
 
+        [CommandOption("--reuse")]
+        [Description(
+            "Copy each (pipeline, seed) that a finished run in the same runs folder computed with the same config, "
+                + "code and machine instead of training it again (timing.json lists them; the notebooks do this)"
+        )]
+        public bool Reuse { get; init; }
+
         public override ValidationResult Validate()
         {
             if (Preset is not null)
@@ -199,7 +206,10 @@ public sealed class RunCommand : Command<RunCommand.Settings>
             runDir,
             Path.GetDirectoryName(Path.GetFullPath(runDir))!,
             m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]")
-        );
+        )
+        {
+            Reuse = s.Reuse,
+        };
         AnsiConsole.MarkupLineInterpolated($"[bold]run folder:[/] {runDir}");
         runner.OnMetrics += (stage, step, m) =>
         {

@@ -283,6 +283,107 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
         Assert.Equal(charts, System.Text.RegularExpressions.Regex.Matches(html, "Plotly.newPlot").Count - inLibrary);
         ChromiumRender.AssertChartsRender(report, minCharts: charts);
     }
+
+    static string CopyRun(string from, string root)
+    {
+        var to = Path.Combine(root, Path.GetFileName(from));
+        foreach (var d in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, d)));
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
+            File.Copy(f, Path.Combine(to, Path.GetRelativePath(from, f)));
+        return to;
+    }
+
+    [Fact]
+    public void Reuse_copies_identical_finished_units_and_gives_the_same_numbers()
+    {
+        var root = TestData.TempDir();
+        var donor = CopyRun(x.RunDir, root);
+        var runDir = ExperimentRunner.NewRunDir(root, "again");
+        string[] pipelines = ["sft-then-rl", "rl-then-sft", "lenient-reward", "chord"];
+        var again = new ExperimentRunner(ExperimentTests.Tiny, runDir, root) { Reuse = true }.Run(pipelines);
+        var timing = JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, "timing.json")))!["reused"]!.AsObject();
+        Assert.Equal(8, timing.Count);
+        foreach (var p in pipelines)
+        foreach (var (mine, theirs) in again[p].Zip(x.Results[p]))
+        {
+            var record = Path.Combine(runDir, p, $"seed-{mine.Seed}", UnitReuse.Record);
+            Assert.Contains(Path.Combine(donor, p, $"seed-{mine.Seed}"), File.ReadAllText(record));
+            Assert.Equal(theirs.Curve.SelectMany(c => c.Metrics.Values), mine.Curve.SelectMany(c => c.Metrics.Values));
+            Assert.Equal(theirs.Prediction?.Mean, mine.Prediction?.Mean);
+        }
+        // the shared SFT stage is the unit's own copy when the pipeline it came from is not in this run
+        Assert.True(File.Exists(Path.Combine(runDir, "lenient-reward", "seed-1000", "1-sft", "done.json")));
+        // without Reuse nothing is copied
+        var plain = ExperimentRunner.NewRunDir(root, "plain");
+        new ExperimentRunner(ExperimentTests.Tiny, plain, root).Run(["fresh-optimizer"]);
+        Assert.False(File.Exists(Path.Combine(plain, "fresh-optimizer", "seed-1000", UnitReuse.Record)));
+        Assert.Null(JsonNode.Parse(File.ReadAllText(Path.Combine(plain, "timing.json")))!["reused"]);
+    }
+
+    [Fact]
+    public void Reuse_takes_only_finished_units_of_the_same_config_code_and_machine()
+    {
+        var root = TestData.TempDir();
+        var donor = CopyRun(x.RunDir, root);
+        var mine = Path.Combine(root, "mine");
+        Directory.CreateDirectory(mine);
+        void Files(Func<JsonObject, JsonObject>? config = null, Func<JsonObject, JsonObject>? versions = null)
+        {
+            var c = JsonNode.Parse(File.ReadAllText(Path.Combine(donor, "config.json")))!.AsObject();
+            var v = JsonNode.Parse(File.ReadAllText(Path.Combine(donor, "versions.json")))!.AsObject();
+            File.WriteAllText(Path.Combine(mine, "config.json"), (config?.Invoke(c) ?? c).ToJsonString());
+            File.WriteAllText(Path.Combine(mine, "versions.json"), (versions?.Invoke(v) ?? v).ToJsonString());
+        }
+        JsonObject Set(JsonObject o, string key, JsonNode? value)
+        {
+            o[key] = value;
+            return o;
+        }
+        Files();
+        Assert.Equal([donor], UnitReuse.Donors(root, mine));
+        // seed count, parallelism and the process's own thread count change no unit's numbers
+        Files(c => Set(Set(c, "seeds", 5), "jobs", 1), v => Set(v, "threads", "7"));
+        Assert.Equal([donor], UnitReuse.Donors(root, mine));
+        Files(c => Set(c, "grpo", Set(c["grpo"]!.DeepClone().AsObject(), "beta", 0.5)));
+        Assert.Empty(UnitReuse.Donors(root, mine));
+        Files(versions: v => Set(v, "build", "0123456789abcdef"));
+        Assert.Empty(UnitReuse.Donors(root, mine));
+        Files(versions: v => Set(v, "cpu", "another cpu"));
+        Assert.Empty(UnitReuse.Donors(root, mine));
+        Files(versions: v =>
+        {
+            v.Remove("build"); // written before builds were recorded: unknown code
+            return v;
+        });
+        Assert.Empty(UnitReuse.Donors(root, mine));
+        Files();
+        // a resumed donor under other versions is not one computation
+        var v2 = JsonNode.Parse(File.ReadAllText(Path.Combine(donor, "versions.json")))!.AsObject();
+        File.WriteAllText(Path.Combine(donor, "versions-9.json"), Set(v2, "torchsharp", "0.0.1").ToJsonString());
+        Assert.Empty(UnitReuse.Donors(root, mine));
+        File.Delete(Path.Combine(donor, "versions-9.json"));
+        File.Move(Path.Combine(donor, "summary.json"), Path.Combine(root, "summary.json")); // an unfinished run
+        Assert.Empty(UnitReuse.Donors(root, mine));
+        File.Move(Path.Combine(root, "summary.json"), Path.Combine(donor, "summary.json"));
+        Assert.Equal([donor], UnitReuse.Donors(root, mine));
+
+        (string, string?)[] plan = [("1-sft", "sft-then-rl"), ("2-rl", null)];
+        // a stage without done.json: the unit is not finished there, nothing is copied
+        File.Delete(Path.Combine(donor, "chord", "seed-1001", "2-rl", "done.json"));
+        Assert.Null(UnitReuse.TryCopy([donor], mine, "chord", 1001, plan));
+        Assert.False(Directory.Exists(Path.Combine(mine, "chord", "seed-1001")));
+        // a unit begun in this run is resumed, never mixed with a copy
+        Directory.CreateDirectory(Path.Combine(mine, "chord", "seed-1000", "1-sft"));
+        Assert.Null(UnitReuse.TryCopy([donor], mine, "chord", 1000, plan));
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(mine, "chord", "seed-1000", "1-sft")));
+        Assert.NotNull(UnitReuse.TryCopy([donor], mine, "sft-anchored", 1000, plan));
+        Assert.True(File.Exists(Path.Combine(mine, "sft-anchored", "seed-1000", "2-rl", "done.json")));
+        // the prediction the method reads from sft-then-rl's folder comes along
+        Assert.NotEmpty(Directory.GetFiles(Path.Combine(mine, "sft-then-rl", "seed-1000"), "prediction-*.json"));
+        Assert.Empty(Directory.GetDirectories(Path.Combine(mine, "sft-anchored"), ".tmp-*"));
+    }
 }
 
 /// <summary>Opens an HTML file in headless Chromium (Debian's chromium, installed by .ci/run) and checks that plotly

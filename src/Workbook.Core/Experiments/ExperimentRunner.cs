@@ -75,6 +75,7 @@ public sealed class ExperimentRunner
 {
     readonly ExperimentConfig cfg;
     readonly string runDir,
+        runsRoot,
         cacheRoot;
     readonly Action<string> log;
     readonly TaskData task;
@@ -88,6 +89,14 @@ public sealed class ExperimentRunner
     public TaskData Task => task;
     public Codec Codec => codec;
     public string RunDir => runDir;
+
+    /// <summary>Copy each (pipeline, seed) that a finished run in the same runs folder computed with the same config,
+    /// code and machine instead of training it again (UnitReuse.cs). Off by default; the notebooks turn it
+    /// on.</summary>
+    public bool Reuse { get; init; }
+
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> reused = new();
+    List<string>? donors;
     public event Action<string, long, IReadOnlyDictionary<string, double>>? OnMetrics;
 
     public ExperimentRunner(ExperimentConfig config, string runDir, string runsRoot, Action<string>? log = null)
@@ -96,6 +105,7 @@ public sealed class ExperimentRunner
         cfg = config;
         this.runDir = runDir;
         this.log = log ?? (_ => { });
+        this.runsRoot = runsRoot;
         cacheRoot = Path.Combine(runsRoot, ".cache");
         dtype = Devices.ParseDType(cfg.Dtype);
         device = Devices.Resolve(cfg.Device);
@@ -193,6 +203,12 @@ public sealed class ExperimentRunner
         };
         if (session > 1)
             o["resumed"] = true;
+        if (!reused.IsEmpty) // their seconds are the copy's, not training's
+            o["reused"] = new JsonObject(
+                reused
+                    .OrderBy(kv => kv.Key, StringComparer.Ordinal)
+                    .Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))
+            );
         var file = SessionFile("timing", session);
         AtomicFile.WriteAllText(file, o.ToJsonString(new() { WriteIndented = true }));
         log(
@@ -281,6 +297,7 @@ public sealed class ExperimentRunner
         new()
         {
             ["workbook"] = typeof(ExperimentRunner).Assembly.GetName().Version?.ToString() ?? "?",
+            ["build"] = Build.Value,
             ["torchsharp"] = typeof(TorchSharp.torch).Assembly.GetName().Version?.ToString() ?? "?",
             ["libtorch"] = "2.10.0",
             ["dotnet"] = Environment.Version.ToString(),
@@ -293,6 +310,17 @@ public sealed class ExperimentRunner
             ["malloc_tuning"] = Memory.State,
             ["huge_pages"] = Memory.HugePages,
         };
+
+    /// <summary>The first 16 hex digits of Workbook.Core.dll's SHA-256: which code computed a run (deterministic
+    /// builds give the same bytes for the same sources).</summary>
+    static readonly Lazy<string> Build = new(() =>
+    {
+        var path = typeof(ExperimentRunner).Assembly.Location;
+        if (path.Length == 0 || !File.Exists(path))
+            return "unknown";
+        using var f = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(f))[..16];
+    });
 
     Qwen3ForCausalLM LoadModel(string dir) => Checkpoint.Load(dir, dtype, device);
 
@@ -595,8 +623,10 @@ public sealed class ExperimentRunner
     SeedResult RunPipeline(string pipeline, long seed, string baseDir)
     {
         var seedDir = Path.Combine(runDir, pipeline, $"seed-{seed}");
-        Directory.CreateDirectory(seedDir);
         var plan = Plan(pipeline);
+        if (Reuse && ReuseUnit(pipeline, seed, plan) is { } donor)
+            log($"{pipeline}/seed-{seed}: reused from {donor} (same config, code and machine)");
+        Directory.CreateDirectory(seedDir);
         var model = LoadModel(baseDir);
         var stages = new List<StageInfo>();
         var curve = new List<EvalPoint>();
@@ -652,6 +682,22 @@ public sealed class ExperimentRunner
         }
         model.Dispose();
         return new SeedResult(seed, stages, curve, predicted?.Mean) { Prediction = predicted, Stop = stop };
+    }
+
+    string? ReuseUnit(string pipeline, long seed, List<StagePlan> plan)
+    {
+        lock (gate)
+            donors ??= UnitReuse.Donors(runsRoot, runDir);
+        var from = UnitReuse.TryCopy(
+            donors,
+            runDir,
+            pipeline,
+            seed,
+            plan.Select((st, i) => ($"{i + 1}-{st.Name}", st.ShareFrom)).ToList()
+        );
+        if (from is not null)
+            reused[$"{pipeline}/seed-{seed}"] = from;
+        return from;
     }
 
     /// <summary>Trains one stage into <paramref name="dir"/> (or resumes it, or loads it when done) and returns the

@@ -29,6 +29,16 @@ public static class Workbench
             _ => throw new WorkbookException($"WORKBOOK_QUICK: expected 0 or 1, got '{value}'"),
         };
 
+    /// <summary>WORKBOOK_REUSE: 1 (default) copies identical finished units from earlier runs
+    /// (ExperimentRunner.Reuse), 0 trains everything again.</summary>
+    public static bool ReuseRuns =>
+        Environment.GetEnvironmentVariable("WORKBOOK_REUSE") switch
+        {
+            null or "" or "1" => true,
+            "0" => false,
+            var v => throw new WorkbookException($"WORKBOOK_REUSE: expected 0 or 1, got '{v}'"),
+        };
+
     /// <summary>WORKBOOK_RUNS, else ../runs (notebooks run in notebooks/).</summary>
     public static string RunsRoot =>
         Environment.GetEnvironmentVariable("WORKBOOK_RUNS") is { Length: > 0 } r
@@ -47,7 +57,9 @@ public static class Workbench
             (quick ? "quick-" : "")
             + (pipelines.Length == ExperimentConfig.Pipelines.Length ? "all" : string.Join("+", pipelines));
         var runDir = ExperimentRunner.NewRunDir(RunsRoot, name);
-        var (summary, _) = new ExperimentRunner(cfg, runDir, RunsRoot, Console.WriteLine).RunAndReport(pipelines);
+        // a notebook shows results: a unit an earlier finished run computed identically is copied, and the log says so
+        var runner = new ExperimentRunner(cfg, runDir, RunsRoot, Console.WriteLine) { Reuse = ReuseRuns };
+        var (summary, _) = runner.RunAndReport(pipelines);
         Console.WriteLine($"run folder: {runDir}");
         return summary;
     }
