@@ -313,8 +313,8 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
             Assert.Equal(theirs.Curve.SelectMany(c => c.Metrics.Values), mine.Curve.SelectMany(c => c.Metrics.Values));
             Assert.Equal(theirs.Prediction?.Mean, mine.Prediction?.Mean);
         }
-        // the shared SFT stage is the unit's own copy when the pipeline it came from is not in this run
-        Assert.True(File.Exists(Path.Combine(runDir, "lenient-reward", "seed-1000", "1-sft", "done.json")));
+        // the shared SFT stage is read from this run's sft-then-rl, as when trained: not copied again
+        Assert.False(Directory.Exists(Path.Combine(runDir, "lenient-reward", "seed-1000", "1-sft")));
         // without Reuse nothing is copied
         var plain = ExperimentRunner.NewRunDir(root, "plain");
         new ExperimentRunner(ExperimentTests.Tiny, plain, root).Run(["fresh-optimizer"]);
@@ -343,15 +343,27 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
         }
         Files();
         Assert.Equal([donor], UnitReuse.Donors(root, mine));
+        Assert.NotNull(UnitReuse.Identity(mine));
         // seed count, parallelism and the process's own thread count change no unit's numbers
         Files(c => Set(Set(c, "seeds", 5), "jobs", 1), v => Set(v, "threads", "7"));
         Assert.Equal([donor], UnitReuse.Donors(root, mine));
         Files(c => Set(c, "grpo", Set(c["grpo"]!.DeepClone().AsObject(), "beta", 0.5)));
         Assert.Empty(UnitReuse.Donors(root, mine));
+        // a file named by path: its contents are not in the config
+        Files(c => Set(c, "dataset", "cola:/data/train.tsv"));
+        Assert.Null(UnitReuse.Identity(mine)); // even where a donor names the same path
+        Files(c => Set(c, "model", "/models/qwen3"));
+        Assert.Null(UnitReuse.Identity(mine));
+        Files(c => Set(c, "task", Set(c["task"]!.DeepClone().AsObject(), "eval_file", "/data/dev.tsv")));
+        Assert.Null(UnitReuse.Identity(mine));
         Files(versions: v => Set(v, "build", "0123456789abcdef"));
         Assert.Empty(UnitReuse.Donors(root, mine));
         Files(versions: v => Set(v, "cpu", "another cpu"));
         Assert.Empty(UnitReuse.Donors(root, mine));
+        Files(versions: v => Set(v, "kernel_env", "ATEN_CPU_CAPABILITY=default"));
+        Assert.Empty(UnitReuse.Donors(root, mine));
+        Files(versions: v => Set(v, "device", "cuda")); // a GPU's numbers are not reproducible to the bit
+        Assert.Null(UnitReuse.Identity(mine));
         Files(versions: v =>
         {
             v.Remove("build"); // written before builds were recorded: unknown code
@@ -380,6 +392,8 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
         Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(mine, "chord", "seed-1000", "1-sft")));
         Assert.NotNull(UnitReuse.TryCopy([donor], mine, "sft-anchored", 1000, plan));
         Assert.True(File.Exists(Path.Combine(mine, "sft-anchored", "seed-1000", "2-rl", "done.json")));
+        // this run has no sft-then-rl: the shared stage comes along as the unit's own
+        Assert.True(File.Exists(Path.Combine(mine, "sft-anchored", "seed-1000", "1-sft", "done.json")));
         // the prediction the method reads from sft-then-rl's folder comes along
         Assert.NotEmpty(Directory.GetFiles(Path.Combine(mine, "sft-then-rl", "seed-1000"), "prediction-*.json"));
         Assert.Empty(Directory.GetDirectories(Path.Combine(mine, "sft-anchored"), ".tmp-*"));

@@ -97,6 +97,7 @@ public sealed class ExperimentRunner
 
     readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> reused = new();
     List<string>? donors;
+    int session = 1;
     public event Action<string, long, IReadOnlyDictionary<string, double>>? OnMetrics;
 
     public ExperimentRunner(ExperimentConfig config, string runDir, string runsRoot, Action<string>? log = null)
@@ -154,6 +155,7 @@ public sealed class ExperimentRunner
         // a folder that has seeds.json was started before: this session resumes it and keeps the first one's records
         int session = File.Exists(Path.Combine(runDir, "seeds.json")) ? NextSession() : 1;
         WriteRunFiles(pipelines, session);
+        this.session = session;
         var perSeed = new Dictionary<string, SeedResult>[SeedList.Count];
         var seconds = new Dictionary<string, double>[SeedList.Count];
         var wall = System.Diagnostics.Stopwatch.StartNew();
@@ -309,7 +311,24 @@ public sealed class ExperimentRunner
             ["mkl_vendor_fix"] = NativeSetup.MklVendorFix,
             ["malloc_tuning"] = Memory.State,
             ["huge_pages"] = Memory.HugePages,
+            // variables that pick other CPU kernels, and so other roundings
+            ["kernel_env"] = string.Join(
+                ";",
+                KernelVariables
+                    .Where(v => Environment.GetEnvironmentVariable(v) is { Length: > 0 })
+                    .Select(v => $"{v}={Environment.GetEnvironmentVariable(v)}")
+                    .DefaultIfEmpty("none")
+            ),
         };
+
+    static readonly string[] KernelVariables =
+    [
+        "ATEN_CPU_CAPABILITY",
+        "MKL_CBWR",
+        "MKL_ENABLE_INSTRUCTIONS",
+        "DNNL_MAX_CPU_ISA",
+        "MKL_DEBUG_CPU_TYPE",
+    ];
 
     /// <summary>The first 16 hex digits of Workbook.Core.dll's SHA-256: which code computed a run (deterministic
     /// builds give the same bytes for the same sources).</summary>
@@ -687,7 +706,18 @@ public sealed class ExperimentRunner
     string? ReuseUnit(string pipeline, long seed, List<StagePlan> plan)
     {
         lock (gate)
-            donors ??= UnitReuse.Donors(runsRoot, runDir);
+            if (donors is null)
+            {
+                // the BLAS path is recorded once MKL has chosen it: choose now, so that this run's versions.json
+                // says what a finished donor's says
+                using (no_grad())
+                using (var a = ones(64, 64))
+                using (var b = a.matmul(a)) { }
+                WriteVersions(session);
+                donors = device.type == TorchSharp.DeviceType.CPU ? UnitReuse.Donors(runsRoot, runDir) : [];
+                if (device.type != TorchSharp.DeviceType.CPU)
+                    log($"reuse: off on {device.type} (same seed gives the same numbers only on CPU)");
+            }
         var from = UnitReuse.TryCopy(
             donors,
             runDir,

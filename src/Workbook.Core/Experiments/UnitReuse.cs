@@ -1,10 +1,12 @@
 // Reuse of finished (pipeline, seed) units from earlier runs in the same runs folder (ExperimentRunner.Reuse; on in
-// the notebooks, `run --reuse` on the command line). Same seed, same numbers on CPU: a unit is a function of the
-// config, the seed and the code and machine that computed it, so an identical earlier unit is the result.
+// the notebooks, `run --reuse` on the command line). Same seed, same numbers on CPU: with the same config text, seed,
+// library build, CPU kind, BLAS path and kernel variables, and no input file named by path, a unit computes what an
+// earlier one computed, so that one's result is copied. GPUs never reuse.
 //  1. identity: the run's config.json without the seed count and the parallelism (seeds, jobs, resolved_jobs; the
 //     torch threads per seed stay in it), and every versions*.json of the run without the fields that cannot change a
 //     number (process thread count, allocator and huge-page states); "build" hashes Workbook.Core.dll, so a changed
-//     library never matches. Runs written before "build" existed never match.
+//     library never matches. Runs written before "build" existed never match, nor runs whose config reads a file by
+//     path (a model folder, a CoLA or GSM8K file): its contents are not in config.json.
 //  2. a donor is a finished run (summary.json) whose identity is the same and whose unit has done.json in every
 //     stage of the plan (its own folder, or the shared sft-then-rl stage it used).
 //  3. the unit is copied into a work folder and published with one rename; reused.json in it names the donor. The
@@ -33,6 +35,8 @@ public static class UnitReuse
                 return null;
             if (JsonNode.Parse(File.ReadAllText(cfgPath)) is not JsonObject cfg)
                 return null;
+            if (NamesFiles(cfg))
+                return null;
             foreach (var k in ConfigFree)
                 cfg.Remove(k);
             string? v = null;
@@ -41,6 +45,7 @@ public static class UnitReuse
                 if (
                     JsonNode.Parse(File.ReadAllText(path)) is not JsonObject o
                     || o["build"]?.GetValue<string>() is null or "unknown"
+                    || o["device"]?.GetValue<string>() != "cpu" // the same numbers from the same seed: CPU only
                 )
                     return null;
                 foreach (var k in VersionFree)
@@ -57,6 +62,13 @@ public static class UnitReuse
             return null;
         }
     }
+
+    /// <summary>Whether the config reads a file by path (model, dataset cola:FILE or gsm8k:FILE, task.eval_file): the
+    /// file's contents are not in config.json, so such runs are never reused.</summary>
+    static bool NamesFiles(JsonObject cfg) =>
+        cfg["model"] is JsonValue
+        || (cfg["dataset"] as JsonValue)?.GetValue<string>().Contains(':') == true
+        || cfg["task"]?["eval_file"] is JsonValue;
 
     /// <summary>Finished runs in <paramref name="runsRoot"/> other than <paramref name="runDir"/> with its identity,
     /// newest first.</summary>
@@ -122,16 +134,34 @@ public static class UnitReuse
                 continue;
             var from = Path.Combine(donor, pipeline, $"seed-{seed}");
             var work = Path.Combine(runDir, pipeline, WorkFolders.Name("reuse", seed.ToString()));
-            Directory.CreateDirectory(work);
-            if (Directory.Exists(from))
-                foreach (var f in Directory.GetFiles(from))
-                    File.Copy(f, Path.Combine(work, Path.GetFileName(f)));
-            for (int i = 0; i < stages.Count; i++)
-                CopyTree(found[i], Path.Combine(work, stages[i].Folder));
-            File.WriteAllText(
-                Path.Combine(work, Record),
-                new JsonObject { ["from"] = Path.GetFullPath(from), ["stages"] = Array(found) }.ToJsonString()
-            );
+            try
+            {
+                Directory.CreateDirectory(work);
+                if (Directory.Exists(from))
+                    foreach (var f in Directory.GetFiles(from))
+                        File.Copy(f, Path.Combine(work, Path.GetFileName(f)));
+                for (int i = 0; i < stages.Count; i++)
+                    // a shared stage this run has finished is read from there (ExperimentRunner.RunPipeline): no copy
+                    if (
+                        stages[i].ShareFrom is not { } share
+                        || !File.Exists(Path.Combine(runDir, share, $"seed-{seed}", stages[i].Folder, "done.json"))
+                    )
+                        CopyTree(found[i], Path.Combine(work, stages[i].Folder));
+                File.WriteAllText(
+                    Path.Combine(work, Record),
+                    new JsonObject { ["from"] = Path.GetFullPath(from), ["stages"] = Array(found) }.ToJsonString()
+                );
+                if (Directory.Exists(seedDir))
+                    Directory.Delete(seedDir); // empty (checked above)
+                Directory.Move(work, seedDir);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // a donor deleted or changed midway, a full disk: train instead
+                if (Directory.Exists(work))
+                    Directory.Delete(work, true);
+                continue;
+            }
             foreach (var share in stages.Select(s => s.ShareFrom).OfType<string>().Distinct())
             {
                 var src = Path.Combine(donor, share, $"seed-{seed}");
@@ -144,9 +174,6 @@ public static class UnitReuse
                         AtomicFile.WriteAllText(to, File.ReadAllText(f));
                 }
             }
-            if (Directory.Exists(seedDir))
-                Directory.Delete(seedDir); // empty (checked above)
-            Directory.Move(work, seedDir);
             return from;
         }
         return null;
