@@ -344,6 +344,7 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
         Files();
         Assert.Equal([donor], UnitReuse.Donors(root, mine));
         Assert.NotNull(UnitReuse.Identity(mine));
+        Assert.Null(UnitReuse.WhyNone(mine));
         // seed count, parallelism and the process's own thread count change no unit's numbers
         Files(c => Set(Set(c, "seeds", 5), "jobs", 1), v => Set(v, "threads", "7"));
         Assert.Equal([donor], UnitReuse.Donors(root, mine));
@@ -352,6 +353,7 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
         // a file named by path: its contents are not in the config
         Files(c => Set(c, "dataset", "cola:/data/train.tsv"));
         Assert.Null(UnitReuse.Identity(mine)); // even where a donor names the same path
+        Assert.Contains("reads a file by path", UnitReuse.WhyNone(mine));
         Files(c => Set(c, "model", "/models/qwen3"));
         Assert.Null(UnitReuse.Identity(mine));
         Files(c => Set(c, "task", Set(c["task"]!.DeepClone().AsObject(), "eval_file", "/data/dev.tsv")));
@@ -364,6 +366,7 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
         Assert.Empty(UnitReuse.Donors(root, mine));
         Files(versions: v => Set(v, "device", "cuda")); // a GPU's numbers are not reproducible to the bit
         Assert.Null(UnitReuse.Identity(mine));
+        Assert.Contains("not on CPU", UnitReuse.WhyNone(mine));
         Files(versions: v =>
         {
             v.Remove("build"); // written before builds were recorded: unknown code

@@ -717,6 +717,8 @@ public sealed class ExperimentRunner
                 donors = device.type == TorchSharp.DeviceType.CPU ? UnitReuse.Donors(runsRoot, runDir) : [];
                 if (device.type != TorchSharp.DeviceType.CPU)
                     log($"reuse: off on {device.type} (same seed gives the same numbers only on CPU)");
+                else if (UnitReuse.WhyNone(runDir) is { } why)
+                    log($"reuse: {why}");
             }
         var from = UnitReuse.TryCopy(
             donors,

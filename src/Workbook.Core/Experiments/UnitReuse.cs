@@ -63,6 +63,20 @@ public static class UnitReuse
         }
     }
 
+    /// <summary>Why a run can reuse nothing, said in its log (an option is honoured or says why not); null when it
+    /// can.</summary>
+    public static string? WhyNone(string runDir)
+    {
+        if (Identity(runDir) is not null)
+            return null;
+        var cfgPath = Path.Combine(runDir, "config.json");
+        if (File.Exists(cfgPath) && JsonNode.Parse(File.ReadAllText(cfgPath)) is JsonObject cfg && NamesFiles(cfg))
+            return "the config reads a file by path (model, a cola:/gsm8k: dataset or task.eval_file) whose contents "
+                + "config.json does not hold, so every unit trains";
+        return "this run's config.json or versions.json cannot identify its computation (no build recorded, or not "
+            + "on CPU), so every unit trains";
+    }
+
     /// <summary>Whether the config reads a file by path (model, dataset cola:FILE or gsm8k:FILE, task.eval_file): the
     /// file's contents are not in config.json, so such runs are never reused.</summary>
     static bool NamesFiles(JsonObject cfg) =>
