@@ -287,11 +287,7 @@ public class TinyExperimentTests(TinyExperiment x) : IClassFixture<TinyExperimen
     static string CopyRun(string from, string root)
     {
         var to = Path.Combine(root, Path.GetFileName(from));
-        foreach (var d in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
-            Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, d)));
-        Directory.CreateDirectory(to);
-        foreach (var f in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
-            File.Copy(f, Path.Combine(to, Path.GetRelativePath(from, f)));
+        UnitReuse.CopyTree(from, to);
         return to;
     }
 

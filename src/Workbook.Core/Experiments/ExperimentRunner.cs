@@ -706,20 +706,7 @@ public sealed class ExperimentRunner
     string? ReuseUnit(string pipeline, long seed, List<StagePlan> plan)
     {
         lock (gate)
-            if (donors is null)
-            {
-                // the BLAS path is recorded once MKL has chosen it: choose now, so that this run's versions.json
-                // says what a finished donor's says
-                using (no_grad())
-                using (var a = ones(64, 64))
-                using (var b = a.matmul(a)) { }
-                WriteVersions(session);
-                donors = device.type == TorchSharp.DeviceType.CPU ? UnitReuse.Donors(runsRoot, runDir) : [];
-                if (device.type != TorchSharp.DeviceType.CPU)
-                    log($"reuse: off on {device.type} (same seed gives the same numbers only on CPU)");
-                else if (UnitReuse.WhyNone(runDir) is { } why)
-                    log($"reuse: {why}");
-            }
+            donors ??= FindDonors();
         var from = UnitReuse.TryCopy(
             donors,
             runDir,
@@ -730,6 +717,28 @@ public sealed class ExperimentRunner
         if (from is not null)
             reused[$"{pipeline}/seed-{seed}"] = from;
         return from;
+    }
+
+    /// <summary>The finished runs whose units this run may copy (once per run), or none, saying why.</summary>
+    List<string> FindDonors()
+    {
+        if (device.type != TorchSharp.DeviceType.CPU)
+        {
+            log($"reuse: off on {device.type} (same seed gives the same numbers only on CPU)");
+            return [];
+        }
+        // the BLAS path is recorded once MKL has chosen it: choose now, so that this run's versions.json says what a
+        // finished donor's says
+        using (no_grad())
+        using (var a = ones(64, 64))
+        using (var b = a.matmul(a)) { }
+        WriteVersions(session);
+        if (UnitReuse.WhyNone(runDir) is { } why)
+        {
+            log($"reuse: {why}");
+            return [];
+        }
+        return UnitReuse.Donors(runsRoot, runDir);
     }
 
     /// <summary>Trains one stage into <paramref name="dir"/> (or resumes it, or loads it when done) and returns the

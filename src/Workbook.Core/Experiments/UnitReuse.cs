@@ -196,7 +196,8 @@ public static class UnitReuse
     static JsonArray Array(IEnumerable<string> paths) =>
         new(paths.Select(p => (JsonNode?)JsonValue.Create(Path.GetFullPath(p))).ToArray());
 
-    static void CopyTree(string from, string to)
+    /// <summary>Copies the folder <paramref name="from"/> with everything in it to <paramref name="to"/>.</summary>
+    public static void CopyTree(string from, string to)
     {
         Directory.CreateDirectory(to);
         foreach (var f in Directory.GetFiles(from))
