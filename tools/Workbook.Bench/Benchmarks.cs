@@ -333,6 +333,7 @@ public static class Benchmarks
             ["grpo_rollout_seconds_median"] = Median(rollout),
             ["grpo_update_seconds_median"] = Median(update),
             ["grpo_completions_per_step"] = 64,
+            ["grpo_shared_prompt_forward"] = new GrpoOptions().SharedPromptForward,
         };
     }
 

@@ -155,7 +155,9 @@ public static class RecipeExport
 # Option names are TRL's (SFTConfig / GRPOConfig), with the workbook's values. Not carried over: dtype f32/bf16 maps to
 # bf16; the workbook's gradient-alignment diagnostics and C1 estimate have no TRL counterpart.
 # Differences to know: TRL's SFT on a conversational prompt-completion row puts Qwen3's empty think block into the
-# completion (the workbook masks it); TRL samples on GPU (not bit-reproducible).
+# completion (the workbook masks it); TRL samples on GPU (not bit-reproducible); the workbook's GRPO runs each
+# group's prompt through the model once (shared_prompt_forward), TRL once per completion: the same function, rounded
+# differently.
 #
 # Output layout, read by `workbook report --from-trl OUT`:
 #   OUT/<pipeline>/seed-<seed>/<k>-<sft|grpo>/trainer_state.json   (log_history with TRL's metric names plus

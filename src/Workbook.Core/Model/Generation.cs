@@ -74,12 +74,16 @@ public sealed record Completion(int[] Tokens, float[] LogProbs, bool Truncated, 
 public static class Generation
 {
     /// <param name="decode">turns completion tokens into text, needed only for stop strings</param>
+    /// <param name="groupSize">rows come in groups of this many consecutive rows with the same prompt (GRPO's
+    /// samples of one prompt): the prefill runs each group's prompt once and repeats its keys and values; the rows
+    /// then sample apart as before</param>
     public static List<Completion> Generate(
         Qwen3ForCausalLM model,
         IReadOnlyList<int[]> prompts,
         GenerationOptions opt,
         Generator? rng = null,
-        Func<int[], string>? decode = null
+        Func<int[], string>? decode = null,
+        int groupSize = 1
     )
     {
         opt.Validate();
@@ -96,6 +100,11 @@ public static class Generation
         foreach (var id in p)
             if (id < 0 || id >= vocab)
                 throw new WorkbookException($"token id {id} is outside the model's vocabulary [0, {vocab})");
+        if (groupSize < 1 || B % groupSize != 0)
+            throw new ArgumentException($"generation: {B} prompts are not groups of {groupSize}");
+        for (int j = 0; j < B; j++)
+            if (j % groupSize != 0 && !prompts[j].AsSpan().SequenceEqual(prompts[j - j % groupSize]))
+                throw new ArgumentException($"generation: row {j}'s prompt differs from its group's first");
         var ownRng = rng is null && !opt.Greedy ? new Generator((ulong)opt.Seed) : null;
         rng ??= ownRng;
 
@@ -110,7 +119,10 @@ public static class Generation
         bool wasTraining = model.training;
         model.eval();
         using var grad = no_grad();
-        using var cache = model.NewCache(B, P + Math.Max(opt.MaxNewTokens, 1));
+        long capacity = P + Math.Max(opt.MaxNewTokens, 1);
+        // the prefill runs one row per group (its prompt); the cache is repeated for the group's rows after it
+        int Bp = B / groupSize;
+        var cache = model.NewCache(Bp, capacity);
         Tensor maskT = tensor(mask, [B, P], dtype: ScalarType.Int64).DetachFromDisposeScope();
         Tensor next = tensor(ids, [B, P], dtype: ScalarType.Int64).DetachFromDisposeScope();
         try
@@ -122,8 +134,20 @@ public static class Generation
                 double[]? ent = null;
                 using (var scope = NewDisposeScope())
                 {
-                    // [B, V]
-                    var logits = model.Forward(next, maskT, cache: cache, lastOnly: true).to(ScalarType.Float32).cpu();
+                    Tensor logits;
+                    if (step == 0 && groupSize > 1)
+                    {
+                        Tensor First(Tensor t) => t.reshape(Bp, groupSize, P).select(1, 0);
+                        logits = model
+                            .Forward(First(next), First(maskT), cache: cache, lastOnly: true)
+                            .repeat_interleave(groupSize, dim: 0);
+                        var full = cache.RepeatRows(groupSize);
+                        cache.Dispose();
+                        cache = full;
+                    }
+                    else
+                        logits = model.Forward(next, maskT, cache: cache, lastOnly: true);
+                    logits = logits.to(ScalarType.Float32).cpu(); // [B, V]
                     (chosen, logps) = Pick(logits, opt, rng);
                     if (outEnt is not null)
                     {
@@ -168,6 +192,7 @@ public static class Generation
         }
         finally
         {
+            cache.Dispose();
             maskT.Dispose();
             next.Dispose();
             ownRng?.Dispose();

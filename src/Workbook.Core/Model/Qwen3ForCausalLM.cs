@@ -103,9 +103,9 @@ public sealed class Qwen3Attention : nn.Module
     }
 
     /// <param name="h">[B, T, hidden]</param><param name="cos">[B, 1, T, head_dim]</param>
-    /// <param name="mask">additive float32 [B, 1, T, S]</param><param name="cache">this layer's KV cache, or
-    /// null</param>
-    public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, KVCache? cache, int layer)
+    /// <param name="mask">additive float32 [B, 1, T, S]</param><param name="cache">the KV cache (or shared prefix),
+    /// or null</param>
+    public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, IKVCache? cache, int layer)
     {
         using var scope = NewDisposeScope();
         long B = h.shape[0],
@@ -148,7 +148,7 @@ public sealed class Qwen3DecoderLayer : nn.Module
         RegisterComponents();
     }
 
-    public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, KVCache? cache, int layer)
+    public Tensor forward(Tensor h, Tensor cos, Tensor sin, Tensor mask, IKVCache? cache, int layer)
     {
         using var scope = NewDisposeScope();
         h = h.Plus(self_attn.forward(input_layernorm.forward(h), cos, sin, mask, cache, layer));
@@ -263,7 +263,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
         Tensor inputIds,
         Tensor? attentionMask = null,
         Tensor? positionIds = null,
-        KVCache? cache = null,
+        IKVCache? cache = null,
         bool lastOnly = false,
         Tensor? segmentIds = null
     )
@@ -277,9 +277,12 @@ public sealed class Qwen3ForCausalLM : nn.Module
         // other kernels, where h·Wᵀ measured faster, and small heads (the main job's) keep their numbers bit for bit
         bool streamHead =
             lastOnly && DType == ScalarType.Float32 && (long)Config.VocabSize * Config.HiddenSize >= BigHead;
-        var logits = streamHead ? LmHeadWeight.matmul(h.t()).t().contiguous() : F.linear(h, LmHeadWeight);
+        var logits = streamHead ? LmHeadWeight.matmul(h.t()).t().contiguous() : Logits(h);
         return logits.MoveToOuterDisposeScope();
     }
+
+    /// <summary>lm_head on final hidden states [.., hidden] (as <see cref="HiddenStates"/> returns them).</summary>
+    public Tensor Logits(Tensor h) => F.linear(h, LmHeadWeight);
 
     /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.
     /// <paramref name="segmentIds"/> [B, T] (packed rows, no cache): a token only attends to earlier tokens of its own
@@ -288,7 +291,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
         Tensor inputIds,
         Tensor? attentionMask = null,
         Tensor? positionIds = null,
-        KVCache? cache = null,
+        IKVCache? cache = null,
         Tensor? segmentIds = null
     )
     {
@@ -407,11 +410,25 @@ public sealed class Qwen3ForCausalLM : nn.Module
     public long ParameterCount() => parameters().Sum(p => p.numel());
 }
 
+/// <summary>Keys and values that attention covers before the current call's: <see cref="Length"/> positions of them.
+/// </summary>
+public interface IKVCache
+{
+    long Length { get; }
+
+    /// <summary>Takes layer <paramref name="layer"/>'s keys and values of the current call ([B, kv_heads, T,
+    /// head_dim], after RoPE) and returns those attention covers: the earlier positions', then these.</summary>
+    (Tensor k, Tensor v) Append(int layer, Tensor k, Tensor v);
+
+    /// <summary>Called once per forward, after every layer: the call's T positions are now earlier ones.</summary>
+    void Advance(long t);
+}
+
 /// <summary>
 /// Preallocated per-layer key/value buffers [B, kv_heads, capacity, head_dim]. Appending writes in place, so the cost
 /// of a decoding step does not grow with position beyond attention itself.
 /// </summary>
-public sealed class KVCache : IDisposable
+public sealed class KVCache : IKVCache, IDisposable
 {
     readonly Tensor[] keys,
         values;
@@ -419,20 +436,25 @@ public sealed class KVCache : IDisposable
     public long Capacity { get; }
 
     public KVCache(Qwen3Config c, long batch, long capacity, ScalarType dtype, Device device)
+        : this(c.NumHiddenLayers, c.NumKeyValueHeads, c.HeadDim, batch, capacity, dtype, device) { }
+
+    KVCache(int layers, long batch, long capacity, Tensor like)
+        : this(layers, like.shape[1], like.shape[3], batch, capacity, like.dtype, like.device) { }
+
+    KVCache(int layers, long kvHeads, long headDim, long batch, long capacity, ScalarType dtype, Device device)
     {
         Capacity = capacity;
-        keys = new Tensor[c.NumHiddenLayers];
-        values = new Tensor[c.NumHiddenLayers];
-        for (int i = 0; i < c.NumHiddenLayers; i++)
+        keys = new Tensor[layers];
+        values = new Tensor[layers];
+        for (int i = 0; i < layers; i++)
         {
-            keys[i] = zeros([batch, c.NumKeyValueHeads, capacity, c.HeadDim], dtype: dtype, device: device)
-                .DetachFromDisposeScope();
-            values[i] = zeros([batch, c.NumKeyValueHeads, capacity, c.HeadDim], dtype: dtype, device: device)
+            keys[i] = zeros([batch, kvHeads, capacity, headDim], dtype: dtype, device: device).DetachFromDisposeScope();
+            values[i] = zeros([batch, kvHeads, capacity, headDim], dtype: dtype, device: device)
                 .DetachFromDisposeScope();
         }
     }
 
-    internal (Tensor k, Tensor v) Append(int layer, Tensor k, Tensor v)
+    (Tensor k, Tensor v) IKVCache.Append(int layer, Tensor k, Tensor v)
     {
         long T = k.shape[2];
         if (Length + T > Capacity)
@@ -445,7 +467,32 @@ public sealed class KVCache : IDisposable
         return (keys[layer].narrow(2, 0, Length + T), values[layer].narrow(2, 0, Length + T));
     }
 
-    internal void Advance(long t) => Length += t;
+    void IKVCache.Advance(long t) => Length += t;
+
+    /// <summary>A new cache whose rows are this one's, each repeated <paramref name="times"/> times in place
+    /// (row b becomes rows b·times … b·times + times − 1), with the same length and capacity.</summary>
+    public KVCache RepeatRows(int times)
+    {
+        var c = new KVCache(keys.Length, keys[0].shape[0] * times, Capacity, keys[0]);
+        try
+        {
+            using var _ = no_grad();
+            for (int i = 0; i < keys.Length; i++)
+            {
+                using var k = keys[i].narrow(2, 0, Length).repeat_interleave(times, dim: 0);
+                using var v = values[i].narrow(2, 0, Length).repeat_interleave(times, dim: 0);
+                c.keys[i].narrow(2, 0, Length).copy_(k);
+                c.values[i].narrow(2, 0, Length).copy_(v);
+            }
+        }
+        catch
+        {
+            c.Dispose(); // its buffers belong to no dispose scope
+            throw;
+        }
+        c.Length = Length;
+        return c;
+    }
 
     public void Dispose()
     {

@@ -6,8 +6,9 @@
 //     head's gradient reaches the weight's AccumulateGrad alone and is stored as .grad as soon as it is computed;
 //  2. backward index_adds the rows into that .grad and returns no gradient for its inputs. With one forward the
 //     lookup's backward runs last, after every layer's and the head's (so after the head's AccumulateGrad). A loss
-//     made of two forwards (GRPO with its SFT term) can run the second forward's lookup before the first head's
-//     gradient arrives: then .grad starts as zeros and AccumulateGrad adds the heads' gradient to it, still right.
+//     made of two forwards (GRPO with its SFT term), or a forward with two lookups (the shared-prompt forward's
+//     prompt and completion passes, Model/SharedPrefix.cs), can run a lookup's backward before a head's gradient
+//     arrives: then .grad starts as zeros and AccumulateGrad adds the heads' gradient to it, still right.
 // So it is only right for loss.backward(): autograd.grad would see no lookup term and .grad would change. The model
 // builds it only inside Qwen3ForCausalLM.ForBackward() and only for big tied heads.
 using TorchSharp;

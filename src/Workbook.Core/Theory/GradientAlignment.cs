@@ -1,8 +1,10 @@
 // The coupling of a GRPO step with the SFT loss, measured as it happens: cos(∇J, −∇L_SFT) on the step's rollouts and an
 // expert batch drawn from (seed, step), both gradient norms, and the spectral concentration (Spectral.cs) of the
 // per-example gradients that sum exactly to the two (one per expert example, one per rollout sequence, each with the
-// batch's normalisers). It attaches to a GrpoTrainer through its BeforeUpdate hook, so Training does not depend on
-// Theory. ∇J is −∇ of the GRPO loss, so cos(∇J, −∇L_SFT) = cos(∇loss_rl, ∇L_SFT); negative: the RL step raises L_SFT.
+// batch's normalisers; each rollout row runs alone, so the pieces sum to the per-row forward's gradient, which the
+// update's shared-prompt forward equals to rounding). It attaches to a GrpoTrainer through its BeforeUpdate hook, so
+// Training does not depend on Theory. ∇J is −∇ of the GRPO loss, so cos(∇J, −∇L_SFT) = cos(∇loss_rl, ∇L_SFT);
+// negative: the RL step raises L_SFT.
 using Workbook.Model;
 using Workbook.Training;
 using static TorchSharp.torch;

@@ -19,6 +19,8 @@
 //  7. off-policy expert (off_policy_expert; LUFFY): each group is G − 1 samples plus the prompt's expert response, so
 //     advantages are relative to the mixed group; the expert's tokens use the ratio π_θ (or π_θ/(π_θ + γ) with
 //     shaping), unclipped and without KL (the KL term, either kl_mode, covers on-policy tokens only).
+// Each group's prompt goes through the model once, in the rollout's prefill and in the training forwards (π_old, the
+// reference, the loss), and its keys and values serve the group's rows (shared_prompt_forward; Model/SharedPrefix.cs).
 // Diagnostics that need more than the batch (the gradient alignment of Theory/GradientAlignment.cs) attach through
 // BeforeUpdate, so Training does not depend on Theory.
 using System.Diagnostics;
@@ -569,6 +571,9 @@ public sealed class GrpoBatch
     public double[] ShapedRewards { get; private set; } = [];
     public int PromptLength { get; private set; }
 
+    /// <summary>Rows per prompt in the training forwards: num_generations with shared_prompt_forward, else 1.</summary>
+    public int GroupSize => opt.SharedPromptForward ? opt.NumGenerations : 1;
+
     /// <summary>off_policy_expert: 1 on the rows holding the expert response (the last of each group), [N]; else
     /// null.</summary>
     public Tensor? OffPolicy { get; private set; }
@@ -618,7 +623,13 @@ public sealed class GrpoBatch
         var sampledPrompts = idx.SelectMany(i => Enumerable.Repeat(promptIds[i], nOn)).ToList();
         List<Completion> outs;
         using (var rng = new Generator((ulong)(o.Seed * 1_000_003 + step)))
-            outs = Generation.Generate(model, sampledPrompts, o.Sampling(codec.EosId, codec.PadId), rng);
+            outs = Generation.Generate(
+                model,
+                sampledPrompts,
+                o.Sampling(codec.EosId, codec.PadId),
+                rng,
+                groupSize: o.SharedPromptForward ? nOn : 1
+            );
         model.train();
         m["timing/rollout"] = sw.Elapsed.TotalSeconds;
         int N = nPrompts * G;
@@ -710,10 +721,12 @@ public sealed class GrpoBatch
         using (no_grad())
         {
             if (o.NumIterations > 1 || o.KlMode == "reward")
-                old = Losses.CompletionLogProbs(model, r.Ids, r.Mask, P, o.Temperature, entropy: false).LogProbs;
+                old = Losses
+                    .CompletionLogProbs(model, r.Ids, r.Mask, P, o.Temperature, entropy: false, r.GroupSize)
+                    .LogProbs;
             if (reference is not null)
                 r.RefLogProbs = Losses
-                    .CompletionLogProbs(reference, r.Ids, r.Mask, P, o.Temperature, entropy: false)
+                    .CompletionLogProbs(reference, r.Ids, r.Mask, P, o.Temperature, entropy: false, r.GroupSize)
                     .LogProbs;
         }
         if (o.NumIterations > 1)
@@ -773,7 +786,15 @@ public sealed class GrpoBatch
         Tensor? old = OldLogProbs is null ? null : Pick(OldLogProbs),
             refLp = RefLogProbs is null ? null : Pick(RefLogProbs),
             off = OffPolicy is null ? null : Pick(OffPolicy);
-        var (lp, entropy) = Losses.CompletionLogProbs(model, ids, mask, PromptLength, opt.Temperature);
+        // a subset of rows (the alignment diagnostic's single rows) need not hold whole groups: per row
+        var (lp, entropy) = Losses.CompletionLogProbs(
+            model,
+            ids,
+            mask,
+            PromptLength,
+            opt.Temperature,
+            groupSize: rows is null ? GroupSize : 1
+        );
         var l = rows is null
             ? GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt, offPolicy: off)
             : GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt, Sequences, CompletionMask.sum(), off);

@@ -179,21 +179,28 @@ public static class Losses
     }
 
     /// <summary>Log-probabilities and entropies of the completion tokens ids[:, P:] (given ids[:, :P] as left-padded
-    /// prompts). The entropies carry no gradient (null with <paramref name="entropy"/> false).</summary>
+    /// prompts). The entropies carry no gradient (null with <paramref name="entropy"/> false). With
+    /// <paramref name="groupSize"/> G &gt; 1, rows come in groups of G consecutive rows with the same prompt, and each
+    /// group's prompt goes through the model once (Model/SharedPrefix.cs); a group whose prompts differ is an
+    /// error.</summary>
     public static (Tensor LogProbs, Tensor? Entropy) CompletionLogProbs(
         Qwen3ForCausalLM model,
         Tensor ids,
         Tensor mask,
         int promptLength,
         double temperature,
-        bool entropy = true
+        bool entropy = true,
+        int groupSize = 1
     )
     {
         using var scope = NewDisposeScope();
         var dev = model.Device;
         long L = ids.shape[1],
             C = L - promptLength;
-        var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C);
+        var logits =
+            groupSize > 1
+                ? SharedPromptLogits(model, ids.to(dev), mask.to(dev), promptLength, groupSize)
+                : model.Forward(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C);
         if (logits.dtype != ScalarType.Float64)
             logits = logits.to(ScalarType.Float32);
         if (temperature != 1.0) // x / 1 is x: the division would only copy
@@ -208,5 +215,29 @@ public static class Losses
         using var _ = no_grad();
         var ent = -(logp.exp() * logp).sum(-1);
         return (lp.MoveToOuterDisposeScope(), ent.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>The logits that predict ids[:, P:], [N, C, V], with each group's prompt run once.</summary>
+    static Tensor SharedPromptLogits(Qwen3ForCausalLM model, Tensor ids, Tensor mask, int P, int G)
+    {
+        long N = ids.shape[0],
+            C = ids.shape[1] - P;
+        if (N % G != 0)
+            throw new ArgumentException($"shared prompt forward: {N} rows are not groups of {G}");
+        var prompts = ids.narrow(1, 0, P).reshape(N / G, G, P);
+        var promptMask = mask.narrow(1, 0, P).reshape(N / G, G, P);
+        using (no_grad())
+            if (
+                !prompts.eq(prompts.narrow(1, 0, 1)).all().item<bool>()
+                || !promptMask.eq(promptMask.narrow(1, 0, 1)).all().item<bool>()
+            )
+                throw new ArgumentException($"shared prompt forward: a group of {G} rows has more than one prompt");
+        using var prefix = new SharedPrefix(model.Config.NumHiddenLayers, G);
+        var hp = model.HiddenStates(prompts.select(1, 0), promptMask.select(1, 0), cache: prefix); // [N/G, P, H]
+        var hc = model.HiddenStates(ids.narrow(1, P, C), mask, cache: prefix); // [N, C, H]
+        // position P − 1 (the prompt's last token) predicts the first completion token; completion t predicts t + 1
+        var first = hp.narrow(1, P - 1, 1).repeat_interleave(G, dim: 0);
+        var h = C > 1 ? cat([first, hc.narrow(1, 0, C - 1)], 1) : first;
+        return model.Logits(h);
     }
 }

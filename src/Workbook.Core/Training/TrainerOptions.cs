@@ -212,6 +212,12 @@ public sealed record GrpoOptions : TrainOptions
     /// <summary>Exclude completions cut at max_completion_length from the loss.</summary>
     public bool MaskTruncatedCompletions { get; init; }
 
+    /// <summary>The rollout's prefill and the training forwards (π_old, the reference, the loss) run each group's
+    /// prompt once and share its keys and values with the group's completions (Model/SharedPrefix.cs), instead of once
+    /// per row as TRL does. The same function in fewer FLOPs; rounding differs. false = per row. The
+    /// gradient-alignment diagnostic differentiates single rows and always runs them per row.</summary>
+    public bool SharedPromptForward { get; init; } = true;
+
     /// <summary>Every N steps (0 = off), log the alignment of the RL and SFT gradients before the update:
     /// diagnostics/cos_rl_sft = cos(∇J, −∇L_SFT) on this step's rollouts and an expert batch (negative: the RL step
     /// raises the SFT loss), both gradient norms, and the spectral concentration of the per-example gradients (each
