@@ -216,4 +216,77 @@ public class SharedPrefixTests(TrainingFixture fx) : IClassFixture<TrainingFixtu
         Assert.Throws<ArgumentException>(() => Generation.Generate(m, rows.Take(6).ToList(), opt, null, groupSize: 2));
         Assert.Throws<ArgumentException>(() => Generation.Generate(m, rows.Skip(1).ToList(), opt, null, groupSize: G));
     }
+
+    /// <summary>A sequence whose loss starts after six tokens, as after a prompt.</summary>
+    static SftSequence Seq(params int[] ids) => new(ids, ids.Select((_, i) => i >= 6).ToArray());
+
+    [Fact]
+    public void An_sft_batch_knows_the_columns_its_rows_share()
+    {
+        var rows = new[] { Seq(1, 2, 3, 4, 5, 9, 7, 7), Seq(1, 2, 3, 4, 5, 6, 7), Seq(1, 2, 3, 4, 5, 8, 8, 8, 8) };
+        Assert.Equal(5, Losses.MakeSftBatch(rows, 0, 64, packing: false).CommonPrefix);
+        Assert.Equal(0, Losses.MakeSftBatch(rows, 0, 64, packing: true).CommonPrefix); // packed rows mix sequences
+        Assert.Equal(0, Losses.MakeSftBatch(rows.Take(1).ToList(), 0, 64, packing: false).CommonPrefix);
+        // identical rows leave one column to the rows' own pass
+        Assert.Equal(7, Losses.MakeSftBatch([rows[0], rows[0]], 0, 64, packing: false).CommonPrefix);
+        // shorter than MinCommonPrefix: not worth a pass
+        Assert.Equal(0, Losses.MakeSftBatch([Seq(1, 2, 3, 9, 9, 9, 9), Seq(1, 2, 3, 8)], 0, 64, false).CommonPrefix);
+        // truncation (max_length) bounds it too
+        Assert.Equal(4, Losses.MakeSftBatch([rows[0], rows[0]], 0, 5, packing: false).CommonPrefix);
+    }
+
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public void An_sft_batch_with_a_common_prefix_gives_the_one_pass_loss_and_gradients(bool tied, bool intoGrad)
+    {
+        using var m = new Qwen3ForCausalLM(
+            Qwen3Config.Tiny(V) with
+            {
+                TieWordEmbeddings = tied,
+            },
+            ScalarType.Float64,
+            CPU,
+            seed: 6
+        );
+        if (intoGrad)
+            m.LookupIntoGradFrom = 0;
+        var rows = new[]
+        {
+            Seq(1, 2, 3, 4, 5, 9, 7, 7, 30, 31),
+            Seq(1, 2, 3, 4, 5, 6, 7),
+            Seq(1, 2, 3, 4, 5, 8, 8, 8, 8, 40, 41, 42),
+        };
+        var shared = Losses.MakeSftBatch(rows, 0, 64, packing: false);
+        Assert.Equal(5, shared.CommonPrefix);
+        (double Nll, double[] Tok, Tensor[] Grads) Run(Losses.Batch b)
+        {
+            foreach (var p in m.parameters())
+                p.grad = null;
+            double[] tok;
+            using (no_grad())
+                tok = Losses.TokenNll(m, b).data<double>().ToArray();
+            using var mode = intoGrad ? m.ForBackward() : null;
+            var (nll, _) = Losses.SftNll(m, b);
+            nll.backward();
+            return (nll.item<double>(), tok, m.parameters().Select(p => p.grad!.clone()).ToArray());
+        }
+        var one = Run(shared with { CommonPrefix = 0 });
+        var two = Run(shared);
+        Assert.Equal(one.Nll, two.Nll, 11);
+        Assert.Equal(one.Tok.Length, two.Tok.Length);
+        for (int i = 0; i < one.Tok.Length; i++)
+            Assert.Equal(one.Tok[i], two.Tok[i], 11);
+        for (int k = 0; k < one.Grads.Length; k++)
+            Assert.True(
+                one.Grads[k].allclose(two.Grads[k], rtol: 1e-9, atol: 1e-12),
+                $"gradient {k} differs by {(one.Grads[k] - two.Grads[k]).abs().max().item<double>()}"
+            );
+        Assert.Contains(two.Grads, g => g.abs().max().item<double>() > 1e-3); // not vacuous
+        // the whole-sequence loss of the base stage (every token): the prefix's own predictions count in every row
+        var all = rows.Select(r => new SftSequence(r.Ids, r.Ids.Select(_ => true).ToArray())).ToList();
+        var full = Losses.MakeSftBatch(all, 0, 64, packing: false);
+        Assert.Equal(Run(full with { CommonPrefix = 0 }).Nll, Run(full).Nll, 11);
+    }
 }

@@ -2,6 +2,9 @@
 // <|im_end|>), with right padding, or packing into rows with per-example segments and restarting positions.
 // Policy: per-token log-probabilities (and entropies) of completion tokens, from logits divided by the sampling
 // temperature, as TRL computes them.
+// Shared prefixes (Model/SharedPrefix.cs): the columns every row of an SFT batch opens with (chat template, question)
+// and each GRPO group's prompt go through the model once; the same function as the per-row forward, rounded
+// differently.
 using Workbook.Model;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -20,7 +23,16 @@ public static class Losses
         Tensor Targets,
         Tensor LossMask,
         long Tokens
-    );
+    )
+    {
+        /// <summary>K: the first K columns hold the same real tokens in every row (the chat template's opening and
+        /// the task's question), so the forward runs them once (0 = no shared run).</summary>
+        public int CommonPrefix { get; init; }
+    }
+
+    /// <summary>Shortest common prefix worth a pass of its own: shorter ones cost more in two passes' launches than
+    /// they save.</summary>
+    public const int MinCommonPrefix = 4;
 
     /// <summary>Tokens of one sequence that carry loss in <see cref="MakeSftBatch"/>: the targets (positions 1..) the
     /// loss mask marks, after truncation to <paramref name="maxLength"/>.</summary>
@@ -81,6 +93,15 @@ public static class Losses
                 tgt[b * T + t] = padId;
             }
         }
+        // the rows' common prefix (packed rows hold several sequences, so only unpacked ones); one column at least
+        // is left to the rows' own pass
+        int common = 0;
+        if (!packing && B > 1)
+        {
+            int limit = Math.Min(T - 1, rows.Min(r => r[0].ids.Length));
+            while (common < limit && rows.All(r => r[0].ids[common] == rows[0][0].ids[common]))
+                common++;
+        }
         return new Batch(
             tensor(ids_, [B, T]),
             tensor(mask, [B, T]),
@@ -89,7 +110,10 @@ public static class Losses
             tensor(tgt, [B, T]),
             tensor(lm, [B, T]),
             tokens
-        );
+        )
+        {
+            CommonPrefix = common >= MinCommonPrefix ? common : 0,
+        };
     }
 
     /// <summary>Summed NLL over loss-masked tokens and the number of correct argmax predictions among them.</summary>
@@ -103,7 +127,25 @@ public static class Losses
     static Tensor Logits(Qwen3ForCausalLM model, Batch b)
     {
         var dev = model.Device;
+        if (b.CommonPrefix > 0 && b.Segments is null)
+            return CommonPrefixLogits(model, b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), b.CommonPrefix);
         return model.Forward(b.Ids.to(dev), b.Mask.to(dev), b.Positions.to(dev), segmentIds: b.Segments?.to(dev));
+    }
+
+    /// <summary>The logits of a batch whose first K columns are the same in every row, [B, T, V]: those columns run
+    /// once, as a prompt shared by a group of B rows (Model/SharedPrefix.cs); their logits are repeated for every
+    /// row. The same function as one forward over the rows.</summary>
+    static Tensor CommonPrefixLogits(Qwen3ForCausalLM model, Tensor ids, Tensor mask, Tensor positions, int K)
+    {
+        using var scope = NewDisposeScope();
+        long B = ids.shape[0],
+            T = ids.shape[1];
+        using var prefix = new SharedPrefix(model.Config.NumHiddenLayers, (int)B);
+        Tensor First(Tensor t) => t.narrow(0, 0, 1).narrow(1, 0, K);
+        var hp = model.HiddenStates(First(ids), First(mask), First(positions), cache: prefix); // [1, K, H]
+        var hs = model.HiddenStates(ids.narrow(1, K, T - K), mask, positions.narrow(1, K, T - K), cache: prefix);
+        var lp = model.Logits(hp);
+        return cat([lp.expand(B, K, lp.shape[2]), model.Logits(hs)], 1).MoveToOuterDisposeScope();
     }
 
     /// <summary><see cref="SftNll(Qwen3ForCausalLM, Batch)"/> from the batch's logits.</summary>
