@@ -41,6 +41,24 @@ public class SharedPrefixTests(TrainingFixture fx) : IClassFixture<TrainingFixtu
         return (tensor(ids, [rows.Count, P + C]), tensor(mask, [rows.Count, P + C]), P);
     }
 
+    /// <summary>A float64 tiny model; <paramref name="intoGrad"/>: its tied head takes the in-place lookup gradient
+    /// at any size.</summary>
+    static Qwen3ForCausalLM TinyModel(bool tied, bool intoGrad, long seed)
+    {
+        var m = new Qwen3ForCausalLM(
+            Qwen3Config.Tiny(V) with
+            {
+                TieWordEmbeddings = tied,
+            },
+            ScalarType.Float64,
+            CPU,
+            seed
+        );
+        if (intoGrad)
+            m.LookupIntoGradFrom = 0;
+        return m;
+    }
+
     static (double[] Lp, double[] Ent, Tensor[] Grads) Run(
         Qwen3ForCausalLM m,
         int groupSize,
@@ -71,17 +89,7 @@ public class SharedPrefixTests(TrainingFixture fx) : IClassFixture<TrainingFixtu
     [InlineData(true, false, true)] // one completion token: only the prompt pass's last position predicts
     public void Shared_prompt_forward_equals_the_per_row_forward(bool tied, bool intoGrad, bool oneToken)
     {
-        using var m = new Qwen3ForCausalLM(
-            Qwen3Config.Tiny(V) with
-            {
-                TieWordEmbeddings = tied,
-            },
-            ScalarType.Float64,
-            CPU,
-            seed: 4
-        );
-        if (intoGrad)
-            m.LookupIntoGradFrom = 0;
+        using var m = TinyModel(tied, intoGrad, seed: 4);
         var (ids, mask, P) = Batch(oneToken);
         Assert.Equal(oneToken ? 1 : 4, ids.shape[1] - P);
         var cm = mask.narrow(1, P, ids.shape[1] - P).to(ScalarType.Float64).data<double>().ToArray();
@@ -241,17 +249,7 @@ public class SharedPrefixTests(TrainingFixture fx) : IClassFixture<TrainingFixtu
     [InlineData(true, true)]
     public void An_sft_batch_with_a_common_prefix_gives_the_one_pass_loss_and_gradients(bool tied, bool intoGrad)
     {
-        using var m = new Qwen3ForCausalLM(
-            Qwen3Config.Tiny(V) with
-            {
-                TieWordEmbeddings = tied,
-            },
-            ScalarType.Float64,
-            CPU,
-            seed: 6
-        );
-        if (intoGrad)
-            m.LookupIntoGradFrom = 0;
+        using var m = TinyModel(tied, intoGrad, seed: 6);
         var rows = new[]
         {
             Seq(1, 2, 3, 4, 5, 9, 7, 7, 30, 31),

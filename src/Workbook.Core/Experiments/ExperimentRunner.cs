@@ -97,7 +97,7 @@ public sealed class ExperimentRunner
 
     readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> reused = new();
     List<string>? donors;
-    int session = 1;
+    int session = 1; // this session's number (1, or k for timing-k.json); the donor search writes its versions
     public event Action<string, long, IReadOnlyDictionary<string, double>>? OnMetrics;
 
     public ExperimentRunner(ExperimentConfig config, string runDir, string runsRoot, Action<string>? log = null)
@@ -153,9 +153,8 @@ public sealed class ExperimentRunner
         pipelines = pipelines.OrderBy(p => p == "sft-then-rl" ? 0 : 1).ToList();
         Directory.CreateDirectory(runDir);
         // a folder that has seeds.json was started before: this session resumes it and keeps the first one's records
-        int session = File.Exists(Path.Combine(runDir, "seeds.json")) ? NextSession() : 1;
+        session = File.Exists(Path.Combine(runDir, "seeds.json")) ? NextSession() : 1;
         WriteRunFiles(pipelines, session);
-        this.session = session;
         var perSeed = new Dictionary<string, SeedResult>[SeedList.Count];
         var seconds = new Dictionary<string, double>[SeedList.Count];
         var wall = System.Diagnostics.Stopwatch.StartNew();

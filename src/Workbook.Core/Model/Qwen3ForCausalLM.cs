@@ -438,9 +438,6 @@ public sealed class KVCache : IKVCache, IDisposable
     public KVCache(Qwen3Config c, long batch, long capacity, ScalarType dtype, Device device)
         : this(c.NumHiddenLayers, c.NumKeyValueHeads, c.HeadDim, batch, capacity, dtype, device) { }
 
-    KVCache(int layers, long batch, long capacity, Tensor like)
-        : this(layers, like.shape[1], like.shape[3], batch, capacity, like.dtype, like.device) { }
-
     KVCache(int layers, long kvHeads, long headDim, long batch, long capacity, ScalarType dtype, Device device)
     {
         Capacity = capacity;
@@ -473,7 +470,8 @@ public sealed class KVCache : IKVCache, IDisposable
     /// (row b becomes rows b·times … b·times + times − 1), with the same length and capacity.</summary>
     public KVCache RepeatRows(int times)
     {
-        var c = new KVCache(keys.Length, keys[0].shape[0] * times, Capacity, keys[0]);
+        var k0 = keys[0]; // [B, kv_heads, capacity, head_dim]
+        var c = new KVCache(keys.Length, k0.shape[1], k0.shape[3], k0.shape[0] * times, Capacity, k0.dtype, k0.device);
         try
         {
             using var _ = no_grad();

@@ -9,15 +9,36 @@ using static TorchSharp.torch;
 
 namespace Workbook.Model;
 
-public sealed class SharedPrefix(int layers, int groupSize) : IKVCache, IDisposable
+public sealed class SharedPrefix : IKVCache, IDisposable
 {
-    readonly Tensor?[] keys = new Tensor?[layers],
-        values = new Tensor?[layers];
+    readonly Tensor?[] keys,
+        values;
+    readonly int groupSize;
     bool recorded,
         replayed;
 
+    SharedPrefix(int layers, int groupSize)
+    {
+        (keys, values, this.groupSize) = (new Tensor?[layers], new Tensor?[layers], groupSize);
+    }
+
+    /// <summary>The final hidden states of the prefix pass ([Bp, K, hidden]) and of the rows' pass ([Bp·G, T,
+    /// hidden]), the rows attending to their group's prefix first. <paramref name="mask"/> covers prefix and row
+    /// columns ([Bp·G, K + T]); null positions count real tokens, as <see cref="Qwen3ForCausalLM.HiddenStates"/>
+    /// does.</summary>
+    public static (Tensor Prefix, Tensor Rows) HiddenStates(
+        Qwen3ForCausalLM model,
+        int groupSize,
+        (Tensor Ids, Tensor Mask, Tensor? Positions) prefix,
+        (Tensor Ids, Tensor Mask, Tensor? Positions) rows
+    )
+    {
+        using var cache = new SharedPrefix(model.Config.NumHiddenLayers, groupSize);
+        var hp = model.HiddenStates(prefix.Ids, prefix.Mask, prefix.Positions, cache);
+        return (hp, model.HiddenStates(rows.Ids, rows.Mask, rows.Positions, cache));
+    }
+
     public long Length { get; private set; }
-    public int GroupSize { get; } = groupSize;
 
     public (Tensor k, Tensor v) Append(int layer, Tensor k, Tensor v)
     {
@@ -31,13 +52,13 @@ public sealed class SharedPrefix(int layers, int groupSize) : IKVCache, IDisposa
         if (replayed)
             throw new InvalidOperationException("shared prefix: one prompt pass, then one completion pass");
         var pk = keys[layer]!;
-        if (pk.shape[0] * GroupSize != k.shape[0])
+        if (pk.shape[0] * groupSize != k.shape[0])
             throw new ArgumentException(
-                $"shared prefix: {pk.shape[0]} prompts × group {GroupSize} ≠ {k.shape[0]} completion rows"
+                $"shared prefix: {pk.shape[0]} prompts × group {groupSize} ≠ {k.shape[0]} completion rows"
             );
         return (
-            cat([pk.repeat_interleave(GroupSize, dim: 0), k], 2),
-            cat([values[layer]!.repeat_interleave(GroupSize, dim: 0), v], 2)
+            cat([pk.repeat_interleave(groupSize, dim: 0), k], 2),
+            cat([values[layer]!.repeat_interleave(groupSize, dim: 0), v], 2)
         );
     }
 

@@ -140,10 +140,13 @@ public static class Losses
         using var scope = NewDisposeScope();
         long B = ids.shape[0],
             T = ids.shape[1];
-        using var prefix = new SharedPrefix(model.Config.NumHiddenLayers, (int)B);
         Tensor First(Tensor t) => t.narrow(0, 0, 1).narrow(1, 0, K);
-        var hp = model.HiddenStates(First(ids), First(mask), First(positions), cache: prefix); // [1, K, H]
-        var hs = model.HiddenStates(ids.narrow(1, K, T - K), mask, positions.narrow(1, K, T - K), cache: prefix);
+        var (hp, hs) = SharedPrefix.HiddenStates( // [1, K, H] and [B, T − K, H]
+            model,
+            (int)B,
+            (First(ids), First(mask), First(positions)),
+            (ids.narrow(1, K, T - K), mask, positions.narrow(1, K, T - K))
+        );
         var lp = model.Logits(hp);
         return cat([lp.expand(B, K, lp.shape[2]), model.Logits(hs)], 1).MoveToOuterDisposeScope();
     }
@@ -274,9 +277,12 @@ public static class Losses
                 || !promptMask.eq(promptMask.narrow(1, 0, 1)).all().item<bool>()
             )
                 throw new ArgumentException($"shared prompt forward: a group of {G} rows has more than one prompt");
-        using var prefix = new SharedPrefix(model.Config.NumHiddenLayers, G);
-        var hp = model.HiddenStates(prompts.select(1, 0), promptMask.select(1, 0), cache: prefix); // [N/G, P, H]
-        var hc = model.HiddenStates(ids.narrow(1, P, C), mask, cache: prefix); // [N, C, H]
+        var (hp, hc) = SharedPrefix.HiddenStates( // [N/G, P, H] and [N, C, H]
+            model,
+            G,
+            (prompts.select(1, 0), promptMask.select(1, 0), null),
+            (ids.narrow(1, P, C), mask, null)
+        );
         // position P − 1 (the prompt's last token) predicts the first completion token; completion t predicts t + 1
         var first = hp.narrow(1, P - 1, 1).repeat_interleave(G, dim: 0);
         var h = C > 1 ? cat([first, hc.narrow(1, 0, C - 1)], 1) : first;
