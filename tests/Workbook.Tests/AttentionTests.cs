@@ -1,0 +1,136 @@
+// Qwen3Attention computes grouped-query attention by folding each KV head's query heads into rows (no repeated K and
+// V) and RoPE with a roll and a signed sine. Checked in float64 against the textbook formulas written out here
+// (rotate_half, repeat_interleave of K and V, one head at a time), for one, two and four query heads per KV head,
+// with left padding, and through the KV cache one token at a time.
+
+using TorchSharp;
+using Workbook.Model;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Workbook.Tests;
+
+public class AttentionTests
+{
+    const int V = 50;
+
+    static Qwen3ForCausalLM Model(int kvHeads) =>
+        new(
+            Qwen3Config.Tiny(V) with
+            {
+                NumAttentionHeads = 4,
+                NumKeyValueHeads = kvHeads,
+            },
+            ScalarType.Float64,
+            CPU,
+            seed: 7 + kvHeads
+        );
+
+    static Tensor RotateHalf(Tensor x)
+    {
+        var half = x.shape[^1] / 2;
+        return cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);
+    }
+
+    /// <summary>The textbook Qwen3 forward (transformers' modeling_qwen3.py, eager attention) from the model's own
+    /// weights: logits [B, T, V].</summary>
+    static Tensor Reference(Qwen3ForCausalLM m, Tensor ids, Tensor mask)
+    {
+        var c = m.Config;
+        long B = ids.shape[0],
+            T = ids.shape[1];
+        int H = c.NumAttentionHeads,
+            KV = c.NumKeyValueHeads,
+            D = c.HeadDim;
+        using Scalar zero = 0,
+            blocked = double.NegativeInfinity;
+        var pos = mask.cumsum(1).Minus(1).clamp_min(zero).to(ScalarType.Float64);
+        // float32 frequencies, as transformers (and the model) keep them
+        var invFreq = tensor(
+            Enumerable.Range(0, D / 2).Select(i => (double)(float)(1 / Math.Pow(c.RopeTheta, 2.0 * i / D))).ToArray()
+        );
+        var freqs = pos.unsqueeze(-1) * invFreq;
+        var emb = cat([freqs, freqs], -1).unsqueeze(1); // [B, 1, T, D]
+        var allowed = ones(T, T, dtype: ScalarType.Bool).tril().unsqueeze(0) & mask.to(ScalarType.Bool).unsqueeze(1);
+        allowed = allowed | eye(T, dtype: ScalarType.Bool).unsqueeze(0); // a padding query sees itself: no NaN rows
+        var h = m.model.embed_tokens.forward(ids);
+        foreach (var layer in m.model.layers)
+        {
+            var a = layer.self_attn;
+            var x = layer.input_layernorm.forward(h);
+            var q = a.q_norm.forward(a.q_proj.forward(x).view(B, T, H, D)).transpose(1, 2);
+            var k = a.k_norm.forward(a.k_proj.forward(x).view(B, T, KV, D)).transpose(1, 2);
+            var v = a.v_proj.forward(x).view(B, T, KV, D).transpose(1, 2);
+            q = (q * emb.cos()).Plus(RotateHalf(q) * emb.sin());
+            k = (k * emb.cos()).Plus(RotateHalf(k) * emb.sin());
+            k = k.repeat_interleave(H / KV, dim: 1);
+            v = v.repeat_interleave(H / KV, dim: 1);
+            var heads = new List<Tensor>();
+            for (int j = 0; j < H; j++)
+            {
+                var s = matmul(q.select(1, j), k.select(1, j).transpose(1, 2)).Over(Math.Sqrt(D));
+                s = s.masked_fill(allowed.logical_not(), blocked);
+                heads.Add(matmul(F.softmax(s, -1), v.select(1, j)));
+            }
+            h = h.Plus(a.o_proj.forward(stack(heads, 2).reshape(B, T, H * D)));
+            h = h.Plus(layer.mlp.forward(layer.post_attention_layernorm.forward(h)));
+        }
+        return F.linear(m.model.norm.forward(h), m.LmHeadWeight);
+    }
+
+    static double MaxDiff(Tensor a, Tensor b) =>
+        a.contiguous().data<double>().Zip(b.contiguous().data<double>()).Max(p => Math.Abs(p.First - p.Second));
+
+    static (Tensor Ids, Tensor Mask) LeftPadded()
+    {
+        int[][] rows =
+        [
+            [3, 7, 1, 9, 4, 12, 30],
+            [11, 2, 41],
+            [5, 8, 13, 21, 34],
+        ];
+        var (ids, mask, _) = PromptPadding.LeftPad(rows, 0);
+        return (tensor(ids, [3, 7], dtype: ScalarType.Int64), tensor(mask, [3, 7], dtype: ScalarType.Int64));
+    }
+
+    [Theory]
+    [InlineData(4)]
+    [InlineData(2)]
+    [InlineData(1)]
+    public void Forward_matches_the_textbook_attention(int kvHeads)
+    {
+        using var _ = NewDisposeScope();
+        using var ng = no_grad();
+        var m = Model(kvHeads);
+        var (ids, mask) = LeftPadded();
+        using Scalar zero = 0;
+        var pad = mask.to(ScalarType.Bool).unsqueeze(-1).logical_not();
+        var got = m.Forward(ids, mask).masked_fill(pad, zero);
+        var want = Reference(m, ids, mask).masked_fill(pad, zero);
+        Assert.True(want.abs().max().item<double>() > 0.01); // not a vacuous comparison
+        var diff = MaxDiff(got, want);
+        Assert.True(diff < 1e-12, $"kv_heads {kvHeads}: {diff}");
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(1)]
+    public void Decoding_through_the_cache_matches_the_full_forward(int kvHeads)
+    {
+        using var _ = NewDisposeScope();
+        using var ng = no_grad();
+        var m = Model(kvHeads);
+        var (ids, mask) = LeftPadded();
+        var want = Reference(m, ids, mask);
+        // prefill four columns, then one token at a time: queries of one row against the cached keys
+        using var cache = m.NewCache(3, 7);
+        var steps = new List<Tensor> { m.Forward(ids.narrow(1, 0, 4), mask.narrow(1, 0, 4), cache: cache) };
+        for (int t = 4; t < 7; t++)
+            steps.Add(m.Forward(ids.narrow(1, t, 1), mask.narrow(1, 0, t + 1), cache: cache));
+        var got = cat(steps, 1);
+        using Scalar zero = 0;
+        var pad = mask.to(ScalarType.Bool).unsqueeze(-1).logical_not();
+        var diff = MaxDiff(got.masked_fill(pad, zero), want.masked_fill(pad, zero));
+        Assert.True(diff < 1e-12, $"kv_heads {kvHeads}: {diff}");
+    }
+}
