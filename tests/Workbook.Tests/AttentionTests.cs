@@ -1,7 +1,7 @@
 // Qwen3Attention computes grouped-query attention by folding each KV head's query heads into rows (no repeated K and
 // V) and RoPE with a roll and a signed sine. Checked in float64 against the textbook formulas written out here
 // (rotate_half, repeat_interleave of K and V, one head at a time), for one, two and four query heads per KV head,
-// with left padding, and through the KV cache one token at a time.
+// with left padding, and through the KV cache (a 4-column prefill, then one token at a time).
 
 using TorchSharp;
 using Workbook.Model;
@@ -112,10 +112,34 @@ public class AttentionTests
         Assert.True(diff < 1e-12, $"kv_heads {kvHeads}: {diff}");
     }
 
+    /// <summary>The model's RoPE, x·cos + roll(x)·[−sin, sin] with sin taken on the half-width frequencies, gives the
+    /// textbook x·cos + rotate_half(x)·sin (sin of the doubled frequencies) bit for bit in float32 and bf16, at
+    /// positions up to 40,000: libtorch's sin must not depend on where an element sits in its tensor.</summary>
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void Rope_by_roll_is_bit_identical_to_rotate_half(ScalarType dtype)
+    {
+        using var _ = NewDisposeScope();
+        const int D = 128;
+        var gen = new Generator(3);
+        var pos = randint(0, 40_000, [2, 1, 37, 1], dtype: ScalarType.Float32, generator: gen);
+        var invFreq = tensor(Enumerable.Range(0, D / 2).Select(i => (float)(1 / Math.Pow(1e6, 2.0 * i / D))).ToArray());
+        var freqs = pos * invFreq; // [2, 1, 37, D/2]
+        var x = randn([2, 4, 37, D], generator: gen).to(dtype);
+        var emb = cat([freqs, freqs], -1);
+        var want = (x * emb.cos().to(dtype)).Plus(RotateHalf(x) * emb.sin().to(dtype));
+        var half = freqs.sin();
+        var sinSigned = cat([-half, half], -1).to(dtype);
+        var got = (x * emb.cos().to(dtype)).Plus(x.roll(D / 2, -1) * sinSigned);
+        Assert.True(got.eq(want).all().item<bool>());
+        Assert.False(got.eq(x * emb.cos().to(dtype)).all().item<bool>()); // the sine term counts
+    }
+
     [Theory]
     [InlineData(2)]
     [InlineData(1)]
-    public void Decoding_through_the_cache_matches_the_full_forward(int kvHeads)
+    public void Decoding_through_the_cache_matches_the_textbook_forward(int kvHeads)
     {
         using var _ = NewDisposeScope();
         using var ng = no_grad();
