@@ -1,7 +1,8 @@
 // Qwen3Attention computes grouped-query attention by folding each KV head's query heads into rows (no repeated K and
 // V) and RoPE with a roll and a signed sine. Checked in float64 against the textbook formulas written out here
 // (rotate_half, repeat_interleave of K and V, one head at a time), for one, two and four query heads per KV head,
-// with left padding, and through the KV cache (a 4-column prefill, then one token at a time).
+// with left padding, and through the KV cache (a 4-column prefill, then one token at a time). Also: RoPE by roll and
+// RMSNorm by sum, each bit for bit against the formula it replaces.
 
 using TorchSharp;
 using Workbook.Model;
@@ -115,6 +116,43 @@ public class AttentionTests
         Assert.True(MaxDiffOnRealTokens(want, zeros_like(want), mask) > 0.01); // not a vacuous comparison
         var diff = MaxDiffOnRealTokens(m.Forward(ids, mask), want, mask);
         Assert.True(diff < 1e-12, $"kv_heads {kvHeads}: {diff}");
+    }
+
+    /// <summary>Qwen3RMSNorm takes the mean of squares as a sum divided by the width, whose backward divides the
+    /// [.., 1] gradient instead of a full-width copy of it: the output and the gradients of the input and the weight
+    /// are those of Hugging Face's x·rsqrt(mean(x²) + eps)·w bit for bit, in float32 and bf16.</summary>
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void Rms_norm_by_sum_is_bit_identical_to_the_mean(ScalarType dtype)
+    {
+        using var _ = NewDisposeScope();
+        const int D = 96;
+        var gen = new Generator(5);
+        using var norm = new Qwen3RMSNorm(D, 1e-6, dtype, CPU);
+        using (no_grad())
+            norm.weight.copy_(randn([D], generator: gen).to(dtype));
+        var g = randn([3, 7, D], generator: gen).to(dtype);
+        (Tensor Y, Tensor Gx, Tensor Gw) Run(Func<Tensor, Tensor> f)
+        {
+            var x = randn([3, 7, D], generator: new Generator(6)).to(dtype).requires_grad_(true);
+            norm.weight.grad = null;
+            var y = f(x);
+            y.backward([g]);
+            return (y.detach(), x.grad!.clone(), norm.weight.grad!.clone());
+        }
+        var got = Run(norm.forward);
+        var want = Run(x =>
+        {
+            var xf = x.to(ScalarType.Float32);
+            using Scalar two = 2,
+                eps = 1e-6;
+            return norm.weight * (xf * rsqrt(xf.pow(two).mean([-1L], keepdim: true).Plus(eps))).to(dtype);
+        });
+        Assert.True(got.Y.eq(want.Y).all().item<bool>());
+        Assert.True(got.Gx.eq(want.Gx).all().item<bool>());
+        Assert.True(got.Gw.eq(want.Gw).all().item<bool>());
+        Assert.True(got.Gx.abs().max().to(ScalarType.Float32).item<float>() > 0); // not vacuous
     }
 
     /// <summary>The model's RoPE, x·cos + roll(x)·[−sin, sin] with sin taken on the half-width frequencies, gives the
