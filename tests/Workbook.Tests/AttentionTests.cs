@@ -153,6 +153,10 @@ public class AttentionTests
         Assert.True(got.Gx.eq(want.Gx).all().item<bool>());
         Assert.True(got.Gw.eq(want.Gw).all().item<bool>());
         Assert.True(got.Gx.abs().max().to(ScalarType.Float32).item<float>() > 0); // not vacuous
+        using (no_grad()) // the forward without autograd takes libtorch's mean itself
+            Assert.True(
+                norm.forward(randn([3, 7, D], generator: new Generator(6)).to(dtype)).eq(want.Y).all().item<bool>()
+            );
     }
 
     /// <summary>The model's RoPE, x·cos + roll(x)·[−sin, sin] with sin taken on the half-width frequencies, gives the

@@ -39,10 +39,14 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         // float32 at least (float64 for gradient checks)
         var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
-        // the mean of squares as a sum divided by the width: what libtorch's mean computes on the CPU, bit for bit,
-        // but its backward divides the [.., 1] gradient instead of a full-width copy of it (7% of a small model's
-        // elementwise time went to that division)
-        var normed = xf * rsqrt(xf.pow(two).sum(-1, keepdim: true).div(dim).Plus(eps));
+        // under autograd, the mean of squares as a sum divided by the width: what libtorch's mean computes on the
+        // CPU, bit for bit, but its backward divides the [.., 1] gradient instead of a full-width copy of it (7% of a
+        // small model's elementwise time went to that division); without autograd one call does it (decoding)
+        var squares = xf.pow(two);
+        var meanSquare = is_grad_enabled()
+            ? squares.sum(-1, keepdim: true).div(dim)
+            : squares.mean([-1L], keepdim: true);
+        var normed = xf * rsqrt(meanSquare.Plus(eps));
         return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
 }
@@ -333,9 +337,15 @@ public sealed class Qwen3ForCausalLM : nn.Module
         // Additive mask [B, 1, T, S]: query i (absolute past+i) sees key j <= past+i that is not padding.
         using Scalar from = past,
             to = S; // named: see above
-        var qi = arange(from, to, HeldScalars.One, device: dev).unsqueeze(1);
-        var kj = arange(zero, to, HeldScalars.One, device: dev).unsqueeze(0);
-        var allowed = kj.le(qi).unsqueeze(0).unsqueeze(0) & keyMask.unsqueeze(1).unsqueeze(1);
+        Tensor allowed;
+        if (T == 1) // a decoding step: its one query comes after every key, so only padding is masked
+            allowed = keyMask.unsqueeze(1).unsqueeze(1);
+        else
+        {
+            var qi = arange(from, to, HeldScalars.One, device: dev).unsqueeze(1);
+            var kj = arange(zero, to, HeldScalars.One, device: dev).unsqueeze(0);
+            allowed = kj.le(qi).unsqueeze(0).unsqueeze(0) & keyMask.unsqueeze(1).unsqueeze(1);
+        }
         if (segmentIds is not null)
         {
             if (past != 0)
