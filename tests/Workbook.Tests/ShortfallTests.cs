@@ -63,5 +63,19 @@ public class ShortfallTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.Equal(both[0], ev.SuccessCounts(model, new EvenLength(), 5, 11));
         Assert.Equal(both[1], ev.SuccessCounts(model, new HasA(), 5, 11));
         Assert.Contains(both[0], c => c is > 0 and < 5); // the samples differ, so the test can fail
+        // kept samples (a control's prediction from the same stage, ExperimentRunner) score as a fresh draw: the same
+        // model, k and seed draw the same texts, here scored by another evaluator over the same prompts
+        var kept = ev.SamplesPerPrompt(model, 5, 11);
+        Assert.Equal(6, kept.Length);
+        Assert.All(kept, t => Assert.Equal(5, t.Length));
+        var other = new Evaluator(
+            fx.Codec,
+            fx.Task.Eval.Take(6).ToList(),
+            [new HasA()],
+            new EvalOptions { MaxNewTokens = 6 }
+        );
+        Assert.Equal(both[1], other.SuccessCounts(kept, [new HasA()])[0]);
+        Assert.Equal(both, ev.SuccessCounts(ev.SamplesPerPrompt(model, 5, 11), [new EvenLength(), new HasA()]));
+        Assert.Throws<ArgumentException>(() => ev.SuccessCounts(kept.Take(5).ToList(), [new HasA()]));
     }
 }

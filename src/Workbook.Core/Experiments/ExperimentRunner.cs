@@ -651,6 +651,7 @@ public sealed class ExperimentRunner
         C1Prediction? predicted = null;
         StopRun? stop = null;
         long global = 0;
+        string? previousDir = null; // the folder of the stage whose model this one starts from
         for (int i = 0; i < plan.Count; i++)
         {
             var st = plan[i];
@@ -678,7 +679,8 @@ public sealed class ExperimentRunner
                     model,
                     st.Task,
                     (st.Grpo ?? cfg.Grpo).Beta,
-                    seed
+                    seed,
+                    previousDir
                 );
             model = RunStage(
                 model,
@@ -697,6 +699,7 @@ public sealed class ExperimentRunner
                 if (stopped is null || step <= stopped.Result)
                     curve.Add(new EvalPoint(global + step, i, st.Kind, m));
             global += st.Steps;
+            previousDir = dir;
         }
         model.Dispose();
         return new SeedResult(seed, stages, curve, predicted?.Mean) { Prediction = predicted, Stop = stop };
@@ -916,8 +919,17 @@ public sealed class ExperimentRunner
             );
 
     /// <summary>Theorem 3.1's predicted SFT-loss rise (nats per response) for RL with <paramref name="t"/>'s reward
-    /// from <paramref name="model"/>, cached in the pipeline's seed folder.</summary>
-    public C1Prediction CachedPrediction(string seedDir, Qwen3ForCausalLM model, TaskData t, double beta, long seed)
+    /// from <paramref name="model"/>, cached in the pipeline's seed folder. <paramref name="modelDir"/>: the folder of
+    /// the stage that made the model, whose samples another prediction from that stage (another reward) reuses.
+    /// </summary>
+    public C1Prediction CachedPrediction(
+        string seedDir,
+        Qwen3ForCausalLM model,
+        TaskData t,
+        double beta,
+        long seed,
+        string? modelDir = null
+    )
     {
         var path = Path.Combine(
             seedDir,
@@ -943,7 +955,7 @@ public sealed class ExperimentRunner
         if (File.Exists(path))
             return JsonSerializer.Deserialize<C1Prediction>(File.ReadAllText(path), TrainOptions.Json)!;
         var ev = EvaluatorFor(t);
-        var counts = ev.SuccessCounts(model, t.Reward, cfg.C1Samples, seed * 7 + 1);
+        var counts = ev.SuccessCounts(Samples(ev, model, modelDir, cfg.C1Samples, seed * 7 + 1), [t.Reward])[0];
         // The data term is scored on the very held-out responses the rise is measured on: the task's mix holds only
         // in expectation, and with 128 responses the realised strict share varies by ±0.04 (±0.17 nats at β 0.25).
         double dataReward = ev.ExpertReward(t.Reward);
@@ -954,6 +966,34 @@ public sealed class ExperimentRunner
         AtomicFile.WriteAllText(path, JsonSerializer.Serialize(p, TrainOptions.Json));
         return p;
     }
+
+    /// <summary>The prediction's samples of a stage's model, kept for the run: a control that starts from the same
+    /// stage with another reward (lenient-reward after sft-then-rl's SFT) scores the same texts instead of drawing
+    /// them again. The same model, prompts, k and seed draw the same texts, so the counts are those of a fresh draw.
+    /// </summary>
+    string[][] Samples(Evaluator ev, Qwen3ForCausalLM model, string? modelDir, int k, long seed)
+    {
+        if (modelDir is null)
+            return ev.SamplesPerPrompt(model, k, seed);
+        var key = (Path.GetFullPath(modelDir), k, seed);
+        lock (gate)
+            if (predictionSamples.TryGetValue(key, out var kept) && kept.Prompts.SequenceEqual(ev.Prompts, SameIds))
+                return kept.Texts;
+        var texts = ev.SamplesPerPrompt(model, k, seed);
+        lock (gate)
+            predictionSamples[key] = (ev.Prompts, texts);
+        return texts;
+    }
+
+    readonly Dictionary<
+        (string Dir, int K, long Seed),
+        (IReadOnlyList<int[]> Prompts, string[][] Texts)
+    > predictionSamples = [];
+
+    static readonly IEqualityComparer<int[]> SameIds = EqualityComparer<int[]>.Create(
+        (a, b) => a is not null && b is not null && a.AsSpan().SequenceEqual(b),
+        a => a.Length
+    );
 
     /// <summary>Per held-out prompt, the successes of k = c1_samples samples of a finished RL policy under the strict
     /// and the lenient reward, from one set of samples (cached in <paramref name="dir"/>): where RL fell short of

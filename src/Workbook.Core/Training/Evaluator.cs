@@ -254,11 +254,16 @@ public sealed class Evaluator
 
     /// <summary><see cref="SuccessCounts(Qwen3ForCausalLM, IVerifier, int, long)"/> for several 0/1 rewards scored on
     /// the same samples: [reward][prompt]. Scoring draws nothing, so each row equals that reward's own call.</summary>
-    public int[][] SuccessCounts(Qwen3ForCausalLM model, IReadOnlyList<IVerifier> rewards, int k, long seed)
+    public int[][] SuccessCounts(Qwen3ForCausalLM model, IReadOnlyList<IVerifier> rewards, int k, long seed) =>
+        SuccessCounts(SamplesPerPrompt(model, k, seed), rewards);
+
+    /// <summary>k samples of the policy per held-out prompt, decoded: [prompt][sample] (the rollouts' sampling
+    /// settings, seeded: the same model, k and seed give the same texts).</summary>
+    public string[][] SamplesPerPrompt(Qwen3ForCausalLM model, int k, long seed)
     {
         var opt = Sampling();
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
-        var counts = rewards.Select(_ => new int[prompts.Length]).ToArray();
+        var texts = new string[prompts.Length][];
         int per = Math.Max(1, Options.GenerationBatchSize / k);
         for (int i = 0; i < prompts.Length; i += per)
         {
@@ -270,23 +275,30 @@ public sealed class Evaluator
                 rng
             );
             for (int a = 0; a < idx.Count; a++)
-            {
-                var e = examples[idx[a]];
-                for (int b = 0; b < k; b++)
+                texts[idx[a]] = Enumerable.Range(0, k).Select(b => codec.Decode(outs[a * k + b].Tokens)).ToArray();
+        }
+        return texts;
+    }
+
+    /// <summary>Per held-out prompt, how many of its <paramref name="samples"/> earn 1 under each 0/1 reward:
+    /// [reward][prompt].</summary>
+    public int[][] SuccessCounts(IReadOnlyList<string[]> samples, IReadOnlyList<IVerifier> rewards)
+    {
+        if (samples.Count != examples.Count)
+            throw new ArgumentException($"success counts: {samples.Count} prompts' samples for {examples.Count}");
+        var counts = rewards.Select(_ => new int[examples.Count]).ToArray();
+        for (int p = 0; p < examples.Count; p++)
+        {
+            var e = examples[p];
+            foreach (var text in samples[p])
+                for (int v = 0; v < rewards.Count; v++)
                 {
-                    var text = codec.Decode(outs[a * k + b].Tokens);
-                    for (int v = 0; v < rewards.Count; v++)
-                    {
-                        var r = rewards[v].Score(e.PromptText, text, e.Reference).Reward ?? 0;
-                        if (r is not (0 or 1))
-                            throw new WorkbookException(
-                                $"success counts need a 0/1 reward; {rewards[v].Name} gave {r}"
-                            );
-                        if (r == 1)
-                            counts[v][idx[a]]++;
-                    }
+                    var r = rewards[v].Score(e.PromptText, text, e.Reference).Reward ?? 0;
+                    if (r is not (0 or 1))
+                        throw new WorkbookException($"success counts need a 0/1 reward; {rewards[v].Name} gave {r}");
+                    if (r == 1)
+                        counts[v][p]++;
                 }
-            }
         }
         return counts;
     }
