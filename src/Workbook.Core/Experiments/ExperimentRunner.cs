@@ -134,6 +134,7 @@ public sealed class ExperimentRunner
         )
         {
             OtherTask = otherTask?.HeldOutBase,
+            Memoize = device.type == TorchSharp.DeviceType.CPU, // EvalMemo.cs: same inputs, same numbers on CPU
         };
     }
 
@@ -151,6 +152,7 @@ public sealed class ExperimentRunner
         cfg.ValidateFor(pipelines);
         // stages shared with sft-then-rl are reused when it runs first
         pipelines = pipelines.OrderBy(p => p == "sft-then-rl" ? 0 : 1).ToList();
+        planned = pipelines;
         Directory.CreateDirectory(runDir);
         // a folder that has seeds.json was started before: this session resumes it and keeps the first one's records
         session = File.Exists(Path.Combine(runDir, "seeds.json")) ? NextSession() : 1;
@@ -166,12 +168,21 @@ public sealed class ExperimentRunner
                 perSeed[i] = new();
                 seconds[i] = new() { ["base"] = sw.Elapsed.TotalSeconds };
                 // in order: the pipelines that reuse sft-then-rl's stages come after it
-                foreach (var p in pipelines)
+                try
                 {
-                    log($"[{p} seed {seed}]");
-                    sw.Restart();
-                    perSeed[i][p] = RunPipeline(p, seed, baseDir);
-                    seconds[i][p] = sw.Elapsed.TotalSeconds;
+                    foreach (var p in pipelines)
+                    {
+                        log($"[{p} seed {seed}]");
+                        sw.Restart();
+                        perSeed[i][p] = RunPipeline(p, seed, baseDir);
+                        seconds[i][p] = sw.Elapsed.TotalSeconds;
+                    }
+                }
+                finally
+                {
+                    foreach (var k in recordings.Keys.Where(k => k / 100 == seed))
+                        if (recordings.TryRemove(k, out var r))
+                            r.Dispose();
                 }
             }
         );
@@ -602,7 +613,10 @@ public sealed class ExperimentRunner
                     ExperimentConfig.ConfirmExamples(cfg, task, Encodable),
                     task.EvalVerifiers,
                     evaluator.Options
-                );
+                )
+                {
+                    Memoize = evaluator.Memoize,
+                };
         }
     }
     Evaluator? confirmEvaluator;
@@ -633,6 +647,7 @@ public sealed class ExperimentRunner
                 evaluators[t] = e = new Evaluator(codec, t.Eval, t.EvalVerifiers, evaluator.Options)
                 {
                     OtherTask = evaluator.OtherTask,
+                    Memoize = evaluator.Memoize,
                 };
             return e;
         }
@@ -778,6 +793,7 @@ public sealed class ExperimentRunner
             _ => cfg.JointStageOptions(st.Steps, stageSeed, evalEvery),
         };
         var trainer = Trainers.Create(options, model, codec, st.Task.Train, st.Task.Reward, dir, ev);
+        using var replay = WireReplay(trainer, pipeline, st, g, stageSeed, label, model);
         if (trainer is GrpoTrainer guard && pipeline == "guarded" && cfg.Guarded.ConfirmSize > 0)
             guard.ConfirmEval = ConfirmEvaluator;
         Theory.GradientAlignment.AttachIfAsked(trainer, options);
@@ -786,6 +802,13 @@ public sealed class ExperimentRunner
         try
         {
             trainer.Train(resume);
+            if (trainer.ReplayFrom is { } from)
+                log(
+                    trainer.Replayed
+                        ? $"{label}: replayed {from.Source}'s steps (the same trajectory; evaluations and the stop "
+                            + "rule ran on its models)"
+                        : $"{label}: trained (the record of {from.Source} could not be replayed exactly)"
+                );
         }
         catch (NoRewardSignalException e)
         {
@@ -848,6 +871,49 @@ public sealed class ExperimentRunner
         }
         MarkDone(dir, JsonSerializer.Serialize(new { steps = st.Steps, kind = st.Kind }));
         return model;
+    }
+
+    IReadOnlyList<string> planned = [];
+
+    /// <summary>Trajectories recorded for a later stage to replay, by stage seed (StageReplay.cs).</summary>
+    readonly System.Collections.Concurrent.ConcurrentDictionary<long, StageRecording> recordings = new();
+
+    /// <summary>The most the weights a record keeps may take (a model's parameters times the steps kept).</summary>
+    const long RecordBytes = 1L << 30;
+
+    /// <summary>Issue 13: guarded's RL stage trains as sft-then-rl's does (the same start model, data, reward, seed
+    /// and trajectory options), so sft-then-rl's records its trajectory and guarded's replays it (StageReplay.cs).
+    /// Returns the record that this stage replays (to dispose after it), else null.</summary>
+    StageRecording? WireReplay(
+        ITrainer trainer,
+        string pipeline,
+        StagePlan st,
+        GrpoOptions g,
+        long stageSeed,
+        string label,
+        Qwen3ForCausalLM model
+    )
+    {
+        if (st.Kind != "grpo" || device.type != TorchSharp.DeviceType.CPU || st.Task != task)
+            return null;
+        if (pipeline == "sft-then-rl" && planned.Contains("guarded"))
+        {
+            var follower = MethodOptions("guarded") with
+            {
+                MaxSteps = g.MaxSteps,
+                Seed = g.Seed,
+                EvalSteps = g.EvalSteps,
+            };
+            var reads = StageRecording.ModelReads(follower);
+            long bytes = model.parameters().Sum(p => p.NumberOfElements * p.ElementSize) * reads.Count;
+            if (StageRecording.Trajectory(follower) == StageRecording.Trajectory(g) && bytes <= RecordBytes)
+                trainer.RecordInto = recordings[stageSeed] = new StageRecording(label, reads);
+            return null;
+        }
+        if (pipeline != "guarded" || !recordings.TryRemove(stageSeed, out var rec))
+            return null;
+        trainer.ReplayFrom = rec;
+        return rec;
     }
 
     /// <summary>Marks a stage finished (done.json holds its record) and drops its checkpoints' optimizer state: a

@@ -56,6 +56,21 @@ public sealed class Evaluator
     }
     IReadOnlyList<SftSequence>? otherSequences;
 
+    /// <summary>Repeated evaluations and draws of the same weights return the first one's numbers (EvalMemo.cs). Only
+    /// on CPU, where the same inputs give the same numbers: the maker says so (ExperimentRunner does).</summary>
+    public bool Memoize
+    {
+        get => memo is not null;
+        init => memo = value ? new EvalMemo() : null;
+    }
+    readonly EvalMemo? memo;
+
+    /// <summary>How many evaluations and draws the memo answered.</summary>
+    public int MemoHits => memo?.Hits ?? 0;
+
+    /// <summary>The model's fingerprint when this evaluator memoizes (else null).</summary>
+    public string? Fingerprint(Qwen3ForCausalLM model) => memo is null ? null : ModelFingerprint.Of(model);
+
     public Evaluator(Codec codec, IReadOnlyList<Example> examples, IVerifier[] verifiers, EvalOptions? options = null)
     {
         this.codec = codec;
@@ -75,6 +90,28 @@ public sealed class Evaluator
         bool lossOnly = false,
         StageStart? start = null,
         bool atStart = false
+    )
+    {
+        var fp = Fingerprint(model);
+        // a start snapshot without a fingerprint (read back on resume) keys nothing: its evaluations are computed
+        var key =
+            fp is null || (start is not null && start.Fingerprint is null)
+                ? null
+                : $"{fp}|{start?.Fingerprint}|{atStart && start is not null}|{lossOnly || Options.LossOnly}";
+        if (key is not null && memo!.TryResult(key, out var known))
+            return known;
+        var m = Compute(model, lossOnly, start, atStart, fp);
+        if (key is not null)
+            memo!.AddResult(key, m);
+        return m;
+    }
+
+    Dictionary<string, double> Compute(
+        Qwen3ForCausalLM model,
+        bool lossOnly,
+        StageStart? start,
+        bool atStart,
+        string? fp
     )
     {
         var m = new Dictionary<string, double>();
@@ -112,7 +149,7 @@ public sealed class Evaluator
                         .Completions.Select((t, i) => new Completion(t, [], false, null) { Entropies = es[i] })
                         .ToList()
                     : null
-                : Sample(model);
+                : Sample(model, fp);
         var outs = drawn is null ? start!.Completions : drawn.Select(c => c.Tokens).ToList();
         for (int j = 0; j < outs.Count; j++)
         {
@@ -136,7 +173,20 @@ public sealed class Evaluator
 
     /// <summary>One completion per held-out prompt, sampled with the evaluation's settings and seed (so two calls
     /// differ only because the model differs).</summary>
-    public List<Completion> Sample(Qwen3ForCausalLM model)
+    public List<Completion> Sample(Qwen3ForCausalLM model) => Sample(model, Fingerprint(model));
+
+    /// <param name="fp">the model's fingerprint (<see cref="Fingerprint"/>), null: not memoized</param>
+    public List<Completion> Sample(Qwen3ForCausalLM model, string? fp)
+    {
+        if (fp is not null && memo!.TryDraw(fp, out var known))
+            return known;
+        var drawn = Draw(model);
+        if (fp is not null)
+            memo!.AddDraw(fp, drawn);
+        return drawn;
+    }
+
+    List<Completion> Draw(Qwen3ForCausalLM model)
     {
         var opt = Sampling() with { Entropies = true };
         var all = new List<Completion>();

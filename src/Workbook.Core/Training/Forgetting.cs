@@ -192,6 +192,10 @@ public sealed class StageStart : IDisposable
     /// before they were recorded): the stage's first evaluation reports eval_entropy from these.</summary>
     public IReadOnlyList<double[]>? Entropies { get; private init; }
 
+    /// <summary>p_start's fingerprint (EvalMemo.cs) when the evaluator memoizes and the snapshot was made from the
+    /// model in hand; null otherwise.</summary>
+    public string? Fingerprint { get; private init; }
+
     StageStart(IReadOnlyList<int[]> completions, string? weightsDir, Qwen3ForCausalLM? resident)
     {
         Completions = completions;
@@ -212,13 +216,15 @@ public sealed class StageStart : IDisposable
     {
         var dir = Path.Combine(outDir, Folder);
         var samples = Path.Combine(dir, SamplesFile);
+        // the start model is in hand only at step 0: a snapshot read back later has no fingerprint
+        var fp = step == 0 ? ev.Fingerprint(model) : null;
         if (!File.Exists(samples))
         {
             if (step > 0)
                 return null;
             if (resident is null)
                 Checkpoint.Save(model, dir);
-            var drawn = ev.Sample(model);
+            var drawn = ev.Sample(model, fp);
             AtomicFile.WriteAllText(
                 samples,
                 JsonSerializer.Serialize(
@@ -238,7 +244,11 @@ public sealed class StageStart : IDisposable
         bool onDisk = File.Exists(Path.Combine(dir, Checkpoint.WeightsFile));
         if (!onDisk && resident is null)
             throw new WorkbookException($"{dir}: the stage-start snapshot has samples but no weights");
-        return new StageStart(completions, onDisk ? dir : null, onDisk ? null : resident) { Entropies = entropies };
+        return new StageStart(completions, onDisk ? dir : null, onDisk ? null : resident)
+        {
+            Entropies = entropies,
+            Fingerprint = fp,
+        };
     }
 
     /// <summary>Runs <paramref name="f"/> with p_start: the trainer's frozen copy, or the weights loaded for this call

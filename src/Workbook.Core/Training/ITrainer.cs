@@ -10,4 +10,13 @@ public interface ITrainer
     /// <summary>Called after every step (tests use it to stop a run midway).</summary>
     Action<long>? AfterStep { get; set; }
     TrainerState Train(bool resume = false);
+
+    /// <summary>Record this stage's trajectory for a stage that will replay it (StageReplay.cs).</summary>
+    StageRecording? RecordInto { get; set; }
+
+    /// <summary>Replay this recorded trajectory instead of training, when the replay is exact.</summary>
+    StageRecording? ReplayFrom { get; set; }
+
+    /// <summary>Whether the last Train replayed instead of training.</summary>
+    bool Replayed { get; }
 }

@@ -27,6 +27,16 @@ public abstract class TrainerBase<TOptions> : ITrainer
     /// <summary>Extra fields written on every metrics line (for instance the experiment stage).</summary>
     public Dictionary<string, object> LogFields { get; } = new();
 
+    /// <summary>Record this stage's trajectory for a stage that will replay it (StageReplay.cs).</summary>
+    public StageRecording? RecordInto { get; set; }
+
+    /// <summary>Replay this recorded trajectory instead of training, when the replay is exact (StageReplay.cs, 3);
+    /// <see cref="Replayed"/> says whether it was.</summary>
+    public StageRecording? ReplayFrom { get; set; }
+
+    /// <summary>Whether the last <see cref="Train"/> replayed <see cref="ReplayFrom"/> instead of training.</summary>
+    public bool Replayed { get; private set; }
+
     protected abstract string TrainerName { get; }
     protected abstract int DatasetSize { get; }
 
@@ -87,6 +97,11 @@ public abstract class TrainerBase<TOptions> : ITrainer
         OnResume();
         if (Eval is not null && Eval.Options.KlFromStart)
             start = StageStart.Prepare(OutDir, Model, State.Step, StartModel, Eval);
+        RecordInto?.Begin(Model, State.Step, Opt);
+        var replay = CanReplay(resume) ? ReplayFrom : null;
+        Replayed = replay is not null;
+        if (replay is not null)
+            LogFields["replayed_from"] = replay.Source;
         using var log = Log = new MetricsLog(OutDir, truncateAfterStep: resume ? State.Step : null);
         log.Logged += (s, m) => OnLog?.Invoke(s, m);
         Model.train();
@@ -98,8 +113,21 @@ public abstract class TrainerBase<TOptions> : ITrainer
             var sw = Stopwatch.StartNew();
             var lr = LrSchedule.At(Opt.LrSchedulerType, Opt.LearningRate, step, Opt.MaxSteps, warmup);
             Dictionary<string, double> metrics;
-            using (NewDisposeScope())
-                metrics = TrainStep(step, lr);
+            if (replay is not null)
+            {
+                var r = replay.Replay(step + 1, Model);
+                metrics = r.Metrics;
+                Order = new DataOrder(DatasetSize, Opt.Seed, r.Epoch, r.Cursor);
+                (lastGrad, startGrad) = (r.LastGrad, r.StartGrad);
+            }
+            else
+                using (NewDisposeScope())
+                    metrics = TrainStep(step, lr);
+            RecordInto?.Add(
+                step + 1,
+                new StageRecording.StepRecord(metrics, Order.Epoch, Order.Cursor, lastGrad) { StartGrad = startGrad },
+                Model
+            );
             metrics["learning_rate"] = lr;
             metrics["step_time"] = sw.Elapsed.TotalSeconds;
             State = State with { Step = step + 1, Epoch = Order.Epoch, Cursor = Order.Cursor };
@@ -123,6 +151,18 @@ public abstract class TrainerBase<TOptions> : ITrainer
         Optimizer.Dispose();
         return State;
     }
+
+    /// <summary>StageReplay.cs, 3: a fresh start at step 0 from the recorded start model, the same trajectory
+    /// options, a complete record with the weights at every step this stage reads, and no checkpoint before the
+    /// last step.</summary>
+    bool CanReplay(bool resume) =>
+        ReplayFrom is { } r
+        && !resume
+        && State.Step == 0
+        && (Opt.SaveSteps == 0 || Opt.SaveSteps >= Opt.MaxSteps)
+        && r.TrajectoryOptions == StageRecording.Trajectory(Opt)
+        && r.Covers(Opt.MaxSteps, StageRecording.ModelReads(Opt))
+        && r.StartFingerprint == ModelFingerprint.Of(Model);
 
     protected void Evaluate(long step)
     {

@@ -1,0 +1,194 @@
+using Workbook.Model;
+using Workbook.Training;
+using static TorchSharp.torch;
+
+namespace Workbook.Tests;
+
+/// <summary>Issue 13: work a run would repeat is done once, with the same numbers. A memoized evaluation (EvalMemo.cs)
+/// returns what computing it returns, and a stage that replays another's trajectory (StageReplay.cs) logs, evaluates,
+/// stops and keeps exactly what training it gives; a replay that would not be exact trains instead.</summary>
+public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
+{
+    Evaluator Eval(bool memo) =>
+        new(fx.Codec, fx.Task.Eval.Take(8).ToList(), fx.Task.EvalVerifiers, new EvalOptions { MaxNewTokens = 8 })
+        {
+            Memoize = memo,
+        };
+
+    static void Nudge(Qwen3ForCausalLM m)
+    {
+        using var _ = no_grad();
+        using TorchSharp.Scalar step = 1e-3; // held: see Qwen3RMSNorm
+        var w = m.model.norm.weight;
+        w[0] = w[0].Plus(step);
+    }
+
+    [Fact]
+    public void The_fingerprint_follows_the_weights_and_survives_a_checkpoint()
+    {
+        using var a = fx.NewModel(5);
+        var dir = TestData.TempDir();
+        Checkpoint.Save(a, dir);
+        using var b = Checkpoint.Load(dir, ScalarType.Float32, CPU);
+        Assert.Equal(ModelFingerprint.Of(a), ModelFingerprint.Of(b));
+        using var c = fx.NewModel(6);
+        Assert.NotEqual(ModelFingerprint.Of(a), ModelFingerprint.Of(c));
+        Nudge(b);
+        Assert.NotEqual(ModelFingerprint.Of(a), ModelFingerprint.Of(b));
+    }
+
+    [Fact]
+    public void A_memoized_evaluation_returns_what_computing_it_returns()
+    {
+        using var model = fx.NewModel(5);
+        var plain = Eval(false);
+        var memo = Eval(true);
+        var startDir = TestData.TempDir();
+        using var start = StageStart.Prepare(startDir, model, 0, null, memo)!;
+        Assert.NotNull(start.Fingerprint);
+        Assert.Equal(0, memo.MemoHits); // Prepare's draw is the first
+        var expected = plain.Run(model);
+        Assert.Equal(expected, memo.Run(model));
+        int before = memo.MemoHits;
+        var again = memo.Run(model);
+        Assert.Equal(before + 1, memo.MemoHits);
+        Assert.Equal(expected, again);
+        again["eval_sft_loss"] = -1; // callers own their copy
+        Assert.Equal(expected, memo.Run(model));
+        // with the start snapshot (KL from start, the start's own samples at step 0)
+        using var plainStart = StageStart.Prepare(TestData.TempDir(), model, 0, null, plain)!;
+        Assert.Equal(plain.Run(model, start: plainStart, atStart: true), memo.Run(model, start: start, atStart: true));
+        Assert.Equal(plain.Sample(model).Select(c => c.Tokens), memo.Sample(model).Select(c => c.Tokens));
+        Assert.Equal(plain.Run(model, start: plainStart), memo.Run(model, start: start)); // not at the start
+        // other weights, other numbers: the memo does not answer for them
+        Nudge(model);
+        Assert.Equal(plain.Run(model), memo.Run(model));
+        Assert.Equal(plain.Run(model, start: plainStart), memo.Run(model, start: start));
+    }
+
+    static GrpoOptions Donor() =>
+        new()
+        {
+            LearningRate = 3e-3,
+            MaxSteps = 8,
+            PerDeviceTrainBatchSize = 8,
+            NumGenerations = 4,
+            MaxCompletionLength = 8,
+            Beta = 0.04,
+            EvalSteps = 4,
+            ZeroSignalSteps = 0,
+        };
+
+    static GrpoOptions Follower() =>
+        Donor() with
+        {
+            StopWhen = "dJ < 0.001*dL_SFT",
+            StopCheckSteps = 2,
+            StopPatience = 2,
+            StopRestoreBest = true,
+            StopHindsight = true,
+        };
+
+    /// <summary>The metrics lines without what measures time (and the replay's mark).</summary>
+    static List<string> Lines(string dir) =>
+        MetricsLog
+            .Read(Path.Combine(dir, "metrics.jsonl"))
+            .Select(o =>
+            {
+                foreach (
+                    var k in o.Select(kv => kv.Key)
+                        .Where(k => k.Contains("tim") || k.Contains("per_second") || k == "replayed_from")
+                        .ToList()
+                )
+                    o.Remove(k);
+                return o.ToJsonString();
+            })
+            .ToList();
+
+    GrpoTrainer Trainer(GrpoOptions o, string dir, long modelSeed = 5) =>
+        new(fx.NewModel(modelSeed), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir, Eval(true));
+
+    (StageRecording Record, string Dir) Recorded(GrpoOptions follower)
+    {
+        var dir = TestData.TempDir();
+        var rec = new StageRecording("donor", StageRecording.ModelReads(follower));
+        var t = Trainer(Donor(), dir);
+        t.RecordInto = rec;
+        t.Train();
+        return (rec, dir);
+    }
+
+    [Fact]
+    public void A_replayed_stage_logs_evaluates_stops_and_keeps_what_training_it_gives()
+    {
+        var trained = TestData.TempDir();
+        var t = Trainer(Follower(), trained);
+        t.Train();
+        Assert.False(t.Replayed);
+        var (rec, _) = Recorded(Follower());
+        using var _r = rec;
+        var replayed = TestData.TempDir();
+        var r = Trainer(Follower(), replayed);
+        r.ReplayFrom = rec;
+        r.Train();
+        Assert.True(r.Replayed);
+        Assert.Equal(Lines(trained), Lines(replayed));
+        Assert.All(
+            MetricsLog.Read(Path.Combine(replayed, "metrics.jsonl")),
+            o => Assert.Equal("donor", (string?)o["replayed_from"])
+        );
+        Assert.Equal((t.StoppedAt, t.BestStep), (r.StoppedAt, r.BestStep));
+        Assert.Equal(t.KeepBestAtEnd(), r.KeepBestAtEnd());
+        static byte[] Weights(string d) =>
+            File.ReadAllBytes(Path.Combine(TrainerCheckpoint.Latest(d)!, Checkpoint.WeightsFile));
+        Assert.Equal(Weights(trained), Weights(replayed));
+        var kept = Path.Combine(GrpoTrainer.StoppedModelDir, Checkpoint.WeightsFile);
+        Assert.Equal(File.Exists(Path.Combine(trained, kept)), File.Exists(Path.Combine(replayed, kept)));
+        if (File.Exists(Path.Combine(trained, kept)))
+            Assert.Equal(
+                File.ReadAllBytes(Path.Combine(trained, kept)),
+                File.ReadAllBytes(Path.Combine(replayed, kept))
+            );
+    }
+
+    [Fact]
+    public void A_replay_that_would_not_be_exact_trains_instead()
+    {
+        var (rec, _) = Recorded(Follower());
+        using var _r = rec;
+        // another learning rate (another trajectory), another start model, a step the record kept no weights for,
+        // a checkpoint before the last step, a resumed stage: each trains, and logs what training gives
+        (GrpoOptions O, long Seed)[] cases =
+        [
+            (Follower() with { LearningRate = 1e-3 }, 5),
+            (Follower(), 6),
+            (Follower() with { StopCheckSteps = 3 }, 5),
+            (Follower() with { SaveSteps = 4 }, 5),
+        ];
+        foreach (var (o, seed) in cases)
+        {
+            var dir = TestData.TempDir();
+            var r = Trainer(o, dir, seed);
+            r.ReplayFrom = rec;
+            r.Train();
+            Assert.False(r.Replayed);
+            var fresh = TestData.TempDir();
+            Trainer(o, fresh, seed).Train();
+            Assert.Equal(Lines(fresh), Lines(dir));
+        }
+        // a record whose own stage resumed midway is not replayed either
+        var partial = new StageRecording("donor", StageRecording.ModelReads(Follower()));
+        var d = TestData.TempDir();
+        var crash = Trainer(Donor() with { SaveSteps = 2 }, d);
+        crash.CrashAfter(3);
+        Assert.Throws<OperationCanceledException>(() => crash.Train());
+        var resumed = Trainer(Donor() with { SaveSteps = 2 }, d); // from the checkpoint of step 2
+        resumed.RecordInto = partial;
+        resumed.Train(resume: true);
+        Assert.False(partial.Usable);
+        var f = Trainer(Follower(), TestData.TempDir());
+        f.ReplayFrom = partial;
+        f.Train();
+        Assert.False(f.Replayed);
+    }
+}
