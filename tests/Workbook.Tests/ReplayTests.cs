@@ -82,9 +82,9 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     static GrpoOptions Follower() =>
         Donor() with
         {
-            StopWhen = "dJ < 0.001*dL_SFT",
+            StopWhen = "dJ < 1000*dL_SFT", // fires at a check: the rule's stop, kept model and hindsight all run
             StopCheckSteps = 2,
-            StopPatience = 2,
+            StopPatience = 1,
             StopRestoreBest = true,
             StopHindsight = true,
         };
@@ -137,11 +137,15 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             MetricsLog.Read(Path.Combine(replayed, "metrics.jsonl")),
             o => Assert.Equal("donor", (string?)o["replayed_from"])
         );
+        Assert.NotNull(t.StoppedAt);
         Assert.Equal((t.StoppedAt, t.BestStep), (r.StoppedAt, r.BestStep));
         Assert.Equal(t.KeepBestAtEnd(), r.KeepBestAtEnd());
-        static byte[] Weights(string d) =>
-            File.ReadAllBytes(Path.Combine(TrainerCheckpoint.Latest(d)!, Checkpoint.WeightsFile));
-        Assert.Equal(Weights(trained), Weights(replayed));
+        // the last checkpoint: weights, trainer state (tokens seen included) and health, byte for byte
+        foreach (var f in new[] { Checkpoint.WeightsFile, "trainer_state.json", "health.json" })
+            Assert.Equal(
+                File.ReadAllBytes(Path.Combine(TrainerCheckpoint.Latest(trained)!, f)),
+                File.ReadAllBytes(Path.Combine(TrainerCheckpoint.Latest(replayed)!, f))
+            );
         var kept = Path.Combine(GrpoTrainer.StoppedModelDir, Checkpoint.WeightsFile);
         Assert.Equal(File.Exists(Path.Combine(trained, kept)), File.Exists(Path.Combine(replayed, kept)));
         if (File.Exists(Path.Combine(trained, kept)))
@@ -176,6 +180,15 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             Trainer(o, fresh, seed).Train();
             Assert.Equal(Lines(fresh), Lines(dir));
         }
+        // a replaying stage that resumes (killed midway while training) trains on from its checkpoint
+        var killed = TestData.TempDir();
+        var k = Trainer(Follower() with { SaveSteps = 2 }, killed);
+        k.CrashAfter(3);
+        Assert.Throws<OperationCanceledException>(() => k.Train());
+        var again = Trainer(Follower() with { SaveSteps = 2 }, killed);
+        again.ReplayFrom = rec;
+        again.Train(resume: true);
+        Assert.False(again.Replayed);
         // a record whose own stage resumed midway is not replayed either
         var partial = new StageRecording("donor", StageRecording.ModelReads(Follower()));
         var d = TestData.TempDir();

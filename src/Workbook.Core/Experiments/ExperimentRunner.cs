@@ -180,8 +180,8 @@ public sealed class ExperimentRunner
                 }
                 finally
                 {
-                    foreach (var k in recordings.Keys.Where(k => k / 100 == seed))
-                        if (recordings.TryRemove(k, out var r))
+                    for (int s = 0; s < 100; s++) // the seed's stage seeds (seed·100 + stage index)
+                        if (recordings.TryRemove(seed * 100 + s, out var r))
                             r.Dispose();
                 }
             }
@@ -907,7 +907,12 @@ public sealed class ExperimentRunner
             var reads = StageRecording.ModelReads(follower);
             long bytes = model.parameters().Sum(p => p.NumberOfElements * p.ElementSize) * reads.Count;
             if (StageRecording.Trajectory(follower) == StageRecording.Trajectory(g) && bytes <= RecordBytes)
-                trainer.RecordInto = recordings[stageSeed] = new StageRecording(label, reads);
+            {
+                trainer.RecordInto = new StageRecording(label, reads);
+                if (recordings.TryRemove(stageSeed, out var stale)) // a stage run again in this process
+                    stale.Dispose();
+                recordings[stageSeed] = trainer.RecordInto;
+            }
             return null;
         }
         if (pipeline != "guarded" || !recordings.TryRemove(stageSeed, out var rec))

@@ -28,8 +28,8 @@ public static class ModelFingerprint
         foreach (var (name, p) in model.named_parameters())
         {
             h.AppendData(Encoding.UTF8.GetBytes($"|{name}:{string.Join(',', p.shape)}:"));
-            using var c = p.detach().to(CPU).contiguous();
-            h.AppendData(c.bytes);
+            using var scope = NewDisposeScope(); // the detached view and any copy
+            h.AppendData(p.detach().to(CPU).contiguous().bytes);
         }
         return Convert.ToHexStringLower(h.GetHashAndReset());
     }

@@ -216,8 +216,9 @@ public sealed class StageStart : IDisposable
     {
         var dir = Path.Combine(outDir, Folder);
         var samples = Path.Combine(dir, SamplesFile);
-        // the start model is in hand only at step 0: a snapshot read back later has no fingerprint
-        var fp = step == 0 ? ev.Fingerprint(model) : null;
+        // the start model is in hand only at step 0, and its samples are known to be its draw only when drawn now: a
+        // snapshot read back has no fingerprint
+        var fp = step == 0 && !File.Exists(samples) ? ev.Fingerprint(model) : null;
         if (!File.Exists(samples))
         {
             if (step > 0)

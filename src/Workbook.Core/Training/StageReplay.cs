@@ -29,7 +29,13 @@ public sealed class StageRecording(string source, IReadOnlySet<long> weightSteps
     /// <summary>False once the record cannot be replayed (the stage resumed midway).</summary>
     public bool Usable { get; private set; } = true;
 
-    internal sealed record StepRecord(Dictionary<string, double> Metrics, int Epoch, int Cursor, double LastGrad)
+    internal sealed record StepRecord(
+        Dictionary<string, double> Metrics,
+        int Epoch,
+        int Cursor,
+        long NumTokens,
+        double LastGrad
+    )
     {
         public double? StartGrad { get; init; }
     }

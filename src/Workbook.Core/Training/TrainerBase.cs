@@ -118,6 +118,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
                 var r = replay.Replay(step + 1, Model);
                 metrics = r.Metrics;
                 Order = new DataOrder(DatasetSize, Opt.Seed, r.Epoch, r.Cursor);
+                State = State with { NumTokens = r.NumTokens };
                 (lastGrad, startGrad) = (r.LastGrad, r.StartGrad);
             }
             else
@@ -125,7 +126,10 @@ public abstract class TrainerBase<TOptions> : ITrainer
                     metrics = TrainStep(step, lr);
             RecordInto?.Add(
                 step + 1,
-                new StageRecording.StepRecord(metrics, Order.Epoch, Order.Cursor, lastGrad) { StartGrad = startGrad },
+                new StageRecording.StepRecord(metrics, Order.Epoch, Order.Cursor, State.NumTokens, lastGrad)
+                {
+                    StartGrad = startGrad,
+                },
                 Model
             );
             metrics["learning_rate"] = lr;
