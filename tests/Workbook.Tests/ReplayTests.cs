@@ -89,22 +89,6 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             StopHindsight = true,
         };
 
-    /// <summary>The metrics lines without what measures time (and the replay's mark).</summary>
-    static List<string> Lines(string dir) =>
-        MetricsLog
-            .Read(Path.Combine(dir, "metrics.jsonl"))
-            .Select(o =>
-            {
-                foreach (
-                    var k in o.Select(kv => kv.Key)
-                        .Where(k => k.Contains("tim") || k.Contains("per_second") || k == "replayed_from")
-                        .ToList()
-                )
-                    o.Remove(k);
-                return o.ToJsonString();
-            })
-            .ToList();
-
     GrpoTrainer Trainer(GrpoOptions o, string dir, long modelSeed = 5) =>
         new(fx.NewModel(modelSeed), fx.Codec, fx.Task.Train, fx.Task.Reward, o, dir, Eval(true));
 
@@ -132,7 +116,7 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         r.ReplayFrom = rec;
         r.Train();
         Assert.True(r.Replayed);
-        Assert.Equal(Lines(trained), Lines(replayed));
+        Assert.Equal(TrainerRuns.Comparable(trained), TrainerRuns.Comparable(replayed));
         Assert.All(
             MetricsLog.Read(Path.Combine(replayed, "metrics.jsonl")),
             o => Assert.Equal("donor", (string?)o["replayed_from"])
@@ -178,7 +162,7 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             Assert.False(r.Replayed);
             var fresh = TestData.TempDir();
             Trainer(o, fresh, seed).Train();
-            Assert.Equal(Lines(fresh), Lines(dir));
+            Assert.Equal(TrainerRuns.Comparable(fresh), TrainerRuns.Comparable(dir));
         }
         // a replaying stage that resumes (killed midway while training) trains on from its checkpoint
         var killed = TestData.TempDir();

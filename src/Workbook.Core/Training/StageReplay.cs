@@ -62,6 +62,7 @@ public sealed class StageRecording(string source, IReadOnlySet<long> weightSteps
         if (!WeightSteps.Contains(step))
             return;
         using var _ = no_grad();
+        using var scope = NewDisposeScope(); // the detached views die here; the copies outlive it
         weights[step] = model
             .named_parameters()
             .ToDictionary(p => p.name, p => p.parameter.detach().clone().DetachFromDisposeScope());
