@@ -12,7 +12,7 @@ public class AdamWTests
 
     static (Parameter a, Parameter b) Pair(long seed)
     {
-        var g = new Generator((ulong)seed);
+        using var g = new Generator((ulong)seed);
         return (
             new Parameter(randn([7, 5], dtype: ScalarType.Float32, generator: g)),
             new Parameter(randn([5], dtype: ScalarType.Float32, generator: g))
@@ -30,7 +30,7 @@ public class AdamWTests
         using var scope = NewDisposeScope();
         var (a1, b1) = Pair(3);
         var (a2, b2) = Pair(3);
-        var x = randn([4, 7], dtype: ScalarType.Float32, generator: new Generator(9));
+        var x = TestData.Randn([4, 7], 9);
         var ours = new AdamW([("a", a1), ("b", b1)], beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1);
         var theirs = optim.AdamW([a2, b2], lr: 0.05, beta1: 0.8, beta2: 0.95, eps: 1e-6, weight_decay: 0.1);
         for (int s = 0; s < 5; s++)
@@ -75,7 +75,7 @@ public class AdamWTests
     {
         using var scope = NewDisposeScope();
         var (a, b) = Pair(4);
-        var x = randn([4, 7], dtype: ScalarType.Float32, generator: new Generator(10));
+        var x = TestData.Randn([4, 7], 10);
         var opt = new AdamW([("a", a), ("b", b)], weightDecay: 0.1);
         Loss(a, b, x).backward();
         opt.ZeroGrad();
@@ -101,11 +101,7 @@ public class AdamWTests
     public void Slice_by_slice_update_is_bit_identical_to_the_whole_tensor_update(ScalarType dtype)
     {
         using var scope = NewDisposeScope();
-        Parameter[] Make() =>
-            [
-                new(randn([37, 11], generator: new Generator(5)).to(dtype)),
-                new(randn([11], generator: new Generator(6)).to(dtype)),
-            ];
+        Parameter[] Make() => [new(TestData.Randn([37, 11], 5).to(dtype)), new(TestData.Randn([11], 6).to(dtype))];
         var (whole, sliced) = (Make(), Make());
         using var a = new AdamW([("w", whole[0]), ("b", whole[1])], weightDecay: 0.1);
         // 40 elements a slice: 3 rows of 11, so 12 slices of 3 and a last one of 1; the vector fits in one
@@ -115,7 +111,7 @@ public class AdamWTests
             Slice = 40,
             ClipSliceFrom = 1,
         };
-        var gen = new Generator(8);
+        using var gen = new Generator(8);
         for (int step = 0; step < 3; step++)
         {
             for (int i = 0; i < 2; i++)

@@ -128,14 +128,14 @@ public class AttentionTests
     {
         using var _ = NewDisposeScope();
         const int D = 96;
-        var gen = new Generator(5);
+        using var gen = new Generator(5);
         using var norm = new Qwen3RMSNorm(D, 1e-6, dtype, CPU);
         using (no_grad())
             norm.weight.copy_(randn([D], generator: gen).to(dtype));
         var g = randn([3, 7, D], generator: gen).to(dtype);
         (Tensor Y, Tensor Gx, Tensor Gw) Run(Func<Tensor, Tensor> f)
         {
-            var x = randn([3, 7, D], generator: new Generator(6)).to(dtype).requires_grad_(true);
+            var x = TestData.Randn([3, 7, D], 6).to(dtype).requires_grad_(true);
             norm.weight.grad = null;
             var y = f(x);
             y.backward([g]);
@@ -154,9 +154,7 @@ public class AttentionTests
         Assert.True(got.Gw.eq(want.Gw).all().item<bool>());
         Assert.True(got.Gx.abs().max().to(ScalarType.Float32).item<float>() > 0); // not vacuous
         using (no_grad()) // the forward without autograd takes libtorch's mean itself
-            Assert.True(
-                norm.forward(randn([3, 7, D], generator: new Generator(6)).to(dtype)).eq(want.Y).all().item<bool>()
-            );
+            Assert.True(norm.forward(TestData.Randn([3, 7, D], 6).to(dtype)).eq(want.Y).all().item<bool>());
     }
 
     /// <summary>The model's RoPE, x·cos + roll(x)·[−sin, sin] with sin taken on the half-width frequencies, gives the
@@ -169,7 +167,7 @@ public class AttentionTests
     {
         using var _ = NewDisposeScope();
         const int D = 128;
-        var gen = new Generator(3);
+        using var gen = new Generator(3);
         var pos = randint(0, 40_000, [2, 1, 37, 1], dtype: ScalarType.Float32, generator: gen);
         var invFreq = tensor(Enumerable.Range(0, D / 2).Select(i => (float)(1 / Math.Pow(1e6, 2.0 * i / D))).ToArray());
         var freqs = pos * invFreq; // [2, 1, 37, D/2]

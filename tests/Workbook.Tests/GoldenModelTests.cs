@@ -16,7 +16,12 @@ public class GoldenModelTests
         lock (Models)
         {
             if (!Models.TryGetValue(name, out var m))
+            {
                 Models[name] = m = Checkpoint.Load(Path.Combine(TestData.Golden, name), ScalarType.Float32);
+                // shared by the class's tests: out of the loading test's scope (TorchScopePerTest)
+                foreach (var t in m.parameters().Concat(m.buffers()))
+                    t.DetachFromDisposeScope();
+            }
             return m;
         }
     }
@@ -187,7 +192,7 @@ public class GoldenModelTests
         using var m = new Qwen3ForCausalLM(cfg, seed: 11);
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var g = new Generator(4);
+        using var g = new Generator(4);
         var ids = randint(0, vocab, [8, 9], generator: g); // a batch of 8, as GRPO's rollouts decode
         var last = m.Forward(ids, lastOnly: true);
         var full = m.Forward(ids).select(1, -1);

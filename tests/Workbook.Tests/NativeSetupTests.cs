@@ -110,7 +110,7 @@ public class NativeSetupTests
     {
         // HeldScalars.Plus replaces a + b (whose implicit alpha a GC may finalize mid-call) without changing a bit
         using var scope = NewDisposeScope();
-        var g = new Generator(3);
+        using var g = new Generator(3);
         var a = randn([64, 33], generator: g);
         var b = randn([64, 33], generator: g);
         var c = randn([33], generator: g).to(ScalarType.BFloat16);
@@ -135,7 +135,7 @@ public class NativeSetupTests
     public void Float32GemmMatchesFloat64Reference()
     {
         using var scope = NewDisposeScope();
-        var g = new Generator(5);
+        using var g = new Generator(5);
         var a = randn([512, 384], generator: g);
         var b = randn([384, 256], generator: g);
         var exact = a.to(ScalarType.Float64).matmul(b.to(ScalarType.Float64));

@@ -5,6 +5,14 @@ namespace Workbook.Tests;
 /// <summary>Locates ../shared (beside the checkout; WORKBOOK_SHARED overrides) and reads its reference files.</summary>
 public static class TestData
 {
+    /// <summary>randn(shape) in float32 from a fresh Generator(seed) that is held until the draw returns (a Generator
+    /// passed inline may be finalized mid-call, as a temporary tensor may: TorchScopePerTest).</summary>
+    public static TorchSharp.torch.Tensor Randn(long[] shape, ulong seed)
+    {
+        using var g = new TorchSharp.torch.Generator(seed);
+        return TorchSharp.torch.randn(shape, generator: g);
+    }
+
     public static string RepoRoot { get; } = FindRoot();
     public static string Shared { get; } =
         Environment.GetEnvironmentVariable("WORKBOOK_SHARED") is { Length: > 0 } s

@@ -183,7 +183,8 @@ public static class Generation
                 }
                 if (done.All(d => d))
                     break;
-                var newMask = cat([maskT, ones(B, 1, dtype: ScalarType.Int64)], 1).DetachFromDisposeScope();
+                using var column = ones(B, 1, dtype: ScalarType.Int64); // held: no scope here, see HeldScalars
+                var newMask = cat([maskT, column], 1).DetachFromDisposeScope();
                 maskT.Dispose();
                 maskT = newMask;
                 next.Dispose();

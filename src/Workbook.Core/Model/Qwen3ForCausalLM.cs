@@ -219,12 +219,16 @@ public sealed class Qwen3ForCausalLM : nn.Module
         }
         RegisterComponents();
         Memory.CheckHugePages();
-        using Scalar first = 0,
-            headDim = config.HeadDim,
-            two = 2,
-            one = 1.0; // named: see Qwen3RMSNorm
-        var exps = arange(first, headDim, two, dtype: ScalarType.Float64) / headDim;
-        invFreq = (one / pow(config.RopeTheta, exps)).to(ScalarType.Float32).to(Device).DetachFromDisposeScope();
+        using (var scope = NewDisposeScope()) // holds the temporaries: one a GC finalizes mid-call is freed memory
+        {
+            using Scalar first = 0,
+                headDim = config.HeadDim,
+                two = 2,
+                one = 1.0; // named: see Qwen3RMSNorm
+            var exps = arange(first, headDim, two, dtype: ScalarType.Float64) / headDim;
+            invFreq = (one / pow(config.RopeTheta, exps)).to(ScalarType.Float32).to(Device).MoveToOuterDisposeScope();
+        }
+        invFreq.DetachFromDisposeScope();
         InitWeights(seed);
     }
 

@@ -260,8 +260,8 @@ public sealed class SafetensorsFile : IDisposable
                 s.Write(headerBytes);
                 foreach (var (_, t) in list)
                 {
-                    using var c = t.detach().cpu().contiguous();
-                    s.Write(c.bytes);
+                    using var scope = NewDisposeScope(); // holds detach()'s and cpu()'s wrappers (see HeldScalars)
+                    s.Write(t.detach().cpu().contiguous().bytes);
                 }
             }
         );

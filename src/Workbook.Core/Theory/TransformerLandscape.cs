@@ -212,7 +212,11 @@ public sealed class CandidatePolicy
     Tensor T(double[,] a) => tensor(a).to(model.Device).to(model.parameters().First().dtype);
 
     /// <summary>L_S as a function of the candidates' log-probs (so that ∂L_S/∂z is available).</summary>
-    public Tensor SftLoss(Tensor z) => -(T(Data) * z.log_softmax(1)).sum(1).mean();
+    public Tensor SftLoss(Tensor z)
+    {
+        using var scope = NewDisposeScope(); // holds the temporaries whatever the caller has (see HeldScalars)
+        return (-(T(Data) * z.log_softmax(1)).sum(1).mean()).MoveToOuterDisposeScope();
+    }
 
     public Tensor SftLoss() => SftLoss(SequenceLogProbs());
 
@@ -221,9 +225,12 @@ public sealed class CandidatePolicy
     {
         if (Reference is null)
             throw new InvalidOperationException("FixReference first");
+        using var scope = NewDisposeScope();
         var logp = z.log_softmax(1);
         var p = logp.exp();
-        return ((p * T(Rewards)).sum(1) - (p * (logp - T(Reference).log())).sum(1).Times(Beta)).mean();
+        return ((p * T(Rewards)).sum(1) - (p * (logp - T(Reference).log())).sum(1).Times(Beta))
+            .mean()
+            .MoveToOuterDisposeScope();
     }
 
     public Tensor Objective() => Objective(SequenceLogProbs());
@@ -356,21 +363,24 @@ public static class TransformerLandscape
         var snapAt = new SortedSet<int>();
         for (double v = 1; snapAt.Count < o.ThresholdPoints && v < o.SftSteps; v *= 1.5)
             snapAt.Add((int)v - 1);
-        using (var opt = optim.Adam(model.parameters(), o.SftLearningRate))
+        using (var opt = new FullBatchAdam(model.parameters().ToArray(), o.SftLearningRate))
             for (int s = 0; s < o.SftSteps; s++)
             {
                 if (snapAt.Contains(s))
                     snapshots.Add((s, Curvature.Get(model)));
                 using var scope = NewDisposeScope();
-                opt.zero_grad();
+                opt.ZeroGrad();
                 var l = pol.SftLoss();
                 l.backward();
-                opt.step();
+                opt.Step();
                 if (s % 100 == 0)
                     log($"landscape sft step {s}: L_S {l.item<double>():F5}");
             }
         foreach (var p in model.parameters())
-            p.grad?.zero_();
+        {
+            using var g = p.grad; // held while zero_ runs (see HeldScalars)
+            g?.zero_();
+        }
         pol.FixReference();
         var theta0 = Curvature.Get(model);
         var (s0, gS0) = Curvature.Gradient(model, () => pol.SftLoss());
@@ -546,6 +556,7 @@ public static class TransformerLandscape
             Curvature.Set(model, Curvature.Axpy(th, gj, eta));
             double after;
             using (no_grad())
+            using (NewDisposeScope())
                 after = pol.SftLoss().item<double>();
             double nJ = Curvature.Norm(gj);
             var (cos, needed) = Condition(gs, gj);
@@ -634,5 +645,57 @@ public static class TransformerLandscape
             + $"ε {r.AtStart.Epsilon:F4}, bound |cos| ≥ {r.AtStart.Bound:F4}, λ_1/tr M {r.AtStart.TopFraction:F3}; "
             + $"at θ_T: cos {r.AtEnd.Cos:F4}, ε {r.AtEnd.Epsilon:F4}, bound {r.AtEnd.Bound:F4}, "
             + $"λ_1/tr M {r.AtEnd.TopFraction:F3}.";
+    }
+}
+
+/// <summary>torch.optim.Adam (no weight decay, no amsgrad) in the parameters' own dtype, float64 here, with every
+/// Scalar held: TorchSharp's Adam passes implicit Scalars (β1, 1 − β1, ...) that a GC on another thread can finalize
+/// while the native call reads them (seen: "Expected false to be true" in toDouble under GC stress).</summary>
+sealed class FullBatchAdam(Tensor[] ps, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+    : IDisposable
+{
+    readonly Tensor[] m = ps.Select(p => zeros_like(p).DetachFromDisposeScope()).ToArray(),
+        v = ps.Select(p => zeros_like(p).DetachFromDisposeScope()).ToArray();
+    long step;
+
+    public void ZeroGrad()
+    {
+        foreach (var p in ps)
+        {
+            using var g = p.grad; // held while zero_ runs (see HeldScalars)
+            g?.zero_();
+        }
+    }
+
+    public void Step()
+    {
+        step++;
+        double c1 = 1 - Math.Pow(beta1, step),
+            c2 = 1 - Math.Pow(beta2, step);
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        using TorchSharp.Scalar b1 = beta1,
+            rest1 = 1 - beta1,
+            b2 = beta2,
+            rest2 = 1 - beta2,
+            sqrtC2 = Math.Sqrt(c2),
+            epsilon = eps,
+            stepSize = -(lr / c1);
+        for (int i = 0; i < ps.Length; i++)
+        {
+            var g = ps[i].grad;
+            if (g is null)
+                continue;
+            m[i].mul_(b1).add_(g, rest1);
+            v[i].mul_(b2).addcmul_(g, g, rest2);
+            var denom = (v[i].sqrt() / sqrtC2).add_(epsilon, HeldScalars.One);
+            ps[i].addcdiv_(m[i], denom, stepSize);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in m.Concat(v))
+            t.Dispose();
     }
 }

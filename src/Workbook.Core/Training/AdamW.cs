@@ -57,8 +57,12 @@ public sealed class AdamW : IDisposable
         }
         ownsMaster = true;
         master = ps.Select(p =>
-                p.dtype == ScalarType.Float32 ? null : p.detach().to(ScalarType.Float32).DetachFromDisposeScope()
-            )
+            {
+                if (p.dtype == ScalarType.Float32)
+                    return null;
+                using var d = p.detach(); // held: a temporary may be finalized mid-call (see HeldScalars)
+                return d.to(ScalarType.Float32).DetachFromDisposeScope();
+            })
             .ToArray();
     }
 

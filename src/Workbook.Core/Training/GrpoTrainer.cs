@@ -611,6 +611,8 @@ public sealed class GrpoBatch
         long step
     )
     {
+        // a scope of its own, so that no temporary is left to a GC on another thread mid-call when the caller has none
+        using var scope = NewDisposeScope();
         var r = new GrpoBatch { opt = o };
         var m = r.Metrics;
         int G = o.NumGenerations,
@@ -750,6 +752,9 @@ public sealed class GrpoBatch
         m["frac_reward_zero_std"] = rowStd.Count(s => s < 1e-8) / (double)N;
         var adv = GrpoTrainer.Advantages(shaped, G, o.ScaleRewards);
         r.Advantages = tensor(adv.Select(a => (float)a).ToArray()).to(model.Device);
+        foreach (var t in new[] { r.Ids, r.Mask, r.CompletionMask, r.Advantages, r.OldLogProbs, r.RefLogProbs })
+            t?.MoveToOuterDisposeScope();
+        r.OffPolicy?.MoveToOuterDisposeScope();
         return r;
     }
 
@@ -778,6 +783,7 @@ public sealed class GrpoBatch
     /// the loss).</summary>
     public Tensor Loss(Qwen3ForCausalLM model, Accumulator acc, long[]? rows = null)
     {
+        using var scope = NewDisposeScope(); // as in GenerateAndScore: temporaries held whatever the caller has
         Tensor Pick(Tensor t) => rows is null ? t : t.index_select(0, tensor(rows, device: t.device));
         Tensor ids = Pick(Ids),
             mask = Pick(Mask),
@@ -818,6 +824,6 @@ public sealed class GrpoBatch
                     acc.Add("off_policy/prob_mean", (lp.detach().exp().to(cm.dtype) * offCm).sum().Value() / offDenom);
             }
         }
-        return l.Loss;
+        return l.Loss.MoveToOuterDisposeScope();
     }
 }

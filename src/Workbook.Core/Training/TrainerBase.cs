@@ -95,8 +95,11 @@ public abstract class TrainerBase<TOptions> : ITrainer
         startMaxAbs ??= CheckpointHealth.MaxAbsOf(Model);
         Order = new DataOrder(DatasetSize, Opt.Seed, State.Epoch, State.Cursor);
         OnResume();
+        // evaluations, the start snapshot and checkpoints run in dispose scopes like the steps: a temporary outside
+        // one can be finalized by a GC on another seed's thread while a native call reads it (see HeldScalars)
         if (Eval is not null && Eval.Options.KlFromStart)
-            start = StageStart.Prepare(OutDir, Model, State.Step, StartModel, Eval);
+            using (NewDisposeScope())
+                start = StageStart.Prepare(OutDir, Model, State.Step, StartModel, Eval);
         RecordInto?.Begin(Model, State.Step, Opt);
         var replay = CanReplay(resume) ? ReplayFrom : null;
         Replayed = replay is not null;
@@ -173,7 +176,9 @@ public abstract class TrainerBase<TOptions> : ITrainer
         if (Eval is null)
             return;
         var sw = Stopwatch.StartNew();
-        var m = Eval.Run(Model, start: start, atStart: step == 0);
+        Dictionary<string, double> m;
+        using (NewDisposeScope())
+            m = Eval.Run(Model, start: start, atStart: step == 0);
         m["eval_runtime"] = sw.Elapsed.TotalSeconds; // TRL's name: seconds this evaluation took
         Model.train();
         Log!.Log(step, m, LogFields);
@@ -195,6 +200,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
 
     protected void SaveCheckpoint()
     {
+        using var scope = NewDisposeScope();
         var health = CheckpointHealth.Judge(CheckpointHealth.MaxAbsOf(Model), lastGrad, startMaxAbs!.Value, startGrad);
         TrainerCheckpoint.Save(OutDir, Model, Optimizer, State, Opt.SaveTotalLimit, health, more);
     }
