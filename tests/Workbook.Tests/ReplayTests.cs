@@ -66,18 +66,7 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.Equal(plain.Run(model, start: plainStart), memo.Run(model, start: start));
     }
 
-    static GrpoOptions Donor() =>
-        new()
-        {
-            LearningRate = 3e-3,
-            MaxSteps = 8,
-            PerDeviceTrainBatchSize = 8,
-            NumGenerations = 4,
-            MaxCompletionLength = 8,
-            Beta = 0.04,
-            EvalSteps = 4,
-            ZeroSignalSteps = 0,
-        };
+    static GrpoOptions Donor() => TrainerRuns.TinyGrpo() with { EvalSteps = 4 };
 
     static GrpoOptions Follower() =>
         Donor() with

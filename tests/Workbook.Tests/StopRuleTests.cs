@@ -458,20 +458,13 @@ public class StopRuleTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         Assert.Empty(Directory.Exists(runs) ? Directory.GetFileSystemEntries(runs) : []);
     }
 
-    GrpoOptions Tiny(bool hindsight) =>
-        new()
+    static GrpoOptions Tiny(bool hindsight) =>
+        TrainerRuns.TinyGrpo() with
         {
-            LearningRate = 3e-3,
-            MaxSteps = 8,
-            PerDeviceTrainBatchSize = 8,
-            NumGenerations = 4,
-            MaxCompletionLength = 8,
-            Beta = 0.04,
             StopWhen = "dJ < 1000*dL_SFT",
             StopCheckSteps = 2,
             StopHindsight = hindsight,
             SaveSteps = 2,
-            ZeroSignalSteps = 0,
         };
 
     Evaluator Eval() =>

@@ -7,6 +7,20 @@ namespace Workbook.Tests;
 
 static class TrainerRuns
 {
+    /// <summary>The small GRPO stage the replay and stop-rule tests start from (8 steps of 2 prompts × 4 samples).
+    /// </summary>
+    public static GrpoOptions TinyGrpo() =>
+        new()
+        {
+            LearningRate = 3e-3,
+            MaxSteps = 8,
+            PerDeviceTrainBatchSize = 8,
+            NumGenerations = 4,
+            MaxCompletionLength = 8,
+            Beta = 0.04,
+            ZeroSignalSteps = 0,
+        };
+
     /// <summary>Makes <paramref name="trainer"/> throw OperationCanceledException right after step
     /// <paramref name="step"/> (after that step's checkpoint, if it saves one).</summary>
     public static T CrashAfter<T>(this T trainer, long step)

@@ -226,9 +226,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
                 two = 2,
                 one = 1.0; // named: see Qwen3RMSNorm
             var exps = arange(first, headDim, two, dtype: ScalarType.Float64) / headDim;
-            invFreq = (one / pow(config.RopeTheta, exps)).to(ScalarType.Float32).to(Device).MoveToOuterDisposeScope();
+            invFreq = (one / pow(config.RopeTheta, exps)).to(ScalarType.Float32).to(Device).DetachFromDisposeScope();
         }
-        invFreq.DetachFromDisposeScope();
         InitWeights(seed);
     }
 

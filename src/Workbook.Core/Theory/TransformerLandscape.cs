@@ -364,6 +364,7 @@ public static class TransformerLandscape
         for (double v = 1; snapAt.Count < o.ThresholdPoints && v < o.SftSteps; v *= 1.5)
             snapAt.Add((int)v - 1);
         using (var opt = new FullBatchAdam(model.parameters().ToArray(), o.SftLearningRate))
+        {
             for (int s = 0; s < o.SftSteps; s++)
             {
                 if (snapAt.Contains(s))
@@ -376,10 +377,7 @@ public static class TransformerLandscape
                 if (s % 100 == 0)
                     log($"landscape sft step {s}: L_S {l.item<double>():F5}");
             }
-        foreach (var p in model.parameters())
-        {
-            using var g = p.grad; // held while zero_ runs (see HeldScalars)
-            g?.zero_();
+            opt.ZeroGrad();
         }
         pol.FixReference();
         var theta0 = Curvature.Get(model);

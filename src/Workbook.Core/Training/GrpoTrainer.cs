@@ -752,9 +752,10 @@ public sealed class GrpoBatch
         m["frac_reward_zero_std"] = rowStd.Count(s => s < 1e-8) / (double)N;
         var adv = GrpoTrainer.Advantages(shaped, G, o.ScaleRewards);
         r.Advantages = tensor(adv.Select(a => (float)a).ToArray()).to(model.Device);
-        foreach (var t in new[] { r.Ids, r.Mask, r.CompletionMask, r.Advantages, r.OldLogProbs, r.RefLogProbs })
+        foreach (
+            var t in new[] { r.Ids, r.Mask, r.CompletionMask, r.Advantages, r.OldLogProbs, r.RefLogProbs, r.OffPolicy }
+        )
             t?.MoveToOuterDisposeScope();
-        r.OffPolicy?.MoveToOuterDisposeScope();
         return r;
     }
 
