@@ -129,6 +129,29 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void A_stage_hashes_its_start_weights_once()
+    {
+        // four readers of the start weights: the start snapshot (KL from start), the recording, the replay check
+        // (another start model, so it trains) and the step-0 evaluation; then one hash per later evaluation
+        var (rec, _) = Recorded(Donor());
+        using var _r = rec;
+        var dir = TestData.TempDir();
+        var t = Trainer(Donor(), dir, modelSeed: 6);
+        t.ReplayFrom = rec;
+        using var record = new StageRecording("this", StageRecording.ModelReads(Donor()));
+        t.RecordInto = record;
+        long before = ModelFingerprint.ComputedOnThisThread;
+        t.Train();
+        Assert.False(t.Replayed);
+        Assert.NotNull(record.StartFingerprint);
+        var evaluations = MetricsLog
+            .Read(Path.Combine(dir, "metrics.jsonl"))
+            .Count(o => o["eval_sft_loss"] is not null);
+        Assert.Equal(3, evaluations); // steps 0, 4 and 8
+        Assert.Equal(evaluations, ModelFingerprint.ComputedOnThisThread - before);
+    }
+
+    [Fact]
     public void A_replay_that_would_not_be_exact_trains_instead()
     {
         var (rec, _) = Recorded(Follower());

@@ -1,6 +1,7 @@
 // Speed is measured here, never in unit tests. Definitions are the peer harness's (../shared/perf/README.md), so the
 // numbers compare side by side with tuned PyTorch:
-//  1. peak: a 2048x2048 GEMM in the compute dtype (median of repeats) in this process, and a stated machine peak
+//  1. peak: a 2048x2048 GEMM in the compute dtype into a preallocated output (the peer's torch.mm with out=; 3
+//     untimed, median of 15) in this process, and a stated machine peak
 //     (tuned PyTorch's 2048^2 GEMM on this machine type, or --machine-peak); MFU is reported against both.
 //  2. train: exactly batch x seq tokens per step (ids [B, T+1], inputs T, next-token targets); zero_grad, forward,
 //     cross-entropy on f32 logits, backward, AdamW (lr 1e-4, weight decay 0.1), no clipping. FLOPs per token
@@ -60,19 +61,27 @@ public static class Benchmarks
             : 0.5 * (a[a.Length / 2 - 1] + a[a.Length / 2]);
     }
 
-    public static double GemmPeakGflops(ScalarType dtype, int n = 2048, int repeats = 9)
+    /// <summary>The peer's GEMM peak (torch.mm with out=): an n x n product into a preallocated output (addmm_ with
+    /// beta 0, which is what mm's out= variant calls), 3 untimed, then the median of <paramref name="repeats"/>. A
+    /// new output per product (`a.mm(b)` in a loop, the definition before 2026-12-06) measured page faults too: under
+    /// the workbook's malloc setting a freed 16 MiB block often does not fit the next 64-byte-aligned request
+    /// (posix_memalign asks for the block plus the alignment's slack), so in a fresh process about every other
+    /// output landed on never-touched pages (4,096 faults, about 40% of that product's time) until the heap
+    /// settled.</summary>
+    public static double GemmPeakGflops(ScalarType dtype, int n = 2048, int repeats = 15)
     {
         using var scope = NewDisposeScope();
-        var g = new Generator(0);
+        using var g = new Generator(0);
         var a = randn([n, n], generator: g).to(dtype);
         var b = randn([n, n], generator: g).to(dtype);
+        var c = empty([n, n], dtype);
         for (int i = 0; i < 3; i++)
-            a.mm(b).Dispose(); // warm-up
+            c.addmm_(a, b, beta: 0f, alpha: 1f); // warm-up
         var times = new List<double>();
         for (int i = 0; i < repeats; i++)
         {
             var sw = Stopwatch.StartNew();
-            a.mm(b).Dispose();
+            c.addmm_(a, b, beta: 0f, alpha: 1f);
             times.Add(sw.Elapsed.TotalSeconds);
         }
         return 2.0 * n * n * n / Median(times) / 1e9;

@@ -69,7 +69,9 @@ public sealed class Evaluator
     public int MemoHits => memo?.Hits ?? 0;
 
     /// <summary>The model's fingerprint when this evaluator memoizes (else null).</summary>
-    public string? Fingerprint(Qwen3ForCausalLM model) => memo is null ? null : ModelFingerprint.Of(model);
+    /// <param name="known">the caller's fingerprint of the same weights, if it has one</param>
+    public string? Fingerprint(Qwen3ForCausalLM model, Func<string>? known = null) =>
+        memo is null ? null : known?.Invoke() ?? ModelFingerprint.Of(model);
 
     public Evaluator(Codec codec, IReadOnlyList<Example> examples, IVerifier[] verifiers, EvalOptions? options = null)
     {
@@ -85,14 +87,17 @@ public sealed class Evaluator
     /// <param name="start">the stage's start snapshot: adds eval_kl_from_start</param>
     /// <param name="atStart">the model is p_start (the stage's first evaluation): its samples are the
     /// snapshot's</param>
+    /// <param name="fingerprint">the caller's fingerprint of these weights, if it has one (else computed when the
+    /// evaluator memoizes)</param>
     public Dictionary<string, double> Run(
         Qwen3ForCausalLM model,
         bool lossOnly = false,
         StageStart? start = null,
-        bool atStart = false
+        bool atStart = false,
+        Func<string>? fingerprint = null
     )
     {
-        var fp = Fingerprint(model);
+        var fp = Fingerprint(model, fingerprint);
         // a start snapshot without a fingerprint (read back on resume) keys nothing: its evaluations are computed
         var key =
             fp is null || (start is not null && start.Fingerprint is null)

@@ -206,19 +206,21 @@ public sealed class StageStart : IDisposable
     /// <summary>The stage's start snapshot in <paramref name="outDir"/>/start: written at step 0 from
     /// <paramref name="model"/> (weights only when <paramref name="resident"/>, a frozen copy of the start model the
     /// trainer keeps anyway, is null), read back on resume; null when a stage resumed past step 0 has none.</summary>
+    /// <param name="fingerprint">the caller's fingerprint of <paramref name="model"/>, if it has one</param>
     public static StageStart? Prepare(
         string outDir,
         Qwen3ForCausalLM model,
         long step,
         Qwen3ForCausalLM? resident,
-        Evaluator ev
+        Evaluator ev,
+        Func<string>? fingerprint = null
     )
     {
         var dir = Path.Combine(outDir, Folder);
         var samples = Path.Combine(dir, SamplesFile);
         // the start model is in hand only at step 0, and its samples are known to be its draw only when drawn now: a
         // snapshot read back has no fingerprint
-        var fp = step == 0 && !File.Exists(samples) ? ev.Fingerprint(model) : null;
+        var fp = step == 0 && !File.Exists(samples) ? ev.Fingerprint(model, fingerprint) : null;
         if (!File.Exists(samples))
         {
             if (step > 0)

@@ -46,12 +46,13 @@ public sealed class StageRecording(string source, IReadOnlySet<long> weightSteps
     /// <summary>The recorded stage's <see cref="Trajectory"/> options.</summary>
     public string? TrajectoryOptions { get; private set; }
 
-    internal void Begin(Qwen3ForCausalLM model, long fromStep, TrainOptions options)
+    /// <param name="fingerprint">the start model's fingerprint (computed once by the trainer)</param>
+    internal void Begin(long fromStep, TrainOptions options, Func<string> fingerprint)
     {
         if (fromStep != 0)
             Usable = false;
         else
-            (StartFingerprint, TrajectoryOptions) = (ModelFingerprint.Of(model), Trajectory(options));
+            (StartFingerprint, TrajectoryOptions) = (fingerprint(), Trajectory(options));
     }
 
     internal void Add(long step, StepRecord r, Qwen3ForCausalLM model)

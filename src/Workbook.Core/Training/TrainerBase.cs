@@ -97,11 +97,15 @@ public abstract class TrainerBase<TOptions> : ITrainer
         OnResume();
         // evaluations, the start snapshot and checkpoints run in dispose scopes like the steps: a temporary outside
         // one can be finalized by a GC on another seed's thread while a native call reads it (see HeldScalars)
+        // the weights before this session's first step, hashed at most once for everything that reads them there:
+        // the start snapshot, the recording, the replay check and the first evaluation (EvalMemo.cs)
+        string? startPrint = null;
+        string StartPrint() => startPrint ??= ModelFingerprint.Of(Model);
         if (Eval is not null && Eval.Options.KlFromStart)
             using (NewDisposeScope())
-                start = StageStart.Prepare(OutDir, Model, State.Step, StartModel, Eval);
-        RecordInto?.Begin(Model, State.Step, Opt);
-        var replay = CanReplay(resume) ? ReplayFrom : null;
+                start = StageStart.Prepare(OutDir, Model, State.Step, StartModel, Eval, StartPrint);
+        RecordInto?.Begin(State.Step, Opt, StartPrint);
+        var replay = CanReplay(resume, StartPrint) ? ReplayFrom : null;
         Replayed = replay is not null;
         if (replay is not null)
             LogFields["replayed_from"] = replay.Source;
@@ -109,7 +113,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
         log.Logged += (s, m) => OnLog?.Invoke(s, m);
         Model.train();
         if (State.Step == 0 && !log.HasEvalAt(0))
-            Evaluate(0);
+            Evaluate(0, StartPrint);
         long warmup = (long)Math.Ceiling(Opt.WarmupRatio * Opt.MaxSteps);
         for (long step = State.Step; step < Opt.MaxSteps && !Finished; step++)
         {
@@ -162,23 +166,24 @@ public abstract class TrainerBase<TOptions> : ITrainer
     /// <summary>StageReplay.cs, 3: a fresh start at step 0 from the recorded start model, the same trajectory
     /// options, a complete record with the weights at every step this stage reads, and no checkpoint before the
     /// last step.</summary>
-    bool CanReplay(bool resume) =>
+    bool CanReplay(bool resume, Func<string> startPrint) =>
         ReplayFrom is { } r
         && !resume
         && State.Step == 0
         && (Opt.SaveSteps == 0 || Opt.SaveSteps >= Opt.MaxSteps)
         && r.TrajectoryOptions == StageRecording.Trajectory(Opt)
         && r.Covers(Opt.MaxSteps, StageRecording.ModelReads(Opt))
-        && r.StartFingerprint == ModelFingerprint.Of(Model);
+        && r.StartFingerprint == startPrint();
 
-    protected void Evaluate(long step)
+    /// <param name="fingerprint">the model's fingerprint if known (the weights before the first step)</param>
+    protected void Evaluate(long step, Func<string>? fingerprint = null)
     {
         if (Eval is null)
             return;
         var sw = Stopwatch.StartNew();
         Dictionary<string, double> m;
         using (NewDisposeScope())
-            m = Eval.Run(Model, start: start, atStart: step == 0);
+            m = Eval.Run(Model, start: start, atStart: step == 0, fingerprint: fingerprint);
         m["eval_runtime"] = sw.Elapsed.TotalSeconds; // TRL's name: seconds this evaluation took
         Model.train();
         Log!.Log(step, m, LogFields);
