@@ -140,15 +140,20 @@ public class ReplayTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
         t.ReplayFrom = rec;
         using var record = new StageRecording("this", StageRecording.ModelReads(Donor()));
         t.RecordInto = record;
+        // the replay check gets as far as the fingerprints: only the start model differs
+        Assert.Equal(StageRecording.Trajectory(Donor()), rec.TrajectoryOptions);
+        Assert.True(rec.Covers(Donor().MaxSteps, StageRecording.ModelReads(Donor())));
         long before = ModelFingerprint.ComputedOnThisThread;
         t.Train();
+        long hashes = ModelFingerprint.ComputedOnThisThread - before;
         Assert.False(t.Replayed);
-        Assert.NotNull(record.StartFingerprint);
         var evaluations = MetricsLog
             .Read(Path.Combine(dir, "metrics.jsonl"))
             .Count(o => o["eval_sft_loss"] is not null);
         Assert.Equal(3, evaluations); // steps 0, 4 and 8
-        Assert.Equal(evaluations, ModelFingerprint.ComputedOnThisThread - before);
+        Assert.Equal(evaluations, hashes);
+        using var seed6 = fx.NewModel(6); // the one hash at the start is the start model's
+        Assert.Equal(ModelFingerprint.Of(seed6), record.StartFingerprint);
     }
 
     [Fact]

@@ -69,8 +69,11 @@ public sealed class Evaluator
     public int MemoHits => memo?.Hits ?? 0;
 
     /// <summary>The model's fingerprint when this evaluator memoizes (else null).</summary>
-    /// <param name="known">the caller's fingerprint of the same weights, if it has one</param>
-    public string? Fingerprint(Qwen3ForCausalLM model, Func<string>? known = null) =>
+    public string? Fingerprint(Qwen3ForCausalLM model) => Fingerprint(model, null);
+
+    /// <param name="known">the trainer's fingerprint of the same weights, if it has one (internal: a wrong one would
+    /// make the memo answer for other weights)</param>
+    internal string? Fingerprint(Qwen3ForCausalLM model, Func<string>? known) =>
         memo is null ? null : known?.Invoke() ?? ModelFingerprint.Of(model);
 
     public Evaluator(Codec codec, IReadOnlyList<Example> examples, IVerifier[] verifiers, EvalOptions? options = null)
@@ -87,14 +90,21 @@ public sealed class Evaluator
     /// <param name="start">the stage's start snapshot: adds eval_kl_from_start</param>
     /// <param name="atStart">the model is p_start (the stage's first evaluation): its samples are the
     /// snapshot's</param>
-    /// <param name="fingerprint">the caller's fingerprint of these weights, if it has one (else computed when the
-    /// evaluator memoizes)</param>
     public Dictionary<string, double> Run(
         Qwen3ForCausalLM model,
         bool lossOnly = false,
         StageStart? start = null,
-        bool atStart = false,
-        Func<string>? fingerprint = null
+        bool atStart = false
+    ) => Run(model, lossOnly, start, atStart, null);
+
+    /// <param name="fingerprint">the trainer's fingerprint of these weights, if it has one (else computed when the
+    /// evaluator memoizes)</param>
+    internal Dictionary<string, double> Run(
+        Qwen3ForCausalLM model,
+        bool lossOnly,
+        StageStart? start,
+        bool atStart,
+        Func<string>? fingerprint
     )
     {
         var fp = Fingerprint(model, fingerprint);

@@ -206,14 +206,22 @@ public sealed class StageStart : IDisposable
     /// <summary>The stage's start snapshot in <paramref name="outDir"/>/start: written at step 0 from
     /// <paramref name="model"/> (weights only when <paramref name="resident"/>, a frozen copy of the start model the
     /// trainer keeps anyway, is null), read back on resume; null when a stage resumed past step 0 has none.</summary>
-    /// <param name="fingerprint">the caller's fingerprint of <paramref name="model"/>, if it has one</param>
     public static StageStart? Prepare(
         string outDir,
         Qwen3ForCausalLM model,
         long step,
         Qwen3ForCausalLM? resident,
+        Evaluator ev
+    ) => Prepare(outDir, model, step, resident, ev, null);
+
+    /// <param name="fingerprint">the trainer's fingerprint of <paramref name="model"/>, if it has one</param>
+    internal static StageStart? Prepare(
+        string outDir,
+        Qwen3ForCausalLM model,
+        long step,
+        Qwen3ForCausalLM? resident,
         Evaluator ev,
-        Func<string>? fingerprint = null
+        Func<string>? fingerprint
     )
     {
         var dir = Path.Combine(outDir, Folder);

@@ -183,7 +183,7 @@ public abstract class TrainerBase<TOptions> : ITrainer
         var sw = Stopwatch.StartNew();
         Dictionary<string, double> m;
         using (NewDisposeScope())
-            m = Eval.Run(Model, start: start, atStart: step == 0, fingerprint: fingerprint);
+            m = Eval.Run(Model, false, start, step == 0, fingerprint);
         m["eval_runtime"] = sw.Elapsed.TotalSeconds; // TRL's name: seconds this evaluation took
         Model.train();
         Log!.Log(step, m, LogFields);
