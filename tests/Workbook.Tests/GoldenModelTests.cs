@@ -204,6 +204,68 @@ public class GoldenModelTests
         Assert.True(last.argmax(-1).eq(full.argmax(-1)).all().item<bool>());
     }
 
+    [Theory]
+    [InlineData(2, 50021)]
+    [InlineData(3, 50021)]
+    [InlineData(4, 4096)]
+    public void A_one_row_decoding_head_split_over_threads_equals_one_call_bit_for_bit(int threads, int vocab)
+    {
+        using var _ = no_grad();
+        var w = TestData.Randn([vocab, 96], seed: 6);
+        var one = TestData.Randn([1, 96], seed: 7);
+        var eight = TestData.Randn([8, 96], seed: 8);
+        foreach (var h in new[] { one, eight }) // one row is split over the threads, eight rows are one call
+        {
+            var split = Qwen3ForCausalLM.StreamedLogits(w, h, threads);
+            var single = w.matmul(h.t()).t();
+            Assert.Equal(single.shape, split.shape);
+            Assert.True(split.is_contiguous());
+            Assert.True(single.equal(split).all().item<bool>());
+        }
+    }
+
+    [Fact]
+    public void One_row_greedy_decoding_on_one_torch_thread_picks_the_full_forwards_argmax()
+    {
+        // a streamed head at one row: the decoding steps run on one torch thread, the head split over the others
+        var cfg = Qwen3Config.Tiny(131072) with
+        {
+            HiddenSize = 128,
+            IntermediateSize = 256,
+        };
+        using var m = new Qwen3ForCausalLM(cfg, seed: 12);
+        Assert.True(m.StreamsHead);
+        int[] prompt = [5, 17, 99, 4000, 120000];
+        int threads = get_num_threads();
+        var got = Generation.Generate(m, [prompt], new GenerationOptions { Greedy = true, MaxNewTokens = 6 })[0];
+        Assert.Equal(threads, get_num_threads()); // the calling thread's count is back
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var ids = prompt.Select(i => (long)i).ToList();
+        for (int t = 0; t < 6; t++)
+        {
+            var logits = m.Forward(tensor(ids.ToArray(), [1, ids.Count])).select(1, -1);
+            long next = logits.argmax(-1).item<long>();
+            Assert.Equal(next, got.Tokens[t]);
+            var logp = logits.log_softmax(-1)[0, next].item<float>();
+            Assert.True(Math.Abs(logp - got.LogProbs[t]) <= 1e-4, $"step {t}: {logp} against {got.LogProbs[t]}");
+            ids.Add(next);
+        }
+    }
+
+    [Fact]
+    public void One_torch_thread_is_this_threads_and_is_given_back()
+    {
+        int before = get_num_threads();
+        using (var one = OneTorchThread.OnThisThread())
+        {
+            Assert.Equal(OperatingSystem.IsLinux(), one is not null);
+            if (one is not null)
+                Assert.Equal(1, get_num_threads());
+        }
+        Assert.Equal(before, get_num_threads());
+    }
+
     [Fact]
     public void Left_padded_batch_equals_each_sequence_alone()
     {

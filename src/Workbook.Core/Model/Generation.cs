@@ -10,6 +10,8 @@
 // them)
 // - a sequence stops at an EOS id, at a stop string (checked on the decoded completion), or at max_new_tokens
 // (truncated)
+// - one row through a big float32 head: after the prefill the steps run on one torch thread and the head is split
+//   over the threads there were (Qwen3ForCausalLM.StreamedLogits, Util/OneTorchThread.cs)
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -125,10 +127,18 @@ public static class Generation
         var cache = model.NewCache(Bp, capacity);
         Tensor maskT = tensor(mask, [B, P], dtype: ScalarType.Int64).DetachFromDisposeScope();
         Tensor next = tensor(ids, [B, P], dtype: ScalarType.Int64).DetachFromDisposeScope();
+        // one row through a streamed float32 head: after the prefill, each step's operations are too small for
+        // OpenMP, whose spinning workers also hold the cores the head's blocks need (README, "One-row decoding"): the
+        // steps run on one torch thread and the head is split over the threads this thread had
+        int headThreads = get_num_threads();
+        bool oneRow = B == 1 && model.StreamsHead && model.Device.type == DeviceType.CPU && headThreads > 1;
+        OneTorchThread? single = null;
         try
         {
             for (int step = 0; step < opt.MaxNewTokens; step++)
             {
+                if (step == 1 && oneRow)
+                    single = OneTorchThread.OnThisThread();
                 long[] chosen;
                 float[] logps;
                 double[]? ent = null;
@@ -146,7 +156,7 @@ public static class Generation
                         cache = full;
                     }
                     else
-                        logits = model.Forward(next, maskT, cache: cache, lastOnly: true);
+                        logits = model.Forward(next, maskT, cache: cache, lastOnly: true, headThreads: headThreads);
                     logits = logits.to(ScalarType.Float32).cpu(); // [B, V]
                     (chosen, logps) = Pick(logits, opt, rng);
                     if (outEnt is not null)
@@ -193,6 +203,7 @@ public static class Generation
         }
         finally
         {
+            single?.Dispose();
             cache.Dispose();
             maskT.Dispose();
             next.Dispose();

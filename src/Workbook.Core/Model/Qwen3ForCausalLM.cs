@@ -272,6 +272,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
     /// padding for generation); <paramref name="positionIds"/> defaults to the count of real tokens before each
     /// position. With a
     /// <paramref name="cache"/>, keys/values of this call are appended and attention covers the cached prefix.
+    /// <paramref name="headThreads"/>: threads for a one-row decoding step's head (<see cref="StreamedLogits"/>;
+    /// 0: this thread's torch threads).
     /// </summary>
     public Tensor Forward(
         Tensor inputIds,
@@ -279,7 +281,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
         Tensor? positionIds = null,
         IKVCache? cache = null,
         bool lastOnly = false,
-        Tensor? segmentIds = null
+        Tensor? segmentIds = null,
+        int headThreads = 0
     )
     {
         using var scope = NewDisposeScope();
@@ -289,10 +292,49 @@ public sealed class Qwen3ForCausalLM : nn.Module
         // a decoding step multiplies a few rows by the whole head. In float32, oneMKL repacks Wᵀ on every h·Wᵀ call,
         // which at a full vocabulary cost most of the step (B8: 69% of it); W·hᵀ streams W as stored. bf16 goes to
         // other kernels, where h·Wᵀ measured faster, and small heads (the main job's) keep their numbers bit for bit
-        bool streamHead =
-            lastOnly && DType == ScalarType.Float32 && (long)Config.VocabSize * Config.HiddenSize >= BigHead;
-        var logits = streamHead ? LmHeadWeight.matmul(h.t()).t().contiguous() : Logits(h);
+        var logits =
+            lastOnly && StreamsHead
+                ? StreamedLogits(LmHeadWeight, h, headThreads > 0 ? headThreads : get_num_threads())
+                : Logits(h);
         return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Whether a decoding step takes its logits as W·hᵀ (<see cref="StreamedLogits"/>): a float32 head of
+    /// at least <see cref="BigHead"/> entries.</summary>
+    public bool StreamsHead => DType == ScalarType.Float32 && (long)Config.VocabSize * Config.HiddenSize >= BigHead;
+
+    /// <summary>A decoding step's logits W·hᵀ ([rows, V]) for a head W [V, hidden] and hidden states h [rows,
+    /// hidden]. One row is a matrix-vector product, which oneMKL runs on one thread (measured: the same time with one
+    /// torch thread or two), so without autograd on the CPU the head's rows are split into
+    /// <paramref name="threads"/> blocks computed at once on .NET threads: each logit is its own dot product, so the
+    /// logits are bit for bit those of one call (GoldenModelTests), at about half the time on two cores.</summary>
+    public static Tensor StreamedLogits(Tensor w, Tensor h, int threads)
+    {
+        using var scope = NewDisposeScope();
+        long vocab = w.shape[0];
+        // blocks of whole 64-row groups, so a block's rows meet oneMKL's kernels as they do in the single call
+        long block = (vocab / Math.Max(threads, 1) + 63) / 64 * 64;
+        var ht = h.t();
+        if (h.shape[0] != 1 || threads < 2 || block >= vocab || w.device_type != DeviceType.CPU || is_grad_enabled())
+            return w.matmul(ht).t().contiguous().MoveToOuterDisposeScope();
+        var logits = empty([vocab, 1], dtype: w.dtype, device: w.device);
+        var blocks = Enumerable
+            .Range(0, (int)((vocab + block - 1) / block))
+            .Select(i => (Start: i * block, Length: Math.Min(block, vocab - i * block)))
+            .Select(b => (W: w.narrow(0, b.Start, b.Length), Out: logits.narrow(0, b.Start, b.Length)))
+            .ToArray(); // made here: the views live in this scope, the workers only compute into them
+        Parallel.For(
+            0,
+            blocks.Length,
+            new ParallelOptions { MaxDegreeOfParallelism = threads },
+            i =>
+            {
+                using var noGrad = no_grad(); // grad mode is per thread
+                using var workerScope = NewDisposeScope();
+                blocks[i].Out.addmm_(blocks[i].W, ht, beta: 0f, alpha: 1f);
+            }
+        );
+        return logits.t().contiguous().MoveToOuterDisposeScope();
     }
 
     /// <summary>lm_head on final hidden states [.., hidden] (as <see cref="HiddenStates"/> returns them).</summary>
