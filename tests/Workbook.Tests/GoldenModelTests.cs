@@ -208,6 +208,8 @@ public class GoldenModelTests
     [InlineData(2, 50021)]
     [InlineData(3, 50021)]
     [InlineData(4, 4096)]
+    [InlineData(2, 100)] // a whole 64-row block and the rest
+    [InlineData(4, 3)] // fewer rows than threads: one call
     public void A_one_row_decoding_head_split_over_threads_equals_one_call_bit_for_bit(int threads, int vocab)
     {
         using var _ = no_grad();
@@ -227,18 +229,19 @@ public class GoldenModelTests
     [Fact]
     public void One_row_greedy_decoding_on_one_torch_thread_picks_the_full_forwards_argmax()
     {
-        // a streamed head at one row: the decoding steps run on one torch thread, the head split over the others
-        var cfg = Qwen3Config.Tiny(131072) with
-        {
-            HiddenSize = 128,
-            IntermediateSize = 256,
-        };
+        // a streamed head at one row: the decoding steps run on one torch thread, the head split over the others.
+        // This thread is given two torch threads (its own counts only), so the path runs whatever the host's count
+        Assert.True(OneTorchThread.Available, "libgomp's and oneMKL's thread-count symbols were not found");
+        using var two = OneTorchThread.OnThisThread(2);
+        var cfg = Qwen3Config.Tiny(131072) with { HiddenSize = 128, IntermediateSize = 256 };
         using var m = new Qwen3ForCausalLM(cfg, seed: 12);
         Assert.True(m.StreamsHead);
         int[] prompt = [5, 17, 99, 4000, 120000];
-        int threads = get_num_threads();
+        Assert.Equal(2, get_num_threads());
+        long before = Generation.OneRowStepsOnThisThread;
         var got = Generation.Generate(m, [prompt], new GenerationOptions { Greedy = true, MaxNewTokens = 6 })[0];
-        Assert.Equal(threads, get_num_threads()); // the calling thread's count is back
+        Assert.Equal(5, Generation.OneRowStepsOnThisThread - before); // the steps after the prefill
+        Assert.Equal((2, 2), OneTorchThread.CountsOnThisThread()); // the calling thread's counts are back
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var ids = prompt.Select(i => (long)i).ToList();
@@ -256,14 +259,53 @@ public class GoldenModelTests
     [Fact]
     public void One_torch_thread_is_this_threads_and_is_given_back()
     {
-        int before = get_num_threads();
-        using (var one = OneTorchThread.OnThisThread())
+        Assert.Equal(OperatingSystem.IsLinux(), OneTorchThread.Available);
+        if (!OneTorchThread.Available)
+            return;
+        // on a fresh thread, whose counts ATen sets lazily at its first torch call: set before that call, they hold.
+        // k: a count other than the process's. The process's count is set as a run sets it (ExperimentRunner), to
+        // the same value: after that, ATen's lazy setting gives a fresh thread the process's count, not its own
+        int process = get_num_threads(),
+            k = process + 1;
+        set_num_threads(process);
+        (int, int)? atK = null,
+            inside = null,
+            backToK = null,
+            other = null,
+            after = null;
+        int torchK = 0,
+            torchInside = 0;
+        var t = new Thread(() =>
         {
-            Assert.Equal(OperatingSystem.IsLinux(), one is not null);
-            if (one is not null)
-                Assert.Equal(1, get_num_threads());
-        }
-        Assert.Equal(before, get_num_threads());
+            using (var kThreads = OneTorchThread.OnThisThread(k))
+            {
+                torchK = get_num_threads();
+                atK = OneTorchThread.CountsOnThisThread();
+                using (var one = OneTorchThread.OnThisThread())
+                {
+                    torchInside = get_num_threads();
+                    inside = OneTorchThread.CountsOnThisThread();
+                    var o = new Thread(() =>
+                    {
+                        _ = get_num_threads();
+                        other = OneTorchThread.CountsOnThisThread();
+                    });
+                    o.Start();
+                    o.Join();
+                }
+                backToK = OneTorchThread.CountsOnThisThread();
+            }
+            after = OneTorchThread.CountsOnThisThread();
+        });
+        t.Start();
+        t.Join();
+        Assert.Equal(k, torchK);
+        Assert.Equal((k, k), atK);
+        Assert.Equal(1, torchInside);
+        Assert.Equal((1, 1), inside);
+        Assert.Equal((k, k), backToK);
+        Assert.Equal(process, after?.Item1); // the process's count again
+        Assert.Equal(other, after); // a thread started meanwhile has the process's counts, as this one after
     }
 
     [Fact]

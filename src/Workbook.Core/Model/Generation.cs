@@ -75,6 +75,13 @@ public sealed record Completion(int[] Tokens, float[] LogProbs, bool Truncated, 
 
 public static class Generation
 {
+    [ThreadStatic]
+    static long oneRowSteps;
+
+    /// <summary>Decoding steps this thread ran on one torch thread with a split head (for tests: that the path
+    /// ran).</summary>
+    public static long OneRowStepsOnThisThread => oneRowSteps;
+
     /// <param name="decode">turns completion tokens into text, needed only for stop strings</param>
     /// <param name="groupSize">rows come in groups of this many consecutive rows with the same prompt (GRPO's
     /// samples of one prompt): the prefill runs each group's prompt once and repeats its keys and values; the rows
@@ -139,6 +146,8 @@ public static class Generation
             {
                 if (step == 1 && oneRow)
                     single = OneTorchThread.OnThisThread();
+                if (single is not null)
+                    oneRowSteps++;
                 long[] chosen;
                 float[] logps;
                 double[]? ent = null;

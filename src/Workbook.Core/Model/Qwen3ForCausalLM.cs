@@ -313,7 +313,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
         using var scope = NewDisposeScope();
         long vocab = w.shape[0];
         // blocks of whole 64-row groups, so a block's rows meet oneMKL's kernels as they do in the single call
-        long block = (vocab / Math.Max(threads, 1) + 63) / 64 * 64;
+        long block = Math.Max(64, (vocab / Math.Max(threads, 1) + 63) / 64 * 64);
         var ht = h.t();
         if (h.shape[0] != 1 || threads < 2 || block >= vocab || w.device_type != DeviceType.CPU || is_grad_enabled())
             return w.matmul(ht).t().contiguous().MoveToOuterDisposeScope();
@@ -330,6 +330,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
             i =>
             {
                 using var noGrad = no_grad(); // grad mode is per thread
+                using var one = OneTorchThread.OnThisThread(); // a block is one thread's, whatever the pool's count
                 using var workerScope = NewDisposeScope();
                 blocks[i].Out.addmm_(blocks[i].W, ht, beta: 0f, alpha: 1f);
             }

@@ -4,8 +4,11 @@
 // them back:
 //  1. OpenMP (libgomp, loaded with libtorch_cpu): omp_set_num_threads sets the calling thread's count, which ATen's
 //     parallel_for and OpenMP regions read (at::get_num_threads is omp_get_max_threads in this build).
-//  2. oneMKL: mkl_set_num_threads_local, thread-local; it returns the previous value, which Dispose restores.
+//  2. oneMKL: MKL_Set_Num_Threads_Local (the C header's mkl_set_num_threads_local), thread-local; it returns the
+//     previous value, which Dispose restores.
 //  3. Where a symbol is missing (another libtorch build, not Linux), OnThisThread returns null and nothing changes.
+//  4. ATen sets a thread's counts lazily, at its first torch call on that thread, to the process's: OnThisThread makes
+//     that call first, so the lazy setting cannot undo it later.
 using System.Runtime.InteropServices;
 
 namespace Workbook;
@@ -16,7 +19,7 @@ public sealed class OneTorchThread : IDisposable
     delegate int GetCount();
     delegate int SwapCount(int n);
 
-    sealed record Symbols(SetCount OmpSet, GetCount OmpGet, SwapCount MklLocal);
+    sealed record Symbols(SetCount OmpSet, GetCount OmpGet, SwapCount MklLocal, GetCount MklGet);
 
     static readonly Lazy<Symbols?> symbols = new(Resolve);
     readonly Symbols s;
@@ -30,16 +33,22 @@ public sealed class OneTorchThread : IDisposable
     public static bool Available => symbols.Value is not null;
 
     /// <summary>One OpenMP and one oneMKL thread for the calling thread until Dispose (on the same thread); null
-    /// where unavailable.</summary>
-    public static OneTorchThread? OnThisThread()
+    /// where unavailable. <paramref name="threads"/>: another count (a test gives a thread two).</summary>
+    public static OneTorchThread? OnThisThread(int threads = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         if (symbols.Value is not { } s)
             return null;
+        _ = TorchSharp.torch.get_num_threads(); // ATen's lazy per-thread setting runs now, not after this
         int omp = s.OmpGet();
-        int mkl = s.MklLocal(1);
-        s.OmpSet(1);
+        int mkl = s.MklLocal(threads);
+        s.OmpSet(threads);
         return new OneTorchThread(s, omp, mkl);
     }
+
+    /// <summary>The calling thread's OpenMP and oneMKL thread counts; null where unavailable.</summary>
+    public static (int OpenMP, int OneMkl)? CountsOnThisThread() =>
+        symbols.Value is { } s ? (s.OmpGet(), s.MklGet()) : null;
 
     public void Dispose()
     {
@@ -69,13 +78,16 @@ public sealed class OneTorchThread : IDisposable
                 h == IntPtr.Zero
                 || !NativeLibrary.TryGetExport(h, "omp_set_num_threads", out var set)
                 || !NativeLibrary.TryGetExport(h, "omp_get_max_threads", out var get)
+                // the C entry points, which take the count by value (mkl_set_num_threads_local is Fortran's)
                 || !NativeLibrary.TryGetExport(h, "MKL_Set_Num_Threads_Local", out var mkl)
+                || !NativeLibrary.TryGetExport(h, "MKL_Get_Max_Threads", out var mklGet)
             )
                 return null;
             return new Symbols(
                 Marshal.GetDelegateForFunctionPointer<SetCount>(set),
                 Marshal.GetDelegateForFunctionPointer<GetCount>(get),
-                Marshal.GetDelegateForFunctionPointer<SwapCount>(mkl)
+                Marshal.GetDelegateForFunctionPointer<SwapCount>(mkl),
+                Marshal.GetDelegateForFunctionPointer<GetCount>(mklGet)
             );
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
