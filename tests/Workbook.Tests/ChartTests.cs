@@ -127,6 +127,26 @@ public class ChartTests
     }
 
     [Fact]
+    public void Chart_json_is_newtonsofts_own_with_loops_found_by_reference()
+    {
+        var (loss, _) = CurveCharts.Pipeline(Summary(), "interleaved");
+        var html = CurveCharts.Html(loss);
+        Assert.True(CurveCharts.LoopCheckByReference); // a Plotly.NET that moved its settings fails here
+        // the traces as Newtonsoft writes them with its default (Equals) loop check, as Plotly.NET did before
+        var expected = Newtonsoft.Json.JsonConvert.SerializeObject(
+            Plotly.NET.GenericChart.getTraces(loss),
+            new Newtonsoft.Json.JsonSerializerSettings
+            {
+                ReferenceLoopHandling = Newtonsoft.Json.ReferenceLoopHandling.Serialize,
+            }
+        );
+        int start = html.IndexOf("var data = ", StringComparison.Ordinal) + "var data = ".Length;
+        int end = html.IndexOf(";", start, StringComparison.Ordinal);
+        Assert.True(expected.Length > 1000, expected.Length.ToString());
+        Assert.Equal(expected, html[start..end]);
+    }
+
+    [Fact]
     public void The_charts_render_with_their_stage_labels()
     {
         var (loss, reward) = CurveCharts.Pipeline(Summary(), "interleaved");

@@ -255,5 +255,32 @@ public static class CurveCharts
         + PlotlyJs()
         + "\nwindow.define=d;})();</script>";
 
-    public static string Html(GenericChart chart) => GenericChart.toChartHTML(chart);
+    public static string Html(GenericChart chart)
+    {
+        _ = LoopCheckByReference;
+        return GenericChart.toChartHTML(chart);
+    }
+
+    /// <summary>True once Plotly.NET's JSON settings find reference loops by reference (set on first use).
+    /// Plotly.NET serializes a chart with Newtonsoft.Json, whose loop check compares each object with every object
+    /// above it by Equals, and a DynamicObj's Equals hashes the object's whole subtree: two thirds of a main job's
+    /// report time went there. A chart has no loops, so the JSON is the same. The settings are internal to
+    /// Plotly.NET (Globals.JSON_CONFIG): if a version moves them this is false, and charts render as before, only
+    /// slower.</summary>
+    public static bool LoopCheckByReference => LoopCheck.Value;
+
+    static readonly Lazy<bool> LoopCheck = new(() =>
+    {
+        const System.Reflection.BindingFlags Any =
+            System.Reflection.BindingFlags.Static
+            | System.Reflection.BindingFlags.NonPublic
+            | System.Reflection.BindingFlags.Public;
+        var settings =
+            typeof(GenericChart).Assembly.GetType("Globals")?.GetProperty("JSON_CONFIG", Any)?.GetValue(null)
+            as Newtonsoft.Json.JsonSerializerSettings;
+        if (settings is null)
+            return false;
+        settings.EqualityComparer = ReferenceEqualityComparer.Instance;
+        return true;
+    });
 }
