@@ -234,8 +234,8 @@ public static class Generation
     public static (long[] ids, float[] logps) Pick(Tensor logits, GenerationOptions opt, Generator? rng)
     {
         using var scope = NewDisposeScope();
-        int B = (int)logits.shape[0],
-            V = (int)logits.shape[1];
+        int B = (int)logits.size(0),
+            V = (int)logits.size(1);
         using Scalar temperature = opt.Temperature,
             topPMass = opt.TopP; // named, so the GC cannot finalize them mid-call
         var scaled = opt.Greedy || opt.Temperature == 1.0 ? logits : logits / temperature;

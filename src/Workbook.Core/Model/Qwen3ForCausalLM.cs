@@ -117,8 +117,8 @@ public sealed class Qwen3Attention : nn.Module
     public Tensor forward(Tensor h, Tensor cos, Tensor sinSigned, Tensor mask, IKVCache? cache, int layer)
     {
         using var scope = NewDisposeScope();
-        long B = h.shape[0],
-            T = h.shape[1];
+        long B = h.size(0),
+            T = h.size(1);
         var q = q_norm.forward(q_proj.forward(h).view(B, T, heads, headDim)).transpose(1, 2);
         var k = k_norm.forward(k_proj.forward(h).view(B, T, kvHeads, headDim)).transpose(1, 2);
         var v = v_proj.forward(h).view(B, T, kvHeads, headDim).transpose(1, 2);
@@ -130,7 +130,7 @@ public sealed class Qwen3Attention : nn.Module
         // become G·T rows against that head's keys, so the cache is read in place (repeating it copied every cached
         // key and value on every decoding step: 19% of a B64 step at 160 positions)
         long G = heads / kvHeads,
-            S = k.shape[2];
+            S = k.size(2);
         var acc = AccumulateType(q.dtype);
         var scores = matmul(q.reshape(B, kvHeads, G * T, headDim), k.transpose(2, 3)) * scale;
         var probs = F.softmax(scores.view(B, kvHeads, G, T, S).to(acc).Plus(mask.to(acc).unsqueeze(1)), -1).to(q.dtype);
@@ -315,7 +315,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
         // blocks of whole 64-row groups, so a block's rows meet oneMKL's kernels as they do in the single call
         long block = Math.Max(64, (vocab / Math.Max(threads, 1) + 63) / 64 * 64);
         var ht = h.t();
-        if (h.shape[0] != 1 || threads < 2 || block >= vocab || w.device_type != DeviceType.CPU || is_grad_enabled())
+        if (h.size(0) != 1 || threads < 2 || block >= vocab || w.device_type != DeviceType.CPU || is_grad_enabled())
             return w.matmul(ht).t().contiguous().MoveToOuterDisposeScope();
         var logits = empty([vocab, 1], dtype: w.dtype, device: w.device);
         var blocks = Enumerable
@@ -355,15 +355,15 @@ public sealed class Qwen3ForCausalLM : nn.Module
         using var scope = NewDisposeScope();
         if (inputIds.dim() != 2)
             throw new ArgumentException($"input_ids must be [batch, seq], got [{string.Join(",", inputIds.shape)}]");
-        long B = inputIds.shape[0],
-            T = inputIds.shape[1],
+        long B = inputIds.size(0),
+            T = inputIds.size(1),
             past = cache?.Length ?? 0,
             S = past + T;
         var dev = Device;
         Tensor keyMask = attentionMask is null
             ? ones(B, S, dtype: ScalarType.Bool, device: dev)
             : attentionMask.to(ScalarType.Bool).to(dev);
-        if (keyMask.shape[1] != S)
+        if (keyMask.size(1) != S)
             throw new ArgumentException(
                 $"attention_mask must cover past+current = {S} positions, got {keyMask.shape[1]}"
             );
@@ -516,7 +516,7 @@ public sealed class KVCache : IKVCache, IDisposable
 
     (Tensor k, Tensor v) IKVCache.Append(int layer, Tensor k, Tensor v)
     {
-        long T = k.shape[2];
+        long T = k.size(2);
         if (Length + T > Capacity)
             throw new InvalidOperationException($"KV cache full: {Length}+{T} > capacity {Capacity}");
         using (no_grad())

@@ -52,7 +52,7 @@ public sealed class SharedPrefix : IKVCache, IDisposable
         if (replayed)
             throw new InvalidOperationException("shared prefix: one prompt pass, then one completion pass");
         var pk = keys[layer]!;
-        if (pk.shape[0] * groupSize != k.shape[0])
+        if (pk.size(0) * groupSize != k.size(0))
             throw new ArgumentException(
                 $"shared prefix: {pk.shape[0]} prompts × group {groupSize} ≠ {k.shape[0]} completion rows"
             );
