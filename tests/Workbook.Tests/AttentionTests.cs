@@ -118,6 +118,21 @@ public class AttentionTests
         Assert.True(diff < 1e-12, $"kv_heads {kvHeads}: {diff}");
     }
 
+    [Fact]
+    public void A_mask_of_the_wrong_shape_is_refused_naming_it()
+    {
+        using var _ = NewDisposeScope();
+        using var ng = no_grad();
+        var m = Model(2);
+        var (ids, mask) = LeftPadded();
+        foreach (var bad in new[] { mask.reshape(-1), mask.narrow(1, 0, 6) })
+        {
+            var e = Assert.Throws<ArgumentException>(() => m.Forward(ids, bad));
+            Assert.Contains("attention_mask must be [batch, past+current = 7]", e.Message);
+            Assert.Contains($"got [{string.Join(",", bad.shape)}]", e.Message);
+        }
+    }
+
     /// <summary>Qwen3RMSNorm takes the mean of squares as a sum divided by the width, whose backward divides the
     /// [.., 1] gradient instead of a full-width copy of it: the output and the gradients of the input and the weight
     /// are those of Hugging Face's x·rsqrt(mean(x²) + eps)·w bit for bit, in float32 and bf16.</summary>

@@ -264,9 +264,10 @@ public static class CurveCharts
     /// <summary>True once Plotly.NET's JSON settings find reference loops by reference (set on first use).
     /// Plotly.NET serializes a chart with Newtonsoft.Json, whose loop check compares each object with every object
     /// above it by Equals, and a DynamicObj's Equals hashes the object's whole subtree: two thirds of a main job's
-    /// report time went there. A chart has no loops, so the JSON is the same. The settings are internal to
-    /// Plotly.NET (Globals.JSON_CONFIG): if a version moves them this is false, and charts render as before, only
-    /// slower.</summary>
+    /// report time went there. Plotly.NET's settings say ReferenceLoopHandling.Serialize, under which Newtonsoft
+    /// uses the check's answer only for its trace log, so the JSON is the same whatever the comparer (tested). The
+    /// settings are internal to Plotly.NET (Globals.JSON_CONFIG): if a version moves them this is false, and charts
+    /// render as before, only slower.</summary>
     public static bool LoopCheckByReference => LoopCheck.Value;
 
     static readonly Lazy<bool> LoopCheck = new(() =>

@@ -311,7 +311,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
     public static Tensor StreamedLogits(Tensor w, Tensor h, int threads)
     {
         using var scope = NewDisposeScope();
-        long vocab = w.shape[0];
+        long vocab = w.size(0);
         // blocks of whole 64-row groups, so a block's rows meet oneMKL's kernels as they do in the single call
         long block = Math.Max(64, (vocab / Math.Max(threads, 1) + 63) / 64 * 64);
         var ht = h.t();
@@ -363,9 +363,9 @@ public sealed class Qwen3ForCausalLM : nn.Module
         Tensor keyMask = attentionMask is null
             ? ones(B, S, dtype: ScalarType.Bool, device: dev)
             : attentionMask.to(ScalarType.Bool).to(dev);
-        if (keyMask.size(1) != S)
+        if (keyMask.dim() != 2 || keyMask.size(1) != S)
             throw new ArgumentException(
-                $"attention_mask must cover past+current = {S} positions, got {keyMask.shape[1]}"
+                $"attention_mask must be [batch, past+current = {S}], got [{string.Join(",", keyMask.shape)}]"
             );
         using Scalar minusOne = -1,
             zero = 0; // named: see Qwen3RMSNorm

@@ -43,7 +43,7 @@ sealed class TiedEmbeddingLookup : autograd.SingleTensorFunction<TiedEmbeddingLo
         ctx.save_for_backward([ids]);
         using var scope = NewDisposeScope();
         var w = ((Weight)vars[0]).Get();
-        return w.detach().index_select(0, ids.reshape(-1)).view([.. ids.shape, w.shape[1]]).MoveToOuterDisposeScope();
+        return w.detach().index_select(0, ids.reshape(-1)).view([.. ids.shape, w.size(1)]).MoveToOuterDisposeScope();
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
