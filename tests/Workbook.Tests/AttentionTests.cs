@@ -133,15 +133,17 @@ public class AttentionTests
         }
     }
 
-    /// <summary>Qwen3RMSNorm takes the mean of squares as a sum divided by the width, whose backward divides the
-    /// [.., 1] gradient instead of a full-width copy of it: the output and the gradients of the input and the weight
-    /// are those of Hugging Face's x·rsqrt(mean(x²) + eps)·w bit for bit, in float32 and bf16.</summary>
+    /// <summary>Qwen3RMSNorm's composite path (bf16, or the fused kernels off) takes the mean of squares as a sum
+    /// divided by the width, whose backward divides the [.., 1] gradient instead of a full-width copy of it: the
+    /// output and the gradients of the input and the weight are those of Hugging Face's x·rsqrt(mean(x²) + eps)·w
+    /// bit for bit, in float32 and bf16.</summary>
     [Theory]
     [InlineData(ScalarType.Float32)]
     [InlineData(ScalarType.BFloat16)]
     public void Rms_norm_by_sum_is_bit_identical_to_the_mean(ScalarType dtype)
     {
         using var _ = NewDisposeScope();
+        using var composite = FusedKernels.Suspend(); // the fused kernels are FusedKernelsTests
         const int D = 96;
         using var gen = new Generator(5);
         using var norm = new Qwen3RMSNorm(D, 1e-6, dtype, CPU);

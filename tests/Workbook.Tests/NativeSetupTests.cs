@@ -95,6 +95,7 @@ public class NativeSetupTests
         var v = Workbook.Experiments.ExperimentRunner.Versions();
         Assert.Equal(NativeSetup.MklVendorFix, v["mkl_vendor_fix"]);
         Assert.Equal(Memory.State, v["malloc_tuning"]);
+        Assert.Equal(FusedKernels.State, v["fused_kernels"]);
         // and the CPU kind, whose vector unit picks the kernels: the ISA in brackets, as the intrinsics report it
         var isa =
             System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? "(avx512f)"
@@ -168,6 +169,11 @@ public class NativeSetupTests
     [Theory]
     [InlineData("WORKBOOK_MALLOC_TUNE", "fast", "expected 0 (off), 1 (the default) or speed")]
     [InlineData("WORKBOOK_MKL_VENDOR_FIX", "yes", "expected auto (the default: on for AMD CPUs), 1 (on) or 0 (off)")]
+    [InlineData(
+        "WORKBOOK_FUSED_KERNELS",
+        "2",
+        "expected auto (the default: on where libworkbook_fused.so was built) or 0"
+    )]
     public void The_cli_refuses_a_native_setup_variable_it_does_not_understand(string name, string value, string hint)
     {
         var (code, _, err) = CliProcess.Run(["info"], new Dictionary<string, string?> { [name] = value });

@@ -319,6 +319,8 @@ public sealed class ExperimentRunner
             ["cpu"] = Devices.CpuKind(),
             // the BLAS path changes the last bits of f32 results: a run records which one it took
             ["mkl_vendor_fix"] = NativeSetup.MklVendorFix,
+            // the fused norm kernels change the last bits too (Util/FusedKernels.cs)
+            ["fused_kernels"] = FusedKernels.State,
             ["malloc_tuning"] = Memory.State,
             ["huge_pages"] = Memory.HugePages,
             // variables that pick other CPU kernels, and so other roundings
@@ -462,6 +464,10 @@ public sealed class ExperimentRunner
                 TrainOptions.Json
             )!
             .AsObject();
+        // a base trained with the fused norm kernels differs in the last bits; without them the key is the one caches
+        // had before the kernels existed
+        if (FusedKernels.Enabled && dtype == ScalarType.Float32 && device.type == TorchSharp.DeviceType.CPU)
+            key["norm_kernel"] = FusedKernels.KernelId;
         if (otherTask is not null)
         {
             key["forgetting_task"] = otherTask.Name;

@@ -1,6 +1,7 @@
 // Qwen3 decoder-only transformer with Hugging Face semantics (transformers' modeling_qwen3.py):
 //  - pre-norm residual blocks: h += attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h))
-//  - RMSNorm computed in float32 and cast back before the weight multiply; per-head q_norm/k_norm BEFORE RoPE
+//  - RMSNorm computed in float32 and cast back before the weight multiply; per-head q_norm/k_norm BEFORE RoPE; in
+//    float32 on the CPU one fused kernel each way (Util/FusedKernels.cs: the same formula, other summation order)
 //  - rotate-half RoPE (theta over head_dim), grouped-query attention (query head j uses KV head j / (H/KV)),
 //    scale 1/sqrt(head_dim), softmax in float32, additive causal + padding mask
 //  - SwiGLU MLP down(silu(gate(x)) * up(x)); final norm; lm_head tied to embed_tokens or its own matrix
@@ -30,12 +31,18 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
     {
         weight = new Parameter(ones(dim, dtype: dtype, device: device));
         this.eps = eps;
+        epsValue = eps;
         this.dim = dim;
         RegisterComponents();
     }
 
+    readonly double epsValue;
+
     public override Tensor forward(Tensor x)
     {
+        // float32 on the CPU: one fused pass each way (Util/FusedKernels.cs), unless turned off
+        if (FusedKernels.TakesRmsNorm(x, weight))
+            return FusedKernels.RmsNorm(x, weight, epsValue);
         using var scope = NewDisposeScope();
         // float32 at least (float64 for gradient checks)
         var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);

@@ -54,6 +54,7 @@ public static class NativeSetup
                 ? $"{MklVariable}={v}: expected auto (the default: on for AMD CPUs), 1 (on) or 0 (off)"
                 : null,
             Memory.Problem,
+            FusedKernels.Problem,
         }
             .OfType<string>()
             .ToList();
@@ -114,6 +115,7 @@ public static class NativeSetup
         new()
         {
             ["mkl_vendor_fix"] = MklVendorFix,
+            ["fused_kernels"] = FusedKernels.State,
             ["malloc_tuning"] = Memory.State,
             ["huge_pages"] = Memory.HugePages,
         };
