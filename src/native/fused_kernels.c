@@ -10,8 +10,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(WORKBOOK_NO_CLONES)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(WORKBOOK_NO_CLONES) && __GNUC__ >= 12
 #define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(WORKBOOK_NO_CLONES)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default"))) /* gcc < 12 has no arch= levels */
 #else
 #define CLONES
 #endif
@@ -34,7 +36,7 @@ static inline float dot(const float *a, const float *b, int64_t n) {
 }
 
 /* Version of this file's functions and their numerics: the C# side refuses a library that answers otherwise. */
-int workbook_fused_version(void) { return 1; }
+int workbook_fused_version(void) { return 2; }
 
 /* x, y: rows x dim, contiguous; w: dim; rstd: rows (the saved 1/sqrt(mean(x^2) + eps)) or NULL */
 CLONES
@@ -51,17 +53,19 @@ void workbook_rmsnorm_forward_f32(const float *x, const float *w, float *y, floa
   }
 }
 
-/* gy, gx: rows x dim, contiguous; gw: dim (overwritten with the weight's gradient); scratch: dim floats */
+/* gy, gx: rows x dim, contiguous; gw: dim (overwritten with the weight's gradient); scratch: dim floats; acc: dim
+ * doubles. The weight's gradient sums over every row (9,216 for q_norm in a main-job SFT step), so it accumulates in
+ * double, row after row (a fixed order), and is rounded once. */
 CLONES
 void workbook_rmsnorm_backward_f32(const float *x, const float *w, const float *rstd, const float *gy, float *gx,
-                                   float *gw, float *scratch, int64_t rows, int64_t dim) {
-  memset(gw, 0, sizeof(float) * (size_t)dim);
+                                   float *gw, float *scratch, double *acc, int64_t rows, int64_t dim) {
+  memset(acc, 0, sizeof(double) * (size_t)dim);
   for (int64_t r = 0; r < rows; r++) {
     const float *xr = x + r * dim, *gr = gy + r * dim;
     float *gxr = gx + r * dim;
     float inv = rstd[r];
     for (int64_t i = 0; i < dim; i++) {
-      gw[i] += gr[i] * (xr[i] * inv);
+      acc[i] += (double)gr[i] * (double)(xr[i] * inv);
       scratch[i] = gr[i] * w[i];
     }
     /* mean(g * n) = r * mean(g * x) */
@@ -69,4 +73,6 @@ void workbook_rmsnorm_backward_f32(const float *x, const float *w, const float *
     for (int64_t i = 0; i < dim; i++)
       gxr[i] = inv * (scratch[i] - (xr[i] * inv) * m);
   }
+  for (int64_t i = 0; i < dim; i++)
+    gw[i] = (float)acc[i];
 }

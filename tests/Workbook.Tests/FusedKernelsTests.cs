@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 
 namespace Workbook.Tests;
 
-public unsafe class FusedKernelsTests
+public class FusedKernelsTests
 {
     static bool Off => Environment.GetEnvironmentVariable(FusedKernels.Variable) is "0" or "off" or "false";
 
@@ -32,6 +32,7 @@ public unsafe class FusedKernelsTests
     [InlineData(new long[] { 9, 13 })]
     [InlineData(new long[] { 6, 3 })]
     [InlineData(new long[] { 2, 1024 })]
+    [InlineData(new long[] { 32, 72, 4, 24 })] // q_norm in a main-job SFT step: the weight's gradient sums 9,216 rows
     public void Fused_rms_norm_and_its_gradients_match_the_formula_in_float64(long[] shape)
     {
         if (Off)
@@ -43,7 +44,10 @@ public unsafe class FusedKernelsTests
         using Scalar three = 3;
         var x = TestData.Randn(shape, 11).mul(three).requires_grad_(true);
         var w = TestData.Randn([dim], 12).Plus(HeldScalars.One).requires_grad_(true);
-        var g = TestData.Randn(shape, 13);
+        // the incoming gradient as a transposed view: the backward must read it by its strides
+        long[] swapped = [.. shape[..^2], shape[^1], shape[^2]];
+        var g = TestData.Randn(swapped, 13).transpose(-2, -1);
+        Assert.False(g.is_contiguous());
         var y = FusedKernels.RmsNorm(x, w, eps);
         y.backward([g]);
         var x64 = x.detach().to(ScalarType.Float64).requires_grad_(true);
@@ -116,48 +120,21 @@ public unsafe class FusedKernelsTests
             Assert.True(gcc.WaitForExit(60_000), "gcc did not finish");
             Assert.True(gcc.ExitCode == 0, err);
         }
-        var shipped = NativeLibrary.Load(Path.Combine(AppContext.BaseDirectory, FusedKernels.LibraryName));
-        var other = NativeLibrary.Load(plain);
-        const int rows = 37,
-            dim = 96;
+        var shipped = Path.Combine(AppContext.BaseDirectory, FusedKernels.LibraryName);
         var rng = new Random(5);
         float[] Rand(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
-        float[] x = Rand(rows * dim),
-            w = Rand(dim),
-            gy = Rand(rows * dim);
-        (float[] Y, float[] Gx, float[] Gw) Run(IntPtr lib)
+        foreach (var (rows, dim) in new[] { (37, 96), (11, 13) }) // 13: the eight lanes' tail
         {
-            var fwd = (delegate* unmanaged<float*, float*, float*, float*, long, long, float, void>)
-                NativeLibrary.GetExport(lib, "workbook_rmsnorm_forward_f32");
-            var bwd = (delegate* unmanaged<float*, float*, float*, float*, float*, float*, float*, long, long, void>)
-                NativeLibrary.GetExport(lib, "workbook_rmsnorm_backward_f32");
-            float[] y = new float[rows * dim],
-                rstd = new float[rows],
-                gx = new float[rows * dim],
-                gw = new float[dim],
-                scratch = new float[dim];
-            fixed (
-                float* px = x,
-                    pw = w,
-                    py = y,
-                    pr = rstd,
-                    pg = gy,
-                    pgx = gx,
-                    pgw = gw,
-                    ps = scratch
-            )
-            {
-                fwd(px, pw, py, pr, rows, dim, 1e-6f);
-                bwd(px, pw, pr, pg, pgx, pgw, ps, rows, dim);
-            }
-            return (y, gx, gw);
+            float[] x = Rand(rows * dim),
+                w = Rand(dim),
+                gy = Rand(rows * dim);
+            var a = FusedKernels.RunBuild(shipped, x, w, gy, 1e-6f);
+            var b = FusedKernels.RunBuild(plain, x, w, gy, 1e-6f);
+            Assert.Equal(a.Y, b.Y);
+            Assert.Equal(a.GradX, b.GradX);
+            Assert.Equal(a.GradW, b.GradW);
+            Assert.Contains(a.GradW, v => v != 0); // not vacuous
         }
-        var a = Run(shipped);
-        var b = Run(other);
-        Assert.Equal(a.Y, b.Y);
-        Assert.Equal(a.Gx, b.Gx);
-        Assert.Equal(a.Gw, b.Gw);
-        Assert.Contains(a.Gw, v => v != 0); // not vacuous
     }
 
     [Fact]
@@ -180,5 +157,67 @@ public unsafe class FusedKernelsTests
         for (int i = 0; i < 50; i++)
             Step();
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    /// <summary>Only the input, or only the weight, requiring a gradient: each gets the one it asked for, equal to
+    /// the full case's.</summary>
+    [Fact]
+    public void One_side_requiring_a_gradient_gets_the_same_gradient()
+    {
+        if (Off)
+            return;
+        AssertOn();
+        using var _ = NewDisposeScope();
+        var g = TestData.Randn([6, 96], 41);
+        (Tensor? Gx, Tensor? Gw) Run(bool x, bool w)
+        {
+            var xi = TestData.Randn([6, 96], 42).requires_grad_(x);
+            var wi = TestData.Randn([96], 43).requires_grad_(w);
+            FusedKernels.RmsNorm(xi, wi, 1e-6).backward([g]);
+            return (xi.grad, wi.grad);
+        }
+        var both = Run(true, true);
+        var onlyX = Run(true, false);
+        var onlyW = Run(false, true);
+        Assert.True(onlyX.Gx!.eq(both.Gx!).all().item<bool>());
+        Assert.Null(onlyX.Gw);
+        Assert.True(onlyW.Gw!.eq(both.Gw!).all().item<bool>());
+        Assert.Null(onlyW.Gx);
+    }
+
+    /// <summary>A backward that builds a graph (Hessian-vector products, Theory/Curvature.cs) differentiates the
+    /// gradient itself: H·v through the fused norm equals float64's, as the composite ops' does.</summary>
+    [Fact]
+    public void Second_derivatives_through_the_fused_norm_are_the_formulas()
+    {
+        if (Off)
+            return;
+        AssertOn();
+        using var _ = NewDisposeScope();
+        var c = TestData.Randn([4, 5, 24], 51);
+        var vx = TestData.Randn([4, 5, 24], 52);
+        var vw = TestData.Randn([24], 53);
+        (Tensor Hx, Tensor Hw) Hv(ScalarType dtype)
+        {
+            var x = TestData.Randn([4, 5, 24], 54).to(dtype).requires_grad_(true);
+            using var norm = new Qwen3RMSNorm(24, 1e-6, dtype, CPU);
+            using (no_grad())
+                norm.weight.copy_(TestData.Randn([24], 55).Plus(HeldScalars.One));
+            var y = norm.forward(x);
+            var f = y.mul(y).mul(c.to(dtype)).sum();
+            var g = autograd.grad([f], [x, norm.weight], retain_graph: true, create_graph: true);
+            var dot = g[0].mul(vx.to(dtype)).sum().Plus(g[1].mul(vw.to(dtype)).sum());
+            var h = autograd.grad([dot], [x, norm.weight]);
+            return (h[0].detach(), h[1].detach());
+        }
+        var fused = Hv(ScalarType.Float32);
+        (Tensor Hx, Tensor Hw) composite;
+        using (FusedKernels.Suspend())
+            composite = Hv(ScalarType.Float32);
+        var exact = Hv(ScalarType.Float64); // float64 takes the composite ops
+        Assert.InRange(RelErr(fused.Hx, exact.Hx), 0, 1e-5);
+        Assert.InRange(RelErr(fused.Hw, exact.Hw), 0, 1e-5);
+        Assert.InRange(RelErr(composite.Hx, exact.Hx), 0, 1e-5);
+        Assert.True(exact.Hx.abs().max().item<double>() > 1e-3); // not vacuous
     }
 }

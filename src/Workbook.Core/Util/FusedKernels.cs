@@ -6,8 +6,10 @@
 //     backward's sums) differs from libtorch's, so results differ from the composite ops in the last bits (tested
 //     within 1e-6 relative of float64). The bits do not depend on the CPU's instruction set (fixed summation order,
 //     no FMA contraction), and the same kernel serves autograd, no-grad forwards and cached decoding alike.
-//  3. Under autograd the kernel pair is a TorchSharp custom function (its per-call overhead, ~30 us, is why a
-//     decoding step, which runs without autograd, calls the kernel directly).
+//  3. Under autograd the kernel pair is a TorchSharp custom function (its per-call overhead, about 35 us, is why a
+//     decoding step, which runs without autograd, calls the kernel directly). A backward that builds a graph
+//     (create_graph: Hessian-vector products) runs the same formula in differentiable libtorch ops instead, so second
+//     derivatives stay exact.
 //  4. WORKBOOK_FUSED_KERNELS: auto (the default: on where the library was built) or 0 (off: the composite ops,
 //     Hugging Face's formula bit for bit, as before 2026-12-06); any other value is refused by the CLI. Suspend()
 //     turns them off for one thread (tests compare both). versions.json records the state: runs with and without
@@ -15,6 +17,19 @@
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
+using unsafe BackwardFn = delegate* unmanaged<
+    float*,
+    float*,
+    float*,
+    float*,
+    float*,
+    float*,
+    float*,
+    double*,
+    long,
+    long,
+    void>;
+using unsafe ForwardFn = delegate* unmanaged<float*, float*, float*, float*, long, long, float, void>;
 
 namespace Workbook;
 
@@ -22,12 +37,14 @@ public static unsafe class FusedKernels
 {
     public const string LibraryName = "libworkbook_fused.so";
     public const string Variable = "WORKBOOK_FUSED_KERNELS";
-    const int Version = 1; // workbook_fused_version() of the library this code expects
+    const int Version = 2; // workbook_fused_version() of the library this code expects
 
-    /// <summary>Names the kernels' numerics (cache keys of models trained with them).</summary>
-    public const string KernelId = "fused-rmsnorm-v1";
+    /// <summary>Names the loaded kernels' numerics for cache keys of models trained with them: the version and the
+    /// library's SHA-256, so a rebuilt or edited kernel never shares a cache with the one before; null when
+    /// off.</summary>
+    public static string? KernelId => Loaded.Value.Api is null ? null : $"fused-rmsnorm-v{Version}-{Loaded.Value.Sha}";
 
-    static readonly Lazy<(string State, Api? Api)> Loaded = new(Load);
+    static readonly Lazy<(string State, Api? Api, string Sha)> Loaded = new(Load);
 
     [ThreadStatic]
     static int suspended;
@@ -81,6 +98,7 @@ public static unsafe class FusedKernels
         && weight.device_type == DeviceType.CPU
         && weight.dim() == 1
         && x.dim() >= 1
+        && weight.size(0) > 0
         && x.size(-1) == weight.size(0);
 
     /// <summary>weight * (x / sqrt(mean(x², last dim) + eps)) in one pass (float32, CPU; see
@@ -100,6 +118,8 @@ public static unsafe class FusedKernels
         var y = empty_like(xc);
         long dim = w.size(0);
         Loaded.Value.Api!.Forward(Data(xc), Data(w), Data(y), null, xc.numel() / dim, dim, (float)eps);
+        GC.KeepAlive(xc); // each wrapper holds its tensor's memory until the native call returns
+        GC.KeepAlive(w);
         return y.MoveToOuterDisposeScope();
     }
 
@@ -109,29 +129,41 @@ public static unsafe class FusedKernels
 
         public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
         {
-            var x = ((Tensor)vars[0]).contiguous();
-            var w = ((Tensor)vars[1]).contiguous();
+            Tensor input = (Tensor)vars[0],
+                weight = (Tensor)vars[1];
+            var x = input.contiguous();
+            var w = weight.contiguous();
             long dim = w.size(0),
                 rows = x.numel() / dim;
             var y = empty_like(x);
             var rstd = empty(rows, dtype: ScalarType.Float32);
             Loaded.Value.Api!.Forward(Data(x), Data(w), Data(y), Data(rstd), rows, dim, (float)(double)vars[2]);
-            ctx.save_for_backward([x, w, rstd]);
+            GC.KeepAlive(x);
+            GC.KeepAlive(w);
+            // the inputs themselves, not contiguous copies made here without autograd: a double backward
+            // differentiates through them
+            ctx.save_for_backward([input, weight, rstd]);
+            ctx.save_data("eps", vars[2]);
             return y;
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
         {
             var saved = ctx.get_saved_variables();
-            Tensor x = saved[0],
-                w = saved[1],
+            Tensor input = saved[0],
+                weight = saved[1],
                 rstd = saved[2];
+            if (is_grad_enabled()) // create_graph: the gradient must itself be differentiable
+                return Differentiable(input, weight, gradOutput, (double)ctx.get_data("eps"));
+            var x = input.contiguous();
+            var w = weight.contiguous();
             long dim = w.size(0),
                 rows = x.numel() / dim;
             var gy = gradOutput.contiguous();
             var gx = empty_like(x);
             var gw = empty(dim, dtype: ScalarType.Float32);
             var scratch = empty(dim, dtype: ScalarType.Float32);
+            var acc = empty(dim, dtype: ScalarType.Float64);
             Loaded.Value.Api!.Backward(
                 Data(x),
                 Data(w),
@@ -140,75 +172,136 @@ public static unsafe class FusedKernels
                 Data(gx),
                 Data(gw),
                 Data(scratch),
+                (double*)Loaded.Value.Api!.DataPtr(acc.Handle),
                 rows,
                 dim
             );
+            GC.KeepAlive(x);
+            GC.KeepAlive(w);
+            GC.KeepAlive(rstd);
+            GC.KeepAlive(gy);
             scratch.Dispose();
+            acc.Dispose();
+            return [gx, gw, null!];
+        }
+
+        /// <summary>The backward's formula in libtorch's differentiable ops (float32 throughout), for a backward that
+        /// builds a graph: gx = r·(g − n·mean(g·n)) with g = gy·w, n = x·r, r = 1/√(mean(x²) + eps);
+        /// gw = Σ gy·n over every row.</summary>
+        static List<Tensor> Differentiable(Tensor x, Tensor w, Tensor gy, double eps)
+        {
+            using Scalar two = 2,
+                e = eps;
+            var r = rsqrt(x.pow(two).mean([-1L], keepdim: true).Plus(e));
+            var n = x.mul(r);
+            var g = gy.mul(w);
+            var gx = r.mul(g - n.mul(g.mul(n).mean([-1L], keepdim: true)));
+            // 0L: a bare 0 converts to ScalarType.Byte (sum's dtype overload)
+            var gw = gy.mul(n).reshape(-1, w.size(0)).sum(0L);
             return [gx, gw, null!];
         }
     }
 
-    static float* Data(Tensor t) => (float*)Loaded.Value.Api!.DataPtr(t.Handle);
+    /// <summary>Runs a build of the kernel library (<paramref name="libraryPath"/>, loaded as the CPU picks its
+    /// clone) on plain arrays, forward then backward, so two builds (another compiler, instruction set or flags) can
+    /// be compared bit for bit. <paramref name="x"/> and <paramref name="gradY"/> hold rows of
+    /// <paramref name="w"/>'s width.</summary>
+    public static (float[] Y, float[] GradX, float[] GradW) RunBuild(
+        string libraryPath,
+        float[] x,
+        float[] w,
+        float[] gradY,
+        float eps
+    )
+    {
+        int dim = w.Length,
+            rows = dim == 0 ? 0 : x.Length / dim;
+        if (dim == 0 || x.Length != rows * dim || gradY.Length != x.Length)
+            throw new ArgumentException($"x ({x.Length}) and gradY ({gradY.Length}) must hold whole rows of {dim}");
+        var lib = NativeLibrary.Load(libraryPath);
+        var version = (delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "workbook_fused_version");
+        if (version() != Version)
+            throw new InvalidOperationException($"{libraryPath} is version {version()}, this build expects {Version}");
+        var forward = (ForwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_forward_f32");
+        var backward = (BackwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_backward_f32");
+        float[] y = new float[x.Length],
+            rstd = new float[rows],
+            gx = new float[x.Length],
+            gw = new float[dim],
+            scratch = new float[dim];
+        var acc = new double[dim];
+        fixed (
+            float* px = x,
+                pw = w,
+                py = y,
+                pr = rstd,
+                pg = gradY,
+                pgx = gx,
+                pgw = gw,
+                ps = scratch
+        )
+        fixed (double* pa = acc)
+        {
+            forward(px, pw, py, pr, rows, dim, eps);
+            backward(px, pw, pr, pg, pgx, pgw, ps, pa, rows, dim);
+        }
+        return (y, gx, gw);
+    }
+
+    static float* Data(Tensor t)
+    {
+        var p = Loaded.Value.Api!.DataPtr(t.Handle);
+        if (p == IntPtr.Zero)
+            throw new InvalidOperationException($"fused RMSNorm: no data pointer for a {t.dtype} tensor on {t.device}");
+        return (float*)p;
+    }
 
     sealed class Api
     {
         public required delegate* unmanaged<IntPtr, IntPtr> DataPtr;
-        public required delegate* unmanaged<float*, float*, float*, float*, long, long, float, void> Forward;
-        public required delegate* unmanaged<
-            float*,
-            float*,
-            float*,
-            float*,
-            float*,
-            float*,
-            float*,
-            long,
-            long,
-            void> Backward;
+        public required ForwardFn Forward;
+        public required BackwardFn Backward;
     }
 
-    static (string, Api?) Load()
+    static (string, Api?, string) Load()
     {
         if (Mode(Environment.GetEnvironmentVariable(Variable)) == "off")
-            return ($"off ({Variable}=0)", null);
+            return ($"off ({Variable}=0)", null, "");
         if (!OperatingSystem.IsLinux())
-            return ("unavailable (built for Linux only)", null);
+            return ("unavailable (built for Linux only)", null, "");
         var dir = Path.GetDirectoryName(typeof(FusedKernels).Assembly.Location);
         var path = string.IsNullOrEmpty(dir) ? null : Path.Combine(dir, LibraryName);
         if (path is null || !File.Exists(path))
-            return ($"unavailable ({LibraryName} was not built: gcc missing at build time)", null);
+            return ($"unavailable ({LibraryName} was not built: gcc missing or failing at build time)", null, "");
         try
         {
+            var sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(path)))[
+                ..12
+            ];
             var lib = NativeLibrary.Load(path);
             var version = (delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "workbook_fused_version");
             if (version() != Version)
-                return ($"unavailable ({path} is version {version()}, this build expects {Version})", null);
+                return ($"unavailable ({path} is version {version()}, this build expects {Version})", null, "");
             // the tensor's data pointer from TorchSharp's own native library, as its assembly resolves it
             if (!NativeLibrary.TryLoad("LibTorchSharp", typeof(torch).Assembly, null, out var lts))
-                return ("unavailable (LibTorchSharp not found)", null);
+                return ("unavailable (LibTorchSharp not found)", null, "");
             var api = new Api
             {
                 DataPtr = (delegate* unmanaged<IntPtr, IntPtr>)NativeLibrary.GetExport(lts, "THSTensor_data"),
-                Forward = (delegate* unmanaged<float*, float*, float*, float*, long, long, float, void>)
-                    NativeLibrary.GetExport(lib, "workbook_rmsnorm_forward_f32"),
-                Backward = (delegate* unmanaged<
-                    float*,
-                    float*,
-                    float*,
-                    float*,
-                    float*,
-                    float*,
-                    float*,
-                    long,
-                    long,
-                    void>)
-                    NativeLibrary.GetExport(lib, "workbook_rmsnorm_backward_f32"),
+                Forward = (ForwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_forward_f32"),
+                Backward = (BackwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_backward_f32"),
             };
-            return ("on (float32 RMSNorm on the CPU; WORKBOOK_FUSED_KERNELS=0 turns it off)", api);
+            return (
+                $"on (float32 RMSNorm on the CPU, {LibraryName} v{Version} sha256 {sha}; "
+                    + $"{Variable}=0 turns it off)",
+                api,
+                sha
+            );
         }
-        catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or EntryPointNotFoundException)
+        catch (Exception e)
+            when (e is DllNotFoundException or BadImageFormatException or EntryPointNotFoundException or IOException)
         {
-            return ($"unavailable ({path}: {e.Message})", null);
+            return ($"unavailable ({path}: {e.Message})", null, "");
         }
     }
 }
