@@ -13,7 +13,7 @@ namespace Workbook.Tests;
 
 public class FusedKernelsTests
 {
-    static bool Off => Environment.GetEnvironmentVariable(FusedKernels.Variable) is "0" or "off" or "false";
+    static bool Off => FusedKernels.State.StartsWith("off (");
 
     static void AssertOn()
     {

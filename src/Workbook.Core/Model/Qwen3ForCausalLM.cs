@@ -41,8 +41,8 @@ public sealed class Qwen3RMSNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         // float32 on the CPU: one fused pass each way (Util/FusedKernels.cs), unless turned off
-        if (FusedKernels.TakesRmsNorm(x, weight))
-            return FusedKernels.RmsNorm(x, weight, epsValue);
+        if (FusedKernels.TryRmsNorm(x, weight, epsValue) is { } fused)
+            return fused;
         using var scope = NewDisposeScope();
         // float32 at least (float64 for gradient checks)
         var xf = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);

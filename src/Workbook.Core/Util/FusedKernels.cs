@@ -61,13 +61,8 @@ public static unsafe class FusedKernels
             ? $"{Variable}={v}: expected auto (the default: on where libworkbook_fused.so was built) or 0 (off)"
             : null;
 
-    static string? Mode(string? value) =>
-        value switch
-        {
-            null or "" or "auto" or "1" or "on" or "true" => "auto",
-            "0" or "off" or "false" => "off",
-            _ => null,
-        };
+    // NativeSetup's parser of the native switches: here "on" means the default too (on where the library was built)
+    static string? Mode(string? value) => NativeSetup.Mode(value) is { } m ? (m == "off" ? "off" : "auto") : null;
 
     /// <summary>Turns the fused kernels off on this thread until disposed (nests).</summary>
     public static IDisposable Suspend()
@@ -103,24 +98,46 @@ public static unsafe class FusedKernels
 
     /// <summary>weight * (x / sqrt(mean(x², last dim) + eps)) in one pass (float32, CPU; see
     /// <see cref="TakesRmsNorm"/>); differentiable in x and weight.</summary>
-    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps)
+    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps) =>
+        TryRmsNorm(x, weight, eps)
+        ?? throw new InvalidOperationException(
+            $"fused RMSNorm takes float32 CPU tensors with the weight's width last ({State}); got "
+                + $"{x.dtype} [{string.Join(", ", x.shape)}] and {weight.dtype} [{string.Join(", ", weight.shape)}]"
+        );
+
+    /// <summary><see cref="RmsNorm"/> where <see cref="TakesRmsNorm"/> holds, else null (the caller's own path):
+    /// one check per call.</summary>
+    public static Tensor? TryRmsNorm(Tensor x, Tensor weight, double eps)
     {
         if (!TakesRmsNorm(x, weight))
-            throw new InvalidOperationException(
-                $"fused RMSNorm takes float32 CPU tensors with the weight's width last ({State}); got "
-                    + $"{x.dtype} [{string.Join(", ", x.shape)}] and {weight.dtype} [{string.Join(", ", weight.shape)}]"
-            );
+            return null;
         if (is_grad_enabled() && (x.requires_grad || weight.requires_grad))
             return RmsNormFunction.apply(x, weight, eps);
         using var scope = NewDisposeScope();
-        var xc = x.contiguous();
+        return Forward(x, weight, eps, rstd: null).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The forward kernel on contiguous copies (views where already contiguous); <paramref name="rstd"/>,
+    /// when given, receives each row's 1/√(mean(x²) + eps).</summary>
+    static Tensor Forward(Tensor input, Tensor weight, double eps, Tensor? rstd)
+    {
+        var x = input.contiguous();
         var w = weight.contiguous();
-        var y = empty_like(xc);
+        var y = empty_like(x);
         long dim = w.size(0);
-        Loaded.Value.Api!.Forward(Data(xc), Data(w), Data(y), null, xc.numel() / dim, dim, (float)eps);
-        GC.KeepAlive(xc); // each wrapper holds its tensor's memory until the native call returns
+        Loaded.Value.Api!.Forward(
+            Data(x),
+            Data(w),
+            Data(y),
+            rstd is null ? null : Data(rstd),
+            x.numel() / dim,
+            dim,
+            (float)eps
+        );
+        GC.KeepAlive(x); // each wrapper holds its tensor's memory until the native call returns
         GC.KeepAlive(w);
-        return y.MoveToOuterDisposeScope();
+        GC.KeepAlive(rstd);
+        return y;
     }
 
     sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFunction>
@@ -131,15 +148,8 @@ public static unsafe class FusedKernels
         {
             Tensor input = (Tensor)vars[0],
                 weight = (Tensor)vars[1];
-            var x = input.contiguous();
-            var w = weight.contiguous();
-            long dim = w.size(0),
-                rows = x.numel() / dim;
-            var y = empty_like(x);
-            var rstd = empty(rows, dtype: ScalarType.Float32);
-            Loaded.Value.Api!.Forward(Data(x), Data(w), Data(y), Data(rstd), rows, dim, (float)(double)vars[2]);
-            GC.KeepAlive(x);
-            GC.KeepAlive(w);
+            var rstd = empty(input.numel() / weight.size(0), dtype: ScalarType.Float32);
+            var y = Forward(input, weight, (double)vars[2], rstd);
             // the inputs themselves, not contiguous copies made here without autograd: a double backward
             // differentiates through them
             ctx.save_for_backward([input, weight, rstd]);
@@ -172,7 +182,7 @@ public static unsafe class FusedKernels
                 Data(gx),
                 Data(gw),
                 Data(scratch),
-                (double*)Loaded.Value.Api!.DataPtr(acc.Handle),
+                (double*)Pointer(acc),
                 rows,
                 dim
             );
@@ -218,12 +228,7 @@ public static unsafe class FusedKernels
             rows = dim == 0 ? 0 : x.Length / dim;
         if (dim == 0 || x.Length != rows * dim || gradY.Length != x.Length)
             throw new ArgumentException($"x ({x.Length}) and gradY ({gradY.Length}) must hold whole rows of {dim}");
-        var lib = NativeLibrary.Load(libraryPath);
-        var version = (delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "workbook_fused_version");
-        if (version() != Version)
-            throw new InvalidOperationException($"{libraryPath} is version {version()}, this build expects {Version}");
-        var forward = (ForwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_forward_f32");
-        var backward = (BackwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_backward_f32");
+        Kernels(NativeLibrary.Load(libraryPath), libraryPath, out var forward, out var backward);
         float[] y = new float[x.Length],
             rstd = new float[rows],
             gx = new float[x.Length],
@@ -248,12 +253,24 @@ public static unsafe class FusedKernels
         return (y, gx, gw);
     }
 
-    static float* Data(Tensor t)
+    static float* Data(Tensor t) => (float*)Pointer(t);
+
+    static IntPtr Pointer(Tensor t)
     {
         var p = Loaded.Value.Api!.DataPtr(t.Handle);
         if (p == IntPtr.Zero)
             throw new InvalidOperationException($"fused RMSNorm: no data pointer for a {t.dtype} tensor on {t.device}");
-        return (float*)p;
+        return p;
+    }
+
+    /// <summary>A build's kernels, after checking that it is the version this code expects.</summary>
+    static void Kernels(IntPtr lib, string path, out ForwardFn forward, out BackwardFn backward)
+    {
+        var version = (delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "workbook_fused_version");
+        if (version() != Version)
+            throw new InvalidOperationException($"{path} is version {version()}, this build expects {Version}");
+        forward = (ForwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_forward_f32");
+        backward = (BackwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_backward_f32");
     }
 
     sealed class Api
@@ -278,18 +295,15 @@ public static unsafe class FusedKernels
             var sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(path)))[
                 ..12
             ];
-            var lib = NativeLibrary.Load(path);
-            var version = (delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "workbook_fused_version");
-            if (version() != Version)
-                return ($"unavailable ({path} is version {version()}, this build expects {Version})", null, "");
+            Kernels(NativeLibrary.Load(path), path, out var forward, out var backward);
             // the tensor's data pointer from TorchSharp's own native library, as its assembly resolves it
             if (!NativeLibrary.TryLoad("LibTorchSharp", typeof(torch).Assembly, null, out var lts))
                 return ("unavailable (LibTorchSharp not found)", null, "");
             var api = new Api
             {
                 DataPtr = (delegate* unmanaged<IntPtr, IntPtr>)NativeLibrary.GetExport(lts, "THSTensor_data"),
-                Forward = (ForwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_forward_f32"),
-                Backward = (BackwardFn)NativeLibrary.GetExport(lib, "workbook_rmsnorm_backward_f32"),
+                Forward = forward,
+                Backward = backward,
             };
             return (
                 $"on (float32 RMSNorm on the CPU, {LibraryName} v{Version} sha256 {sha}; "
@@ -297,6 +311,10 @@ public static unsafe class FusedKernels
                 api,
                 sha
             );
+        }
+        catch (InvalidOperationException e) // another version of the library
+        {
+            return ($"unavailable ({e.Message})", null, "");
         }
         catch (Exception e)
             when (e is DllNotFoundException or BadImageFormatException or EntryPointNotFoundException or IOException)
