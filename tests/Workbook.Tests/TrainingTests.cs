@@ -532,9 +532,13 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
             fx.Codec,
             fx.Task.Train,
             fx.Task.Reward,
+            // 1e-3, chosen on model seeds 5-9 (one and two torch threads, fused norm kernels on and off: 20 of 20
+            // rose by more than 0.2): at 2e-3 one update in 5 of 24 such runs sent every completion to reward 0, and
+            // with no signal left AdamW's momentum kept the policy there (seeds 5 and 6; seed 4 with the fused
+            // kernels on one thread, a thread count other tests set process-wide while this one runs)
             new GrpoOptions
             {
-                LearningRate = 2e-3,
+                LearningRate = 1e-3,
                 MaxSteps = 40,
                 PerDeviceTrainBatchSize = 32,
                 NumGenerations = 8,
