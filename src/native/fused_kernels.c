@@ -1,11 +1,14 @@
 /* Fused CPU kernels for the model's small shapes, where libtorch's composite ops cost more in per-call overhead and
- * passes over memory than in arithmetic (Util/FusedKernels.cs calls them; Qwen3RMSNorm uses them for float32).
+ * passes over memory than in arithmetic (Util/FusedKernels.cs calls them; Qwen3RMSNorm and Qwen3Attention's RoPE use
+ * them for float32).
  *  1. RMSNorm forward y = w * (x * r), r = 1/sqrt(mean(x^2) + eps), one pass per row instead of libtorch's six ops;
  *     the backward gx = r * (g - n * mean(g * n)) with g = gy * w and n = x * r, gw = sum over rows of gy * n.
  *  2. Sums run in a fixed order (8 running lanes, then a fixed tree) and products are never contracted into FMAs
  *     (-ffp-contract=off), so the bits do not depend on which instruction set the clone below runs with.
  *  3. target_clones: one build runs AVX-512 or AVX2 code where the CPU has it, SSE2 elsewhere; non-x86 builds get
- *     the plain loops, and so does -DWORKBOOK_NO_CLONES (FusedKernelsTests compares that build's bits). */
+ *     the plain loops, and so does -DWORKBOOK_NO_CLONES (FusedKernelsTests compares that build's bits).
+ *  4. RoPE forward and backward in one pass each, with libtorch's roundings in libtorch's order: its bits equal the
+ *     composite ops' (FusedKernelsTests compares them), so it changes no result. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -36,7 +39,7 @@ static inline float dot(const float *a, const float *b, int64_t n) {
 }
 
 /* Version of this file's functions and their numerics: the C# side refuses a library that answers otherwise. */
-int workbook_fused_version(void) { return 2; }
+int workbook_fused_version(void) { return 3; }
 
 /* x, y: rows x dim, contiguous; w: dim; rstd: rows (the saved 1/sqrt(mean(x^2) + eps)) or NULL */
 CLONES
@@ -75,4 +78,53 @@ void workbook_rmsnorm_backward_f32(const float *x, const float *w, const float *
   }
   for (int64_t i = 0; i < dim; i++)
     gw[i] = (float)acc[i];
+}
+
+/* RoPE (item 4 above): y = x * cos + roll(x, D/2) * sin_signed (Qwen3Attention.Rope: rotate-half with the sign
+ * folded into sin_signed), one pass instead of a roll copy, two products and a sum; the backward is
+ * gx = gy * cos + roll(gy * sin_signed, -D/2). Each product is rounded, then the sum, as libtorch's separate ops do
+ * (no FMA; the backward's two terms commute exactly), so the bits are libtorch's. Where y goes is the caller's choice
+ * (its strides): the attention asks for [B, H, T, D] contiguous queries, which its [B, KV, G*T, D] view then takes
+ * without a copy. dims: B, H, T, D (D even); st: strides in elements of x (b, h, t), cos (b, t), sin_signed (b, t)
+ * and y (b, h, t), each row of D contiguous; the backward reads gy with x's strides and writes gx with y's.
+ * rolled: 2 * D floats of scratch. */
+CLONES
+void workbook_rope_forward_f32(const float *x, const float *cs, const float *sn, float *y, float *restrict rolled,
+                               const int64_t *dims, const int64_t *st) {
+  int64_t B = dims[0], H = dims[1], T = dims[2], D = dims[3], half = D / 2;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t t = 0; t < T; t++) {
+        const float *restrict xr = x + b * st[0] + h * st[1] + t * st[2];
+        const float *restrict c = cs + b * st[3] + t * st[4], *restrict s = sn + b * st[5] + t * st[6];
+        float *restrict yr = y + b * st[7] + h * st[8] + t * st[9];
+        for (int64_t d = 0; d < half; d++) {
+          rolled[d] = xr[d + half];
+          rolled[d + half] = xr[d];
+        }
+        for (int64_t d = 0; d < D; d++)
+          yr[d] = xr[d] * c[d] + rolled[d] * s[d];
+      }
+}
+
+CLONES
+void workbook_rope_backward_f32(const float *gy, const float *cs, const float *sn, float *gx, float *restrict rolled,
+                                const int64_t *dims, const int64_t *st) {
+  int64_t B = dims[0], H = dims[1], T = dims[2], D = dims[3], half = D / 2;
+  float *restrict prod = rolled + D;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t t = 0; t < T; t++) {
+        const float *restrict g = gy + b * st[0] + h * st[1] + t * st[2];
+        const float *restrict c = cs + b * st[3] + t * st[4], *restrict s = sn + b * st[5] + t * st[6];
+        float *restrict r = gx + b * st[7] + h * st[8] + t * st[9];
+        for (int64_t d = 0; d < D; d++)
+          prod[d] = g[d] * s[d];
+        for (int64_t d = 0; d < half; d++) {
+          rolled[d] = prod[d + half];
+          rolled[d + half] = prod[d];
+        }
+        for (int64_t d = 0; d < D; d++)
+          r[d] = g[d] * c[d] + rolled[d];
+      }
 }

@@ -2,7 +2,8 @@
 //  - pre-norm residual blocks: h += attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h))
 //  - RMSNorm computed in float32 and cast back before the weight multiply; per-head q_norm/k_norm BEFORE RoPE; in
 //    float32 on the CPU one fused kernel each way (Util/FusedKernels.cs: the same formula, other summation order)
-//  - rotate-half RoPE (theta over head_dim), grouped-query attention (query head j uses KV head j / (H/KV)),
+//  - rotate-half RoPE (theta over head_dim; in float32 on the CPU one fused kernel each way, the same bits),
+//    grouped-query attention (query head j uses KV head j / (H/KV)),
 //    scale 1/sqrt(head_dim), softmax in float32, additive causal + padding mask
 //  - SwiGLU MLP down(silu(gate(x)) * up(x)); final norm; lm_head tied to embed_tokens or its own matrix
 // Module fields carry the Hugging Face state-dict names (model.layers.0.self_attn.q_proj.weight, ...) so checkpoints
@@ -129,8 +130,8 @@ public sealed class Qwen3Attention : nn.Module
         var q = q_norm.forward(q_proj.forward(h).view(B, T, heads, headDim)).transpose(1, 2);
         var k = k_norm.forward(k_proj.forward(h).view(B, T, kvHeads, headDim)).transpose(1, 2);
         var v = v_proj.forward(h).view(B, T, kvHeads, headDim).transpose(1, 2);
-        q = Rope(q, cos, sinSigned);
-        k = Rope(k, cos, sinSigned);
+        // float32 on the CPU: one fused pass each way, the composite's bits (Util/FusedKernels.cs), unless turned off
+        (q, k) = FusedKernels.TryRope(q, k, cos, sinSigned) ?? (Rope(q, cos, sinSigned), Rope(k, cos, sinSigned));
         if (cache is not null)
             (k, v) = cache.Append(layer, k, v);
         // grouped-query attention without repeating K and V: the G query heads of a KV head (heads kv·G .. kv·G+G−1)

@@ -1,4 +1,5 @@
-// Fused CPU kernels for float32 RMSNorm (src/native/fused_kernels.c, built into libworkbook_fused.so beside the core):
+// Fused CPU kernels for float32 RMSNorm and RoPE (src/native/fused_kernels.c, built into libworkbook_fused.so beside
+// the core):
 //  1. Why: at the main job's shapes (rows of 96 or 24) libtorch's composite norm is six kernels forward and about ten
 //     backward, each a pass over memory plus a few microseconds of dispatch; one pass each way measured 2.8x faster
 //     (forward and backward, [32, 72, 96]) and 5x faster without autograd (a decoding step's [64, 1, 96]).
@@ -10,7 +11,9 @@
 //     decoding step, which runs without autograd, calls the kernel directly). A backward that builds a graph
 //     (create_graph: Hessian-vector products) runs the same formula in differentiable libtorch ops instead, so second
 //     derivatives stay exact.
-//  4. WORKBOOK_FUSED_KERNELS: auto (the default: on where the library was built) or 0 (off: the composite ops,
+//  4. RoPE (since 2026-12-06, late): one pass each way with libtorch's roundings in its order, so its bits are the
+//     composite ops' (tested): it only saves time (the roll copy, two products, a sum, the queries' reshape copy).
+//  5. WORKBOOK_FUSED_KERNELS: auto (the default: on where the library was built) or 0 (off: the composite ops,
 //     Hugging Face's formula bit for bit, as before 2026-12-06); any other value is refused by the CLI. Suspend()
 //     turns them off for one thread (tests compare both). versions.json records the state: runs with and without
 //     are other computations, so they never reuse each other's units.
@@ -30,6 +33,7 @@ using unsafe BackwardFn = delegate* unmanaged<
     long,
     void>;
 using unsafe ForwardFn = delegate* unmanaged<float*, float*, float*, float*, long, long, float, void>;
+using unsafe RopeFn = delegate* unmanaged<float*, float*, float*, float*, float*, long*, long*, void>;
 
 namespace Workbook;
 
@@ -37,12 +41,13 @@ public static unsafe class FusedKernels
 {
     public const string LibraryName = "libworkbook_fused.so";
     public const string Variable = "WORKBOOK_FUSED_KERNELS";
-    const int Version = 2; // workbook_fused_version() of the library this code expects
+    const int Version = 3; // workbook_fused_version() of the library this code expects
 
     /// <summary>Names the loaded kernels' numerics for cache keys of models trained with them: the version and the
     /// library's SHA-256, so a rebuilt or edited kernel never shares a cache with the one before; null when
     /// off.</summary>
-    public static string? KernelId => Loaded.Value.Api is null ? null : $"fused-rmsnorm-v{Version}-{Loaded.Value.Sha}";
+    public static string? KernelId =>
+        Loaded.Value.Api is null ? null : $"fused-rmsnorm-rope-v{Version}-{Loaded.Value.Sha}";
 
     static readonly Lazy<(string State, Api? Api, string Sha)> Loaded = new(Load);
 
@@ -212,6 +217,129 @@ public static unsafe class FusedKernels
         }
     }
 
+    /// <summary>Whether <see cref="TryRope"/> can take x [B, H, T, D] with these tables: float32 on the CPU, D even
+    /// with each row contiguous, cos and sinSigned [B or 1, 1, T, D] without gradients, the kernels on here.</summary>
+    static bool TakesRope(Tensor x, Tensor cos, Tensor sinSigned)
+    {
+        if (!Enabled || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU || x.dim() != 4)
+            return false;
+        long d = x.size(3);
+        if (d == 0 || d % 2 != 0 || x.stride(3) != 1)
+            return false;
+        foreach (var table in (ReadOnlySpan<Tensor>)[cos, sinSigned])
+            if (
+                table.dtype != ScalarType.Float32
+                || table.device_type != DeviceType.CPU
+                || table.requires_grad
+                || table.dim() != 4
+                || (table.size(0) != x.size(0) && table.size(0) != 1)
+                || table.size(1) != 1
+                || table.size(2) != x.size(2)
+                || table.size(3) != d
+                || table.stride(3) != 1
+            )
+                return false;
+        return true;
+    }
+
+    /// <summary>Rotate-half RoPE of the queries and keys, x·cos + roll(x, D/2)·sinSigned, in one pass each (float32,
+    /// CPU; differentiable in q and k), or null where the kernels cannot take them (the caller's own path). The bits
+    /// equal the composite ops'. The queries come back contiguous as [B, H, T, D] (the attention's grouped view of
+    /// them is then free); the keys keep the layout libtorch's ops give them (that of k).</summary>
+    public static (Tensor Q, Tensor K)? TryRope(Tensor q, Tensor k, Tensor cos, Tensor sinSigned)
+    {
+        if (!TakesRope(q, cos, sinSigned) || !TakesRope(k, cos, sinSigned))
+            return null;
+        if (is_grad_enabled() && (q.requires_grad || k.requires_grad))
+        {
+            var outs = RopeFunction.apply(q, k, cos, sinSigned);
+            return (outs[0], outs[1]);
+        }
+        return (
+            Rope(q, cos, sinSigned, empty(q.shape, dtype: ScalarType.Float32)),
+            Rope(k, cos, sinSigned, empty_like(k))
+        );
+    }
+
+    /// <summary>Runs one RoPE kernel: the forward from x into y, or with <paramref name="backward"/> the gradient
+    /// gx (into y) from gy (as x). Strides are passed as they are; only rows must be contiguous.</summary>
+    static Tensor Rope(Tensor x, Tensor cos, Tensor sinSigned, Tensor y, bool backward = false)
+    {
+        if (x.stride(3) != 1)
+            x = x.contiguous();
+        long d = x.size(3);
+        long* dims = stackalloc long[] { x.size(0), x.size(1), x.size(2), d };
+        long* st = stackalloc long[]
+        {
+            x.stride(0),
+            x.stride(1),
+            x.stride(2),
+            cos.size(0) == 1 ? 0 : cos.stride(0),
+            cos.stride(2),
+            sinSigned.size(0) == 1 ? 0 : sinSigned.stride(0),
+            sinSigned.stride(2),
+            y.stride(0),
+            y.stride(1),
+            y.stride(2),
+        };
+        float* scratch = stackalloc float[(int)(2 * d)];
+        var api = Loaded.Value.Api!;
+        (backward ? api.RopeBackward : api.RopeForward)(
+            Data(x),
+            Data(cos),
+            Data(sinSigned),
+            Data(y),
+            scratch,
+            dims,
+            st
+        );
+        GC.KeepAlive(x);
+        GC.KeepAlive(cos);
+        GC.KeepAlive(sinSigned);
+        return y;
+    }
+
+    sealed class RopeFunction : autograd.MultiTensorFunction<RopeFunction>
+    {
+        public override string Name => "WorkbookRoPE";
+
+        public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            Tensor q = (Tensor)vars[0],
+                k = (Tensor)vars[1],
+                cos = (Tensor)vars[2],
+                sinSigned = (Tensor)vars[3];
+            ctx.save_for_backward([cos, sinSigned]);
+            // the gradients take the inputs' layouts, which are what the layers before them made
+            ctx.save_data("q_strides", q.stride());
+            ctx.save_data("k_strides", k.stride());
+            return
+            [
+                Rope(q, cos, sinSigned, empty(q.shape, dtype: ScalarType.Float32)),
+                Rope(k, cos, sinSigned, empty_like(k)),
+            ];
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+        {
+            var saved = ctx.get_saved_variables();
+            Tensor cos = saved[0],
+                sinSigned = saved[1];
+            if (is_grad_enabled()) // create_graph: the gradient must itself be differentiable
+                return [Differentiable(grads[0]), Differentiable(grads[1]), null!, null!];
+            return [Gradient(grads[0], "q_strides"), Gradient(grads[1], "k_strides"), null!, null!];
+
+            Tensor Gradient(Tensor? gy, string strides) =>
+                gy is null || gy.IsInvalid
+                    ? null!
+                    : Rope(gy, cos, sinSigned, empty_strided(gy.shape, (long[])ctx.get_data(strides)), backward: true);
+
+            // x·cos + roll(x)·s is linear in x: the gradient is gy·cos + roll(gy·s, −D/2), in differentiable ops
+            Tensor Differentiable(Tensor? gy) =>
+                gy is null || gy.IsInvalid ? null! : gy.mul(cos).Plus(gy.mul(sinSigned).roll(-(gy.size(3) / 2), -1));
+        }
+    }
+
     /// <summary>Runs a build of the kernel library (<paramref name="libraryPath"/>, loaded as the CPU picks its
     /// clone) on plain arrays, forward then backward, so two builds (another compiler, instruction set or flags) can
     /// be compared bit for bit. <paramref name="x"/> and <paramref name="gradY"/> hold rows of
@@ -278,6 +406,8 @@ public static unsafe class FusedKernels
         public required delegate* unmanaged<IntPtr, IntPtr> DataPtr;
         public required ForwardFn Forward;
         public required BackwardFn Backward;
+        public required RopeFn RopeForward;
+        public required RopeFn RopeBackward;
     }
 
     static (string, Api?, string) Load()
@@ -295,7 +425,8 @@ public static unsafe class FusedKernels
             var sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(path)))[
                 ..12
             ];
-            Kernels(NativeLibrary.Load(path), path, out var forward, out var backward);
+            var lib = NativeLibrary.Load(path);
+            Kernels(lib, path, out var forward, out var backward);
             // the tensor's data pointer from TorchSharp's own native library, as its assembly resolves it
             if (!NativeLibrary.TryLoad("LibTorchSharp", typeof(torch).Assembly, null, out var lts))
                 return ("unavailable (LibTorchSharp not found)", null, "");
@@ -304,9 +435,11 @@ public static unsafe class FusedKernels
                 DataPtr = (delegate* unmanaged<IntPtr, IntPtr>)NativeLibrary.GetExport(lts, "THSTensor_data"),
                 Forward = forward,
                 Backward = backward,
+                RopeForward = (RopeFn)NativeLibrary.GetExport(lib, "workbook_rope_forward_f32"),
+                RopeBackward = (RopeFn)NativeLibrary.GetExport(lib, "workbook_rope_backward_f32"),
             };
             return (
-                $"on (float32 RMSNorm on the CPU, {LibraryName} v{Version} sha256 {sha}; "
+                $"on (float32 RMSNorm and RoPE on the CPU, {LibraryName} v{Version} sha256 {sha}; "
                     + $"{Variable}=0 turns it off)",
                 api,
                 sha
