@@ -8,7 +8,7 @@
  *  3. target_clones: one build runs AVX-512 or AVX2 code where the CPU has it, SSE2 elsewhere; non-x86 builds get
  *     the plain loops, and so does -DWORKBOOK_NO_CLONES (FusedKernelsTests compares that build's bits).
  *  4. RoPE forward and backward in one pass each, with libtorch's roundings in libtorch's order: its bits equal the
- *     composite ops' (FusedKernelsTests compares them), so it changes no result. */
+ *     composite ops' (FusedRopeTests compares them), so it changes no result. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -86,45 +86,37 @@ void workbook_rmsnorm_backward_f32(const float *x, const float *w, const float *
  * (no FMA; the backward's two terms commute exactly), so the bits are libtorch's. Where y goes is the caller's choice
  * (its strides): the attention asks for [B, H, T, D] contiguous queries, which its [B, KV, G*T, D] view then takes
  * without a copy. dims: B, H, T, D (D even); st: strides in elements of x (b, h, t), cos (b, t), sin_signed (b, t)
- * and y (b, h, t), each row of D contiguous; the backward reads gy with x's strides and writes gx with y's.
- * rolled: 2 * D floats of scratch. */
+ * and y (b, h, t), each row of D contiguous; the backward reads gy with x's strides and writes gx with y's. */
 CLONES
-void workbook_rope_forward_f32(const float *x, const float *cs, const float *sn, float *y, float *restrict rolled,
-                               const int64_t *dims, const int64_t *st) {
-  int64_t B = dims[0], H = dims[1], T = dims[2], D = dims[3], half = D / 2;
+void workbook_rope_forward_f32(const float *x, const float *cs, const float *sn, float *y, const int64_t *dims,
+                               const int64_t *st) {
+  int64_t B = dims[0], H = dims[1], T = dims[2], half = dims[3] / 2;
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < H; h++)
       for (int64_t t = 0; t < T; t++) {
         const float *restrict xr = x + b * st[0] + h * st[1] + t * st[2];
         const float *restrict c = cs + b * st[3] + t * st[4], *restrict s = sn + b * st[5] + t * st[6];
         float *restrict yr = y + b * st[7] + h * st[8] + t * st[9];
-        for (int64_t d = 0; d < half; d++) {
-          rolled[d] = xr[d + half];
-          rolled[d + half] = xr[d];
-        }
-        for (int64_t d = 0; d < D; d++)
-          yr[d] = xr[d] * c[d] + rolled[d] * s[d];
+        for (int64_t d = 0; d < half; d++)
+          yr[d] = xr[d] * c[d] + xr[d + half] * s[d];
+        for (int64_t d = half; d < 2 * half; d++)
+          yr[d] = xr[d] * c[d] + xr[d - half] * s[d];
       }
 }
 
 CLONES
-void workbook_rope_backward_f32(const float *gy, const float *cs, const float *sn, float *gx, float *restrict rolled,
-                                const int64_t *dims, const int64_t *st) {
-  int64_t B = dims[0], H = dims[1], T = dims[2], D = dims[3], half = D / 2;
-  float *restrict prod = rolled + D;
+void workbook_rope_backward_f32(const float *gy, const float *cs, const float *sn, float *gx, const int64_t *dims,
+                                const int64_t *st) {
+  int64_t B = dims[0], H = dims[1], T = dims[2], half = dims[3] / 2;
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < H; h++)
       for (int64_t t = 0; t < T; t++) {
         const float *restrict g = gy + b * st[0] + h * st[1] + t * st[2];
         const float *restrict c = cs + b * st[3] + t * st[4], *restrict s = sn + b * st[5] + t * st[6];
         float *restrict r = gx + b * st[7] + h * st[8] + t * st[9];
-        for (int64_t d = 0; d < D; d++)
-          prod[d] = g[d] * s[d];
-        for (int64_t d = 0; d < half; d++) {
-          rolled[d] = prod[d + half];
-          rolled[d + half] = prod[d];
-        }
-        for (int64_t d = 0; d < D; d++)
-          r[d] = g[d] * c[d] + rolled[d];
+        for (int64_t d = 0; d < half; d++)
+          r[d] = g[d] * c[d] + g[d + half] * s[d + half];
+        for (int64_t d = half; d < 2 * half; d++)
+          r[d] = g[d] * c[d] + g[d - half] * s[d - half];
       }
 }

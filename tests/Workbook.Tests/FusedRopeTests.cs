@@ -59,7 +59,9 @@ public class FusedRopeTests
         var qm = TestData.Randn([b, t, heads, d], 61);
         var km = TestData.Randn([b, t, kvHeads, d], 62);
         var gq = TestData.Randn([b, heads, t, d], 63);
-        var gk = TestData.Randn([b, t, kvHeads, d], 64).transpose(1, 2); // a non-contiguous incoming gradient
+        // non-contiguous incoming gradients: the keys' with its rows strided (the kernel then takes a copy)
+        var gk = TestData.Randn([b, kvHeads, d, t], 64).transpose(2, 3);
+        Assert.True(t == 1 || gk.stride(3) != 1);
         (Tensor Q, Tensor K, Tensor Gq, Tensor Gk) Run(bool fused)
         {
             var q = qm.detach().requires_grad_(true);
@@ -132,8 +134,42 @@ public class FusedRopeTests
         Assert.Null(FusedKernels.TryRope(q[.., .., .., ..23], k[.., .., .., ..23], cos3, sin3)); // odd head_dim
         Assert.Null(FusedKernels.TryRope(q, k, cos.detach().requires_grad_(true), sin)); // a table needing a gradient
         Assert.Null(FusedKernels.TryRope(q, k, cos[.., .., ..4], sin[.., .., ..4])); // tables of other positions
+        var (cos3Rows, sin3Rows) = Tables(3, 5, 24);
+        Assert.Null(FusedKernels.TryRope(q, k, cos3Rows, sin3Rows)); // tables of another batch
+        // keys expanded over the query heads: their gradient could not take their (overlapping) layout
+        Assert.Null(FusedKernels.TryRope(q, k[.., ..1].expand(2, 4, 5, 24), cos, sin));
+        Assert.Null(FusedKernels.TryRope(q[..0], k[..0], cos[..0], sin[..0])); // empty
         using (FusedKernels.Suspend())
             Assert.Null(FusedKernels.TryRope(q, k, cos, sin));
+    }
+
+    /// <summary>Only the keys used, the function's outputs made in a dispose scope that ends before the backward
+    /// (as in Qwen3Attention.forward): the keys get the composite's gradient, the queries none.</summary>
+    [Fact]
+    public void An_unused_output_gets_no_gradient_and_the_other_the_composites()
+    {
+        if (Off)
+            return;
+        using var _ = NewDisposeScope();
+        var (cos, sin) = Tables(2, 5, 24);
+        var qm = TestData.Randn([2, 5, 4, 24], 101);
+        var km = TestData.Randn([2, 5, 2, 24], 102);
+        var g = TestData.Randn([2, 2, 5, 24], 103);
+        Tensor Keys(Tensor q, Tensor k, bool fused)
+        {
+            using var scope = NewDisposeScope();
+            var rk = fused
+                ? FusedKernels.TryRope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)!.Value.K
+                : Composite(k.transpose(1, 2), cos, sin);
+            return rk.MoveToOuterDisposeScope();
+        }
+        var q1 = qm.detach().requires_grad_(true);
+        var k1 = km.detach().requires_grad_(true);
+        Keys(q1, k1, true).backward([g]);
+        var k2 = km.detach().requires_grad_(true);
+        Keys(qm, k2, false).backward([g]);
+        Assert.Null(q1.grad);
+        Assert.True(Same(k1.grad!, k2.grad!));
     }
 
     [Fact]

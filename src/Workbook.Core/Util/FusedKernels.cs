@@ -33,7 +33,7 @@ using unsafe BackwardFn = delegate* unmanaged<
     long,
     void>;
 using unsafe ForwardFn = delegate* unmanaged<float*, float*, float*, float*, long, long, float, void>;
-using unsafe RopeFn = delegate* unmanaged<float*, float*, float*, float*, float*, long*, long*, void>;
+using unsafe RopeFn = delegate* unmanaged<float*, float*, float*, float*, long*, long*, void>;
 
 namespace Workbook;
 
@@ -57,7 +57,7 @@ public static unsafe class FusedKernels
     /// <summary>"on (...)", "off (WORKBOOK_FUSED_KERNELS=0)" or "unavailable (why)".</summary>
     public static string State => Loaded.Value.State;
 
-    /// <summary>Whether this thread's float32 CPU norms take the fused kernels.</summary>
+    /// <summary>Whether this thread's float32 CPU norms and RoPE take the fused kernels.</summary>
     public static bool Enabled => suspended == 0 && Loaded.Value.Api is not null;
 
     /// <summary>An unknown value of <see cref="Variable"/>, which the CLI refuses; null when it is fine.</summary>
@@ -217,14 +217,15 @@ public static unsafe class FusedKernels
         }
     }
 
-    /// <summary>Whether <see cref="TryRope"/> can take x [B, H, T, D] with these tables: float32 on the CPU, D even
-    /// with each row contiguous, cos and sinSigned [B or 1, 1, T, D] without gradients, the kernels on here.</summary>
+    /// <summary>Whether <see cref="TryRope"/> can take x [B, H, T, D] with these tables: float32 on the CPU, not empty,
+    /// D even, x's elements each in their own place (no expanded dimension: the gradient takes x's strides) with rows
+    /// contiguous, cos and sinSigned [B or 1, 1, T, D] without gradients, the kernels on here.</summary>
     static bool TakesRope(Tensor x, Tensor cos, Tensor sinSigned)
     {
         if (!Enabled || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU || x.dim() != 4)
             return false;
         long d = x.size(3);
-        if (d == 0 || d % 2 != 0 || x.stride(3) != 1)
+        if (x.numel() == 0 || d % 2 != 0 || x.stride(3) != 1 || !Dense(x))
             return false;
         foreach (var table in (ReadOnlySpan<Tensor>)[cos, sinSigned])
             if (
@@ -239,6 +240,21 @@ public static unsafe class FusedKernels
                 || table.stride(3) != 1
             )
                 return false;
+        return true;
+    }
+
+    /// <summary>Whether t's strides lay its elements out without overlap or gaps, in some order of its dimensions
+    /// (a permuted contiguous tensor, like the attention's transposed projections).</summary>
+    static bool Dense(Tensor t)
+    {
+        var dims = Enumerable.Range(0, (int)t.dim()).Where(i => t.size(i) > 1).OrderBy(i => t.stride(i)).ToArray();
+        long expected = 1;
+        foreach (var i in dims)
+        {
+            if (t.stride(i) != expected)
+                return false;
+            expected *= t.size(i);
+        }
         return true;
     }
 
@@ -261,19 +277,19 @@ public static unsafe class FusedKernels
         );
     }
 
+    static Tensor HeadsFirst(Tensor q) => empty(q.shape, dtype: ScalarType.Float32, device: q.device);
+
     /// <summary>Runs one RoPE kernel: the forward from x into y, or with <paramref name="backward"/> the gradient
     /// gx (into y) from gy (as x). Strides are passed as they are; only rows must be contiguous.</summary>
     static Tensor Rope(Tensor x, Tensor cos, Tensor sinSigned, Tensor y, bool backward = false)
     {
-        if (x.stride(3) != 1)
-            x = x.contiguous();
-        long d = x.size(3);
-        long* dims = stackalloc long[] { x.size(0), x.size(1), x.size(2), d };
+        var rows = x.stride(3) == 1 ? x : x.contiguous();
+        long* dims = stackalloc long[] { rows.size(0), rows.size(1), rows.size(2), rows.size(3) };
         long* st = stackalloc long[]
         {
-            x.stride(0),
-            x.stride(1),
-            x.stride(2),
+            rows.stride(0),
+            rows.stride(1),
+            rows.stride(2),
             cos.size(0) == 1 ? 0 : cos.stride(0),
             cos.stride(2),
             sinSigned.size(0) == 1 ? 0 : sinSigned.stride(0),
@@ -282,20 +298,13 @@ public static unsafe class FusedKernels
             y.stride(1),
             y.stride(2),
         };
-        float* scratch = stackalloc float[(int)(2 * d)];
         var api = Loaded.Value.Api!;
-        (backward ? api.RopeBackward : api.RopeForward)(
-            Data(x),
-            Data(cos),
-            Data(sinSigned),
-            Data(y),
-            scratch,
-            dims,
-            st
-        );
-        GC.KeepAlive(x);
+        (backward ? api.RopeBackward : api.RopeForward)(Data(rows), Data(cos), Data(sinSigned), Data(y), dims, st);
+        GC.KeepAlive(rows);
         GC.KeepAlive(cos);
         GC.KeepAlive(sinSigned);
+        if (!ReferenceEquals(rows, x))
+            rows.Dispose();
         return y;
     }
 
@@ -310,14 +319,13 @@ public static unsafe class FusedKernels
                 cos = (Tensor)vars[2],
                 sinSigned = (Tensor)vars[3];
             ctx.save_for_backward([cos, sinSigned]);
-            // the gradients take the inputs' layouts, which are what the layers before them made
-            ctx.save_data("q_strides", q.stride());
-            ctx.save_data("k_strides", k.stride());
-            return
-            [
-                Rope(q, cos, sinSigned, empty(q.shape, dtype: ScalarType.Float32)),
-                Rope(k, cos, sinSigned, empty_like(k)),
-            ];
+            // an output nobody used gets no gradient (not zeros made from an output a dispose scope may have freed)
+            ctx.set_materialize_grads(false);
+            // each gradient takes its input's layout (dense: TakesRope), what the layers before it made; an input
+            // without a gradient gets none
+            ctx.save_data("q", q.requires_grad ? q.stride() : null!);
+            ctx.save_data("k", k.requires_grad ? k.stride() : null!);
+            return [Rope(q, cos, sinSigned, HeadsFirst(q)), Rope(k, cos, sinSigned, empty_like(k))];
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
@@ -325,18 +333,18 @@ public static unsafe class FusedKernels
             var saved = ctx.get_saved_variables();
             Tensor cos = saved[0],
                 sinSigned = saved[1];
-            if (is_grad_enabled()) // create_graph: the gradient must itself be differentiable
-                return [Differentiable(grads[0]), Differentiable(grads[1]), null!, null!];
-            return [Gradient(grads[0], "q_strides"), Gradient(grads[1], "k_strides"), null!, null!];
+            var createGraph = is_grad_enabled(); // the gradient must itself be differentiable
+            return [Gradient(grads[0], "q"), Gradient(grads[1], "k"), null!, null!];
 
-            Tensor Gradient(Tensor? gy, string strides) =>
-                gy is null || gy.IsInvalid
-                    ? null!
-                    : Rope(gy, cos, sinSigned, empty_strided(gy.shape, (long[])ctx.get_data(strides)), backward: true);
-
-            // x·cos + roll(x)·s is linear in x: the gradient is gy·cos + roll(gy·s, −D/2), in differentiable ops
-            Tensor Differentiable(Tensor? gy) =>
-                gy is null || gy.IsInvalid ? null! : gy.mul(cos).Plus(gy.mul(sinSigned).roll(-(gy.size(3) / 2), -1));
+            Tensor Gradient(Tensor? gy, string input)
+            {
+                if (gy is null || gy.IsInvalid || ctx.get_data(input) is not long[] strides)
+                    return null!;
+                if (createGraph) // x·cos + roll(x)·s is linear in x: gy·cos + roll(gy·s, −D/2), differentiable
+                    return gy.mul(cos).Plus(gy.mul(sinSigned).roll(-(gy.size(3) / 2), -1));
+                var gx = empty_strided(gy.shape, strides, dtype: ScalarType.Float32, device: gy.device);
+                return Rope(gy, cos, sinSigned, gx, backward: true);
+            }
         }
     }
 
@@ -387,7 +395,7 @@ public static unsafe class FusedKernels
     {
         var p = Loaded.Value.Api!.DataPtr(t.Handle);
         if (p == IntPtr.Zero)
-            throw new InvalidOperationException($"fused RMSNorm: no data pointer for a {t.dtype} tensor on {t.device}");
+            throw new InvalidOperationException($"fused kernels: no data pointer for a {t.dtype} tensor on {t.device}");
         return p;
     }
 
