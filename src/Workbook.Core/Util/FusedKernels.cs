@@ -266,18 +266,20 @@ public static unsafe class FusedKernels
     {
         if (!TakesRope(q, cos, sinSigned) || !TakesRope(k, cos, sinSigned))
             return null;
-        if (is_grad_enabled() && (q.requires_grad || k.requires_grad))
-        {
-            var outs = RopeFunction.apply(q, k, cos, sinSigned);
-            return (outs[0], outs[1]);
-        }
-        return (
-            Rope(q, cos, sinSigned, empty(q.shape, dtype: ScalarType.Float32)),
-            Rope(k, cos, sinSigned, empty_like(k))
-        );
+        var outs =
+            is_grad_enabled() && (q.requires_grad || k.requires_grad)
+                ? RopeFunction.apply(q, k, cos, sinSigned)
+                : RopeForward(q, k, cos, sinSigned);
+        return (outs[0], outs[1]);
     }
 
-    static Tensor HeadsFirst(Tensor q) => empty(q.shape, dtype: ScalarType.Float32, device: q.device);
+    /// <summary>Both forward kernels: the queries into a contiguous [B, H, T, D] (heads first), the keys into k's
+    /// layout (what libtorch's elementwise ops would give).</summary>
+    static List<Tensor> RopeForward(Tensor q, Tensor k, Tensor cos, Tensor sinSigned) =>
+        [
+            Rope(q, cos, sinSigned, empty(q.shape, dtype: ScalarType.Float32, device: q.device)),
+            Rope(k, cos, sinSigned, empty_like(k)),
+        ];
 
     /// <summary>Runs one RoPE kernel: the forward from x into y, or with <paramref name="backward"/> the gradient
     /// gx (into y) from gy (as x). Strides are passed as they are; only rows must be contiguous.</summary>
@@ -325,7 +327,7 @@ public static unsafe class FusedKernels
             // without a gradient gets none
             ctx.save_data("q", q.requires_grad ? q.stride() : null!);
             ctx.save_data("k", k.requires_grad ? k.stride() : null!);
-            return [Rope(q, cos, sinSigned, HeadsFirst(q)), Rope(k, cos, sinSigned, empty_like(k))];
+            return RopeForward(q, k, cos, sinSigned);
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
