@@ -87,9 +87,12 @@ void workbook_rmsnorm_backward_f32(const float *x, const float *w, const float *
  * (its strides): the attention asks for [B, H, T, D] contiguous queries, which its [B, KV, G*T, D] view then takes
  * without a copy. dims: B, H, T, D (D even); st: strides in elements of x (b, h, t), cos (b, t), sin_signed (b, t)
  * and y (b, h, t), each row of D contiguous; the backward reads gy with x's strides and writes gx with y's. */
-CLONES
-void workbook_rope_forward_f32(const float *x, const float *cs, const float *sn, float *y, const int64_t *dims,
-                               const int64_t *st) {
+/* Rows of either pass: y = x * c + partner(x) * s', partner swapping the row's halves. The forward's s' is sin_signed
+ * (shift 0); the backward's is sin_signed with its halves swapped too (shift D/2), since
+ * roll(gy * s, -D/2) = partner(gy) * partner(s). Inlined into each clone, so it runs with the clone's ISA. */
+static inline __attribute__((always_inline)) void rope_rows(const float *x, const float *cs, const float *sn,
+                                                            float *y, const int64_t *dims, const int64_t *st,
+                                                            int64_t shift) {
   int64_t B = dims[0], H = dims[1], T = dims[2], half = dims[3] / 2;
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < H; h++)
@@ -98,25 +101,20 @@ void workbook_rope_forward_f32(const float *x, const float *cs, const float *sn,
         const float *restrict c = cs + b * st[3] + t * st[4], *restrict s = sn + b * st[5] + t * st[6];
         float *restrict yr = y + b * st[7] + h * st[8] + t * st[9];
         for (int64_t d = 0; d < half; d++)
-          yr[d] = xr[d] * c[d] + xr[d + half] * s[d];
+          yr[d] = xr[d] * c[d] + xr[d + half] * s[d + shift];
         for (int64_t d = half; d < 2 * half; d++)
-          yr[d] = xr[d] * c[d] + xr[d - half] * s[d];
+          yr[d] = xr[d] * c[d] + xr[d - half] * s[d - shift];
       }
+}
+
+CLONES
+void workbook_rope_forward_f32(const float *x, const float *cs, const float *sn, float *y, const int64_t *dims,
+                               const int64_t *st) {
+  rope_rows(x, cs, sn, y, dims, st, 0);
 }
 
 CLONES
 void workbook_rope_backward_f32(const float *gy, const float *cs, const float *sn, float *gx, const int64_t *dims,
                                 const int64_t *st) {
-  int64_t B = dims[0], H = dims[1], T = dims[2], half = dims[3] / 2;
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t h = 0; h < H; h++)
-      for (int64_t t = 0; t < T; t++) {
-        const float *restrict g = gy + b * st[0] + h * st[1] + t * st[2];
-        const float *restrict c = cs + b * st[3] + t * st[4], *restrict s = sn + b * st[5] + t * st[6];
-        float *restrict r = gx + b * st[7] + h * st[8] + t * st[9];
-        for (int64_t d = 0; d < half; d++)
-          r[d] = g[d] * c[d] + g[d + half] * s[d + half];
-        for (int64_t d = half; d < 2 * half; d++)
-          r[d] = g[d] * c[d] + g[d - half] * s[d - half];
-      }
+  rope_rows(gy, cs, sn, gx, dims, st, dims[3] / 2);
 }
