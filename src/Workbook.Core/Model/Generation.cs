@@ -128,6 +128,7 @@ public static class Generation
         bool wasTraining = model.training;
         model.eval();
         using var grad = no_grad();
+        using var frozen = model.FreezeProjections(); // the weights do not change during the call
         long capacity = P + Math.Max(opt.MaxNewTokens, 1);
         // the prefill runs one row per group (its prompt); the cache is repeated for the group's rows after it
         int Bp = B / groupSize;
