@@ -143,5 +143,15 @@ public class FrozenProjectionsTests
         for (int i = 0; i < 20; i++)
             Pass();
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        // nested: the inner scope neither copies again nor frees the outer one's copies
+        using (m.FreezeProjections())
+        {
+            var inside = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+            Pass();
+            Assert.Equal(inside, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+            Assert.True(m.ProjectionsFrozen);
+        }
+        Assert.False(m.ProjectionsFrozen);
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
 }

@@ -95,17 +95,27 @@ internal sealed class FrozenProjections
     public const long FromRows = 16;
     Tensor?[]? wT;
 
-    public void Freeze(params Linear[] ps) =>
+    int depth; // nested freezes share the outermost one's copies
+
+    public void Freeze(params Linear[] ps)
+    {
+        if (depth++ > 0)
+            return;
+        using var scope = NewDisposeScope(); // the views die here, not in a finalizer (see HeldScalars)
         wT = ps.Select(p => (Tensor?)p.weight!.detach().t().contiguous().DetachFromDisposeScope()).ToArray();
+    }
 
     public void Thaw()
     {
-        if (wT is null)
+        if (depth == 0 || --depth > 0 || wT is null)
             return;
         foreach (var t in wT)
             t?.Dispose();
         wT = null;
     }
+
+    /// <summary>Projection <paramref name="i"/>'s copy while frozen, else null (tests).</summary>
+    internal Tensor? Copy(int i) => wT?[i];
 
     public Tensor Apply(Linear p, int i, Tensor x) =>
         wT is { } w && p.bias is null && !is_grad_enabled() && x.numel() >= FromRows * x.size(-1)
@@ -323,6 +333,12 @@ public sealed class Qwen3ForCausalLM : nn.Module
             * c.HiddenSize
             * (2L * c.NumAttentionHeads * c.HeadDim + 2L * c.NumKeyValueHeads * c.HeadDim + 3L * c.IntermediateSize)
             <= FreezeUpTo;
+
+    /// <summary>Whether <see cref="FreezeProjections"/>' copies exist now (every layer's, or none).</summary>
+    public bool ProjectionsFrozen =>
+        model
+            .layers.Cast<Qwen3DecoderLayer>()
+            .All(l => l.mlp.Frozen.Copy(0) is not null && l.self_attn.Frozen.Copy(0) is not null);
 
     /// <summary>Holds row-major copies of the layers' projection weights until disposed (<see
     /// cref="FrozenProjections"/>): for a run of no-grad forwards with unchanged weights, such as one Generate call.
