@@ -93,6 +93,27 @@ public class FrozenProjectionsTests
     }
 
     [Fact]
+    public void Inputs_of_FromRows_rows_or_more_use_the_copies_and_fewer_do_not()
+    {
+        // a weight changed while frozen: the copies are stale by design (Generate never trains), which shows which
+        // path a forward took
+        using var scope = NewDisposeScope();
+        using var m = new Qwen3ForCausalLM(MainJob, ScalarType.Float32, CPU, seed: 9);
+        using var _ = no_grad();
+        var many = randint(0, 260, [16, 1], generator: new Generator(2));
+        var few = many.narrow(0, 0, 15);
+        var (manyBefore, fewBefore) = (m.Forward(many), m.Forward(few));
+        using Scalar two = 2.0;
+        using (m.FreezeProjections())
+        {
+            m.model.layers[0].mlp.down_proj.weight!.mul_(two);
+            Assert.True(Same(manyBefore, m.Forward(many)));
+            Assert.False(Same(fewBefore, m.Forward(few)));
+        }
+        Assert.False(Same(manyBefore, m.Forward(many)));
+    }
+
+    [Fact]
     public void Forwards_under_autograd_ignore_the_copies()
     {
         using var scope = NewDisposeScope();
@@ -153,5 +174,14 @@ public class FrozenProjectionsTests
         }
         Assert.False(m.ProjectionsFrozen);
         Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        // disposed twice, a nested scope still thaws once: the outer copies stay
+        using (m.FreezeProjections())
+        {
+            var inner = m.FreezeProjections();
+            inner.Dispose();
+            inner.Dispose();
+            Assert.True(m.ProjectionsFrozen);
+        }
+        Assert.False(m.ProjectionsFrozen);
     }
 }

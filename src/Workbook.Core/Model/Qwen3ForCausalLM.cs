@@ -89,7 +89,8 @@ public sealed class Qwen3MLP : nn.Module<Tensor, Tensor>
 /// Generate call): oneMKL's x·Wᵀ from a contiguous Wᵀ took 15-50% less time at decoding's 64 rows than F.linear's
 /// x·Wᵀ from W, and gave the same bits from 12 rows up at every shape tried on the AVX-512 machine (below that,
 /// oneMKL's small-row kernels sum in another order): so only inputs of at least <see cref="FromRows"/> rows use
-/// them (tests: FrozenProjectionsTests).</summary>
+/// them (tests: FrozenProjectionsTests, which would fail on a CPU or BLAS where the bits differ; untested elsewhere).
+/// Not thread-safe: one model, one thread at a time, as everywhere in the workbook.</summary>
 internal sealed class FrozenProjections
 {
     public const long FromRows = 16;
@@ -99,10 +100,15 @@ internal sealed class FrozenProjections
 
     public void Freeze(params Linear[] ps)
     {
-        if (depth++ > 0)
+        if (depth > 0)
+        {
+            depth++;
             return;
+        }
         using var scope = NewDisposeScope(); // the views die here, not in a finalizer (see HeldScalars)
-        wT = ps.Select(p => (Tensor?)p.weight!.detach().t().contiguous().DetachFromDisposeScope()).ToArray();
+        var copies = ps.Select(p => p.weight!.detach().t().contiguous()).ToArray(); // a failure leaves none
+        wT = copies.Select(t => (Tensor?)t.DetachFromDisposeScope()).ToArray();
+        depth = 1;
     }
 
     public void Thaw()
@@ -347,21 +353,30 @@ public sealed class Qwen3ForCausalLM : nn.Module
     {
         if (!FreezesProjections)
             return new Restore(() => { });
-        using (no_grad())
-            foreach (var layer in model.layers.Cast<Qwen3DecoderLayer>())
-            {
-                var a = layer.self_attn;
-                a.Frozen.Freeze(a.q_proj, a.k_proj, a.v_proj, a.o_proj);
-                layer.mlp.Frozen.Freeze(layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj);
-            }
-        return new Restore(() =>
+        var frozen = new List<FrozenProjections>();
+        void ThawAll()
         {
-            foreach (var layer in model.layers.Cast<Qwen3DecoderLayer>())
-            {
-                layer.self_attn.Frozen.Thaw();
-                layer.mlp.Frozen.Thaw();
-            }
-        });
+            foreach (var f in frozen)
+                f.Thaw();
+        }
+        try
+        {
+            using (no_grad())
+                foreach (var layer in model.layers.Cast<Qwen3DecoderLayer>())
+                {
+                    var a = layer.self_attn;
+                    a.Frozen.Freeze(a.q_proj, a.k_proj, a.v_proj, a.o_proj);
+                    frozen.Add(a.Frozen);
+                    layer.mlp.Frozen.Freeze(layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj);
+                    frozen.Add(layer.mlp.Frozen);
+                }
+        }
+        catch
+        {
+            ThawAll(); // a failure part way (out of memory) leaves no layer with copies the next training step outdates
+            throw;
+        }
+        return new Restore(ThawAll);
     }
 
     /// <summary>Head size (vocabulary × hidden) from which a decoding step computes its logits as W·hᵀ (see
@@ -559,7 +574,16 @@ public sealed class Qwen3ForCausalLM : nn.Module
 
     sealed class Restore(Action undo) : IDisposable
     {
-        public void Dispose() => undo();
+        bool done;
+
+        public void Dispose()
+        {
+            if (!done)
+            {
+                done = true;
+                undo();
+            }
+        }
     }
 
     bool LookupIntoGrad() =>
