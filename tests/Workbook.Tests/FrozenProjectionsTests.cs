@@ -11,26 +11,18 @@ namespace Workbook.Tests;
 
 public class FrozenProjectionsTests
 {
-    static Qwen3Config MainJob =>
-        Qwen3Config.Tiny(260) with
-        {
-            HiddenSize = 96,
-            IntermediateSize = 256,
-            NumHiddenLayers = 3,
-            NumAttentionHeads = 4,
-            NumKeyValueHeads = 2,
-            HeadDim = 24,
-        };
+    /// <summary>The main job's model (its config's defaults), with the task vocabulary's 260 tokens.</summary>
+    static Qwen3Config MainJob => new Workbook.Experiments.ExperimentConfig().ModelConfig(260);
 
     static Qwen3Config Other =>
-        Qwen3Config.Tiny(300) with
+        MainJob with
         {
             HiddenSize = 64,
             IntermediateSize = 160,
             NumHiddenLayers = 2,
-            NumAttentionHeads = 4,
             NumKeyValueHeads = 1,
             HeadDim = 16,
+            VocabSize = 300,
         };
 
     static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
