@@ -28,11 +28,81 @@ public static class TestData
         return d?.FullName ?? throw new InvalidOperationException("Workbook.sln not found above the test binaries");
     }
 
+    /// <summary>A fresh directory under this process's root, workbook-tests/&lt;pid&gt;-&lt;guid&gt;. Why the care:
+    /// directories left by every run once filled the disk that CI shares (41 GB).</summary>
     public static string TempDir()
     {
-        var p = Path.Combine(Path.GetTempPath(), "workbook-tests", Guid.NewGuid().ToString("N"));
+        var p = Path.Combine(TempRoot.Value, Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(p);
         return p;
+    }
+
+    static readonly Lazy<string> TempRoot = new(MakeTempRoot);
+
+    /// <summary>At exit the root is only renamed to done-&lt;guid&gt;: the test host is killed ~100 ms after its run
+    /// ends, too soon to delete a run's files, so the next test process deletes it.</summary>
+    static string MakeTempRoot()
+    {
+        var parent = Path.Combine(Path.GetTempPath(), "workbook-tests");
+        Directory.CreateDirectory(parent);
+        SweepStaleRoots(parent);
+        var root = Path.Combine(parent, $"{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(root);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try
+            {
+                Directory.Move(root, Path.Combine(parent, $"done-{Guid.NewGuid():N}"));
+            }
+            catch (IOException) { }
+        };
+        return root;
+    }
+
+    /// <summary>Deletes finished roots, and what a killed or crashed test process left: roots (and older bare-guid
+    /// folders) whose process is gone, untouched for two hours (the age guards a live process in another PID
+    /// namespace that shares /tmp).</summary>
+    static void SweepStaleRoots(string parent)
+    {
+        var cutoff = DateTime.UtcNow.AddHours(-2);
+        foreach (var d in Directory.EnumerateDirectories(parent))
+        {
+            var name = Path.GetFileName(d);
+            var dash = name.IndexOf('-');
+            var alive = dash > 0 && int.TryParse(name[..dash], out var pid) && IsAlive(pid);
+            if (
+                name.StartsWith("done-", StringComparison.Ordinal)
+                || !alive && Directory.GetLastWriteTimeUtc(d) < cutoff
+            )
+                TryDelete(d);
+        }
+    }
+
+    static bool IsAlive(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    static void TryDelete(string dir)
+    {
+        try
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
     /// <summary>NumPy .npy v1/v2 reader for little-endian f4/i4 C-order arrays.</summary>

@@ -335,8 +335,15 @@ public static class Benchmarks
                 update.Add(m["timing/update"]);
             }
         };
-        tr.Train();
-        Directory.Delete(dir, true);
+        try
+        {
+            tr.Train();
+        }
+        finally
+        {
+            if (Directory.Exists(dir))
+                Directory.Delete(dir, true);
+        }
         return new()
         {
             ["grpo_rollout_seconds_median"] = Median(rollout),
