@@ -75,4 +75,28 @@ public class BenchCliTests
         Assert.Equal(10.0, json2["machine_peak_gflops"]!.GetValue<double>());
         Assert.Equal("--machine-peak", json2["machine_peak_source"]!.GetValue<string>());
     }
+
+    // sampling against greedy comes from alternating pairs on the same prompts: one ratio per pair, the median of
+    // them between their extremes, and the token rates from the same runs
+    [Fact]
+    public void Sample_over_greedy_reports_one_ratio_per_alternating_pair()
+    {
+        using var model = new Workbook.Model.Qwen3ForCausalLM(
+            Workbook.Model.Qwen3Config.Preset("tiny"),
+            TorchSharp.torch.ScalarType.Float32,
+            TorchSharp.torch.CPU,
+            seed: 1
+        );
+        model.eval();
+        var r = Workbook.Bench.Benchmarks.SampleOverGreedy(model, batch: 2, pairs: 3, promptLen: 4, newTokens: 3);
+        var pairs = (double[])r["sample_over_greedy_pairs"];
+        Assert.Equal(3, pairs.Length);
+        Assert.All(pairs, x => Assert.True(x > 0 && double.IsFinite(x)));
+        var median = (double)r["sample_over_greedy"];
+        Assert.Equal(pairs.Order().ElementAt(1), median);
+        Assert.Equal(pairs.Min(), (double)r["sample_over_greedy_min"]);
+        Assert.Equal(pairs.Max(), (double)r["sample_over_greedy_max"]);
+        Assert.True((double)r["generate_tokens_per_second_batch2"] > 0);
+        Assert.True((double)r["sample_tokens_per_second_batch2"] > 0);
+    }
 }
