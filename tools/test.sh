@@ -10,4 +10,6 @@ dotnet test Workbook.sln -c Release --no-build "$@" 2>&1 | tee "$log"; rc=${PIPE
 grep -E '^(Passed|Failed)!' "$log" | sed -E 's/.*Failed: *([0-9]+), Passed: *([0-9]+), Skipped: *([0-9]+).*/\1 \2 \3/' \
   | awk '{f+=$1;p+=$2;s+=$3} END {printf "%d passed, %d failed, %d skipped\n", p, f, s}'
 rm -f "$log"
+# the test host renamed its temporary root to done-* at exit (too little time to delete it there): delete it now
+rm -rf "${TMPDIR:-/tmp}/workbook-tests/"done-*
 exit $rc

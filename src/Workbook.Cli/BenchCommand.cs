@@ -47,7 +47,10 @@ public sealed class BenchCommand : Command<BenchCommand.Settings>
         public int? Warmup { get; init; }
 
         [CommandOption("--repeats <N>")]
-        [Description("generate, all: timed generation runs per batch size, the median reported (default 3)")]
+        [Description(
+            "generate, all: timed generation runs per batch size, the median reported (default 3); sampled against "
+                + "greedy: this many alternating pairs, rounded up to an even number of at least 6"
+        )]
         public int? Repeats { get; init; }
 
         [CommandOption("--gen-batch <N>")]
