@@ -219,26 +219,32 @@ public static class Benchmarks
     )
     {
         var rng = new Random(11);
-        int vocab = Math.Min(model.Config.VocabSize, 151643);
-        // no EOS: every sequence runs the full newTokens
-        var opt = GenerationOptions.Sampling(newTokens, temperature: 1.0, topP: 1.0, topK: 0, eosTokenIds: []) with
-        {
-            Greedy = greedy,
-            Seed = 3,
-        };
+        var opt = PeerGeneration(newTokens) with { Greedy = greedy, Seed = 3 };
         var times = new List<double>();
         for (int r = 0; r < runs + 1; r++) // the first run warms up
         {
-            var prompts = Enumerable
-                .Range(0, batch)
-                .Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(vocab)).ToArray())
-                .ToList();
+            var prompts = RandomPrompts(rng, model, batch, promptLen);
             var sw = Stopwatch.StartNew();
             Generation.Generate(model, prompts, opt with { Seed = r });
             if (r > 0)
                 times.Add(sw.Elapsed.TotalSeconds);
         }
         return batch * newTokens / Median(times);
+    }
+
+    /// <summary>The peers' generation: temperature 1, top-p 1, no top-k and no EOS, so every sequence runs the full
+    /// newTokens.</summary>
+    static GenerationOptions PeerGeneration(int newTokens) =>
+        GenerationOptions.Sampling(newTokens, temperature: 1.0, topP: 1.0, topK: 0, eosTokenIds: []);
+
+    /// <summary>batch random prompts of promptLen ids below the first special token.</summary>
+    static List<int[]> RandomPrompts(Random rng, Qwen3ForCausalLM model, int batch, int promptLen)
+    {
+        int vocab = Math.Min(model.Config.VocabSize, 151643);
+        return Enumerable
+            .Range(0, batch)
+            .Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(vocab)).ToArray())
+            .ToList();
     }
 
     /// <summary>Sampling's cost against greedy decoding at one batch, from alternating pairs: each pair decodes the
@@ -254,19 +260,14 @@ public static class Benchmarks
     )
     {
         var rng = new Random(13);
-        int vocab = Math.Min(model.Config.VocabSize, 151643);
-        var opt = GenerationOptions.Sampling(newTokens, temperature: 1.0, topP: 1.0, topK: 0, eosTokenIds: []);
+        var opt = PeerGeneration(newTokens);
         double Time(List<int[]> prompts, bool greedy, int seed)
         {
             var sw = Stopwatch.StartNew();
             Generation.Generate(model, prompts, opt with { Greedy = greedy, Seed = seed });
             return sw.Elapsed.TotalSeconds;
         }
-        List<int[]> Prompts() =>
-            Enumerable
-                .Range(0, batch)
-                .Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(vocab)).ToArray())
-                .ToList();
+        List<int[]> Prompts() => RandomPrompts(rng, model, batch, promptLen);
         var warm = Prompts();
         Time(warm, true, 0);
         Time(warm, false, 0);
