@@ -69,29 +69,12 @@ public static class TestData
         {
             var name = Path.GetFileName(d);
             var dash = name.IndexOf('-');
-            var alive = dash > 0 && int.TryParse(name[..dash], out var pid) && IsAlive(pid);
+            var alive = dash > 0 && int.TryParse(name[..dash], out var pid) && WorkFolders.ProcessAlive(pid);
             if (
                 name.StartsWith("done-", StringComparison.Ordinal)
                 || !alive && Directory.GetLastWriteTimeUtc(d) < cutoff
             )
                 TryDelete(d);
-        }
-    }
-
-    static bool IsAlive(int pid)
-    {
-        try
-        {
-            using var p = System.Diagnostics.Process.GetProcessById(pid);
-            return !p.HasExited;
-        }
-        catch (ArgumentException)
-        {
-            return false;
-        }
-        catch (InvalidOperationException)
-        {
-            return false;
         }
     }
 

@@ -299,7 +299,11 @@ public static class Benchmarks
 
     /// <summary>Pairs for <see cref="SampleOverGreedy"/>: at least 6 and even, so each order comes first equally
     /// often.</summary>
-    public static int Pairs(int runs) => Math.Max(runs, 5) + Math.Max(runs, 5) % 2;
+    public static int Pairs(int runs)
+    {
+        int n = Math.Max(runs, 6);
+        return n + n % 2;
+    }
 
     /// <param name="onlyBatch">measure greedy at this batch only (and sampling there), skipping the KV latency</param>
     public static Dictionary<string, object> Generate(
