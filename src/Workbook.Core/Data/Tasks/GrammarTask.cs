@@ -103,8 +103,9 @@ public static class GrammarTask
                 + $"Expert responses: {(o.Rationales ? "a one-line rationale, then " : "")}the label; "
                 + $"{o.LooseFormatFraction:P0} state it in natural words, the rest end with the strict line "
                 + "'Answer: acceptable|unacceptable'. RL reward: strict final line, correct label. The strict reward "
-                + "prefers one of the forms the expert data mixes and ignores the rationale's wording: that is why RL "
-                + "raises the SFT loss and why SFT after RL lowers the strict reward."
+                + "prefers one of the forms the expert data mixes and ignores the rationale's wording: the design "
+                + "expects RL to raise the SFT loss and SFT after RL to lower the strict reward through that "
+                + "preference; the results below test whether they do (prediction, controls, where the rise sits)."
         )
         {
             ExtraVocabularyText = forms,
