@@ -136,4 +136,52 @@ public class AdamWTests
         }
         Assert.False(whole[0].allclose(Make()[0], rtol: 0, atol: 0), "the parameters did not move");
     }
+
+    /// <summary>Kept gradients (<see cref="AdamW.KeepGradsFrom"/>, large models' default for big parameters): the
+    /// matrix (140 bytes in float32, 70 in bf16) keeps its gradient tensor, zeroed by ZeroGrad, and backward adds into
+    /// it in place (after two accumulated backwards it is still the same tensor); the vector's is dropped. The
+    /// parameters come out bit for bit as with every gradient dropped, over steps of two micro-batches each.</summary>
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void Kept_gradients_accumulate_in_place_and_train_bit_identically(ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        Parameter[] Make() => [new(TestData.Randn([7, 5], 5).to(dtype)), new(TestData.Randn([5], 6).to(dtype))];
+        var (dropped, keeping) = (Make(), Make());
+        using var a = new AdamW([("a", dropped[0]), ("b", dropped[1])], weightDecay: 0.1);
+        using var b = new AdamW([("a", keeping[0]), ("b", keeping[1])], weightDecay: 0.1) { KeepGradsFrom = 64 };
+        Assert.Null(a.KeepGradsFrom); // a small model's default
+        var xs = new[] { TestData.Randn([4, 7], 9).to(dtype), TestData.Randn([3, 7], 10).to(dtype) };
+        Tensor? first = null;
+        for (int step = 0; step < 3; step++)
+        {
+            a.ZeroGrad();
+            b.ZeroGrad();
+            Assert.Null(dropped[0].grad);
+            Assert.Null(keeping[1].grad);
+            var slot = keeping[0].grad!; // the kept tensor itself: an out-of-place sum would leave it at 0
+            Assert.Equal(0, slot.count_nonzero().item<long>());
+            first ??= slot;
+            foreach (var x in xs)
+            {
+                Loss(dropped[0], dropped[1], x).backward();
+                Loss(keeping[0], keeping[1], x).backward();
+            }
+            Assert.True(
+                first.allclose(dropped[0].grad!, rtol: 0, atol: 0)
+                    && keeping[0].grad!.allclose(dropped[0].grad!, rtol: 0, atol: 0),
+                $"the matrix's gradient was not added into its kept tensor, or differs (step {step + 1})"
+            );
+            Assert.Equal(a.ClipGradNorm(0.5), b.ClipGradNorm(0.5));
+            a.StepWith(0.05);
+            b.StepWith(0.05);
+            for (int i = 0; i < 2; i++)
+                Assert.True(
+                    dropped[i].allclose(keeping[i], rtol: 0, atol: 0),
+                    $"parameter {i} differs at step {step + 1}"
+                );
+        }
+        Assert.False(dropped[0].allclose(Make()[0], rtol: 0, atol: 0), "the parameters did not move");
+    }
 }

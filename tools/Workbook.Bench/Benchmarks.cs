@@ -142,6 +142,7 @@ public static class Benchmarks
         var split = new List<(double fwd, double bwd, double opt)>();
         double Step()
         {
+            Memory.AfterTrainingStep(model.ParameterCount()); // after the previous step, as the trainers do; not timed
             using var scope = NewDisposeScope();
             var sw = Stopwatch.StartNew();
             var ids = randint(0, cfg.VocabSize, [batch, seqLen + 1], generator: gen);

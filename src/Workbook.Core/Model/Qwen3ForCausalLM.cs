@@ -454,8 +454,13 @@ public sealed class Qwen3ForCausalLM : nn.Module
         return logits.t().contiguous().MoveToOuterDisposeScope();
     }
 
-    /// <summary>lm_head on final hidden states [.., hidden] (as <see cref="HiddenStates"/> returns them).</summary>
-    public Tensor Logits(Tensor h) => F.linear(h, LmHeadWeight);
+    /// <summary>lm_head on final hidden states [.., hidden] (as <see cref="HiddenStates"/> returns them). Inside
+    /// <see cref="ForBackward"/> a big tied head adds its weight gradient into .grad in place (<see cref="TiedHead"/>).
+    /// </summary>
+    public Tensor Logits(Tensor h) =>
+        lm_head is null && LookupIntoGrad()
+            ? TiedHead.apply(embedWeight ??= new(model.embed_tokens), h, Anchor)
+            : F.linear(h, LmHeadWeight);
 
     /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.
     /// <paramref name="segmentIds"/> [B, T] (packed rows, no cache): a token only attends to earlier tokens of its own
@@ -523,7 +528,7 @@ public sealed class Qwen3ForCausalLM : nn.Module
         GC.KeepAlive(blocked);
 
         var h = LookupIntoGrad()
-            ? TiedEmbeddingLookup.apply(embedWeight ??= new(model.embed_tokens), inputIds.to(dev), Anchor)
+            ? EmbeddingLookupIntoGrad.apply(embedWeight ??= new(model.embed_tokens), inputIds.to(dev), Anchor)
             : model.embed_tokens.forward(inputIds.to(dev));
         for (int i = 0; i < model.layers.Count; i++)
             h = model.layers[i].forward(h, cos, sinSigned, mask, cache, i);
@@ -532,25 +537,25 @@ public sealed class Qwen3ForCausalLM : nn.Module
     }
 
     bool forBackward;
-    TiedEmbeddingLookup.Weight? embedWeight;
+    EmbeddingLookupIntoGrad.Weight? embedWeight;
     Tensor? anchor; // null when RegisterComponents runs, so not registered as a buffer
 
     Tensor Anchor => anchor ??= zeros(1, device: Device).requires_grad_(true).DetachFromDisposeScope();
 
-    /// <summary>Tied heads of at least this many elements (vocabulary × hidden) get the in-place lookup gradient of
-    /// <see cref="ForBackward"/>. Settable for tests.</summary>
+    /// <summary>Embeddings of at least this many elements (vocabulary × hidden) get the in-place lookup gradient of
+    /// <see cref="ForBackward"/>, and the head's too when it is tied. Settable for tests.</summary>
     public long LookupIntoGradFrom { get; set; } = BigHead;
 
     /// <summary>
     /// Marks the forwards made until the returned scope is disposed as ones whose loss goes to loss.backward(), so
-    /// that a big tied head's embedding lookup adds its gradient into the weight's .grad in place instead of making a
-    /// dense vocabulary-sized one (<see cref="TiedEmbeddingLookup"/>; 622 MB at 0.6B scale). Never around a forward
-    /// differentiated by autograd.grad, which would miss the lookup's term. The gradients agree with the plain
-    /// lookup's to rounding (tested); smaller and untied heads are unaffected.
+    /// that a big embedding's lookup (and its head, when tied) add their gradients into the weight's .grad in place
+    /// instead of making dense vocabulary-sized ones (<see cref="EmbeddingLookupIntoGrad"/>, <see cref="TiedHead"/>;
+    /// 622 MB each at 0.6B scale). Never around a forward differentiated by autograd.grad, which would see no path to
+    /// the embedding. The gradients agree with the plain ones to rounding (tested); small models are unaffected.
     /// </summary>
-    /// <remarks>A failure inside the lookup's backward (out of memory, say) cannot cross libtorch's engine without
-    /// ending the process: it leaves the weight's gradient without the lookup's term and is thrown when the scope
-    /// closes, so close it before the optimizer step.</remarks>
+    /// <remarks>A failure inside these backwards (out of memory, say) cannot cross libtorch's engine without ending
+    /// the process: it leaves the gradients incomplete and is thrown when the scope closes, so close it before the
+    /// optimizer step.</remarks>
     public IDisposable ForBackward()
     {
         var before = forBackward;
@@ -561,12 +566,13 @@ public sealed class Qwen3ForCausalLM : nn.Module
             if (embedWeight is { Error: { } e })
             {
                 embedWeight.Error = null;
-                throw new WorkbookException($"the tied embedding lookup's backward failed: {e.Message}", e);
+                throw new WorkbookException($"the tied embedding's in-place backward failed: {e.Message}", e);
             }
         });
     }
 
-    /// <summary>Called at the start of the in-place lookup's backward; tests use it to inject a failure.</summary>
+    /// <summary>Called at the start of the in-place lookup's and head's backwards; tests use it to inject a failure.
+    /// </summary>
     public Action? BeforeLookupBackward
     {
         set => (embedWeight ??= new(model.embed_tokens)).BeforeBackward = value;
@@ -588,7 +594,6 @@ public sealed class Qwen3ForCausalLM : nn.Module
 
     bool LookupIntoGrad() =>
         forBackward
-        && lm_head is null
         && (long)Config.VocabSize * Config.HiddenSize >= LookupIntoGradFrom
         && is_grad_enabled()
         && model.embed_tokens.weight!.requires_grad;

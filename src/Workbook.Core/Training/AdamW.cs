@@ -43,6 +43,8 @@ public sealed class AdamW : IDisposable
         WeightDecay = weightDecay;
         // by size alone, so that a model's numbers do not depend on the allocator setting
         largeModel = ps.Sum(p => p.numel()) >= Memory.LargeModel;
+        KeepGradsFrom = largeModel ? Memory.LargeModelMmapThreshold : null;
+        kept = new Tensor?[ps.Length];
         using var _ = no_grad();
         m = ps.Select(p => zeros(p.shape, dtype: ScalarType.Float32, device: p.device).DetachFromDisposeScope())
             .ToArray();
@@ -66,15 +68,40 @@ public sealed class AdamW : IDisposable
             .ToArray();
     }
 
-    /// <summary>Drops the gradients (torch's zero_grad(set_to_none=True), its default since 2.0). Zeroed gradients
-    /// would make each backward hold a parameter's new gradient beside the old one until it is added: at 0.6B scale
-    /// the tied embedding's two (lookup and head), 1.2 GB above the steady state. A parameter without a gradient is
-    /// skipped by the step, as in torch; every trainer's loss reaches every parameter.</summary>
+    /// <summary>Drops the gradients (torch's zero_grad(set_to_none=True), its default since 2.0), but zeroes those of
+    /// parameters from <see cref="KeepGradsFrom"/> bytes (set_to_none=False), which keep one gradient tensor for the
+    /// optimizer's life. A parameter without a gradient is skipped by the step, as in torch, and a zeroed one is
+    /// stepped (its moments decay); every trainer's loss reaches every parameter, so the two agree.</summary>
     public void ZeroGrad()
     {
-        foreach (var p in ps)
-            p.grad = null;
+        using var _ = no_grad();
+        for (int i = 0; i < ps.Length; i++)
+            if (KeepGradsFrom is { } from && ps[i].numel() * ps[i].ElementSize >= from)
+            {
+                // set_grad takes its own reference; the kept tensor is disposed with the optimizer
+                kept[i] ??= zeros(ps[i].shape, dtype: ps[i].dtype, device: ps[i].device).DetachFromDisposeScope();
+                kept[i]!.zero_();
+                ps[i].grad = kept[i];
+            }
+            else
+                ps[i].grad = null;
     }
+
+    /// <summary>Parameters of at least this many bytes keep their gradient tensor from step to step, zeroed by
+    /// <see cref="ZeroGrad"/>, and backward adds into it in place; null: every gradient is dropped. Why: a big
+    /// parameter's gradient made afresh by every backward is a request that glibc may serve from the heap. At 0.6B
+    /// scale the tied embedding's (622 MB) was sometimes carved from the free chunk that the previous step's layer
+    /// gradients had left; the layer gradients then grew the heap, and once the embedding's gradient was mapped again
+    /// the heap's free pages stayed resident beside it: the step's peak rose by 0.58 GiB in about 1 run in 5 (README,
+    /// Platform notes). A tied embedding is written in place by both its uses inside Qwen3ForCausalLM.ForBackward
+    /// (Model/TiedHead.cs, Model/EmbeddingLookupIntoGrad.cs), so no transient of its size remains; an untied big head
+    /// goes through autograd, whose gradient is added into the kept one and freed at once. Default: the large-model
+    /// allocator's mapping threshold (16 MiB, <see cref="Memory.LargeModelMmapThreshold"/>) for models of 100M
+    /// parameters or more (<see cref="Memory.LargeModel"/>), null below that (the main job's: unchanged). The same
+    /// gradients either way (0 + g = g; tested).</summary>
+    public long? KeepGradsFrom { get; init; }
+
+    readonly Tensor?[] kept;
 
     /// <summary>Takes the gradients off the parameters (they are left without one), to be put back later by
     /// <see cref="PutGrads"/>: two optimizers over one model step on gradients computed at the same weights.</summary>
@@ -274,6 +301,8 @@ public sealed class AdamW : IDisposable
     {
         foreach (var t in m.Concat(v))
             t.Dispose();
+        foreach (var t in kept)
+            t?.Dispose();
         if (ownsMaster)
             foreach (var t in master)
                 t?.Dispose();

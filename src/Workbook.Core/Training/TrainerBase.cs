@@ -129,8 +129,11 @@ public abstract class TrainerBase<TOptions> : ITrainer
                 (lastGrad, startGrad) = (r.LastGrad, r.StartGrad);
             }
             else
+            {
                 using (NewDisposeScope())
                     metrics = TrainStep(step, lr);
+                Memory.AfterTrainingStep(Model.ParameterCount());
+            }
             RecordInto?.Add(
                 step + 1,
                 new StageRecording.StepRecord(metrics, Order.Epoch, Order.Cursor, State.NumTokens, lastGrad)

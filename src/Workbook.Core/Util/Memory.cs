@@ -14,7 +14,11 @@
 //     16.8 GiB with 4 MiB, likely because its rollouts and variable-length updates leave freed blocks that later
 //     requests do not fit (not measured), but with about 1.7-2x the update's time (52 against 26-31 s).
 //     Keeping every block (as in item 1) gave 20.6 GiB; mapping everything above 128 KiB (the setting until
-//     2026-12-04) 15.8 GiB at about twice the time.
+//     2026-12-04) 15.8 GiB at about twice the time. They also grow the heap 16 MiB at a time and return a free top of
+//     more than 64 MiB: glibc serves a request from the heap's free top whenever it fits there, mapping threshold or
+//     not, so a 1 GiB top let every step carve its 74 MB logits from fresh pages of it (RSS rose by that much a step
+//     until the top was used up). Together with the kept gradient of the 0.6B embedding (Training/AdamW.cs,
+//     KeepGradsFrom) this made the 0.6B step's peak unimodal (README, Platform notes).
 //  3. Large models also ask libtorch for transparent huge pages (its THP_MEM_ALLOC_ENABLE: buffers of 2 MiB and more
 //     get madvise(MADV_HUGEPAGE)), so a fresh gradient faults in 2 MiB at a time instead of 4 KiB: under the 128 KiB
 //     setting the same step took 24.1-28.2 s without them, against 13.1-14.0 s with them, at the same peak.
@@ -47,6 +51,13 @@ public static class Memory
     /// <summary>Blocks of this size and more are mapped (and returned on free) under the large-model setting.
     /// </summary>
     public const int LargeModelMmapThreshold = 16 << 20;
+
+    /// <summary>The heap's growth step under the large-model setting (item 2 above).</summary>
+    public const int LargeModelTopPad = 16 << 20;
+
+    /// <summary>The free heap top above which glibc returns it to the OS under the large-model setting (item 2).
+    /// </summary>
+    public const int LargeModelTrimThreshold = 64 << 20;
 
     const string LargeModelState = "large-model";
 
@@ -176,14 +187,32 @@ public static class Memory
             return;
         try
         {
-            // blocks of 16 MiB and more (the tied embedding's gradient, logits) are mapped and returned; smaller ones,
-            // a 0.6B model's layer gradients and AdamW's slices included, stay in the heap as for small models (the
-            // heap's top is still not trimmed)
+            // blocks of 16 MiB and more (logits) are mapped and returned; smaller ones, a 0.6B model's layer
+            // gradients and AdamW's slices included, stay in the heap as for small models, whose top is kept small
+            // so that a big request is not carved from it (see above)
             mallopt(M_MMAP_MAX, 65536);
             mallopt(M_MMAP_THRESHOLD, LargeModelMmapThreshold);
+            mallopt(M_TOP_PAD, LargeModelTopPad);
+            mallopt(M_TRIM_THRESHOLD, LargeModelTrimThreshold);
             State = LargeModelState;
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
+    }
+
+    /// <summary>Called after every training step (the trainers' loop, the training benchmark): for a model of 100M
+    /// parameters or more, a gen-0 garbage collection that runs its finalizers. Why: some of TorchSharp's native
+    /// objects of a step (its custom autograd functions' nodes, measured by type, not by size) are released only by
+    /// their finalizers, and left until a collection happens to run they are small blocks spread through glibc's
+    /// heap that keep freed neighbours from joining. Under a gen-0 budget of 512 MiB (no collection in the whole
+    /// run) the 0.6B step's peak crept from 10.02 to 10.31 GiB over 11 steps; with this collection it stayed at
+    /// 10.02. A step there takes seconds, the collection milliseconds; small models skip it (their steps are short
+    /// and their heaps small). Not tied to the allocator setting: it runs with WORKBOOK_MALLOC_TUNE=0 too.</summary>
+    public static void AfterTrainingStep(long parameters)
+    {
+        if (parameters < LargeModel)
+            return;
+        GC.Collect(0, GCCollectionMode.Forced, blocking: true);
+        GC.WaitForPendingFinalizers();
     }
 
     /// <summary>Called by the trainers that generate rollouts (GRPO, joint) with their model's size: under the

@@ -1,23 +1,22 @@
-// The input embedding's lookup for a model whose head is tied to it, built so that its backward adds the looked-up
-// rows' gradients into the weight's .grad in place. Why: autograd gives a leaf used twice one gradient per use and
-// sums them, so the lookup's backward makes a dense vocabulary × hidden zeros-plus-rows gradient beside the head's
-// (at 0.6B scale 622 MB, one of the two transients of that size that set a training step's peak). Here:
-//  1. forward indexes the weight detached; the node's only differentiable input is a one-element anchor leaf, so the
-//     head's gradient reaches the weight's AccumulateGrad alone and is stored as .grad as soon as it is computed;
-//  2. backward index_adds the rows into that .grad and returns no gradient for its inputs. With one forward the
-//     lookup's backward runs last, after every layer's and the head's (so after the head's AccumulateGrad). A loss
-//     made of two forwards (GRPO with its SFT term), or a forward with two lookups (the shared-prompt forward's
-//     prompt and completion passes, Model/SharedPrefix.cs), can run a lookup's backward before a head's gradient
-//     arrives: then .grad starts as zeros and AccumulateGrad adds the heads' gradient to it, still right.
-// So it is only right for loss.backward(): autograd.grad would see no lookup term and .grad would change. The model
-// builds it only inside Qwen3ForCausalLM.ForBackward() and only for big tied heads.
+// The input embedding's lookup for a big embedding, built so that its backward adds the looked-up rows' gradients
+// into the weight's .grad in place. Why: the plain lookup's backward makes a dense vocabulary × hidden zeros-plus-rows
+// gradient (622 MB at 0.6B scale): beside the head's when the head is tied (autograd gives a leaf used twice one
+// gradient per use and sums them), and beside a kept .grad (Training/AdamW.cs, KeepGradsFrom) in any case. Here:
+//  1. forward indexes the weight detached; the node's only differentiable input is a one-element anchor leaf;
+//  2. backward index_adds the rows into .grad and returns no gradient for its inputs; where there is no .grad yet (a
+//     dropped gradient, or a lookup's backward that runs before any head's, as in a loss made of two forwards), it
+//     starts from zeros.
+// It is built only inside Qwen3ForCausalLM.ForBackward() and only for big embeddings; a tied head's own gradient is
+// added in place too (Model/TiedHead.cs), so the weight has no autograd use left and its .grad is written in place
+// whatever the order of the backwards. So it is only right for loss.backward(): autograd.grad would see no path to
+// the weight.
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Workbook.Model;
 
-sealed class TiedEmbeddingLookup : autograd.SingleTensorFunction<TiedEmbeddingLookup>
+sealed class EmbeddingLookupIntoGrad : autograd.SingleTensorFunction<EmbeddingLookupIntoGrad>
 {
     /// <summary>The embedding module, read again in backward: a weight wrapper taken in forward belongs to the
     /// forward's dispose scope.</summary>
@@ -29,11 +28,12 @@ sealed class TiedEmbeddingLookup : autograd.SingleTensorFunction<TiedEmbeddingLo
         /// backward ends the process, so it is kept here and rethrown when the ForBackward scope closes.</summary>
         public Exception? Error;
 
-        /// <summary>Called at the start of each backward (tests inject a failure here).</summary>
+        /// <summary>Called at the start of each backward, the head's (<see cref="TiedHead"/>) too (tests inject a
+        /// failure here).</summary>
         public Action? BeforeBackward;
     }
 
-    public override string Name => nameof(TiedEmbeddingLookup);
+    public override string Name => nameof(EmbeddingLookupIntoGrad);
 
     /// <summary>vars: the <see cref="Weight"/>, the ids [B, T] and the anchor leaf.</summary>
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)

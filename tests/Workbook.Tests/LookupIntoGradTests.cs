@@ -1,12 +1,13 @@
-// Model/TiedEmbeddingLookup.cs: inside Qwen3ForCausalLM.ForBackward(), a tied head's embedding lookup adds its
-// gradient into the weight's .grad in place. Checked against the plain lookup's gradients in float64.
+// Model/EmbeddingLookupIntoGrad.cs and Model/TiedHead.cs: inside Qwen3ForCausalLM.ForBackward(), a big embedding's
+// lookup (and a tied head) add their gradients into the weight's .grad in place. Checked against the plain gradients
+// in float64.
 
 using Workbook.Model;
 using static TorchSharp.torch;
 
 namespace Workbook.Tests;
 
-public class TiedLookupTests
+public class LookupIntoGradTests
 {
     static readonly long[] Ids = [5, 9, 5, 2, 41, 9, 9, 3]; // repeats: rows that receive several gradients
 
@@ -89,36 +90,62 @@ public class TiedLookupTests
         AssertClose(plain, inPlace);
     }
 
-    /// <summary>The in-place lookup is really built (so the test above compares two paths): autograd.grad, which it
-    /// does not serve, then sees only the head's term of the tied weight's gradient.</summary>
-    [Fact]
-    public void In_place_lookup_is_used_only_inside_ForBackward_and_only_from_the_threshold()
+    /// <summary>The in-place lookup and head are really built (so the tests above compare two paths): inside
+    /// ForBackward autograd.grad, which they do not serve, sees no path to the embedding at all.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void In_place_paths_are_used_only_inside_ForBackward_and_only_from_the_threshold(bool tied)
     {
         using var scope = NewDisposeScope();
-        using var m = Model();
+        using var m = Model(tied);
         var w = m.model.embed_tokens.weight!;
-        Tensor GradOfW(bool mode)
+        Tensor? GradOfW(bool mode)
         {
             using var _ = mode ? m.ForBackward() : null;
-            return autograd.grad([Loss(m, 0)], [w])[0];
+            return autograd.grad([Loss(m, 0)], [w], allow_unused: true)[0];
         }
-        var full = GradOfW(false);
-        Assert.True(GradOfW(true).allclose(full, rtol: 0, atol: 0), "below the threshold the lookup must stay plain");
+        var full = GradOfW(false)!;
+        Assert.True(GradOfW(true)!.allclose(full, rtol: 0, atol: 0), "below the threshold the paths must stay plain");
         m.LookupIntoGradFrom = 0;
-        Assert.False(GradOfW(true).allclose(full), "inside ForBackward the lookup term should be missing");
-        Assert.True(GradOfW(false).allclose(full, rtol: 0, atol: 0), "outside ForBackward the lookup must stay plain");
+        var inside = GradOfW(true);
+        Assert.True(inside is null || inside.IsInvalid, "inside ForBackward autograd should see no path to w");
+        Assert.True(GradOfW(false)!.allclose(full, rtol: 0, atol: 0), "outside ForBackward the paths must stay plain");
     }
 
+    /// <summary>An untied model: the lookup adds in place, the head stays autograd's; the gradients agree.</summary>
     [Fact]
-    public void An_untied_model_keeps_the_plain_lookup()
+    public void An_untied_models_in_place_lookup_agrees_with_the_plain_one()
     {
         using var scope = NewDisposeScope();
         using var m = Model(tied: false);
         m.LookupIntoGradFrom = 0;
+        AssertClose(Grads(m, intoGrad: false), Grads(m, intoGrad: true));
+    }
+
+    /// <summary>A kept gradient (AdamW.KeepGradsFrom): both in-place paths add into the existing tensor, which stays
+    /// the weight's .grad, and the sum is the plain one.</summary>
+    [Fact]
+    public void In_place_paths_add_into_an_existing_gradient()
+    {
+        using var scope = NewDisposeScope();
+        using var m = Model();
+        m.LookupIntoGradFrom = 0;
         var plain = Grads(m, intoGrad: false);
-        var mode = Grads(m, intoGrad: true);
-        for (int i = 0; i < plain.Length; i++)
-            Assert.True(plain[i].allclose(mode[i], rtol: 0, atol: 0), $"gradient {i} changed");
+        var w = m.model.embed_tokens.weight!;
+        foreach (var p in m.parameters())
+            p.grad = null;
+        var kept = zeros_like(w);
+        w.grad = kept;
+        for (int shift = 0; shift < 2; shift++)
+        {
+            using var inner = NewDisposeScope();
+            using var mode = m.ForBackward();
+            Loss(m, shift).backward();
+        }
+        int wi = m.named_parameters().Select(x => x.name).ToList().IndexOf("model.embed_tokens.weight");
+        Assert.True(kept.allclose(plain[wi], rtol: 1e-12, atol: 1e-15), "the kept tensor did not receive the sum");
+        AssertClose(plain, m.parameters().Select(p => p.grad!.clone()).ToArray());
     }
 
     /// <summary>A managed exception inside the lookup's backward would end the process (libtorch's engine cannot
@@ -133,7 +160,7 @@ public class TiedLookupTests
         var mode = m.ForBackward();
         Loss(m, 0).backward(); // returns: the failure is kept
         var e = Assert.Throws<WorkbookException>(mode.Dispose);
-        Assert.Contains("embedding lookup's backward failed: injected", e.Message);
+        Assert.Contains("embedding's in-place backward failed: injected", e.Message);
         m.BeforeLookupBackward = null;
         using (m.ForBackward()) // the failure is reported once; the next scope is clean
             Loss(m, 1).backward();
