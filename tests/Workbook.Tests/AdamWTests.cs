@@ -184,4 +184,30 @@ public class AdamWTests
         }
         Assert.False(dropped[0].allclose(Make()[0], rtol: 0, atol: 0), "the parameters did not move");
     }
+
+    [Fact]
+    public void Dropping_all_gradients_frees_the_kept_ones_and_changes_no_step()
+    {
+        using var scope = NewDisposeScope();
+        Parameter[] Make() => [new(TestData.Randn([7, 5], 5)), new(TestData.Randn([5], 6))];
+        var (plain, dropping) = (Make(), Make());
+        using var a = new AdamW([("a", plain[0]), ("b", plain[1])]) { KeepGradsFrom = 64 };
+        using var b = new AdamW([("a", dropping[0]), ("b", dropping[1])]) { KeepGradsFrom = 64 };
+        var x = TestData.Randn([4, 7], 9);
+        for (int step = 0; step < 3; step++)
+        {
+            a.ZeroGrad();
+            b.ZeroGrad();
+            Assert.NotNull(dropping[0].grad); // made again after a drop
+            Assert.Equal(0, dropping[0].grad!.count_nonzero().item<long>());
+            Loss(plain[0], plain[1], x).backward();
+            Loss(dropping[0], dropping[1], x).backward();
+            a.StepWith(0.05);
+            b.StepWith(0.05);
+            b.DropAllGrads(); // as the trainers do before an evaluation
+            Assert.All(dropping, p => Assert.Null(p.grad));
+            for (int i = 0; i < 2; i++)
+                Assert.True(plain[i].allclose(dropping[i], rtol: 0, atol: 0), $"parameter {i}, step {step + 1}");
+        }
+    }
 }

@@ -45,6 +45,30 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void A_tensor_of_the_stored_dtype_is_read_in_place_and_any_other_is_left_alone()
+    {
+        var path = Path.Combine(TestData.Golden, "tiny-qwen3-bf16", "model.safetensors");
+        using var f = SafetensorsFile.Open(path);
+        var name = f.Entries.Keys.First(k => k.EndsWith("q_proj.weight"));
+        using var stored = f.Read(name);
+        using var into = zeros(stored.shape, dtype: ScalarType.BFloat16);
+        Assert.True(f.TryReadInto(name, into));
+        Assert.True(into.bytes.SequenceEqual(stored.bytes), "the in-place read differs from Read");
+        using var f32 = zeros(stored.shape, dtype: ScalarType.Float32);
+        using var wrongShape = zeros([stored.shape[0] + 1, stored.shape[1]], dtype: ScalarType.BFloat16);
+        using var strided = zeros([stored.shape[1], stored.shape[0]], dtype: ScalarType.BFloat16).t();
+        foreach (var t in new[] { f32, wrongShape, strided })
+        {
+            Assert.False(f.TryReadInto(name, t));
+            Assert.Equal(0, t.count_nonzero().item<long>());
+        }
+        Assert.Contains("no tensor 'nope'", Fails(() => f.TryReadInto("nope", into)).Message);
+        // a loaded model skips the random initialisation its weights would overwrite: the same weights either way
+        var loaded = Checkpoint.Load(Path.Combine(TestData.Golden, "tiny-qwen3-bf16"), ScalarType.BFloat16);
+        Assert.True(loaded.state_dict()[name].equal(stored).all().item<bool>());
+    }
+
+    [Fact]
     public void Sharded_checkpoints_load_through_the_index()
     {
         var src = Path.Combine(TestData.Golden, "tiny-qwen3-untied");

@@ -611,6 +611,70 @@ public class TrainingTests(TrainingFixture fx) : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void Evaluations_hold_no_gradients_and_leave_the_training_unchanged()
+    {
+        // atEval null: no evaluator at all
+        List<Dictionary<string, double>> Run(Action<Qwen3ForCausalLM>? atEval)
+        {
+            var model = fx.NewModel(4);
+            var dir = TestData.TempDir();
+            var ev = atEval is null
+                ? null
+                : new Evaluator(
+                    fx.Codec,
+                    fx.Task.Eval.Take(4).ToList(),
+                    fx.Task.EvalVerifiers,
+                    new EvalOptions { MaxNewTokens = 4 }
+                );
+            var tr = new SftTrainer(
+                model,
+                fx.Codec,
+                fx.Task.Train,
+                new SftOptions
+                {
+                    LearningRate = 1e-3,
+                    MaxSteps = 4,
+                    PerDeviceTrainBatchSize = 4,
+                    EvalSteps = 1,
+                },
+                dir,
+                ev
+            );
+            tr.OnLog += (_, m) =>
+            {
+                if (m.Keys.Any(k => k.StartsWith("eval_")))
+                    atEval?.Invoke(model);
+            };
+            tr.Train();
+            return TrainerRuns.Comparable(dir).Where(m => m.ContainsKey("loss")).ToList();
+        }
+        int evals = 0;
+        var evaluated = Run(m =>
+        {
+            evals++;
+            Assert.All(m.parameters(), p => Assert.Null(p.grad));
+        });
+        Assert.Equal(5, evals); // at 0 and after each of the 4 steps
+        var plain = Run(null);
+        Assert.Equal(4, plain.Count);
+        for (int i = 0; i < plain.Count; i++)
+            foreach (var k in new[] { "loss", "grad_norm" })
+                Assert.True(plain[i][k] == evaluated[i][k], $"step {i + 1} {k}: {plain[i][k]} vs {evaluated[i][k]}");
+    }
+
+    [Fact]
+    public void Evaluation_batches_bound_a_full_vocabularys_logits_and_keep_compact_ones_whole()
+    {
+        Assert.Equal(1, Losses.EvalRows(128, 151_936, 32)); // Qwen3's vocabulary: 156 MB a row in float64
+        Assert.Equal(1, Losses.EvalRows(100_000, 151_936, 32)); // never fewer than one
+        Assert.Equal(32, Losses.EvalRows(256, 4096, 32)); // the small preset's: the whole batch, as before
+        Assert.Equal(32, Losses.EvalRows(64, 300, 32)); // a task vocabulary (the main job's)
+        long perRow = 128L * 151_936 * sizeof(double);
+        Assert.True(Losses.EvalRows(128, 151_936 / 8, 32) * perRow / 8 <= Losses.EvalLogitsBytes);
+        Assert.True((Losses.EvalRows(128, 151_936 / 8, 32) + 1) * perRow / 8 > Losses.EvalLogitsBytes);
+    }
+
+    [Fact]
     public void A_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint()
     {
         var model = fx.NewModel(6);

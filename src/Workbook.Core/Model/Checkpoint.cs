@@ -23,7 +23,7 @@ public static class Checkpoint
         var config = Qwen3Config.Load(Path.Combine(dir, ConfigFile));
         var shards = WeightFiles(dir);
         CheckShapes(config, shards);
-        var model = new Qwen3ForCausalLM(config, dtype, device);
+        var model = new Qwen3ForCausalLM(config, dtype, device, initialize: false); // every weight is read below
         LoadWeights(model, shards);
         return model;
     }
@@ -181,6 +181,8 @@ public static class Checkpoint
             using var _ = no_grad();
             foreach (var (name, p) in expected)
             {
+                if (where[name].TryReadInto(name, p))
+                    continue;
                 using var t = where[name].Read(name);
                 using var cast = t.to(p.dtype);
                 p.copy_(cast);

@@ -218,6 +218,32 @@ public sealed class SafetensorsFile : IDisposable
         return t;
     }
 
+    /// <summary>Reads one tensor straight into <paramref name="dest"/>'s memory when it is a contiguous CPU tensor of
+    /// the stored dtype and shape (true), so a load holds no second copy of it (a 0.6B model's 622 MB embedding);
+    /// false, reading nothing, otherwise.</summary>
+    public bool TryReadInto(string name, Tensor dest)
+    {
+        if (!Entries.TryGetValue(name, out var e))
+            throw new WorkbookException($"{Path}: no tensor '{name}'");
+        if (
+            dest.device_type != TorchSharp.DeviceType.CPU
+            || !dest.is_contiguous()
+            || dest.dtype != ToScalarType(e.DType)
+            || !dest.shape.SequenceEqual(e.Shape)
+        )
+            return false;
+        stream.Position = dataStart + e.Begin;
+        try
+        {
+            stream.ReadExactly(dest.bytes);
+        }
+        catch (EndOfStreamException)
+        {
+            throw new WorkbookException($"{Path}: truncated while reading '{name}'");
+        }
+        return true;
+    }
+
     public void Dispose() => stream.Dispose();
 
     /// <summary>Writes tensors (sorted by name, header padded with spaces to 8 bytes, as the reference writer does).

@@ -64,7 +64,9 @@ public static class Forgetting
                         aCache[first] = la.DetachFromDisposeScope();
                 }
                 var lb = LogProbs(b, ids, mask, P, temperature);
-                return (la.exp() * (la - lb)).sum(-1);
+                // Σ_v p_a (log p_a − log p_b), the difference made in lb (its last use): a full vocabulary's rows
+                // are 78 MB each in float64
+                return lb.neg_().add_(la, HeldScalars.One).mul_(la.exp()).sum(-1);
             }
         );
 
@@ -110,23 +112,32 @@ public static class Forgetting
             }
         );
 
-    /// <summary>Rows per forward so that one [rows, C, V] float64 tensor stays under 256 MB (a full 151,936-token
-    /// vocabulary takes a few rows at a time; a compact one the whole batch).</summary>
+    /// <summary>The most bytes one [rows, C, V] float64 tensor of a KL or entropy forward takes. A KL batch holds
+    /// about five of them at once, beside both models: at 256 MiB a 0.6B model's evaluation rose 2 GB for each batch
+    /// of three rows; at 64 MiB a full 151,936-token vocabulary goes one row at a time, a compact one (the main job's)
+    /// the whole batch, as before.</summary>
+    public const long LogProbBytes = 64L << 20;
+
+    /// <summary>Rows per forward so that one [rows, C, V] float64 tensor stays within <see cref="LogProbBytes"/>
+    /// (at least one row).</summary>
     static int Rows(Qwen3ForCausalLM model, IReadOnlyList<int[]> completions, int batchSize)
     {
         long perRow =
-            Math.Max(1, completions.Count == 0 ? 1 : completions.Max(c => c.Length)) * (long)model.Config.VocabSize;
-        return (int)Math.Clamp((1L << 25) / perRow, 1, Math.Max(1, batchSize));
+            Math.Max(1, completions.Count == 0 ? 1 : completions.Max(c => c.Length))
+            * (long)model.Config.VocabSize
+            * sizeof(double);
+        return (int)Math.Clamp(LogProbBytes / perRow, 1, Math.Max(1, batchSize));
     }
 
     /// <summary>Float64 log-probabilities [N, C, V] of the distributions that predict completion positions
     /// 0..C−1.</summary>
     static Tensor LogProbs(Qwen3ForCausalLM model, Tensor ids, Tensor mask, int P, double temperature)
     {
+        using var scope = NewDisposeScope(); // the float32 logits and float64 copies die here, not with the batch
         var dev = model.Device;
         long C = ids.shape[1] - P;
         var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, P - 1, C); // position P−1+t predicts token t
-        return logits.to(ScalarType.Float64).Over(temperature).log_softmax(-1).cpu();
+        return logits.to(ScalarType.Float64).Over(temperature).log_softmax(-1).cpu().MoveToOuterDisposeScope();
     }
 
     /// <summary>Batches of left-padded prompts | right-padded completions; <paramref name="f"/> (the batch's first
@@ -262,8 +273,6 @@ public sealed class StageStart : IDisposable
         };
     }
 
-    /// <summary>Runs <paramref name="f"/> with p_start: the trainer's frozen copy, or the weights loaded for this call
-    /// and disposed after it.</summary>
     public void Dispose()
     {
         if (LogProbs is not null)
@@ -272,6 +281,8 @@ public sealed class StageStart : IDisposable
         LogProbs = null;
     }
 
+    /// <summary>Runs <paramref name="f"/> with p_start: the trainer's frozen copy, or the weights loaded for this call
+    /// and disposed after it.</summary>
     public T WithModel<T>(Qwen3ForCausalLM like, Func<Qwen3ForCausalLM, T> f)
     {
         if (resident is not null)

@@ -184,9 +184,21 @@ public static class Losses
         return nll.cpu().MoveToOuterDisposeScope();
     }
 
+    /// <summary>The most bytes one evaluation forward's logits take in float64 (EvaluateSft's rows per forward): a
+    /// full 151,936-token vocabulary takes a few rows at a time (a 0.6B model's evaluation peaked 4 GB above its
+    /// training with 32), a compact one the whole batch, as before.</summary>
+    public const long EvalLogitsBytes = 256L << 20;
+
+    /// <summary>Rows per forward for sequences of up to <paramref name="length"/> tokens: at most
+    /// <paramref name="batchSize"/>, and [rows, length, vocab] float64 within <see cref="EvalLogitsBytes"/> (at
+    /// least one row).</summary>
+    public static int EvalRows(long length, long vocab, int batchSize) =>
+        (int)Math.Clamp(EvalLogitsBytes / (Math.Max(1, length) * vocab * sizeof(double)), 1, Math.Max(1, batchSize));
+
     /// <summary>Mean SFT loss (per token) over a set of sequences, without gradients. <paramref name="tokenNll"/>, if
     /// given, gets each batch's first index and its <see cref="TokenNll(Qwen3ForCausalLM, Batch)"/> from the same
-    /// forward.</summary>
+    /// forward. A batch has at most <paramref name="batchSize"/> rows, fewer when its logits would exceed
+    /// <see cref="EvalLogitsBytes"/> (<see cref="EvalRows"/>).</summary>
     public static (double Loss, double Accuracy, long Tokens, double NllPerSequence) EvaluateSft(
         Qwen3ForCausalLM model,
         IReadOnlyList<SftSequence> seqs,
@@ -201,11 +213,16 @@ public static class Losses
         double nll = 0,
             correct = 0;
         long tokens = 0;
+        int rows = EvalRows(
+            Math.Min(maxLength, seqs.Count == 0 ? 1 : seqs.Max(q => q.Ids.Length)),
+            model.Config.VocabSize,
+            batchSize
+        );
         using (no_grad())
-            for (int i = 0; i < seqs.Count; i += batchSize)
+            for (int i = 0; i < seqs.Count; i += rows)
             {
                 using var scope = NewDisposeScope();
-                var b = MakeSftBatch(seqs.Skip(i).Take(batchSize).ToList(), padId, maxLength, packing: false);
+                var b = MakeSftBatch(seqs.Skip(i).Take(rows).ToList(), padId, maxLength, packing: false);
                 var logits = Logits(model, b);
                 var (s, c) = SftNll(logits, b);
                 nll += s.Value();

@@ -215,6 +215,28 @@ public static class Memory
         GC.WaitForPendingFinalizers();
     }
 
+    /// <summary>Called before a trainer's evaluation: for a model of 100M parameters or more, a gen-0 collection
+    /// with its finalizers (as <see cref="AfterTrainingStep"/>) and then the heap's free pages returned to the OS
+    /// (malloc_trim). Why: between steps the heap keeps the freed blocks of the step's gradients (about 2 GB at 0.6B in
+    /// float32, reused by the next step), and an evaluation's own blocks (the stage-start weights it loads for
+    /// eval_kl_from_start, its logits) did not land in them, so a 0.6B SFT evaluation peaked 4.5 GB above the
+    /// training before the evaluations' batches were bounded too. The next step faults the gradients' pages in
+    /// again. With WORKBOOK_MALLOC_TUNE=0 or the user's MALLOC_* settings only the collection runs.</summary>
+    public static void BeforeEvaluation(long parameters)
+    {
+        if (parameters < LargeModel)
+            return;
+        GC.Collect(0, GCCollectionMode.Forced, blocking: true);
+        GC.WaitForPendingFinalizers();
+        if (!State.StartsWith(LargeModelState))
+            return;
+        try
+        {
+            malloc_trim(0);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // not glibc
+    }
+
     /// <summary>Called by the trainers that generate rollouts (GRPO, joint) with their model's size: under the
     /// large-model setting, blocks of 4 MiB and more are mapped from now on, for the rest of the process (item 2
     /// above), and the heap's free memory (an SFT stage's freed gradients, say) is returned to the OS first.</summary>
