@@ -213,7 +213,13 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         var withStart = ev.Run(model, start: start, atStart: true);
         foreach (var (k, v) in plain)
             Assert.True(withStart[k] == v, $"{k}: {v} vs {withStart[k]}");
-        Assert.Equal(0.0, withStart["eval_kl_from_start"], 12);
+        // at the start the KL is 0 without a forward (nothing kept yet); computed, it is 0 exactly on the CPU
+        Assert.Equal(0.0, withStart["eval_kl_from_start"]);
+        Assert.Equal(0, start.KeptLogProbBatches);
+        var computed = ev.KlFromStart(model, start);
+        Assert.True(start.KeptLogProbBatches > 0);
+        Assert.Equal(0.0, computed["eval_kl_from_start"]);
+        Assert.Equal(0.0, computed["eval_kl_from_start_per_token"]);
         // a stage resumed past step 0 without a snapshot logs no KL rather than one from the wrong policy
         Assert.Null(StageStart.Prepare(TestData.TempDir(), model, 3, null, ev));
     }
@@ -266,6 +272,37 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
         Assert.Equal(h.Sum() / tokens.Sum(), m["eval_entropy"], 5);
         Assert.Equal(h.Average(), m["eval_entropy_per_response"], 4);
         Assert.True(h.Average() > 0.1);
+    }
+
+    [Fact]
+    public void Evaluation_generations_keep_their_KV_cache_within_the_budget()
+    {
+        // closed form at Qwen3-0.6B: 28 layers × keys and values × 8 KV heads × 128 × 4 bytes per position and row
+        Assert.Equal(28L * 2 * 8 * 128 * 4, KVCache.Bytes(Qwen3Config.Qwen3_0_6B, ScalarType.Float32, 1, 1));
+        Assert.Equal(
+            3 * 100 * KVCache.Bytes(Qwen3Config.Qwen3_0_6B, ScalarType.BFloat16, 1, 1),
+            KVCache.Bytes(Qwen3Config.Qwen3_0_6B, ScalarType.BFloat16, 3, 100)
+        );
+        var examples = fx.Task.Eval.Take(8).ToList();
+        using var model = fx.NewModel(9);
+        long longest = examples.Max(e => fx.Codec.Prompt(e).Length) + 4;
+        long perRow = KVCache.Bytes(model.Config, model.DType, 1, longest);
+        Evaluator Make(long bytes) =>
+            new(
+                fx.Codec,
+                examples,
+                fx.Task.EvalVerifiers,
+                new EvalOptions { MaxNewTokens = 4, GenerationCacheBytes = bytes }
+            );
+        Assert.Equal(64, Make(1L << 30).GenerationRows(model, 64)); // a compact model: the whole batch, as before
+        Assert.Equal(3, Make(3 * perRow + perRow / 2).GenerationRows(model, 64));
+        Assert.Equal(1, Make(1).GenerationRows(model, 64)); // never fewer than one
+        // three rows per call: every prompt gets its completion, and the same seed draws the same ones
+        var bounded = Make(3 * perRow);
+        var a = bounded.Sample(model).Select(c => c.Tokens).ToList();
+        Assert.Equal(examples.Count, a.Count);
+        Assert.All(a, t => Assert.InRange(t.Length, 1, 4));
+        Assert.Equal(a, bounded.Sample(model).Select(c => c.Tokens).ToList());
     }
 
     [Fact]

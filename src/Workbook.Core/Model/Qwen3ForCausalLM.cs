@@ -636,6 +636,20 @@ public sealed class KVCache : IKVCache, IDisposable
     public KVCache(Qwen3Config c, long batch, long capacity, ScalarType dtype, Device device)
         : this(c.NumHiddenLayers, c.NumKeyValueHeads, c.HeadDim, batch, capacity, dtype, device) { }
 
+    /// <summary>The bytes a cache of <paramref name="batch"/> rows and <paramref name="capacity"/> positions takes:
+    /// keys and values of every layer, allocated whole when it is made.</summary>
+    public static long Bytes(Qwen3Config c, ScalarType dtype, long batch, long capacity) =>
+        2L * c.NumHiddenLayers * batch * c.NumKeyValueHeads * capacity * c.HeadDim * ElementBytes(dtype);
+
+    static long ElementBytes(ScalarType t) =>
+        t switch
+        {
+            ScalarType.Float64 => 8,
+            ScalarType.Float32 => 4,
+            ScalarType.BFloat16 or ScalarType.Float16 => 2,
+            _ => throw new ArgumentException($"KV cache: no size for dtype {t}"),
+        };
+
     KVCache(int layers, long kvHeads, long headDim, long batch, long capacity, ScalarType dtype, Device device)
     {
         Capacity = capacity;
