@@ -104,6 +104,8 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
             return w.Select(x => x / w.Sum()).ToArray();
         }
         var (kl, _) = Forgetting.Kl(p0, p1, prompts, completions, padId: 0, temperature: T);
+        // a budget of 16 bytes: one row per batch, and a completion of more than one token in chunks of one position
+        var (chunked, _) = Forgetting.Kl(p0, p1, prompts, completions, 0, T, 32, null, logProbBytes: 16);
         var (h, _) = Forgetting.Entropy(p1, prompts, completions, padId: 0, temperature: T);
         for (int i = 0; i < prompts.Count; i++)
         {
@@ -118,6 +120,7 @@ public class ForgettingTests(TrainingFixture fx) : IClassFixture<TrainingFixture
                 e -= b.Select(x => x * Math.Log(x)).Sum();
             }
             Assert.Equal(k, kl[i], 9);
+            Assert.Equal(k, chunked[i], 9);
             Assert.Equal(e, h[i], 9);
         }
         Assert.True(kl.All(x => x > 0));

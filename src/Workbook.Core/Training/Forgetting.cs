@@ -40,14 +40,40 @@ public static class Forgetting
         double temperature,
         int batchSize = 32,
         Dictionary<int, Tensor>? aCache = null
+    ) => Kl(a, b, prompts, completions, padId, temperature, batchSize, aCache, LogProbBytes);
+
+    /// <param name="logProbBytes">the float64 budget per tensor (<see cref="LogProbBytes"/>; smaller in tests): a
+    /// batch whose one row is over it (long completions at a full vocabulary) runs each model's layers once and its
+    /// head and softmax over chunks of positions within it, uncached</param>
+    public static (double[] PerSequence, int[] Tokens) Kl(
+        Qwen3ForCausalLM? a,
+        Qwen3ForCausalLM b,
+        IReadOnlyList<int[]> prompts,
+        IReadOnlyList<int[]> completions,
+        int padId,
+        double temperature,
+        int batchSize,
+        Dictionary<int, Tensor>? aCache,
+        long logProbBytes
     ) =>
         PerPosition(
             prompts,
             completions,
             padId,
-            Rows(b, completions, batchSize),
+            Rows(b, completions, batchSize, logProbBytes),
             (first, ids, mask, P) =>
             {
+                long positions = Math.Max(1, logProbBytes / (ids.shape[0] * (long)b.Config.VocabSize * sizeof(double)));
+                if (ids.shape[1] - P > positions && !(aCache?.ContainsKey(first) ?? false))
+                    return ChunkedKl(
+                        a ?? throw new ArgumentException("p_a is needed for a batch that is not cached"),
+                        b,
+                        ids,
+                        mask,
+                        P,
+                        temperature,
+                        positions
+                    );
                 Tensor la;
                 if (aCache is not null && aCache.TryGetValue(first, out var kept))
                     la = kept;
@@ -69,6 +95,38 @@ public static class Forgetting
                 return lb.neg_().add_(la, HeldScalars.One).mul_(la.exp()).sum(-1);
             }
         );
+
+    /// <summary>KL per position [N, C] as <see cref="Kl"/> computes it, with each model's final hidden states made
+    /// once and its head and float64 softmax run over <paramref name="positions"/> positions at a time: a 0.6B
+    /// model's row of 256 completion tokens is 311 MB per float64 tensor, three of them at once.</summary>
+    static Tensor ChunkedKl(
+        Qwen3ForCausalLM a,
+        Qwen3ForCausalLM b,
+        Tensor ids,
+        Tensor mask,
+        int P,
+        double temperature,
+        long positions
+    )
+    {
+        using var scope = NewDisposeScope();
+        long C = ids.shape[1] - P;
+        // position P−1+t predicts completion token t
+        Tensor Hidden(Qwen3ForCausalLM m) => m.HiddenStates(ids.to(m.Device), mask.to(m.Device)).narrow(1, P - 1, C);
+        Tensor LogProbs(Qwen3ForCausalLM m, Tensor h) =>
+            m.Logits(h).to(ScalarType.Float64).Over(temperature).log_softmax(-1).cpu();
+        var (ha, hb) = (Hidden(a), Hidden(b));
+        var parts = new List<Tensor>();
+        for (long t = 0; t < C; t += positions)
+        {
+            using var chunk = NewDisposeScope();
+            long n = Math.Min(positions, C - t);
+            var la = LogProbs(a, ha.narrow(1, t, n));
+            var lb = LogProbs(b, hb.narrow(1, t, n));
+            parts.Add(lb.neg_().add_(la, HeldScalars.One).mul_(la.exp()).sum(-1).MoveToOuterDisposeScope());
+        }
+        return cat(parts, 1).MoveToOuterDisposeScope();
+    }
 
     /// <summary>The rows per batch <see cref="Kl"/> uses, and the bytes p_a's log-probabilities take over all
     /// batches.</summary>
@@ -113,20 +171,25 @@ public static class Forgetting
         );
 
     /// <summary>The most bytes one [rows, C, V] float64 tensor of a KL or entropy forward takes. A KL batch holds
-    /// about five of them at once, beside both models: at 256 MiB a 0.6B model's evaluation rose 2 GB for each batch
-    /// of three rows; at 64 MiB a full 151,936-token vocabulary goes one row at a time, a compact one (the main job's)
-    /// the whole batch, as before.</summary>
+    /// three of them at once, beside both models: at 256 MiB, with each forward's temporaries kept until the batch
+    /// ended, a 0.6B model's evaluation rose 2 GB for each batch of three rows; at 64 MiB a full 151,936-token
+    /// vocabulary goes one row at a time, a compact one (the main job's) the whole batch, as before.</summary>
     public const long LogProbBytes = 64L << 20;
 
     /// <summary>Rows per forward so that one [rows, C, V] float64 tensor stays within <see cref="LogProbBytes"/>
     /// (at least one row).</summary>
-    static int Rows(Qwen3ForCausalLM model, IReadOnlyList<int[]> completions, int batchSize)
+    static int Rows(
+        Qwen3ForCausalLM model,
+        IReadOnlyList<int[]> completions,
+        int batchSize,
+        long logProbBytes = LogProbBytes
+    )
     {
         long perRow =
             Math.Max(1, completions.Count == 0 ? 1 : completions.Max(c => c.Length))
             * (long)model.Config.VocabSize
             * sizeof(double);
-        return (int)Math.Clamp(LogProbBytes / perRow, 1, Math.Max(1, batchSize));
+        return (int)Math.Clamp(logProbBytes / perRow, 1, Math.Max(1, batchSize));
     }
 
     /// <summary>Float64 log-probabilities [N, C, V] of the distributions that predict completion positions
