@@ -210,4 +210,25 @@ public class AdamWTests
                 Assert.True(plain[i].allclose(dropping[i], rtol: 0, atol: 0), $"parameter {i}, step {step + 1}");
         }
     }
+
+    [Fact]
+    public void Taken_gradients_keep_their_values_when_they_were_kept_ones()
+    {
+        // the joint trainer takes one loss's gradients, computes the other's, and puts the first back: a kept tensor
+        // taken must not be zeroed by the ZeroGrad that follows
+        using var scope = NewDisposeScope();
+        Parameter[] ps = [new(TestData.Randn([7, 5], 5)), new(TestData.Randn([5], 6))];
+        using var opt = new AdamW([("a", ps[0]), ("b", ps[1])]) { KeepGradsFrom = 64 };
+        var x = TestData.Randn([4, 7], 9);
+        opt.ZeroGrad();
+        Loss(ps[0], ps[1], x).backward();
+        var expected = ps[0].grad!.clone();
+        var taken = opt.TakeGrads();
+        Assert.True(taken[0]!.allclose(expected, rtol: 0, atol: 0), "the taken kept gradient was changed");
+        Assert.Equal(0, ps[0].grad!.count_nonzero().item<long>()); // a fresh kept tensor, zeroed
+        Loss(ps[0], ps[1], TestData.Randn([4, 7], 10)).backward();
+        Assert.True(taken[0]!.allclose(expected, rtol: 0, atol: 0), "the next backward wrote into the taken one");
+        opt.PutGrads(taken);
+        Assert.True(ps[0].grad!.allclose(expected, rtol: 0, atol: 0));
+    }
 }

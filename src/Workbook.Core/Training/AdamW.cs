@@ -121,6 +121,12 @@ public sealed class AdamW : IDisposable
     public Tensor?[] TakeGrads()
     {
         var g = ps.Select(p => p.grad).ToArray();
+        // a kept gradient goes with them (the caller's now): ZeroGrad would zero the very tensor just taken
+        for (int i = 0; i < ps.Length; i++)
+        {
+            kept[i]?.Dispose(); // the handle only: g[i] still holds the storage
+            kept[i] = null;
+        }
         ZeroGrad();
         return g;
     }

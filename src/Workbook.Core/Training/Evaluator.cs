@@ -352,7 +352,26 @@ public sealed class Evaluator
         var opt = Sampling();
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
         var texts = new string[prompts.Length][];
-        int per = Math.Max(1, GenerationRows(model, Options.GenerationBatchSize) / k);
+        int rows = GenerationRows(model, Options.GenerationBatchSize);
+        if (k > rows) // a prompt's k samples over several calls of at most `rows` rows (the KV budget)
+        {
+            for (int j = 0; j < prompts.Length; j++)
+            {
+                var outs = new List<Completion>();
+                for (int done = 0; done < k; done += rows)
+                    outs.AddRange(
+                        Generation.Generate(
+                            model,
+                            Enumerable.Repeat(prompts[j], Math.Min(rows, k - done)).ToList(),
+                            opt,
+                            rng
+                        )
+                    );
+                texts[j] = outs.Select(o => codec.Decode(o.Tokens)).ToArray();
+            }
+            return texts;
+        }
+        int per = rows / k;
         for (int i = 0; i < prompts.Length; i += per)
         {
             var idx = Enumerable.Range(i, Math.Min(per, prompts.Length - i)).ToList();
@@ -411,7 +430,10 @@ public sealed class Evaluator
     {
         var opt = Sampling(); // top_p and top_k too: the samples show what the evaluation draws
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
-        var outs = Generation.Generate(model, prompts.Take(n).ToList(), opt, rng);
+        int rows = GenerationRows(model, Options.GenerationBatchSize);
+        var outs = new List<Completion>();
+        for (int i = 0; i < Math.Min(n, prompts.Length); i += rows) // one call when n fits the KV budget, as before
+            outs.AddRange(Generation.Generate(model, prompts.Skip(i).Take(Math.Min(rows, n - i)).ToList(), opt, rng));
         return outs.Select((o, i) => (examples[i].PromptText, codec.Decode(o.Tokens), examples[i].Reference)).ToList();
     }
 }

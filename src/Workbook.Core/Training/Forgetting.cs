@@ -13,8 +13,9 @@
 //     unless the trainer holds the start model already (GRPO's and joint's frozen reference when β > 0, which is that
 //     model), one copy of the weights in <stage>/start/ on disk. That copy is loaded when an evaluation needs it and
 //     disposed after it, so memory holds a second model only while evaluating (a 0.6B model: ~1.2 GB in bf16, as GRPO's
-//     reference). Compute per evaluation: one forward of each model over the held-out prompts and completions,
-//     and of the current one only once p_start's log-probabilities are kept (StageStart.LogProbCacheBytes).
+//     reference). Compute per evaluation: none at the stage's first (the policy is p_start: KL 0), then one forward
+//     of each model over the held-out prompts and completions, and of the current one only once p_start's
+//     log-probabilities are kept (StageStart.LogProbCacheBytes).
 // 4. Resume: p_start is the stage's start, not the resume point: the folder is written once at step 0 (samples last, so
 //     their file marks a complete snapshot) and read back on resume. A stage resumed past step 0 without it (a run from
 //     before this feature) logs no KL rather than a KL from the wrong policy.
@@ -240,21 +241,23 @@ public static class Forgetting
 }
 
 /// <summary>The policy at a stage's start (see Forgetting's header, 3-4): its completions of the held-out prompts and
-/// where its weights are. Its log-probabilities on them do not change during the stage, so the first evaluation keeps
-/// them when they take at most <see cref="LogProbCacheBytes"/> (a compact vocabulary: ~10 MB) and later evaluations
-/// run one forward instead of two (and load no weights).</summary>
+/// where its weights are. Its log-probabilities on them do not change during the stage, so the first evaluation that
+/// computes a KL (the stage's second: the first logs 0) keeps them when they take at most
+/// <see cref="LogProbCacheBytes"/> (a compact vocabulary: ~10 MB) and later evaluations run one forward instead of two
+/// (and load no weights).</summary>
 public sealed class StageStart : IDisposable
 {
     public const string Folder = "start",
         SamplesFile = "samples.json";
     public const long LogProbCacheBytes = 64L << 20;
 
-    /// <summary>p_start's float64 log-probabilities per KL batch (keyed by its first row); null until the first
-    /// evaluation, and for good when they would not fit.</summary>
+    /// <summary>p_start's float64 log-probabilities per KL batch (keyed by its first row); null until the first KL
+    /// is computed, and for good when they would not fit.</summary>
     internal Dictionary<int, Tensor>? LogProbs;
     internal bool Cacheable = true;
 
-    /// <summary>How many KL batches have p_start's log-probabilities kept (0 before the first evaluation).</summary>
+    /// <summary>How many KL batches have p_start's log-probabilities kept (0 before the first KL is computed).
+    /// </summary>
     public int KeptLogProbBatches => LogProbs?.Count ?? 0;
 
     /// <summary>One completion per held-out prompt, sampled from p_start (model vocabulary ids).</summary>

@@ -184,7 +184,8 @@ public static class Losses
         return nll.cpu().MoveToOuterDisposeScope();
     }
 
-    /// <summary>The most bytes one evaluation forward's logits take in float64 (EvaluateSft's rows per forward): a
+    /// <summary>The most bytes one evaluation forward's logits would take in float64 (EvaluateSft's rows per forward;
+    /// the float32 logits are half of it, and the loss split's float64 log-softmax holds two such tensors at once): a
     /// full 151,936-token vocabulary takes a few rows at a time (a 0.6B model's evaluation peaked 4 GB above its
     /// training with 32), a compact one the whole batch, as before.</summary>
     public const long EvalLogitsBytes = 256L << 20;

@@ -184,9 +184,9 @@ public abstract class TrainerBase<TOptions> : ITrainer
         if (Eval is null)
             return;
         var sw = Stopwatch.StartNew();
-        // the last step's gradients are spent (a step starts by dropping them): dropped now, kept ones too, not held
-        // through the evaluation (a 0.6B model's float32 gradients are 2.2 GB), and the freed heap returned
-        // (Util/Memory.cs)
+        // the last step's gradients are spent (a step starts by dropping them, or zeroing the kept ones): dropped
+        // now, kept ones too, not held through the evaluation (a 0.6B model's float32 gradients are 2.2 GB), and the
+        // freed heap returned (Util/Memory.cs)
         Optimizer.DropAllGrads();
         foreach (var (_, o) in more)
             o.DropAllGrads();
