@@ -32,17 +32,6 @@ public static class Forgetting
     /// <paramref name="aCache"/>, p_a's log-probabilities of each batch are taken from it (keyed by the batch's first
     /// row) where present and stored there where not, so <paramref name="a"/> may be null once every batch is
     /// cached; the values are the same (the same batches through the same model).</summary>
-    public static (double[] PerSequence, int[] Tokens) Kl(
-        Qwen3ForCausalLM? a,
-        Qwen3ForCausalLM b,
-        IReadOnlyList<int[]> prompts,
-        IReadOnlyList<int[]> completions,
-        int padId,
-        double temperature,
-        int batchSize = 32,
-        Dictionary<int, Tensor>? aCache = null
-    ) => Kl(a, b, prompts, completions, padId, temperature, batchSize, aCache, LogProbBytes);
-
     /// <param name="logProbBytes">the float64 budget per tensor (<see cref="LogProbBytes"/>; smaller in tests): a
     /// batch whose one row is over it (long completions at a full vocabulary) runs each model's layers once and its
     /// head and softmax over chunks of positions within it, uncached</param>
@@ -53,9 +42,9 @@ public static class Forgetting
         IReadOnlyList<int[]> completions,
         int padId,
         double temperature,
-        int batchSize,
-        Dictionary<int, Tensor>? aCache,
-        long logProbBytes
+        int batchSize = 32,
+        Dictionary<int, Tensor>? aCache = null,
+        long logProbBytes = LogProbBytes
     ) =>
         PerPosition(
             prompts,
