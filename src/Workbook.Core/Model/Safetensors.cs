@@ -204,18 +204,30 @@ public sealed class SafetensorsFile : IDisposable
         if (!Entries.TryGetValue(name, out var e))
             throw new WorkbookException($"{Path}: no tensor '{name}'");
         var t = empty(e.Shape, dtype: ToScalarType(e.DType));
-        var span = t.bytes; // the tensor's own memory
+        try
+        {
+            Fill(e, t.bytes); // the tensor's own memory
+        }
+        catch
+        {
+            t.Dispose();
+            throw;
+        }
+        return t;
+    }
+
+    /// <summary>Reads entry <paramref name="e"/>'s bytes into <paramref name="into"/>.</summary>
+    void Fill(SafetensorsEntry e, Span<byte> into)
+    {
         stream.Position = dataStart + e.Begin;
         try
         {
-            stream.ReadExactly(span);
+            stream.ReadExactly(into);
         }
         catch (EndOfStreamException)
         {
-            t.Dispose();
-            throw new WorkbookException($"{Path}: truncated while reading '{name}'");
+            throw new WorkbookException($"{Path}: truncated while reading '{e.Name}'");
         }
-        return t;
     }
 
     /// <summary>Reads one tensor straight into <paramref name="dest"/>'s memory when it is a contiguous CPU tensor of
@@ -232,15 +244,7 @@ public sealed class SafetensorsFile : IDisposable
             || !dest.shape.SequenceEqual(e.Shape)
         )
             return false;
-        stream.Position = dataStart + e.Begin;
-        try
-        {
-            stream.ReadExactly(dest.bytes);
-        }
-        catch (EndOfStreamException)
-        {
-            throw new WorkbookException($"{Path}: truncated while reading '{name}'");
-        }
+        Fill(e, dest.bytes);
         return true;
     }
 

@@ -108,9 +108,17 @@ public sealed class AdamW : IDisposable
     /// evaluation, which loads the stage-start weights beside the model and its moments, has no use for.</summary>
     public void DropAllGrads()
     {
+        ReleaseKept();
+        foreach (var p in ps)
+            p.grad = null;
+    }
+
+    /// <summary>Forgets the kept gradient tensors (their handles only: a parameter or a caller holding one keeps its
+    /// storage); the next <see cref="ZeroGrad"/> makes them again.</summary>
+    void ReleaseKept()
+    {
         for (int i = 0; i < ps.Length; i++)
         {
-            ps[i].grad = null;
             kept[i]?.Dispose();
             kept[i] = null;
         }
@@ -121,12 +129,7 @@ public sealed class AdamW : IDisposable
     public Tensor?[] TakeGrads()
     {
         var g = ps.Select(p => p.grad).ToArray();
-        // a kept gradient goes with them (the caller's now): ZeroGrad would zero the very tensor just taken
-        for (int i = 0; i < ps.Length; i++)
-        {
-            kept[i]?.Dispose(); // the handle only: g[i] still holds the storage
-            kept[i] = null;
-        }
+        ReleaseKept(); // a kept gradient goes with them (the caller's now): ZeroGrad would zero the tensor just taken
         ZeroGrad();
         return g;
     }

@@ -224,7 +224,7 @@ public sealed class Evaluator
     {
         long capacity = (prompts.Length == 0 ? 1 : prompts.Max(p => p.Length)) + Math.Max(1, Options.MaxNewTokens);
         long perRow = KVCache.Bytes(model.Config, model.DType, 1, capacity);
-        return (int)Math.Clamp(Options.GenerationCacheBytes / perRow, 1, Math.Max(1, batchSize));
+        return Losses.RowsWithin(Options.GenerationCacheBytes, perRow, batchSize);
     }
 
     /// <summary>At the stage's first evaluation the model is p_start, and KL(p_start ‖ p_start) is 0: computed, it

@@ -79,10 +79,7 @@ public static class Forgetting
                     if (aCache is not null)
                         aCache[first] = la.DetachFromDisposeScope();
                 }
-                var lb = LogProbs(b, ids, mask, P, temperature);
-                // Σ_v p_a (log p_a − log p_b), the difference made in lb (its last use): a full vocabulary's rows
-                // are 78 MB each in float64
-                return lb.neg_().add_(la, HeldScalars.One).mul_(la.exp()).sum(-1);
+                return KlPerPosition(la, LogProbs(b, ids, mask, P, temperature));
             }
         );
 
@@ -103,17 +100,15 @@ public static class Forgetting
         long C = ids.shape[1] - P;
         // position P−1+t predicts completion token t
         Tensor Hidden(Qwen3ForCausalLM m) => m.HiddenStates(ids.to(m.Device), mask.to(m.Device)).narrow(1, P - 1, C);
-        Tensor LogProbs(Qwen3ForCausalLM m, Tensor h) =>
-            m.Logits(h).to(ScalarType.Float64).Over(temperature).log_softmax(-1).cpu();
         var (ha, hb) = (Hidden(a), Hidden(b));
         var parts = new List<Tensor>();
         for (long t = 0; t < C; t += positions)
         {
             using var chunk = NewDisposeScope();
             long n = Math.Min(positions, C - t);
-            var la = LogProbs(a, ha.narrow(1, t, n));
-            var lb = LogProbs(b, hb.narrow(1, t, n));
-            parts.Add(lb.neg_().add_(la, HeldScalars.One).mul_(la.exp()).sum(-1).MoveToOuterDisposeScope());
+            var la = LogSoftmax(a.Logits(ha.narrow(1, t, n)), temperature);
+            var lb = LogSoftmax(b.Logits(hb.narrow(1, t, n)), temperature);
+            parts.Add(KlPerPosition(la, lb).MoveToOuterDisposeScope());
         }
         return cat(parts, 1).MoveToOuterDisposeScope();
     }
@@ -179,7 +174,7 @@ public static class Forgetting
             Math.Max(1, completions.Count == 0 ? 1 : completions.Max(c => c.Length))
             * (long)model.Config.VocabSize
             * sizeof(double);
-        return (int)Math.Clamp(logProbBytes / perRow, 1, Math.Max(1, batchSize));
+        return Losses.RowsWithin(logProbBytes, perRow, batchSize);
     }
 
     /// <summary>Float64 log-probabilities [N, C, V] of the distributions that predict completion positions
@@ -190,8 +185,17 @@ public static class Forgetting
         var dev = model.Device;
         long C = ids.shape[1] - P;
         var logits = model.Forward(ids.to(dev), mask.to(dev)).narrow(1, P - 1, C); // position P−1+t predicts token t
-        return logits.to(ScalarType.Float64).Over(temperature).log_softmax(-1).cpu().MoveToOuterDisposeScope();
+        return LogSoftmax(logits, temperature).MoveToOuterDisposeScope();
     }
+
+    /// <summary>log softmax(logits / temperature) in float64, on the CPU.</summary>
+    static Tensor LogSoftmax(Tensor logits, double temperature) =>
+        logits.to(ScalarType.Float64).Over(temperature).log_softmax(-1).cpu();
+
+    /// <summary>Σ_v p_a (log p_a − log p_b) per position, from float64 log-probabilities [N, C, V]. The difference is
+    /// made in <paramref name="lb"/> (consumed; a full vocabulary's rows are 78 MB each in float64), never in
+    /// <paramref name="la"/>, which may be a kept one.</summary>
+    static Tensor KlPerPosition(Tensor la, Tensor lb) => lb.neg_().add_(la, HeldScalars.One).mul_(la.exp()).sum(-1);
 
     /// <summary>Batches of left-padded prompts | right-padded completions; <paramref name="f"/> (the batch's first
     /// row, ids, mask, prompt length) gives a value per position [N, C]; returns its sum over each completion's real

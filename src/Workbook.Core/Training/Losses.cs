@@ -194,7 +194,13 @@ public static class Losses
     /// <paramref name="batchSize"/>, and [rows, length, vocab] float64 within <see cref="EvalLogitsBytes"/> (at
     /// least one row).</summary>
     public static int EvalRows(long length, long vocab, int batchSize) =>
-        (int)Math.Clamp(EvalLogitsBytes / (Math.Max(1, length) * vocab * sizeof(double)), 1, Math.Max(1, batchSize));
+        RowsWithin(EvalLogitsBytes, Math.Max(1, length) * vocab * sizeof(double), batchSize);
+
+    /// <summary>Rows per call when each row takes <paramref name="bytesPerRow"/>: as many as fit in
+    /// <paramref name="budget"/>, at most <paramref name="batchSize"/> and at least one. The evaluations' memory bounds
+    /// (logits here and in Forgetting.cs, KV caches in Evaluator.cs) all split their batches this way.</summary>
+    public static int RowsWithin(long budget, long bytesPerRow, int batchSize) =>
+        (int)Math.Clamp(budget / Math.Max(1, bytesPerRow), 1, Math.Max(1, batchSize));
 
     /// <summary>Mean SFT loss (per token) over a set of sequences, without gradients. <paramref name="tokenNll"/>, if
     /// given, gets each batch's first index and its <see cref="TokenNll(Qwen3ForCausalLM, Batch)"/> from the same

@@ -209,25 +209,28 @@ public static class Memory
     /// and their heaps small). Not tied to the allocator setting: it runs with WORKBOOK_MALLOC_TUNE=0 too.</summary>
     public static void AfterTrainingStep(long parameters)
     {
-        if (parameters < LargeModel)
-            return;
+        if (parameters >= LargeModel)
+            CollectFinalized();
+    }
+
+    static void CollectFinalized()
+    {
         GC.Collect(0, GCCollectionMode.Forced, blocking: true);
         GC.WaitForPendingFinalizers();
     }
 
-    /// <summary>Called before a trainer's evaluation: for a model of 100M parameters or more, a gen-0 collection
-    /// with its finalizers (as <see cref="AfterTrainingStep"/>) and then the heap's free pages returned to the OS
-    /// (malloc_trim). Why: between steps the heap keeps the freed blocks of the step's gradients (about 2 GB at 0.6B in
-    /// float32, reused by the next step), and an evaluation's own blocks (the stage-start weights it loads for
-    /// eval_kl_from_start, its logits) did not land in them, so a 0.6B SFT evaluation peaked 4.5 GB above the
-    /// training before the evaluations' batches were bounded too. The next step faults the gradients' pages in
-    /// again. With WORKBOOK_MALLOC_TUNE=0 or the user's MALLOC_* settings only the collection runs.</summary>
+    /// <summary>Called before a trainer's evaluation, once the step's gradients are dropped (TrainerBase.Evaluate):
+    /// for a model of 100M parameters or more, a gen-0 collection with its finalizers (as
+    /// <see cref="AfterTrainingStep"/>) and then the heap's free pages returned to the OS (malloc_trim), so that the
+    /// freed gradients' blocks (about 2 GB at 0.6B in float32) are not resident while the evaluation allocates its own.
+    /// Measured together with the drop, at 0.6B: RSS at an evaluation's start fell from 9.49 to 7.68 GiB (one run; the
+    /// trim alone, with the gradients still held, only from 9.51 to 9.36). The next step faults the gradients' pages
+    /// in again. With WORKBOOK_MALLOC_TUNE=0 or the user's MALLOC_* settings only the collection runs.</summary>
     public static void BeforeEvaluation(long parameters)
     {
         if (parameters < LargeModel)
             return;
-        GC.Collect(0, GCCollectionMode.Forced, blocking: true);
-        GC.WaitForPendingFinalizers();
+        CollectFinalized();
         if (!State.StartsWith(LargeModelState))
             return;
         try
