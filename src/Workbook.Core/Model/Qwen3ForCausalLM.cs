@@ -535,11 +535,29 @@ public sealed class Qwen3ForCausalLM : nn.Module
         var h = LookupIntoGrad()
             ? EmbeddingLookupIntoGrad.apply(embedWeight ??= new(model.embed_tokens), inputIds.to(dev), Anchor)
             : model.embed_tokens.forward(inputIds.to(dev));
+        // gradient checkpointing needs a graph to hang the recomputation on (h from a trained embedding)
+        bool checkpoint = GradientCheckpointing && forBackward && cache is null && is_grad_enabled() && h.requires_grad;
         for (int i = 0; i < model.layers.Count; i++)
-            h = model.layers[i].forward(h, cos, sinSigned, mask, cache, i);
+            h = checkpoint
+                ? CheckpointedLayer.apply(new CheckpointedLayer.Call(model.layers[i], i, this), h, cos, sinSigned, mask)
+                : model.layers[i].forward(h, cos, sinSigned, mask, cache, i);
         cache?.Advance(T);
         return model.norm.forward(h).MoveToOuterDisposeScope();
     }
+
+    /// <summary>Inside <see cref="ForBackward"/>, without a KV cache: each decoder layer keeps only its input and runs
+    /// again in the backward (<see cref="CheckpointedLayer"/>; TRL's gradient_checkpointing). Set by the trainers from
+    /// their options.</summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>Called at the start of each checkpointed layer's backward; tests use it to inject a failure.</summary>
+    public Action? BeforeCheckpointBackward { get; set; }
+
+    Exception? checkpointError;
+
+    /// <summary>Keeps the first failure of a checkpointed layer's backward, thrown when <see cref="ForBackward"/>'s
+    /// scope closes.</summary>
+    internal void BackwardFailed(Exception e) => checkpointError ??= e;
 
     bool forBackward;
     EmbeddingLookupIntoGrad.Weight? embedWeight;
@@ -556,7 +574,8 @@ public sealed class Qwen3ForCausalLM : nn.Module
     /// that a big embedding's lookup (and its head, when tied) add their gradients into the weight's .grad in place
     /// instead of making dense vocabulary-sized ones (<see cref="EmbeddingLookupIntoGrad"/>, <see cref="TiedHead"/>;
     /// 622 MB each at 0.6B scale). Never around a forward differentiated by autograd.grad, which would see no path to
-    /// the embedding. The gradients agree with the plain ones to rounding (tested); small models are unaffected.
+    /// the embedding. The gradients agree with the plain ones to rounding (tested); small models are unaffected. With
+    /// <see cref="GradientCheckpointing"/>, the decoder layers are checkpointed in these forwards too.
     /// </summary>
     /// <remarks>A failure inside these backwards (out of memory, say) cannot cross libtorch's engine without ending
     /// the process: it leaves the gradients incomplete and is thrown when the scope closes, so close it before the
@@ -572,6 +591,11 @@ public sealed class Qwen3ForCausalLM : nn.Module
             {
                 embedWeight.Error = null;
                 throw new WorkbookException($"the tied embedding's in-place backward failed: {e.Message}", e);
+            }
+            if (checkpointError is { } c)
+            {
+                checkpointError = null;
+                throw new WorkbookException($"a checkpointed layer's backward failed: {c.Message}", c);
             }
         });
     }

@@ -103,11 +103,13 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     )
         : this(model, codec, prompts, new WeightedReward([(verifier, 1.0)]), options, outDir, evaluator) { }
 
-    protected override (string Option, long Rows, long Length)? StepShape =>
+    // a step's forwards take micro_batch_size rows at a time (or its default at the longest completion)
+    protected override (string Option, long Rows, long Length, string Remedy)? StepShape =>
         (
-            "per_device_train_batch_size",
-            Opt.PerDeviceTrainBatchSize,
-            (promptIds.Length == 0 ? 0 : promptIds.Max(p => p.Length)) + Opt.MaxCompletionLength
+            Opt.MicroBatchSize is null ? "per_device_train_batch_size" : "micro_batch_size",
+            Opt.MicroRows(Opt.MaxCompletionLength, Model.Config.VocabSize),
+            (promptIds.Length == 0 ? 0 : promptIds.Max(p => p.Length)) + Opt.MaxCompletionLength,
+            "micro_batch_size splits a step's forwards without changing the step"
         );
 
     protected override void OnResume()
@@ -373,20 +375,26 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         for (int it = 0; it < Opt.NumIterations; it++)
         {
             Optimizer.ZeroGrad();
-            Tensor loss;
-            using (Model.ForBackward())
+            double sftLoss = 0;
+            // the SFT term joins the last slice; the earlier slices take the GRPO part's weight (1 − μ when convex)
+            Tensor Differentiate(Tensor share, bool last)
             {
-                loss = batch.Loss(Model, acc);
-                if (sftOrder is not null)
+                if (sftOrder is null)
+                    return share;
+                if (last)
                 {
                     var sft = SftLoss(step);
-                    acc.Add("grpo_loss", loss.Value());
-                    acc.Add("sft_loss", sft.Value());
-                    loss = MixedLoss(loss, sft, coef, Opt.SftMix);
+                    sftLoss = sft.Value();
+                    return MixedLoss(share, sft, coef, Opt.SftMix);
                 }
-                loss.backward();
+                return Opt.SftMix == "convex" ? share.Times(1 - coef) : share;
             }
-            var lv = loss.Value();
+            var (grpoLoss, lv) = batch.Backward(Model, acc, Differentiate);
+            if (sftOrder is not null)
+            {
+                acc.Add("grpo_loss", grpoLoss);
+                acc.Add("sft_loss", sftLoss);
+            }
             acc.Add("loss", lv);
             acc.Add("grad_norm", Update(lr, lv, step));
         }
@@ -719,17 +727,14 @@ public sealed class GrpoBatch
         r.CompletionMask = tensor(cm, [N, C]).to(model.Device);
         if (o.OffPolicyExpert)
             r.OffPolicy = tensor(off.Select(b => b ? 1f : 0f).ToArray()).to(model.Device);
+        r.MicroRows = o.MicroRows(C, model.Config.VocabSize);
         Tensor? old = null;
         using (no_grad())
         {
             if (o.NumIterations > 1 || o.KlMode == "reward")
-                old = Losses
-                    .CompletionLogProbs(model, r.Ids, r.Mask, P, o.Temperature, entropy: false, r.GroupSize)
-                    .LogProbs;
+                old = r.LogProbs(model);
             if (reference is not null)
-                r.RefLogProbs = Losses
-                    .CompletionLogProbs(reference, r.Ids, r.Mask, P, o.Temperature, entropy: false, r.GroupSize)
-                    .LogProbs;
+                r.RefLogProbs = r.LogProbs(reference);
         }
         if (o.NumIterations > 1)
             r.OldLogProbs = old;
@@ -779,28 +784,139 @@ public sealed class GrpoBatch
         return new Completion(cut ? tokens[..maxLength] : tokens, [], cut, cut ? null : "expert");
     }
 
+    /// <summary>Rows per slice of this batch's forwards (<see cref="GrpoOptions.MicroRows"/> at its completion
+    /// length).</summary>
+    public int MicroRows { get; private set; }
+
+    /// <summary>The batch's rows in slices of at most <paramref name="rows"/>, in order: [null] (the whole batch) when
+    /// it fits in one.</summary>
+    public IReadOnlyList<long[]?> Slices(int rows)
+    {
+        long n = Sequences;
+        if (rows >= n)
+            return [null];
+        return Enumerable
+            .Range(0, (int)((n + rows - 1) / rows))
+            .Select(k =>
+                (long[]?)
+                    Enumerable.Range(0, (int)Math.Min(rows, n - k * rows)).Select(j => (long)k * rows + j).ToArray()
+            )
+            .ToList();
+    }
+
+    /// <summary>Rows per prompt in a slice's forward: consecutive slices of <paramref name="rows"/> rows start at
+    /// multiples of it, so blocks of gcd(rows, G) rows never cross a group.</summary>
+    int SliceGroup(long[]? slice, int rows) => slice is null ? GroupSize : (int)Gcd(rows, GroupSize);
+
+    static long Gcd(long a, long b) => b == 0 ? a : Gcd(b, a % b);
+
+    /// <summary>Completion log-probabilities of the batch under <paramref name="model"/> without gradients, slice by
+    /// slice (π_old and the reference).</summary>
+    Tensor LogProbs(Qwen3ForCausalLM model)
+    {
+        using var scope = NewDisposeScope();
+        var parts = Slices(MicroRows)
+            .Select(sl =>
+                Losses
+                    .CompletionLogProbs(
+                        model,
+                        Pick(Ids, sl),
+                        Pick(Mask, sl),
+                        PromptLength,
+                        opt.Temperature,
+                        entropy: false,
+                        SliceGroup(sl, MicroRows)
+                    )
+                    .LogProbs
+            )
+            .ToList();
+        return (parts.Count == 1 ? parts[0] : cat(parts, 0)).MoveToOuterDisposeScope();
+    }
+
+    static Tensor Pick(Tensor t, long[]? rows) => rows is null ? t : t.index_select(0, tensor(rows, device: t.device));
+
+    /// <summary>Forward and backward of the batch's loss in slices of at most <see cref="MicroRows"/> rows, metrics
+    /// over the whole batch into <paramref name="acc"/>. <paramref name="differentiate"/> makes what is differentiated
+    /// from a slice's share of the loss and whether it is the last slice (a weight; the SFT term joined to the last);
+    /// default the share. Returns the sum of the shares (the batch's GRPO loss) and of what was differentiated.
+    /// </summary>
+    public (double Loss, double Differentiated) Backward(
+        Qwen3ForCausalLM model,
+        Accumulator acc,
+        Func<Tensor, bool, Tensor>? differentiate = null
+    )
+    {
+        var sums = new TokenSums();
+        var slices = Slices(MicroRows);
+        double loss = 0,
+            total = 0;
+        for (int i = 0; i < slices.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            using var forBackward = model.ForBackward();
+            var share = Loss(model, sums, slices[i], SliceGroup(slices[i], MicroRows));
+            var d = differentiate?.Invoke(share, i == slices.Count - 1) ?? share;
+            d.backward();
+            loss += share.Value();
+            total += d.Value();
+        }
+        sums.MeansInto(acc);
+        return (loss, total);
+    }
+
+    /// <summary>Token-weighted metrics summed over a step's slices: each is Σ value·mask / Σ mask over the whole batch,
+    /// however it was split (a mask with no tokens gives 0, or no entry when <c>skipEmpty</c>).</summary>
+    sealed class TokenSums
+    {
+        readonly List<(string Key, double Num, double Den, bool SkipEmpty)> items = [];
+
+        public void Add(string key, double num, double den, bool skipEmpty = false)
+        {
+            int i = items.FindIndex(x => x.Key == key);
+            if (i < 0)
+                items.Add((key, num, den, skipEmpty));
+            else
+                items[i] = (key, items[i].Num + num, items[i].Den + den, skipEmpty);
+        }
+
+        public void MeansInto(Accumulator acc)
+        {
+            foreach (var (key, num, den, skipEmpty) in items)
+                if (den > 0 || !skipEmpty)
+                    acc.Add(key, num / Math.Max(1, den));
+        }
+    }
+
     /// <summary>The GRPO loss of this batch under the current policy; adds entropy, kl and clip metrics to the
     /// accumulator. With <paramref name="rows"/>: those rows' share of the batch loss (the shares of a partition sum to
-    /// the loss).</summary>
+    /// the loss), each row's prompt run on its own.</summary>
     public Tensor Loss(Qwen3ForCausalLM model, Accumulator acc, long[]? rows = null)
     {
+        var sums = new TokenSums();
+        var loss = Loss(model, sums, rows, rows is null ? GroupSize : 1);
+        sums.MeansInto(acc);
+        return loss;
+    }
+
+    Tensor Loss(Qwen3ForCausalLM model, TokenSums sums, long[]? rows, int groupSize)
+    {
+        if (model.GradientCheckpointing)
+            groupSize = 1; // the shared prompt's keys must stay in the graph, which checkpointing drops: per row
         using var scope = NewDisposeScope(); // as in GenerateAndScore: temporaries held whatever the caller has
-        Tensor Pick(Tensor t) => rows is null ? t : t.index_select(0, tensor(rows, device: t.device));
-        Tensor ids = Pick(Ids),
-            mask = Pick(Mask),
-            cm = Pick(CompletionMask),
-            adv = Pick(Advantages);
-        Tensor? old = OldLogProbs is null ? null : Pick(OldLogProbs),
-            refLp = RefLogProbs is null ? null : Pick(RefLogProbs),
-            off = OffPolicy is null ? null : Pick(OffPolicy);
-        // a subset of rows (the alignment diagnostic's single rows) need not hold whole groups: per row
+        Tensor ids = Pick(Ids, rows),
+            mask = Pick(Mask, rows),
+            cm = Pick(CompletionMask, rows),
+            adv = Pick(Advantages, rows);
+        Tensor? old = OldLogProbs is null ? null : Pick(OldLogProbs, rows),
+            refLp = RefLogProbs is null ? null : Pick(RefLogProbs, rows),
+            off = OffPolicy is null ? null : Pick(OffPolicy, rows);
         var (lp, entropy) = Losses.CompletionLogProbs(
             model,
             ids,
             mask,
             PromptLength,
             opt.Temperature,
-            groupSize: rows is null ? GroupSize : 1
+            groupSize: groupSize
         );
         var l = rows is null
             ? GrpoTrainer.Loss(lp, old ?? lp.detach(), refLp, adv, cm, opt, offPolicy: off)
@@ -809,20 +925,24 @@ public sealed class GrpoBatch
         {
             // entropy, KL and clipping describe the on-policy tokens; the expert tokens get their own metrics
             var onCm = off is null ? cm : cm * off.to(cm.dtype).OneMinus().unsqueeze(1);
-            double denom = Math.Max(1, onCm.sum().Value());
-            double Mean(Tensor t) => (t.to(cm.dtype) * onCm).sum().Value() / denom;
-            acc.Add("entropy", Mean(entropy!));
+            double denom = onCm.sum().Value();
+            void Sum(string key, Tensor t) => sums.Add(key, (t.to(cm.dtype) * onCm).sum().Value(), denom);
+            Sum("entropy", entropy!);
             if (l.Kl is not null)
-                acc.Add("kl", Mean(l.Kl));
-            acc.Add("clip_ratio/low_mean", Mean(l.IsLow));
-            acc.Add("clip_ratio/high_mean", Mean(l.IsHigh));
-            acc.Add("clip_ratio/region_mean", Mean(l.IsLow | l.IsHigh));
+                Sum("kl", l.Kl);
+            Sum("clip_ratio/low_mean", l.IsLow);
+            Sum("clip_ratio/high_mean", l.IsHigh);
+            Sum("clip_ratio/region_mean", l.IsLow | l.IsHigh);
             if (off is not null)
             {
                 var offCm = cm * off.to(cm.dtype).unsqueeze(1);
                 double offDenom = offCm.sum().Value();
-                if (offDenom > 0)
-                    acc.Add("off_policy/prob_mean", (lp.detach().exp().to(cm.dtype) * offCm).sum().Value() / offDenom);
+                sums.Add(
+                    "off_policy/prob_mean",
+                    (lp.detach().exp().to(cm.dtype) * offCm).sum().Value(),
+                    offDenom,
+                    skipEmpty: true
+                );
             }
         }
         return l.Loss.MoveToOuterDisposeScope();

@@ -63,6 +63,11 @@ public sealed record JointOptions : TrainOptions
             Fail(field, why);
         if (RlEvery < 1)
             Fail("rl_every", "must be >= 1");
+        if (Sft.GradientCheckpointing is not null || Grpo.GradientCheckpointing is not null)
+            Fail(
+                Sft.GradientCheckpointing is not null ? "sft.gradient_checkpointing" : "grpo.gradient_checkpointing",
+                "one model trains both terms: set the top-level gradient_checkpointing instead"
+            );
         if (Grpo.SftCoef > 0) // the joint objective has its own SFT term; GrpoTrainer's would be dropped here
             Fail("grpo.sft_coef", "the joint trainer's SFT term is L_SFT itself; leave grpo.sft_coef at 0");
     }
@@ -186,13 +191,7 @@ public sealed class JointTrainer : TrainerBase<JointOptions>
             );
             var acc = new GrpoBatch.Accumulator();
             var sw = Stopwatch.StartNew();
-            TorchSharp.torch.Tensor loss;
-            using (Model.ForBackward())
-            {
-                loss = rl.Loss(Model, acc);
-                loss.Times(Opt.RlWeight).backward();
-            }
-            var lv = loss.Value();
+            var (lv, _) = rl.Backward(Model, acc, (share, _) => share.Times(Opt.RlWeight));
             foreach (var (k, v) in rl.Metrics)
                 m[k] = v;
             foreach (var (k, v) in acc.Means())

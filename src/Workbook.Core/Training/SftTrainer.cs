@@ -32,11 +32,12 @@ public sealed class SftTrainer : TrainerBase<SftOptions>
         data = train.Select(e => codec.Sft(e, options.CompletionOnlyLoss)).ToList();
     }
 
-    protected override (string Option, long Rows, long Length)? StepShape =>
+    protected override (string Option, long Rows, long Length, string Remedy)? StepShape =>
         (
             "per_device_train_batch_size",
             Opt.PerDeviceTrainBatchSize,
-            Math.Min(Opt.MaxLength, data.Count == 0 ? 0 : data.Max(d => d.Ids.Length))
+            Math.Min(Opt.MaxLength, data.Count == 0 ? 0 : data.Max(d => d.Ids.Length)),
+            "gradient_accumulation_steps keeps the effective batch"
         );
 
     protected override Dictionary<string, double> TrainStep(long step, double lr)

@@ -35,15 +35,21 @@ public static class StepMemory
     }
 
     /// <summary>Refuses a step whose lower memory estimate exceeds <paramref name="available"/> (default: the OS's),
-    /// naming the option that sets its size.</summary>
-    public static void Check(Qwen3Config c, string option, long rows, long length, double? available = null)
+    /// naming the option that sets its size and, in <paramref name="remedy"/>, what keeps the step the same.</summary>
+    public static void Check(
+        Qwen3Config c,
+        string option,
+        long rows,
+        long length,
+        double? available = null,
+        string remedy = "gradient_accumulation_steps keeps the effective batch"
+    )
     {
         var need = Estimate(c, rows, length);
         if ((available ?? Available()) is { } avail && need > avail)
             throw new WorkbookException(
                 $"option {option}: one step of {rows} rows × {length} tokens needs at least {need / 1e9:0.#} GB of "
-                    + $"activations, more than the {avail / 1e9:0.#} GB available; lower it "
-                    + "(gradient_accumulation_steps keeps the effective batch)"
+                    + $"activations, more than the {avail / 1e9:0.#} GB available; lower it ({remedy})"
             );
     }
 }

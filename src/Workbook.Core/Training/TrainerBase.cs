@@ -60,15 +60,17 @@ public abstract class TrainerBase<TOptions> : ITrainer
 
     protected DataOrder Order = null!;
 
-    /// <summary>The option that sets a step's rows, the rows and the longest row: checked against the memory available
-    /// before anything is allocated (Training/StepMemory.cs). Null: not checked.</summary>
-    protected virtual (string Option, long Rows, long Length)? StepShape => null;
+    /// <summary>The option that sets the rows of a step's forward, the rows, the longest row, and what keeps the step
+    /// the same when that option is lowered: checked against the memory available before anything is allocated
+    /// (Training/StepMemory.cs). Null: not checked.</summary>
+    protected virtual (string Option, long Rows, long Length, string Remedy)? StepShape => null;
 
     public TrainerState Train(bool resume = false)
     {
-        if (StepShape is var (option, rows, length))
-            StepMemory.Check(Model.Config, option, rows, length);
+        if (StepShape is var (option, rows, length, remedy))
+            StepMemory.Check(Model.Config, option, rows, length, remedy: remedy);
         Directory.CreateDirectory(OutDir);
+        Model.GradientCheckpointing = Opt.CheckpointingFor(Model.ParameterCount());
         Optimizer = new AdamW(Model.named_parameters(), Opt.AdamBeta1, Opt.AdamBeta2, Opt.AdamEpsilon, Opt.WeightDecay);
         more = MoreOptimizers();
         State = new TrainerState(0, 0, 0, 0, Opt.Seed, TrainerName);

@@ -46,6 +46,15 @@ public record TrainOptions
     /// optimizer).</summary>
     public string Dtype { get; init; } = "f32";
 
+    /// <summary>Each decoder layer keeps only its input in the training forwards and runs again in the backward
+    /// (Model/CheckpointedLayer.cs): activations of hidden-size floats per token and layer instead of about 30 times
+    /// that, for a second forward of every layer. The same gradients. null = on for models of 100M parameters or more
+    /// (TRL's default is on; a small model would only lose time).</summary>
+    public bool? GradientCheckpointing { get; init; }
+
+    /// <summary>gradient_checkpointing, or its default for a model of <paramref name="parameters"/>.</summary>
+    public bool CheckpointingFor(long parameters) => GradientCheckpointing ?? parameters >= Memory.LargeModel;
+
     public virtual void Validate()
     {
         if (!(LearningRate > 0))
@@ -215,8 +224,32 @@ public sealed record GrpoOptions : TrainOptions
     /// <summary>The rollout's prefill and the training forwards (π_old, the reference, the loss) run each group's
     /// prompt once and share its keys and values with the group's completions (Model/SharedPrefix.cs), instead of once
     /// per row as TRL does. The same function in fewer FLOPs; rounding differs. false = per row. The
-    /// gradient-alignment diagnostic differentiates single rows and always runs them per row.</summary>
+    /// gradient-alignment diagnostic differentiates single rows and always runs them per row, and so does the loss's
+    /// forward under gradient_checkpointing (the prompt's keys would have to stay in the graph).</summary>
     public bool SharedPromptForward { get; init; } = true;
+
+    /// <summary>Rows per forward and backward within an optimizer step (verl's ppo_micro_batch_size_per_gpu; TRL has
+    /// no such option: its gradient_accumulation_steps also sets how many completions a step generates). The batch's
+    /// loss is taken in slices of rows whose gradients add up to the whole batch's: each loss_type keeps the whole
+    /// batch's normaliser, and every metric is over the whole batch. Memory, not math: the same step, rounded
+    /// differently. Also bounds the no-gradient forwards of π_old and the reference. null = as many rows as keep a
+    /// slice's float32 logits within <see cref="MicroBatchLogitsBytes"/> (the whole batch at the task's compact
+    /// vocabulary; one row of 256 completion tokens at Qwen3's 151,936).</summary>
+    public int? MicroBatchSize { get; init; }
+
+    /// <summary>The logits budget of micro_batch_size's default: 256 MiB of float32 (a 0.6B model's one-step peak at 8
+    /// rows × 256 tokens, all at once, was 18.8 GiB).</summary>
+    public const long MicroBatchLogitsBytes = 256L << 20;
+
+    /// <summary>Rows per slice of a batch whose completions are <paramref name="completionLength"/> tokens long at
+    /// <paramref name="vocab"/>: micro_batch_size, or its default.</summary>
+    public int MicroRows(long completionLength, long vocab) =>
+        MicroBatchSize
+        ?? Losses.RowsWithin(
+            MicroBatchLogitsBytes,
+            Math.Max(1, completionLength) * vocab * sizeof(float),
+            PerDeviceTrainBatchSize
+        );
 
     /// <summary>Every N steps (0 = off), log the alignment of the RL and SFT gradients before the update:
     /// diagnostics/cos_rl_sft = cos(∇J, −∇L_SFT) on this step's rollouts and an expert batch (negative: the RL step
@@ -363,6 +396,14 @@ public sealed record GrpoOptions : TrainOptions
             Fail(
                 "kl_mode",
                 "reward needs loss_type dapo, bnpo or dr_grpo (grpo's per-sequence 1/|y| weights move the optimum)"
+            );
+        if (MicroBatchSize is < 1)
+            Fail("micro_batch_size", $"must be >= 1, or null for the default (got {MicroBatchSize})");
+        if (MicroBatchSize > PerDeviceTrainBatchSize)
+            Fail(
+                "micro_batch_size",
+                $"{MicroBatchSize} rows is more than a step's batch (per_device_train_batch_size "
+                    + $"{PerDeviceTrainBatchSize}); at most that, or null"
             );
         if (ZeroSignalSteps < 0)
             Fail("zero_signal_steps", "must be >= 0");
