@@ -467,6 +467,34 @@ public sealed class Qwen3ForCausalLM : nn.Module
             ? TiedHead.apply(embedWeight ??= new(model.embed_tokens), h, Anchor)
             : F.linear(h, LmHeadWeight);
 
+    /// <summary>Bytes of float32 logits per chunk of positions in <see cref="FusedLogProbs"/>. Settable for tests.
+    /// </summary>
+    public long LogProbChunkBytes { get; set; } = LogProbHead.ChunkBytes;
+
+    /// <summary>Whether <see cref="FusedLogProbs"/> applies: inside <see cref="ForBackward"/>, for a big tied head.
+    /// </summary>
+    public bool FusesLogProbs => lm_head is null && LookupIntoGrad();
+
+    /// <summary>The log-probabilities of <paramref name="targets"/> [N, C] after final hidden states
+    /// <paramref name="h"/> [N, C, hidden] at <paramref name="temperature"/>, and their entropies when asked: the
+    /// head and log-softmax a few positions at a time (<see cref="LogProbHead"/>). Only where
+    /// <see cref="FusesLogProbs"/>.</summary>
+    public (Tensor LogProbs, Tensor? Entropy) FusedLogProbs(Tensor h, Tensor targets, double temperature, bool entropy)
+    {
+        if (!FusesLogProbs)
+            throw new InvalidOperationException(
+                "fused log-probabilities: only inside ForBackward, for a big tied head"
+            );
+        var call = new LogProbHead.Call(
+            embedWeight ??= new(model.embed_tokens),
+            temperature,
+            entropy,
+            LogProbHead.Chunk(Config.VocabSize, LogProbChunkBytes)
+        );
+        var lp = LogProbHead.apply(call, h, targets, Anchor);
+        return (lp, call.Entropy);
+    }
+
     /// <summary>Final hidden states [B, T, hidden] (after the final norm): the input of lm_head.
     /// <paramref name="segmentIds"/> [B, T] (packed rows, no cache): a token only attends to earlier tokens of its own
     /// segment.</summary>

@@ -266,9 +266,19 @@ public static class Losses
         var dev = model.Device;
         long L = ids.shape[1],
             C = L - promptLength;
+        var tok = ids.to(dev).narrow(1, promptLength, C);
+        if (model.FusesLogProbs) // a big tied head in a training forward: no [N, C, V] tensors (Model/LogProbHead.cs)
+        {
+            var h =
+                groupSize > 1
+                    ? SharedPromptHidden(model, ids.to(dev), mask.to(dev), promptLength, groupSize)
+                    : model.HiddenStates(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C);
+            var (fused, fusedEntropy) = model.FusedLogProbs(h, tok, temperature, entropy);
+            return (fused.MoveToOuterDisposeScope(), fusedEntropy?.MoveToOuterDisposeScope());
+        }
         var logits =
             groupSize > 1
-                ? SharedPromptLogits(model, ids.to(dev), mask.to(dev), promptLength, groupSize)
+                ? model.Logits(SharedPromptHidden(model, ids.to(dev), mask.to(dev), promptLength, groupSize))
                 : model.Forward(ids.to(dev), mask.to(dev)).narrow(1, promptLength - 1, C);
         if (logits.dtype != ScalarType.Float64)
             logits = logits.to(ScalarType.Float32);
@@ -276,7 +286,6 @@ public static class Losses
             using (TorchSharp.Scalar t = temperature) // named, so the GC cannot finalize it mid-call
                 logits = logits / t;
         var logp = logits.log_softmax(-1);
-        var tok = ids.to(dev).narrow(1, promptLength, C);
         var lp = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1);
         if (!entropy)
             return (lp.MoveToOuterDisposeScope(), null);
@@ -286,8 +295,9 @@ public static class Losses
         return (lp.MoveToOuterDisposeScope(), ent.MoveToOuterDisposeScope());
     }
 
-    /// <summary>The logits that predict ids[:, P:], [N, C, V], with each group's prompt run once.</summary>
-    static Tensor SharedPromptLogits(Qwen3ForCausalLM model, Tensor ids, Tensor mask, int P, int G)
+    /// <summary>The final hidden states that predict ids[:, P:], [N, C, hidden], with each group's prompt run once.
+    /// </summary>
+    static Tensor SharedPromptHidden(Qwen3ForCausalLM model, Tensor ids, Tensor mask, int P, int G)
     {
         long N = ids.shape[0],
             C = ids.shape[1] - P;
@@ -309,7 +319,6 @@ public static class Losses
         );
         // position P − 1 (the prompt's last token) predicts the first completion token; completion t predicts t + 1
         var first = hp.narrow(1, P - 1, 1).repeat_interleave(G, dim: 0);
-        var h = C > 1 ? cat([first, hc.narrow(1, 0, C - 1)], 1) : first;
-        return model.Logits(h);
+        return C > 1 ? cat([first, hc.narrow(1, 0, C - 1)], 1) : first;
     }
 }
