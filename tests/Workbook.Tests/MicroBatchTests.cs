@@ -25,10 +25,16 @@ public class MicroBatchTests(TrainingFixture fx) : IClassFixture<TrainingFixture
             Seed = 5,
         };
 
-    (GrpoBatch Batch, double Loss, Tensor[] Grads, Dictionary<string, double> Metrics) Step(GrpoOptions o)
+    /// <param name="large">as a large model trains: checkpointed layers, the fused head and the in-place lookup</param>
+    (GrpoBatch Batch, double Loss, Tensor[] Grads, Dictionary<string, double> Metrics) Step(
+        GrpoOptions o,
+        bool large = false
+    )
     {
         var prompts = fx.Task.Train.Take(9).ToList();
         using var model = fx.NewModel(21, ScalarType.Float64);
+        if (large)
+            (model.GradientCheckpointing, model.LookupIntoGradFrom) = (true, 0);
         using var reference = fx.NewModel(22, ScalarType.Float64);
         // a step away from π_old, so that the ratio and its clipping are not all ones
         var batch = GrpoBatch.GenerateAndScore(
@@ -53,16 +59,23 @@ public class MicroBatchTests(TrainingFixture fx) : IClassFixture<TrainingFixture
     }
 
     [Theory]
+    [InlineData("dapo", false, 1, true)] // Qwen3-0.6B's default: one row a slice, per row, checkpointed, fused head
+    [InlineData("grpo", true, 4, true)]
     [InlineData("dapo", false, 1)]
     [InlineData("dapo", true, 3)] // a slice of 3 splits groups of 4: blocks of gcd(3, 4) = 1 row
     [InlineData("grpo", false, 2)] // each group in two slices, its prompt run once per slice
     [InlineData("dr_grpo", false, 8)] // two whole groups, then one
     [InlineData("bnpo", true, 5)] // slices of 5, 5 and 2 rows
-    public void A_step_in_slices_equals_the_step_on_the_whole_batch(string lossType, bool luffy, int rows)
+    public void A_step_in_slices_equals_the_step_on_the_whole_batch(
+        string lossType,
+        bool luffy,
+        int rows,
+        bool large = false
+    )
     {
         var o = Options(lossType, luffy);
         var whole = Step(o);
-        var sliced = Step(o with { MicroBatchSize = rows });
+        var sliced = Step(o with { MicroBatchSize = rows }, large);
         Assert.Equal(12, whole.Batch.MicroRows); // the compact vocabulary's default: the whole batch
         Assert.Equal(rows, sliced.Batch.MicroRows);
         Assert.True(whole.Batch.Ids.eq(sliced.Batch.Ids).all().item<bool>()); // the rollouts do not depend on it

@@ -58,6 +58,19 @@ public class StepMemoryTests(TrainingFixture fx) : IClassFixture<TrainingFixture
     }
 
     [Fact]
+    public void Checkpointing_and_the_fused_head_lower_the_estimate_to_what_they_keep()
+    {
+        var c = Qwen3Config.Qwen3_0_6B; // a GRPO slice: one row of 300 tokens
+        double layer = 4.0 * c.HiddenSize + 2.0 * c.IntermediateSize + c.NumAttentionHeads * 300.0;
+        Assert.Equal((c.NumHiddenLayers * layer + 2.0 * c.VocabSize) * 300 * 4, StepMemory.Estimate(c, 1, 300), 0);
+        Assert.Equal(
+            (c.NumHiddenLayers * (double)c.HiddenSize + layer) * 300 * 4,
+            StepMemory.Estimate(c, 1, 300, checkpointing: true, fusedHead: true),
+            0
+        );
+    }
+
+    [Fact]
     public void An_oversized_batch_fails_before_training_allocates_it()
     {
         var model = fx.NewModel(1);

@@ -464,7 +464,9 @@ public sealed class ExperimentRunner
                 TrainOptions.Json
             )!
             .AsObject();
-        // checkpointing recomputes the same forward (gradients equal bit for bit, tested): the same base models
+        // without the new field the key is the one caches had before gradient_checkpointing existed; it is left out
+        // because checkpointing recomputes the same forward (gradients equal bit for bit, tested in float32 and
+        // float64; not tested in bf16)
         key["base"]!.AsObject().Remove("gradient_checkpointing");
         // a base trained with the fused norm kernels differs in the last bits; without them the key is the one caches
         // had before the kernels existed

@@ -38,25 +38,20 @@ sealed class CheckpointedLayer : autograd.SingleTensorFunction<CheckpointedLayer
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         var call = (Call)ctx.get_data("call");
-        var saved = ctx.get_saved_variables();
-        Tensor? gradH = null;
-        try
-        {
-            call.Model.BeforeCheckpointBackward?.Invoke();
-            using var scope = NewDisposeScope();
-            using var grad = enable_grad();
-            var h = saved[0].detach().requires_grad_(true);
-            var output = call.Layer.forward(h, saved[1], saved[2], saved[3], null, call.Index);
-            output.backward([gradOutput]);
-            gradH = h.grad!.MoveToOuterDisposeScope();
-        }
-        catch (Exception e)
-        {
-            call.Model.BackwardFailed(e);
-            // a null gradient for h would be filled in from h's forward wrapper, disposed by now (a crash)
-            using var _ = no_grad();
-            gradH = zeros_like(saved[0]);
-        }
+        var gradH = GuardedBackward.Run(
+            ctx,
+            call.Model.BeforeCheckpointBackward,
+            saved =>
+            {
+                using var scope = NewDisposeScope();
+                using var grad = enable_grad();
+                var h = saved[0].detach().requires_grad_(true);
+                var output = call.Layer.forward(h, saved[1], saved[2], saved[3], null, call.Index);
+                output.backward([gradOutput]);
+                return h.grad!.MoveToOuterDisposeScope();
+            },
+            call.Model.BackwardFailed
+        );
         return [null!, gradH, null!, null!, null!];
     }
 }

@@ -85,51 +85,41 @@ sealed class LogProbHead : autograd.SingleTensorFunction<LogProbHead>
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         var call = (Call)ctx.get_data("call");
-        var saved = ctx.get_saved_variables();
-        Tensor? gradH = null;
-        try
-        {
-            call.Weight.BeforeBackward?.Invoke();
-            using var _ = no_grad();
-            using var scope = NewDisposeScope();
-            var w = call.Weight.Get();
-            var h2 = saved[0].reshape(-1, w.size(1));
-            var t2 = saved[1].reshape(-1, 1);
-            var g2 = gradOutput.reshape(-1, 1);
-            long m = h2.size(0),
-                k = call.Chunk;
-            var gh = empty_like(h2);
-            using Scalar invT = 1.0 / call.Temperature;
-            for (long i = 0; i < m; i += k)
+        var gradH = GuardedBackward.Run(
+            ctx,
+            call.Weight.BeforeBackward,
+            saved =>
             {
-                using var chunk = NewDisposeScope();
-                long n = Math.Min(k, m - i);
-                var hc = h2.narrow(0, i, n);
-                var g = g2.narrow(0, i, n);
-                // d lp / d z = onehot − softmax: −p·g everywhere, + g at the chosen token
-                var p = LogSoftmax(hc, w, call.Temperature).exp_();
-                var gc = g.to(p.dtype);
-                var gz = p.mul_(gc.neg()).scatter_add_(-1, t2.narrow(0, i, n), gc);
-                if (call.Temperature != 1.0)
-                    gz.mul_(invT);
-                gz = gz.to(w.dtype);
-                gh.narrow(0, i, n).copy_(gz.matmul(w));
-                if (w.grad is null)
+                using var _ = no_grad();
+                using var scope = NewDisposeScope();
+                var w = call.Weight.Get();
+                var h2 = saved[0].reshape(-1, w.size(1));
+                var t2 = saved[1].reshape(-1, 1);
+                var g2 = gradOutput.reshape(-1, 1);
+                long m = h2.size(0),
+                    k = call.Chunk;
+                var gh = empty_like(h2);
+                using Scalar invT = 1.0 / call.Temperature;
+                for (long i = 0; i < m; i += k)
                 {
-                    var fresh = gz.t().mm(hc); // set_grad takes its own reference (see TiedHead)
-                    w.grad = fresh;
+                    using var chunk = NewDisposeScope();
+                    long n = Math.Min(k, m - i);
+                    var hc = h2.narrow(0, i, n);
+                    var g = g2.narrow(0, i, n);
+                    // d lp / d z = onehot − softmax: −p·g everywhere, + g at the chosen token
+                    var p = LogSoftmax(hc, w, call.Temperature).exp_();
+                    var gc = g.to(p.dtype);
+                    var gz = p.mul_(gc.neg()).scatter_add_(-1, t2.narrow(0, i, n), gc);
+                    if (call.Temperature != 1.0)
+                        gz.mul_(invT);
+                    gz = gz.to(w.dtype);
+                    gh.narrow(0, i, n).copy_(gz.matmul(w));
+                    GuardedBackward.AddWeightGrad(w, gz, hc);
                 }
-                else
-                    w.grad!.addmm_(gz.t(), hc, beta: 1f, alpha: 1f);
-            }
-            gradH = gh.view(saved[0].shape).MoveToOuterDisposeScope();
-        }
-        catch (Exception e)
-        {
-            call.Weight.Error ??= e;
-            using var _ = no_grad();
-            gradH = zeros_like(saved[0]);
-        }
+                return gh.view(saved[0].shape).MoveToOuterDisposeScope();
+            },
+            e => call.Weight.Error ??= e
+        );
         return [null!, gradH, null!, null!];
     }
 }

@@ -475,6 +475,13 @@ public sealed class Qwen3ForCausalLM : nn.Module
     /// </summary>
     public bool FusesLogProbs => lm_head is null && LookupIntoGrad();
 
+    /// <summary>Whether <see cref="FusesLogProbs"/> will hold inside <see cref="ForBackward"/> (with gradients on).
+    /// </summary>
+    public bool FusesLogProbsInBackward =>
+        lm_head is null
+        && (long)Config.VocabSize * Config.HiddenSize >= LookupIntoGradFrom
+        && model.embed_tokens.weight!.requires_grad;
+
     /// <summary>The log-probabilities of <paramref name="targets"/> [N, C] after final hidden states
     /// <paramref name="h"/> [N, C, hidden] at <paramref name="temperature"/>, and their entropies when asked: the
     /// head and log-softmax a few positions at a time (<see cref="LogProbHead"/>). Only where
@@ -615,16 +622,15 @@ public sealed class Qwen3ForCausalLM : nn.Module
         return new Restore(() =>
         {
             forBackward = before;
-            if (embedWeight is { Error: { } e })
-            {
+            // both cleared before either is thrown: a kept error must not surface again at the next scope's close
+            var (lookup, layer) = (embedWeight?.Error, checkpointError);
+            if (embedWeight is not null)
                 embedWeight.Error = null;
-                throw new WorkbookException($"the tied embedding's in-place backward failed: {e.Message}", e);
-            }
-            if (checkpointError is { } c)
-            {
-                checkpointError = null;
-                throw new WorkbookException($"a checkpointed layer's backward failed: {c.Message}", c);
-            }
+            checkpointError = null;
+            if (lookup is not null)
+                throw new WorkbookException($"the tied embedding's in-place backward failed: {lookup.Message}", lookup);
+            if (layer is not null)
+                throw new WorkbookException($"a checkpointed layer's backward failed: {layer.Message}", layer);
         });
     }
 

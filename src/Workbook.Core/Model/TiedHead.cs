@@ -32,33 +32,20 @@ sealed class TiedHead : autograd.SingleTensorFunction<TiedHead>
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         var weight = (EmbeddingLookupIntoGrad.Weight)ctx.get_data("weight");
-        Tensor? gradH = null;
-        try
-        {
-            weight.BeforeBackward?.Invoke();
-            using var _ = no_grad();
-            using var scope = NewDisposeScope();
-            var w = weight.Get();
-            var h = ctx.get_saved_variables()[0];
-            var g2 = gradOutput.reshape(-1, w.shape[0]);
-            var h2 = h.reshape(-1, w.shape[1]);
-            if (w.grad is null)
+        var gradH = GuardedBackward.Run(
+            ctx,
+            weight.BeforeBackward,
+            saved =>
             {
-                // set_grad takes its own reference: this wrapper is disposed with the scope
-                var fresh = g2.t().mm(h2);
-                w.grad = fresh;
-            }
-            else
-                w.grad!.addmm_(g2.t(), h2, beta: 1f, alpha: 1f);
-            gradH = gradOutput.matmul(w).MoveToOuterDisposeScope();
-        }
-        catch (Exception e)
-        {
-            weight.Error ??= e;
-            // a null gradient for h would be filled in from h's forward wrapper, disposed by now (a crash)
-            using var _ = no_grad();
-            gradH = zeros_like(ctx.get_saved_variables()[0]);
-        }
+                using var _ = no_grad();
+                using var scope = NewDisposeScope();
+                var w = weight.Get();
+                var h = saved[0];
+                GuardedBackward.AddWeightGrad(w, gradOutput.reshape(-1, w.shape[0]), h.reshape(-1, w.shape[1]));
+                return gradOutput.matmul(w).MoveToOuterDisposeScope();
+            },
+            e => weight.Error ??= e
+        );
         return [null!, gradH, null!];
     }
 }

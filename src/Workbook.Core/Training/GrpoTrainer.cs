@@ -106,11 +106,15 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
     // a step's forwards take micro_batch_size rows at a time (or its default at the longest completion)
     protected override (string Option, long Rows, long Length, string Remedy)? StepShape =>
         (
-            Opt.MicroBatchSize is null ? "per_device_train_batch_size" : "micro_batch_size",
+            Opt.MicroRows(Opt.MaxCompletionLength, Model.Config.VocabSize) == Opt.PerDeviceTrainBatchSize
+                ? "per_device_train_batch_size"
+                : "micro_batch_size",
             Opt.MicroRows(Opt.MaxCompletionLength, Model.Config.VocabSize),
             (promptIds.Length == 0 ? 0 : promptIds.Max(p => p.Length)) + Opt.MaxCompletionLength,
             "micro_batch_size splits a step's forwards without changing the step"
         );
+
+    protected override bool FusedHead => Model.FusesLogProbsInBackward;
 
     protected override void OnResume()
     {
@@ -900,8 +904,10 @@ public sealed class GrpoBatch
 
     Tensor Loss(Qwen3ForCausalLM model, TokenSums sums, long[]? rows, int groupSize)
     {
+        // checkpointing applies only without a cache, and the shared prompt is one: per row, to checkpoint the layers.
+        // π_old and the reference (no gradient) keep the shared prompt, so they round differently from this forward
         if (model.GradientCheckpointing)
-            groupSize = 1; // the shared prompt's keys must stay in the graph, which checkpointing drops: per row
+            groupSize = 1;
         using var scope = NewDisposeScope(); // as in GenerateAndScore: temporaries held whatever the caller has
         Tensor ids = Pick(Ids, rows),
             mask = Pick(Mask, rows),

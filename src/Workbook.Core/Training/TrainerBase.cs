@@ -65,12 +65,23 @@ public abstract class TrainerBase<TOptions> : ITrainer
     /// (Training/StepMemory.cs). Null: not checked.</summary>
     protected virtual (string Option, long Rows, long Length, string Remedy)? StepShape => null;
 
+    /// <summary>Whether the step's loss takes its log-probabilities through the fused head (no logits kept).</summary>
+    protected virtual bool FusedHead => false;
+
     public TrainerState Train(bool resume = false)
     {
-        if (StepShape is var (option, rows, length, remedy))
-            StepMemory.Check(Model.Config, option, rows, length, remedy: remedy);
-        Directory.CreateDirectory(OutDir);
         Model.GradientCheckpointing = Opt.CheckpointingFor(Model.ParameterCount());
+        if (StepShape is var (option, rows, length, remedy))
+            StepMemory.Check(
+                Model.Config,
+                option,
+                rows,
+                length,
+                remedy: remedy,
+                checkpointing: Model.GradientCheckpointing,
+                fusedHead: FusedHead
+            );
+        Directory.CreateDirectory(OutDir);
         Optimizer = new AdamW(Model.named_parameters(), Opt.AdamBeta1, Opt.AdamBeta2, Opt.AdamEpsilon, Opt.WeightDecay);
         more = MoreOptimizers();
         State = new TrainerState(0, 0, 0, 0, Opt.Seed, TrainerName);

@@ -225,7 +225,9 @@ public sealed record GrpoOptions : TrainOptions
     /// prompt once and share its keys and values with the group's completions (Model/SharedPrefix.cs), instead of once
     /// per row as TRL does. The same function in fewer FLOPs; rounding differs. false = per row. The
     /// gradient-alignment diagnostic differentiates single rows and always runs them per row, and so does the loss's
-    /// forward under gradient_checkpointing (the prompt's keys would have to stay in the graph).</summary>
+    /// forward under gradient_checkpointing (the prompt's keys would have to stay in the graph), where π_old and the
+    /// reference, taken without gradients, still share it, so at num_iterations > 1 the ratio starts at 1 only to
+    /// rounding.</summary>
     public bool SharedPromptForward { get; init; } = true;
 
     /// <summary>Rows per forward and backward within an optimizer step (verl's ppo_micro_batch_size_per_gpu; TRL has
