@@ -210,11 +210,23 @@ public sealed class Evaluator
     List<Completion> Draw(Qwen3ForCausalLM model)
     {
         var opt = Sampling() with { Entropies = true };
-        var all = new List<Completion>();
         using var rng = new TorchSharp.torch.Generator((ulong)Options.Seed);
+        return GenerateInCalls(model, prompts, opt, rng);
+    }
+
+    /// <summary>Completions of <paramref name="batch"/>, in order, from generation calls of at most
+    /// <see cref="GenerationRows"/> prompts each, drawing from <paramref name="rng"/> call after call.</summary>
+    List<Completion> GenerateInCalls(
+        Qwen3ForCausalLM model,
+        IReadOnlyList<int[]> batch,
+        GenerationOptions opt,
+        TorchSharp.torch.Generator rng
+    )
+    {
         int rows = GenerationRows(model, Options.GenerationBatchSize);
-        for (int i = 0; i < prompts.Length; i += rows)
-            all.AddRange(Generation.Generate(model, prompts.Skip(i).Take(rows).ToList(), opt, rng));
+        var all = new List<Completion>(batch.Count);
+        for (int i = 0; i < batch.Count; i += rows)
+            all.AddRange(Generation.Generate(model, batch.Skip(i).Take(rows).ToList(), opt, rng));
         return all;
     }
 
@@ -356,19 +368,9 @@ public sealed class Evaluator
         if (k > rows) // a prompt's k samples over several calls of at most `rows` rows (the KV budget)
         {
             for (int j = 0; j < prompts.Length; j++)
-            {
-                var outs = new List<Completion>();
-                for (int done = 0; done < k; done += rows)
-                    outs.AddRange(
-                        Generation.Generate(
-                            model,
-                            Enumerable.Repeat(prompts[j], Math.Min(rows, k - done)).ToList(),
-                            opt,
-                            rng
-                        )
-                    );
-                texts[j] = outs.Select(o => codec.Decode(o.Tokens)).ToArray();
-            }
+                texts[j] = GenerateInCalls(model, Enumerable.Repeat(prompts[j], k).ToList(), opt, rng)
+                    .Select(o => codec.Decode(o.Tokens))
+                    .ToArray();
             return texts;
         }
         int per = rows / k;
@@ -430,10 +432,7 @@ public sealed class Evaluator
     {
         var opt = Sampling(); // top_p and top_k too: the samples show what the evaluation draws
         using var rng = new TorchSharp.torch.Generator((ulong)seed);
-        int rows = GenerationRows(model, Options.GenerationBatchSize);
-        var outs = new List<Completion>();
-        for (int i = 0; i < Math.Min(n, prompts.Length); i += rows) // one call when n fits the KV budget, as before
-            outs.AddRange(Generation.Generate(model, prompts.Skip(i).Take(Math.Min(rows, n - i)).ToList(), opt, rng));
+        var outs = GenerateInCalls(model, prompts.Take(n).ToList(), opt, rng); // one call when n fits, as before
         return outs.Select((o, i) => (examples[i].PromptText, codec.Decode(o.Tokens), examples[i].Reference)).ToList();
     }
 }

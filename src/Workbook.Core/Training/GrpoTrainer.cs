@@ -104,15 +104,19 @@ public sealed class GrpoTrainer : TrainerBase<GrpoOptions>
         : this(model, codec, prompts, new WeightedReward([(verifier, 1.0)]), options, outDir, evaluator) { }
 
     // a step's forwards take micro_batch_size rows at a time (or its default at the longest completion)
-    protected override (string Option, long Rows, long Length, string Remedy)? StepShape =>
-        (
-            Opt.MicroRows(Opt.MaxCompletionLength, Model.Config.VocabSize) == Opt.PerDeviceTrainBatchSize
-                ? "per_device_train_batch_size"
-                : "micro_batch_size",
-            Opt.MicroRows(Opt.MaxCompletionLength, Model.Config.VocabSize),
-            (promptIds.Length == 0 ? 0 : promptIds.Max(p => p.Length)) + Opt.MaxCompletionLength,
-            "micro_batch_size splits a step's forwards without changing the step"
-        );
+    protected override (string Option, long Rows, long Length, string Remedy)? StepShape
+    {
+        get
+        {
+            int rows = Opt.MicroRows(Opt.MaxCompletionLength, Model.Config.VocabSize);
+            return (
+                rows == Opt.PerDeviceTrainBatchSize ? "per_device_train_batch_size" : "micro_batch_size",
+                rows,
+                (promptIds.Length == 0 ? 0 : promptIds.Max(p => p.Length)) + Opt.MaxCompletionLength,
+                "micro_batch_size splits a step's forwards without changing the step"
+            );
+        }
+    }
 
     protected override bool FusedHead => Model.FusesLogProbsInBackward;
 
